@@ -67,7 +67,10 @@ def _swap(model: nn.Module, replacement: Callable[[str, nn.Module], Optional[nn.
     # Collect first: replacing children while named_modules() walks them would skip some.
     swaps = []
     for name, module in model.named_modules(remove_duplicate=False):
-        for child_name, child in module.named_children():
+        # _modules, not named_children(): the latter skips a child registered twice.
+        for child_name, child in module._modules.items():
+            if child is None:
+                continue
             new = replacement(f"{name}.{child_name}" if name else child_name, child)
             if new is not None:
                 swaps.append((module, child_name, child, new))

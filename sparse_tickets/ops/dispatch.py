@@ -181,5 +181,6 @@ def _describe(tensors: Sequence[torch.Tensor]) -> str:
     if not tensors:
         return "no tensors"
     devices = sorted({str(t.device) for t in tensors})
-    dtypes = sorted({_dtype_name(t.dtype) for t in tensors})
+    # Masks are bool by contract; the data dtypes are what tell a user why a call was refused.
+    dtypes = sorted({_dtype_name(t.dtype) for t in tensors if t.dtype != torch.bool}) or ["bool"]
     return f"{'/'.join(dtypes)} tensors on {', '.join(devices)}"
