@@ -5,11 +5,12 @@ Public API: the masked layers and model conversion, the functional ops, the back
 and the subpackages ``optim``, ``pruning``, ``models`` and ``data``.
 """
 
-from . import functional, ops
+from . import data, functional, models, ops, optim, pruning
 from .nn import MaskedConv2d, MaskedLayer, MaskedLinear, masked, masked_layers, unmasked
 from .ops import backends
 
 __version__ = "0.1.0"
 
-__all__ = ["MaskedConv2d", "MaskedLayer", "MaskedLinear", "backends", "functional", "masked",
-           "masked_layers", "ops", "unmasked", "__version__"]
+__all__ = ["MaskedConv2d", "MaskedLayer", "MaskedLinear", "backends", "data", "functional",
+           "masked", "masked_layers", "models", "ops", "optim", "pruning", "unmasked",
+           "__version__"]

@@ -11,6 +11,8 @@ from typing import Sequence
 
 import torch
 
+from .splits import ImageSplit
+
 
 def holdout_indices(count: int, holdout: int, seed: int = 0
                     ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -58,3 +60,19 @@ def stratified_indices(labels: torch.Tensor, per_class_counts: Sequence[int], se
             start += count
     return [torch.cat(parts).sort().values if parts else torch.empty(0, dtype=torch.int64)
             for parts in splits]
+
+
+def hold_out_validation(train: ImageSplit, validation_size: int, seed: int = 0
+                        ) -> tuple[ImageSplit, ImageSplit]:
+    """``(train, val)``: ``validation_size`` examples of ``train`` moved into a validation split.
+
+    The examples are chosen by :func:`holdout_indices` with ``seed``, so the same training set
+    always gives the same two splits.
+    """
+    if isinstance(validation_size, bool) or not isinstance(validation_size, int):
+        raise TypeError(f"validation_size must be an int; got {type(validation_size).__name__}")
+    if not 0 <= validation_size < len(train):
+        raise ValueError(f"validation_size {validation_size} must be in 0..{len(train) - 1}: "
+                         f"the training set has {len(train)} examples and must keep at least one")
+    kept, held_out = holdout_indices(len(train), validation_size, seed)
+    return train.subset(kept), train.subset(held_out)

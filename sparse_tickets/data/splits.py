@@ -1,9 +1,9 @@
 """The containers every dataset returns: one :class:`ImageSplit` per split, gathered in a
 :class:`DatasetSplits`.
 
-Images stay in memory in their stored dtype (uint8 for every real dataset: CIFAR-10's training
-set is 150 MB so, 600 MB as float32) and are turned into normalised float32 only when read, one
-item or one whole batch at a time.
+Images stay in memory in their stored dtype, uint8 for every dataset here (CIFAR-10's training
+set takes 150 MB so, and would take 600 MB as float32), and become normalised float32 only when
+read, one item or one whole batch at a time.
 """
 
 from __future__ import annotations
@@ -14,7 +14,8 @@ from typing import Sequence
 import torch
 from torch.utils.data import Dataset
 
-# Rows converted to float at a time by channel_statistics: bounds its temporary memory.
+# Rows of float32 images converted to float64 at a time by channel_statistics: bounds the
+# temporary memory.
 _STATISTICS_CHUNK_ROWS = 4096
 
 
@@ -23,7 +24,8 @@ class ImageSplit(Dataset):
 
     ``images`` is uint8 (read as ``value / 255``) or float32 (read as is). ``mean`` and ``std``
     hold one float per channel on that [0, 1] scale; reading an image returns
-    ``(pixel - mean[c]) / std[c]`` in float32, computed as one multiply-add per element.
+    ``(pixel - mean[c]) / std[c]`` in float32, computed as one scale and one shift per channel
+    (so it may differ from that formula in the last bit).
 
     ``split[i]`` gives ``(image (C, H, W) float32, label int)`` for ``torch.utils.data``
     pipelines; :meth:`batch` gathers and normalises a whole batch in one vectorised call, which
@@ -69,13 +71,16 @@ class ImageSplit(Dataset):
 
     @property
     def device(self) -> torch.device:
+        """Where the images and labels live."""
         return self.images.device
 
     def __len__(self) -> int:
         return self.images.shape[0]
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
-        image = self.images[index].to(torch.float32).mul_(self._scale).add_(self._shift)
+        # copy=True: for float32 images, indexing gives a view that mul_ would overwrite.
+        image = self.images[index].to(torch.float32, copy=True)
+        image.mul_(self._scale).add_(self._shift)
         return image, int(self.labels[index])
 
     def batch(self, indices: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -97,7 +102,7 @@ class ImageSplit(Dataset):
         return ImageSplit(self.images[indices], self.labels[indices], self.mean, self.std)
 
     def to(self, device: torch.device | str) -> "ImageSplit":
-        """This split with its images and labels on ``device`` (still uint8 there)."""
+        """This split with its images and labels on ``device``, in their stored dtype."""
         return ImageSplit(self.images.to(device), self.labels.to(device), self.mean, self.std)
 
     def class_counts(self, num_classes: int) -> torch.Tensor:
@@ -140,20 +145,25 @@ class DatasetSplits:
 def channel_statistics(images: torch.Tensor) -> tuple[tuple[float, ...], tuple[float, ...]]:
     """Per-channel mean and standard deviation of ``images`` (N, C, H, W) on the [0, 1] scale.
 
-    uint8 images count as ``value / 255``. Accumulates in float64 over chunks of rows, so a
-    large uint8 set is never converted to float as a whole.
+    uint8 images count as ``value / 255`` and are summarised exactly through a 256-bin
+    histogram per channel; float32 images are accumulated in float64 over chunks of rows. A
+    large set is never converted to float as a whole.
     """
     if not isinstance(images, torch.Tensor) or images.dim() != 4 or images.shape[0] == 0:
         raise ValueError(f"images must be a non-empty 4-D tensor (N, C, H, W); got "
                          f"{_describe(images)}")
-    to_unit = 1.0 / 255.0 if images.dtype == torch.uint8 else 1.0
-    channels = images.shape[1]
-    total = torch.zeros(channels, dtype=torch.float64)
-    total_squares = torch.zeros(channels, dtype=torch.float64)
-    for start in range(0, images.shape[0], _STATISTICS_CHUNK_ROWS):
-        chunk = images[start:start + _STATISTICS_CHUNK_ROWS].to(torch.float64) * to_unit
-        total += chunk.sum(dim=(0, 2, 3)).cpu()
-        total_squares += chunk.square().sum(dim=(0, 2, 3)).cpu()
+    if images.dtype == torch.uint8:
+        levels = torch.arange(256, dtype=torch.float64) / 255.0
+        histograms = torch.stack([torch.bincount(images[:, c].reshape(-1), minlength=256)
+                                  for c in range(images.shape[1])]).cpu().to(torch.float64)
+        total, total_squares = histograms @ levels, histograms @ levels.square()
+    else:
+        total = torch.zeros(images.shape[1], dtype=torch.float64)
+        total_squares = torch.zeros(images.shape[1], dtype=torch.float64)
+        for start in range(0, images.shape[0], _STATISTICS_CHUNK_ROWS):
+            chunk = images[start:start + _STATISTICS_CHUNK_ROWS].to(torch.float64)
+            total += chunk.sum(dim=(0, 2, 3)).cpu()
+            total_squares += chunk.square().sum(dim=(0, 2, 3)).cpu()
     count = images.shape[0] * images.shape[2] * images.shape[3]
     mean = total / count
     variance = (total_squares / count - mean.square()).clamp_min(0.0)

@@ -1,0 +1,75 @@
+"""What MaskedSGD and MaskedAdam share: the masks, hyperparameter checks, and gathering a
+param group's tensors for one multi-tensor step."""
+
+from __future__ import annotations
+
+from abc import ABCMeta, abstractmethod
+from typing import Optional
+
+import torch
+
+from .param_masks import Masks, resolve_masks
+
+
+class MaskedOptimizer(torch.optim.Optimizer, metaclass=ABCMeta):
+    """A ``torch.optim.Optimizer`` whose step keeps pruned weights and their state at zero.
+
+    Subclasses implement ``step`` and ``check_hyperparameters(group)``; the latter runs on the
+    defaults and on every param group as it is added, so a bad value fails where it was given.
+    """
+
+    def __init__(self, params, defaults: dict, masks: Masks) -> None:
+        self.check_hyperparameters(defaults)
+        super().__init__(params, defaults)
+        self._masks = resolve_masks(masks, self.param_groups)
+
+    @staticmethod
+    @abstractmethod
+    def check_hyperparameters(group: dict) -> None:
+        """Raise one line naming the first invalid hyperparameter of ``group``."""
+
+    def add_param_group(self, param_group: dict) -> None:
+        """Add a param group (as ``torch.optim.Optimizer``) after checking its hyperparameters.
+
+        A mapping of masks is fixed when the optimizer is built, so parameters added here are
+        masked only when ``masks`` was the model and they are weights of its masked layers.
+        """
+        if isinstance(param_group, dict):  # anything else: torch's own error
+            self.check_hyperparameters({**self.defaults, **param_group})
+        super().add_param_group(param_group)
+
+    def __getstate__(self) -> dict:
+        # torch.optim keeps only defaults, state and param_groups; pickling and deepcopy must
+        # carry the masks too, or the copy would step without them.
+        return {**super().__getstate__(), "_masks": self._masks}
+
+    def _params_with_grad(self, group: dict) -> list[list[torch.Tensor]]:
+        """The group's parameters that have a gradient, in group order, split by device.
+
+        One list per device because a backend runs one multi-tensor step on one device; the
+        split keeps a model spread over several devices trainable by one optimizer.
+        """
+        by_device: dict[torch.device, list[torch.Tensor]] = {}
+        for param in group["params"]:
+            if param.grad is None:
+                continue
+            if param.grad.is_sparse:
+                raise ValueError(f"{self._describe(param)} has a sparse gradient; "
+                                 f"{type(self).__name__} needs dense gradients")
+            by_device.setdefault(param.device, []).append(param)
+        return list(by_device.values())
+
+    def _mask_of(self, param: torch.Tensor) -> Optional[torch.Tensor]:
+        """``param``'s current bool mask, or None when it is not masked."""
+        return self._masks.mask_of(param, self._describe)
+
+    def _describe(self, param: torch.Tensor) -> str:
+        """How an error names ``param``: its name in the model, else its place in the groups."""
+        name = self._masks.name_of(param)
+        if name is not None:
+            return name
+        for g, group in enumerate(self.param_groups):
+            for k, candidate in enumerate(group["params"]):
+                if candidate is param:
+                    return f"param_groups[{g}]['params'][{k}]"
+        return f"a parameter of shape {tuple(param.shape)}"

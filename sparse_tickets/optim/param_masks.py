@@ -1,0 +1,124 @@
+"""Which mask each optimized parameter has: the ``masks`` argument of the masked optimizers.
+
+Two sources. A model: the weight of each masked layer is masked by that layer's ``mask``
+buffer, read at every step, so ``set_mask``, a new buffer after ``model.to(device)``, or a
+loaded state_dict need no new optimizer. A mapping ``{Parameter: bool tensor}``: static masks
+that the caller keeps up to date in place, for plain layers; the step zeroes their pruned
+weights, but before the first step (and after changing a mask) zeroing them is the caller's
+job, since a plain layer's forward uses whatever they hold. Every other parameter has no mask.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Iterable, Mapping, Optional, Union
+
+import torch
+from torch import nn
+
+from ..nn import MaskedLayer, masked_layers
+
+Masks = Union[nn.Module, Mapping[torch.Tensor, torch.Tensor]]
+
+
+class ParamMasks:
+    """The mask of each parameter, looked up when a step runs (see the module).
+
+    Build it with :func:`resolve_masks`. Keys are Parameters by identity, as torch.optim keys
+    its state.
+    """
+
+    def __init__(self, sources: dict, names: dict) -> None:
+        # param -> the MaskedLayer whose ``mask`` it reads, or the static bool tensor
+        self._sources = sources
+        # param -> qualified name in the model; empty for a mapping, whose keys have no names
+        self._names = names
+
+    def mask_of(self, param: torch.Tensor,
+                describe: Callable[[torch.Tensor], str]) -> Optional[torch.Tensor]:
+        """``param``'s current mask (None when it has none), checked against ``param``;
+        ``describe(param)`` names the parameter in an error (called only on one)."""
+        source = self._sources.get(param)
+        if source is None:
+            return None
+        mask = source.mask if isinstance(source, MaskedLayer) else source
+        # Once per parameter per step: the cheap test first, the message only on failure.
+        if not (isinstance(mask, torch.Tensor) and mask.dtype == torch.bool
+                and mask.shape == param.shape and mask.device == param.device):
+            check_mask(mask, param, describe(param))
+        return mask
+
+    def name_of(self, param: torch.Tensor) -> Optional[str]:
+        """``param``'s qualified name in the model the masks came from, if known."""
+        return self._names.get(param)
+
+
+def resolve_masks(masks: Masks, param_groups: list[dict]) -> ParamMasks:
+    """The :class:`ParamMasks` that ``masks`` (a model, or a mapping of Parameter to bool mask)
+    describes for an optimizer over ``param_groups``; raises on anything that cannot be right."""
+    if isinstance(masks, nn.Module):
+        return _from_model(masks, _params_of(param_groups))
+    if isinstance(masks, Mapping):
+        return _from_mapping(masks, param_groups)
+    raise TypeError(f"masks must be the model (an nn.Module whose masked layers hold the masks) "
+                    f"or a mapping {{Parameter: bool mask}}; got {type(masks).__name__}")
+
+
+def check_mask(mask, param: torch.Tensor, name: str) -> None:
+    """``mask`` is a bool tensor of ``param``'s shape and device; else one line naming it.
+
+    Strict, unlike :func:`sparse_tickets.nn.validate_mask`: a 0/1 tensor would have to be
+    converted to a copy, and a copy would stop following the caller's in-place updates.
+    """
+    if not isinstance(mask, torch.Tensor) or mask.dtype != torch.bool:
+        found = mask.dtype if isinstance(mask, torch.Tensor) else type(mask).__name__
+        raise TypeError(f"mask of {name} must be a bool tensor; got {found}")
+    if mask.shape != param.shape:
+        raise ValueError(f"mask of {name} has shape {tuple(mask.shape)}; expected the "
+                         f"parameter's shape {tuple(param.shape)}")
+    if mask.device != param.device:
+        raise ValueError(f"mask of {name} is on {mask.device}; expected the parameter's device "
+                         f"{param.device}")
+
+
+def _from_model(model: nn.Module, params: list[torch.Tensor]) -> ParamMasks:
+    sources, owners = {}, {}
+    for layer_name, layer in masked_layers(model):
+        weight = layer.weight
+        if weight in sources:
+            raise ValueError(f"masks: {owners[weight]}.weight and {layer_name}.weight are one "
+                             f"Parameter in two masked layers; a weight can have only one mask")
+        sources[weight] = layer
+        owners[weight] = layer_name
+    if not sources:
+        raise ValueError("masks: the model has no masked layers; convert it with "
+                         "sparse_tickets.masked(model) first, or pass masks={} to mask nothing")
+    if not any(param in sources for param in params):
+        # Most likely the optimizer was built on a copy of the model: its pruned weights would
+        # silently grow back, so this is an error rather than a plain optimizer.
+        raise ValueError(f"masks: none of the model's {len(sources)} masked-layer weights is "
+                         f"among the optimizer's parameters; pass the model these parameters "
+                         f"belong to, or masks={{}} to mask nothing")
+    names = {param: name for name, param in model.named_parameters()}
+    return ParamMasks(sources, names)
+
+
+def _from_mapping(masks: Mapping, param_groups: list[dict]) -> ParamMasks:
+    positions = {param: f"param_groups[{g}]['params'][{k}]"
+                 for g, group in enumerate(param_groups)
+                 for k, param in enumerate(group["params"])}
+    sources = {}
+    for param, mask in masks.items():
+        if not isinstance(param, torch.Tensor):
+            raise TypeError(f"masks keys must be the optimizer's Parameters; got "
+                            f"{type(param).__name__} {param!r} (to mask by layer, pass the model "
+                            f"itself as masks)")
+        if param not in positions:
+            raise ValueError(f"masks has an entry for a tensor of shape {tuple(param.shape)} "
+                             f"that is not among the optimizer's parameters")
+        check_mask(mask, param, positions[param])
+        sources[param] = mask
+    return ParamMasks(sources, {})
+
+
+def _params_of(param_groups: Iterable[dict]) -> list[torch.Tensor]:
+    return [param for group in param_groups for param in group["params"]]

@@ -1,0 +1,186 @@
+"""``Masks``: the pruning masks of a model, as a validated mapping of layer name -> bool tensor.
+
+Keys are the names of the masked layers' weights in the model's state_dict (``"fc1.weight"``,
+``"features.0.weight"``), in module order. A ``Masks`` is a value: pruning builds new ones from
+old ones and never touches a model; :meth:`Masks.apply_to` is the one call that changes a model.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Iterator, Optional, Union
+
+import torch
+from torch import nn
+
+from ..nn import masked_layers, validate_mask
+from .density import LayerDensity, format_density_table
+from .names import format_names, mask_key
+from .storage import PathLike, load_tensors, save_tensors
+
+Device = Union[str, torch.device]
+
+
+class Masks(Mapping):
+    """An insertion-ordered mapping of layer name -> bool mask tensor.
+
+    ``Masks(mapping)`` accepts bool tensors, or tensors holding only 0 and 1 (converted to
+    bool); anything else raises a one-line error naming the key. The tensors are not copied.
+    """
+
+    def __init__(self, masks: Optional[Mapping[str, torch.Tensor]] = None) -> None:
+        if masks is None:
+            masks = {}
+        if not isinstance(masks, Mapping):
+            raise TypeError(f"Masks expects a mapping of layer name -> mask tensor; got "
+                            f"{type(masks).__name__}")
+        self._masks: dict[str, torch.Tensor] = {}
+        for name, mask in masks.items():
+            if not isinstance(name, str) or not name:
+                raise TypeError(f"mask names must be non-empty strings; got {name!r}")
+            if not isinstance(mask, torch.Tensor):
+                raise TypeError(f"masks[{name!r}] is a {type(mask).__name__}; expected a bool "
+                                f"tensor (or one of 0/1 values)")
+            # Checked against itself, validate_mask only checks the values (bool, or 0/1).
+            self._masks[name] = validate_mask(mask, mask, name=f"masks[{name!r}]")
+
+    @classmethod
+    def from_model(cls, model: nn.Module) -> "Masks":
+        """A snapshot (copies, not views of the live buffers) of the masks of every masked layer
+        of ``model``, on the layers' devices."""
+        return cls({name: layer.mask.detach().clone()
+                    for name, layer in _named_masked_layers(model).items()})
+
+    @classmethod
+    def ones_like(cls, model: nn.Module) -> "Masks":
+        """All-True masks for every masked layer of ``model``: nothing pruned."""
+        return cls({name: torch.ones_like(layer.weight, dtype=torch.bool)
+                    for name, layer in _named_masked_layers(model).items()})
+
+    @classmethod
+    def load(cls, path: PathLike, device: Optional[Device] = None) -> "Masks":
+        """Masks saved by :meth:`save`, on the CPU unless ``device`` is given."""
+        tensors = load_tensors(path)
+        try:
+            masks = cls(tensors)
+        except (TypeError, ValueError) as error:
+            raise ValueError(f"{str(path)!r} does not hold masks: {error}") from None
+        return masks if device is None else masks.to(device)
+
+    def save(self, path: PathLike) -> None:
+        """Write the masks to ``path`` atomically: safetensors when it ends in ``.safetensors``,
+        ``torch.save`` otherwise. The directory must exist."""
+        save_tensors(path, self._masks)
+
+    def apply_to(self, model: nn.Module) -> None:
+        """Set these masks on ``model``'s masked layers, which zeroes the weights they prune.
+
+        The names must match the model's masked layers exactly and every shape must match;
+        everything is checked before any layer changes, so a mismatch leaves the model as it was.
+        """
+        layers = _named_masked_layers(model)
+        missing = [name for name in layers if name not in self._masks]
+        unexpected = [name for name in self._masks if name not in layers]
+        if missing or unexpected:
+            raise ValueError(f"masks do not match the model's masked layers: missing "
+                             f"{format_names(missing)}; unexpected {format_names(unexpected)}")
+        for name, layer in layers.items():
+            if self._masks[name].shape != layer.weight.shape:
+                raise ValueError(f"masks[{name!r}] has shape {tuple(self._masks[name].shape)}; "
+                                 f"expected the layer's weight shape {tuple(layer.weight.shape)}")
+        for name, layer in layers.items():
+            layer.set_mask(self._masks[name].to(layer.weight.device))
+
+    @property
+    def num_unpruned(self) -> int:
+        """Number of weights the masks keep, over all layers."""
+        return sum(int(mask.sum().item()) for mask in self._masks.values())
+
+    @property
+    def numel(self) -> int:
+        """Number of weights the masks cover, over all layers."""
+        return sum(mask.numel() for mask in self._masks.values())
+
+    @property
+    def density(self) -> float:
+        """Fraction of all weights kept, ``num_unpruned / numel`` (0.0 when there are none)."""
+        numel = self.numel
+        return self.num_unpruned / numel if numel else 0.0
+
+    @property
+    def sparsity(self) -> float:
+        """Fraction of all weights pruned, ``1 - density``."""
+        return 1.0 - self.density
+
+    def density_rows(self) -> list[LayerDensity]:
+        """One :class:`LayerDensity` per layer, in order (``row.as_dict()`` for JSON)."""
+        return [LayerDensity.of(name, mask) for name, mask in self._masks.items()]
+
+    def density_report(self) -> str:
+        """A printable table: name, shape, kept, total and density per layer, then the total."""
+        return format_density_table(self.density_rows())
+
+    def is_subset_of(self, other: Mapping[str, torch.Tensor]) -> bool:
+        """Whether every weight kept here is kept in ``other`` too (``other`` must name the same
+        layers with the same shapes)."""
+        other = _comparable(self, other)
+        return not any(bool((mask & ~other[name].to(mask.device)).any())
+                       for name, mask in self._masks.items())
+
+    def to(self, device: Device) -> "Masks":
+        """The same masks on ``device``."""
+        return Masks({name: mask.to(device) for name, mask in self._masks.items()})
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Mapping):
+            return NotImplemented
+        if set(self._masks) != set(other):
+            return False
+        return all(isinstance(other[name], torch.Tensor)
+                   and torch.equal(mask, other[name].to(mask.device))
+                   for name, mask in self._masks.items())
+
+    __hash__ = None  # mutable tensors inside: equal now need not mean equal later
+
+    def __getitem__(self, name: str) -> torch.Tensor:
+        return self._masks[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._masks)
+
+    def __len__(self) -> int:
+        return len(self._masks)
+
+    def __repr__(self) -> str:
+        return f"Masks({len(self)} layers, density={self.density:.4f})"
+
+
+def weights_of(model: nn.Module) -> dict[str, torch.Tensor]:
+    """The weight tensors (detached) of ``model``'s masked layers, under the same names as
+    :meth:`Masks.from_model`: what the pruning functions score."""
+    return {name: layer.weight.detach() for name, layer in _named_masked_layers(model).items()}
+
+
+def _named_masked_layers(model: nn.Module) -> dict[str, nn.Module]:
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"expected a torch.nn.Module; got {type(model).__name__}")
+    layers = {mask_key(name): layer for name, layer in masked_layers(model)}
+    if not layers:
+        raise ValueError(f"{type(model).__name__} has no masked layers; expected a model "
+                         f"converted with sparse_tickets.masked(model)")
+    return layers
+
+
+def _comparable(masks: Masks, other: Mapping[str, torch.Tensor]) -> Mapping[str, torch.Tensor]:
+    """``other`` as masks over the same layers and shapes as ``masks``, or a one-line error."""
+    other = other if isinstance(other, Masks) else Masks(other)
+    missing = [name for name in masks if name not in other]
+    unexpected = [name for name in other if name not in masks]
+    if missing or unexpected:
+        raise ValueError(f"cannot compare masks over different layers: missing from the other "
+                         f"{format_names(missing)}; only in the other {format_names(unexpected)}")
+    for name, mask in masks.items():
+        if other[name].shape != mask.shape:
+            raise ValueError(f"cannot compare masks[{name!r}]: shape {tuple(mask.shape)} here, "
+                             f"{tuple(other[name].shape)} in the other")
+    return other
