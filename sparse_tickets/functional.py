@@ -8,6 +8,7 @@ optimizer never sees a signal for a pruned weight. The implementation is chosen 
 
 from __future__ import annotations
 
+import math
 from typing import Optional, Union
 
 import torch
@@ -30,8 +31,12 @@ def masked_linear(x: torch.Tensor, weight: torch.Tensor, mask: torch.Tensor,
         bias: optional ``(out_features,)``.
 
     Gradients: ``grad_weight`` is exactly 0.0 where ``mask`` is False; ``grad_x`` is computed
-    with the masked weight; ``grad_bias`` is the usual sum over the batch.
+    with the masked weight; ``grad_bias`` is the usual sum over the batch. First derivatives
+    only: the backward is not itself differentiable (no double backward).
+
+    Under ``torch.autocast`` the op runs in the autocast dtype, as ``F.linear`` does.
     """
+    x, weight, bias = _autocast_inputs(x, weight, bias)
     _check_mask(mask, weight)
     if weight.dim() != 2:
         raise ValueError(f"weight must be 2-D (out_features, in_features); got shape "
@@ -40,7 +45,9 @@ def masked_linear(x: torch.Tensor, weight: torch.Tensor, mask: torch.Tensor,
         raise ValueError(f"input has shape {tuple(x.shape)}; expected (*, {weight.shape[1]}) "
                          f"to match weight {tuple(weight.shape)}")
     _check_bias(bias, weight)
-    return MaskedLinearFunction.apply(x, weight, mask, bias)
+    _check_dtypes(x, weight, bias)
+    with _autocast_off(x):
+        return MaskedLinearFunction.apply(x, weight, mask, bias)
 
 
 def masked_conv2d(x: torch.Tensor, weight: torch.Tensor, mask: torch.Tensor,
@@ -54,8 +61,10 @@ def masked_conv2d(x: torch.Tensor, weight: torch.Tensor, mask: torch.Tensor,
     unbatched ``(C, H, W)``.
 
     Gradients: ``grad_weight`` is exactly 0.0 where ``mask`` is False; ``grad_x`` is computed
-    with the masked weight; ``grad_bias`` is the usual sum.
+    with the masked weight; ``grad_bias`` is the usual sum. First derivatives only (no double
+    backward). Under ``torch.autocast`` the op runs in the autocast dtype, as ``F.conv2d`` does.
     """
+    x, weight, bias = _autocast_inputs(x, weight, bias)
     _check_mask(mask, weight)
     if weight.dim() != 4:
         raise ValueError(f"weight must be 4-D (out_channels, in_channels/groups, kH, kW); got "
@@ -76,8 +85,10 @@ def masked_conv2d(x: torch.Tensor, weight: torch.Tensor, mask: torch.Tensor,
     if x.dim() != 4 or x.shape[1] != weight.shape[1] * groups:
         raise ValueError(f"input has shape {tuple(x.shape)}; expected (N, {weight.shape[1] * groups}"
                          f", H, W) for weight {tuple(weight.shape)} with groups={groups}")
+    _check_dtypes(x, weight, bias)
     x, padding = _resolve_padding(x, padding, weight.shape[2:], dilation)
-    y = MaskedConv2dFunction.apply(x, weight, mask, bias, stride, padding, dilation, groups)
+    with _autocast_off(x):
+        y = MaskedConv2dFunction.apply(x, weight, mask, bias, stride, padding, dilation, groups)
     return y.squeeze(0) if unbatched else y
 
 
@@ -87,7 +98,8 @@ class MaskedLinearFunction(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, weight, mask, bias):
         backend = ops.select("masked_linear", (x, weight, mask, bias))
-        x2d = x.reshape(-1, x.shape[-1])
+        # Not reshape(-1, in_features): that fails for in_features == 0, which nn.Linear allows.
+        x2d = x.reshape(math.prod(x.shape[:-1]), x.shape[-1])
         y = backend.masked_linear_forward(x2d, weight, mask, bias)
         ctx.backend = backend
         ctx.has_bias = bias is not None
@@ -100,7 +112,7 @@ class MaskedLinearFunction(torch.autograd.Function):
         x2d, weight, mask = ctx.saved_tensors
         needs_x, needs_weight, _, needs_bias = ctx.needs_input_grad
         grad_x, grad_weight, grad_bias = ctx.backend.masked_linear_backward(
-            grad_y.reshape(-1, weight.shape[0]), x2d, weight, mask, ctx.has_bias,
+            grad_y.reshape(x2d.shape[0], weight.shape[0]), x2d, weight, mask, ctx.has_bias,
             (needs_x, needs_weight, needs_bias))
         if grad_x is not None:
             grad_x = grad_x.reshape(*grad_y.shape[:-1], weight.shape[1])
@@ -130,6 +142,35 @@ class MaskedConv2dFunction(torch.autograd.Function):
             grad_y, x, weight, mask, ctx.has_bias, (needs_x, needs_weight, needs_bias),
             *ctx.geometry)
         return grad_x, grad_weight, None, grad_bias, None, None, None, None
+
+
+def _autocast_inputs(x, weight, bias):
+    """The inputs cast to the autocast dtype when autocast is on for ``x``'s device.
+
+    The cast happens outside the autograd Function, so the Function (and the backend it picks)
+    sees one dtype in forward and backward, and gradients flow back through the casts into
+    full-precision parameters, as for torch's own autocast ops.
+    """
+    device_type = x.device.type
+    if not torch.is_autocast_enabled(device_type) or not x.is_floating_point():
+        return x, weight, bias
+    dtype = torch.get_autocast_dtype(device_type)
+    cast = lambda t: None if t is None else t.to(dtype)  # noqa: E731
+    return cast(x), cast(weight), cast(bias)
+
+
+def _autocast_off(x: torch.Tensor):
+    # Inside the Function the backend computes in the dtype it was chosen for, not a recast one.
+    return torch.autocast(x.device.type, enabled=False)
+
+
+def _check_dtypes(x, weight, bias) -> None:
+    dtypes = {t.dtype for t in (x, weight, bias) if t is not None}
+    if len(dtypes) > 1:
+        raise ValueError(f"input, weight and bias must share one dtype; got input {x.dtype}, "
+                         f"weight {weight.dtype}" + (f", bias {bias.dtype}" if bias is not None
+                                                     else "")
+                         + " (cast them, or use torch.autocast)")
 
 
 def _check_mask(mask: torch.Tensor, weight: torch.Tensor) -> None:

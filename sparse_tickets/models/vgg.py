@@ -1,4 +1,9 @@
-"""VGG-19 for CIFAR-10 with batch norm, as in open_lth's CIFAR VGG (Frankle & Carbin, Figure 2)."""
+"""VGG-19 for CIFAR-10 with batch norm (Frankle & Carbin, Figure 2).
+
+The conv plan and the single fc layer are those of open_lth's CIFAR VGG; unlike open_lth, the
+convs have no bias (the BatchNorm that follows makes one redundant) and BatchNorm starts at
+weight 1, bias 0.
+"""
 
 from __future__ import annotations
 

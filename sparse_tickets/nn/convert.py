@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import Callable, Iterable, Iterator, Optional, Union
 
-import torch
 from torch import nn
 
 from .layers import MaskedConv2d, MaskedLayer, MaskedLinear
@@ -23,7 +22,7 @@ def masked(model: nn.Module, exclude: Exclude = None) -> nn.Module:
     optimizer built before the swap keeps working) and start with all-True masks. ``exclude``
     is a collection of qualified module names, or a predicate ``(name, module) -> bool``, for
     layers to leave alone. Converts in place and returns ``model`` (or the new layer when
-    ``model`` itself is a Linear or Conv2d).
+    ``model`` itself is a Linear or Conv2d). Excluding a module excludes everything inside it.
     """
     skip = _exclusion(exclude, model)
     return _swap(model, lambda name, m: None if skip(name, m) or type(m) not in _TO_MASKED
@@ -33,7 +32,7 @@ def masked(model: nn.Module, exclude: Exclude = None) -> nn.Module:
 def unmasked(model: nn.Module) -> nn.Module:
     """Replace every masked layer in ``model`` with the plain torch layer, holding the zeroed
     weights (the same Parameter objects), e.g. for export. In place; returns ``model``."""
-    return _swap(model, lambda name, m: _to_dense(m) if isinstance(m, MaskedLayer) else None)
+    return _swap(model, lambda name, m: m.to_dense() if isinstance(m, MaskedLayer) else None)
 
 
 def masked_layers(model: nn.Module) -> Iterator[tuple[str, MaskedLayer]]:
@@ -41,23 +40,6 @@ def masked_layers(model: nn.Module) -> Iterator[tuple[str, MaskedLayer]]:
     for name, module in model.named_modules():
         if isinstance(module, MaskedLayer):
             yield name, module
-
-
-def _to_dense(layer: MaskedLayer) -> nn.Module:
-    with torch.no_grad():
-        layer.apply_mask()
-    if isinstance(layer, MaskedLinear):
-        dense = nn.Linear(layer.in_features, layer.out_features, bias=layer.bias is not None,
-                          device="meta", dtype=layer.weight.dtype)
-    else:
-        dense = nn.Conv2d(layer.in_channels, layer.out_channels, layer.kernel_size,
-                          stride=layer.stride, padding=layer.padding, dilation=layer.dilation,
-                          groups=layer.groups, bias=layer.bias is not None,
-                          padding_mode=layer.padding_mode, device="meta",
-                          dtype=layer.weight.dtype)
-    dense.weight = layer.weight
-    dense.bias = layer.bias
-    return dense.train(layer.training)
 
 
 def _swap(model: nn.Module, replacement: Callable[[str, nn.Module], Optional[nn.Module]]):
@@ -92,4 +74,5 @@ def _exclusion(exclude: Exclude, model: nn.Module) -> Callable[[str, nn.Module],
     if unknown:
         raise ValueError(f"exclude names modules not in the model: {', '.join(unknown)}; "
                          f"expected qualified names such as {sorted(known - {''})[:3]}")
-    return lambda name, module: name in names
+    prefixes = tuple(f"{name}." for name in names)
+    return lambda name, module: name in names or name.startswith(prefixes)

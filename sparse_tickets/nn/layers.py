@@ -57,15 +57,34 @@ class MaskedLayer:
                               unexpected_keys, error_msgs):
         key = prefix + "mask"
         if key in state_dict:
+            # With assign=True the incoming weight replaces ours (e.g. a model built on meta),
+            # so the mask must match the incoming weight, not the one about to be dropped.
+            weight = self.weight
+            if local_metadata.get("assign_to_params_buffers") and prefix + "weight" in state_dict:
+                weight = state_dict[prefix + "weight"]
             # A float or int mask would otherwise be cast to bool silently (0.5 -> True).
-            state_dict[key] = validate_mask(state_dict[key].to(self.weight.device),
-                                            self.weight, name=f"state_dict[{key!r}]")
+            state_dict[key] = validate_mask(state_dict[key].to(weight.device), weight,
+                                            name=f"state_dict[{key!r}]")
         super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys,
                                       unexpected_keys, error_msgs)
+
+    def to_dense(self) -> nn.Module:
+        """The plain torch layer (``nn.Linear`` / ``nn.Conv2d``) holding this layer's zeroed
+        weight and its bias, the same Parameter objects, e.g. for export."""
+        with torch.no_grad():
+            self.apply_mask()
+        dense = self._dense_like()
+        dense.weight = self.weight
+        dense.bias = self.bias
+        return dense.train(self.training)
 
     def _adopt(self, dense: nn.Module) -> None:
         """Take ``dense``'s parameters (the same Parameter objects) and start with a full mask
         (or ``dense``'s own mask when it is already a masked layer)."""
+        if not isinstance(dense.weight, nn.Parameter):
+            raise ValueError(f"{type(dense).__name__}.weight is a computed tensor, not a "
+                             f"Parameter (is it pruned with torch.nn.utils.prune or "
+                             f"parametrized?); expected a plain layer: remove that first")
         self.weight = dense.weight
         self.bias = dense.bias
         mask = getattr(dense, "mask", None)
@@ -74,6 +93,8 @@ class MaskedLayer:
         self.apply_mask()
 
     def extra_repr(self) -> str:
+        if self.mask.is_meta:  # no values to count
+            return super().extra_repr()
         return f"{super().extra_repr()}, density={self.density:.4f}"
 
 
@@ -91,6 +112,10 @@ class MaskedLinear(MaskedLayer, nn.Linear):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return functional.masked_linear(x, self.weight, self.mask, self.bias)
+
+    def _dense_like(self) -> nn.Linear:
+        return nn.Linear(self.in_features, self.out_features, bias=self.bias is not None,
+                         device="meta", dtype=self.weight.dtype)
 
     @classmethod
     def from_dense(cls, module: nn.Linear) -> "MaskedLinear":
@@ -124,6 +149,12 @@ class MaskedConv2d(MaskedLayer, nn.Conv2d):
                                             self.dilation, self.groups)
         return functional.masked_conv2d(x, weight, self.mask, bias, self.stride, self.padding,
                                         self.dilation, self.groups)
+
+    def _dense_like(self) -> nn.Conv2d:
+        return nn.Conv2d(self.in_channels, self.out_channels, self.kernel_size,
+                         stride=self.stride, padding=self.padding, dilation=self.dilation,
+                         groups=self.groups, bias=self.bias is not None,
+                         padding_mode=self.padding_mode, device="meta", dtype=self.weight.dtype)
 
     @classmethod
     def from_dense(cls, module: nn.Conv2d) -> "MaskedConv2d":

@@ -1,7 +1,7 @@
 """Backends for the masked ops, and the single point that chooses one for a call.
 
-Backends register here in priority order. After the foundation only ``reference`` exists;
-the Triton, C++ and CUDA backends register ahead of it as they are built.
+Backends register here in priority order. ``reference`` (plain torch) comes last: it serves
+every device and float dtype, so auto-selection always has a fallback.
 """
 
 from .dispatch import (

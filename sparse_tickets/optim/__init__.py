@@ -10,6 +10,6 @@ fused backend can take a whole param group in one launch.
 from .masked_adam import MaskedAdam, MaskedAdamW
 from .masked_optimizer import MaskedOptimizer
 from .masked_sgd import MaskedSGD
-from .param_masks import Masks
+from .param_masks import MaskSource
 
-__all__ = ["MaskedAdam", "MaskedAdamW", "MaskedOptimizer", "MaskedSGD", "Masks"]
+__all__ = ["MaskedAdam", "MaskedAdamW", "MaskedOptimizer", "MaskedSGD", "MaskSource"]

@@ -8,7 +8,7 @@ import torch
 from .. import ops
 from .hyperparameters import check_flag, check_fraction, check_non_negative
 from .masked_optimizer import MaskedOptimizer
-from .param_masks import Masks
+from .param_masks import MaskSource
 
 
 class MaskedAdam(MaskedOptimizer):
@@ -30,7 +30,7 @@ class MaskedAdam(MaskedOptimizer):
 
     def __init__(self, params, lr: float = 1e-3, betas: tuple = (0.9, 0.999),
                  eps: float = 1e-8, weight_decay: float = 0, amsgrad: bool = False, *,
-                 masks: Masks, decoupled_weight_decay: bool = False,
+                 masks: MaskSource, decoupled_weight_decay: bool = False,
                  maximize: bool = False) -> None:
         defaults = dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay,
                         amsgrad=amsgrad, maximize=maximize,
@@ -115,7 +115,7 @@ class MaskedAdamW(MaskedAdam):
 
     def __init__(self, params, lr: float = 1e-3, betas: tuple = (0.9, 0.999),
                  eps: float = 1e-8, weight_decay: float = 1e-2, amsgrad: bool = False, *,
-                 masks: Masks, maximize: bool = False) -> None:
+                 masks: MaskSource, maximize: bool = False) -> None:
         super().__init__(params, lr, betas, eps, weight_decay, amsgrad, masks=masks,
                          decoupled_weight_decay=True, maximize=maximize)
 

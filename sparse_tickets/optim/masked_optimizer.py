@@ -8,7 +8,7 @@ from typing import Optional
 
 import torch
 
-from .param_masks import Masks, resolve_masks
+from .param_masks import MaskSource, resolve_masks
 
 
 class MaskedOptimizer(torch.optim.Optimizer, metaclass=ABCMeta):
@@ -18,7 +18,7 @@ class MaskedOptimizer(torch.optim.Optimizer, metaclass=ABCMeta):
     defaults and on every param group as it is added, so a bad value fails where it was given.
     """
 
-    def __init__(self, params, defaults: dict, masks: Masks) -> None:
+    def __init__(self, params, defaults: dict, masks: MaskSource) -> None:
         self.check_hyperparameters(defaults)
         super().__init__(params, defaults)
         self._masks = resolve_masks(masks, self.param_groups)

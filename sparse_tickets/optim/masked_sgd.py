@@ -7,7 +7,7 @@ import torch
 from .. import ops
 from .hyperparameters import check_flag, check_non_negative, check_real
 from .masked_optimizer import MaskedOptimizer
-from .param_masks import Masks
+from .param_masks import MaskSource
 
 
 class MaskedSGD(MaskedOptimizer):
@@ -26,7 +26,7 @@ class MaskedSGD(MaskedOptimizer):
     """
 
     def __init__(self, params, lr: float = 1e-3, momentum: float = 0, dampening: float = 0,
-                 weight_decay: float = 0, nesterov: bool = False, *, masks: Masks,
+                 weight_decay: float = 0, nesterov: bool = False, *, masks: MaskSource,
                  maximize: bool = False) -> None:
         defaults = dict(lr=lr, momentum=momentum, dampening=dampening,
                         weight_decay=weight_decay, nesterov=nesterov, maximize=maximize)

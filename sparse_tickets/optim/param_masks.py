@@ -17,7 +17,7 @@ from torch import nn
 
 from ..nn import MaskedLayer, masked_layers
 
-Masks = Union[nn.Module, Mapping[torch.Tensor, torch.Tensor]]
+MaskSource = Union[nn.Module, Mapping[torch.Tensor, torch.Tensor]]
 
 
 class ParamMasks:
@@ -52,7 +52,7 @@ class ParamMasks:
         return self._names.get(param)
 
 
-def resolve_masks(masks: Masks, param_groups: list[dict]) -> ParamMasks:
+def resolve_masks(masks: MaskSource, param_groups: list[dict]) -> ParamMasks:
     """The :class:`ParamMasks` that ``masks`` (a model, or a mapping of Parameter to bool mask)
     describes for an optimizer over ``param_groups``; raises on anything that cannot be right."""
     if isinstance(masks, nn.Module):

@@ -24,14 +24,18 @@ import torch
 _HALF = Fraction(1, 2)
 
 
+def _nearest_count(share: float, count: int) -> int:
+    return math.floor(Fraction(repr(float(share))) * count + _HALF)
+
+
 def pruned_count(fraction: float, remaining: int) -> int:
     """How many of ``remaining`` weights pruning ``fraction`` of them removes."""
-    return math.floor(Fraction(repr(float(fraction))) * remaining + _HALF)
+    return _nearest_count(fraction, remaining)
 
 
 def kept_count(density: float, total: int) -> int:
     """How many of ``total`` weights pruning to ``density`` keeps."""
-    return math.floor(Fraction(repr(float(density))) * total + _HALF)
+    return _nearest_count(density, total)
 
 
 def remove_lowest(scores: Sequence[torch.Tensor], masks: Sequence[torch.Tensor],

@@ -74,3 +74,9 @@ def test_unmasked_returns_plain_layers_with_zeroed_weights():
 def test_masked_keeps_the_device():
     model = masked(UserModel().cuda())
     assert model.heads[0].mask.device.type == "cuda"
+
+
+def test_excluding_a_module_excludes_everything_inside_it():
+    model = masked(UserModel(), exclude=["features"])
+    assert type(model.features[0]) is nn.Conv2d and type(model.features[3]) is nn.Conv2d
+    assert isinstance(model.heads[0], MaskedLinear)

@@ -4,6 +4,7 @@ import copy
 import io
 
 import pytest
+import torch.nn.utils.prune  # noqa: F401  (torch.nn.utils.prune as an attribute)
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -155,3 +156,58 @@ def test_gradients_through_the_layer_are_masked():
     layer.set_mask(mask)
     F.cross_entropy(layer(torch.randn(5, 9)), torch.tensor([0, 1, 2, 3, 0])).backward()
     assert (layer.weight.grad[~mask] == 0).all()
+
+
+@pytest.mark.parametrize("make_layer,x_shape", [(lambda: MaskedLinear(6, 4), (3, 6)),
+                                                (lambda: MaskedConv2d(2, 3, 3), (1, 2, 6, 6))])
+def test_autocast_runs_in_the_low_dtype_and_masks_full_precision_grads(make_layer, x_shape):
+    layer = make_layer()
+    mask = _half_mask(layer.weight)
+    layer.set_mask(mask)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        y = layer(torch.randn(x_shape))
+    assert y.dtype == torch.bfloat16
+    y.float().pow(2).sum().backward()
+    assert layer.weight.grad.dtype == torch.float32
+    assert (layer.weight.grad[~mask] == 0).all() and (layer.weight.grad[mask] != 0).any()
+
+
+def test_meta_layers_print_and_load_with_assign():
+    source = MaskedLinear(3, 4)
+    source.set_mask(_half_mask(source.weight))
+    target = MaskedLinear(3, 4, device="meta")
+    assert "density" not in repr(target)
+    target.load_state_dict(source.state_dict(), assign=True)
+    assert target.mask.device.type == "cpu" and torch.equal(target.mask, source.mask)
+    x = torch.randn(2, 3)
+    torch.testing.assert_close(target(x), source(x))
+
+
+def test_zero_input_features_work_as_in_torch():
+    with pytest.warns(UserWarning, match="zero-element"):
+        layer = MaskedLinear(0, 3)
+    assert torch.equal(layer(torch.randn(2, 0)), layer.bias.expand(2, 3))
+
+
+def test_to_dense_gives_the_plain_layer_with_zeroed_weights():
+    layer = MaskedConv2d(2, 3, 3, padding=1, padding_mode="reflect")
+    layer.set_mask(_half_mask(layer.weight))
+    dense = layer.to_dense()
+    assert type(dense) is nn.Conv2d and dense.weight is layer.weight
+    assert dense.padding_mode == "reflect"
+    x = torch.randn(1, 2, 5, 5)
+    torch.testing.assert_close(dense(x), layer(x))
+
+
+def test_from_dense_refuses_a_layer_pruned_by_torch_prune():
+    linear = nn.Linear(4, 4)
+    torch.nn.utils.prune.random_unstructured(linear, "weight", amount=0.5)
+    with pytest.raises(ValueError, match="Linear.weight is a computed tensor, not a Parameter"):
+        MaskedLinear.from_dense(linear)
+
+
+def test_mixed_input_and_weight_dtypes_are_refused():
+    layer = MaskedLinear(3, 2)
+    with pytest.raises(ValueError, match="input, weight and bias must share one dtype; got "
+                                         "input torch.float64, weight torch.float32"):
+        layer(torch.randn(1, 3, dtype=torch.float64))
