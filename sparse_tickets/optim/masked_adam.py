@@ -60,38 +60,26 @@ class MaskedAdam(MaskedOptimizer):
             group.setdefault("maximize", False)
             group.setdefault("decoupled_weight_decay", False)
 
-    @torch.no_grad()
-    def step(self, closure=None):
-        """Take one step; ``closure``, if given, re-evaluates the model and returns the loss,
-        which the step returns."""
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
-
-        for group in self.param_groups:
-            amsgrad = group["amsgrad"]
-            beta1, beta2 = group["betas"]
-            for params in self._params_with_grad(group):
-                states = [self._state_of(param, amsgrad) for param in params]
-                grads = [param.grad for param in params]
-                masks = [self._mask_of(param) for param in params]
-                exp_avgs = [state["exp_avg"] for state in states]
-                exp_avg_sqs = [state["exp_avg_sq"] for state in states]
-                max_exp_avg_sqs = [state["max_exp_avg_sq"] for state in states] if amsgrad else []
-                state_steps = [state["step"] for state in states]
-                # The step counters stay out of the choice: they live on the CPU whatever the
-                # device of the parameters, and are read, not computed on, by every backend.
-                backend = ops.select("masked_adam_step", [*params, *grads, *masks, *exp_avgs,
-                                                          *exp_avg_sqs, *max_exp_avg_sqs])
-                backend.masked_adam_step(
-                    params, grads, masks, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, state_steps,
-                    amsgrad=amsgrad, beta1=beta1, beta2=beta2, lr=group["lr"],
-                    weight_decay=group["weight_decay"], eps=group["eps"],
-                    maximize=group["maximize"],
-                    decoupled_weight_decay=group["decoupled_weight_decay"],
-                )
-        return loss
+    def _step_params(self, group: dict, params: list[torch.Tensor]) -> None:
+        amsgrad = group["amsgrad"]
+        beta1, beta2 = group["betas"]
+        states = [self._state_of(param, amsgrad) for param in params]
+        grads = [param.grad for param in params]
+        masks = [self._mask_of(param) for param in params]
+        exp_avgs = [state["exp_avg"] for state in states]
+        exp_avg_sqs = [state["exp_avg_sq"] for state in states]
+        max_exp_avg_sqs = [state["max_exp_avg_sq"] for state in states] if amsgrad else []
+        state_steps = [state["step"] for state in states]
+        # The step counters stay out of the choice: they live on the CPU whatever the device of
+        # the parameters, and are read, not computed on, by every backend.
+        backend = ops.select("masked_adam_step", [*params, *grads, *masks, *exp_avgs,
+                                                  *exp_avg_sqs, *max_exp_avg_sqs])
+        backend.masked_adam_step(
+            params, grads, masks, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, state_steps,
+            amsgrad=amsgrad, beta1=beta1, beta2=beta2, lr=group["lr"],
+            weight_decay=group["weight_decay"], eps=group["eps"], maximize=group["maximize"],
+            decoupled_weight_decay=group["decoupled_weight_decay"],
+        )
 
     def _state_of(self, param: torch.Tensor, amsgrad: bool) -> dict:
         """``param``'s state, created at its first step as torch.optim.Adam creates it."""

@@ -14,8 +14,13 @@ from .param_masks import MaskSource, resolve_masks
 class MaskedOptimizer(torch.optim.Optimizer, metaclass=ABCMeta):
     """A ``torch.optim.Optimizer`` whose step keeps pruned weights and their state at zero.
 
-    Subclasses implement ``step`` and ``check_hyperparameters(group)``; the latter runs on the
-    defaults and on every param group as it is added, so a bad value fails where it was given.
+    Subclasses implement ``_step_params`` and ``check_hyperparameters(group)``; the latter runs
+    on the defaults and on every param group as it is added, so a bad value fails where it was
+    given.
+
+    Masks are enforced at each step: when a mask shrinks, the state of the newly pruned entries
+    (momentum, moments) becomes zero at the next step, not at ``set_mask``. Pruning between
+    levels usually builds a fresh optimizer anyway (the paper resets it with the weights).
     """
 
     def __init__(self, params, defaults: dict, masks: MaskSource) -> None:
@@ -42,6 +47,24 @@ class MaskedOptimizer(torch.optim.Optimizer, metaclass=ABCMeta):
         # torch.optim keeps only defaults, state and param_groups; pickling and deepcopy must
         # carry the masks too, or the copy would step without them.
         return {**super().__getstate__(), "_masks": self._masks}
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        """Take one step; ``closure``, if given, re-evaluates the model and returns the loss,
+        which the step returns."""
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        for group in self.param_groups:
+            for params in self._params_with_grad(group):
+                self._step_params(group, params)
+        return loss
+
+    @abstractmethod
+    def _step_params(self, group: dict, params: list[torch.Tensor]) -> None:
+        """One multi-tensor step of ``params`` (one device's parameters of ``group`` that have
+        gradients), through the backend ``ops.select`` picks for them."""
 
     def _params_with_grad(self, group: dict) -> list[list[torch.Tensor]]:
         """The group's parameters that have a gradient, in group order, split by device.

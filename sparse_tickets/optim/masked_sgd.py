@@ -52,32 +52,19 @@ class MaskedSGD(MaskedOptimizer):
             group.setdefault("nesterov", False)
             group.setdefault("maximize", False)
 
-    @torch.no_grad()
-    def step(self, closure=None):
-        """Take one step; ``closure``, if given, re-evaluates the model and returns the loss,
-        which the step returns."""
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
-
-        for group in self.param_groups:
-            uses_momentum = group["momentum"] != 0
-            for params in self._params_with_grad(group):
-                grads = [param.grad for param in params]
-                masks = [self._mask_of(param) for param in params]
-                momentum_buffers = [self.state[param].get("momentum_buffer") if uses_momentum
-                                    else None for param in params]
-                backend = ops.select("masked_sgd_step",
-                                     [*params, *grads, *masks, *momentum_buffers])
-                backend.masked_sgd_step(
-                    params, grads, masks, momentum_buffers,
-                    weight_decay=group["weight_decay"], momentum=group["momentum"],
-                    lr=group["lr"], dampening=group["dampening"], nesterov=group["nesterov"],
-                    maximize=group["maximize"],
-                )
-                if uses_momentum:
-                    # The step created the buffers of first-time parameters in the list.
-                    for param, buffer in zip(params, momentum_buffers):
-                        self.state[param]["momentum_buffer"] = buffer
-        return loss
+    def _step_params(self, group: dict, params: list[torch.Tensor]) -> None:
+        uses_momentum = group["momentum"] != 0
+        grads = [param.grad for param in params]
+        masks = [self._mask_of(param) for param in params]
+        momentum_buffers = [self.state[param].get("momentum_buffer") if uses_momentum else None
+                            for param in params]
+        backend = ops.select("masked_sgd_step", [*params, *grads, *masks, *momentum_buffers])
+        backend.masked_sgd_step(
+            params, grads, masks, momentum_buffers, weight_decay=group["weight_decay"],
+            momentum=group["momentum"], lr=group["lr"], dampening=group["dampening"],
+            nesterov=group["nesterov"], maximize=group["maximize"],
+        )
+        if uses_momentum:
+            # The step created the buffers of first-time parameters in the list.
+            for param, buffer in zip(params, momentum_buffers):
+                self.state[param]["momentum_buffer"] = buffer
