@@ -83,8 +83,9 @@ def masked_conv2d(x: torch.Tensor, weight: torch.Tensor, mask: torch.Tensor,
     if unbatched:
         x = x.unsqueeze(0)
     if x.dim() != 4 or x.shape[1] != weight.shape[1] * groups:
-        raise ValueError(f"input has shape {tuple(x.shape)}; expected (N, {weight.shape[1] * groups}"
-                         f", H, W) for weight {tuple(weight.shape)} with groups={groups}")
+        channels = weight.shape[1] * groups
+        raise ValueError(f"input has shape {tuple(x.shape)}; expected (N, {channels}, H, W) "
+                         f"for weight {tuple(weight.shape)} with groups={groups}")
     _check_dtypes(x, weight, bias)
     x, padding = _resolve_padding(x, padding, weight.shape[2:], dilation)
     with _autocast_off(x):

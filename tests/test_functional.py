@@ -186,18 +186,20 @@ def test_masked_conv2d_unbatched_input():
                                F.conv2d(x, weight * mask, padding=1))
 
 
+FULL = torch.ones(4, 3, dtype=torch.bool)
+
+
 @pytest.mark.parametrize("call,message", [
-    (lambda: masked_linear(torch.randn(2, 3), torch.randn(4, 3), torch.ones(4, 3, dtype=torch.bool)[:, :2]),
+    (lambda: masked_linear(torch.randn(2, 3), torch.randn(4, 3), FULL[:, :2]),
      "mask has shape (4, 2); expected the weight's shape (4, 3)"),
     (lambda: masked_linear(torch.randn(2, 3), torch.randn(4, 3), torch.ones(4, 3)),
      "mask must be a bool tensor; got torch.float32"),
     (lambda: masked_linear(torch.randn(2, 3), torch.randn(4, 3),
                            torch.ones(4, 3, dtype=torch.bool, device="meta")),
      "mask is on meta; expected the weight's device cpu"),
-    (lambda: masked_linear(torch.randn(2, 5), torch.randn(4, 3), torch.ones(4, 3, dtype=torch.bool)),
+    (lambda: masked_linear(torch.randn(2, 5), torch.randn(4, 3), FULL),
      "input has shape (2, 5); expected (*, 3)"),
-    (lambda: masked_linear(torch.randn(2, 3), torch.randn(4, 3), torch.ones(4, 3, dtype=torch.bool),
-                           torch.randn(3)),
+    (lambda: masked_linear(torch.randn(2, 3), torch.randn(4, 3), FULL, torch.randn(3)),
      "bias has shape (3,); expected (4,)"),
     (lambda: masked_conv2d(torch.randn(1, 2, 5, 5), torch.randn(3, 3, 3, 3),
                            torch.ones(3, 3, 3, 3, dtype=torch.bool)),

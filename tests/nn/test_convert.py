@@ -26,7 +26,8 @@ def test_masked_converts_every_linear_and_conv_keeping_values():
     before = model(x)
     weight = model.heads[0].weight
     assert masked(model) is model
-    assert isinstance(model.features[0], MaskedConv2d) and isinstance(model.features[3], MaskedConv2d)
+    assert isinstance(model.features[0], MaskedConv2d)
+    assert isinstance(model.features[3], MaskedConv2d)
     assert all(isinstance(m, MaskedLinear) for m in model.heads)
     assert model.heads[0].weight is weight  # same Parameter: optimizers built earlier still work
     assert model.features[3].groups == 2 and model.heads[0].weight.dtype == torch.float64

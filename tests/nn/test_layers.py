@@ -58,7 +58,8 @@ def test_set_mask_accepts_0_1_values_and_updates_the_buffer_in_place():
 
 
 @pytest.mark.parametrize("mask,message", [
-    (torch.ones(3, 2, dtype=torch.bool), "mask has shape (3, 2); expected the weight's shape (2, 3)"),
+    (torch.ones(3, 2, dtype=torch.bool),
+     "mask has shape (3, 2); expected the weight's shape (2, 3)"),
     (torch.tensor([[1, 2, 0], [0, 1, 1]]), "mask holds the value 2; expected only 0 and 1"),
     (torch.full((2, 3), 0.5), "mask holds the value 0.5; expected only 0 and 1"),
     (torch.ones(2, 3, dtype=torch.bool, device="meta"),
