@@ -10,6 +10,7 @@ import numpy as np
 import torch
 
 from .errors import DatasetError
+from .paths import existing_directory
 from .partition import hold_out_validation
 from .splits import DatasetSplits, ImageSplit
 
@@ -50,15 +51,8 @@ def cifar10(root: str | os.PathLike | None, validation_size: int = VALIDATION_SI
 
 
 def _batches_directory(root: str | os.PathLike | None) -> Path:
-    if root is None:
-        raise ValueError(f"cifar10 needs a directory (root=...): {BATCHES_DIRECTORY} or its "
-                         f"parent, holding {_REQUIRED}; nothing is downloaded")
-    if not isinstance(root, (str, os.PathLike)):
-        raise TypeError(f"cifar10 root must be a path; got {type(root).__name__}")
-    root = Path(root).expanduser()
-    if not root.is_dir():
-        raise FileNotFoundError(f"cifar10 directory {root} does not exist; expected "
-                                f"{BATCHES_DIRECTORY} or its parent, holding {_REQUIRED}")
+    root = existing_directory("cifar10", root, f"{_REQUIRED} ({BATCHES_DIRECTORY} or its "
+                                               f"parent)")
     nested = root / BATCHES_DIRECTORY
     directory = nested if not (root / TEST_FILE).is_file() and nested.is_dir() else root
     missing = [name for name in TRAIN_FILES + (TEST_FILE,) if not (directory / name).is_file()]

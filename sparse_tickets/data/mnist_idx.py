@@ -9,6 +9,7 @@ import numpy as np
 import torch
 
 from .errors import DatasetError
+from .paths import existing_directory
 from .idx import UINT8_IMAGES_MAGIC, UINT8_LABELS_MAGIC, read_idx
 from .partition import hold_out_validation
 from .splits import DatasetSplits, ImageSplit
@@ -58,15 +59,7 @@ def mnist(root: str | os.PathLike | None, validation_size: int = VALIDATION_SIZE
 
 
 def _data_directory(root: str | os.PathLike | None) -> Path:
-    if root is None:
-        raise ValueError(f"mnist needs a directory (root=...) holding {_REQUIRED}; nothing is "
-                         f"downloaded")
-    if not isinstance(root, (str, os.PathLike)):
-        raise TypeError(f"mnist root must be a path; got {type(root).__name__}")
-    root = Path(root).expanduser()
-    if not root.is_dir():
-        raise FileNotFoundError(f"mnist directory {root} does not exist; expected a directory "
-                                f"holding {_REQUIRED}")
+    root = existing_directory("mnist", root, _REQUIRED)
     torchvision_layout = root / "MNIST" / "raw"
     if not _find_file(root, FILE_NAMES["train_images"], required=False) \
             and torchvision_layout.is_dir():
