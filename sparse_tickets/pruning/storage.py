@@ -11,19 +11,17 @@ from __future__ import annotations
 import json
 import os
 import re
-import uuid
 from pathlib import Path
-from typing import BinaryIO, Callable, Mapping, Union
+from typing import Mapping, Union
 
 import safetensors
 import safetensors.torch
 import torch
 
+from ..files import ORDER_KEY, write_atomically
+
 PathLike = Union[str, os.PathLike]
 
-# safetensors stores tensors sorted by name ("features.10" before "features.3"); the order of
-# the layers matters (it breaks ties in global pruning), so it travels in the metadata.
-_ORDER_KEY = "names"
 
 
 def save_tensors(path: PathLike, tensors: Mapping[str, torch.Tensor]) -> None:
@@ -36,11 +34,11 @@ def save_tensors(path: PathLike, tensors: Mapping[str, torch.Tensor]) -> None:
     cpu = {name: tensor.detach().to("cpu", copy=True).contiguous()
            for name, tensor in tensors.items()}
     if _is_safetensors(path):
-        metadata = {_ORDER_KEY: json.dumps(list(cpu))}
-        _write_atomically(path, lambda file: file.write(
+        metadata = {ORDER_KEY: json.dumps(list(cpu))}
+        write_atomically(path, lambda file: file.write(
             safetensors.torch.save(cpu, metadata=metadata)))
     else:
-        _write_atomically(path, lambda file: torch.save(cpu, file))
+        write_atomically(path, lambda file: torch.save(cpu, file))
 
 
 def load_tensors(path: PathLike) -> dict[str, torch.Tensor]:
@@ -81,7 +79,7 @@ def _is_safetensors(path: Path) -> bool:
 def _read_safetensors(path: Path) -> dict[str, torch.Tensor]:
     with safetensors.safe_open(str(path), framework="pt", device="cpu") as file:
         stored = list(file.keys())
-        order = json.loads((file.metadata() or {}).get(_ORDER_KEY, "null"))
+        order = json.loads((file.metadata() or {}).get(ORDER_KEY, "null"))
         if not isinstance(order, list) or sorted(order) != sorted(stored):
             order = stored  # written by another tool: its own order is all there is
         return {name: file.get_tensor(name) for name in order}
@@ -89,17 +87,3 @@ def _read_safetensors(path: Path) -> dict[str, torch.Tensor]:
 
 def _read_torch(path: Path):
     return torch.load(path, map_location="cpu", weights_only=True)
-
-
-def _write_atomically(path: Path, write: Callable[[BinaryIO], object]) -> None:
-    # A unique name per writer, so two processes saving the same path never share a temp file.
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
-    try:
-        with open(temporary, "xb") as file:
-            write(file)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        temporary.unlink(missing_ok=True)
-        raise

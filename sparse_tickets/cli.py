@@ -1,0 +1,332 @@
+"""The ``sparse-tickets`` command line: imp, train, report, export, list.
+
+Every hyperparameter of :class:`~sparse_tickets.hparams.Hparams` is a flag of ``imp`` and
+``train``, generated from the dataclass, with the preset (``--preset``, or the paper's preset
+for ``--model``/``--dataset``) supplying the values not given. A mistake (an invalid flag, an
+unknown name, a missing data directory, a model that does not fit a dataset) is reported in one
+line with exit status 2; ``SPARSE_TICKETS_DEBUG=1`` shows the traceback instead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import hashlib
+import os
+import sys
+from pathlib import Path
+from typing import Optional, Sequence
+
+import torch
+
+from . import __version__, data, files, models, ops
+from .hparams import Hparams, HparamsError, validate
+from .presets import DEFAULT_PRESET, PRESETS, preset_for
+from .progress import Progress, ProgressBars
+from .pruning import Masks
+
+PROG = "sparse-tickets"
+USAGE_ERROR = 2
+
+
+class UsageError(Exception):
+    """A mistake in what the user asked for: reported in one line, exit status 2."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # argparse prints usage + message; one line is enough
+        raise UsageError(f"{self.prog}: {message} (see --help)")
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    parser = _build_parser()
+    try:
+        args = parser.parse_args(argv)
+        if not getattr(args, "command", None):
+            parser.print_help()
+            return USAGE_ERROR
+        return args.handler(args) or 0
+    except UsageError as error:
+        return _fail(str(error))
+    except KeyboardInterrupt:
+        print(f"{PROG}: interrupted; run the same command again to resume", file=sys.stderr)
+        return 130
+    except (ValueError, TypeError, FileNotFoundError, ModuleNotFoundError, ops.BackendError,
+            KeyError) as error:
+        if os.environ.get("SPARSE_TICKETS_DEBUG"):
+            raise
+        message = str(error).strip().splitlines()[0] if str(error).strip() else repr(error)
+        return _fail(f"{PROG}: error: {message}")
+
+
+def _fail(message: str) -> int:
+    print(message, file=sys.stderr)
+    return USAGE_ERROR
+
+
+# --- imp and train ---------------------------------------------------------------------------
+
+def _run_imp(args) -> int:
+    hp = _hparams(args)
+    return _execute(args, hp)
+
+
+def _run_train(args) -> int:
+    hp = _hparams(args).replace(levels=0, controls="none", one_shot_density=None)
+    masks = None
+    if args.masks:
+        path = Path(args.masks)
+        if not path.is_file():
+            raise UsageError(f"{PROG} train: masks file {path} does not exist")
+        masks = Masks.load(path)
+        hp = hp.replace(masks_sha256=hashlib.sha256(path.read_bytes()).hexdigest()[:16])
+    return _execute(args, hp, initial_masks=masks)
+
+
+def _execute(args, hp: Hparams, initial_masks=None) -> int:
+    from .lottery import LotteryRun
+    from .runs import MAIN, Run
+
+    splits = _load_data(hp, args.data_dir)
+    device = _device(args.device)
+    progress = Progress() if args.quiet else ProgressBars()
+    run = Run.create(Path(args.runs_dir), hp)
+    if initial_masks is not None:
+        level = run.level(MAIN, 0)
+        if files.read_tensors(level.masks) is None:
+            files.write_tensors(level.masks, dict(initial_masks))
+    lottery = LotteryRun(hp, run, splits, device, args.checkpoint_every, progress)
+    if initial_masks is not None:
+        initial_masks.apply_to(lottery.model)  # validates names and shapes before training
+    progress.message(f"run directory: {run.directory}")
+    did_work = lottery.execute()
+    report_missing = not (run.report_directory / "report.md").is_file()
+    if not did_work:
+        progress.message(f"{run.directory} is already complete; nothing to do")
+    if args.report and (did_work or report_missing):
+        from .report import write_report
+        for path in write_report([run.directory], run.report_directory):
+            progress.message(f"wrote {path}")
+        progress.message((run.report_directory / "report.md").read_text())
+    return 0
+
+
+def _hparams(args) -> Hparams:
+    given = {field.name: getattr(args, field.name) for field in _flag_fields()
+             if getattr(args, field.name) is not None}
+    if args.lr_rewind:
+        given["rewind"] = "lr"
+    if args.preset is not None:
+        if args.preset not in PRESETS:
+            raise UsageError(f"{PROG}: unknown preset {args.preset!r}; expected one of "
+                             f"{', '.join(PRESETS)}")
+        preset = args.preset
+    else:
+        default = PRESETS[DEFAULT_PRESET]
+        preset = preset_for(given.get("model", default.model),
+                            given.get("dataset", default.dataset))
+    base = PRESETS[preset]
+    if "model" in given and given["model"] != base.model or "dataset" in given and given[
+            "dataset"] != base.dataset:
+        base = base.replace(model=given.get("model", base.model),
+                            dataset=given.get("dataset", base.dataset))
+    hp = base.replace(**given)
+    if "rewind_iteration" in given and "rewind" not in given and hp.rewind == "init":
+        hp = hp.replace(rewind="iteration")  # naming a rewind point means rewinding to it
+    if hp.model not in models.names():
+        raise UsageError(f"{PROG}: unknown model {hp.model!r}; expected one of "
+                         f"{', '.join(models.names())}")
+    if hp.dataset not in data.names():
+        raise UsageError(f"{PROG}: unknown dataset {hp.dataset!r}; expected one of "
+                         f"{', '.join(data.names())}")
+    try:
+        validate(hp)
+    except HparamsError as error:
+        raise UsageError(f"{PROG}: {error}") from None
+    return hp
+
+
+def _load_data(hp: Hparams, data_dir: Optional[str]):
+    from .data import DatasetSplits
+    needs_directory = hp.dataset in ("mnist", "cifar10")
+    if needs_directory and not data_dir:
+        raise UsageError(f"{PROG}: dataset {hp.dataset} is read from its standard files: pass "
+                         f"--data-dir DIR (nothing is downloaded)")
+    if hp.dataset == "synthetic":
+        shape = models.spec(hp.model).default_input_shape
+        train_size = hp.train_size or 5000
+        held_out = min(1000, max(100, train_size // 5))
+        splits = data.load("synthetic", input_shape=shape, train_size=train_size,
+                           val_size=held_out, test_size=held_out, seed=hp.data_seed)
+    else:
+        splits = data.load(hp.dataset, root=data_dir if needs_directory else None)
+    if hp.train_size and hp.dataset != "synthetic":
+        if hp.train_size > len(splits.train):
+            raise UsageError(f"{PROG}: train_size is {hp.train_size}; {hp.dataset} has "
+                             f"{len(splits.train)} training examples")
+        subset = torch.randperm(len(splits.train), generator=torch.Generator().manual_seed(0))
+        splits = DatasetSplits(splits.name, splits.train.subset(subset[:hp.train_size]),
+                               splits.val, splits.test, splits.input_shape, splits.num_classes)
+    return splits
+
+
+def _device(name: Optional[str]) -> torch.device:
+    if name is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise UsageError(f"{PROG}: unknown device {name!r}; expected cpu, cuda or cuda:N") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise UsageError(f"{PROG}: device {name} asked for, but torch sees no CUDA GPU")
+    return device
+
+
+# --- report, export, list --------------------------------------------------------------------
+
+def _run_report(args) -> int:
+    from .report import write_report
+    directories = [Path(d) for d in args.run_dirs]
+    output = Path(args.output) if args.output else (
+        directories[0] / "report" if len(directories) == 1 else Path("report"))
+    output.mkdir(parents=True, exist_ok=True)
+    for path in write_report(directories, output):
+        print(f"wrote {path}")
+    return 0
+
+
+def _run_export(args) -> int:
+    from .export import export_ticket
+    path = export_ticket(Path(args.run_dir), args.level, branch=args.branch,
+                         output=Path(args.output) if args.output else None)
+    print(f"wrote {path}")
+    return 0
+
+
+def _run_list(args) -> int:
+    print("models:")
+    for name in models.names():
+        spec = models.spec(name)
+        print(f"  {name:<15} input {'x'.join(map(str, spec.default_input_shape)):<8} "
+              f"{spec.description}")
+    print("datasets:")
+    for name in data.names():
+        where = {"mnist": "IDX files from --data-dir", "cifar10": "pickle batches from "
+                 "--data-dir", "mnist5k": "embedded, 5,000 digits",
+                 "synthetic": "generated"}.get(name, "")
+        print(f"  {name:<15} {where}")
+    print("presets:")
+    for name, hp in PRESETS.items():
+        print(f"  {name:<22} {hp.optimizer} lr {hp.lr:g}, batch {hp.batch_size}, "
+              f"length {hp.iterations}, {hp.levels} levels, {hp.scope}"
+              + (" (default)" if name == DEFAULT_PRESET else ""))
+    print("backends:")
+    for row in ops.backends():
+        print(f"  {row}")
+    return 0
+
+
+# --- the parser ------------------------------------------------------------------------------
+
+# Hparams' annotations, as strings (postponed evaluation), to the flag's parser.
+_FLAG_TYPES = {"int": int, "float": float, "Optional[float]": float, "str": str}
+
+
+def _flag_fields() -> list:
+    return [f for f in dataclasses.fields(Hparams) if f.metadata.get("flag", True)]
+
+
+def _add_hparam_flags(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group(
+        "hyperparameters (defaults: the preset's; see `sparse-tickets list`)")
+    group.add_argument("--preset", help=f"start from this preset (default: the paper's for "
+                                        f"--model/--dataset, else {DEFAULT_PRESET})")
+    for field in _flag_fields():
+        group.add_argument(f"--{field.name.replace('_', '-')}", type=_FLAG_TYPES[field.type],
+                           default=None,
+                           metavar=field.name.upper(), help=field.metadata["help"])
+    group.add_argument("--lr-rewind", action="store_true",
+                       help="same as --rewind lr: keep trained weights, replay the learning "
+                            "rate from --rewind-iteration")
+
+
+def _add_run_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("where and how")
+    group.add_argument("--data-dir", help="directory of the mnist IDX files or the cifar10 "
+                                          "pickle batches")
+    group.add_argument("--runs-dir", default="runs", help="where run directories are made "
+                                                         "(default: ./runs)")
+    group.add_argument("--device", help="cpu, cuda or cuda:N (default: cuda when available)")
+    group.add_argument("--checkpoint-every", type=_positive, default=500, metavar="N",
+                       help="checkpoint every N iterations, so a kill loses at most N "
+                            "(default: 500)")
+    group.add_argument("--quiet", action="store_true", help="log lines instead of progress bars")
+    group.add_argument("--no-report", dest="report", action="store_false",
+                       help="do not write the report at the end")
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
+
+
+def _build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog=PROG, description="Find lottery tickets by iterative magnitude "
+                                            "pruning, on masked layers.")
+    parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+
+    imp = commands.add_parser(
+        "imp", help="find tickets: iterative magnitude pruning with rewinding and controls",
+        description="Train, prune and rewind level after level; then the control branches; "
+                    "then a report. With no arguments: LeNet-300-100 on the embedded mnist5k "
+                    "digits, with the random-reinitialisation control. Rerunning the same "
+                    "command resumes an interrupted run.")
+    _add_hparam_flags(imp)
+    _add_run_options(imp)
+    imp.set_defaults(handler=_run_imp)
+
+    train = commands.add_parser(
+        "train", help="one training run, dense or with the masks of a saved file",
+        description="Train once (level 0 only, no controls): dense, or with --masks from a "
+                    "file written by `export` or Masks.save.")
+    train.add_argument("--masks", help="a masks file (.safetensors or .pt) to train with")
+    _add_hparam_flags(train)
+    _add_run_options(train)
+    train.set_defaults(handler=_run_train)
+
+    report = commands.add_parser(
+        "report", help="tables and plots from run directories",
+        description="Write accuracy and early-stop plots (PNG), report.md and summary.csv. "
+                    "Runs of one configuration with different seeds are averaged.")
+    report.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
+    report.add_argument("--output", help="output directory (default: RUN_DIR/report for one "
+                                         "run, ./report for several)")
+    report.set_defaults(handler=_run_report)
+
+    export = commands.add_parser(
+        "export", help="write a ticket (masks, weights at the rewind point and trained)",
+        description="Write one level's ticket as safetensors: masks, the weights it started "
+                    "from and the trained weights, with the hyperparameters as metadata. "
+                    "Load it back with sparse_tickets.export.load_ticket.")
+    export.add_argument("run_dir", metavar="RUN_DIR")
+    export.add_argument("--level", type=int, required=True, help="the level to export")
+    export.add_argument("--branch", default="main",
+                        help="main (the ticket), reinit or random_pruning (default: main)")
+    export.add_argument("--output", help="file to write (default: "
+                                         "RUN_DIR/ticket_<branch>_level_<L>.safetensors)")
+    export.set_defaults(handler=_run_export)
+
+    listing = commands.add_parser("list", help="models, datasets, presets and backends",
+                                  description="List what can be named on the command line.")
+    listing.set_defaults(handler=_run_list)
+    return parser
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,123 @@
+"""Files that survive interruption: atomic writes, and checksummed artifacts.
+
+``write_atomically`` writes to a temporary file beside the target and renames it into place, so
+a kill leaves the old file or the new one, never half of one. Run artifacts go one step further
+(``write_artifact`` / ``read_artifact``): a ``<name>.sha256`` file beside each one, written after
+it, records its digest; an artifact whose digest is missing or wrong counts as absent, so a
+truncated or corrupted file is redone, never silently used.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import struct
+import uuid
+from pathlib import Path
+from typing import Any, BinaryIO, Callable, Optional
+
+import safetensors.torch
+import torch
+
+SIDECAR_SUFFIX = ".sha256"
+
+
+def write_atomically(path: Path, write: Callable[[BinaryIO], object]) -> None:
+    """Call ``write`` on a temporary file beside ``path``, then rename it to ``path``."""
+    path = Path(path)
+    # A unique name per writer, so two processes saving the same path never share a temp file.
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
+    try:
+        with open(temporary, "xb") as file:
+            write(file)
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise
+
+
+def write_artifact(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` atomically, then its digest to the sidecar."""
+    path = Path(path)
+    sidecar = _sidecar(path)
+    sidecar.unlink(missing_ok=True)  # the old digest must never vouch for the new bytes
+    write_atomically(path, lambda file: file.write(data))
+    digest = hashlib.sha256(data).hexdigest()
+    write_atomically(sidecar, lambda file: file.write(digest.encode()))
+
+
+def read_artifact(path: Path) -> Optional[bytes]:
+    """The bytes at ``path`` when its sidecar vouches for them; None when it is missing,
+    incomplete (no sidecar) or corrupted (digest mismatch)."""
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+        expected = _sidecar(path).read_text().strip()
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    return data if hashlib.sha256(data).hexdigest() == expected else None
+
+
+def artifact_exists(path: Path) -> bool:
+    return read_artifact(path) is not None
+
+
+def remove_artifact(path: Path) -> None:
+    path = Path(path)
+    _sidecar(path).unlink(missing_ok=True)
+    path.unlink(missing_ok=True)
+
+
+def write_json(path: Path, value: Any) -> None:
+    write_artifact(path, (json.dumps(value, indent=2, sort_keys=False) + "\n").encode())
+
+
+def read_json(path: Path) -> Optional[Any]:
+    data = read_artifact(path)
+    return None if data is None else json.loads(data)
+
+
+# safetensors lays tensors out sorted by name ("features.10" before "features.3"); the order of
+# a model's layers matters (it breaks ties in global pruning), so it travels in the metadata.
+ORDER_KEY = "names"
+
+
+def write_tensors(path: Path, tensors: dict[str, torch.Tensor]) -> None:
+    """A name -> tensor mapping as a safetensors artifact that keeps the mapping's order."""
+    cpu = {name: tensor.detach().to("cpu").contiguous() for name, tensor in tensors.items()}
+    write_artifact(path, safetensors.torch.save(cpu, metadata={ORDER_KEY: json.dumps(list(cpu))}))
+
+
+def read_tensors(path: Path) -> Optional[dict[str, torch.Tensor]]:
+    data = read_artifact(path)
+    if data is None:
+        return None
+    tensors = safetensors.torch.load(data)
+    (header_size,) = struct.unpack("<Q", data[:8])
+    metadata = json.loads(data[8:8 + header_size]).get("__metadata__") or {}
+    order = json.loads(metadata.get(ORDER_KEY, "null"))
+    if not isinstance(order, list) or sorted(order) != sorted(tensors):
+        return tensors
+    return {name: tensors[name] for name in order}
+
+
+def write_torch(path: Path, value: Any) -> None:
+    """``torch.save`` of plain containers of tensors and numbers (a training checkpoint)."""
+    buffer = io.BytesIO()
+    torch.save(value, buffer)
+    write_artifact(path, buffer.getvalue())
+
+
+def read_torch(path: Path) -> Optional[Any]:
+    data = read_artifact(path)
+    if data is None:
+        return None
+    return torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+
+
+def _sidecar(path: Path) -> Path:
+    return path.with_name(path.name + SIDECAR_SUFFIX)

@@ -1,0 +1,193 @@
+"""The hyperparameters of a lottery-ticket run: one frozen dataclass whose fields are also the
+command line's flags (each field's ``help`` metadata is the flag's help).
+
+Every field shapes the results, so every field goes into the run's hash; where data lives, where
+runs go, how often to checkpoint and how much to print are options of the command, not
+hyperparameters. Lengths of training (``iterations``, ``milestones``, ``warmup``,
+``rewind_iteration``) are counted in iterations (``"2000"``, ``"2000it"``) or epochs
+(``"160ep"``), resolved once the dataset's size is known.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import re
+from dataclasses import dataclass, field
+from typing import Optional
+
+
+class HparamsError(ValueError):
+    """A hyperparameter value that cannot be used, with what was expected."""
+
+
+def _help(text: str, **extra) -> dict:
+    return {"help": text, **extra}
+
+
+@dataclass(frozen=True)
+class Hparams:
+    # What is trained.
+    model: str = field(default="lenet_300_100", metadata=_help(
+        "model name (see `sparse-tickets list`)"))
+    dataset: str = field(default="mnist5k", metadata=_help(
+        "dataset name (see `sparse-tickets list`)"))
+    train_size: int = field(default=0, metadata=_help(
+        "use only this many training examples, a fixed subset (0: all); for synthetic, the "
+        "number generated (5000 by default), with validation and test sets a fifth of it "
+        "(100 to 1000 each)"))
+    dropout: float = field(default=0.0, metadata=_help(
+        "dropout rate after the hidden fc layers (conv2/4/6 only)"))
+    masks_sha256: str = field(default="", metadata=_help(
+        "digest of the masks file level 0 trains with (set by `train --masks`)", flag=False))
+
+    # How it is trained.
+    optimizer: str = field(default="adam", metadata=_help("adam or sgd"))
+    lr: float = field(default=1.2e-3, metadata=_help("learning rate"))
+    momentum: float = field(default=0.0, metadata=_help("SGD momentum"))
+    weight_decay: float = field(default=0.0, metadata=_help("L2 weight decay"))
+    batch_size: int = field(default=60, metadata=_help("examples per iteration"))
+    iterations: str = field(default="1000", metadata=_help(
+        "training length per level, in iterations (1000) or epochs (160ep)"))
+    milestones: str = field(default="", metadata=_help(
+        "comma-separated iterations or epochs at which the learning rate is multiplied by "
+        "--gamma (e.g. 80ep,120ep)"))
+    gamma: float = field(default=0.1, metadata=_help("learning-rate factor at each milestone"))
+    warmup: str = field(default="0", metadata=_help(
+        "linear learning-rate warmup from 0 over this many iterations or epochs"))
+    eval_every: int = field(default=50, metadata=_help(
+        "evaluate validation and test sets every this many iterations"))
+
+    # How it is pruned.
+    levels: int = field(default=10, metadata=_help("pruning levels after the dense level 0"))
+    scope: str = field(default="layerwise", metadata=_help(
+        "layerwise (each layer at its own rate) or global (one threshold across layers)"))
+    strategy: str = field(default="magnitude", metadata=_help(
+        "which weights to prune: magnitude or random"))
+    conv_fraction: float = field(default=0.0, metadata=_help(
+        "fraction of each conv layer's remaining weights pruned per level (0: not pruned)"))
+    fc_fraction: float = field(default=0.2, metadata=_help(
+        "fraction of each hidden fc layer's remaining weights pruned per level (0: not pruned)"))
+    output_fraction: float = field(default=0.1, metadata=_help(
+        "fraction of the output layer's remaining weights pruned per level (0: not pruned)"))
+    one_shot_density: Optional[float] = field(default=None, metadata=_help(
+        "prune once, straight to this density (e.g. 0.2), instead of iteratively"))
+    rewind: str = field(default="init", metadata=_help(
+        "init: rewind survivors to iteration 0; iteration: to --rewind-iteration; lr: keep the "
+        "trained weights and replay the learning-rate schedule from --rewind-iteration"))
+    rewind_iteration: str = field(default="0", metadata=_help(
+        "the rewind point K in iterations or epochs (with --rewind iteration or lr)"))
+
+    # Controls.
+    controls: str = field(default="reinit", metadata=_help(
+        "comma-separated control branches: reinit (same masks, fresh init), random_pruning "
+        "(same per-layer densities, random positions); 'none' for no controls"))
+    control_levels: str = field(default="", metadata=_help(
+        "comma-separated levels at which to run the controls (default: every pruned level)"))
+
+    # Seeds, kept separate so one can vary while the others stay fixed.
+    model_seed: int = field(default=0, metadata=_help("seed of the model's initialisation"))
+    data_seed: int = field(default=0, metadata=_help("seed of the training data order"))
+    control_seed: int = field(default=1, metadata=_help(
+        "seed of the controls' fresh initialisation and random masks"))
+
+    def as_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def digest(self) -> str:
+        """A stable hash of every field: equal for equal hyperparameters, across versions."""
+        text = json.dumps(self.as_dict(), sort_keys=True)
+        return hashlib.sha256(text.encode()).hexdigest()[:10]
+
+    def run_name(self) -> str:
+        """The run directory's name: a readable prefix plus the hash."""
+        return f"{self.model}-{self.dataset}-{self.digest()}"
+
+    @classmethod
+    def from_dict(cls, values: dict) -> "Hparams":
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise HparamsError(f"unknown hyperparameters {', '.join(unknown)}; expected "
+                               f"{', '.join(sorted(known))}")
+        return cls(**values)
+
+    def replace(self, **changes) -> "Hparams":
+        return dataclasses.replace(self, **changes)
+
+    def control_names(self) -> list[str]:
+        names = [n.strip() for n in self.controls.split(",") if n.strip()]
+        return [] if names == ["none"] else names
+
+    def control_level_numbers(self) -> list[int]:
+        """Levels at which the controls run (pruned levels only: level 0 has nothing to
+        control)."""
+        last = 1 if self.one_shot_density is not None else self.levels
+        if not self.control_levels.strip():
+            return list(range(1, last + 1))
+        return [int(v) for v in self.control_levels.split(",") if v.strip()]
+
+
+CONTROLS = ("reinit", "random_pruning")
+REWINDS = ("init", "iteration", "lr")
+OPTIMIZERS = ("adam", "sgd")
+_STEPS = re.compile(r"^\s*(\d+)\s*(it|ep)?\s*$")
+
+
+def parse_steps(text: str, iterations_per_epoch: int, name: str) -> int:
+    """``"2000"``/``"2000it"`` -> 2000; ``"160ep"`` -> 160 epochs in iterations."""
+    match = _STEPS.match(str(text))
+    if not match:
+        raise HparamsError(f"{name} is {text!r}; expected a count of iterations (2000) or epochs "
+                           f"(160ep)")
+    count, unit = int(match.group(1)), match.group(2) or "it"
+    return count * iterations_per_epoch if unit == "ep" else count
+
+
+def parse_step_list(text: str, iterations_per_epoch: int, name: str) -> list[int]:
+    return sorted(parse_steps(part, iterations_per_epoch, name)
+                  for part in text.split(",") if part.strip())
+
+
+def validate(hp: Hparams) -> None:
+    """Raise HparamsError (one line) for the first value that cannot be used."""
+    def require(condition: bool, message: str) -> None:
+        if not condition:
+            raise HparamsError(message)
+
+    require(hp.optimizer in OPTIMIZERS,
+            f"optimizer is {hp.optimizer!r}; expected one of {', '.join(OPTIMIZERS)}")
+    require(hp.lr > 0, f"lr is {hp.lr}; expected a positive learning rate")
+    require(hp.momentum >= 0, f"momentum is {hp.momentum}; expected >= 0")
+    require(hp.weight_decay >= 0, f"weight_decay is {hp.weight_decay}; expected >= 0")
+    require(hp.batch_size >= 1, f"batch_size is {hp.batch_size}; expected >= 1")
+    require(hp.gamma > 0, f"gamma is {hp.gamma}; expected > 0")
+    require(hp.eval_every >= 1, f"eval_every is {hp.eval_every}; expected >= 1")
+    require(hp.train_size >= 0, f"train_size is {hp.train_size}; expected >= 0")
+    require(0 <= hp.dropout < 1, f"dropout is {hp.dropout}; expected a rate in [0, 1)")
+    require(hp.levels >= 0, f"levels is {hp.levels}; expected >= 0")
+    require(hp.scope in ("layerwise", "global"),
+            f"scope is {hp.scope!r}; expected layerwise or global")
+    for name in ("conv_fraction", "fc_fraction", "output_fraction"):
+        value = getattr(hp, name)
+        require(0 <= value < 1, f"{name} is {value}; expected a fraction in [0, 1)")
+    if hp.one_shot_density is not None:
+        require(0 < hp.one_shot_density <= 1,
+                f"one_shot_density is {hp.one_shot_density}; expected a density in (0, 1]")
+    require(hp.rewind in REWINDS, f"rewind is {hp.rewind!r}; expected one of "
+                                  f"{', '.join(REWINDS)}")
+    for name in ("iterations", "warmup", "rewind_iteration"):
+        parse_steps(getattr(hp, name), 1, name)
+    parse_step_list(hp.milestones, 1, "milestones")
+    unknown = [c for c in hp.control_names() if c not in CONTROLS]
+    require(not unknown, f"unknown control {', '.join(unknown)}; expected "
+                         f"{', '.join(CONTROLS)} or none")
+    try:
+        levels = hp.control_level_numbers()
+    except ValueError:
+        raise HparamsError(f"control_levels is {hp.control_levels!r}; expected comma-separated "
+                           f"level numbers") from None
+    last = 1 if hp.one_shot_density is not None else hp.levels
+    bad = [level for level in levels if not 1 <= level <= last]
+    require(not bad, f"control_levels names {bad}; expected pruned levels 1..{last}")

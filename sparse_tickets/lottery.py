@@ -1,0 +1,233 @@
+"""Iterative magnitude pruning with rewinding, and the control branches.
+
+Level 0 trains the dense network. Each next level prunes the previous level's trained weights
+(masks in, masks out), rewinds the survivors and trains again:
+
+- ``rewind="init"``: to the weights at iteration 0, training from 0 (Frankle & Carbin 2019);
+- ``rewind="iteration"``: to the weights level 0 had after K iterations, training from K
+  (Frankle et al. 2020, "Linear mode connectivity and the lottery ticket hypothesis");
+- ``rewind="lr"``: keeping the trained weights and replaying the learning-rate schedule from K
+  (Renda et al. 2020, "Comparing rewinding and fine-tuning in neural network pruning").
+
+Controls are branches that reuse the main run's masks at chosen levels: ``reinit`` trains the
+same masks from a fresh initialisation (same distribution, another seed); ``random_pruning``
+trains masks with the same per-layer densities at random positions, from the weights the main
+level starts from. Every step returns early when its output exists and is valid, so rerunning
+a command resumes it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+import numpy as np
+import torch
+from torch import nn
+
+from . import files, models
+from .data import DatasetSplits
+from .hparams import Hparams
+from .nn import MaskedConv2d, masked_layers
+from .progress import Progress
+from .pruning import Masks, prune, prune_to_density, random_like, weights_of
+from .runs import MAIN, Level, Run
+from .train import CHECKPOINT, Schedule, train
+
+
+def build_model(hp: Hparams, splits: DatasetSplits, seed: int,
+                device: torch.device) -> nn.Module:
+    """The model of ``hp`` for ``splits``, initialised from ``seed``."""
+    options = {"dropout": hp.dropout} if hp.dropout else {}
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = models.create(hp.model, input_shape=splits.input_shape,
+                              num_classes=splits.num_classes, **options)
+    return model.to(device)
+
+
+def pruning_plan(model: nn.Module, hp: Hparams) -> dict:
+    """Keyword arguments for :func:`~sparse_tickets.pruning.prune`: each layer's rate from its
+    kind (conv, hidden fc, output); a rate of 0 excludes the layer.
+
+    Global scope ranks the conv and hidden fc layers with a nonzero rate together, so those
+    rates must agree; the output layer is pruned on its own at its rate, as the paper prunes
+    it more gently.
+    """
+    output = models.output_layer(model) + ".weight"
+    rates = {}
+    for name, layer in masked_layers(model):
+        key = f"{name}.weight" if name else "weight"
+        if key == output:
+            rates[key] = hp.output_fraction
+        else:
+            rates[key] = hp.conv_fraction if isinstance(layer, MaskedConv2d) else hp.fc_fraction
+    exclude = [name for name, rate in rates.items() if rate == 0]
+    if hp.scope == "layerwise":
+        return dict(fraction=0.0, scope="layerwise", exclude=exclude,
+                    layer_fractions={n: r for n, r in rates.items() if r > 0})
+    pooled = {rate for name, rate in rates.items() if rate > 0 and name != output}
+    if len(pooled) > 1:
+        raise ValueError(f"global scope ranks conv and fc layers together at one rate; got "
+                         f"conv_fraction={hp.conv_fraction} and fc_fraction={hp.fc_fraction} "
+                         f"(set one of them to 0 or make them equal)")
+    overrides = {output: rates[output]} if rates.get(output, 0) > 0 else {}
+    return dict(fraction=pooled.pop() if pooled else 0.0, scope="global", exclude=exclude,
+                layer_fractions=overrides)
+
+
+def derived_seed(*parts: int) -> int:
+    """A seed for one purpose (e.g. one control at one level) from several integers."""
+    return int(np.random.SeedSequence(list(parts)).generate_state(1)[0])
+
+
+@dataclass
+class LotteryRun:
+    """Runs the levels and controls of ``hp`` in ``run``, skipping what is already done."""
+
+    hp: Hparams
+    run: Run
+    splits: DatasetSplits
+    device: torch.device
+    checkpoint_every: int
+    progress: Progress
+
+    def __post_init__(self):
+        self.schedule = Schedule.resolve(self.hp, len(self.splits.train))
+        self.model = build_model(self.hp, self.splits, self.hp.model_seed, self.device)
+        self.run.record_model_shape(self.splits.input_shape, self.splits.num_classes)
+        pruning_plan(self.model, self.hp)  # a plan that cannot work fails now, not at level 1
+
+    @property
+    def last_level(self) -> int:
+        return 1 if self.hp.one_shot_density is not None else self.hp.levels
+
+    @property
+    def rewinds_to_iteration(self) -> bool:
+        return self.hp.rewind == "iteration" and self.schedule.rewind_iteration > 0
+
+    def execute(self) -> bool:
+        """Run whatever is not done yet; False when everything was done already."""
+        did_work = False
+        for level in range(self.last_level + 1):
+            did_work |= self.main_level(level)
+        for control in self.hp.control_names():
+            for level in self.hp.control_level_numbers():
+                did_work |= self.control_level(control, level)
+        return did_work
+
+    # The main branch.
+
+    def main_level(self, level: int) -> bool:
+        files_of = self.run.level(MAIN, level)
+        if level == 0 and self.rewinds_to_iteration and not files.artifact_exists(
+                self.run.rewind_point):
+            _forget(files_of)  # level 0 must run again to record the rewind point
+        if files_of.done():
+            return False
+        masks = self.main_masks(level)
+        start_state = self.main_start_state(level)
+        self._train(files_of, f"level {level}", masks, start_state,
+                    self._start_iteration(level), seed_parts=(0, level))
+        return True
+
+    def main_masks(self, level: int) -> Masks:
+        """The masks level ``level`` trains with, computed once and stored."""
+        path = self.run.level(MAIN, level).masks
+        stored = files.read_tensors(path)
+        if stored is not None:
+            return Masks(stored)
+        if level == 0:
+            masks = Masks.ones_like(self.model)
+        else:
+            previous_masks = self.main_masks(level - 1)
+            self.model.load_state_dict(files.read_tensors(self.run.level(MAIN, level - 1).trained))
+            weights = weights_of(self.model)
+            plan = pruning_plan(self.model, self.hp)
+            seed = derived_seed(self.hp.model_seed, level)  # used by the random strategy only
+            if self.hp.one_shot_density is not None:
+                masks = prune_to_density(weights, previous_masks, self.hp.one_shot_density,
+                                         strategy=self.hp.strategy, scope=self.hp.scope,
+                                         exclude=plan["exclude"], seed=seed)
+            else:
+                masks = prune(weights, previous_masks, plan.pop("fraction"),
+                              strategy=self.hp.strategy, seed=seed, **plan)
+        files.write_tensors(path, dict(masks))
+        return masks
+
+    def main_start_state(self, level: int) -> dict:
+        """The weights level ``level`` starts from, before its masks are applied."""
+        if level == 0 or self.hp.rewind == "init" or (
+                self.hp.rewind == "iteration" and not self.rewinds_to_iteration):
+            return self.initial_state()
+        if self.hp.rewind == "iteration":
+            return files.read_tensors(self.run.rewind_point)
+        return files.read_tensors(self.run.level(MAIN, level - 1).trained)  # "lr"
+
+    def initial_state(self) -> dict:
+        stored = files.read_tensors(self.run.init)
+        if stored is None:
+            stored = build_model(self.hp, self.splits, self.hp.model_seed, "cpu").state_dict()
+            files.write_tensors(self.run.init, stored)
+        return stored
+
+    def _start_iteration(self, level: int) -> int:
+        if level == 0 or self.hp.rewind == "init":
+            return 0
+        return self.schedule.rewind_iteration
+
+    # The controls.
+
+    def control_level(self, control: str, level: int) -> bool:
+        files_of = self.run.level(control, level)
+        if files_of.done():
+            return False
+        main_masks = self.main_masks(level)
+        seed = derived_seed(self.hp.control_seed, level)
+        if control == "reinit":
+            masks = main_masks
+            start_state = build_model(self.hp, self.splits, seed, "cpu").state_dict()
+        else:  # random_pruning
+            masks = random_like(main_masks, seed=seed)
+            start_state = self.main_start_state(level)
+        self._train(files_of, f"{control} level {level}", masks, start_state,
+                    self._start_iteration(level), seed_parts=(1 + _CONTROL_IDS[control], level))
+        return True
+
+    # Shared by both.
+
+    def _train(self, files_of: Level, label: str, masks: Masks, start_state: dict,
+               start_iteration: int, seed_parts: tuple) -> None:
+        self.model.load_state_dict(start_state)
+        masks.apply_to(self.model)
+        if files.read_tensors(files_of.masks) is None:
+            files.write_tensors(files_of.masks, dict(masks))
+        files.write_tensors(files_of.start, self.model.state_dict())
+        # Dropout draws from torch's global generator: seed it per level and branch, so a
+        # level's numbers do not depend on what ran before it in this process.
+        torch.manual_seed(derived_seed(self.hp.data_seed, *seed_parts))
+        snapshot = self.schedule.rewind_iteration if (
+            label == "level 0" and self.rewinds_to_iteration) else None
+        metrics = train(self.model, self.splits, self.hp, self.schedule, files_of.directory,
+                        start_iteration, checkpoint_every=self.checkpoint_every,
+                        snapshot_iteration=snapshot,
+                        on_snapshot=lambda state: files.write_tensors(self.run.rewind_point,
+                                                                      state),
+                        progress=self.progress, label=f"{label} ({100 * masks.density:.1f}%)")
+        metrics.update(
+            branch=files_of.directory.parent.name,
+            level=int(files_of.directory.name.removeprefix("level_")),
+            density=masks.density, percent_remaining=100 * masks.density,
+            layers=[row.as_dict() for row in masks.density_rows()],
+            seeds={"model": self.hp.model_seed, "data": self.hp.data_seed,
+                   "control": self.hp.control_seed})
+        files.write_tensors(files_of.trained, self.model.state_dict())
+        files_of.write_metrics(metrics)
+        files.remove_artifact(files_of.directory / CHECKPOINT)
+        self.progress.end_level(metrics)
+
+
+_CONTROL_IDS = {"reinit": 1, "random_pruning": 2}
+
+
+def _forget(level: Level) -> None:
+    for path in (level.metrics, level.trained, level.directory / CHECKPOINT):
+        files.remove_artifact(path)

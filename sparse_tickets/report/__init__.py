@@ -1,0 +1,58 @@
+"""Tables and plots from lottery-ticket run directories (``sparse-tickets report``).
+
+``write_report(run_directories, output_directory)`` writes:
+
+- ``accuracy.png``: test accuracy at early stop against percent of weights remaining;
+- ``early_stop.png``: the early-stop iteration against percent of weights remaining;
+- ``report.md``: a table per configuration, a row per level, columns per branch;
+- ``summary.csv``: the same numbers at full precision, a row per configuration, branch and
+  level, in the units of metrics.json.
+
+Runs that differ only in their seeds form one configuration and are shown as the mean over
+seeds with their spread; configurations are labelled by model, dataset and the fields in which
+they differ.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Iterable
+
+from .. import files
+from .figures import accuracy_png, density_ticks, early_stop_png
+from .results import (BRANCH_LABELS, Configuration, LevelSummary, Spread,
+                      configuration_labels, load_configurations)
+from .tables import CSV_COLUMNS, markdown_report, summary_csv
+
+REPORT_FILES = ("accuracy.png", "early_stop.png", "report.md", "summary.csv")
+
+
+def write_report(run_directories: Iterable, output_directory: Path) -> list[Path]:
+    """Write the report of ``run_directories`` into ``output_directory`` (made if missing);
+    return the paths written, in the order of :data:`REPORT_FILES`.
+
+    Raises ValueError when no directory is given or the output directory is a file, and
+    :class:`~sparse_tickets.runs.RunError` for a directory that is not a run or a run with no
+    finished level.
+    """
+    configurations = load_configurations(run_directories)
+    # Everything is rendered before anything is written, so a failure leaves the previous
+    # report whole rather than half replaced.
+    contents = dict(zip(REPORT_FILES, (
+        accuracy_png(configurations), early_stop_png(configurations),
+        markdown_report(configurations).encode(), summary_csv(configurations).encode())))
+    output = Path(output_directory)
+    if output.exists() and not output.is_dir():
+        raise ValueError(f"output directory {output} is a file; expected a directory")
+    output.mkdir(parents=True, exist_ok=True)
+    written = []
+    for name, data in contents.items():
+        path = output / name
+        files.write_atomically(path, lambda file, data=data: file.write(data))
+        written.append(path)
+    return written
+
+
+__all__ = ["BRANCH_LABELS", "CSV_COLUMNS", "Configuration", "LevelSummary", "REPORT_FILES",
+           "Spread", "accuracy_png", "configuration_labels", "density_ticks", "early_stop_png",
+           "load_configurations", "markdown_report", "summary_csv", "write_report"]

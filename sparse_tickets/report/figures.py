@@ -1,0 +1,150 @@
+"""The report's plots, drawn as Frankle & Carbin draw theirs: percent of weights remaining on a
+reversed log axis, so density falls from left to right, ticked at the densities the runs
+reached; one line per branch, the mean over seeds with a band from the lowest to the highest
+seed.
+
+matplotlib is imported only here, inside the functions, and only through its object API
+(``Figure`` and the Agg canvas): no pyplot, so no global figure registry or backend switch.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+from typing import Callable, Sequence
+
+from ..runs import BRANCHES
+from .results import BRANCH_LABELS, Configuration, LevelSummary, Spread
+
+DPI = 120
+MAX_TICKS = 8
+# Ticks closer than this factor would print on top of one another.
+MIN_TICK_RATIO = 1.05
+_BRANCH_STYLES = {"main": ("o", "-"), "reinit": ("s", "--"), "random_pruning": ("^", ":")}
+
+
+def accuracy_png(configurations: Sequence[Configuration]) -> bytes:
+    return png_bytes(accuracy_figure(configurations))
+
+
+def early_stop_png(configurations: Sequence[Configuration]) -> bytes:
+    return png_bytes(early_stop_figure(configurations))
+
+
+def accuracy_figure(configurations: Sequence[Configuration]):
+    """Test accuracy at early stop (percent) against percent of weights remaining: a
+    matplotlib ``Figure``."""
+    return _density_figure(configurations, lambda summary: summary.early_stop_test_accuracy,
+                           scale=100.0, ylabel="test accuracy at early stop (%)",
+                           title="Test accuracy at early stop")
+
+
+def early_stop_figure(configurations: Sequence[Configuration]):
+    """The early-stop iteration (minimum validation loss) against percent of weights
+    remaining: a matplotlib ``Figure``."""
+    return _density_figure(configurations, lambda summary: summary.early_stop_iteration,
+                           scale=1.0, ylabel="early-stop iteration",
+                           title="Early-stop iteration (minimum validation loss)")
+
+
+def png_bytes(figure) -> bytes:
+    """``figure`` as a PNG file's bytes."""
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=DPI)
+    return buffer.getvalue()
+
+
+def density_ticks(percents: Sequence[float], max_ticks: int = MAX_TICKS) -> list[float]:
+    """The densities to tick, largest first: all of them when they fit, else an evenly spread
+    subset in log space (100, 51.2, 26.2, 13.4, ... for twenty levels at 20% per level)."""
+    values = sorted(set(percents), reverse=True)
+    span = math.log(values[0]) - math.log(values[-1])
+    gap = max(span / max(max_ticks - 1, 1), math.log(MIN_TICK_RATIO))
+    chosen = [values[0]]
+    for value in values[1:]:
+        # The tolerance keeps levels that are exactly ``gap`` apart despite rounding.
+        if math.log(chosen[-1]) - math.log(value) >= gap * (1 - 1e-9):
+            chosen.append(value)
+    return chosen
+
+
+def format_percent(percent: float) -> str:
+    """A tick label: three significant digits (100, 51.2, 6.87, 0.352)."""
+    return f"{percent:.3g}"
+
+
+def _density_figure(configurations: Sequence[Configuration],
+                    quantity: Callable[[LevelSummary], Spread], scale: float, ylabel: str,
+                    title: str):
+    figure_class, canvas_class = _matplotlib()
+    figure = figure_class(figsize=(7.0, 4.8), dpi=DPI, layout="constrained")
+    canvas_class(figure)
+    axes = figure.add_subplot()
+    several = len(configurations) > 1
+    percents, banded = [], False
+    for index, configuration in enumerate(configurations):
+        for branch, by_level in configuration.summaries.items():
+            summaries = list(by_level.values())
+            x = [summary.percent_remaining for summary in summaries]
+            spreads = [quantity(summary) for summary in summaries]
+            # One configuration: a color per branch. Several: a color per configuration, and
+            # the branch in the marker and line style.
+            color = f"C{(index if several else BRANCHES.index(branch)) % 10}"
+            marker, linestyle = _BRANCH_STYLES[branch]
+            axes.plot(x, [scale * spread.mean for spread in spreads], color=color,
+                      marker=marker, markersize=5, linestyle=linestyle,
+                      label=_line_label(configuration, branch, summaries, several))
+            if any(summary.n_seeds > 1 for summary in summaries):
+                axes.fill_between(x, [scale * spread.minimum for spread in spreads],
+                                  [scale * spread.maximum for spread in spreads],
+                                  color=color, alpha=0.15, linewidth=0)
+                banded = True
+            percents += x
+    _density_axis(axes, percents)
+    axes.set_ylabel(ylabel)
+    axes.grid(alpha=0.3)
+    subtitle = [] if several else [configurations[0].label]
+    if banded:
+        subtitle.append("mean over seeds, band: min–max")
+    axes.set_title("\n".join([title, "; ".join(subtitle)]) if subtitle else title,
+                   fontsize=10)
+    if several:
+        # Long labels would cover the lines: put them under the plot instead.
+        axes.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.14))
+    else:
+        axes.legend(fontsize=8, loc="best")
+    return figure
+
+
+def _line_label(configuration: Configuration, branch: str, summaries: list[LevelSummary],
+                several: bool) -> str:
+    label = BRANCH_LABELS[branch]
+    if several:
+        label = f"{configuration.label}: {label}"
+    seeds = max(summary.n_seeds for summary in summaries)
+    return f"{label} ({seeds} seeds)" if seeds > 1 else label
+
+
+def _density_axis(axes, percents: list[float]) -> None:
+    from matplotlib.ticker import FixedFormatter, FixedLocator, NullLocator
+
+    ticks = density_ticks(percents)
+    axes.set_xscale("log")
+    axes.xaxis.set_major_locator(FixedLocator(ticks))
+    axes.xaxis.set_major_formatter(FixedFormatter([format_percent(t) for t in ticks]))
+    # The log axis' own minor ticks would label 2x10^1 and the like between ours.
+    axes.xaxis.set_minor_locator(NullLocator())
+    high, low = max(percents), min(percents)
+    margin = (high / low) ** 0.04 if high > low else 1.25
+    axes.set_xlim(high * margin, low / margin)  # reversed: density falls left to right
+    axes.set_xlabel("weights remaining (%)")
+
+
+def _matplotlib():
+    try:
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+        from matplotlib.figure import Figure
+    except ImportError:
+        raise ImportError("the report's plots need matplotlib; install it with "
+                          "`pip install matplotlib`") from None
+    return Figure, FigureCanvasAgg

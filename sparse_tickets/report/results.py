@@ -1,0 +1,196 @@
+"""The results of lottery-ticket runs, gathered for a report.
+
+Runs whose hyperparameters agree in everything but the seeds (``model_seed``, ``data_seed``,
+``control_seed``) form one configuration; for each configuration, branch and level the report
+shows statistics over the seeds that finished that level. A run that has not finished every
+level still counts for the levels it has, so ``n_seeds`` can differ from level to level.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import statistics
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Optional, Sequence
+
+from ..runs import BRANCHES, Run, RunError
+
+SEED_FIELDS = ("model_seed", "data_seed", "control_seed")
+BRANCH_LABELS = {"main": "ticket", "reinit": "random reinit", "random_pruning": "random pruning"}
+# The numbers of a level's metrics.json that the report reads.
+REPORTED_METRICS = ("percent_remaining", "early_stop_test_accuracy", "early_stop_iteration",
+                    "final_test_accuracy", "wall_time_seconds")
+
+
+@dataclass(frozen=True)
+class RunResults:
+    """The hyperparameters and the finished levels of one run directory."""
+
+    directory: Path
+    hparams: dict
+    levels: dict[str, dict[int, dict]]  # branch -> level -> metrics; branches with a level only
+
+    @property
+    def seeds(self) -> tuple[int, ...]:
+        return tuple(self.hparams[name] for name in SEED_FIELDS)
+
+    @property
+    def configuration_hparams(self) -> dict:
+        return {name: value for name, value in self.hparams.items() if name not in SEED_FIELDS}
+
+
+@dataclass(frozen=True)
+class Spread:
+    """One quantity over seeds: its mean, sample standard deviation (None for a single seed)
+    and range."""
+
+    mean: float
+    std: Optional[float]
+    minimum: float
+    maximum: float
+
+    @classmethod
+    def of(cls, values: Sequence[float]) -> "Spread":
+        values = [float(value) for value in values]
+        std = statistics.stdev(values) if len(values) > 1 else None
+        return cls(statistics.fmean(values), std, min(values), max(values))
+
+
+@dataclass(frozen=True)
+class LevelSummary:
+    """One level of one branch of a configuration, over the seeds that finished it."""
+
+    branch: str
+    level: int
+    n_seeds: int
+    percent_remaining: float  # a mean, though pruning keeps the same count for every seed
+    early_stop_test_accuracy: Spread  # a fraction, as in metrics.json
+    early_stop_iteration: Spread
+    final_test_accuracy: Spread
+    wall_time_seconds: Spread
+
+
+@dataclass(frozen=True)
+class Configuration:
+    """Runs that differ only in their seeds, and their statistics per branch and level."""
+
+    label: str
+    hparams: dict  # every hyperparameter but the seeds
+    runs: tuple[RunResults, ...]
+    summaries: dict[str, dict[int, LevelSummary]]  # branch -> level -> summary, in order
+
+    @property
+    def levels(self) -> list[int]:
+        """Every level that some branch finished, in order."""
+        return sorted({level for by_level in self.summaries.values() for level in by_level})
+
+
+def load_configurations(run_directories: Iterable) -> list[Configuration]:
+    """The runs in ``run_directories`` grouped into configurations, in order of first
+    appearance, each with a label that tells it apart from the others."""
+    groups: dict[str, list[RunResults]] = {}
+    for run in load_runs(run_directories):
+        groups.setdefault(_key(run.configuration_hparams), []).append(run)
+    hparams = [runs[0].configuration_hparams for runs in groups.values()]
+    return [Configuration(label, values, tuple(runs), summarize(runs))
+            for label, values, runs in zip(configuration_labels(hparams), hparams,
+                                           groups.values())]
+
+
+def load_runs(run_directories: Iterable) -> list[RunResults]:
+    """The hyperparameters and finished levels of each run directory; a directory named twice
+    counts once."""
+    if isinstance(run_directories, (str, bytes, os.PathLike)):
+        raise TypeError(f"run_directories is the single path {run_directories!r}; expected a "
+                        f"list of run directories")
+    directories = list({Path(d).resolve(): Path(d) for d in run_directories}.values())
+    if not directories:
+        raise ValueError("no run directories given; expected at least one")
+    results, seen = [], {}
+    for directory in directories:
+        result = _load_run(directory)
+        key = _key(result.hparams)
+        if key in seen:
+            raise RunError(f"{seen[key]} and {directory} hold the same hyperparameters and seeds; "
+                           f"expected each seed's run once")
+        seen[key] = directory
+        results.append(result)
+    return results
+
+
+def summarize(runs: Sequence[RunResults]) -> dict[str, dict[int, LevelSummary]]:
+    """branch -> level -> statistics over the runs that finished that level of that branch."""
+    summaries = {}
+    for branch in BRANCHES:
+        levels = sorted({level for run in runs for level in run.levels.get(branch, {})})
+        if levels:
+            summaries[branch] = {
+                level: _summarize_level(branch, level, [
+                    run.levels[branch][level] for run in runs
+                    if level in run.levels.get(branch, {})])
+                for level in levels}
+    return summaries
+
+
+def configuration_labels(configurations: Sequence[dict]) -> list[str]:
+    """``model/dataset``, then each field in which a configuration differs from another of the
+    same model and dataset (``lenet_300_100/mnist5k rewind=iteration``): short, and still
+    unique, since two configurations differ in at least one field."""
+    labels = []
+    for hparams in configurations:
+        siblings = [other for other in configurations
+                    if (other["model"], other["dataset"]) == (hparams["model"], hparams["dataset"])]
+        differing = [f"{name}={value}" for name, value in hparams.items()
+                     if name not in ("model", "dataset")
+                     and any(other.get(name) != value for other in siblings)]
+        labels.append(" ".join([f"{hparams['model']}/{hparams['dataset']}", *differing]))
+    return labels
+
+
+def _load_run(directory: Path) -> RunResults:
+    run = Run.open(directory)
+    levels = {}
+    for branch in BRANCHES:
+        finished = run.finished_levels(branch)
+        for level, metrics in finished.items():
+            _check_metrics(run.directory / branch / f"level_{level}" / "metrics.json", metrics)
+        if finished:
+            levels[branch] = finished
+    if not levels:
+        raise RunError(f"{run.directory} has no finished level in any branch; expected at "
+                       f"least one <branch>/level_<L>/metrics.json (run `sparse-tickets imp` "
+                       f"first)")
+    return RunResults(run.directory, run.hparams.as_dict(), levels)
+
+
+def _check_metrics(path: Path, metrics: dict) -> None:
+    # Old or hand-edited metrics would otherwise fail later with a bare KeyError.
+    missing = [name for name in REPORTED_METRICS
+               if isinstance(metrics.get(name), bool)
+               or not isinstance(metrics.get(name), (int, float))]
+    if missing:
+        raise RunError(f"{path} lacks the number(s) {', '.join(missing)}; expected the metrics "
+                       f"of a level finished by `sparse-tickets imp`")
+    if not metrics["percent_remaining"] > 0 or math.isinf(metrics["percent_remaining"]):
+        raise RunError(f"{path} has percent_remaining {metrics['percent_remaining']}; expected "
+                       f"a positive percentage")
+
+
+def _summarize_level(branch: str, level: int, metrics: list[dict]) -> LevelSummary:
+    def spread(name: str) -> Spread:
+        return Spread.of([values[name] for values in metrics])
+
+    return LevelSummary(
+        branch=branch, level=level, n_seeds=len(metrics),
+        percent_remaining=statistics.fmean(values["percent_remaining"] for values in metrics),
+        early_stop_test_accuracy=spread("early_stop_test_accuracy"),
+        early_stop_iteration=spread("early_stop_iteration"),
+        final_test_accuracy=spread("final_test_accuracy"),
+        wall_time_seconds=spread("wall_time_seconds"))
+
+
+def _key(hparams: dict) -> str:
+    return json.dumps(hparams, sort_keys=True)

@@ -1,0 +1,119 @@
+"""The report's tables: ``report.md`` (a markdown table per configuration, for people) and
+``summary.csv`` (every number at full precision, in the units of metrics.json, for checking
+and for other tools)."""
+
+from __future__ import annotations
+
+import csv
+import io
+from typing import Optional, Sequence
+
+from ..hparams import Hparams
+from .results import BRANCH_LABELS, SEED_FIELDS, Configuration, LevelSummary, Spread
+
+CSV_COLUMNS = ("configuration", "branch", "level", "percent_remaining", "n_seeds",
+               "early_stop_test_accuracy_mean", "early_stop_test_accuracy_std",
+               "early_stop_iteration_mean", "final_test_accuracy_mean",
+               "wall_time_seconds_mean")
+# Shown in each configuration's header whatever their value; the other fields only when they
+# differ from their default, so the header stays short and still names what matters.
+ALWAYS_SHOWN = ("optimizer", "lr", "batch_size", "iterations", "levels", "scope", "rewind",
+                "controls")
+MISSING = "—"
+
+
+def summary_csv(configurations: Sequence[Configuration]) -> str:
+    """One row per configuration, branch and level. Accuracies are fractions and
+    percent_remaining a percentage, as in metrics.json; the std is the sample standard
+    deviation over seeds, empty for a single seed."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(CSV_COLUMNS)
+    for configuration in configurations:
+        for branch, by_level in configuration.summaries.items():
+            for level, summary in by_level.items():
+                accuracy_std = summary.early_stop_test_accuracy.std
+                writer.writerow([
+                    configuration.label, branch, level, summary.percent_remaining,
+                    summary.n_seeds, summary.early_stop_test_accuracy.mean,
+                    "" if accuracy_std is None else accuracy_std,
+                    summary.early_stop_iteration.mean, summary.final_test_accuracy.mean,
+                    summary.wall_time_seconds.mean])
+    return buffer.getvalue()
+
+
+def markdown_report(configurations: Sequence[Configuration]) -> str:
+    """A section per configuration: its label, key hyperparameters, runs and a table with a row
+    per level."""
+    lines = ["# Lottery-ticket report", "",
+             "Accuracies are on the test set, in percent: at early stopping (the iteration of "
+             "minimum validation loss) and at the end of training. With several seeds a cell "
+             "holds the mean ± the sample standard deviation; iterations and wall times are "
+             "means. A branch that fewer seeds finished at a level says how many (n=...).", ""]
+    for configuration in configurations:
+        lines += configuration_section(configuration)
+    return "\n".join(lines)
+
+
+def configuration_section(configuration: Configuration) -> list[str]:
+    """The markdown lines of one configuration."""
+    seeds = ", ".join(f"`{run.directory}` ({'/'.join(str(seed) for seed in run.seeds)})"
+                      for run in configuration.runs)
+    return [f"## {configuration.label}", "",
+            f"Hyperparameters: {key_hyperparameters(configuration.hparams)}", "",
+            f"Runs (seeds {'/'.join(SEED_FIELDS)}): {seeds}", "",
+            *level_table(configuration), ""]
+
+
+def key_hyperparameters(hparams: dict) -> str:
+    """``name=value`` for the fields that characterise a configuration (model and dataset are
+    in its label, seeds are per run)."""
+    defaults = Hparams().as_dict()
+    return ", ".join(f"{name}={value}" for name, value in hparams.items()
+                     if name not in ("model", "dataset", *SEED_FIELDS)
+                     and (name in ALWAYS_SHOWN or value != defaults.get(name)))
+
+
+def level_table(configuration: Configuration) -> list[str]:
+    """A markdown table: level and percent remaining, four columns per branch, then seeds."""
+    branches = list(configuration.summaries)
+    header = ["level", "% remaining"]
+    for branch in branches:
+        label = BRANCH_LABELS[branch]
+        header += [f"{label}: test acc. at early stop (%)", f"{label}: early-stop iteration",
+                   f"{label}: final test acc. (%)", f"{label}: wall time (s)"]
+    header.append("seeds")
+    rows = [_row(header), _row(["---:"] * len(header))]
+    for level in configuration.levels:
+        summaries = {branch: configuration.summaries[branch].get(level) for branch in branches}
+        present = [summary for summary in summaries.values() if summary is not None]
+        seeds = max(summary.n_seeds for summary in present)
+        # Controls run at the main level's densities, so the ticket's figure stands for all.
+        remaining = (summaries.get("main") or present[0]).percent_remaining
+        cells = [str(level), f"{remaining:.2f}"]
+        for summary in summaries.values():
+            cells += _branch_cells(summary, seeds)
+        cells.append(str(seeds))
+        rows.append(_row(cells))
+    return rows
+
+
+def format_accuracy(spread: Spread) -> str:
+    """A fraction as a percentage with two decimals, ``± std`` when there are several seeds."""
+    mean = f"{100 * spread.mean:.2f}"
+    return mean if spread.std is None else f"{mean} ± {100 * spread.std:.2f}"
+
+
+def _branch_cells(summary: Optional[LevelSummary], row_seeds: int) -> list[str]:
+    if summary is None:
+        return [MISSING] * 4
+    accuracy = format_accuracy(summary.early_stop_test_accuracy)
+    if summary.n_seeds < row_seeds:
+        accuracy += f" (n={summary.n_seeds})"
+    return [accuracy, f"{summary.early_stop_iteration.mean:.0f}",
+            format_accuracy(summary.final_test_accuracy),
+            f"{summary.wall_time_seconds.mean:.1f}"]
+
+
+def _row(cells: list[str]) -> str:
+    return "| " + " | ".join(cells) + " |"

@@ -1,0 +1,158 @@
+"""The run directory: where each artifact of a lottery-ticket run lives.
+
+::
+
+    <runs>/<model>-<dataset>-<hash>/
+      hparams.json                 every hyperparameter (the hash is of these)
+      model.json                   the model's input shape and class count (from the data)
+      main/init.safetensors        the weights at iteration 0
+      main/rewind_point.safetensors  the weights at the rewind iteration K (K > 0 only)
+      <branch>/level_<L>/          branch: main, reinit, random_pruning
+        masks.safetensors          the masks this level trains with
+        start.safetensors          the weights it starts from (the ticket before training)
+        checkpoint.pt              the latest in-level checkpoint (removed when done)
+        trained.safetensors        the weights after training
+        metrics.json, metrics.csv  written last: a level is done when metrics.json is valid
+      report/                      tables and plots (`sparse-tickets report`)
+
+Every artifact has a ``.sha256`` file beside it (see :mod:`sparse_tickets.files`).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+from . import files
+from .hparams import Hparams
+
+HPARAMS = "hparams.json"
+MODEL_SHAPE = "model.json"
+MAIN = "main"
+BRANCHES = ("main", "reinit", "random_pruning")
+
+
+class RunError(ValueError):
+    """A run directory that cannot be used as asked."""
+
+
+@dataclass(frozen=True)
+class Level:
+    """The files of one level of one branch."""
+
+    directory: Path
+
+    @property
+    def masks(self) -> Path:
+        return self.directory / "masks.safetensors"
+
+    @property
+    def start(self) -> Path:
+        return self.directory / "start.safetensors"
+
+    @property
+    def trained(self) -> Path:
+        return self.directory / "trained.safetensors"
+
+    @property
+    def metrics(self) -> Path:
+        return self.directory / "metrics.json"
+
+    @property
+    def metrics_csv(self) -> Path:
+        return self.directory / "metrics.csv"
+
+    def done(self) -> bool:
+        return files.artifact_exists(self.metrics) and files.artifact_exists(self.trained)
+
+    def read_metrics(self) -> Optional[dict]:
+        return files.read_json(self.metrics)
+
+    def write_metrics(self, metrics: dict) -> None:
+        """The CSV first: metrics.json is the level's completion mark."""
+        buffer = io.StringIO()
+        rows = metrics["evaluations"]
+        writer = csv.DictWriter(buffer, fieldnames=list(rows[0]), lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(rows)
+        files.write_artifact(self.metrics_csv, buffer.getvalue().encode())
+        files.write_json(self.metrics, metrics)
+
+
+@dataclass(frozen=True)
+class Run:
+    directory: Path
+
+    @classmethod
+    def create(cls, runs_directory: Path, hp: Hparams) -> "Run":
+        """The run of ``hp`` under ``runs_directory``, made if new; an existing directory of the
+        same name must hold the same hyperparameters."""
+        run = cls(Path(runs_directory) / hp.run_name())
+        run.directory.mkdir(parents=True, exist_ok=True)
+        stored = files.read_json(run.directory / HPARAMS)
+        if stored is None:
+            files.write_json(run.directory / HPARAMS, hp.as_dict())
+        elif stored != hp.as_dict():
+            raise RunError(f"{run.directory} holds other hyperparameters than its name's hash "
+                           f"says; move it away or pass another --runs-dir")
+        return run
+
+    @classmethod
+    def open(cls, directory: Path) -> "Run":
+        """An existing run directory (for report and export)."""
+        run = cls(Path(directory))
+        if not run.directory.is_dir():
+            raise RunError(f"run directory {run.directory} does not exist")
+        if files.read_json(run.directory / HPARAMS) is None:
+            raise RunError(f"{run.directory} has no valid {HPARAMS}; expected a directory made "
+                           f"by `sparse-tickets imp` or `train`")
+        return run
+
+    @property
+    def hparams(self) -> Hparams:
+        return Hparams.from_dict(files.read_json(self.directory / HPARAMS))
+
+    @property
+    def model_shape(self) -> dict:
+        """``{"input_shape": [C, H, W], "num_classes": N}`` of the run's model."""
+        shape = files.read_json(self.directory / MODEL_SHAPE)
+        if shape is None:
+            raise RunError(f"{self.directory} has no valid {MODEL_SHAPE}; rerun its command")
+        return shape
+
+    def record_model_shape(self, input_shape, num_classes: int) -> None:
+        files.write_json(self.directory / MODEL_SHAPE, {"input_shape": list(input_shape),
+                                                        "num_classes": int(num_classes)})
+
+    @property
+    def init(self) -> Path:
+        return self.directory / MAIN / "init.safetensors"
+
+    @property
+    def rewind_point(self) -> Path:
+        return self.directory / MAIN / "rewind_point.safetensors"
+
+    @property
+    def report_directory(self) -> Path:
+        return self.directory / "report"
+
+    def level(self, branch: str, level: int) -> Level:
+        directory = self.directory / branch / f"level_{level}"
+        directory.mkdir(parents=True, exist_ok=True)
+        return Level(directory)
+
+    def finished_levels(self, branch: str) -> dict[int, dict]:
+        """level -> metrics of every finished level of ``branch``, in level order."""
+        found = {}
+        for directory in sorted((self.directory / branch).glob("level_*")):
+            try:
+                number = int(directory.name.removeprefix("level_"))
+            except ValueError:
+                continue
+            metrics = Level(directory).read_metrics()
+            if metrics is not None:
+                found[number] = metrics
+        return dict(sorted(found.items()))

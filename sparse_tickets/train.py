@@ -1,0 +1,204 @@
+"""One training run of a (masked) model: the loop every level and control branch uses.
+
+Everything a run depends on is a function of the iteration number, so a run stopped at any
+checkpoint continues to the same numbers: the batch at iteration ``t`` comes from a permutation
+seeded by (data seed, epoch of ``t``); the learning rate at ``t`` is computed, not stepped; the
+checkpoint holds the weights, the optimizer state, the torch RNG (dropout) and the metrics so far.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Optional
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from . import files
+from .data import DatasetSplits, ImageSplit
+from .hparams import Hparams, parse_step_list, parse_steps
+from .optim import MaskedAdam, MaskedSGD
+from .progress import Progress
+
+EVAL_BATCH = 1000
+CHECKPOINT = "checkpoint.pt"
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """The hyperparameters' lengths resolved to iterations for one training set size."""
+
+    iterations_per_epoch: int
+    iterations: int
+    milestones: tuple
+    warmup: int
+    rewind_iteration: int
+
+    @classmethod
+    def resolve(cls, hp: Hparams, train_size: int) -> "Schedule":
+        per_epoch = max(train_size // hp.batch_size, 1)
+        schedule = cls(per_epoch, parse_steps(hp.iterations, per_epoch, "iterations"),
+                       tuple(parse_step_list(hp.milestones, per_epoch, "milestones")),
+                       parse_steps(hp.warmup, per_epoch, "warmup"),
+                       parse_steps(hp.rewind_iteration, per_epoch, "rewind_iteration"))
+        if schedule.rewind_iteration >= schedule.iterations and hp.rewind != "init":
+            raise ValueError(f"rewind_iteration is {schedule.rewind_iteration} iterations; "
+                             f"expected fewer than the {schedule.iterations} of training")
+        return schedule
+
+    def learning_rate(self, base: float, gamma: float, iteration: int) -> float:
+        """The rate at ``iteration``: linear warmup, then ``gamma`` at each milestone passed."""
+        rate = base * gamma ** sum(iteration >= m for m in self.milestones)
+        if self.warmup and iteration < self.warmup:
+            rate *= (iteration + 1) / self.warmup
+        return rate
+
+
+class DataOrder:
+    """The training batches: epoch ``e`` visits the training set in a permutation seeded by
+    (``data_seed``, ``e``); the last partial batch of an epoch is dropped."""
+
+    def __init__(self, size: int, batch_size: int, data_seed: int):
+        self.size = size
+        self.batch_size = min(batch_size, size)
+        self.per_epoch = max(size // batch_size, 1)
+        self.data_seed = data_seed
+        self._epoch, self._permutation = None, None
+
+    def indices(self, iteration: int) -> torch.Tensor:
+        epoch, position = divmod(iteration, self.per_epoch)
+        if epoch != self._epoch:
+            seed = int(np.random.SeedSequence([self.data_seed, epoch]).generate_state(1)[0])
+            self._permutation = torch.randperm(self.size,
+                                               generator=torch.Generator().manual_seed(seed))
+            self._epoch = epoch
+        start = position * self.batch_size
+        return self._permutation[start:start + self.batch_size]
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, split: ImageSplit, device: torch.device) -> tuple[float, float]:
+    """(mean cross-entropy, accuracy) of ``model`` on ``split``."""
+    was_training = model.training
+    model.eval()
+    loss_sum, correct = 0.0, 0
+    for start in range(0, len(split), EVAL_BATCH):
+        x, y = split.batch(torch.arange(start, min(start + EVAL_BATCH, len(split))))
+        logits = model(x.to(device))
+        y = y.to(device)
+        loss_sum += F.cross_entropy(logits, y, reduction="sum").item()
+        correct += (logits.argmax(1) == y).sum().item()
+    model.train(was_training)
+    return loss_sum / len(split), correct / len(split)
+
+
+def make_optimizer(model: nn.Module, hp: Hparams) -> torch.optim.Optimizer:
+    if hp.optimizer == "adam":
+        return MaskedAdam(model.parameters(), lr=hp.lr, weight_decay=hp.weight_decay,
+                          masks=model)
+    return MaskedSGD(model.parameters(), lr=hp.lr, momentum=hp.momentum,
+                     weight_decay=hp.weight_decay, masks=model)
+
+
+def train(model: nn.Module, splits: DatasetSplits, hp: Hparams, schedule: Schedule,
+          directory: Path, start_iteration: int, *, checkpoint_every: int,
+          snapshot_iteration: Optional[int] = None,
+          on_snapshot: Optional[Callable[[dict], None]] = None,
+          progress: Optional[Progress] = None, label: str = "") -> dict:
+    """Train ``model`` from ``start_iteration`` to the schedule's end; return the metrics.
+
+    Resumes from ``directory/checkpoint.pt`` when a valid one is there. ``progress`` shows the
+    run under ``label``. When
+    ``snapshot_iteration`` is given, ``on_snapshot`` receives the model's state_dict after that
+    many iterations (the rewind point), before any later checkpoint is written. Metrics: the
+    evaluations (iteration, train/validation/test loss and accuracy), the early-stopping
+    iteration (minimum validation loss) with its test accuracy, the final test accuracy and the
+    wall time.
+    """
+    device = next(model.parameters()).device
+    optimizer = make_optimizer(model, hp)
+    order = DataOrder(len(splits.train), hp.batch_size, hp.data_seed)
+    end = schedule.iterations
+    checkpoint_path = directory / CHECKPOINT
+
+    state = files.read_torch(checkpoint_path)
+    if state is not None:
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        torch.set_rng_state(state["rng"])
+        iteration, evaluations = state["iteration"], state["evaluations"]
+        loss_sum, loss_count = state["loss_sum"].to(device), state["loss_count"]
+        elapsed = state["wall_time_seconds"]
+    else:
+        iteration, evaluations = start_iteration, []
+        loss_sum, loss_count = torch.zeros((), dtype=torch.float64, device=device), 0
+        elapsed = 0.0
+    started = time.perf_counter()
+    if progress is not None:
+        progress.start_level(label, start_iteration, end, iteration)
+
+    def record_evaluation() -> None:
+        nonlocal loss_sum, loss_count
+        row = {"iteration": iteration,
+               "train_loss": (loss_sum.item() / loss_count) if loss_count else None}
+        for name, split in (("val", splits.val), ("test", splits.test)):
+            row[f"{name}_loss"], row[f"{name}_accuracy"] = evaluate(model, split, device)
+        evaluations.append(row)
+        loss_sum, loss_count = torch.zeros_like(loss_sum), 0
+        if progress is not None:
+            progress.update(iteration, row)
+
+    if iteration == start_iteration and not evaluations:
+        record_evaluation()
+    model.train()
+    while iteration < end:
+        if snapshot_iteration is not None and iteration == snapshot_iteration and on_snapshot:
+            on_snapshot(model.state_dict())
+        for group in optimizer.param_groups:
+            group["lr"] = schedule.learning_rate(hp.lr, hp.gamma, iteration)
+        x, y = splits.train.batch(order.indices(iteration))
+        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+        optimizer.zero_grad(set_to_none=True)
+        loss = F.cross_entropy(model(x), y)
+        loss.backward()
+        optimizer.step()
+        loss_sum += loss.detach()
+        loss_count += 1
+        iteration += 1
+        if iteration % hp.eval_every == 0 or iteration == end:
+            record_evaluation()
+        elif progress is not None:
+            progress.update(iteration, None)
+        if iteration % checkpoint_every == 0 and iteration < end:
+            files.write_torch(checkpoint_path, {
+                "iteration": iteration, "model": model.state_dict(),
+                "optimizer": optimizer.state_dict(), "rng": torch.get_rng_state(),
+                "evaluations": evaluations, "loss_sum": loss_sum.cpu(),
+                "loss_count": loss_count,
+                "wall_time_seconds": elapsed + time.perf_counter() - started})
+    if snapshot_iteration is not None and snapshot_iteration == end and on_snapshot:
+        on_snapshot(model.state_dict())
+
+    metrics = summarize(evaluations)
+    metrics["start_iteration"], metrics["iterations"] = start_iteration, end
+    metrics["wall_time_seconds"] = elapsed + time.perf_counter() - started
+    return metrics
+
+
+def summarize(evaluations: list[dict]) -> dict:
+    """Early stopping and final figures from the evaluations (the first minimum wins ties)."""
+    best = min(evaluations, key=lambda row: row["val_loss"])
+    last = evaluations[-1]
+    return {
+        "early_stop_iteration": best["iteration"],
+        "early_stop_val_loss": best["val_loss"],
+        "early_stop_val_accuracy": best["val_accuracy"],
+        "early_stop_test_accuracy": best["test_accuracy"],
+        "final_val_accuracy": last["val_accuracy"],
+        "final_test_accuracy": last["test_accuracy"],
+        "evaluations": evaluations,
+    }

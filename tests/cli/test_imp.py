@@ -1,0 +1,168 @@
+"""`sparse-tickets imp` end to end: levels, masks, controls, report, resume, rewinding."""
+
+import csv
+import json
+
+import pytest
+import torch
+
+from sparse_tickets import files
+from sparse_tickets.cli import main
+from sparse_tickets.pruning import Masks
+from sparse_tickets.runs import Run
+from tests.cli.conftest import SHORT
+
+
+def _level(run_directory, branch, level):
+    return Run.open(run_directory).level(branch, level)
+
+
+def test_short_imp_prunes_rewinds_and_records_every_level(short_run):
+    _, run_directory = short_run
+    run = Run.open(run_directory)
+    init = files.read_tensors(run.init)
+    previous_masks = None
+    for level, expected_density in [(0, 1.0), (1, 0.8), (2, 0.64)]:
+        level_files = run.level("main", level)
+        metrics = level_files.read_metrics()
+        assert metrics["level"] == level and metrics["branch"] == "main"
+        assert metrics["density"] == pytest.approx(expected_density, abs=0.002)
+        assert metrics["evaluations"][0]["iteration"] == 0
+        assert [row["iteration"] for row in metrics["evaluations"]] == [0, 20, 40, 60]
+        best = min(metrics["evaluations"], key=lambda row: row["val_loss"])
+        assert metrics["early_stop_iteration"] == best["iteration"]
+        assert metrics["early_stop_test_accuracy"] == best["test_accuracy"]
+        assert metrics["final_test_accuracy"] == metrics["evaluations"][-1]["test_accuracy"]
+        masks = Masks(files.read_tensors(level_files.masks))
+        if previous_masks is not None:
+            assert masks.is_subset_of(previous_masks) and masks != previous_masks
+        previous_masks = masks
+        start = files.read_tensors(level_files.start)
+        for name, mask in masks.items():  # rewound to iteration 0, pruned weights zero
+            assert torch.equal(start[name], init[name] * mask)
+        rows = list(csv.DictReader(level_files.metrics_csv.open()))
+        assert float(rows[-1]["test_accuracy"]) == metrics["final_test_accuracy"]
+        assert not (level_files.directory / "checkpoint.pt").exists()
+
+
+def test_controls_reuse_the_main_masks(short_run):
+    _, run_directory = short_run
+    for level in (1, 2):
+        main_masks = Masks(files.read_tensors(_level(run_directory, "main", level).masks))
+        reinit = _level(run_directory, "reinit", level)
+        random = _level(run_directory, "random_pruning", level)
+        assert Masks(files.read_tensors(reinit.masks)) == main_masks
+        random_masks = Masks(files.read_tensors(random.masks))
+        assert random_masks != main_masks
+        assert list(random_masks) == list(main_masks)  # layer order survives the files
+        for row, main_row in zip(random_masks.density_rows(), main_masks.density_rows()):
+            assert row.kept == main_row.kept  # same per-layer densities, other positions
+        main_start = files.read_tensors(_level(run_directory, "main", level).start)
+        reinit_start = files.read_tensors(reinit.start)
+        name = next(iter(main_masks))
+        assert not torch.equal(reinit_start[name], main_start[name])  # a fresh initialisation
+
+
+def test_report_holds_the_numbers_of_the_metrics(short_run):
+    _, run_directory = short_run
+    report = run_directory / "report"
+    for name in ("accuracy.png", "early_stop.png", "report.md", "summary.csv"):
+        assert (report / name).stat().st_size > 0
+    assert (report / "accuracy.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    rows = {(row["branch"], int(row["level"])): row
+            for row in csv.DictReader((report / "summary.csv").open())}
+    for branch, levels in (("main", (0, 1, 2)), ("reinit", (1, 2)), ("random_pruning", (1, 2))):
+        for level in levels:
+            metrics = _level(run_directory, branch, level).read_metrics()
+            row = rows[(branch, level)]
+            assert float(row["early_stop_test_accuracy_mean"]) == pytest.approx(
+                metrics["early_stop_test_accuracy"])
+            assert float(row["early_stop_iteration_mean"]) == metrics["early_stop_iteration"]
+    markdown = (report / "report.md").read_text()
+    level_2 = _level(run_directory, "main", 2).read_metrics()
+    assert f"{100 * level_2['early_stop_test_accuracy']:.2f}" in markdown
+
+
+def test_rerunning_a_finished_run_does_nothing_and_says_so(short_run, capsys):
+    runs, run_directory = short_run
+    trained = run_directory / "main" / "level_2" / "trained.safetensors"
+    before = trained.stat().st_mtime_ns
+    assert main(["imp", *SHORT, "--controls", "reinit,random_pruning",
+                 "--runs-dir", str(runs)]) == 0
+    assert "is already complete; nothing to do" in capsys.readouterr().err
+    assert trained.stat().st_mtime_ns == before
+
+
+def test_a_corrupted_artifact_is_detected_and_redone(tmp_path):
+    arguments = ["imp", *SHORT, "--levels", "1", "--controls", "none", "--no-report",
+                 "--runs-dir", str(tmp_path)]
+    assert main(arguments) == 0
+    (run_directory,) = tmp_path.iterdir()
+    level = Run.open(run_directory).level("main", 1)
+    metrics = json.loads(level.metrics.read_text())
+    trained = level.trained.read_bytes()
+    damaged = bytearray(trained)
+    damaged[-5] ^= 0xFF
+    level.trained.write_bytes(bytes(damaged))
+    assert files.read_tensors(level.trained) is None  # never silently used
+    assert main(arguments) == 0
+    assert level.trained.read_bytes() == trained  # redone, to the same bytes
+    redone = json.loads(level.metrics.read_text())
+    assert redone["evaluations"] == metrics["evaluations"]
+
+
+def test_rewinding_to_an_iteration_starts_later_levels_there(tmp_path):
+    assert main(["imp", *SHORT, "--levels", "1", "--controls", "none", "--no-report",
+                 "--rewind-iteration", "20", "--runs-dir", str(tmp_path)]) == 0
+    (run_directory,) = tmp_path.iterdir()
+    run = Run.open(run_directory)
+    assert run.hparams.rewind == "iteration"
+    rewind_point = files.read_tensors(run.rewind_point)
+    level_1 = run.level("main", 1)
+    metrics = level_1.read_metrics()
+    assert metrics["start_iteration"] == 20
+    assert metrics["evaluations"][0]["iteration"] == 20
+    masks = files.read_tensors(level_1.masks)
+    start = files.read_tensors(level_1.start)
+    init = files.read_tensors(run.init)
+    name = next(iter(masks))
+    assert torch.equal(start[name], rewind_point[name] * masks[name])
+    assert not torch.equal(rewind_point[name], init[name])
+
+
+def test_learning_rate_rewinding_keeps_the_trained_weights(tmp_path):
+    assert main(["imp", *SHORT, "--levels", "1", "--controls", "none", "--no-report",
+                 "--lr-rewind", "--rewind-iteration", "20", "--runs-dir", str(tmp_path)]) == 0
+    (run_directory,) = tmp_path.iterdir()
+    run = Run.open(run_directory)
+    trained_0 = files.read_tensors(run.level("main", 0).trained)
+    level_1 = run.level("main", 1)
+    masks = files.read_tensors(level_1.masks)
+    start = files.read_tensors(level_1.start)
+    name = next(iter(masks))
+    assert torch.equal(start[name], trained_0[name] * masks[name])
+    assert level_1.read_metrics()["start_iteration"] == 20
+
+
+def test_one_shot_prunes_straight_to_the_density(tmp_path):
+    assert main(["imp", *SHORT, "--one-shot-density", "0.3", "--controls", "none",
+                 "--no-report", "--runs-dir", str(tmp_path)]) == 0
+    (run_directory,) = tmp_path.iterdir()
+    run = Run.open(run_directory)
+    assert sorted(run.finished_levels("main")) == [0, 1]
+    assert run.finished_levels("main")[1]["density"] == pytest.approx(0.3, abs=1e-4)
+
+
+def test_imp_on_synthetic_cifar_shaped_data(tmp_path):
+    assert main(["imp", "--model", "conv2", "--dataset", "synthetic", "--train-size", "120",
+                 "--batch-size", "20", "--iterations", "12", "--eval-every", "6", "--levels",
+                 "2", "--controls", "reinit", "--quiet", "--runs-dir", str(tmp_path)]) == 0
+    (run_directory,) = tmp_path.iterdir()
+    run = Run.open(run_directory)
+    assert run.model_shape == {"input_shape": [3, 32, 32], "num_classes": 10}
+    assert run.hparams.optimizer == "adam" and run.hparams.lr == 2e-4  # the conv2 preset
+    densities = {level: m["layers"] for level, m in run.finished_levels("main").items()}
+    conv = next(row for row in densities[1] if row["name"].startswith("features"))
+    assert conv["density"] == pytest.approx(0.9, abs=0.001)  # conv layers at 10% per level
+    assert sorted(run.finished_levels("reinit")) == [1, 2]
+    assert (run_directory / "report" / "report.md").is_file()
