@@ -91,13 +91,12 @@ def _execute(args, hp: Hparams, initial_masks=None) -> int:
     device = _device(args.device)
     progress = Progress() if args.quiet else ProgressBars()
     run = Run.create(Path(args.runs_dir), hp)
-    if initial_masks is not None:
-        level = run.level(MAIN, 0)
-        if files.read_tensors(level.masks) is None:
-            files.write_tensors(level.masks, dict(initial_masks))
     lottery = LotteryRun(hp, run, splits, device, args.checkpoint_every, progress)
     if initial_masks is not None:
-        initial_masks.apply_to(lottery.model)  # validates names and shapes before training
+        initial_masks.apply_to(lottery.model)  # checks names and shapes before anything is kept
+        level = run.level(MAIN, 0)
+        if files.read_tensors(level.masks) is None:  # level 0 trains with these masks
+            files.write_tensors(level.masks, dict(initial_masks))
     progress.message(f"run directory: {run.directory}")
     did_work = lottery.execute()
     report_missing = not (run.report_directory / "report.md").is_file()
@@ -186,7 +185,8 @@ def _device(name: Optional[str]) -> torch.device:
 
 def _run_report(args) -> int:
     from .report import write_report
-    directories = [Path(d) for d in args.run_dirs]
+    from .runs import Run
+    directories = [Run.open(Path(d)).directory for d in args.run_dirs]  # before making output
     output = Path(args.output) if args.output else (
         directories[0] / "report" if len(directories) == 1 else Path("report"))
     output.mkdir(parents=True, exist_ok=True)

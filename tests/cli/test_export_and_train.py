@@ -1,0 +1,66 @@
+"""`export` writes a ticket the library loads back; `train` trains once, dense or masked."""
+
+import pytest
+import torch
+
+from sparse_tickets import files, masked_layers
+from sparse_tickets.cli import main
+from sparse_tickets.export import load_ticket
+from sparse_tickets.runs import Run
+from tests.cli.conftest import SHORT
+
+
+def test_export_round_trips_the_ticket(short_run, tmp_path, capsys):
+    _, run_directory = short_run
+    output = tmp_path / "ticket.safetensors"
+    assert main(["export", str(run_directory), "--level", "2", "--output", str(output)]) == 0
+    assert str(output) in capsys.readouterr().out
+    level = Run.open(run_directory).level("main", 2)
+    for weights, stored in (("start", level.start), ("trained", level.trained)):
+        model = load_ticket(output, weights=weights)
+        expected = files.read_tensors(stored)
+        state = model.state_dict()
+        assert state.keys() == expected.keys()
+        assert all(torch.equal(state[name], expected[name]) for name in state)
+    masks = files.read_tensors(level.masks)
+    for name, layer in masked_layers(model):
+        assert torch.equal(layer.mask, masks[f"{name}.weight"])
+        assert (layer.weight[~layer.mask] == 0).all()
+
+
+def test_export_of_an_unfinished_level_says_which_are_finished(short_run, capsys):
+    _, run_directory = short_run
+    assert main(["export", str(run_directory), "--level", "7"]) == 2
+    assert "no finished level 7 in branch 'main'; finished levels: [0, 1, 2]" in (
+        capsys.readouterr().err)
+
+
+def test_load_ticket_rejects_other_files(tmp_path):
+    path = tmp_path / "not_a_ticket.safetensors"
+    path.write_bytes(b"garbage")
+    with pytest.raises(ValueError, match="is not a ticket written by `sparse-tickets export`"):
+        load_ticket(path)
+
+
+def test_train_with_saved_masks_trains_that_sparse_network(short_run, tmp_path):
+    _, run_directory = short_run
+    masks_file = Run.open(run_directory).level("main", 2).masks
+    assert main(["train", *SHORT, "--masks", str(masks_file), "--runs-dir",
+                 str(tmp_path), "--no-report"]) == 0
+    (trained_run,) = tmp_path.iterdir()
+    run = Run.open(trained_run)
+    assert run.hparams.levels == 0 and run.hparams.masks_sha256
+    assert sorted(run.finished_levels("main")) == [0]
+    expected = Run.open(run_directory).finished_levels("main")[2]["density"]
+    assert run.finished_levels("main")[0]["density"] == pytest.approx(expected)
+
+
+def test_train_with_masks_of_another_model_fails_before_training(short_run, tmp_path, capsys):
+    _, run_directory = short_run
+    masks_file = Run.open(run_directory).level("main", 1).masks
+    assert main(["train", "--model", "conv2", "--dataset", "synthetic", "--train-size", "100",
+                 "--masks", str(masks_file), "--runs-dir", str(tmp_path), "--quiet",
+                 "--no-report"]) == 2
+    assert "masks do not match the model's masked layers: missing 'features.0.weight'" in (
+        capsys.readouterr().err)
+    assert not list(tmp_path.glob("*/main/level_0/*.safetensors"))
