@@ -89,6 +89,6 @@ def test_two_configurations_get_two_tables(tmp_path, three_seeds):
 def test_key_hyperparameters_name_the_essentials_and_what_left_its_default():
     hparams = Hparams(rewind="iteration", rewind_iteration="100").as_dict()
     text = key_hyperparameters({k: v for k, v in hparams.items() if not k.endswith("_seed")})
-    assert text.startswith("optimizer=adam, lr=0.0012, batch_size=60, iterations=2000")
+    assert text.startswith("optimizer=adam, lr=0.0012, batch_size=60, iterations=1000")
     assert "rewind=iteration, rewind_iteration=100" in text
     assert "eval_every" not in text and "model=" not in text
