@@ -230,6 +230,7 @@ def _run_list(args) -> int:
 
 # Hparams' annotations, as strings (postponed evaluation), to the flag's parser.
 _FLAG_TYPES = {"int": int, "float": float, "Optional[float]": float, "str": str}
+_METAVARS = {int: "N", float: "X", str: "TEXT"}
 
 
 def _flag_fields() -> list:
@@ -242,9 +243,9 @@ def _add_hparam_flags(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--preset", help=f"start from this preset (default: the paper's for "
                                         f"--model/--dataset, else {DEFAULT_PRESET})")
     for field in _flag_fields():
-        group.add_argument(f"--{field.name.replace('_', '-')}", type=_FLAG_TYPES[field.type],
-                           default=None,
-                           metavar=field.name.upper(), help=field.metadata["help"])
+        kind = _FLAG_TYPES[field.type]
+        group.add_argument(f"--{field.name.replace('_', '-')}", type=kind, default=None,
+                           metavar=_METAVARS[kind], help=field.metadata["help"])
     group.add_argument("--lr-rewind", action="store_true",
                        help="same as --rewind lr: keep trained weights, replay the learning "
                             "rate from --rewind-iteration")

@@ -130,6 +130,8 @@ def train(model: nn.Module, splits: DatasetSplits, hp: Hparams, schedule: Schedu
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         torch.set_rng_state(state["rng"])
+        if device.type == "cuda":
+            torch.cuda.set_rng_state(state["cuda_rng"], device)
         iteration, evaluations = state["iteration"], state["evaluations"]
         loss_sum, loss_count = state["loss_sum"].to(device), state["loss_count"]
         elapsed = state["wall_time_seconds"]
@@ -177,6 +179,9 @@ def train(model: nn.Module, splits: DatasetSplits, hp: Hparams, schedule: Schedu
             files.write_torch(checkpoint_path, {
                 "iteration": iteration, "model": model.state_dict(),
                 "optimizer": optimizer.state_dict(), "rng": torch.get_rng_state(),
+                # Dropout on a GPU draws from the device's generator.
+                "cuda_rng": (torch.cuda.get_rng_state(device) if device.type == "cuda"
+                             else torch.empty(0, dtype=torch.uint8)),
                 "evaluations": evaluations, "loss_sum": loss_sum.cpu(),
                 "loss_count": loss_count,
                 "wall_time_seconds": elapsed + time.perf_counter() - started})
