@@ -22,8 +22,9 @@ import torch
 from . import __version__, data, files, models, ops
 from .hparams import Hparams, HparamsError, validate
 from .presets import DEFAULT_PRESET, PRESETS, preset_for
-from .progress import Progress, ProgressBars
-from .pruning import Masks
+from .runs import BRANCHES
+from .progress import LogLines, ProgressBars
+from .export import load_masks
 
 PROG = "sparse-tickets"
 USAGE_ERROR = 2
@@ -51,8 +52,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except KeyboardInterrupt:
         print(f"{PROG}: interrupted; run the same command again to resume", file=sys.stderr)
         return 130
-    except (ValueError, TypeError, FileNotFoundError, ModuleNotFoundError, ops.BackendError,
-            KeyError) as error:
+    except (ValueError, FileNotFoundError, ModuleNotFoundError, ops.BackendError) as error:
+        # The library reports bad input as these; anything else is a bug and shows its trace.
         if os.environ.get("SPARSE_TICKETS_DEBUG"):
             raise
         message = str(error).strip().splitlines()[0] if str(error).strip() else repr(error)
@@ -78,18 +79,19 @@ def _run_train(args) -> int:
         path = Path(args.masks)
         if not path.is_file():
             raise UsageError(f"{PROG} train: masks file {path} does not exist")
-        masks = Masks.load(path)
+        masks = load_masks(path)
         hp = hp.replace(masks_sha256=hashlib.sha256(path.read_bytes()).hexdigest()[:16])
     return _execute(args, hp, initial_masks=masks)
 
 
 def _execute(args, hp: Hparams, initial_masks=None) -> int:
-    from .lottery import LotteryRun
+    from .lottery import LotteryRun, check
     from .runs import MAIN, Run
 
     splits = _load_data(hp, args.data_dir)
     device = _device(args.device)
-    progress = Progress() if args.quiet else ProgressBars()
+    check(hp, splits)  # a run that cannot work fails before its directory exists
+    progress = LogLines() if args.quiet else ProgressBars()
     run = Run.create(Path(args.runs_dir), hp)
     lottery = LotteryRun(hp, run, splits, device, args.checkpoint_every, progress)
     if initial_masks is not None:
@@ -114,6 +116,9 @@ def _hparams(args) -> Hparams:
     given = {field.name: getattr(args, field.name) for field in _flag_fields()
              if getattr(args, field.name) is not None}
     if args.lr_rewind:
+        if given.get("rewind", "lr") != "lr":
+            raise UsageError(f"{PROG}: --lr-rewind and --rewind {given['rewind']} contradict "
+                             f"each other; expected one of them")
         given["rewind"] = "lr"
     if args.preset is not None:
         if args.preset not in PRESETS:
@@ -124,12 +129,7 @@ def _hparams(args) -> Hparams:
         default = PRESETS[DEFAULT_PRESET]
         preset = preset_for(given.get("model", default.model),
                             given.get("dataset", default.dataset))
-    base = PRESETS[preset]
-    if "model" in given and given["model"] != base.model or "dataset" in given and given[
-            "dataset"] != base.dataset:
-        base = base.replace(model=given.get("model", base.model),
-                            dataset=given.get("dataset", base.dataset))
-    hp = base.replace(**given)
+    hp = PRESETS[preset].replace(**given)
     if "rewind_iteration" in given and "rewind" not in given and hp.rewind == "init":
         hp = hp.replace(rewind="iteration")  # naming a rewind point means rewinding to it
     if hp.model not in models.names():
@@ -155,8 +155,10 @@ def _load_data(hp: Hparams, data_dir: Optional[str]):
         shape = models.spec(hp.model).default_input_shape
         train_size = hp.train_size or 5000
         held_out = min(1000, max(100, train_size // 5))
+        # One fixed dataset: runs with other data seeds must see the same examples, in
+        # another order.
         splits = data.load("synthetic", input_shape=shape, train_size=train_size,
-                           val_size=held_out, test_size=held_out, seed=hp.data_seed)
+                           val_size=held_out, test_size=held_out, seed=0)
     else:
         splits = data.load(hp.dataset, root=data_dir if needs_directory else None)
     if hp.train_size and hp.dataset != "synthetic":
@@ -178,6 +180,9 @@ def _device(name: Optional[str]) -> torch.device:
         raise UsageError(f"{PROG}: unknown device {name!r}; expected cpu, cuda or cuda:N") from None
     if device.type == "cuda" and not torch.cuda.is_available():
         raise UsageError(f"{PROG}: device {name} asked for, but torch sees no CUDA GPU")
+    if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
+        raise UsageError(f"{PROG}: device {name} asked for, but torch sees "
+                         f"{torch.cuda.device_count()} GPU(s)")
     return device
 
 
@@ -189,7 +194,6 @@ def _run_report(args) -> int:
     directories = [Run.open(Path(d)).directory for d in args.run_dirs]  # before making output
     output = Path(args.output) if args.output else (
         directories[0] / "report" if len(directories) == 1 else Path("report"))
-    output.mkdir(parents=True, exist_ok=True)
     for path in write_report(directories, output):
         print(f"wrote {path}")
     return 0
@@ -266,6 +270,16 @@ def _add_run_options(parser: argparse.ArgumentParser) -> None:
                        help="do not write the report at the end")
 
 
+def _non_negative(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a level number, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a level >= 0, got {value}")
+    return value
+
+
 def _positive(text: str) -> int:
     try:
         value = int(text)
@@ -295,8 +309,10 @@ def _build_parser() -> argparse.ArgumentParser:
     train = commands.add_parser(
         "train", help="one training run, dense or with the masks of a saved file",
         description="Train once (level 0 only, no controls): dense, or with --masks from a "
-                    "file written by `export` or Masks.save.")
-    train.add_argument("--masks", help="a masks file (.safetensors or .pt) to train with")
+                    "ticket written by `export`, a level's masks.safetensors, or a file of "
+                    "Masks.save.")
+    train.add_argument("--masks", help="a ticket or masks file (.safetensors or .pt) to train "
+                                       "with")
     _add_hparam_flags(train)
     _add_run_options(train)
     train.set_defaults(handler=_run_train)
@@ -316,8 +332,9 @@ def _build_parser() -> argparse.ArgumentParser:
                     "from and the trained weights, with the hyperparameters as metadata. "
                     "Load it back with sparse_tickets.export.load_ticket.")
     export.add_argument("run_dir", metavar="RUN_DIR")
-    export.add_argument("--level", type=int, required=True, help="the level to export")
-    export.add_argument("--branch", default="main",
+    export.add_argument("--level", type=_non_negative, required=True,
+                        help="the level to export")
+    export.add_argument("--branch", default="main", choices=BRANCHES,
                         help="main (the ticket), reinit or random_pruning (default: main)")
     export.add_argument("--output", help="file to write (default: "
                                          "RUN_DIR/ticket_<branch>_level_<L>.safetensors)")

@@ -16,6 +16,7 @@ from torch import nn
 
 from . import files, models
 from .hparams import Hparams
+from .pruning import Masks
 from .runs import Run, RunError
 
 PARTS = ("masks", "start", "trained")
@@ -40,12 +41,36 @@ def export_ticket(run_directory: Path, level: int, branch: str = "main",
     shape = run.model_shape
     metadata = {"hparams": json.dumps(run.hparams.as_dict()), "level": str(level),
                 "branch": branch, "input_shape": json.dumps(shape["input_shape"]),
-                "num_classes": str(shape["num_classes"])}
+                "num_classes": str(shape["num_classes"]),
+                # Where training of the start weights begins: the learning-rate schedule
+                # resumes here (K for rewinding to iteration K, else 0).
+                "start_iteration": str(level_files.read_metrics()["start_iteration"])}
     output = Path(output) if output else run.directory / (
         f"ticket_{branch}_level_{level}.safetensors")
+    if output.is_dir() or not output.name:
+        raise ValueError(f"export output {output} is a directory; expected a file path")
+    if not output.parent.is_dir():
+        raise FileNotFoundError(f"export output directory {output.parent} does not exist")
     files.write_atomically(output, lambda handle: handle.write(
         safetensors.torch.save(tensors, metadata=metadata)))
     return output
+
+
+def load_masks(path: Path) -> Masks:
+    """The masks of an exported ticket, or of a masks file (``Masks.save``, a level's
+    ``masks.safetensors``)."""
+    path = Path(path)
+    if path.suffix == ".safetensors":
+        try:
+            with safetensors.safe_open(str(path), framework="pt") as handle:
+                names = list(handle.keys())
+        except Exception:  # not safetensors at all: Masks.load says so in its own words
+            names = []
+        if any(name.startswith("masks/") for name in names):
+            tensors = safetensors.torch.load_file(str(path))
+            return Masks({name.removeprefix("masks/"): tensor for name, tensor in
+                          tensors.items() if name.startswith("masks/")})
+    return Masks.load(path)
 
 
 def load_ticket(path: Path, weights: str = "start") -> nn.Module:

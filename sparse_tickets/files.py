@@ -24,30 +24,55 @@ import torch
 SIDECAR_SUFFIX = ".sha256"
 
 
+TEMPORARY_SUFFIX = ".tmp"
+
+
 def write_atomically(path: Path, write: Callable[[BinaryIO], object]) -> None:
     """Call ``write`` on a temporary file beside ``path``, then rename it to ``path``."""
-    path = Path(path)
+    os.replace(_staged(Path(path), write), path)
+
+
+def remove_temporaries(directory: Path) -> None:
+    """Delete the temporary files that killed writers left in ``directory``."""
+    for leftover in Path(directory).glob(f".*{TEMPORARY_SUFFIX}"):
+        leftover.unlink(missing_ok=True)
+
+
+def _staged(path: Path, content) -> Path:
+    """A complete, synced temporary file beside ``path`` holding ``content`` (bytes, or a
+    function writing to a file), ready to be renamed into place."""
     # A unique name per writer, so two processes saving the same path never share a temp file.
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}"
+                               f"{TEMPORARY_SUFFIX}")
     try:
         with open(temporary, "xb") as file:
-            write(file)
+            if isinstance(content, bytes):
+                file.write(content)
+            else:
+                content(file)
             file.flush()
             os.fsync(file.fileno())
-        os.replace(temporary, path)
     except BaseException:
         temporary.unlink(missing_ok=True)
         raise
+    return temporary
 
 
 def write_artifact(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` atomically, then its digest to the sidecar."""
+    """Write ``data`` to ``path`` atomically, then its digest to the sidecar (directories are
+    made as needed).
+
+    Between the two renames the new bytes sit beside the old digest, which does not match
+    them: a kill there makes the artifact read as absent (redone), never as the wrong thing.
+    The window is two renames long, so a kill almost always leaves the old artifact valid.
+    """
     path = Path(path)
-    sidecar = _sidecar(path)
-    sidecar.unlink(missing_ok=True)  # the old digest must never vouch for the new bytes
-    write_atomically(path, lambda file: file.write(data))
-    digest = hashlib.sha256(data).hexdigest()
-    write_atomically(sidecar, lambda file: file.write(digest.encode()))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    digest = hashlib.sha256(data).hexdigest().encode()
+    staged_data = _staged(path, data)
+    staged_digest = _staged(_sidecar(path), digest)
+    os.replace(staged_data, path)
+    os.replace(staged_digest, _sidecar(path))
 
 
 def read_artifact(path: Path) -> Optional[bytes]:

@@ -17,6 +17,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Optional
 
+from .pruning import STRATEGIES
+
 
 class HparamsError(ValueError):
     """A hyperparameter value that cannot be used, with what was expected."""
@@ -72,7 +74,8 @@ class Hparams:
     output_fraction: float = field(default=0.1, metadata=_help(
         "fraction of the output layer's remaining weights pruned per level (0: not pruned)"))
     one_shot_density: Optional[float] = field(default=None, metadata=_help(
-        "prune once, straight to this density (e.g. 0.2), instead of iteratively"))
+        "prune once, straight to this density (e.g. 0.2), instead of iteratively; every "
+        "layer with a nonzero rate goes to this density"))
     rewind: str = field(default="init", metadata=_help(
         "init: rewind survivors to iteration 0; iteration: to --rewind-iteration; lr: keep the "
         "trained weights and replay the learning-rate schedule from --rewind-iteration"))
@@ -96,7 +99,9 @@ class Hparams:
         return dataclasses.asdict(self)
 
     def digest(self) -> str:
-        """A stable hash of every field: equal for equal hyperparameters, across versions."""
+        """A hash of every field: equal hyperparameters, equal hash. (A field added in a later
+        version changes every hash, so runs of an older version are not resumed by a newer
+        one.)"""
         text = json.dumps(self.as_dict(), sort_keys=True)
         return hashlib.sha256(text.encode()).hexdigest()[:10]
 
@@ -130,6 +135,7 @@ class Hparams:
 
 
 CONTROLS = ("reinit", "random_pruning")
+STRATEGY_NAMES = tuple(STRATEGIES)
 REWINDS = ("init", "iteration", "lr")
 OPTIMIZERS = ("adam", "sgd")
 _STEPS = re.compile(r"^\s*(\d+)\s*(it|ep)?\s*$")
@@ -167,6 +173,8 @@ def validate(hp: Hparams) -> None:
     require(hp.train_size >= 0, f"train_size is {hp.train_size}; expected >= 0")
     require(0 <= hp.dropout < 1, f"dropout is {hp.dropout}; expected a rate in [0, 1)")
     require(hp.levels >= 0, f"levels is {hp.levels}; expected >= 0")
+    require(hp.strategy in STRATEGY_NAMES, f"strategy is {hp.strategy!r}; expected one of "
+                                           f"{', '.join(STRATEGY_NAMES)}")
     require(hp.scope in ("layerwise", "global"),
             f"scope is {hp.scope!r}; expected layerwise or global")
     for name in ("conv_fraction", "fc_fraction", "output_fraction"):

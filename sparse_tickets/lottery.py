@@ -27,7 +27,7 @@ from . import files, models
 from .data import DatasetSplits
 from .hparams import Hparams
 from .nn import MaskedConv2d, masked_layers
-from .progress import Progress
+from .progress import LogLines
 from .pruning import Masks, prune, prune_to_density, random_like, weights_of
 from .runs import MAIN, Level, Run
 from .train import CHECKPOINT, Schedule, train
@@ -74,6 +74,19 @@ def pruning_plan(model: nn.Module, hp: Hparams) -> dict:
                 layer_fractions=overrides)
 
 
+def check(hp: Hparams, splits: DatasetSplits,
+          device: torch.device = torch.device("cpu")) -> tuple[Schedule, nn.Module]:
+    """The schedule and model of ``hp`` on ``splits``, after every check that can fail before
+    training: lengths, the model against the data's shape, the pruning plan."""
+    schedule = Schedule.resolve(hp, len(splits.train))
+    try:
+        model = build_model(hp, splits, hp.model_seed, device)
+    except TypeError as error:  # an option the model does not have, e.g. dropout on LeNet
+        raise ValueError(str(error)) from None
+    pruning_plan(model, hp)
+    return schedule, model
+
+
 def derived_seed(*parts: int) -> int:
     """A seed for one purpose (e.g. one control at one level) from several integers."""
     return int(np.random.SeedSequence(list(parts)).generate_state(1)[0])
@@ -88,13 +101,11 @@ class LotteryRun:
     splits: DatasetSplits
     device: torch.device
     checkpoint_every: int
-    progress: Progress
+    progress: LogLines
 
     def __post_init__(self):
-        self.schedule = Schedule.resolve(self.hp, len(self.splits.train))
-        self.model = build_model(self.hp, self.splits, self.hp.model_seed, self.device)
+        self.schedule, self.model = check(self.hp, self.splits, self.device)
         self.run.record_model_shape(self.splits.input_shape, self.splits.num_classes)
-        pruning_plan(self.model, self.hp)  # a plan that cannot work fails now, not at level 1
 
     @property
     def last_level(self) -> int:
@@ -125,8 +136,8 @@ class LotteryRun:
             return False
         masks = self.main_masks(level)
         start_state = self.main_start_state(level)
-        self._train(files_of, f"level {level}", masks, start_state,
-                    self._start_iteration(level), seed_parts=(0, level))
+        self._train(MAIN, level, masks, start_state, seed_parts=(0, level),
+                    record_rewind_point=level == 0 and self.rewinds_to_iteration)
         return True
 
     def main_masks(self, level: int) -> Masks:
@@ -187,15 +198,23 @@ class LotteryRun:
             start_state = build_model(self.hp, self.splits, seed, "cpu").state_dict()
         else:  # random_pruning
             masks = random_like(main_masks, seed=seed)
-            start_state = self.main_start_state(level)
-        self._train(files_of, f"{control} level {level}", masks, start_state,
-                    self._start_iteration(level), seed_parts=(1 + _CONTROL_IDS[control], level))
+            # With learning-rate rewinding the ticket starts from the previous level's trained
+            # weights, which are zero wherever that level pruned; random positions would start
+            # there at 0. The dense trained weights are the same point without that bias.
+            start_state = (files.read_tensors(self.run.level(MAIN, 0).trained)
+                           if self.hp.rewind == "lr" else self.main_start_state(level))
+        self._train(control, level, masks, start_state,
+                    seed_parts=(1 + _CONTROL_IDS[control], level))
         return True
 
     # Shared by both.
 
-    def _train(self, files_of: Level, label: str, masks: Masks, start_state: dict,
-               start_iteration: int, seed_parts: tuple) -> None:
+    def _train(self, branch: str, level: int, masks: Masks, start_state: dict,
+               seed_parts: tuple, record_rewind_point: bool = False) -> None:
+        files_of = self.run.level(branch, level)
+        files.remove_temporaries(files_of.directory)  # left by a writer that was killed
+        start_iteration = self._start_iteration(level)
+        label = f"level {level}" if branch == MAIN else f"{branch} level {level}"
         self.model.load_state_dict(start_state)
         masks.apply_to(self.model)
         if files.read_tensors(files_of.masks) is None:
@@ -204,8 +223,7 @@ class LotteryRun:
         # Dropout draws from torch's global generator: seed it per level and branch, so a
         # level's numbers do not depend on what ran before it in this process.
         torch.manual_seed(derived_seed(self.hp.data_seed, *seed_parts))
-        snapshot = self.schedule.rewind_iteration if (
-            label == "level 0" and self.rewinds_to_iteration) else None
+        snapshot = self.schedule.rewind_iteration if record_rewind_point else None
         metrics = train(self.model, self.splits, self.hp, self.schedule, files_of.directory,
                         start_iteration, checkpoint_every=self.checkpoint_every,
                         snapshot_iteration=snapshot,
@@ -213,9 +231,7 @@ class LotteryRun:
                                                                       state),
                         progress=self.progress, label=f"{label} ({100 * masks.density:.1f}%)")
         metrics.update(
-            branch=files_of.directory.parent.name,
-            level=int(files_of.directory.name.removeprefix("level_")),
-            density=masks.density, percent_remaining=100 * masks.density,
+            branch=branch, level=level, density=masks.density, percent_remaining=100 * masks.density,
             layers=[row.as_dict() for row in masks.density_rows()],
             seeds={"model": self.hp.model_seed, "data": self.hp.data_seed,
                    "control": self.hp.control_seed})

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import sys
-import time
 from typing import Optional
 
 from tqdm import tqdm
 
 
-class Progress:
+class LogLines:
     """Log lines only: one per finished level and per message (``--quiet``)."""
 
     def __init__(self, stream=None):
@@ -21,7 +20,6 @@ class Progress:
 
     def start_level(self, label: str, first: int, last: int, done: int) -> None:
         self._label = label
-        self._started = time.perf_counter()
 
     def update(self, iteration: int, evaluation: Optional[dict]) -> None:
         pass
@@ -33,7 +31,7 @@ class Progress:
                      f"{metrics['wall_time_seconds']:.1f} s")
 
 
-class ProgressBars(Progress):
+class ProgressBars(LogLines):
     """A tqdm bar per level: iterations with ETA, and the latest losses and accuracy."""
 
     def start_level(self, label: str, first: int, last: int, done: int) -> None:

@@ -66,7 +66,9 @@ class Level:
         return self.directory / "metrics.csv"
 
     def done(self) -> bool:
-        return files.artifact_exists(self.metrics) and files.artifact_exists(self.trained)
+        """Every file of a finished level is there and valid."""
+        return all(files.artifact_exists(path) for path in (
+            self.masks, self.start, self.trained, self.metrics_csv, self.metrics))
 
     def read_metrics(self) -> Optional[dict]:
         return files.read_json(self.metrics)
@@ -91,7 +93,11 @@ class Run:
         """The run of ``hp`` under ``runs_directory``, made if new; an existing directory of the
         same name must hold the same hyperparameters."""
         run = cls(Path(runs_directory) / hp.run_name())
-        run.directory.mkdir(parents=True, exist_ok=True)
+        try:
+            run.directory.mkdir(parents=True, exist_ok=True)
+        except (FileExistsError, NotADirectoryError):
+            raise RunError(f"cannot make the run directory {run.directory}: a file is in the "
+                           f"way; expected --runs-dir to be a directory") from None
         stored = files.read_json(run.directory / HPARAMS)
         if stored is None:
             files.write_json(run.directory / HPARAMS, hp.as_dict())
@@ -124,8 +130,9 @@ class Run:
         return shape
 
     def record_model_shape(self, input_shape, num_classes: int) -> None:
-        files.write_json(self.directory / MODEL_SHAPE, {"input_shape": list(input_shape),
-                                                        "num_classes": int(num_classes)})
+        shape = {"input_shape": list(input_shape), "num_classes": int(num_classes)}
+        if files.read_json(self.directory / MODEL_SHAPE) != shape:
+            files.write_json(self.directory / MODEL_SHAPE, shape)
 
     @property
     def init(self) -> Path:
@@ -140,9 +147,10 @@ class Run:
         return self.directory / "report"
 
     def level(self, branch: str, level: int) -> Level:
-        directory = self.directory / branch / f"level_{level}"
-        directory.mkdir(parents=True, exist_ok=True)
-        return Level(directory)
+        if branch not in BRANCHES or level < 0:
+            raise RunError(f"no level {level} of branch {branch!r}; expected a level >= 0 of "
+                           f"{', '.join(BRANCHES)}")
+        return Level(self.directory / branch / f"level_{level}")
 
     def finished_levels(self, branch: str) -> dict[int, dict]:
         """level -> metrics of every finished level of ``branch``, in level order."""

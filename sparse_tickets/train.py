@@ -22,7 +22,7 @@ from . import files
 from .data import DatasetSplits, ImageSplit
 from .hparams import Hparams, parse_step_list, parse_steps
 from .optim import MaskedAdam, MaskedSGD
-from .progress import Progress
+from .progress import LogLines
 
 EVAL_BATCH = 1000
 CHECKPOINT = "checkpoint.pt"
@@ -108,7 +108,7 @@ def train(model: nn.Module, splits: DatasetSplits, hp: Hparams, schedule: Schedu
           directory: Path, start_iteration: int, *, checkpoint_every: int,
           snapshot_iteration: Optional[int] = None,
           on_snapshot: Optional[Callable[[dict], None]] = None,
-          progress: Optional[Progress] = None, label: str = "") -> dict:
+          progress: Optional[LogLines] = None, label: str = "") -> dict:
     """Train ``model`` from ``start_iteration`` to the schedule's end; return the metrics.
 
     Resumes from ``directory/checkpoint.pt`` when a valid one is there. ``progress`` shows the

@@ -42,11 +42,18 @@ def test_load_ticket_rejects_other_files(tmp_path):
         load_ticket(path)
 
 
-def test_train_with_saved_masks_trains_that_sparse_network(short_run, tmp_path):
+@pytest.mark.parametrize("source", ["level masks", "exported ticket"])
+def test_train_with_saved_masks_trains_that_sparse_network(short_run, tmp_path, source):
     _, run_directory = short_run
     masks_file = Run.open(run_directory).level("main", 2).masks
+    if source == "exported ticket":
+        masks_file = tmp_path / "ticket.safetensors"
+        assert main(["export", str(run_directory), "--level", "2", "--output",
+                     str(masks_file)]) == 0
+    runs = tmp_path / "runs"
     assert main(["train", *SHORT, "--masks", str(masks_file), "--runs-dir",
-                 str(tmp_path), "--no-report"]) == 0
+                 str(runs), "--no-report"]) == 0
+    tmp_path = runs
     (trained_run,) = tmp_path.iterdir()
     run = Run.open(trained_run)
     assert run.hparams.levels == 0 and run.hparams.masks_sha256

@@ -93,7 +93,9 @@ def test_rerunning_a_finished_run_does_nothing_and_says_so(short_run, capsys):
     assert trained.stat().st_mtime_ns == before
 
 
-def test_a_corrupted_artifact_is_detected_and_redone(tmp_path):
+@pytest.mark.parametrize("damaged_file", ["trained.safetensors", "start.safetensors",
+                                          "metrics.csv", "masks.safetensors"])
+def test_a_corrupted_artifact_is_detected_and_redone(tmp_path, damaged_file, capsys):
     arguments = ["imp", *SHORT, "--levels", "1", "--controls", "none", "--no-report",
                  "--runs-dir", str(tmp_path)]
     assert main(arguments) == 0
@@ -101,11 +103,15 @@ def test_a_corrupted_artifact_is_detected_and_redone(tmp_path):
     level = Run.open(run_directory).level("main", 1)
     metrics = json.loads(level.metrics.read_text())
     trained = level.trained.read_bytes()
-    damaged = bytearray(trained)
+    path = level.directory / damaged_file
+    damaged = bytearray(path.read_bytes())
     damaged[-5] ^= 0xFF
-    level.trained.write_bytes(bytes(damaged))
-    assert files.read_tensors(level.trained) is None  # never silently used
+    path.write_bytes(bytes(damaged))
+    assert files.read_artifact(path) is None  # never silently used
+    capsys.readouterr()
     assert main(arguments) == 0
+    assert "already complete" not in capsys.readouterr().err
+    assert files.read_artifact(path) is not None
     assert level.trained.read_bytes() == trained  # redone, to the same bytes
     redone = json.loads(level.metrics.read_text())
     assert redone["evaluations"] == metrics["evaluations"]
@@ -131,7 +137,7 @@ def test_rewinding_to_an_iteration_starts_later_levels_there(tmp_path):
 
 
 def test_learning_rate_rewinding_keeps_the_trained_weights(tmp_path):
-    assert main(["imp", *SHORT, "--levels", "1", "--controls", "none", "--no-report",
+    assert main(["imp", *SHORT, "--levels", "1", "--controls", "random_pruning", "--no-report",
                  "--lr-rewind", "--rewind-iteration", "20", "--runs-dir", str(tmp_path)]) == 0
     (run_directory,) = tmp_path.iterdir()
     run = Run.open(run_directory)
@@ -142,6 +148,11 @@ def test_learning_rate_rewinding_keeps_the_trained_weights(tmp_path):
     name = next(iter(masks))
     assert torch.equal(start[name], trained_0[name] * masks[name])
     assert level_1.read_metrics()["start_iteration"] == 20
+    # The random-pruning control starts from the same dense trained weights, its own masks.
+    control = run.level("random_pruning", 1)
+    control_masks = files.read_tensors(control.masks)
+    assert torch.equal(files.read_tensors(control.start)[name],
+                       trained_0[name] * control_masks[name])
 
 
 def test_one_shot_prunes_straight_to_the_density(tmp_path):
