@@ -85,15 +85,15 @@ def _run_train(args) -> int:
 
 
 def _execute(args, hp: Hparams, initial_masks=None) -> int:
-    from .lottery import LotteryRun, check
-    from .runs import MAIN, Run
+    from .lottery import LotteryRun
+    from .runs import MAIN
 
     splits = _load_data(hp, args.data_dir)
     device = _device(args.device)
-    check(hp, splits)  # a run that cannot work fails before its directory exists
     progress = LogLines() if args.quiet else ProgressBars()
-    run = Run.create(Path(args.runs_dir), hp)
-    lottery = LotteryRun(hp, run, splits, device, args.checkpoint_every, progress)
+    lottery = LotteryRun(hp, Path(args.runs_dir), splits, device, args.checkpoint_every,
+                         progress)
+    run = lottery.run
     if initial_masks is not None:
         initial_masks.apply_to(lottery.model)  # checks names and shapes before anything is kept
         level = run.level(MAIN, 0)

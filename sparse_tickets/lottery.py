@@ -19,6 +19,7 @@ a command resumes it.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 import numpy as np
 import torch
 from torch import nn
@@ -94,10 +95,11 @@ def derived_seed(*parts: int) -> int:
 
 @dataclass
 class LotteryRun:
-    """Runs the levels and controls of ``hp`` in ``run``, skipping what is already done."""
+    """Runs the levels and controls of ``hp`` in its run directory under ``runs_directory``,
+    skipping what is already done. The directory is made only once every check has passed."""
 
     hp: Hparams
-    run: Run
+    runs_directory: Path
     splits: DatasetSplits
     device: torch.device
     checkpoint_every: int
@@ -105,6 +107,7 @@ class LotteryRun:
 
     def __post_init__(self):
         self.schedule, self.model = check(self.hp, self.splits, self.device)
+        self.run = Run.create(self.runs_directory, self.hp)
         self.run.record_model_shape(self.splits.input_shape, self.splits.num_classes)
 
     @property
