@@ -2,7 +2,9 @@
 is meant to fall with their density.
 
 Public API: the masked layers and model conversion, the functional ops, the backends report,
-and the subpackages ``optim``, ``pruning``, ``models`` and ``data``.
+and the subpackages ``optim``, ``pruning``, ``models`` and ``data``. The experiment side
+(``hparams``, ``presets``, ``train``, ``lottery``, ``runs``, ``report``, ``export``) is what the
+``sparse-tickets`` command line (``cli``) runs; import those modules by name.
 """
 
 from . import data, functional, models, ops, optim, pruning
