@@ -1,47 +1,48 @@
-"""Masked linear, forward + backward: each backend against dense F.linear and the prune-style
-baseline (``W * M`` materialised every call, as torch.nn.utils.prune does), on LeNet-300-100's
-first layer (784 -> 300) at its batch of 60.
+"""Masked linear, forward and forward + backward: each backend against the baselines (dense
+``F.linear``, prune-style ``F.linear(x, W * M)``, ``torch.sparse`` CSR), on the layers of
+:mod:`benchmarks.shapes` at the sparsities of the profile.
 
-    python -m pytest benchmarks --benchmark-enable --benchmark-group-by=param:sparsity
+Forward is inference (no input requires grad). Forward + backward computes the gradients of
+the input and of the weight (for torch_csr: of the CSR values), as training does.
+Dense does not look at the mask, so it is timed once per shape, at sparsity 0.
 """
 
-import pytest
-import torch
-import torch.nn.functional as F
-
-from sparse_tickets import ops
-from sparse_tickets.functional import masked_linear
-
-BATCH, IN_FEATURES, OUT_FEATURES = 60, 784, 300
-SPARSITIES = [0.0, 0.5, 0.8, 0.9, 0.95, 0.98, 0.99]
+from benchmarks.measure import time_row
+from benchmarks.profiles import profile_of
+from benchmarks.providers import (DENSE, backward_into, linear_case, linear_providers,
+                                  prepare, run_linear)
 
 
-def _inputs(sparsity):
-    generator = torch.Generator().manual_seed(0)
-    x = torch.randn(BATCH, IN_FEATURES, generator=generator, requires_grad=True)
-    weight = torch.randn(OUT_FEATURES, IN_FEATURES, generator=generator, requires_grad=True)
-    mask = torch.rand(weight.shape, generator=generator) >= sparsity
-    return x, weight, mask
+def pytest_generate_tests(metafunc):
+    profile = profile_of(metafunc.config)
+    cases, ids = [], []
+    for shape in profile.linear_shapes:
+        for dtype in profile.dtypes:
+            for provider in linear_providers(profile.device, dtype):
+                sparsities = profile.sparsities[:1] if provider == DENSE else profile.sparsities
+                for sparsity in sparsities:
+                    cases.append((shape, dtype, sparsity, provider))
+                    ids.append(f"{shape.label}-{str(dtype)[6:]}-s{sparsity}-{provider}")
+    metafunc.parametrize("shape,dtype,sparsity,provider", cases, ids=ids)
 
 
-def _forward_backward(linear, x, weight, mask):
-    x.grad = weight.grad = None
-    linear(x, weight, mask).sum().backward()
+def _case(shape, dtype, sparsity, device, requires_grad):
+    return linear_case(shape.batch, shape.in_features, shape.out_features, sparsity, device,
+                       dtype, requires_grad)
 
 
-PROVIDERS = {
-    "dense": lambda x, w, m: F.linear(x, w),
-    "prune_style": lambda x, w, m: F.linear(x, w * m),
-    "ours": masked_linear,
-}
+def test_forward(benchmark, monkeypatch, profile, shape, dtype, sparsity, provider):
+    case = _case(shape, dtype, sparsity, profile.device, requires_grad=False)
+    prepare(monkeypatch, provider, "masked_linear", (case.x, case.weight, case.mask))
+    time_row(benchmark, lambda: run_linear(provider, case), op="masked_linear.forward",
+             provider=provider, shape=shape.label, dtype=dtype, sparsity=sparsity,
+             device=profile.device)
 
 
-@pytest.mark.parametrize("sparsity", SPARSITIES)
-@pytest.mark.parametrize("provider", sorted(PROVIDERS))
-def test_masked_linear_forward_backward(benchmark, provider, sparsity, monkeypatch):
-    if provider == "ours":
-        backend = ops.select("masked_linear", _inputs(sparsity))
-        benchmark.extra_info["backend"] = backend.name
-    benchmark.extra_info.update(device="cpu", threads=torch.get_num_threads(),
-                                shape=f"{BATCH}x{IN_FEATURES}->{OUT_FEATURES}")
-    benchmark(_forward_backward, PROVIDERS[provider], *_inputs(sparsity))
+def test_forward_backward(benchmark, monkeypatch, profile, shape, dtype, sparsity, provider):
+    case = _case(shape, dtype, sparsity, profile.device, requires_grad=True)
+    prepare(monkeypatch, provider, "masked_linear", (case.x, case.weight, case.mask))
+    time_row(benchmark,
+             lambda: backward_into(run_linear(provider, case), case.grad_y, case.leaves()),
+             op="masked_linear.forward_backward", provider=provider, shape=shape.label,
+             dtype=dtype, sparsity=sparsity, device=profile.device)

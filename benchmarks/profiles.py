@@ -1,0 +1,107 @@
+"""Which shapes, sparsities and dtypes a run times: one :class:`Profile` per kind of run.
+
+``cuda`` times everything, in fp32 and bf16; ``cpu`` times the same shapes in fp32 and skips
+what a few CPU cores cannot train in a 10-minute run (named in ``Profile.omitted``, so the
+report says so); ``quick`` swaps in tiny shapes so that every benchmark runs in seconds (the
+smoke test).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+import torch
+
+from . import shapes
+
+DEVICES = ("cpu", "cuda")
+
+
+@dataclass(frozen=True)
+class TrainedModel:
+    """A network trained end to end: a ``sparse_tickets.models`` name, or an MLP of masked
+    linear layers of the given ``widths``; its batch, input and timed iterations per call."""
+
+    name: str
+    batch: int
+    iterations: int
+    input_shape: tuple = (1, 28, 28)
+    widths: tuple = ()
+
+    @property
+    def label(self) -> str:
+        layers = "-".join(map(str, self.widths)) + " " if self.widths else ""
+        return f"{self.name} {layers}batch {self.batch}"
+
+
+@dataclass(frozen=True)
+class Profile:
+    name: str
+    device: str
+    dtypes: tuple
+    sparsities: tuple
+    linear_shapes: tuple
+    conv_shapes: tuple
+    optimizer_models: tuple
+    optimizer_sparsity: float
+    mlp_models: tuple
+    conv_net_models: tuple
+    densities: tuple
+    # Why conv nets are not trained end to end on this device; None when they are.
+    conv_net_skip_reason: Optional[str] = None
+    omitted: tuple = ()
+
+
+_PAPER_CONVS = shapes.CONV6_LAYERS + shapes.VGG19_LAYERS + shapes.RESNET20_LAYERS
+_PAPER_GEMMS = ((shapes.LENET_FC1,) + tuple(c.as_gemm() for c in shapes.VGG19_LAYERS)
+                + tuple(c.as_gemm() for c in shapes.RESNET20_LAYERS))
+_MLPS = (
+    TrainedModel("lenet_300_100", shapes.LENET_BATCH, iterations=20),
+    TrainedModel("wide_mlp", shapes.LENET_BATCH, iterations=4, widths=(784, 2048, 2048, 10)),
+)
+_CONV_NETS = (
+    TrainedModel("conv6", shapes.CONV6_BATCH, iterations=10, input_shape=(3, 32, 32)),
+    TrainedModel("resnet20", shapes.RESNET20_BATCH, iterations=10, input_shape=(3, 32, 32)),
+)
+_CONV_NETS_ON_CPU = ("conv-net training end to end runs on a GPU only: a level takes minutes "
+                     "per 1,000 iterations on a few CPU cores")
+
+
+def profile_for(device: str, quick: bool = False) -> Profile:
+    """The profile of a run on ``device`` ("cpu" or "cuda"); ``quick`` for tiny shapes."""
+    if device not in DEVICES:
+        raise ValueError(f"device must be one of {', '.join(DEVICES)}; got {device!r}")
+    if quick:
+        return Profile(
+            name="quick", device=device, dtypes=(torch.float32,), sparsities=(0.0, 0.9),
+            linear_shapes=(shapes.TINY_GEMM,), conv_shapes=(shapes.TINY_CONV,),
+            optimizer_models=("lenet_300_100",), optimizer_sparsity=0.8,
+            mlp_models=(TrainedModel("tiny_mlp", 4, iterations=2, widths=(784, 8, 10)),),
+            conv_net_models=(TrainedModel("conv2", 2, iterations=1, input_shape=(3, 8, 8)),),
+            densities=(1.0, 0.21),
+        )
+    if device == "cuda":
+        return Profile(
+            name="cuda", device=device, dtypes=(torch.float32, torch.bfloat16),
+            sparsities=shapes.SPARSITIES,
+            linear_shapes=_PAPER_GEMMS + (shapes.LARGE_BATCH64, shapes.LARGE_BATCH512),
+            conv_shapes=_PAPER_CONVS, optimizer_models=("vgg19", "resnet20"),
+            optimizer_sparsity=0.8, mlp_models=_MLPS, conv_net_models=_CONV_NETS,
+            densities=shapes.IMP_DENSITIES,
+        )
+    return Profile(
+        name="cpu", device=device, dtypes=(torch.float32,), sparsities=shapes.SPARSITIES,
+        linear_shapes=_PAPER_GEMMS + (shapes.LARGE_BATCH64, shapes.LARGE_BATCH512),
+        conv_shapes=_PAPER_CONVS,
+        optimizer_models=("vgg19", "resnet20"), optimizer_sparsity=0.8, mlp_models=_MLPS,
+        conv_net_models=_CONV_NETS, densities=shapes.IMP_DENSITIES,
+        conv_net_skip_reason=_CONV_NETS_ON_CPU,
+        omitted=(f"end-to-end training of {', '.join(m.name for m in _CONV_NETS)}: "
+                 f"{_CONV_NETS_ON_CPU}",),
+    )
+
+
+def profile_of(config) -> Profile:
+    """The profile a pytest run was asked for (``--bench-device``, ``--bench-quick``)."""
+    return profile_for(config.getoption("bench_device"), config.getoption("bench_quick"))

@@ -1,0 +1,94 @@
+"""The rows of a pytest-benchmark JSON file, each with its ratios to the baselines of its group.
+
+A group is one op on one shape in one dtype. ``vs_dense`` is the dense row's median over this
+row's median (above 1: faster than dense), from the dense row of the group (timed once, at
+sparsity 0: it never looks at the mask). ``vs_prune_style`` is the same against the
+prune-style row of the group at the same sparsity. Both come from the same run.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+from .providers import DENSE, PRUNE_STYLE
+
+_FIELDS = ("op", "provider", "provider_kind", "shape", "dtype", "sparsity")
+
+
+@dataclass(frozen=True)
+class Row:
+    op: str
+    provider: str
+    provider_kind: str
+    shape: str
+    dtype: str
+    sparsity: float
+    median_s: float
+    rounds: int
+    iterations_per_call: Optional[int] = None
+    vs_dense: Optional[float] = None
+    vs_prune_style: Optional[float] = None
+
+    @property
+    def family(self) -> str:
+        """The op without its pass: ``masked_linear`` for ``masked_linear.forward``."""
+        return self.op.split(".", 1)[0]
+
+    @property
+    def density(self) -> float:
+        return 1.0 - self.sparsity
+
+    @property
+    def ideal_vs_dense(self) -> float:
+        """The speedup over dense of a kernel whose cost falls with the density: 1 / density."""
+        return 1.0 / max(self.density, 1e-12)
+
+    @property
+    def group(self) -> tuple[str, str, str]:
+        return (self.op, self.shape, self.dtype)
+
+
+def load_results(json_path: Path) -> tuple[dict, list[Row]]:
+    """``(machine_info, rows)`` of a results JSON, rows in the order they were measured."""
+    try:
+        results = json.loads(Path(json_path).read_text())
+    except FileNotFoundError:
+        raise FileNotFoundError(f"no benchmark results at {json_path}; expected the JSON "
+                                f"written by python -m benchmarks.run") from None
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{json_path} is not JSON ({error}); expected pytest-benchmark's "
+                         f"--benchmark-json output") from None
+    if not isinstance(results, dict) or "benchmarks" not in results:
+        raise ValueError(f"{json_path} has no 'benchmarks' list; expected pytest-benchmark's "
+                         f"--benchmark-json output")
+    rows = [_row(entry, json_path) for entry in results["benchmarks"]]
+    return results.get("machine_info", {}), with_ratios(rows)
+
+
+def _row(entry: dict, json_path: Path) -> Row:
+    extra = entry.get("extra_info", {})
+    missing = [field for field in _FIELDS if field not in extra]
+    if missing:
+        raise ValueError(f"benchmark {entry.get('name')!r} in {json_path} lacks extra_info "
+                         f"{', '.join(missing)}; expected rows timed by benchmarks.measure")
+    return Row(**{field: extra[field] for field in _FIELDS},
+               median_s=entry["stats"]["median"], rounds=entry["stats"]["rounds"],
+               iterations_per_call=extra.get("iterations_per_call"))
+
+
+def with_ratios(rows: list[Row]) -> list[Row]:
+    """``rows`` with ``vs_dense`` and ``vs_prune_style`` filled in where the group has them."""
+    dense = {row.group: row.median_s for row in rows if row.provider == DENSE}
+    prune_style = {(row.group, row.sparsity): row.median_s for row in rows
+                   if row.provider == PRUNE_STYLE}
+
+    def ratio(baseline: Optional[float], row: Row) -> Optional[float]:
+        return baseline / row.median_s if baseline is not None and row.median_s > 0 else None
+
+    return [Row(**{**row.__dict__,
+                   "vs_dense": ratio(dense.get(row.group), row),
+                   "vs_prune_style": ratio(prune_style.get((row.group, row.sparsity)), row)})
+            for row in rows]

@@ -1,0 +1,122 @@
+"""``results.md``: the machine, a summary of speedups over dense, and every row with its ratios."""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+
+from .providers import BASELINES
+from .rows import Row
+
+# Op families in the order the report shows them, with a sentence on what a row times.
+FAMILIES = {
+    "masked_linear": "Masked linear; the shape is batch x in -> out (a conv layer as its "
+                     "im2col GEMM where named so). Forward is inference; forward_backward "
+                     "computes the input and weight gradients.",
+    "masked_conv2d": "Masked conv2d; the shape is batch x C_in x H x W -> C_out, kernel k.",
+    "optimizer": "One optimizer step over all parameters of the network.",
+    "end_to_end": "Training (forward, cross-entropy, backward, Adam step); the time is per "
+                  "1,000 iterations; ideal = density x dense.",
+}
+
+
+def provider_order(provider: str) -> tuple:
+    # Our backends first, then the baselines in their declared order.
+    return (provider in BASELINES, BASELINES.index(provider) if provider in BASELINES else 0,
+            provider)
+
+
+def render(machine_info: dict, rows: list[Row]) -> str:
+    lines = ["# Benchmark results", ""] + _machine_lines(machine_info) + [""]
+    lines += [
+        "Ratios are baseline time / row time, from the same run: above 1 the row is faster "
+        "than the baseline. `ideal` is 1 / density, the speedup over dense of a cost that "
+        "falls with the density. The reference backend is the correctness oracle: it costs "
+        "what prune-style costs.", ""]
+    lines += _summary(rows)
+    for family, description in FAMILIES.items():
+        family_rows = [row for row in rows if row.family == family]
+        if family_rows:
+            lines += [f"## {family}", "", description, ""] + _table(family_rows) + [""]
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def _machine_lines(info: dict) -> list[str]:
+    fields = [("device", info.get("device_name")), ("CPU", info.get("cpu_model")),
+              ("torch threads", info.get("torch_threads")),
+              ("torch", info.get("torch_version")), ("triton", info.get("triton_version")),
+              ("commit", info.get("git_commit")), ("profile", info.get("bench_profile"))]
+    lines = [f"- {name}: {value if value is not None else 'unknown'}" for name, value in fields]
+    lines += [f"- not measured: {note}" for note in info.get("bench_omitted", [])]
+    return lines
+
+
+def _summary(rows: list[Row]) -> list[str]:
+    """Per op family: the geometric mean over its shapes of the speedup over dense, for each
+    op, provider and sparsity."""
+    lines = []
+    for family in FAMILIES:
+        ratios = defaultdict(list)
+        for row in rows:
+            if row.family == family and row.vs_dense is not None and row.provider != "dense":
+                ratios[(row.op, row.provider, row.sparsity)].append(row.vs_dense)
+        if not ratios:
+            continue
+        sparsities = sorted({key[2] for key in ratios})
+        pairs = sorted({key[:2] for key in ratios},
+                       key=lambda pair: (pair[0], provider_order(pair[1])))
+        lines += [f"### {family}", "",
+                  "| op | provider | " + " | ".join(f"{s:.1%}" for s in sparsities) + " |",
+                  "|" + " --- |" * (len(sparsities) + 2)]
+        for op, provider in pairs:
+            cells = [_geomean(ratios.get((op, provider, s))) for s in sparsities]
+            lines.append(f"| {op.split('.', 1)[1]} | {provider} | " + " | ".join(cells) + " |")
+        ideal = [f"{1 / max(1 - s, 1e-12):.1f}" for s in sparsities]
+        lines += ["| | ideal (1 / density) | " + " | ".join(ideal) + " |", ""]
+    if not lines:
+        return []
+    return ["## Summary: speedup over dense", "",
+            "Geometric mean over the shapes of each op, by sparsity.", ""] + lines
+
+
+def _geomean(values) -> str:
+    if not values:
+        return ""
+    return f"{math.exp(sum(math.log(v) for v in values) / len(values)):.2f}"
+
+
+def _table(rows: list[Row]) -> list[str]:
+    per_thousand = rows[0].family == "end_to_end"
+    time_header = "s / 1,000 it." if per_thousand else "median"
+    lines = [f"| op | shape | dtype | provider | sparsity | {time_header} | vs dense | "
+             f"vs prune-style | ideal |", "|" + " --- |" * 9]
+    first_seen = {}
+    for row in rows:
+        first_seen.setdefault(row.shape, len(first_seen))
+    ordered = sorted(rows, key=lambda r: (r.op, first_seen[r.shape], r.dtype,
+                                          provider_order(r.provider), r.sparsity))
+    for row in ordered:
+        if per_thousand:
+            seconds = row.median_s / (row.iterations_per_call or 1) * 1000
+            time = f"{seconds:.2f} s"
+            # The ideal level costs density x dense: dense = vs_dense x this row's time.
+            ideal = ("" if row.vs_dense is None
+                     else f"{seconds * row.vs_dense * row.density:.2f} s")
+        else:
+            time = format_seconds(row.median_s)
+            ideal = f"{row.ideal_vs_dense:.1f}"
+        lines.append(f"| {row.op.split('.', 1)[1]} | {row.shape} | {row.dtype} | "
+                     f"{row.provider} | {row.sparsity:.1%} | {time} | {_ratio(row.vs_dense)} | "
+                     f"{_ratio(row.vs_prune_style)} | {ideal} |")
+    return lines
+
+
+def _ratio(value) -> str:
+    return "" if value is None else f"{value:.2f}"
+
+
+def format_seconds(seconds: float) -> str:
+    for unit, scale in (("s", 1.0), ("ms", 1e-3), ("us", 1e-6)):
+        if seconds >= scale:
+            return f"{seconds / scale:.3g} {unit}"
+    return f"{seconds / 1e-9:.3g} ns"

@@ -1,0 +1,42 @@
+"""Masked conv2d, forward and forward + backward: each backend against dense ``F.conv2d`` and
+prune-style ``F.conv2d(x, W * M)``, on the Conv-6, VGG-19 and ResNet-20 layers of
+:mod:`benchmarks.shapes` at their batch sizes.
+
+Forward is inference; forward + backward computes the input and weight gradients. Dense does
+not look at the mask, so it is timed once per shape, at sparsity 0.
+"""
+
+from benchmarks.measure import time_row
+from benchmarks.profiles import profile_of
+from benchmarks.providers import (DENSE, backward_into, conv_case, conv_providers, prepare,
+                                  run_conv)
+
+
+def pytest_generate_tests(metafunc):
+    profile = profile_of(metafunc.config)
+    cases, ids = [], []
+    for shape in profile.conv_shapes:
+        for dtype in profile.dtypes:
+            for provider in conv_providers(profile.device, dtype):
+                sparsities = profile.sparsities[:1] if provider == DENSE else profile.sparsities
+                for sparsity in sparsities:
+                    cases.append((shape, dtype, sparsity, provider))
+                    ids.append(f"{shape.label}-{str(dtype)[6:]}-s{sparsity}-{provider}")
+    metafunc.parametrize("shape,dtype,sparsity,provider", cases, ids=ids)
+
+
+def test_forward(benchmark, monkeypatch, profile, shape, dtype, sparsity, provider):
+    case = conv_case(shape, sparsity, profile.device, dtype, requires_grad=False)
+    prepare(monkeypatch, provider, "masked_conv2d", (case.x, case.weight, case.mask))
+    time_row(benchmark, lambda: run_conv(provider, case), op="masked_conv2d.forward",
+             provider=provider, shape=shape.label, dtype=dtype, sparsity=sparsity,
+             device=profile.device)
+
+
+def test_forward_backward(benchmark, monkeypatch, profile, shape, dtype, sparsity, provider):
+    case = conv_case(shape, sparsity, profile.device, dtype, requires_grad=True)
+    prepare(monkeypatch, provider, "masked_conv2d", (case.x, case.weight, case.mask))
+    time_row(benchmark,
+             lambda: backward_into(run_conv(provider, case), case.grad_y, case.leaves()),
+             op="masked_conv2d.forward_backward", provider=provider, shape=shape.label,
+             dtype=dtype, sparsity=sparsity, device=profile.device)

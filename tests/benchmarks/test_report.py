@@ -1,0 +1,84 @@
+"""Ratios, tables and plots of the benchmark report, on rows made up for the purpose."""
+
+import json
+
+import pytest
+
+from benchmarks import report
+from benchmarks.machine import device_slug
+from benchmarks.rows import Row, load_results, with_ratios
+
+
+def _row(provider, sparsity, median_s, op="masked_linear.forward", shape="s 2x3->4"):
+    kind = "backend" if provider == "reference" else "baseline"
+    return Row(op, provider, kind, shape, "float32", sparsity, median_s, rounds=3)
+
+
+def test_ratios_are_baseline_time_over_row_time_within_the_group():
+    rows = with_ratios([
+        _row("dense", 0.0, 2.0),
+        _row("prune_style", 0.9, 4.0),
+        _row("reference", 0.9, 1.0),
+        _row("reference", 0.5, 1.0),
+        _row("reference", 0.9, 1.0, shape="other"),
+    ])
+    dense, prune_style, reference, half, other = rows
+    assert dense.vs_dense == 1.0
+    assert prune_style.vs_dense == 0.5 and prune_style.vs_prune_style == 1.0
+    assert reference.vs_dense == 2.0 and reference.vs_prune_style == 4.0
+    assert half.vs_prune_style is None  # no prune-style row at that sparsity
+    assert other.vs_dense is None  # another shape is another group
+    assert reference.ideal_vs_dense == pytest.approx(10.0)
+
+
+def _results_json(path, rows):
+    entries = [{"name": f"test_forward[{i}]", "fullname": f"x.py::test_forward[{i}]",
+                "group": "g", "stats": {"median": row.median_s, "rounds": row.rounds},
+                "extra_info": {"op": row.op, "provider": row.provider,
+                               "provider_kind": row.provider_kind, "shape": row.shape,
+                               "dtype": row.dtype, "sparsity": row.sparsity}}
+               for i, row in enumerate(rows)]
+    path.write_text(json.dumps({"machine_info": {"device_name": "test cpu"},
+                                "benchmarks": entries}))
+    return path
+
+
+def test_report_writes_table_and_plot_from_json(tmp_path):
+    rows = [_row("dense", 0.0, 2.0)] + [_row(p, s, t) for p, t in (("prune_style", 2.5),
+                                                                    ("reference", 2.4))
+                                        for s in (0.0, 0.9, 0.99)]
+    json_path = _results_json(tmp_path / "results.json", rows)
+    written = report.write_report(json_path, tmp_path / "out")
+    assert [path.name for path in written] == ["results.md", "masked_linear.png"]
+    table = (tmp_path / "out" / "results.md").read_text()
+    assert "| forward | s 2x3->4 | float32 | reference | 99.0% | 2.4 s | 0.83 | 1.04 | 100.0 |" \
+        in table
+    machine_info, loaded = load_results(json_path)
+    assert machine_info == {"device_name": "test cpu"}
+    assert [(r.provider, r.sparsity, r.median_s) for r in loaded] == \
+        [(r.provider, r.sparsity, r.median_s) for r in rows]
+
+
+@pytest.mark.parametrize("text, message", [
+    ("not json", "is not JSON"),
+    ('{"rows": []}', "has no 'benchmarks' list"),
+    ('{"benchmarks": [{"name": "t", "stats": {"median": 1, "rounds": 1}, "extra_info": {}}]}',
+     "lacks extra_info op"),
+])
+def test_bad_results_fail_in_one_line(tmp_path, text, message):
+    path = tmp_path / "results.json"
+    path.write_text(text)
+    with pytest.raises(ValueError, match=message) as error:
+        load_results(path)
+    assert "\n" not in str(error.value)
+
+
+def test_missing_results_name_the_path(tmp_path):
+    with pytest.raises(FileNotFoundError, match="no benchmark results at"):
+        load_results(tmp_path / "absent.json")
+
+
+def test_device_slug_is_a_folder_name():
+    slug = device_slug("cpu")
+    assert slug.startswith("cpu-") and slug.endswith("threads")
+    assert all(c.isalnum() or c == "-" for c in slug) and slug == slug.lower()

@@ -1,0 +1,51 @@
+"""The benchmark suites run end to end on tiny shapes, and the report turns their JSON into the
+table and the plots: ``python -m benchmarks.run --quick`` in a subprocess, as a user runs it."""
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+BENCHMARK_DIR = REPO_ROOT / "benchmarks"
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def benchmark_functions() -> set[tuple[str, str]]:
+    """``(module file, test function)`` of every benchmark in the suites."""
+    functions = set()
+    for module in BENCHMARK_DIR.glob("test_*.py"):
+        for name in re.findall(r"^def (test_\w+)\(", module.read_text(), re.MULTILINE):
+            functions.add((module.name, name))
+    return functions
+
+
+def test_quick_run_times_every_benchmark_and_writes_the_report(tmp_path):
+    result = subprocess.run([sys.executable, "-m", "benchmarks.run", "--quick", "--output",
+                             str(tmp_path)], cwd=REPO_ROOT, capture_output=True, text=True,
+                            timeout=120)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+
+    results = json.loads((tmp_path / "results.json").read_text())
+    timed = {(Path(row["fullname"].split("::")[0]).name, row["name"].split("[")[0])
+             for row in results["benchmarks"]}
+    assert benchmark_functions() <= timed
+    assert len(benchmark_functions()) >= 7
+    # Machine fields of the conftest hook, and raw per-round timings stripped.
+    for field in ("device_name", "torch_threads", "torch_version", "triton_version",
+                  "git_commit"):
+        assert field in results["machine_info"]
+    assert all("data" not in row["stats"] for row in results["benchmarks"])
+    # Every group has its dense row, so every row gets a ratio to dense.
+    groups = {row["group"] for row in results["benchmarks"]}
+    dense_groups = {row["group"] for row in results["benchmarks"]
+                    if row["extra_info"]["provider"] == "dense"}
+    assert groups == dense_groups
+
+    table = (tmp_path / "results.md").read_text()
+    for family in ("masked_linear", "masked_conv2d", "optimizer", "end_to_end"):
+        assert f"## {family}" in table
+        assert (tmp_path / f"{family}.png").read_bytes().startswith(PNG_SIGNATURE)
+    assert "| reference |" in table and "| prune_style |" in table
+    assert not list(tmp_path.glob(".*partial*"))
