@@ -128,11 +128,11 @@ def test_conv_padding_modes_match_torch(padding_mode):
     torch.testing.assert_close(masked(x), conv(x))
 
 
+@pytest.mark.filterwarnings("ignore:Using padding='same' with even kernel")
 def test_conv_same_padding_with_even_kernel_matches_torch():
     conv = nn.Conv2d(2, 3, (4, 2), padding="same", dilation=(1, 3))
     x = torch.randn(1, 2, 9, 8)
-    with pytest.warns(UserWarning, match="padding='same'"):
-        expected = conv(x)
+    expected = conv(x)  # torch warns once per process that it pads a copy of x
     torch.testing.assert_close(MaskedConv2d.from_dense(conv)(x), expected)
 
 

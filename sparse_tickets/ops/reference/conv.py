@@ -7,7 +7,7 @@ from typing import Optional
 import torch
 import torch.nn.functional as F
 
-from .linear import apply_mask
+from .masking import apply_mask
 
 
 def masked_conv2d_forward(x: torch.Tensor, weight: torch.Tensor, mask: torch.Tensor,

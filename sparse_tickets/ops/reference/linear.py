@@ -7,10 +7,7 @@ from typing import Optional
 import torch
 import torch.nn.functional as F
 
-
-def apply_mask(weight: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    # W ⊙ M as a select, not a product: a pruned entry is +0.0 even where W holds inf or NaN.
-    return torch.where(mask, weight, weight.new_zeros(()))
+from .masking import apply_mask
 
 
 def masked_linear_forward(x: torch.Tensor, weight: torch.Tensor, mask: torch.Tensor,

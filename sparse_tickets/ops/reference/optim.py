@@ -3,7 +3,8 @@
 Each step is multi-tensor (lists of tensors, hyperparameters as keywords) so that a fused
 backend can take the whole list in one launch. The arithmetic is torch 2.13's
 ``_single_tensor_sgd`` / ``_single_tensor_adam``, operation for operation, on every entry; then
-each pruned entry of the weight and of every state tensor is overwritten with +0.0. The update
+each pruned entry of the weight and of every state tensor is overwritten with +0.0
+(:mod:`.masking`). The update
 is elementwise, so a kept entry never sees a pruned one: on the kept entries the result is
 bitwise that of ``torch.optim.SGD`` / ``Adam`` (``foreach=False``) run on masked gradients,
 and whatever a pruned entry held before (a gradient from an unmasked computation, inf or NaN,
@@ -16,6 +17,8 @@ from __future__ import annotations
 from typing import Optional
 
 import torch
+
+from .masking import zero_pruned_
 
 
 def masked_sgd_step(params: list[torch.Tensor], grads: list[torch.Tensor],
@@ -47,10 +50,9 @@ def masked_sgd_step(params: list[torch.Tensor], grads: list[torch.Tensor],
 
         mask = masks[i]
         if mask is not None:
-            pruned = ~mask
-            param.masked_fill_(pruned, 0.0)
+            zero_pruned_(param, mask)
             if momentum != 0:
-                momentum_buffer_list[i].masked_fill_(pruned, 0.0)
+                zero_pruned_(momentum_buffer_list[i], mask)
 
 
 def masked_adam_step(params: list[torch.Tensor], grads: list[torch.Tensor],
@@ -97,10 +99,7 @@ def masked_adam_step(params: list[torch.Tensor], grads: list[torch.Tensor],
 
         mask = masks[i]
         if mask is not None:
-            pruned = ~mask
-            param.masked_fill_(pruned, 0.0)
-            exp_avg.masked_fill_(pruned, 0.0)
-            exp_avg_sq.masked_fill_(pruned, 0.0)
-            if amsgrad:
-                max_exp_avg_sqs[i].masked_fill_(pruned, 0.0)
+            for tensor in (param, exp_avg, exp_avg_sq, *(
+                    (max_exp_avg_sqs[i],) if amsgrad else ())):
+                zero_pruned_(tensor, mask)
 
