@@ -270,24 +270,21 @@ def _add_run_options(parser: argparse.ArgumentParser) -> None:
                        help="do not write the report at the end")
 
 
-def _non_negative(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a level number, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected a level >= 0, got {value}")
-    return value
+def _integer_at_least(minimum: int, what: str):
+    """An argparse type: an int >= ``minimum``, refused as ``what`` in the message."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"expected {what}, got {value}")
+        return value
+    return parse
 
 
-def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
-    return value
+_non_negative = _integer_at_least(0, "a level >= 0")
+_positive = _integer_at_least(1, "a positive integer")
 
 
 def _build_parser() -> argparse.ArgumentParser:
