@@ -19,7 +19,8 @@ setup(
     long_description=(ROOT / "README.md").read_text(encoding="utf-8"),
     long_description_content_type="text/markdown",
     python_requires=">=3.10",
-    packages=find_packages(include=["sparse_tickets", "sparse_tickets.*"]),
+    packages=find_packages(include=["sparse_tickets", "sparse_tickets.*", "kernels",
+                                    "kernels.*"]),
     entry_points={"console_scripts": ["sparse-tickets = sparse_tickets.cli:main"]},
     install_requires=[
         "torch>=2.4",

@@ -17,8 +17,10 @@ from .dispatch import (
     select,
 )
 from .reference import ReferenceBackend
+from .triton_backend import TritonBackend
 
 register(ReferenceBackend())
+register(TritonBackend(), before="reference")
 
 __all__ = [
     "BACKEND_ENV_VAR", "OPS", "Backend", "BackendError", "BackendStatus", "backends", "get",

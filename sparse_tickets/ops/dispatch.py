@@ -42,6 +42,9 @@ class Backend:
     ops: frozenset = frozenset()
     device_types: frozenset = frozenset()
     dtypes: frozenset = frozenset()
+    # False for a backend that serves only when forced: one not yet validated and measured
+    # faster where auto-selection would pick it.
+    auto_select: bool = True
 
     def unavailable_reason(self) -> Optional[str]:
         """Why this backend cannot run on this machine at all (None when it can)."""
@@ -82,9 +85,12 @@ class BackendStatus:
     ops: tuple
     device_types: tuple
     dtypes: tuple
+    auto_select: bool = True
 
     def __str__(self) -> str:
         state = "available" if self.available else f"unavailable: {self.reason}"
+        if not self.auto_select:
+            state += f" (only when forced with {BACKEND_ENV_VAR}={self.name})"
         return (f"{self.name:<10} {state}; devices {', '.join(self.device_types)}; "
                 f"dtypes {', '.join(self.dtypes)}")
 
@@ -145,6 +151,9 @@ def select(op: str, tensors: Iterable[Optional[torch.Tensor]]) -> Backend:
         return backend
     rejected = []
     for backend in _REGISTRY:
+        if not backend.auto_select:
+            rejected.append(f"{backend.name}: serves only when forced with {BACKEND_ENV_VAR}")
+            continue
         reasons = backend.not_supported_reasons(op, tensors)
         if not reasons:
             return backend
@@ -165,6 +174,7 @@ def backends() -> list[BackendStatus]:
             ops=tuple(op for op in OPS if op in backend.ops),
             device_types=tuple(sorted(backend.device_types)),
             dtypes=tuple(sorted(_dtype_name(d) for d in backend.dtypes)),
+            auto_select=backend.auto_select,
         ))
     return rows
 

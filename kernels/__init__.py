@@ -1,0 +1,1 @@
+"""Compute kernels behind the sparse_tickets backends; no autograd in here."""

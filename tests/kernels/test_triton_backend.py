@@ -1,0 +1,54 @@
+"""How the triton backend is chosen: only when forced, on a GPU or in the CPU interpreter."""
+
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from sparse_tickets import ops
+from sparse_tickets.ops.triton_backend import TritonBackend
+
+
+def test_importing_the_package_does_not_import_triton():
+    code = "import sys, sparse_tickets; assert 'triton' not in sys.modules"
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_triton_is_ahead_of_reference():
+    names = ops.registered_names()
+    assert names.index("triton") < names.index("reference")
+
+
+def test_never_auto_selected_until_measured_on_a_gpu(monkeypatch):
+    monkeypatch.setenv("TRITON_INTERPRET", "1")
+    monkeypatch.delenv(ops.BACKEND_ENV_VAR, raising=False)
+    assert ops.get("triton").not_supported_reasons("masked_linear", [torch.ones(2)]) == []
+    assert ops.select("masked_linear", [torch.ones(2)]).name == "reference"
+    (row,) = [r for r in ops.backends() if r.name == "triton"]
+    assert "only when forced with SPARSE_TICKETS_BACKEND=triton" in str(row)
+
+
+def test_forcing_serves_cpu_in_the_interpreter(monkeypatch):
+    monkeypatch.setenv("TRITON_INTERPRET", "1")
+    monkeypatch.setenv(ops.BACKEND_ENV_VAR, "triton")
+    assert ops.select("masked_linear", [torch.ones(2)]).name == "triton"
+
+
+def test_forcing_fails_with_the_reasons(monkeypatch):
+    monkeypatch.setenv("TRITON_INTERPRET", "1")
+    monkeypatch.setenv(ops.BACKEND_ENV_VAR, "triton")
+    with pytest.raises(ops.BackendError, match="dtype float64 not supported"):
+        ops.select("masked_linear", [torch.ones(2, dtype=torch.float64)])
+    with pytest.raises(ops.BackendError, match="does not implement masked_conv2d"):
+        ops.select("masked_conv2d", [torch.ones(2)])
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="a CUDA GPU makes the backend available")
+def test_without_gpu_or_interpreter_the_backend_says_why(monkeypatch):
+    monkeypatch.delenv("TRITON_INTERPRET", raising=False)
+    backend = TritonBackend()
+    assert backend.unavailable_reason() == "no CUDA GPU and TRITON_INTERPRET is not set"
+    assert backend.device_types == frozenset({"cuda"})
+    (row,) = [r for r in ops.backends() if r.name == "triton"]
+    assert not row.available and row.device_types == ("cuda",)
