@@ -30,7 +30,7 @@ def interpreter_enabled() -> bool:
 
 class TritonBackend(Backend):
     name = "triton"
-    ops = frozenset({"masked_linear"})
+    ops = frozenset({"masked_linear", "masked_conv2d"})
     dtypes = frozenset({torch.float32, torch.float16, torch.bfloat16})
     auto_select = False  # until validated and measured on a GPU (see the module docstring)
 
@@ -54,6 +54,12 @@ class TritonBackend(Backend):
             return reasons
         if any(t.numel() > _MAX_NUMEL for t in tensors):
             reasons.append(f"a tensor has more than {_MAX_NUMEL} elements (32-bit offsets)")
+        # masked_conv2d passes (x, weight, mask, bias): fewer weight input channels than x has
+        # means groups > 1, which the im2col lowering does not cover.
+        if op == "masked_conv2d" and tensors[0].dim() == 4 and (
+                tensors[0].shape[1] != tensors[1].shape[1]):
+            reasons.append("grouped convolution (groups > 1) is not served; im2col covers "
+                           "groups == 1")
         return reasons
 
     def masked_linear_forward(self, x2d, weight, mask, bias):
@@ -70,12 +76,37 @@ class TritonBackend(Backend):
         grad_bias = grad_y.sum(0) if has_bias and needs_bias else None
         return grad_x, grad_weight, grad_bias
 
+    def masked_conv2d_forward(self, x, weight, mask, bias, stride, padding, dilation, groups):
+        # y = conv2d(x, W ⊙ M) + b, as im2col rows @ (W ⊙ M)^T on the matmul kernels
+        return _conv_kernels().masked_conv2d_forward(x, weight, mask, bias, stride, padding,
+                                                     dilation)
+
+    def masked_conv2d_backward(self, grad_y, x, weight, mask, has_bias, needs_grad, stride,
+                               padding, dilation, groups):
+        # dx = col2im(dy @ (W ⊙ M));  dW = (dy^T @ cols) ⊙ M;  db = sum dy
+        needs_x, needs_weight, needs_bias = needs_grad
+        conv = _conv_kernels()
+        geometry = (stride, padding, dilation)
+        grad_x = (conv.masked_conv2d_input_grad(grad_y, x.shape, weight, mask, *geometry)
+                  if needs_x else None)
+        grad_weight = (conv.masked_conv2d_weight_grad(grad_y, x, weight.shape, mask, *geometry)
+                       if needs_weight else None)
+        grad_bias = grad_y.sum((0, 2, 3)) if has_bias and needs_bias else None
+        return grad_x, grad_weight, grad_bias
+
 
 @functools.lru_cache(maxsize=None)
 def _importable(module: str) -> bool:
     # Cached: auto-selection asks on every call of every layer, and a search of sys.path for a
     # missing module is not free; what is installed does not change while the process runs.
     return importlib.util.find_spec(module) is not None
+
+
+def _conv_kernels():
+    """The conv lowering onto the matmul kernels, imported (with triton) on first use."""
+    _kernels()  # the same import, with its error message
+    from kernels.triton import masked_conv
+    return masked_conv
 
 
 def _kernels():

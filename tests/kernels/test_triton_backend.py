@@ -40,8 +40,8 @@ def test_forcing_fails_with_the_reasons(monkeypatch):
     monkeypatch.setenv(ops.BACKEND_ENV_VAR, "triton")
     with pytest.raises(ops.BackendError, match="dtype float64 not supported"):
         ops.select("masked_linear", [torch.ones(2, dtype=torch.float64)])
-    with pytest.raises(ops.BackendError, match="does not implement masked_conv2d"):
-        ops.select("masked_conv2d", [torch.ones(2)])
+    with pytest.raises(ops.BackendError, match="tensors are on several devices"):
+        ops.select("masked_linear", [torch.ones(2), torch.ones(2, device="meta")])
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="a CUDA GPU makes the backend available")
