@@ -30,7 +30,7 @@ def interpreter_enabled() -> bool:
 
 class TritonBackend(Backend):
     name = "triton"
-    ops = frozenset({"masked_linear", "masked_conv2d"})
+    ops = frozenset({"masked_linear", "masked_conv2d", "masked_sgd_step", "masked_adam_step"})
     dtypes = frozenset({torch.float32, torch.float16, torch.bfloat16})
     auto_select = False  # until validated and measured on a GPU (see the module docstring)
 
@@ -93,6 +93,18 @@ class TritonBackend(Backend):
                        if needs_weight else None)
         grad_bias = grad_y.sum((0, 2, 3)) if has_bias and needs_bias else None
         return grad_x, grad_weight, grad_bias
+
+    def masked_sgd_step(self, *args, **kwargs):
+        # The reference's signature (ops/reference/optim.py); one launch per parameter dtype.
+        _kernels()  # imports the kernels package, or fails saying how to get it
+        from kernels.triton import masked_optim
+        return masked_optim.masked_sgd_step(*args, **kwargs)
+
+    def masked_adam_step(self, *args, **kwargs):
+        # The reference's signature (ops/reference/optim.py); one launch per parameter dtype.
+        _kernels()  # imports the kernels package, or fails saying how to get it
+        from kernels.triton import masked_optim
+        return masked_optim.masked_adam_step(*args, **kwargs)
 
 
 @functools.lru_cache(maxsize=None)
