@@ -18,12 +18,11 @@ option). Launchers take bool or uint8 masks. No autograd here: see sparse_ticket
 
 from __future__ import annotations
 
-import os
-
 import torch
 import triton
 import triton.language as tl
 
+from .interpreter import interpreting
 from .occupancy import cached_block_occupancy
 
 # Tile of the weight gradient, fixed rather than tuned: the occupancy table is built per tile.
@@ -34,9 +33,6 @@ _WEIGHT_GRAD_BLOCK_GPU = (64, 64)
 _INPUT_PRECISION = "ieee"
 
 
-def _interpreting() -> bool:
-    return os.environ.get("TRITON_INTERPRET", "0").strip().lower() in ("1", "true", "yes", "on")
-
 
 def _matmul_configs() -> list:
     """Tiles to try for the forward and input-gradient kernels.
@@ -44,7 +40,7 @@ def _matmul_configs() -> list:
     Under the interpreter one small tile: autotuning there would time every config in Python
     for nothing (its timings mean nothing), and a 16 tile keeps boundary tests small.
     """
-    if _interpreting():
+    if interpreting():
         block = _INTERPRETER_BLOCK
         return [triton.Config({"BLOCK_M": block, "BLOCK_N": block, "BLOCK_K": block},
                               num_warps=1, num_stages=1)]
@@ -59,7 +55,7 @@ def _matmul_configs() -> list:
 
 def _weight_grad_configs() -> list:
     """Reduction tiles to try for the weight gradient (its output tile is fixed)."""
-    if _interpreting():
+    if interpreting():
         return [triton.Config({"BLOCK_M": _INTERPRETER_BLOCK}, num_warps=1, num_stages=1)]
     return [
         triton.Config({"BLOCK_M": 32}, num_warps=4, num_stages=4),
@@ -70,7 +66,7 @@ def _weight_grad_configs() -> list:
 
 def weight_grad_block() -> tuple:
     """The (rows, cols) output tile of the weight gradient: the granularity of tile skipping."""
-    if _interpreting():
+    if interpreting():
         return (_INTERPRETER_BLOCK, _INTERPRETER_BLOCK)
     return _WEIGHT_GRAD_BLOCK_GPU
 

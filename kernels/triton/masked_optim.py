@@ -23,12 +23,13 @@ parameter's (they are only read), state of another layout is refused.
 from __future__ import annotations
 
 import functools
-import os
 from typing import Optional, Sequence
 
 import torch
 import triton
 import triton.language as tl
+
+from .interpreter import interpreting
 
 # Elements per program. Small under the interpreter: every program is numpy work in Python, and
 # tests can cross chunk boundaries with tensors of a few hundred elements.
@@ -43,13 +44,10 @@ _HAS_MASK = 1
 _NEW_MOMENTUM_BUFFER = 2
 
 
-def _interpreting() -> bool:
-    return os.environ.get("TRITON_INTERPRET", "0").strip().lower() in ("1", "true", "yes", "on")
-
 
 def chunk_size() -> int:
     """Elements of one parameter that one program updates."""
-    return _INTERPRETER_BLOCK if _interpreting() else _GPU_BLOCK
+    return _INTERPRETER_BLOCK if interpreting() else _GPU_BLOCK
 
 
 @triton.jit
