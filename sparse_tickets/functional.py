@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from torch.autograd.function import once_differentiable
 
 from . import ops
+from .compact import CompactIndex
 
 IntPair = Union[int, tuple]
 
@@ -143,6 +144,149 @@ class MaskedConv2dFunction(torch.autograd.Function):
             grad_y, x, weight, mask, ctx.has_bias, (needs_x, needs_weight, needs_bias),
             *ctx.geometry)
         return grad_x, grad_weight, None, grad_bias, None, None, None, None
+
+
+def compact_linear(x: torch.Tensor, values: torch.Tensor, index: CompactIndex,
+                   bias: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """``x @ W^T + bias`` for the compact weight ``W`` (``values`` at ``index``'s kept entries).
+
+    The same result as :func:`masked_linear` on the dense weight ``index.to_dense(values)``,
+    at a cost that falls with the density on the compiled backends: the forward and the input
+    gradient are sparse-dense products over the index, and the gradient of ``values`` is
+    computed only at the kept entries. ``values`` is ``(nnz,)``; ``index`` is a
+    :class:`~sparse_tickets.compact.CompactIndex` of an ``(out_features, in_features)`` mask.
+    First derivatives only. Under ``torch.autocast`` the op runs in the autocast dtype.
+    """
+    x, values, bias = _autocast_inputs(x, values, bias)
+    _check_compact(values, index, bias, dims=2)
+    if x.dim() == 0 or x.shape[-1] != index.cols:
+        raise ValueError(f"input has shape {tuple(x.shape)}; expected (*, {index.cols}) to "
+                         f"match the compact weight {index.shape}")
+    _check_dtypes(x, values, bias)
+    with _autocast_off(x):
+        return CompactLinearFunction.apply(x, values, index, bias)
+
+
+def compact_conv2d(x: torch.Tensor, values: torch.Tensor, index: CompactIndex,
+                   bias: Optional[torch.Tensor] = None, stride: IntPair = 1,
+                   padding: Union[IntPair, str] = 0, dilation: IntPair = 1) -> torch.Tensor:
+    """``conv2d(x, W, bias, ...)`` for the compact weight ``W`` of shape ``(O, C, kH, kW)``.
+
+    Lowered to :func:`compact_linear` by im2col: the input is unfolded into its
+    ``(N * L, C * kH * kW)`` patches, multiplied by the compact ``(O, C * kH * kW)`` matrix, and
+    the input gradient folded back, so stride, padding (ints, "valid" or "same") and dilation
+    behave as in ``F.conv2d``. groups=1 only. The unfolded input costs ``kH * kW`` times the
+    input's memory; that is the price of sharing the linear kernels.
+    """
+    x, values, bias = _autocast_inputs(x, values, bias)
+    _check_compact(values, index, bias, dims=4)
+    stride, dilation = _pair(stride, "stride"), _pair(dilation, "dilation")
+    if min(stride) < 1 or min(dilation) < 1:
+        raise ValueError(f"stride and dilation must be positive; got stride={stride}, "
+                         f"dilation={dilation}")
+    if padding == "same" and stride != (1, 1):
+        raise ValueError(f"padding='same' needs stride 1; got stride={stride}")
+    unbatched = x.dim() == 3
+    if unbatched:
+        x = x.unsqueeze(0)
+    if x.dim() != 4 or x.shape[1] != index.shape[1]:
+        raise ValueError(f"input has shape {tuple(x.shape)}; expected (N, {index.shape[1]}, H, "
+                         f"W) for the compact weight {index.shape} (groups=1)")
+    _check_dtypes(x, values, bias)
+    x, padding = _resolve_padding(x, padding, index.shape[2:], dilation)
+    with _autocast_off(x):
+        y = CompactConv2dFunction.apply(x, values, index, bias, stride, padding, dilation)
+    return y.squeeze(0) if unbatched else y
+
+
+class CompactLinearFunction(torch.autograd.Function):
+    """Autograd for :func:`compact_linear`; the kernels live in the selected backend."""
+
+    @staticmethod
+    def forward(ctx, x, values, index, bias):
+        backend = ops.select("compact_linear", (x, values, bias))
+        x2d = x.reshape(math.prod(x.shape[:-1]), x.shape[-1])
+        y = backend.compact_linear_forward(x2d, index, values, bias)
+        ctx.backend, ctx.index, ctx.has_bias = backend, index, bias is not None
+        ctx.save_for_backward(x2d, values)
+        return y.reshape(*x.shape[:-1], index.rows)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_y):
+        x2d, values = ctx.saved_tensors
+        needs_x, needs_values, _, needs_bias = ctx.needs_input_grad
+        grad_x, grad_values, grad_bias = ctx.backend.compact_linear_backward(
+            grad_y.reshape(x2d.shape[0], ctx.index.rows), x2d, ctx.index, values, ctx.has_bias,
+            (needs_x, needs_values, needs_bias))
+        if grad_x is not None:
+            grad_x = grad_x.reshape(*grad_y.shape[:-1], ctx.index.cols)
+        return grad_x, grad_values, None, grad_bias
+
+
+class CompactConv2dFunction(torch.autograd.Function):
+    """Autograd for :func:`compact_conv2d`: im2col around the compact linear kernels."""
+
+    @staticmethod
+    def forward(ctx, x, values, index, bias, stride, padding, dilation):
+        backend = ops.select("compact_linear", (x, values, bias))
+        batch, _, height, width = x.shape
+        kernel = index.shape[2:]
+        out_h, out_w = (_conv_out_size(size, k, s, p, d) for size, k, s, p, d in zip(
+            (height, width), kernel, stride, padding, dilation))
+        # (N, C*kH*kW, L) -> (N*L, C*kH*kW): one row per output pixel.
+        patches = F.unfold(x, kernel, dilation=dilation, padding=padding, stride=stride)
+        patches = patches.transpose(1, 2).reshape(batch * out_h * out_w, index.cols)
+        y = backend.compact_linear_forward(patches, index, values, bias)
+        ctx.backend, ctx.index, ctx.has_bias = backend, index, bias is not None
+        ctx.geometry = ((height, width), kernel, stride, padding, dilation, (out_h, out_w))
+        ctx.save_for_backward(patches, values)
+        return y.reshape(batch, out_h * out_w, index.rows).transpose(1, 2).reshape(
+            batch, index.rows, out_h, out_w)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_y):
+        patches, values = ctx.saved_tensors
+        size, kernel, stride, padding, dilation, (out_h, out_w) = ctx.geometry
+        batch = grad_y.shape[0]
+        needs_x, needs_values, _, needs_bias = ctx.needs_input_grad[:4]
+        grad_rows = grad_y.reshape(batch, ctx.index.rows, out_h * out_w).transpose(1, 2)
+        grad_rows = grad_rows.reshape(batch * out_h * out_w, ctx.index.rows)
+        grad_patches, grad_values, grad_bias = ctx.backend.compact_linear_backward(
+            grad_rows, patches, ctx.index, values, ctx.has_bias,
+            (needs_x, needs_values, needs_bias))
+        grad_x = None
+        if grad_patches is not None:
+            grad_patches = grad_patches.reshape(batch, out_h * out_w, ctx.index.cols)
+            grad_x = F.fold(grad_patches.transpose(1, 2), size, kernel, dilation=dilation,
+                            padding=padding, stride=stride)
+        return grad_x, grad_values, None, grad_bias, None, None, None
+
+
+def _conv_out_size(size: int, kernel: int, stride: int, padding: int, dilation: int) -> int:
+    out = (size + 2 * padding - dilation * (kernel - 1) - 1) // stride + 1
+    if out < 1:
+        raise ValueError(f"the convolution's output would be empty: input size {size}, kernel "
+                         f"{kernel}, stride {stride}, padding {padding}, dilation {dilation}")
+    return out
+
+
+def _check_compact(values, index, bias, dims: int) -> None:
+    if not isinstance(index, CompactIndex):
+        raise TypeError(f"index must be a sparse_tickets.compact.CompactIndex; got "
+                        f"{type(index).__name__}")
+    if len(index.shape) != dims:
+        raise ValueError(f"the compact weight has shape {index.shape}; expected {dims} "
+                         f"dimensions")
+    if not isinstance(values, torch.Tensor):
+        raise TypeError(f"values must be a tensor; got {type(values).__name__}")
+    index.check_values(values)
+    if values.device != index.device:
+        raise ValueError(f"values are on {values.device}; expected the index's device "
+                         f"{index.device}")
+    if bias is not None and tuple(bias.shape) != (index.rows,):
+        raise ValueError(f"bias has shape {tuple(bias.shape)}; expected ({index.rows},)")
 
 
 def _autocast_inputs(x, weight, bias):

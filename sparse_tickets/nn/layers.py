@@ -3,6 +3,18 @@
 Where ``mask`` is False the weight is exactly 0.0, always: after ``set_mask``, after loading a
 state_dict, after ``reset_parameters``; the masked optimizers keep it so after every step, and
 the forward computes with ``weight ⊙ mask`` regardless, so a stray write cannot leak into outputs.
+
+Two execution modes (``layer.mode``), chosen at every mask change (:mod:`..compact.choice`):
+
+- ``"dense"``: the Parameter ``weight`` is the dense weight; the kernels apply the mask.
+- ``"compact"``: the Parameter is ``values``, the kept weights only (``weight[mask]``), with an
+  index of the mask in non-persistent buffers (``compact_*``), so forward, backward and the
+  optimizer step cost O(kept weights). ``layer.weight`` still reads as the dense weight
+  (rebuilt from ``values`` at each read, differentiably), and the state_dict holds ``weight``
+  exactly as in dense mode, so checkpoints, pruning, rewinding and export do not depend on the
+  mode. Writing into ``layer.weight`` in place does not reach ``values``: load a state_dict, or
+  ``set_mode("dense")`` first. Switching modes changes no value; a masked optimizer built on the
+  model follows the switch (see :mod:`sparse_tickets.optim`).
 """
 
 from __future__ import annotations
@@ -11,32 +23,126 @@ import torch
 from torch import nn
 
 from .. import functional
+from ..compact import CompactIndex, choice
+from ..compact.index import INDEX_FIELDS
 from .mask import validate_mask
+
+_INDEX_BUFFERS = tuple(f"compact_{field}" for field in INDEX_FIELDS)
 
 
 class MaskedLayer:
-    """What the two masked layers share: the ``mask`` buffer and the zero invariant."""
+    """What the two masked layers share: the ``mask`` buffer, the zero invariant and the two
+    execution modes (see the module)."""
 
-    weight: nn.Parameter
     mask: torch.Tensor
 
     def _init_mask(self) -> None:
         self.register_buffer("mask", torch.ones_like(self.weight, dtype=torch.bool))
+        # None: follow the global default (sparse_tickets.compact.set_default_mode).
+        self.requested_mode = None
         # Loading a state_dict may bring weights that are nonzero where the loaded mask is False.
-        self.register_load_state_dict_post_hook(_reapply_mask_after_load)
+        self.register_load_state_dict_post_hook(_after_load)
+
+    # The weight, in either mode.
+
+    @property
+    def weight(self) -> torch.Tensor:
+        """The dense weight: the Parameter in dense mode; in compact mode a tensor rebuilt from
+        ``values`` at each read (gradients flow into ``values``)."""
+        parameters = self.__dict__["_parameters"]
+        if "weight" in parameters:
+            return parameters["weight"]
+        if "values" in parameters:
+            return self.compact_index.to_dense(parameters["values"])
+        raise AttributeError("weight")  # during nn.Linear.__init__, before it is registered
+
+    @property
+    def trainable_weight(self) -> nn.Parameter:
+        """The Parameter an optimizer updates: ``weight`` (dense mode) or ``values`` (compact)."""
+        parameters = self._parameters
+        return parameters["weight"] if "weight" in parameters else parameters["values"]
+
+    @property
+    def mode(self) -> str:
+        """``"dense"`` or ``"compact"``: how the layer runs now."""
+        return "compact" if "values" in self._parameters else "dense"
+
+    @property
+    def compact_index(self) -> CompactIndex:
+        """The index of the mask (compact mode only)."""
+        if self.mode != "compact":
+            raise RuntimeError(f"{type(self).__name__} is in dense mode; it has no compact index")
+        return CompactIndex.from_tensors(
+            self.mask.shape, {field: self._buffers[name]
+                              for field, name in zip(INDEX_FIELDS, _INDEX_BUFFERS)})
+
+    # Masks and modes.
 
     @torch.no_grad()
     def set_mask(self, mask) -> None:
-        """Replace the mask (bool, or 0/1 values, of the weight's shape and device) and zero
-        the weights it prunes. The buffer is updated in place, so references to it stay valid."""
-        mask = validate_mask(mask, self.weight)
+        """Replace the mask (bool, or 0/1 values, of the weight's shape and device), zero the
+        weights it prunes, and choose the execution mode for it. The buffer is updated in place,
+        so references to it stay valid."""
+        mask = validate_mask(mask, self.mask)
+        if self.mode == "compact" and torch.equal(mask, self.mask):
+            self._choose_mode(mask_changed=False)
+            return
+        self._become_dense()
         self.mask.copy_(mask)
         self.apply_mask()
+        self._choose_mode(mask_changed=True)
+
+    def set_mode(self, mode) -> None:
+        """Run this layer ``"dense"``, ``"compact"``, or ``"auto"`` (chosen by density at each
+        mask change); None follows the global default. Takes effect now; changes no value."""
+        self.requested_mode = choice.check_mode(mode, allow_none=True)
+        with torch.no_grad():
+            self._choose_mode(mask_changed=True)
 
     @torch.no_grad()
     def apply_mask(self) -> None:
-        """Zero the weights the mask prunes (restores the invariant after an outside write)."""
-        self.weight.masked_fill_(~self.mask, 0.0)
+        """Zero the weights the mask prunes (restores the invariant after an outside write).
+        Compact mode holds only kept weights: nothing to zero."""
+        if self.mode == "dense":
+            self.weight.masked_fill_(~self.mask, 0.0)
+
+    def _choose_mode(self, mask_changed: bool) -> None:
+        target = choice.choose(self)
+        if target == self.mode and not (target == "compact" and mask_changed):
+            return
+        self._become_dense()
+        if target == "compact":
+            self._become_compact()
+
+    def _become_compact(self) -> None:
+        weight = self._parameters["weight"]
+        index = CompactIndex.from_mask(self.mask)
+        values = nn.Parameter(index.gather(weight.detach()), requires_grad=weight.requires_grad)
+        # Keep the Parameter object (switching back reuses it, so references stay valid) but
+        # not its storage: compact mode's memory is O(kept weights) too.
+        weight.data = weight.data.new_empty(0)
+        weight.grad = None
+        self.__dict__["_dense_weight"] = weight
+        _replace_parameter(self._parameters, "weight", "values", values)
+        for name, tensor in zip(_INDEX_BUFFERS, index.tensors().values()):
+            self.register_buffer(name, tensor, persistent=False)
+
+    def _become_dense(self) -> None:
+        if self.mode == "dense":
+            return
+        values = self._parameters["values"]
+        index = self.compact_index
+        weight = self.__dict__.pop("_dense_weight", None)
+        if weight is None:
+            weight = nn.Parameter(torch.empty(0, dtype=values.dtype, device=values.device))
+        weight.data = index.to_dense(values.detach())
+        weight.requires_grad_(values.requires_grad)
+        # An optimizer that knew ``values`` converts its state through the retired index.
+        self.__dict__["_retired_compact"] = (values, index)
+        _replace_parameter(self._parameters, "values", "weight", weight)
+        for name in _INDEX_BUFFERS:
+            del self._buffers[name]
+            self._non_persistent_buffers_set.discard(name)
 
     @property
     def density(self) -> float:
@@ -49,32 +155,72 @@ class MaskedLayer:
         return int(self.mask.sum().item())
 
     def reset_parameters(self) -> None:
+        if not hasattr(self, "mask"):  # while nn.Linear.__init__ runs
+            super().reset_parameters()
+            return
+        compact = self.mode == "compact"
+        with torch.no_grad():
+            self._become_dense()
         super().reset_parameters()
-        if hasattr(self, "mask"):  # absent while nn.Linear.__init__ runs
-            self.apply_mask()
+        self.apply_mask()
+        if compact:
+            with torch.no_grad():
+                self._choose_mode(mask_changed=True)
+
+    def _save_to_state_dict(self, destination, prefix, keep_vars):
+        if self.mode == "dense":
+            super()._save_to_state_dict(destination, prefix, keep_vars)
+            return
+        # The state_dict of a compact layer is the dense layer's: ``weight`` first, no values.
+        own = type(destination)()
+        super()._save_to_state_dict(own, prefix, keep_vars)
+        values = own.pop(prefix + "values")
+        weight = self.compact_index.to_dense(values if keep_vars else values.detach())
+        destination[prefix + "weight"] = weight
+        destination.update(own)
 
     def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys,
                               unexpected_keys, error_msgs):
-        key = prefix + "mask"
+        key, weight_key = prefix + "mask", prefix + "weight"
+        assign = local_metadata.get("assign_to_params_buffers", False)
+        mask_changed = False
         if key in state_dict:
             # With assign=True the incoming weight replaces ours (e.g. a model built on meta),
             # so the mask must match the incoming weight, not the one about to be dropped.
-            weight = self.weight
-            if local_metadata.get("assign_to_params_buffers") and prefix + "weight" in state_dict:
-                weight = state_dict[prefix + "weight"]
+            like = state_dict[weight_key] if assign and weight_key in state_dict else self.mask
             # A float or int mask would otherwise be cast to bool silently (0.5 -> True).
-            state_dict[key] = validate_mask(state_dict[key].to(weight.device), weight,
+            state_dict[key] = validate_mask(state_dict[key].to(like.device), like,
                                             name=f"state_dict[{key!r}]")
+            incoming_mask = state_dict[key]
+            mask_changed = (assign or incoming_mask.is_meta or self.mask.is_meta
+                            or incoming_mask.shape != self.mask.shape
+                            or not torch.equal(incoming_mask, self.mask))
+        if self.mode == "compact":
+            incoming = state_dict.get(weight_key)
+            if (not mask_changed and not assign and isinstance(incoming, torch.Tensor)
+                    and incoming.shape == self.mask.shape):
+                # Same mask: load into ``values`` in place, so the Parameter an optimizer holds
+                # stays the one the layer trains.
+                state_dict[prefix + "values"] = incoming.to(self.mask.device)[self.mask]
+                del state_dict[weight_key]
+            else:
+                with torch.no_grad():
+                    self._become_dense()
+                mask_changed = True
+        self.__dict__["_mode_pending"] = mask_changed
         super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys,
                                       unexpected_keys, error_msgs)
 
     def to_dense(self) -> nn.Module:
         """The plain torch layer (``nn.Linear`` / ``nn.Conv2d``) holding this layer's zeroed
-        weight and its bias, the same Parameter objects, e.g. for export."""
+        weight and its bias, e.g. for export: the same Parameter objects in dense mode; in
+        compact mode a new weight Parameter rebuilt from ``values``."""
         with torch.no_grad():
             self.apply_mask()
         dense = self._dense_like()
-        dense.weight = self.weight
+        dense.weight = (self.weight if self.mode == "dense"
+                        else nn.Parameter(self.weight.detach(),
+                                          requires_grad=self.trainable_weight.requires_grad))
         dense.bias = self.bias
         return dense.train(self.training)
 
@@ -91,15 +237,30 @@ class MaskedLayer:
         self.mask = (mask.clone() if mask is not None
                      else torch.ones_like(dense.weight, dtype=torch.bool))
         self.apply_mask()
+        with torch.no_grad():
+            self._choose_mode(mask_changed=True)
 
     def extra_repr(self) -> str:
         if self.mask.is_meta:  # no values to count
             return super().extra_repr()
-        return f"{super().extra_repr()}, density={self.density:.4f}"
+        mode = ", mode=compact" if self.mode == "compact" else ""
+        return f"{super().extra_repr()}, density={self.density:.4f}{mode}"
 
 
-def _reapply_mask_after_load(module: MaskedLayer, incompatible_keys) -> None:
+def _after_load(module: MaskedLayer, incompatible_keys) -> None:
     module.apply_mask()
+    if module.__dict__.pop("_mode_pending", False):
+        with torch.no_grad():
+            module._choose_mode(mask_changed=True)
+
+
+def _replace_parameter(parameters: dict, old: str, new: str, parameter: nn.Parameter) -> None:
+    """Put ``parameter`` under ``new`` where ``old`` was, keeping the order (weight, then
+    bias), in the same dict object."""
+    items = [(new, parameter) if name == old else (name, value)
+             for name, value in parameters.items()]
+    parameters.clear()
+    parameters.update(items)
 
 
 class MaskedLinear(MaskedLayer, nn.Linear):
@@ -111,11 +272,14 @@ class MaskedLinear(MaskedLayer, nn.Linear):
         self._init_mask()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.mode == "compact":
+            return functional.compact_linear(x, self._parameters["values"], self.compact_index,
+                                             self.bias)
         return functional.masked_linear(x, self.weight, self.mask, self.bias)
 
     def _dense_like(self) -> nn.Linear:
         return nn.Linear(self.in_features, self.out_features, bias=self.bias is not None,
-                         device="meta", dtype=self.weight.dtype)
+                         device="meta", dtype=self.trainable_weight.dtype)
 
     @classmethod
     def from_dense(cls, module: nn.Linear) -> "MaskedLinear":
@@ -140,6 +304,20 @@ class MaskedConv2d(MaskedLayer, nn.Conv2d):
                          device=device, dtype=dtype)
         self._init_mask()
 
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.mode == "compact":
+            return self._compact_forward(x)
+        return self._conv_forward(x, self.weight, self.bias)
+
+    def _compact_forward(self, x: torch.Tensor) -> torch.Tensor:
+        values, padding = self._parameters["values"], self.padding
+        if self.padding_mode != "zeros":
+            x = torch.nn.functional.pad(x, self._reversed_padding_repeated_twice,
+                                        mode=self.padding_mode)
+            padding = 0
+        return functional.compact_conv2d(x, values, self.compact_index, self.bias, self.stride,
+                                         padding, self.dilation)
+
     def _conv_forward(self, x: torch.Tensor, weight: torch.Tensor, bias):
         if self.padding_mode != "zeros":
             # As nn.Conv2d does: pad by the mode first, then convolve without padding.
@@ -154,7 +332,7 @@ class MaskedConv2d(MaskedLayer, nn.Conv2d):
         return nn.Conv2d(self.in_channels, self.out_channels, self.kernel_size,
                          stride=self.stride, padding=self.padding, dilation=self.dilation,
                          groups=self.groups, bias=self.bias is not None,
-                         padding_mode=self.padding_mode, device="meta", dtype=self.weight.dtype)
+                         padding_mode=self.padding_mode, device="meta", dtype=self.trainable_weight.dtype)
 
     @classmethod
     def from_dense(cls, module: nn.Conv2d) -> "MaskedConv2d":

@@ -22,6 +22,7 @@ BACKEND_ENV_VAR = "SPARSE_TICKETS_BACKEND"
 OPS = (
     "masked_linear",
     "masked_conv2d",
+    "compact_linear",
     "masked_sgd_step",
     "masked_adam_step",
 )

@@ -56,10 +56,25 @@ class MaskedOptimizer(torch.optim.Optimizer, metaclass=ABCMeta):
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
+        self._follow_mode_switches()
         for group in self.param_groups:
             for params in self._params_with_grad(group):
                 self._step_params(group, params)
         return loss
+
+    def _follow_mode_switches(self) -> None:
+        """Put each switched layer's new trainable Parameter in its old one's place, with its
+        state converted (a dense state tensor gathered at the kept entries, a compact one
+        scattered through the index it was built for), so a mode switch changes no number."""
+        for old, layer in self._masks.switched():
+            new = layer.trainable_weight
+            state = self.state.pop(old, None)
+            if state:
+                self.state[new] = {key: _convert_state(value, old, layer, key, self._describe(old))
+                                   for key, value in state.items()}
+            for group in self.param_groups:
+                group["params"] = [new if param is old else param for param in group["params"]]
+            self._masks.rebind(old, new)
 
     @abstractmethod
     def _step_params(self, group: dict, params: list[torch.Tensor]) -> None:
@@ -96,3 +111,19 @@ class MaskedOptimizer(torch.optim.Optimizer, metaclass=ABCMeta):
                 if candidate is param:
                     return f"param_groups[{g}]['params'][{k}]"
         return f"a parameter of shape {tuple(param.shape)}"
+
+
+def _convert_state(value, old: torch.Tensor, layer, key: str, name: str):
+    """``value`` (state of ``old``) for ``layer``'s current trainable weight."""
+    if not isinstance(value, torch.Tensor) or value.dim() == 0:
+        return value  # step counters, None buffers
+    if value.shape == layer.mask.shape:  # a dense-mode state tensor
+        dense = value
+    else:
+        retired = layer.__dict__.get("_retired_compact")
+        if retired is None or retired[0] is not old:
+            raise RuntimeError(f"state {key!r} of {name} belongs to a compact layout the layer "
+                               f"has since left twice; step the optimizer between mode "
+                               f"switches, or build a new optimizer")
+        dense = retired[1].to_dense(value)
+    return dense if layer.mode == "dense" else layer.compact_index.gather(dense)

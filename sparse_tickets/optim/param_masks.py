@@ -2,7 +2,9 @@
 
 Two sources. A model: the weight of each masked layer is masked by that layer's ``mask``
 buffer, read at every step, so ``set_mask``, a new buffer after ``model.to(device)``, or a
-loaded state_dict need no new optimizer. A mapping ``{Parameter: bool tensor}``: static masks
+loaded state_dict need no new optimizer. A layer in compact mode trains ``values`` (its kept
+weights only), which need no mask; when a layer switches mode, the optimizer follows it
+(:meth:`ParamMasks.switched`). A mapping ``{Parameter: bool tensor}``: static masks
 that the caller keeps up to date in place, for plain layers; the step zeroes their pruned
 weights, but before the first step (and after changing a mask) zeroing them is the caller's
 job, since a plain layer's forward uses whatever they hold. Every other parameter has no mask.
@@ -33,6 +35,20 @@ class ParamMasks:
         # param -> qualified name in the model; empty for a mapping, whose keys have no names
         self._names = names
 
+    def switched(self) -> list:
+        """``(old, layer)`` for each masked layer whose trainable Parameter is no longer the one
+        the optimizer holds: it switched between dense and compact mode since the last step."""
+        return [(param, source) for param, source in self._sources.items()
+                if isinstance(source, MaskedLayer) and source.trainable_weight is not param]
+
+    def rebind(self, old: torch.Tensor, new: torch.Tensor) -> None:
+        """Follow a switch: ``new`` takes ``old``'s place and name."""
+        self._sources[new] = self._sources.pop(old)
+        name = self._names.pop(old, None)
+        if name is not None:
+            prefix, attribute = name.rpartition(".")[0], new_name(self._sources[new])
+            self._names[new] = f"{prefix}.{attribute}" if prefix else attribute
+
     def mask_of(self, param: torch.Tensor,
                 describe: Callable[[torch.Tensor], str]) -> Optional[torch.Tensor]:
         """``param``'s current mask (None when it has none), checked against ``param``;
@@ -40,7 +56,12 @@ class ParamMasks:
         source = self._sources.get(param)
         if source is None:
             return None
-        mask = source.mask if isinstance(source, MaskedLayer) else source
+        if isinstance(source, MaskedLayer):
+            if source.mode == "compact":
+                return None  # ``values``: every entry is a kept weight
+            mask = source.mask
+        else:
+            mask = source
         # Once per parameter per step: the cheap test first, the message only on failure.
         if not (isinstance(mask, torch.Tensor) and mask.dtype == torch.bool
                 and mask.shape == param.shape and mask.device == param.device):
@@ -83,7 +104,7 @@ def check_mask(mask, param: torch.Tensor, name: str) -> None:
 def _from_model(model: nn.Module, params: list[torch.Tensor]) -> ParamMasks:
     sources, owners = {}, {}
     for layer_name, layer in masked_layers(model):
-        weight = layer.weight
+        weight = layer.trainable_weight
         if weight in sources:
             raise ValueError(f"masks: {owners[weight]}.weight and {layer_name}.weight are one "
                              f"Parameter in two masked layers; a weight can have only one mask")
@@ -118,6 +139,11 @@ def _from_mapping(masks: Mapping, param_groups: list[dict]) -> ParamMasks:
         check_mask(mask, param, positions[param])
         sources[param] = mask
     return ParamMasks(sources, {})
+
+
+def new_name(layer: MaskedLayer) -> str:
+    """The attribute name of ``layer``'s trainable weight in its mode."""
+    return "weight" if layer.mode == "dense" else "values"
 
 
 def _params_of(param_groups: Iterable[dict]) -> list[torch.Tensor]:

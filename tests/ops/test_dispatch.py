@@ -82,7 +82,7 @@ def test_forced_backend_that_cannot_serve_lists_its_reasons(two_backends, monkey
 def test_forcing_an_unknown_backend_names_the_known_ones(monkeypatch):
     monkeypatch.setenv(ops.BACKEND_ENV_VAR, "cutlass")
     with pytest.raises(ops.BackendError, match="unknown backend 'cutlass'; expected one of "
-                                               "reference"):
+                                               "cpu, cuda, reference, triton"):
         ops.select("masked_linear", [torch.ones(1)])
 
 

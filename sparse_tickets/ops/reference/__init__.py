@@ -5,12 +5,13 @@ from __future__ import annotations
 import torch
 
 from ..dispatch import Backend
-from . import conv, linear, optim
+from . import compact, conv, linear, optim
 
 
 class ReferenceBackend(Backend):
     name = "reference"
-    ops = frozenset({"masked_linear", "masked_conv2d", "masked_sgd_step", "masked_adam_step"})
+    ops = frozenset({"masked_linear", "masked_conv2d", "compact_linear", "masked_sgd_step",
+                     "masked_adam_step"})
     # Whatever device torch itself runs on: the reference is the fallback everywhere.
     device_types = frozenset({"cpu", "cuda", "mps", "xpu", "meta"})
     dtypes = frozenset({torch.float64, torch.float32, torch.float16, torch.bfloat16})
@@ -19,5 +20,7 @@ class ReferenceBackend(Backend):
     masked_linear_backward = staticmethod(linear.masked_linear_backward)
     masked_conv2d_forward = staticmethod(conv.masked_conv2d_forward)
     masked_conv2d_backward = staticmethod(conv.masked_conv2d_backward)
+    compact_linear_forward = staticmethod(compact.compact_linear_forward)
+    compact_linear_backward = staticmethod(compact.compact_linear_backward)
     masked_sgd_step = staticmethod(optim.masked_sgd_step)
     masked_adam_step = staticmethod(optim.masked_adam_step)

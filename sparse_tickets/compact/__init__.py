@@ -1,0 +1,9 @@
+"""The compact sparse mode: a masked weight held as its nonzeros plus an index of the mask.
+
+:class:`CompactIndex` is the index (built once per mask change); :mod:`.choice` decides, at
+each mask change, whether a layer runs compact or dense-masked.
+"""
+
+from .index import CompactIndex
+
+__all__ = ["CompactIndex"]

@@ -1,0 +1,109 @@
+"""Which execution mode a masked layer runs in, chosen at each mask change.
+
+A layer's ``requested_mode`` (``layer.set_mode``) wins; None follows the global default,
+:func:`set_default_mode`, else the environment variable ``SPARSE_TICKETS_MODE``, else
+``"auto"``. ``"dense"`` and ``"compact"`` are obeyed (compact is refused, in one line, where it
+cannot be computed: a grouped convolution). ``"auto"`` picks compact when
+
+- a compiled backend (``cpu`` / ``cuda``) serves the compact linear for the layer's device and
+  dtype (the reference would rebuild the dense weight at every call: never faster), and
+- the layer's density is at most the threshold for its device type: ``COMPACT_BELOW``, measured
+  with the benchmark suite (``benchmarks/results/``) as the density below which a compact
+  training step (forward, both gradients, optimizer) beats the dense-masked one on real
+  layer shapes; ``SPARSE_TICKETS_COMPACT_BELOW`` overrides it.
+
+The choice is made once per mask change, never per call, so a level trains in one mode from
+its first step to its last.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Optional
+
+import torch
+
+MODES = ("auto", "dense", "compact")
+MODE_ENV_VAR = "SPARSE_TICKETS_MODE"
+THRESHOLD_ENV_VAR = "SPARSE_TICKETS_COMPACT_BELOW"
+
+# Density at or below which "auto" runs a layer compact, by device type. The CPU value is
+# measured (benchmarks/results/cpu-*/): the step-time crossover of the LeNet-300-100 and
+# 4096x4096 layers on 2 threads. CUDA has no measurement yet; its value is conservative.
+COMPACT_BELOW = {"cpu": 0.30, "cuda": 0.05}
+
+_default_mode: Optional[str] = None
+
+
+def check_mode(mode, allow_none: bool = False) -> Optional[str]:
+    if mode is None and allow_none:
+        return None
+    if mode not in MODES:
+        expected = ", ".join(MODES) + (" or None" if allow_none else "")
+        raise ValueError(f"mode {mode!r} is not one of {expected}")
+    return mode
+
+
+def set_default_mode(mode: Optional[str]) -> None:
+    """The mode of every layer whose own ``requested_mode`` is None, from its next mask change
+    (None: back to ``SPARSE_TICKETS_MODE`` or ``"auto"``)."""
+    global _default_mode
+    _default_mode = check_mode(mode, allow_none=True)
+
+
+def default_mode() -> str:
+    if _default_mode is not None:
+        return _default_mode
+    raw = os.environ.get(MODE_ENV_VAR, "").strip().lower() or "auto"
+    if raw not in MODES:
+        raise ValueError(f"{MODE_ENV_VAR}={raw!r}; expected one of {', '.join(MODES)}")
+    return raw
+
+
+def threshold(device_type: str) -> float:
+    """The density at or below which "auto" picks compact on ``device_type``."""
+    raw = os.environ.get(THRESHOLD_ENV_VAR, "").strip()
+    if raw:
+        try:
+            value = float(raw)
+        except ValueError:
+            value = -1.0
+        if not 0.0 <= value <= 1.0:
+            raise ValueError(f"{THRESHOLD_ENV_VAR}={raw!r}; expected a density in [0, 1]")
+        return value
+    return COMPACT_BELOW.get(device_type, 0.0)
+
+
+def compact_unsupported_reason(layer) -> Optional[str]:
+    """Why ``layer`` cannot run compact at all (None when it can)."""
+    if getattr(layer, "groups", 1) != 1:
+        return f"a grouped convolution (groups={layer.groups}) has no compact form"
+    if layer.mask.is_meta:
+        return "the layer is on the meta device"
+    return None
+
+
+def choose(layer) -> str:
+    """``"dense"`` or ``"compact"`` for ``layer`` with its current mask (see the module)."""
+    mode = layer.requested_mode or default_mode()
+    if mode == "dense":
+        return "dense"
+    unsupported = compact_unsupported_reason(layer)
+    if mode == "compact":
+        if unsupported is not None:
+            raise ValueError(f"{type(layer).__name__} cannot run in compact mode: {unsupported}")
+        return "compact"
+    if unsupported is not None or not _compiled_backend_serves(layer):
+        return "dense"
+    return "compact" if layer.density <= threshold(layer.mask.device.type) else "dense"
+
+
+def _compiled_backend_serves(layer) -> bool:
+    from .. import ops  # late: ops imports the functional layer, which imports this package
+
+    weight = layer.trainable_weight
+    try:
+        backend = ops.select("compact_linear", [weight])
+    except ops.BackendError:
+        return False
+    return backend.name != "reference"

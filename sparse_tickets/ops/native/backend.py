@@ -1,0 +1,104 @@
+"""The ``cpu`` and ``cuda`` backends: the compact linear and the fused optimizer steps as the
+compiled torch ops of :mod:`.library`.
+
+The compact linear is what makes a sparse level cheap: its forward and input gradient are SpMMs
+over the mask's CSR index and its transpose, and the weight gradient an SDDMM at the nonzeros,
+so each costs O(nnz * batch) instead of O(out * in * batch). The optimizer steps are one fused
+pass per tensor (the reference makes about ten), with a mask for dense-masked weights and
+without one for compact values.
+
+The backend for a device is available once its extension has built and loaded (on first use;
+see :mod:`.extension`); until then, or without a compiler, the reference serves and
+``sparse_tickets.backends()`` says why.
+"""
+
+from __future__ import annotations
+
+from typing import Optional, Sequence
+
+import torch
+
+from ..dispatch import Backend
+from . import extension
+
+
+class NativeBackend(Backend):
+    ops = frozenset({"compact_linear", "masked_sgd_step", "masked_adam_step"})
+
+    def __init__(self, spec: extension.ExtensionSpec, dtypes: frozenset) -> None:
+        self.spec = spec
+        self.name = spec.kind
+        self.device_types = frozenset({spec.kind})
+        self.dtypes = dtypes
+
+    def unavailable_reason(self) -> Optional[str]:
+        if self.spec.kind == "cuda" and not torch.cuda.is_available():
+            return "no CUDA GPU"
+        return extension.unavailable_reason(self.spec)
+
+    def not_supported_reasons(self, op: str, tensors: Sequence[torch.Tensor]) -> list[str]:
+        # A call this backend could never serve (another op or device) must not build the
+        # extension just to be refused: those reasons come first.
+        if op not in self.ops:
+            return [f"does not implement {op}"]
+        if any(t.device.type not in self.device_types for t in tensors):
+            types = sorted({t.device.type for t in tensors} - self.device_types)
+            return [f"device type {', '.join(types)} not supported (supports {self.spec.kind})"]
+        reasons = super().not_supported_reasons(op, tensors)
+        if not reasons and op in ("masked_sgd_step", "masked_adam_step") and any(
+                not t.is_contiguous() for t in tensors):
+            reasons.append("a parameter, gradient or state tensor is not contiguous")
+        return reasons
+
+    # The compact linear: x is (N, C), values (nnz,), y is (N, R).
+
+    @staticmethod
+    def compact_linear_forward(x, index, values, bias):
+        return torch.ops.sparse_tickets.spmm(x, index.row_ptr, index.col_idx, values, None, bias)
+
+    @staticmethod
+    def compact_linear_backward(grad_y, x, index, values, has_bias: bool, needs_grad: tuple):
+        needs_x, needs_values, needs_bias = needs_grad
+        grad_y = grad_y.contiguous()
+        grad_x = (torch.ops.sparse_tickets.spmm(grad_y, index.t_row_ptr, index.t_col_idx, values,
+                                                 index.t_value_index, None)
+                  if needs_x else None)
+        grad_values = (torch.ops.sparse_tickets.sddmm(grad_y, x, index.row_ptr, index.col_idx)
+                       if needs_values else None)
+        grad_bias = grad_y.sum(0) if has_bias and needs_bias else None
+        return grad_x, grad_values, grad_bias
+
+    # The fused optimizer steps (the arithmetic of ops/reference/optim.py, one pass each).
+
+    @staticmethod
+    def masked_sgd_step(params, grads, masks, momentum_buffer_list, *, weight_decay: float,
+                        momentum: float, lr: float, dampening: float, nesterov: bool,
+                        maximize: bool) -> None:
+        for i, param in enumerate(params):
+            buffer = momentum_buffer_list[i]
+            first_step = momentum != 0 and buffer is None
+            if first_step:
+                buffer = torch.empty_like(param)
+                momentum_buffer_list[i] = buffer
+            elif buffer is None:
+                buffer = param.new_empty(0)
+            torch.ops.sparse_tickets.sgd_step_(
+                param, grads[i], buffer, masks[i], lr, weight_decay, momentum, dampening,
+                nesterov, maximize, first_step)
+
+    @staticmethod
+    def masked_adam_step(params, grads, masks, exp_avgs, exp_avg_sqs, max_exp_avg_sqs,
+                         state_steps, *, amsgrad: bool, beta1: float, beta2: float, lr: float,
+                         weight_decay: float, eps: float, maximize: bool,
+                         decoupled_weight_decay: bool) -> None:
+        for i, param in enumerate(params):
+            state_steps[i] += 1
+            max_exp_avg_sq = max_exp_avg_sqs[i] if amsgrad else param.new_empty(0)
+            torch.ops.sparse_tickets.adam_step_(
+                param, grads[i], exp_avgs[i], exp_avg_sqs[i], max_exp_avg_sq, masks[i], lr,
+                beta1, beta2, eps, weight_decay, state_steps[i].item(), amsgrad, maximize,
+                decoupled_weight_decay)
+
+
+cpu_backend = NativeBackend(extension.CPU, frozenset({torch.float32, torch.float64}))
+cuda_backend = NativeBackend(extension.CUDA, frozenset({torch.float32}))

@@ -1,0 +1,35 @@
+"""The compact linear in plain torch: the numbers the compiled kernels are tested against.
+
+It rebuilds the dense weight from the values, so it costs what the dense op costs; it exists
+to define the results (and to serve devices the compiled extensions do not), not to be fast.
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+
+from ...compact import CompactIndex
+
+
+def compact_linear_forward(x: torch.Tensor, index: CompactIndex, values: torch.Tensor,
+                           bias: Optional[torch.Tensor]) -> torch.Tensor:
+    # y = x W^T + b, W the (R, C) matrix holding ``values`` at the mask's kept entries
+    return F.linear(x, _matrix(index, values), bias)
+
+
+def compact_linear_backward(grad_y: torch.Tensor, x: torch.Tensor, index: CompactIndex,
+                            values: torch.Tensor, has_bias: bool, needs_grad: tuple):
+    # dx = dy W;  dvalues = (dy^T x) at the kept entries;  db = sum_n dy
+    needs_x, needs_values, needs_bias = needs_grad
+    grad_x = grad_y @ _matrix(index, values) if needs_x else None
+    grad_values = (index.gather((grad_y.t() @ x).reshape(index.shape)) if needs_values
+                   else None)
+    grad_bias = grad_y.sum(0) if has_bias and needs_bias else None
+    return grad_x, grad_values, grad_bias
+
+
+def _matrix(index: CompactIndex, values: torch.Tensor) -> torch.Tensor:
+    return index.to_dense(values).reshape(index.rows, index.cols)
