@@ -20,6 +20,7 @@ from typing import Optional, Sequence
 import torch
 
 from . import __version__, data, files, models, ops
+from .compact.choice import MODES, default_mode_set_to
 from .hparams import Hparams, HparamsError, validate
 from .presets import DEFAULT_PRESET, PRESETS, preset_for
 from .runs import BRANCHES
@@ -85,6 +86,13 @@ def _run_train(args) -> int:
 
 
 def _execute(args, hp: Hparams, initial_masks=None) -> int:
+    # --mode is not a hyperparameter: the modes compute the same numbers (up to rounding),
+    # so a run may change mode between resumes and keeps its directory.
+    with default_mode_set_to(args.mode):
+        return _execute_in_mode(args, hp, initial_masks)
+
+
+def _execute_in_mode(args, hp: Hparams, initial_masks) -> int:
     from .lottery import LotteryRun
     from .runs import MAIN
 
@@ -207,6 +215,19 @@ def _run_export(args) -> int:
     return 0
 
 
+def _run_build(args) -> int:
+    from .ops.native import extension
+    failed = False
+    for spec in (extension.CPU, extension.CUDA):
+        reason = extension.unavailable_reason(spec)
+        print(f"{spec.kind} extension: " + ("built" if reason is None else reason))
+        failed |= reason is not None and spec is extension.CPU
+    print("backends:")
+    for row in ops.backends():
+        print(f"  {row}")
+    return 1 if failed else 0
+
+
 def _run_list(args) -> int:
     print("models:")
     for name in models.names():
@@ -265,6 +286,9 @@ def _add_run_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--checkpoint-every", type=_positive, default=500, metavar="N",
                        help="checkpoint every N iterations, so a kill loses at most N "
                             "(default: 500)")
+    group.add_argument("--mode", choices=MODES, help="how masked layers run: compact (kept "
+                       "weights only, cost falls with density), dense (dense weight and mask) "
+                       "or auto (by density at each mask change; the default)")
     group.add_argument("--quiet", action="store_true", help="log lines instead of progress bars")
     group.add_argument("--no-report", dest="report", action="store_false",
                        help="do not write the report at the end")
@@ -336,6 +360,12 @@ def _build_parser() -> argparse.ArgumentParser:
     export.add_argument("--output", help="file to write (default: "
                                          "RUN_DIR/ticket_<branch>_level_<L>.safetensors)")
     export.set_defaults(handler=_run_export)
+
+    build = commands.add_parser(
+        "build", help="build the compiled kernels now, instead of on first use",
+        description="Build (or find cached) the C++ extension, and the CUDA extension where "
+                    "nvcc and a CUDA build of torch exist; then list the backends.")
+    build.set_defaults(handler=_run_build)
 
     listing = commands.add_parser("list", help="models, datasets, presets and backends",
                                   description="List what can be named on the command line.")

@@ -18,6 +18,7 @@ its first step to its last.
 
 from __future__ import annotations
 
+import contextlib
 import os
 from typing import Optional
 
@@ -49,6 +50,18 @@ def set_default_mode(mode: Optional[str]) -> None:
     (None: back to ``SPARSE_TICKETS_MODE`` or ``"auto"``)."""
     global _default_mode
     _default_mode = check_mode(mode, allow_none=True)
+
+
+@contextlib.contextmanager
+def default_mode_set_to(mode: Optional[str]):
+    """:func:`set_default_mode` for the duration of a ``with`` block, then back."""
+    global _default_mode
+    previous = _default_mode
+    set_default_mode(mode)
+    try:
+        yield
+    finally:
+        _default_mode = previous
 
 
 def default_mode() -> str:

@@ -95,9 +95,14 @@ class MaskedLayer:
     def set_mode(self, mode) -> None:
         """Run this layer ``"dense"``, ``"compact"``, or ``"auto"`` (chosen by density at each
         mask change); None follows the global default. Takes effect now; changes no value."""
-        self.requested_mode = choice.check_mode(mode, allow_none=True)
-        with torch.no_grad():
-            self._choose_mode(mask_changed=True)
+        previous, self.requested_mode = self.requested_mode, choice.check_mode(mode,
+                                                                                allow_none=True)
+        try:
+            with torch.no_grad():
+                self._choose_mode(mask_changed=True)
+        except ValueError:
+            self.requested_mode = previous  # a refused mode leaves the layer as it was
+            raise
 
     @torch.no_grad()
     def apply_mask(self) -> None:

@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from sparse_tickets import files
+from sparse_tickets.files import read_tensors
 from sparse_tickets.cli import main
 from sparse_tickets.pruning import Masks
 from sparse_tickets.runs import Run
@@ -177,3 +178,39 @@ def test_imp_on_synthetic_cifar_shaped_data(tmp_path):
     assert conv["density"] == pytest.approx(0.9, abs=0.001)  # conv layers at 10% per level
     assert sorted(run.finished_levels("reinit")) == [1, 2]
     assert (run_directory / "report" / "report.md").is_file()
+
+
+def test_a_compact_imp_run_equals_the_dense_run(tmp_path, monkeypatch):
+    """The whole short IMP in compact mode: the same masks at every level, the same weights and
+    metrics within float tolerance, as the dense-masked run."""
+    from sparse_tickets import functional
+    calls = {"compact": 0}
+    compact_linear = functional.compact_linear
+
+    def counting(*args, **kwargs):
+        calls["compact"] += 1
+        return compact_linear(*args, **kwargs)
+
+    monkeypatch.setattr(functional, "compact_linear", counting)
+    arguments = ["imp", *SHORT, "--controls", "none", "--no-report", "--iterations", "40"]
+    for mode in ("dense", "compact"):
+        assert main([*arguments, "--mode", mode, "--runs-dir", str(tmp_path / mode)]) == 0
+        assert (calls["compact"] > 0) == (mode == "compact")
+    (dense,) = (tmp_path / "dense").iterdir()
+    (compact,) = (tmp_path / "compact").iterdir()
+    assert dense.name == compact.name  # the mode is not part of the run's identity
+    dense_run, compact_run = Run.open(dense), Run.open(compact)
+    for level in (0, 1, 2):
+        ours, theirs = compact_run.level("main", level), dense_run.level("main", level)
+        ours_masks, theirs_masks = read_tensors(ours.masks), read_tensors(theirs.masks)
+        assert ours_masks.keys() == theirs_masks.keys()
+        for name in ours_masks:
+            assert torch.equal(ours_masks[name], theirs_masks[name]), (level, name)
+        ours_trained, theirs_trained = read_tensors(ours.trained), read_tensors(theirs.trained)
+        for name in ours_trained:
+            assert torch.allclose(ours_trained[name], theirs_trained[name], atol=1e-4), name
+        ours_metrics = compact_run.finished_levels("main")[level]
+        theirs_metrics = dense_run.finished_levels("main")[level]
+        assert ours_metrics["density"] == theirs_metrics["density"]
+        assert abs(ours_metrics["final_test_accuracy"]
+                   - theirs_metrics["final_test_accuracy"]) <= 0.01

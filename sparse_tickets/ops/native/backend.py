@@ -101,4 +101,5 @@ class NativeBackend(Backend):
 
 
 cpu_backend = NativeBackend(extension.CPU, frozenset({torch.float32, torch.float64}))
-cuda_backend = NativeBackend(extension.CUDA, frozenset({torch.float32}))
+cuda_backend = NativeBackend(extension.CUDA, frozenset({torch.float64, torch.float32,
+                                                      torch.float16, torch.bfloat16}))

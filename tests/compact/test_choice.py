@@ -1,0 +1,88 @@
+"""The mode a masked layer runs in: requested per layer, by default, or chosen by density."""
+
+import pytest
+import torch
+
+from sparse_tickets import MaskedConv2d, MaskedLinear
+from sparse_tickets.compact import choice
+from sparse_tickets.ops.native import extension
+
+
+@pytest.fixture(autouse=True)
+def _no_global_default(monkeypatch):
+    monkeypatch.delenv(choice.MODE_ENV_VAR, raising=False)
+    monkeypatch.delenv(choice.THRESHOLD_ENV_VAR, raising=False)
+    yield
+    choice.set_default_mode(None)
+
+
+def _layer_at(density):
+    layer = MaskedLinear(40, 50)
+    mask = torch.zeros(50 * 40, dtype=torch.bool)
+    mask[torch.randperm(mask.numel())[:round(density * mask.numel())]] = True
+    layer.set_mask(mask.reshape(50, 40))
+    return layer
+
+
+def _compiled_cpu_backend():
+    reason = extension.unavailable_reason(extension.CPU)
+    if reason is not None:
+        pytest.skip(f"the cpu extension is unavailable: {reason}")
+
+
+def test_a_requested_mode_is_obeyed_at_any_density():
+    layer = _layer_at(0.9)
+    layer.set_mode("compact")
+    assert layer.mode == "compact"
+    layer.set_mode("dense")
+    assert layer.mode == "dense"
+    layer.set_mask(torch.zeros(50, 40, dtype=torch.bool))  # stays dense: it was asked for
+    assert layer.mode == "dense"
+
+
+def test_auto_runs_compact_below_the_threshold_only():
+    _compiled_cpu_backend()
+    below = choice.threshold("cpu") / 2
+    assert _layer_at(below).mode == "compact"
+    assert _layer_at(min(1.0, choice.threshold("cpu") * 2 + 0.01)).mode == "dense"
+
+
+def test_the_threshold_can_be_overridden(monkeypatch):
+    _compiled_cpu_backend()
+    monkeypatch.setenv(choice.THRESHOLD_ENV_VAR, "0.95")
+    assert _layer_at(0.9).mode == "compact"
+    monkeypatch.setenv(choice.THRESHOLD_ENV_VAR, "0")
+    assert _layer_at(0.01).mode == "dense"
+    monkeypatch.setenv(choice.THRESHOLD_ENV_VAR, "2")
+    with pytest.raises(ValueError, match=r"SPARSE_TICKETS_COMPACT_BELOW='2'; expected a density"):
+        _layer_at(0.01)
+
+
+def test_auto_stays_dense_without_a_compiled_backend(monkeypatch):
+    monkeypatch.setenv(extension.CPU.env_var, "skip")
+    assert _layer_at(0.01).mode == "dense"
+
+
+def test_the_global_default_applies_to_layers_without_a_request(monkeypatch):
+    choice.set_default_mode("compact")
+    layer = _layer_at(0.9)
+    assert layer.mode == "compact"
+    layer.set_mode("dense")  # the layer's own request wins
+    assert layer.mode == "dense"
+    choice.set_default_mode(None)
+    monkeypatch.setenv(choice.MODE_ENV_VAR, "compact")
+    assert _layer_at(0.9).mode == "compact"
+    monkeypatch.setenv(choice.MODE_ENV_VAR, "sparse")
+    with pytest.raises(ValueError, match=r"SPARSE_TICKETS_MODE='sparse'; expected one of auto"):
+        _layer_at(0.9)
+
+
+def test_bad_modes_and_grouped_convolutions_are_refused():
+    with pytest.raises(ValueError, match="mode 'fast' is not one of auto, dense, compact"):
+        MaskedLinear(3, 2).set_mode("fast")
+    grouped = MaskedConv2d(4, 4, 3, groups=2)
+    with pytest.raises(ValueError, match=r"grouped convolution \(groups=2\) has no compact"):
+        grouped.set_mode("compact")
+    grouped.set_mode("auto")
+    grouped.set_mask(torch.zeros_like(grouped.mask))
+    assert grouped.mode == "dense"

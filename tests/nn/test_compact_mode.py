@@ -1,0 +1,149 @@
+"""The compact mode of the masked layers: switching changes no value, the layer still looks
+like nn.Linear / nn.Conv2d, and its state_dict is the dense layer's."""
+
+import copy
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from sparse_tickets import MaskedConv2d, MaskedLinear
+
+
+def _linear(density=0.3):
+    layer = MaskedLinear(11, 7)
+    layer.set_mask(torch.rand(7, 11) < density)
+    return layer
+
+
+def _conv(**kwargs):
+    layer = MaskedConv2d(3, 5, 3, **kwargs)
+    layer.set_mask(torch.rand(layer.mask.shape) < 0.4)
+    return layer
+
+
+def test_switching_modes_changes_no_value():
+    layer = _linear()
+    weight, bias = layer.weight.detach().clone(), layer.bias.detach().clone()
+    x = torch.randn(4, 11)
+    y = layer(x)
+    layer.set_mode("compact")
+    assert layer.mode == "compact"
+    assert torch.equal(layer.weight, weight) and torch.equal(layer.bias, bias)
+    assert torch.allclose(layer(x), y, atol=1e-6)
+    assert [name for name, _ in layer.named_parameters()] == ["values", "bias"]
+    assert layer.values.shape == (int(layer.mask.sum()),)
+    layer.set_mode("dense")
+    assert layer.mode == "dense" and torch.equal(layer.weight, weight)
+    assert [name for name, _ in layer.named_parameters()] == ["weight", "bias"]
+
+
+def test_round_trips_keep_the_dense_parameter_object():
+    layer = _linear()
+    parameter = layer.weight
+    layer.set_mode("compact")
+    assert parameter.numel() == 0  # compact mode does not keep the dense storage
+    layer.set_mode("dense")
+    assert layer.weight is parameter and parameter.shape == (7, 11)
+
+
+def test_the_weight_reads_as_dense_and_carries_gradients_into_values():
+    layer = _linear()
+    layer.set_mode("compact")
+    weight = layer.weight
+    assert weight.shape == (7, 11) and torch.equal(weight == 0, ~layer.mask | (weight == 0))
+    weight.square().sum().backward()
+    assert torch.allclose(layer.values.grad, 2 * layer.values.detach())
+
+
+def test_state_dict_is_the_dense_layers_in_either_mode():
+    layer = _linear()
+    dense_state = layer.state_dict()
+    layer.set_mode("compact")
+    compact_state = layer.state_dict()
+    assert list(compact_state) == list(dense_state) == ["weight", "bias", "mask"]
+    for key in dense_state:
+        assert torch.equal(compact_state[key], dense_state[key])
+
+
+def test_loading_the_same_mask_keeps_the_values_parameter():
+    layer = _linear()
+    layer.set_mode("compact")
+    values = layer.values
+    other = _linear()
+    other.set_mask(layer.mask)
+    layer.load_state_dict(other.state_dict())
+    assert layer.values is values
+    assert torch.equal(layer.weight, other.weight)
+
+
+def test_loading_another_mask_rebuilds_the_index():
+    layer = _linear()
+    layer.set_mode("compact")
+    other = _linear(density=0.6)
+    layer.load_state_dict(other.state_dict())
+    assert layer.mode == "compact"
+    assert torch.equal(layer.mask, other.mask) and torch.equal(layer.weight, other.weight)
+    assert layer.values.shape == (int(other.mask.sum()),)
+
+
+def test_set_mask_in_compact_mode_prunes_and_stays_compact():
+    layer = _linear(density=0.8)
+    layer.set_mode("compact")
+    weight = layer.weight.detach().clone()
+    smaller = layer.mask & (torch.rand(7, 11) < 0.5)
+    layer.set_mask(smaller)
+    assert layer.mode == "compact"
+    assert torch.equal(layer.weight, weight * smaller)
+    assert layer.values.shape == (int(smaller.sum()),)
+
+
+def test_a_compact_layer_trains_like_a_dense_one():
+    torch.manual_seed(1)
+    dense = _linear()
+    compact = copy.deepcopy(dense)
+    compact.set_mode("compact")
+    x, target = torch.randn(16, 11), torch.randn(16, 7)
+    for layer in (dense, compact):
+        F.mse_loss(layer(x), target).backward()
+    assert torch.allclose(compact.values.grad, dense.weight.grad[dense.mask], atol=1e-6)
+    assert torch.equal(dense.weight.grad[~dense.mask], torch.zeros(int((~dense.mask).sum())))
+    assert torch.allclose(compact.bias.grad, dense.bias.grad, atol=1e-6)
+
+
+@pytest.mark.parametrize("kwargs", [dict(padding=1), dict(padding="same", padding_mode="reflect"),
+                                    dict(stride=2, dilation=2, padding=(2, 1)),
+                                    dict(padding=1, padding_mode="circular", bias=False)],
+                         ids=["padded", "same-reflect", "strided-dilated", "circular"])
+def test_compact_conv_matches_dense(kwargs):
+    layer = _conv(**kwargs)
+    x = torch.randn(2, 3, 9, 8)
+    y = layer(x)
+    layer.set_mode("compact")
+    assert torch.allclose(layer(x), y, atol=1e-5)
+
+
+def test_module_conversions_carry_the_compact_form():
+    layer = _linear()
+    layer.set_mode("compact")
+    double = copy.deepcopy(layer).double()
+    assert double.values.dtype == torch.float64 and double.compact_index.row_ptr.dtype == torch.int32
+    assert torch.equal(double.weight, layer.weight.double())
+    exported = layer.to_dense()
+    assert type(exported) is torch.nn.Linear and torch.equal(exported.weight, layer.weight)
+    assert "mode=compact" in repr(layer)
+
+
+def test_reset_parameters_in_compact_mode_respects_the_mask():
+    layer = _linear()
+    layer.set_mode("compact")
+    before = layer.weight.detach().clone()
+    layer.reset_parameters()
+    assert layer.mode == "compact"
+    assert not torch.equal(layer.weight, before)
+    assert torch.equal(layer.weight[~layer.mask], torch.zeros(int((~layer.mask).sum())))
+
+
+def test_dense_index_is_unavailable_in_dense_mode():
+    with pytest.raises(RuntimeError, match="is in dense mode; it has no compact index"):
+        _linear().compact_index
