@@ -1,5 +1,8 @@
 """Install sparse_tickets.
 
+The C++ kernels (kernels/csrc) are compiled on first use, or by ``sparse-tickets build``, and
+cached: installing needs no compiler, and without one the package falls back to plain torch.
+
 Install torch first, the build you want (``pip install torch==2.13.0`` for the CPU wheel; a CUDA
 build on a GPU machine): the requirement below is a range any recent torch satisfies, so pip
 never replaces the torch you chose.
@@ -21,6 +24,9 @@ setup(
     python_requires=">=3.10",
     packages=find_packages(include=["sparse_tickets", "sparse_tickets.*", "kernels",
                                     "kernels.*"]),
+    # The compiled kernels' sources: built on first use (see sparse_tickets/ops/native).
+    package_data={"kernels": ["csrc/cpu/*.cpp", "csrc/cpu/*.h", "csrc/cuda/*.cu",
+                              "csrc/cuda/*.cuh", "csrc/cuda/*.cpp"]},
     entry_points={"console_scripts": ["sparse-tickets = sparse_tickets.cli:main"]},
     install_requires=[
         "torch>=2.4",
@@ -30,6 +36,8 @@ setup(
         "mlxtend>=0.22",
         "tqdm>=4.60",
         "matplotlib>=3.5",
+        # Builds the C++/CUDA extensions (torch.utils.cpp_extension) on first use.
+        "ninja>=1.10",
     ],
     extras_require={
         "test": ["pytest>=7", "pytest-benchmark>=4"],
