@@ -286,9 +286,10 @@ def _add_run_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--checkpoint-every", type=_positive, default=500, metavar="N",
                        help="checkpoint every N iterations, so a kill loses at most N "
                             "(default: 500)")
-    group.add_argument("--mode", choices=MODES, help="how masked layers run: compact (kept "
-                       "weights only, cost falls with density), dense (dense weight and mask) "
-                       "or auto (by density at each mask change; the default)")
+    group.add_argument("--mode", choices=MODES, default="auto",
+                       help="how masked layers run: compact (kept weights only, cost falls "
+                            "with density), dense (dense weight and mask) or auto (by density "
+                            "at each mask change; the default)")
     group.add_argument("--quiet", action="store_true", help="log lines instead of progress bars")
     group.add_argument("--no-report", dest="report", action="store_false",
                        help="do not write the report at the end")

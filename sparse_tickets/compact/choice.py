@@ -2,7 +2,11 @@
 
 A layer's ``requested_mode`` (``layer.set_mode``) wins; None follows the global default,
 :func:`set_default_mode`, else the environment variable ``SPARSE_TICKETS_MODE``, else
-``"auto"``. ``"dense"`` and ``"compact"`` are obeyed (compact is refused, in one line, where it
+``"dense"``. The library's default is dense because a switch replaces the layer's trainable
+Parameter (``weight`` <-> ``values``): the masked optimizers follow it, but a plain
+torch.optim optimizer built before the switch would silently stop training the layer. The
+command line, which builds its optimizer after each level's masks, runs ``"auto"``.
+``"dense"`` and ``"compact"`` are obeyed (compact is refused, in one line, where it
 cannot be computed: a grouped convolution). ``"auto"`` picks compact when
 
 - a compiled backend (``cpu`` / ``cuda``) serves the compact linear for the layer's device and
@@ -47,7 +51,7 @@ def check_mode(mode, allow_none: bool = False) -> Optional[str]:
 
 def set_default_mode(mode: Optional[str]) -> None:
     """The mode of every layer whose own ``requested_mode`` is None, from its next mask change
-    (None: back to ``SPARSE_TICKETS_MODE`` or ``"auto"``)."""
+    (None: back to ``SPARSE_TICKETS_MODE`` or ``"dense"``)."""
     global _default_mode
     _default_mode = check_mode(mode, allow_none=True)
 
@@ -67,7 +71,7 @@ def default_mode_set_to(mode: Optional[str]):
 def default_mode() -> str:
     if _default_mode is not None:
         return _default_mode
-    raw = os.environ.get(MODE_ENV_VAR, "").strip().lower() or "auto"
+    raw = os.environ.get(MODE_ENV_VAR, "").strip().lower() or "dense"
     if raw not in MODES:
         raise ValueError(f"{MODE_ENV_VAR}={raw!r}; expected one of {', '.join(MODES)}")
     return raw

@@ -94,7 +94,10 @@ class MaskedLayer:
 
     def set_mode(self, mode) -> None:
         """Run this layer ``"dense"``, ``"compact"``, or ``"auto"`` (chosen by density at each
-        mask change); None follows the global default. Takes effect now; changes no value."""
+        mask change); None follows the global default (:mod:`sparse_tickets.compact.choice`).
+        Takes effect now and changes no value, but a switch replaces the trainable Parameter
+        (``weight`` <-> ``values``): the masked optimizers follow it, other optimizers must be
+        built after it."""
         previous, self.requested_mode = self.requested_mode, choice.check_mode(mode,
                                                                                 allow_none=True)
         try:

@@ -59,14 +59,16 @@ class Backend:
         if op not in self.ops:
             return [f"does not implement {op}"]
         reasons = []
-        devices = sorted({str(t.device) for t in tensors})
+        # One pass over the tensors (an optimizer step asks about dozens, at every step).
+        kinds = {(t.device, t.dtype) for t in tensors}
+        devices = sorted({str(device) for device, _ in kinds})
         if len(devices) > 1:
             reasons.append(f"tensors are on several devices ({', '.join(devices)})")
-        for device_type in sorted({t.device.type for t in tensors} - self.device_types):
+        for device_type in sorted({device.type for device, _ in kinds} - self.device_types):
             reasons.append(
                 f"device type {device_type} not supported (supports {_names(self.device_types)})"
             )
-        float_dtypes = {t.dtype for t in tensors if t.dtype != torch.bool}
+        float_dtypes = {dtype for _, dtype in kinds if dtype != torch.bool}
         for dtype in sorted(float_dtypes - self.dtypes, key=str):
             reasons.append(f"dtype {_dtype_name(dtype)} not supported (supports "
                            f"{_names(_dtype_name(d) for d in self.dtypes)})")

@@ -82,3 +82,62 @@ def test_device_slug_is_a_folder_name():
     slug = device_slug("cpu")
     assert slug.startswith("cpu-") and slug.endswith("threads")
     assert all(c.isalnum() or c == "-" for c in slug) and slug == slug.lower()
+
+
+def test_headline_reads_compact_speedups_off_the_baseline_rows():
+    from benchmarks import headline
+    from benchmarks.profiles import LENET_300_100
+    from benchmarks.shapes import LARGE_BATCH64
+
+    large = LARGE_BATCH64.label
+
+    def compact(op, shape, sparsity, median_s, **fields):
+        return Row(op, "compact", "mode", shape, "float32", sparsity, median_s, rounds=3,
+                   backend="cpu", **fields)
+
+    rows = with_ratios([
+        _row("dense", 0.0, 8e-3, shape=large),
+        _row("torch_csr", 0.95, 4e-3, shape=large),
+        compact("masked_linear.forward", large, 0.95, 1e-3),
+        compact("masked_linear.forward", large, 0.5, 1e-3),  # not a headline sparsity
+        _row("dense", 0.0, 0.2, op="train_step.adam", shape=large),
+        compact("train_step.adam", large, 0.95, 0.05),
+        compact("train_step.adam", large, 0.9, 0.05),
+        Row("end_to_end.train", "dense", "baseline", LENET_300_100.label, "float32", 0.0,
+            0.016, rounds=3, iterations_per_call=20),
+        compact("end_to_end.train", LENET_300_100.label, 0.965, 0.004, iterations_per_call=20),
+    ])
+    lines = headline.render(rows)
+    assert lines[0].startswith("## Headline")
+    body = [line for line in lines if line.startswith("| ") and "speedup" not in line
+            and "---" not in line]
+    assert body == [
+        "| forward, 4096x4096 at batch 64 | float32 | 95.0% | compact (cpu) | 1 ms | dense | "
+        "8 ms | 8.00 |",
+        "| forward, 4096x4096 at batch 64 | float32 | 95.0% | compact (cpu) | 1 ms | torch_csr "
+        "| 4 ms | 4.00 |",
+        "| training step (forward, backward, Adam), 4096x4096 at batch 64 | float32 | 90.0% | "
+        "compact (cpu) | 50 ms | dense | 200 ms | 4.00 |",
+        "| training step (forward, backward, Adam), 4096x4096 at batch 64 | float32 | 95.0% | "
+        "compact (cpu) | 50 ms | dense | 200 ms | 4.00 |",
+        "| LeNet-300-100 training, the IMP level at 3.5% density (per 1,000 iterations) | "
+        "float32 | 96.5% | compact (cpu) | 0.20 s | dense | 0.80 s | 4.00 |",
+    ]
+    # Without the rows it reads (a quick run), there is no headline at all.
+    assert headline.render([_row("dense", 0.0, 1.0), _row("reference", 0.9, 1.0)]) == []
+
+
+def test_table_names_the_backend_a_compact_row_ran_on(tmp_path):
+    rows = [_row("dense", 0.0, 2.0), _row("prune_style", 0.9, 2.5)]
+    rows.append(Row("masked_linear.forward", "compact", "mode", "s 2x3->4", "float32", 0.9,
+                    0.5, rounds=3, backend="cpu"))
+    json_path = _results_json(tmp_path / "results.json", rows)
+    entries = json.loads(json_path.read_text())
+    entries["benchmarks"][-1]["extra_info"]["backend"] = "cpu"
+    json_path.write_text(json.dumps(entries))
+    report.write_report(json_path, tmp_path)
+    table = (tmp_path / "results.md").read_text()
+    assert "| forward | s 2x3->4 | float32 | compact (cpu) | 90.0% | 500 ms | 4.00 | 5.00 | " \
+           "10.0 |" in table
+    assert "| forward | compact (cpu) |" in table  # the summary line
+    assert "## Headline" not in table

@@ -47,9 +47,17 @@ def test_quick_run_times_every_benchmark_and_writes_the_report(tmp_path):
                     if row["extra_info"]["provider"] == "dense"}
     assert groups == dense_groups
 
+    # Every suite times the compact mode, each row naming the backend it was given.
+    compact = [row for row in results["benchmarks"]
+               if row["extra_info"]["provider"] == "compact"]
+    assert {Path(row["fullname"].split("::")[0]).name for row in compact} == \
+        {module for module, _ in benchmark_functions()}
+    assert all(row["extra_info"]["backend"] for row in compact)
+
     table = (tmp_path / "results.md").read_text()
-    for family in ("masked_linear", "masked_conv2d", "optimizer", "end_to_end"):
+    for family in ("masked_linear", "masked_conv2d", "optimizer", "train_step", "end_to_end"):
         assert f"## {family}" in table
         assert (tmp_path / f"{family}.png").read_bytes().startswith(PNG_SIGNATURE)
     assert "| reference |" in table and "| prune_style |" in table
+    assert f"| compact ({compact[0]['extra_info']['backend']}) |" in table
     assert not list(tmp_path.glob(".*partial*"))

@@ -16,8 +16,9 @@ def _no_global_default(monkeypatch):
     choice.set_default_mode(None)
 
 
-def _layer_at(density):
+def _layer_at(density, mode="auto"):
     layer = MaskedLinear(40, 50)
+    layer.set_mode(mode)
     mask = torch.zeros(50 * 40, dtype=torch.bool)
     mask[torch.randperm(mask.numel())[:round(density * mask.numel())]] = True
     layer.set_mask(mask.reshape(50, 40))
@@ -63,18 +64,23 @@ def test_auto_stays_dense_without_a_compiled_backend(monkeypatch):
     assert _layer_at(0.01).mode == "dense"
 
 
+def test_the_library_default_is_dense_at_any_density():
+    assert choice.default_mode() == "dense"
+    assert _layer_at(0.01, mode=None).mode == "dense"
+
+
 def test_the_global_default_applies_to_layers_without_a_request(monkeypatch):
     choice.set_default_mode("compact")
-    layer = _layer_at(0.9)
+    layer = _layer_at(0.9, mode=None)
     assert layer.mode == "compact"
     layer.set_mode("dense")  # the layer's own request wins
     assert layer.mode == "dense"
     choice.set_default_mode(None)
     monkeypatch.setenv(choice.MODE_ENV_VAR, "compact")
-    assert _layer_at(0.9).mode == "compact"
+    assert _layer_at(0.9, mode=None).mode == "compact"
     monkeypatch.setenv(choice.MODE_ENV_VAR, "sparse")
     with pytest.raises(ValueError, match=r"SPARSE_TICKETS_MODE='sparse'; expected one of auto"):
-        _layer_at(0.9)
+        _layer_at(0.9, mode=None)
 
 
 def test_bad_modes_and_grouped_convolutions_are_refused():

@@ -41,12 +41,12 @@ class NativeBackend(Backend):
         # extension just to be refused: those reasons come first.
         if op not in self.ops:
             return [f"does not implement {op}"]
-        if any(t.device.type not in self.device_types for t in tensors):
-            types = sorted({t.device.type for t in tensors} - self.device_types)
-            return [f"device type {', '.join(types)} not supported (supports {self.spec.kind})"]
+        if tensors and tensors[0].device.type != self.spec.kind:  # the usual refusal, cheaply
+            return [f"device type {tensors[0].device.type} not supported (supports "
+                    f"{self.spec.kind})"]
         reasons = super().not_supported_reasons(op, tensors)
-        if not reasons and op in ("masked_sgd_step", "masked_adam_step") and any(
-                not t.is_contiguous() for t in tensors):
+        if not reasons and op in ("masked_sgd_step", "masked_adam_step") and not all(
+                t.is_contiguous() for t in tensors):
             reasons.append("a parameter, gradient or state tensor is not contiguous")
         return reasons
 

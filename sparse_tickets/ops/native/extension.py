@@ -128,14 +128,15 @@ def _missing_prerequisite(spec: ExtensionSpec) -> Optional[str]:
 def _cxx_flags() -> list[str]:
     # -march=native: the build is cached per machine (see _fingerprint). No -ffast-math: the
     # kernels must keep IEEE semantics (inf/NaN propagate, no reassociation beyond the loop's).
-    flags = ["-O3", "-std=c++17", "-fopenmp"]
+    # The C++ standard is torch's choice (its headers need what it picks).
+    flags = ["-O3", "-fopenmp"]
     if platform.machine() in ("x86_64", "AMD64", "aarch64", "arm64"):
         flags.append("-march=native")
     return flags
 
 
 def _cuda_flags() -> list[str]:
-    return ["-O3", "-std=c++17"]
+    return ["-O3"]
 
 
 def _fingerprint(spec: ExtensionSpec, sources: list[str]) -> str:

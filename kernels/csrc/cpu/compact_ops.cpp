@@ -1,0 +1,991 @@
+// CPU kernels of the compact sparse mode: CSR SpMM, SDDMM and fused masked SGD / Adam steps.
+//
+// Registers implementations only; the schemas and their semantics live in
+// sparse_tickets/ops/native/library.py. Everything is in this one file because the extension's
+// build cache is keyed on the listed sources' content (sparse_tickets/ops/native/extension.py).
+//
+// Layout idea (spmm / sddmm): the dense operands are transposed once per call into "batch-minor"
+// buffers xT[C][Bp] (Bp = B rounded up to a SIMD width, padding zero), so that every nonzero
+// touches one contiguous Bp-wide row: spmm does out_T[r, :] += v * xT[c, :] with the accumulator
+// in registers, sddmm does dot(gT[r, :], xT[c, :]). Rows are split between threads in blocks of
+// one SIMD width, balanced by nnz; each block's results are transposed back in registers and
+// stored straight into out[B][R], so no transposed output is ever materialised.
+//
+// The AVX-512 path (F + BW + VL + DQ, with -march=native) uses intrinsics; any other target gets
+// the same kernels over a plain array-of-lanes type, which compilers vectorise as they can.
+//
+// Rounding of the optimizer steps: torch's CPU kernels (Vectorized<T>, with its scalar tails
+// compiled the same way) compute add(alpha) and lerp and addcmul with one fused multiply-add
+// each, mul, div and addcdiv with separate roundings, and sqrt with MKL's vector sqrt. The
+// element loops below repeat those operations in that order, with no other contraction (the
+// build is ISO C++, so -ffp-contract=off), so kept entries match torch.optim bitwise; for
+// Adam's square root see torch_sqrt_if_chosen (bitwise on request, else within an ulp or two).
+// The scalar factors are computed in double as torch.optim's Python computes them, then
+// rounded to the tensor dtype.
+
+#include <ATen/ATen.h>
+#include <ATen/Parallel.h>
+#include <torch/library.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstdlib>
+#include <limits>
+#include <optional>
+#include <string>
+#include <type_traits>
+#include <vector>
+
+#if defined(__AVX512F__) && defined(__AVX512BW__) && defined(__AVX512VL__) && \
+    defined(__AVX512DQ__)
+#define SPARSE_TICKETS_AVX512 1
+#include <immintrin.h>
+#else
+#define SPARSE_TICKETS_AVX512 0
+#endif
+
+// MKL's vector square roots inside libtorch_cpu (see torch_sqrt_if_chosen).
+extern "C" {
+void vmsSqrt(long long n, const float* a, float* r, long long mode) __attribute__((weak));
+void vmdSqrt(long long n, const double* a, double* r, long long mode) __attribute__((weak));
+}
+
+namespace sparse_tickets_cpu {
+namespace {
+
+using index_t = int32_t;
+
+// ---------------------------------------------------------------------------------------------
+// SIMD abstraction: one vector of W lanes (64 bytes), a lane mask and a permutation index.
+// Element loops pass either a lane mask (the last, partial vector) or AllLanes (every other).
+
+struct AllLanes {};
+
+template <typename T>
+struct Simd;
+
+#if SPARSE_TICKETS_AVX512
+
+template <>
+struct Simd<float> {
+  static constexpr int W = 16;
+  using V = __m512;
+  using M = __mmask16;
+  using Idx = __m512i;
+  static V zero() { return _mm512_setzero_ps(); }
+  static V set1(float x) { return _mm512_set1_ps(x); }
+  static V load(const float* p) { return _mm512_loadu_ps(p); }
+  static V load(const float* p, M m) { return _mm512_maskz_loadu_ps(m, p); }
+  static V load(const float* p, AllLanes) { return _mm512_loadu_ps(p); }
+  static void store(float* p, V v) { _mm512_storeu_ps(p, v); }
+  static void store(float* p, V v, M m) { _mm512_mask_storeu_ps(p, m, v); }
+  static void store(float* p, V v, AllLanes) { _mm512_storeu_ps(p, v); }
+  static V add(V a, V b) { return _mm512_add_ps(a, b); }
+  static V sub(V a, V b) { return _mm512_sub_ps(a, b); }
+  static V mul(V a, V b) { return _mm512_mul_ps(a, b); }
+  static V div(V a, V b) { return _mm512_div_ps(a, b); }
+  static V fmadd(V a, V b, V c) { return _mm512_fmadd_ps(a, b, c); }
+  static V sqrt(V a) { return _mm512_sqrt_ps(a); }
+  static V neg(V a) { return _mm512_xor_ps(a, _mm512_set1_ps(-0.0f)); }
+  // torch.maximum: NaN if either is NaN (Vectorized<float>::maximum's order and NaN).
+  static V maximum(V a, V b) {
+    const V m = _mm512_max_ps(a, b);
+    const M nan = _mm512_cmp_ps_mask(a, b, _CMP_UNORD_Q);
+    return _mm512_mask_blend_ps(nan, m, _mm512_set1_ps(std::numeric_limits<float>::quiet_NaN()));
+  }
+  static V keep(V a, M m) { return _mm512_maskz_mov_ps(m, a); }
+  static M lanes(int64_t n) { return n >= W ? M(0xFFFF) : M((1u << n) - 1u); }
+  static M nonzero_bytes(const bool* p, M m) {
+    const __m128i bytes = _mm_maskz_loadu_epi8(m, p);
+    return _mm_test_epi8_mask(bytes, bytes);
+  }
+  static M nonzero_bytes(const bool* p, AllLanes) {
+    const __m128i bytes = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p));
+    return _mm_test_epi8_mask(bytes, bytes);
+  }
+  static Idx make_idx(const int* lane) {
+    alignas(64) int32_t v[W];
+    for (int i = 0; i < W; ++i) v[i] = lane[i];
+    return _mm512_load_si512(v);
+  }
+  static V permute2(V a, Idx idx, V b) { return _mm512_permutex2var_ps(a, idx, b); }
+};
+
+template <>
+struct Simd<double> {
+  static constexpr int W = 8;
+  using V = __m512d;
+  using M = __mmask8;
+  using Idx = __m512i;
+  static V zero() { return _mm512_setzero_pd(); }
+  static V set1(double x) { return _mm512_set1_pd(x); }
+  static V load(const double* p) { return _mm512_loadu_pd(p); }
+  static V load(const double* p, M m) { return _mm512_maskz_loadu_pd(m, p); }
+  static V load(const double* p, AllLanes) { return _mm512_loadu_pd(p); }
+  static void store(double* p, V v) { _mm512_storeu_pd(p, v); }
+  static void store(double* p, V v, M m) { _mm512_mask_storeu_pd(p, m, v); }
+  static void store(double* p, V v, AllLanes) { _mm512_storeu_pd(p, v); }
+  static V add(V a, V b) { return _mm512_add_pd(a, b); }
+  static V sub(V a, V b) { return _mm512_sub_pd(a, b); }
+  static V mul(V a, V b) { return _mm512_mul_pd(a, b); }
+  static V div(V a, V b) { return _mm512_div_pd(a, b); }
+  static V fmadd(V a, V b, V c) { return _mm512_fmadd_pd(a, b, c); }
+  static V sqrt(V a) { return _mm512_sqrt_pd(a); }
+  static V neg(V a) { return _mm512_xor_pd(a, _mm512_set1_pd(-0.0)); }
+  static V maximum(V a, V b) {
+    const V m = _mm512_max_pd(a, b);
+    const M nan = _mm512_cmp_pd_mask(a, b, _CMP_UNORD_Q);
+    return _mm512_mask_blend_pd(nan, m, _mm512_set1_pd(std::numeric_limits<double>::quiet_NaN()));
+  }
+  static V keep(V a, M m) { return _mm512_maskz_mov_pd(m, a); }
+  static M lanes(int64_t n) { return n >= W ? M(0xFF) : M((1u << n) - 1u); }
+  static M nonzero_bytes(const bool* p, M m) {
+    const __m128i bytes = _mm_maskz_loadu_epi8(__mmask16(m), p);
+    return M(_mm_test_epi8_mask(bytes, bytes));
+  }
+  static M nonzero_bytes(const bool* p, AllLanes) {
+    const __m128i bytes = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(p));
+    return M(_mm_test_epi8_mask(bytes, bytes));
+  }
+  static Idx make_idx(const int* lane) {
+    alignas(64) int64_t v[W];
+    for (int i = 0; i < W; ++i) v[i] = lane[i];
+    return _mm512_load_si512(v);
+  }
+  static V permute2(V a, Idx idx, V b) { return _mm512_permutex2var_pd(a, idx, b); }
+};
+
+#else  // portable lanes: the same kernels, vectorised by the compiler where it can
+
+template <typename T>
+struct Simd {
+  static constexpr int W = 64 / int(sizeof(T));
+  struct V {
+    T v[W];
+  };
+  using M = uint32_t;
+  struct Idx {
+    int v[W];
+  };
+  template <typename F>
+  static V map(F f) {
+    V r;
+    for (int i = 0; i < W; ++i) r.v[i] = f(i);
+    return r;
+  }
+  static V zero() { return set1(T(0)); }
+  static V set1(T x) { return map([&](int) { return x; }); }
+  static V load(const T* p) { return map([&](int i) { return p[i]; }); }
+  static V load(const T* p, M m) { return map([&](int i) { return (m >> i) & 1u ? p[i] : T(0); }); }
+  static V load(const T* p, AllLanes) { return load(p); }
+  static void store(T* p, V v) {
+    for (int i = 0; i < W; ++i) p[i] = v.v[i];
+  }
+  static void store(T* p, V v, AllLanes) { store(p, v); }
+  static void store(T* p, V v, M m) {
+    for (int i = 0; i < W; ++i)
+      if ((m >> i) & 1u) p[i] = v.v[i];
+  }
+  static V add(V a, V b) { return map([&](int i) { return a.v[i] + b.v[i]; }); }
+  static V sub(V a, V b) { return map([&](int i) { return a.v[i] - b.v[i]; }); }
+  static V mul(V a, V b) { return map([&](int i) { return a.v[i] * b.v[i]; }); }
+  static V div(V a, V b) { return map([&](int i) { return a.v[i] / b.v[i]; }); }
+  static V fmadd(V a, V b, V c) {
+    return map([&](int i) { return std::fma(a.v[i], b.v[i], c.v[i]); });
+  }
+  static V sqrt(V a) { return map([&](int i) { return std::sqrt(a.v[i]); }); }
+  static V neg(V a) { return map([&](int i) { return -a.v[i]; }); }
+  static V maximum(V a, V b) {
+    return map([&](int i) {
+      if (std::isnan(a.v[i]) || std::isnan(b.v[i])) return std::numeric_limits<T>::quiet_NaN();
+      return a.v[i] > b.v[i] ? a.v[i] : b.v[i];
+    });
+  }
+  static V keep(V a, M m) { return map([&](int i) { return (m >> i) & 1u ? a.v[i] : T(0); }); }
+  static M lanes(int64_t n) { return n >= W ? M((1ull << W) - 1u) : M((1u << n) - 1u); }
+  static M nonzero_bytes(const bool* p, AllLanes) { return nonzero_bytes(p, lanes(W)); }
+  static M nonzero_bytes(const bool* p, M m) {
+    M r = 0;
+    for (int i = 0; i < W; ++i)
+      if (((m >> i) & 1u) && p[i]) r |= M(1) << i;
+    return r;
+  }
+  static Idx make_idx(const int* lane) {
+    Idx r;
+    for (int i = 0; i < W; ++i) r.v[i] = lane[i];
+    return r;
+  }
+  static V permute2(V a, Idx idx, V b) {
+    return map([&](int i) { return idx.v[i] < W ? a.v[idx.v[i]] : b.v[idx.v[i] - W]; });
+  }
+};
+
+#endif
+
+template <typename T>
+constexpr int log2_width() {
+  return Simd<T>::W == 16 ? 4 : 3;
+}
+
+// A W x W transpose in registers: stage s swaps bit s of the row index with bit s of the column
+// index by exchanging the off-diagonal s x s blocks of each pair of rows (i, i + s).
+template <typename T>
+struct BlockTranspose {
+  using S = Simd<T>;
+  static constexpr int W = S::W;
+  static constexpr int STAGES = log2_width<T>();
+  typename S::Idx low[STAGES], high[STAGES];
+
+  BlockTranspose() {
+    int stage = 0;
+    for (int s = W / 2; s >= 1; s /= 2, ++stage) {
+      int lo[W], hi[W];
+      for (int c = 0; c < W; ++c) {
+        lo[c] = (c & s) ? W + c - s : c;
+        hi[c] = (c & s) ? W + c : c + s;
+      }
+      low[stage] = S::make_idx(lo);
+      high[stage] = S::make_idx(hi);
+    }
+  }
+
+  void operator()(typename S::V* r) const {
+#pragma GCC unroll 4
+    for (int stage = 0; stage < STAGES; ++stage) {
+      const int s = W >> (stage + 1);
+#pragma GCC unroll 16
+      for (int i = 0; i < W; ++i) {
+        if (i & s) continue;
+        const auto a = r[i], b = r[i + s];
+        r[i] = S::permute2(a, low[stage], b);
+        r[i + s] = S::permute2(a, high[stage], b);
+      }
+    }
+  }
+};
+
+// Folds W vectors into one whose lane t is the sum of the lanes of vector t: at each stage,
+// pairs (t, t + s) fold each block of 2s partial sums to s and pack the two halves together.
+template <typename T>
+struct LaneSums {
+  using S = Simd<T>;
+  static constexpr int W = S::W;
+  static constexpr int STAGES = log2_width<T>();
+  typename S::Idx low[STAGES], high[STAGES];
+
+  LaneSums() {
+    int stage = 0;
+    for (int s = W / 2; s >= 1; s /= 2, ++stage) {
+      int lo[W], hi[W];
+      for (int c = 0; c < W; ++c) {
+        const int base = c - c % (2 * s), k = c % (2 * s);
+        lo[c] = k < s ? base + k : W + base + k - s;
+        hi[c] = k < s ? base + k + s : W + base + k;
+      }
+      low[stage] = S::make_idx(lo);
+      high[stage] = S::make_idx(hi);
+    }
+  }
+
+  typename S::V operator()(typename S::V* v) const {
+#pragma GCC unroll 4
+    for (int stage = 0; stage < STAGES; ++stage) {
+      const int s = W >> (stage + 1);
+#pragma GCC unroll 8
+      for (int t = 0; t < s; ++t) {
+        const auto a = v[t], b = v[t + s];
+        v[t] = S::add(S::permute2(a, low[stage], b), S::permute2(a, high[stage], b));
+      }
+    }
+    return v[0];
+  }
+};
+
+// ---------------------------------------------------------------------------------------------
+// Batch-minor copies of the dense operands.
+
+// dst[c][0:Bp] = src[0:B][c] for c < C, zero in the padding columns b >= B and in `extra_rows`
+// all-zero rows after the last one. src rows are `src_stride` apart, columns contiguous.
+template <typename T>
+void transpose_to_batch_minor(const T* src, int64_t src_stride, int64_t B, int64_t C, T* dst,
+                              int64_t Bp, int64_t extra_rows) {
+  using S = Simd<T>;
+  constexpr int W = S::W;
+  const BlockTranspose<T> transpose;
+  const int64_t column_blocks = (C + W - 1) / W;
+  const int64_t grain = std::max<int64_t>(1, 32768 / (W * std::max<int64_t>(Bp, 1)));
+  at::parallel_for(0, column_blocks, grain, [&](int64_t begin, int64_t end) {
+    typename S::V r[W];
+    for (int64_t block = begin; block < end; ++block) {
+      const int64_t c0 = block * W, nc = std::min<int64_t>(W, C - c0);
+      const auto column_lanes = S::lanes(nc);
+      for (int64_t b0 = 0; b0 < Bp; b0 += W) {
+        const int64_t nb = std::max<int64_t>(0, std::min<int64_t>(W, B - b0));
+        for (int i = 0; i < W; ++i)
+          r[i] = i < nb ? S::load(src + (b0 + i) * src_stride + c0, column_lanes) : S::zero();
+        transpose(r);
+        for (int64_t k = 0; k < nc; ++k) S::store(dst + (c0 + k) * Bp + b0, r[k]);
+      }
+    }
+  });
+  std::fill(dst + C * Bp, dst + (C + extra_rows) * Bp, T(0));
+}
+
+// Scratch memory for the batch-minor copies, kept per calling thread and only ever grown.
+// Fresh megabyte buffers on every call make glibc trim its heap and grow it again, and the
+// page faults that follow cost more than the copies themselves. (64-byte aligned, so that no
+// vector load of a batch-minor row straddles two cache lines.)
+template <typename T>
+T* scratch(int slot, int64_t elements) {
+  static thread_local at::Tensor buffers[2];
+  at::Tensor& buffer = buffers[slot];
+  const int64_t bytes = elements * int64_t(sizeof(T)) + 64;
+  if (!buffer.defined() || buffer.numel() < bytes) {
+    buffer = at::Tensor();  // free the old one first
+    buffer = at::empty({bytes}, at::TensorOptions().dtype(at::kByte));
+  }
+  const auto address = reinterpret_cast<uintptr_t>(buffer.data_ptr());
+  return reinterpret_cast<T*>((address + 63) / 64 * 64);
+}
+
+// The thread partition: row blocks of W rows, the cut points chosen so that each part holds
+// about the same nnz + rows (a row costs about one nonzero on its own: its transpose and store).
+std::vector<int64_t> balanced_row_cuts(const index_t* row_ptr, int64_t rows, int64_t block,
+                                       int64_t parts) {
+  std::vector<int64_t> cuts(parts + 1, rows);
+  cuts[0] = 0;
+  const int64_t blocks = (rows + block - 1) / block;
+  auto cost = [&](int64_t b) {
+    const int64_t r = std::min(rows, b * block);
+    return int64_t(row_ptr[r]) + r;
+  };
+  const int64_t total = cost(blocks);
+  for (int64_t p = 1; p < parts; ++p) {
+    const int64_t target = total * p / parts;
+    int64_t lo = 0, hi = blocks;  // first block boundary whose cost reaches the target
+    while (lo < hi) {
+      const int64_t mid = (lo + hi) / 2;
+      if (cost(mid) < target) lo = mid + 1; else hi = mid;
+    }
+    cuts[p] = std::max(cuts[p - 1], std::min(rows, lo * block));
+  }
+  return cuts;
+}
+
+// Runs body(row_begin, row_end) over the balanced parts, in parallel when the work is worth it.
+template <typename F>
+void for_row_parts(const index_t* row_ptr, int64_t rows, int64_t block, int64_t work, F body) {
+  const int64_t threads = work < 32768 ? 1 : std::max(1, at::get_num_threads());
+  const auto cuts = balanced_row_cuts(row_ptr, rows, block, threads);
+  if (threads == 1) {
+    body(int64_t(0), rows);
+    return;
+  }
+  at::parallel_for(0, threads, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t part = begin; part < end; ++part)
+      if (cuts[part] < cuts[part + 1]) body(cuts[part], cuts[part + 1]);
+  });
+}
+
+// ---------------------------------------------------------------------------------------------
+// spmm: out[b, r] = bias[r] + sum_j values[v(j)] * x[b, col_idx[j]]
+
+// One row over NV vectors of the batch: dst[0:NV*W] = bias + sum_j value_j * xT[col_j, 0:NV*W].
+// U independent accumulator sets hide the FMA latency (U * NV >= 8 chains).
+template <typename T, int NV, bool INDIRECT>
+inline void spmm_row(const T* __restrict xT, int64_t ld, const index_t* __restrict col,
+                     const T* __restrict values, const index_t* __restrict value_index,
+                     int64_t begin, int64_t end, T bias, T* __restrict dst) {
+  using S = Simd<T>;
+  constexpr int W = S::W;
+  constexpr int U = NV == 1 ? 8 : NV == 2 ? 4 : NV == 3 ? 3 : 2;
+  typename S::V acc[U][NV];
+#pragma GCC unroll 8
+  for (int u = 0; u < U; ++u)
+#pragma GCC unroll 4
+    for (int k = 0; k < NV; ++k) acc[u][k] = u == 0 ? S::set1(bias) : S::zero();
+  int64_t j = begin;
+  for (; j + U <= end; j += U) {
+#pragma GCC unroll 8
+    for (int u = 0; u < U; ++u) {
+      const auto v = S::set1(values[INDIRECT ? value_index[j + u] : j + u]);
+      const T* p = xT + int64_t(col[j + u]) * ld;
+#pragma GCC unroll 4
+      for (int k = 0; k < NV; ++k) acc[u][k] = S::fmadd(v, S::load(p + k * W), acc[u][k]);
+    }
+  }
+  for (; j < end; ++j) {
+    const auto v = S::set1(values[INDIRECT ? value_index[j] : j]);
+    const T* p = xT + int64_t(col[j]) * ld;
+#pragma GCC unroll 4
+    for (int k = 0; k < NV; ++k) acc[0][k] = S::fmadd(v, S::load(p + k * W), acc[0][k]);
+  }
+#pragma GCC unroll 4
+  for (int k = 0; k < NV; ++k) {
+    auto sum = acc[0][k];
+#pragma GCC unroll 8
+    for (int u = 1; u < U; ++u) sum = S::add(sum, acc[u][k]);
+    S::store(dst + k * W, sum);
+  }
+}
+
+template <typename T, bool INDIRECT>
+void spmm_rows(const T* xT, int64_t Bp, int64_t B, const index_t* row_ptr, const index_t* col,
+               const T* values, const index_t* value_index, const T* bias, int64_t R,
+               int64_t row_begin, int64_t row_end, T* out) {
+  using S = Simd<T>;
+  constexpr int W = S::W;
+  const BlockTranspose<T> transpose;
+  // The batch in passes of CH vectors (64 fp32 / 32 fp64 columns), outermost, so that a pass
+  // reads only its own slice of every xT row.
+  constexpr int64_t CH = 4, ld = CH * W;
+  alignas(64) T tile[W * ld];  // tile[i][b]: row r0 + i of the block, batch b0 + b
+  typename S::V r[W];
+  for (int64_t b0 = 0; b0 < Bp; b0 += ld) {
+    const int64_t nv = std::min<int64_t>(CH, (Bp - b0) / W);
+    const T* x = xT + b0;
+    for (int64_t r0 = row_begin; r0 < row_end; r0 += W) {
+      const int64_t nr = std::min<int64_t>(W, row_end - r0);
+      for (int64_t i = 0; i < nr; ++i) {
+        const int64_t row = r0 + i, begin = row_ptr[row], end = row_ptr[row + 1];
+        const T b = bias != nullptr ? bias[row] : T(0);
+        T* dst = tile + i * ld;
+        const auto* v = values;
+        const auto* vi = value_index;
+        switch (nv) {
+          case 4: spmm_row<T, 4, INDIRECT>(x, Bp, col, v, vi, begin, end, b, dst); break;
+          case 3: spmm_row<T, 3, INDIRECT>(x, Bp, col, v, vi, begin, end, b, dst); break;
+          case 2: spmm_row<T, 2, INDIRECT>(x, Bp, col, v, vi, begin, end, b, dst); break;
+          default: spmm_row<T, 1, INDIRECT>(x, Bp, col, v, vi, begin, end, b, dst);
+        }
+      }
+      const auto row_lanes = S::lanes(nr);
+      for (int64_t bb = 0; bb < nv * W && b0 + bb < B; bb += W) {
+        for (int i = 0; i < W; ++i) r[i] = i < nr ? S::load(tile + i * ld + bb) : S::zero();
+        transpose(r);
+        const int64_t nb = std::min<int64_t>(W, B - b0 - bb);
+        for (int64_t k = 0; k < nb; ++k) S::store(out + (b0 + bb + k) * R + r0, r[k], row_lanes);
+      }
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// sddmm: out[j] = sum_b grad_out[b, r(j)] * x[b, col_idx[j]]
+
+// W nonzeros at a time: acc_t = gT[r, :] * xT[col_t, :] lane-wise over the batch, then one
+// fold of the W accumulators gives their W dot products in one vector. A row's last, partial
+// group points its unused slots at xT's extra zero row. A batch of up to four vectors keeps
+// gT[r] in registers (sddmm_rows_one_chunk); a wider one goes in chunks of four.
+template <typename T, int NV>
+inline void sddmm_accumulate(typename Simd<T>::V* acc, const T* const* rows, int64_t b0,
+                             const typename Simd<T>::V* g) {
+  using S = Simd<T>;
+  constexpr int W = S::W;
+#pragma GCC unroll 16
+  for (int t = 0; t < W; ++t) {
+    auto a = acc[t];
+#pragma GCC unroll 4
+    for (int k = 0; k < NV; ++k) a = S::fmadd(g[k], S::load(rows[t] + b0 + k * W), a);
+    acc[t] = a;
+  }
+}
+
+template <typename T, int NV>
+void sddmm_rows_one_chunk(const T* xT, const T* gT, int64_t Bp, const index_t* row_ptr,
+                          const index_t* col, int64_t zero_row, int64_t row_begin,
+                          int64_t row_end, T* out) {
+  using S = Simd<T>;
+  constexpr int W = S::W;
+  const LaneSums<T> fold;
+  typename S::V acc[W], g[NV];
+  const T* rows[W];
+  for (int64_t r = row_begin; r < row_end; ++r) {
+    const int64_t begin = row_ptr[r], end = row_ptr[r + 1];
+    if (begin == end) continue;
+#pragma GCC unroll 4
+    for (int k = 0; k < NV; ++k) g[k] = S::load(gT + r * Bp + k * W);
+    for (int64_t j = begin; j < end; j += W) {
+      const int64_t n = std::min<int64_t>(W, end - j);
+      for (int t = 0; t < W; ++t) rows[t] = xT + (t < n ? int64_t(col[j + t]) : zero_row) * Bp;
+      for (int t = 0; t < W; ++t) acc[t] = S::zero();
+      sddmm_accumulate<T, NV>(acc, rows, 0, g);
+      S::store(out + j, fold(acc), S::lanes(n));
+    }
+  }
+}
+
+template <typename T>
+void sddmm_rows_chunked(const T* xT, const T* gT, int64_t Bp, const index_t* row_ptr,
+                        const index_t* col, int64_t zero_row, int64_t row_begin, int64_t row_end,
+                        T* out) {
+  using S = Simd<T>;
+  constexpr int W = S::W;
+  const LaneSums<T> fold;
+  typename S::V acc[W], g[4];
+  const T* rows[W];
+  for (int64_t r = row_begin; r < row_end; ++r) {
+    const int64_t begin = row_ptr[r], end = row_ptr[r + 1];
+    for (int64_t j = begin; j < end; j += W) {
+      const int64_t n = std::min<int64_t>(W, end - j);
+      for (int t = 0; t < W; ++t) rows[t] = xT + (t < n ? int64_t(col[j + t]) : zero_row) * Bp;
+      for (int t = 0; t < W; ++t) acc[t] = S::zero();
+      for (int64_t b0 = 0; b0 < Bp; b0 += 4 * W) {
+        const int64_t nv = std::min<int64_t>(4, (Bp - b0) / W);
+        for (int64_t k = 0; k < nv; ++k) g[k] = S::load(gT + r * Bp + b0 + k * W);
+        switch (nv) {
+          case 4: sddmm_accumulate<T, 4>(acc, rows, b0, g); break;
+          case 3: sddmm_accumulate<T, 3>(acc, rows, b0, g); break;
+          case 2: sddmm_accumulate<T, 2>(acc, rows, b0, g); break;
+          default: sddmm_accumulate<T, 1>(acc, rows, b0, g); break;
+        }
+      }
+      S::store(out + j, fold(acc), S::lanes(n));
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Optimizer steps: torch.optim's single-tensor arithmetic per element, then the mask.
+
+// Calls body(i, lanes) for the vectors of [begin, end): AllLanes for every full one, a lane
+// mask for the partial last one.
+template <typename T, typename F>
+inline void for_vectors(int64_t begin, int64_t end, F&& body) {
+  using S = Simd<T>;
+  int64_t i = begin;
+  for (; i + S::W <= end; i += S::W) body(i, AllLanes{});
+  if (i < end) body(i, S::lanes(end - i));
+}
+
+// Runs body(begin, end) over [0, n) in parallel, in pieces of whole chunks of `chunk` elements.
+template <typename F>
+void for_chunks(int64_t n, int64_t chunk, F&& body) {
+  const int64_t chunks = (n + chunk - 1) / chunk;
+  const int64_t grain = std::max<int64_t>(1, 32768 / chunk);
+  at::parallel_for(0, chunks, grain, [&](int64_t first, int64_t last) {
+    body(first * chunk, std::min(n, last * chunk));
+  });
+}
+
+template <typename T>
+void sgd_step_kernel(T* param, const T* grad, T* buffer, const bool* mask, int64_t n, double lr,
+                     double weight_decay, double momentum, double dampening, bool nesterov,
+                     bool maximize, bool first_step) {
+  using S = Simd<T>;
+  const auto neg_lr = S::set1(T(-lr));
+  const auto decay = S::set1(T(weight_decay));
+  const auto mom = S::set1(T(momentum));
+  const auto keep_fraction = S::set1(T(1.0 - dampening));
+  const bool use_decay = weight_decay != 0, use_momentum = momentum != 0;
+  for_chunks(n, 1024, [&](int64_t begin, int64_t end) {
+    for_vectors<T>(begin, end, [&](int64_t i, auto lanes) {
+      auto p = S::load(param + i, lanes);
+      auto g = S::load(grad + i, lanes);
+      if (maximize) g = S::neg(g);
+      if (use_decay) g = S::fmadd(p, decay, g);                     // grad.add(param, alpha=wd)
+      typename S::V buf;
+      if (use_momentum) {
+        buf = first_step ? g                                         // clone(grad)
+                         : S::fmadd(g, keep_fraction, S::mul(S::load(buffer + i, lanes), mom));
+        g = nesterov ? S::fmadd(buf, mom, g) : buf;                  // grad.add(buf, alpha=mom)
+      }
+      p = S::fmadd(g, neg_lr, p);                                    // param.add_(grad, alpha=-lr)
+      if (mask != nullptr) {
+        const auto kept = S::nonzero_bytes(mask + i, lanes);
+        p = S::keep(p, kept);
+        if (use_momentum) buf = S::keep(buf, kept);
+      }
+      S::store(param + i, p, lanes);
+      if (use_momentum) S::store(buffer + i, buf, lanes);
+    });
+  });
+}
+
+// Adam's square root. torch.sqrt on CPU is MKL's vector sqrt (at::vml::vsqrt, high-accuracy
+// mode) wherever torch is built with MKL, and that is not always the correctly rounded root
+// (on this AMD machine it differs in about 1 of 6 floats, by one ulp, and costs ~0.5 ns per
+// element). Two choices, by SPARSE_TICKETS_CPU_ADAM_SQRT:
+//   torch (default) MKL's own function (exported by libtorch_cpu; declared weak, so a torch
+//                   without MKL leaves it null and its correctly rounded sqrt is used): every
+//                   number bitwise torch.optim's, as the masked optimizers promise;
+//   fast            the correctly rounded instruction in the one pass (torch's fused=True
+//                   Adam does the same): exp_avg, exp_avg_sq, max_exp_avg_sq stay bitwise
+//                   torch.optim's, the param within an ulp or two of the step it takes; about
+//                   2.3x faster per step here.
+// `n` is passed as 64 bits so that LP64 (32-bit MKL_INT) and ILP64 builds both read it right.
+constexpr long long kVmlHighAccuracyNoFtzIgnoreErrors = 0x2 | 0x140000 | 0x100;
+constexpr const char* kAdamSqrtVariable = "SPARSE_TICKETS_CPU_ADAM_SQRT";
+
+template <typename T>
+using VmlSqrt = void (*)(long long, const T*, T*, long long);
+
+template <typename T>
+VmlSqrt<T> torch_sqrt_if_chosen() {
+  const char* choice = std::getenv(kAdamSqrtVariable);
+  const std::string value = choice == nullptr ? "" : choice;
+  TORCH_CHECK(value.empty() || value == "fast" || value == "torch", "adam_step_: ",
+              kAdamSqrtVariable, "=", value, "; expected torch (default) or fast");
+  if (value == "fast") return nullptr;
+  if constexpr (std::is_same_v<T, float>) return vmsSqrt;
+  else return vmdSqrt;
+}
+
+// One Adam element loop, split in two stages so that the square roots can be taken in bulk
+// between them: moments() updates and stores exp_avg, exp_avg_sq (and max_exp_avg_sq) and
+// returns the value whose root the denominator needs; update() finishes the param.
+template <typename T>
+struct AdamElements {
+  using S = Simd<T>;
+  using V = typename S::V;
+  T *param, *exp_avg, *exp_avg_sq, *max_exp_avg_sq;
+  const T* grad;
+  const bool* mask;
+  bool amsgrad, maximize, coupled_decay, decoupled_decay, lerp_small;
+  V decay, scale, lerp_coeff, b2, one_minus_b2, bc2_sqrt, epsilon, neg_step_size;
+
+  // Returns (param after decoupled decay, exp_avg, root operand), the moments stored.
+  template <typename L>
+  inline void moments(int64_t i, L lanes, V& p, V& m, V& root_operand) const {
+    p = S::load(param + i, lanes);
+    auto g = S::load(grad + i, lanes);
+    if (maximize) g = S::neg(g);
+    if (decoupled_decay) p = S::mul(p, scale);                        // param.mul_(1 - lr*wd)
+    if (coupled_decay) g = S::fmadd(p, decay, g);                     // grad.add(param, alpha=wd)
+    m = S::load(exp_avg + i, lanes);
+    m = S::fmadd(lerp_coeff, S::sub(g, m), lerp_small ? m : g);      // exp_avg.lerp_(grad, 1-b1)
+    auto v = S::load(exp_avg_sq + i, lanes);
+    v = S::fmadd(S::mul(one_minus_b2, g), g, S::mul(v, b2));     // mul_(b2).addcmul_(g, g, 1-b2)
+    V vmax;
+    if (amsgrad) vmax = S::maximum(S::load(max_exp_avg_sq + i, lanes), v);
+    if (mask != nullptr) {
+      const auto kept = S::nonzero_bytes(mask + i, lanes);
+      m = S::keep(m, kept);
+      v = S::keep(v, kept);
+      if (amsgrad) vmax = S::keep(vmax, kept);
+    }
+    S::store(exp_avg + i, m, lanes);
+    S::store(exp_avg_sq + i, v, lanes);
+    if (amsgrad) S::store(max_exp_avg_sq + i, vmax, lanes);
+    root_operand = amsgrad ? vmax : v;
+  }
+
+  template <typename L>
+  inline void update(int64_t i, L lanes, V p, V m, V root) const {
+    const auto denom = S::add(S::div(root, bc2_sqrt), epsilon);      // sqrt(v) / bc2_sqrt + eps
+    p = S::add(p, S::div(S::mul(neg_step_size, m), denom));          // addcdiv_(m, denom, -step)
+    if (mask != nullptr) p = S::keep(p, S::nonzero_bytes(mask + i, lanes));
+    S::store(param + i, p, lanes);
+  }
+};
+
+template <typename T>
+void adam_step_kernel(T* param, const T* grad, T* exp_avg, T* exp_avg_sq, T* max_exp_avg_sq,
+                      const bool* mask, int64_t n, double lr, double beta1, double beta2,
+                      double eps, double weight_decay, double step, bool amsgrad, bool maximize,
+                      bool decoupled_weight_decay) {
+  using S = Simd<T>;
+  using V = typename S::V;
+  // The host-side scalars of torch.optim.Adam, in double, in its order. `volatile` keeps the
+  // product lr * weight_decay rounded before the subtraction (no contraction into an FMA).
+  volatile double decay_product = lr * weight_decay;
+  const double decay_scale = 1.0 - decay_product;
+  const double bias_correction1 = 1.0 - std::pow(beta1, step);
+  const double bias_correction2 = 1.0 - std::pow(beta2, step);
+  const double step_size = lr / bias_correction1;
+  const double bias_correction2_sqrt = std::pow(bias_correction2, 0.5);
+  // lerp(start, end, w): |w| < 0.5 ? fma(w, end - start, start) : fma(w - 1, end - start, end)
+  const T lerp_weight = T(1.0 - beta1);
+
+  AdamElements<T> e;
+  e.param = param, e.grad = grad, e.exp_avg = exp_avg, e.exp_avg_sq = exp_avg_sq;
+  e.max_exp_avg_sq = max_exp_avg_sq, e.mask = mask;
+  e.amsgrad = amsgrad, e.maximize = maximize;
+  e.coupled_decay = weight_decay != 0 && !decoupled_weight_decay;
+  e.decoupled_decay = weight_decay != 0 && decoupled_weight_decay;
+  e.lerp_small = std::abs(lerp_weight) < T(0.5);
+  e.decay = S::set1(T(weight_decay));
+  e.scale = S::set1(T(decay_scale));
+  e.lerp_coeff = S::set1(e.lerp_small ? lerp_weight : lerp_weight - T(1));
+  e.b2 = S::set1(T(beta2));
+  e.one_minus_b2 = S::set1(T(1.0 - beta2));
+  e.bc2_sqrt = S::set1(T(bias_correction2_sqrt));
+  e.epsilon = S::set1(T(eps));
+  e.neg_step_size = S::set1(T(-step_size));
+
+  const VmlSqrt<T> vml_sqrt = torch_sqrt_if_chosen<T>();
+  if (vml_sqrt == nullptr) {  // one pass, the square root in registers
+    for_chunks(n, 1024, [&](int64_t begin, int64_t end) {
+      for_vectors<T>(begin, end, [&](int64_t i, auto lanes) {
+        V p, m, operand;
+        e.moments(i, lanes, p, m, operand);
+        e.update(i, lanes, p, m, S::sqrt(operand));
+      });
+    });
+    return;
+  }
+  // Two passes per chunk of 4096 elements, the second from L1/L2: the moments (and the decayed
+  // param, kept in `param`), MKL's roots of the chunk in one call (a call inside a parallel
+  // region costs as much as a few hundred elements), then the param.
+  constexpr int64_t kChunk = 4096;  // a multiple of every vector width
+  const T* operands = amsgrad ? max_exp_avg_sq : exp_avg_sq;
+  for_chunks(n, kChunk, [&](int64_t first, int64_t last) {
+    alignas(64) T root[kChunk];
+    for (int64_t begin = first; begin < last; begin += kChunk) {
+      const int64_t end = std::min(last, begin + kChunk);
+      for_vectors<T>(begin, end, [&](int64_t i, auto lanes) {
+        V p, m, operand;
+        e.moments(i, lanes, p, m, operand);
+        if (e.decoupled_decay) S::store(param + i, p, lanes);
+      });
+      vml_sqrt(end - begin, operands + begin, root, kVmlHighAccuracyNoFtzIgnoreErrors);
+      for_vectors<T>(begin, end, [&](int64_t i, auto lanes) {
+        e.update(i, lanes, S::load(param + i, lanes), S::load(exp_avg + i, lanes),
+                 S::load(root + (i - begin), lanes));
+      });
+    }
+  });
+}
+
+// ---------------------------------------------------------------------------------------------
+// Input checks and the op entry points.
+
+int64_t round_up(int64_t n, int64_t multiple) { return (n + multiple - 1) / multiple * multiple; }
+
+void check_float_dtype(const char* op, const char* name, const at::Tensor& t) {
+  TORCH_CHECK(t.scalar_type() == at::kFloat || t.scalar_type() == at::kDouble, op, ": ", name,
+              " must be float32 or float64, got ", t.scalar_type());
+}
+
+void check_cpu(const char* op, const char* name, const at::Tensor& t) {
+  TORCH_CHECK(t.device().is_cpu(), op, ": ", name, " must be on the CPU, got ", t.device());
+}
+
+void check_same_dtype(const char* op, const char* name, const at::Tensor& t,
+                      const char* like_name, const at::Tensor& like) {
+  TORCH_CHECK(t.scalar_type() == like.scalar_type(), op, ": ", name, " must have ", like_name,
+              "'s dtype ", like.scalar_type(), ", got ", t.scalar_type());
+}
+
+// An int32 1-D index vector, made contiguous.
+at::Tensor checked_index(const char* op, const char* name, const at::Tensor& t) {
+  check_cpu(op, name, t);
+  TORCH_CHECK(t.scalar_type() == at::kInt, op, ": ", name, " must be int32, got ",
+              t.scalar_type());
+  TORCH_CHECK(t.dim() == 1, op, ": ", name, " must be 1-D, got ", t.dim(), "-D");
+  return t.contiguous();
+}
+
+// row_ptr must be a valid CSR row pointer for nnz nonzeros: 0 first, nnz last, nondecreasing.
+// (col_idx entries are not range-checked: that would cost a pass over the index per call.)
+void check_row_ptr(const char* op, const at::Tensor& row_ptr, int64_t nnz) {
+  TORCH_CHECK(row_ptr.numel() >= 1, op, ": row_ptr must have rows + 1 >= 1 entries, got 0");
+  TORCH_CHECK(nnz <= std::numeric_limits<index_t>::max(), op,
+              ": nnz must fit in int32, got ", nnz);
+  const index_t* p = row_ptr.data_ptr<index_t>();
+  const int64_t rows = row_ptr.numel() - 1;
+  TORCH_CHECK(p[0] == 0, op, ": row_ptr[0] must be 0, got ", p[0]);
+  TORCH_CHECK(p[rows] == nnz, op, ": row_ptr[-1] must equal col_idx's length ", nnz, ", got ",
+              p[rows]);
+  for (int64_t r = 0; r < rows; ++r)
+    TORCH_CHECK(p[r] <= p[r + 1], op, ": row_ptr must be nondecreasing, but row_ptr[", r,
+                "] = ", p[r], " > row_ptr[", r + 1, "] = ", p[r + 1]);
+}
+
+// A 2-D float matrix whose rows may be strided but whose columns are contiguous.
+at::Tensor row_major(const at::Tensor& t) {
+  return t.size(1) <= 1 || t.stride(1) == 1 ? t : t.contiguous();
+}
+
+at::Tensor spmm_cpu(const at::Tensor& x_in, const at::Tensor& row_ptr_in,
+                    const at::Tensor& col_idx_in, const at::Tensor& values_in,
+                    const std::optional<at::Tensor>& value_index_in,
+                    const std::optional<at::Tensor>& bias_in) {
+  constexpr const char* op = "spmm";
+  check_cpu(op, "x", x_in);
+  check_cpu(op, "values", values_in);
+  check_float_dtype(op, "x", x_in);
+  TORCH_CHECK(x_in.dim() == 2, op, ": x must be 2-D (batch, columns), got ", x_in.dim(), "-D");
+  check_same_dtype(op, "values", values_in, "x", x_in);
+  TORCH_CHECK(values_in.dim() == 1, op, ": values must be 1-D, got ", values_in.dim(), "-D");
+  const at::Tensor row_ptr = checked_index(op, "row_ptr", row_ptr_in);
+  const at::Tensor col_idx = checked_index(op, "col_idx", col_idx_in);
+  const int64_t nnz = col_idx.numel();
+  TORCH_CHECK(values_in.numel() == nnz, op, ": values must have one entry per nonzero (",
+              nnz, "), got ", values_in.numel());
+  check_row_ptr(op, row_ptr, nnz);
+  at::Tensor value_index;
+  if (value_index_in.has_value()) {
+    value_index = checked_index(op, "value_index", *value_index_in);
+    TORCH_CHECK(value_index.numel() == nnz, op, ": value_index must have col_idx's length ",
+                nnz, ", got ", value_index.numel());
+  }
+  const int64_t B = x_in.size(0), C = x_in.size(1), R = row_ptr.numel() - 1;
+  at::Tensor bias;
+  if (bias_in.has_value()) {
+    bias = *bias_in;
+    check_cpu(op, "bias", bias);
+    check_same_dtype(op, "bias", bias, "x", x_in);
+    TORCH_CHECK(bias.dim() == 1 && bias.size(0) == R, op, ": bias must have shape (", R,
+                ",) (one per row of row_ptr), got ", bias.sizes());
+    bias = bias.contiguous();
+  }
+  const at::Tensor values = values_in.contiguous();
+  at::Tensor out = at::empty({B, R}, x_in.options().memory_format(at::MemoryFormat::Contiguous));
+  if (B == 0 || R == 0) return out;
+  if (nnz == 0 || C == 0) {
+    if (bias.defined()) out.copy_(bias.unsqueeze(0).expand({B, R}));
+    else out.zero_();
+    return out;
+  }
+  const at::Tensor x = row_major(x_in);
+  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "sparse_tickets_spmm", [&] {
+    constexpr int W = Simd<scalar_t>::W;
+    const int64_t Bp = round_up(B, W);
+    scalar_t* xT = scratch<scalar_t>(0, C * Bp);
+    transpose_to_batch_minor<scalar_t>(x.data_ptr<scalar_t>(), x.stride(0), B, C, xT, Bp, 0);
+    const index_t* rp = row_ptr.data_ptr<index_t>();
+    const index_t* ci = col_idx.data_ptr<index_t>();
+    const index_t* vi = value_index.defined() ? value_index.data_ptr<index_t>() : nullptr;
+    const scalar_t* v = values.data_ptr<scalar_t>();
+    const scalar_t* b = bias.defined() ? bias.data_ptr<scalar_t>() : nullptr;
+    const scalar_t* xt = xT;
+    scalar_t* o = out.data_ptr<scalar_t>();
+    for_row_parts(rp, R, W, (nnz + R) * Bp, [&](int64_t begin, int64_t end) {
+      if (vi != nullptr)
+        spmm_rows<scalar_t, true>(xt, Bp, B, rp, ci, v, vi, b, R, begin, end, o);
+      else
+        spmm_rows<scalar_t, false>(xt, Bp, B, rp, ci, v, vi, b, R, begin, end, o);
+    });
+  });
+  return out;
+}
+
+at::Tensor sddmm_cpu(const at::Tensor& grad_out_in, const at::Tensor& x_in,
+                     const at::Tensor& row_ptr_in, const at::Tensor& col_idx_in) {
+  constexpr const char* op = "sddmm";
+  check_cpu(op, "grad_out", grad_out_in);
+  check_cpu(op, "x", x_in);
+  check_float_dtype(op, "x", x_in);
+  check_same_dtype(op, "grad_out", grad_out_in, "x", x_in);
+  TORCH_CHECK(x_in.dim() == 2, op, ": x must be 2-D (batch, columns), got ", x_in.dim(), "-D");
+  TORCH_CHECK(grad_out_in.dim() == 2, op, ": grad_out must be 2-D (batch, rows), got ",
+              grad_out_in.dim(), "-D");
+  const at::Tensor row_ptr = checked_index(op, "row_ptr", row_ptr_in);
+  const at::Tensor col_idx = checked_index(op, "col_idx", col_idx_in);
+  const int64_t nnz = col_idx.numel();
+  check_row_ptr(op, row_ptr, nnz);
+  const int64_t B = x_in.size(0), C = x_in.size(1), R = row_ptr.numel() - 1;
+  TORCH_CHECK(grad_out_in.size(0) == B, op, ": grad_out and x must have the same batch size, got ",
+              grad_out_in.size(0), " and ", B);
+  TORCH_CHECK(grad_out_in.size(1) == R, op, ": grad_out must have one column per row of row_ptr (",
+              R, "), got ", grad_out_in.size(1));
+  at::Tensor out = at::empty({nnz}, x_in.options());
+  if (nnz == 0) return out;
+  if (B == 0) return out.zero_();
+  const at::Tensor x = row_major(x_in), grad_out = row_major(grad_out_in);
+  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "sparse_tickets_sddmm", [&] {
+    constexpr int W = Simd<scalar_t>::W;
+    const int64_t Bp = round_up(B, W);
+    // xT gets one extra zero row: the target of the unused slots of a last, partial group.
+    scalar_t* xT = scratch<scalar_t>(0, (C + 1) * Bp);
+    scalar_t* gT = scratch<scalar_t>(1, R * Bp);
+    transpose_to_batch_minor<scalar_t>(x.data_ptr<scalar_t>(), x.stride(0), B, C, xT, Bp, 1);
+    transpose_to_batch_minor<scalar_t>(grad_out.data_ptr<scalar_t>(), grad_out.stride(0), B, R,
+                                       gT, Bp, 0);
+    const index_t* rp = row_ptr.data_ptr<index_t>();
+    const index_t* ci = col_idx.data_ptr<index_t>();
+    const scalar_t* xt = xT;
+    const scalar_t* gt = gT;
+    scalar_t* o = out.data_ptr<scalar_t>();
+    for_row_parts(rp, R, 1, (nnz + R) * Bp, [&](int64_t begin, int64_t end) {
+      switch (Bp / W) {
+        case 1: sddmm_rows_one_chunk<scalar_t, 1>(xt, gt, Bp, rp, ci, C, begin, end, o); break;
+        case 2: sddmm_rows_one_chunk<scalar_t, 2>(xt, gt, Bp, rp, ci, C, begin, end, o); break;
+        case 3: sddmm_rows_one_chunk<scalar_t, 3>(xt, gt, Bp, rp, ci, C, begin, end, o); break;
+        case 4: sddmm_rows_one_chunk<scalar_t, 4>(xt, gt, Bp, rp, ci, C, begin, end, o); break;
+        default: sddmm_rows_chunked<scalar_t>(xt, gt, Bp, rp, ci, C, begin, end, o); break;
+      }
+    });
+  });
+  return out;
+}
+
+// A state tensor of the optimizer steps: param's shape and dtype, contiguous, on the CPU.
+void check_like_param(const char* op, const char* name, const at::Tensor& t,
+                      const at::Tensor& param) {
+  check_cpu(op, name, t);
+  check_same_dtype(op, name, t, "param", param);
+  TORCH_CHECK(t.sizes() == param.sizes(), op, ": ", name, " must have param's shape ",
+              param.sizes(), ", got ", t.sizes());
+  TORCH_CHECK(t.is_contiguous(), op, ": ", name, " must be contiguous");
+}
+
+const bool* checked_mask(const char* op, const std::optional<at::Tensor>& mask,
+                         const at::Tensor& param) {
+  if (!mask.has_value()) return nullptr;
+  check_cpu(op, "mask", *mask);
+  TORCH_CHECK(mask->scalar_type() == at::kBool, op, ": mask must be bool, got ",
+              mask->scalar_type());
+  TORCH_CHECK(mask->sizes() == param.sizes(), op, ": mask must have param's shape ",
+              param.sizes(), ", got ", mask->sizes());
+  TORCH_CHECK(mask->is_contiguous(), op, ": mask must be contiguous");
+  return mask->data_ptr<bool>();
+}
+
+void check_param(const char* op, const at::Tensor& param) {
+  check_cpu(op, "param", param);
+  check_float_dtype(op, "param", param);
+  TORCH_CHECK(param.is_contiguous(), op, ": param must be contiguous");
+}
+
+void sgd_step_cpu(at::Tensor& param, const at::Tensor& grad, at::Tensor& momentum_buffer,
+                  const std::optional<at::Tensor>& mask, double lr, double weight_decay,
+                  double momentum, double dampening, bool nesterov, bool maximize,
+                  bool first_step) {
+  constexpr const char* op = "sgd_step_";
+  check_param(op, param);
+  check_like_param(op, "grad", grad, param);
+  if (momentum != 0) check_like_param(op, "momentum_buffer", momentum_buffer, param);
+  const bool* m = checked_mask(op, mask, param);
+  if (param.numel() == 0) return;
+  AT_DISPATCH_FLOATING_TYPES(param.scalar_type(), "sparse_tickets_sgd_step", [&] {
+    sgd_step_kernel<scalar_t>(param.data_ptr<scalar_t>(), grad.data_ptr<scalar_t>(),
+                              momentum != 0 ? momentum_buffer.data_ptr<scalar_t>() : nullptr, m,
+                              param.numel(), lr, weight_decay, momentum, dampening, nesterov,
+                              maximize, first_step);
+  });
+}
+
+void adam_step_cpu(at::Tensor& param, const at::Tensor& grad, at::Tensor& exp_avg,
+                   at::Tensor& exp_avg_sq, at::Tensor& max_exp_avg_sq,
+                   const std::optional<at::Tensor>& mask, double lr, double beta1, double beta2,
+                   double eps, double weight_decay, double step, bool amsgrad, bool maximize,
+                   bool decoupled_weight_decay) {
+  constexpr const char* op = "adam_step_";
+  check_param(op, param);
+  check_like_param(op, "grad", grad, param);
+  check_like_param(op, "exp_avg", exp_avg, param);
+  check_like_param(op, "exp_avg_sq", exp_avg_sq, param);
+  if (amsgrad) check_like_param(op, "max_exp_avg_sq", max_exp_avg_sq, param);
+  const bool* m = checked_mask(op, mask, param);
+  if (param.numel() == 0) return;
+  AT_DISPATCH_FLOATING_TYPES(param.scalar_type(), "sparse_tickets_adam_step", [&] {
+    adam_step_kernel<scalar_t>(param.data_ptr<scalar_t>(), grad.data_ptr<scalar_t>(),
+                               exp_avg.data_ptr<scalar_t>(), exp_avg_sq.data_ptr<scalar_t>(),
+                               amsgrad ? max_exp_avg_sq.data_ptr<scalar_t>() : nullptr, m,
+                               param.numel(), lr, beta1, beta2, eps, weight_decay, step, amsgrad,
+                               maximize, decoupled_weight_decay);
+  });
+}
+
+}  // namespace
+}  // namespace sparse_tickets_cpu
+
+TORCH_LIBRARY_IMPL(sparse_tickets, CPU, m) {
+  m.impl("spmm", &sparse_tickets_cpu::spmm_cpu);
+  m.impl("sddmm", &sparse_tickets_cpu::sddmm_cpu);
+  m.impl("sgd_step_", &sparse_tickets_cpu::sgd_step_cpu);
+  m.impl("adam_step_", &sparse_tickets_cpu::adam_step_cpu);
+}
