@@ -28,7 +28,7 @@ from sparse_tickets.optim import MaskedAdam
 
 # (batch, in_features, out_features)
 SHAPES = [(60, 784, 300), (60, 300, 100), (64, 4096, 4096)]
-DENSITIES = [0.6, 0.5, 0.4, 0.3, 0.2, 0.1, 0.05]
+DENSITIES = [1.0, 0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3, 0.2, 0.1, 0.05]
 
 
 def step_time(shape, density: float, mode: str, device: str, repeats: int = 7) -> float:

@@ -41,11 +41,13 @@ def test_a_requested_mode_is_obeyed_at_any_density():
     assert layer.mode == "dense"
 
 
-def test_auto_runs_compact_below_the_threshold_only():
+def test_auto_runs_compact_at_or_below_the_threshold_only(monkeypatch):
     _compiled_cpu_backend()
-    below = choice.threshold("cpu") / 2
-    assert _layer_at(below).mode == "compact"
-    assert _layer_at(min(1.0, choice.threshold("cpu") * 2 + 0.01)).mode == "dense"
+    assert 0.0 < choice.threshold("cpu") <= 1.0
+    monkeypatch.setenv(choice.THRESHOLD_ENV_VAR, "0.3")
+    assert _layer_at(0.3).mode == "compact"
+    assert _layer_at(0.1).mode == "compact"
+    assert _layer_at(0.5).mode == "dense"
 
 
 def test_the_threshold_can_be_overridden(monkeypatch):
