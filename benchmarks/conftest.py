@@ -9,6 +9,7 @@ import torch
 
 from benchmarks import machine
 from benchmarks.profiles import DEVICES, profile_of
+from sparse_tickets.compact import choice
 
 
 def pytest_addoption(parser):
@@ -43,3 +44,13 @@ def profile(request):
 def _seeded():
     torch.manual_seed(0)
     yield
+
+
+@pytest.fixture(autouse=True)
+def _dense_masked_unless_asked():
+    # A masked layer would otherwise pick its mode by density ("auto"), and a backend's row
+    # would time the compact mode below the threshold: every row runs the dense-masked mode
+    # unless its provider switches a layer to compact itself.
+    choice.set_default_mode("dense")
+    yield
+    choice.set_default_mode(None)

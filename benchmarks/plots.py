@@ -1,9 +1,9 @@
 """PNG plots: speedup over dense against sparsity, one figure per op family.
 
 Each figure is a grid: a row per shape (and dtype), a column per pass of the op (forward,
-forward_backward; sgd_step, adam_step). In each panel: one line per backend and baseline, and
-the ideal speedup 1 / density as a dashed line. The x axis is 1 / density on a log scale,
-labelled with the sparsity, so the ideal is the diagonal.
+forward_backward; sgd_step, adam_step). In each panel: one line per backend, compact mode and
+baseline, and the ideal speedup 1 / density as a dashed line. The x axis is 1 / density on a
+log scale, labelled with the sparsity, so the ideal is the diagonal.
 """
 
 from __future__ import annotations
@@ -48,13 +48,15 @@ def _draw_panel(ax, rows: list[Row], title: str) -> None:
         ax.set_axis_off()
         return
     inverse_density = sorted({row.ideal_vs_dense for row in rows})
-    for provider in sorted({row.provider for row in rows}, key=provider_order):
+    provider_of = {row.provider_label: row.provider for row in rows}
+    for label in sorted(provider_of, key=lambda label: (provider_order(provider_of[label]),
+                                                         label)):
         points = sorted((row.ideal_vs_dense, row.vs_dense) for row in rows
-                        if row.provider == provider)
-        if provider == "dense":  # timed once: it is 1 at every sparsity by definition
+                        if row.provider_label == label)
+        if provider_of[label] == "dense":  # timed once: it is 1 at every sparsity by definition
             points = [(x, 1.0) for x in inverse_density]
         xs, ys = zip(*points)
-        ax.plot(xs, ys, marker="o", markersize=3, linewidth=1.2, label=provider)
+        ax.plot(xs, ys, marker="o", markersize=3, linewidth=1.2, label=label)
     # Markers too: with a single sparsity (the optimizer step) a line has nothing to draw.
     ax.plot(inverse_density, inverse_density, "k--", marker="x", markersize=4, linewidth=1,
             label="ideal (1 / density)")

@@ -48,6 +48,9 @@ class Profile:
     mlp_models: tuple
     conv_net_models: tuple
     densities: tuple
+    # One training step (forward, backward, Adam) of a single layer, at these sparsities.
+    train_step_shapes: tuple
+    train_step_sparsities: tuple
     # Why conv nets are not trained end to end on this device; None when they are.
     conv_net_skip_reason: Optional[str] = None
     omitted: tuple = ()
@@ -56,8 +59,9 @@ class Profile:
 _PAPER_CONVS = shapes.CONV6_LAYERS + shapes.VGG19_LAYERS + shapes.RESNET20_LAYERS
 _PAPER_GEMMS = ((shapes.LENET_FC1,) + tuple(c.as_gemm() for c in shapes.VGG19_LAYERS)
                 + tuple(c.as_gemm() for c in shapes.RESNET20_LAYERS))
+LENET_300_100 = TrainedModel("lenet_300_100", shapes.LENET_BATCH, iterations=20)
 _MLPS = (
-    TrainedModel("lenet_300_100", shapes.LENET_BATCH, iterations=20),
+    LENET_300_100,
     TrainedModel("wide_mlp", shapes.LENET_BATCH, iterations=4, widths=(784, 2048, 2048, 10)),
 )
 _CONV_NETS = (
@@ -79,7 +83,8 @@ def profile_for(device: str, quick: bool = False) -> Profile:
             optimizer_models=("lenet_300_100",), optimizer_sparsity=0.8,
             mlp_models=(TrainedModel("tiny_mlp", 4, iterations=2, widths=(784, 8, 10)),),
             conv_net_models=(TrainedModel("conv2", 2, iterations=1, input_shape=(3, 8, 8)),),
-            densities=(1.0, 0.21),
+            densities=(1.0, 0.21), train_step_shapes=(shapes.TINY_GEMM,),
+            train_step_sparsities=(0.9,),
         )
     if device == "cuda":
         return Profile(
@@ -88,7 +93,8 @@ def profile_for(device: str, quick: bool = False) -> Profile:
             linear_shapes=_PAPER_GEMMS + (shapes.LARGE_BATCH64, shapes.LARGE_BATCH512),
             conv_shapes=_PAPER_CONVS, optimizer_models=("vgg19", "resnet20"),
             optimizer_sparsity=0.8, mlp_models=_MLPS, conv_net_models=_CONV_NETS,
-            densities=shapes.IMP_DENSITIES,
+            densities=shapes.IMP_DENSITIES, train_step_shapes=(shapes.LARGE_BATCH64,),
+            train_step_sparsities=shapes.TRAIN_STEP_SPARSITIES,
         )
     return Profile(
         name="cpu", device=device, dtypes=(torch.float32,), sparsities=shapes.SPARSITIES,
@@ -96,6 +102,8 @@ def profile_for(device: str, quick: bool = False) -> Profile:
         conv_shapes=_PAPER_CONVS,
         optimizer_models=("vgg19", "resnet20"), optimizer_sparsity=0.8, mlp_models=_MLPS,
         conv_net_models=_CONV_NETS, densities=shapes.IMP_DENSITIES,
+        train_step_shapes=(shapes.LARGE_BATCH64,),
+        train_step_sparsities=shapes.TRAIN_STEP_SPARSITIES,
         conv_net_skip_reason=_CONV_NETS_ON_CPU,
         omitted=(f"end-to-end training of {', '.join(m.name for m in _CONV_NETS)}: "
                  f"{_CONV_NETS_ON_CPU}",),

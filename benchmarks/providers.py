@@ -1,8 +1,15 @@
-"""Every provider the suites compare, in one place: our backends and the baselines.
+"""Every provider the suites compare, in one place: our backends, our compact mode, and the
+baselines.
 
 A provider is what computes a row: a registered backend of :mod:`sparse_tickets.ops` (forced
-with ``SPARSE_TICKETS_BACKEND``), or a baseline:
+with ``SPARSE_TICKETS_BACKEND``) running the dense-masked mode, our compact mode, or a
+baseline:
 
+- ``compact``: the weight as its kept values plus a :class:`~sparse_tickets.compact.
+  CompactIndex` of the mask, built once per mask (untimed), the values the trainable leaf;
+  computed by ``compact_linear`` / ``compact_conv2d`` (networks: every masked layer switched
+  with ``set_mode("compact")``) on whichever backend auto-selection picks, which the row
+  records in ``extra_info["backend"]``.
 - ``dense``: plain torch on the plain weight, no mask at all: the cost of not pruning.
 - ``prune_style``: ``W * M`` materialised at every call, then plain torch: what
   torch.nn.utils.prune and every mask-multiplying lottery-ticket tool pay.
@@ -13,14 +20,20 @@ with ``SPARSE_TICKETS_BACKEND``), or a baseline:
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
+from typing import Optional
+
 import pytest
 import torch
 import torch.nn.functional as F
 
 from sparse_tickets import ops
-from sparse_tickets.functional import masked_conv2d, masked_linear
+from sparse_tickets.compact import CompactIndex
+from sparse_tickets.functional import (compact_conv2d, compact_linear, masked_conv2d,
+                                       masked_linear)
 
+COMPACT = "compact"
 DENSE = "dense"
 PRUNE_STYLE = "prune_style"
 TORCH_CSR = "torch_csr"
@@ -37,18 +50,50 @@ def backend_names(op: str, device: str, dtype: torch.dtype) -> list[str]:
             if status.available and not ops.get(status.name).not_supported_reasons(op, probe)]
 
 
+def compact_providers(device: str, dtype: torch.dtype) -> list[str]:
+    """``[COMPACT]`` when some backend can run the compact linear of ``dtype`` on ``device``."""
+    return [COMPACT] if backend_names("compact_linear", device, dtype) else []
+
+
+def times_sparsity(provider: str, sparsity: float, sparsities: tuple) -> bool:
+    """Whether a per-op suite times ``provider`` at ``sparsity`` (one of ``sparsities``).
+
+    Dense never looks at the mask: timed once, at the first sparsity. Compact skips sparsity
+    0: a compact weight at density 1 is the dense product computed as a sparse one, which no
+    mode choice picks, and on the CPU it would be the slowest row of the run.
+    """
+    if provider == DENSE:
+        return sparsity == sparsities[0]
+    return not (provider == COMPACT and sparsity == 0.0)
+
+
 def force_backend(monkeypatch, name: str) -> None:
     """Make every masked op of the test run on backend ``name`` (undone after the test)."""
     monkeypatch.setenv(ops.BACKEND_ENV_VAR, name)
 
 
 def provider_kind(provider: str) -> str:
-    return "baseline" if provider in BASELINES else "backend"
+    """``baseline``, ``mode`` (our compact mode, on the auto-selected backend) or ``backend``."""
+    if provider in BASELINES:
+        return "baseline"
+    return "mode" if provider == COMPACT else "backend"
+
+
+def selected_backend(op: str, tensors) -> str:
+    """The backend auto-selection (or ``SPARSE_TICKETS_BACKEND``) gives ``op`` on ``tensors``."""
+    return ops.select(op, tensors).name
+
+
+def backend_label(*names: str) -> str:
+    """One label for the backends a row ran on: ``cpu``, or ``cpu + reference`` when its ops
+    were served by different ones."""
+    return " + ".join(dict.fromkeys(names))
 
 
 @dataclass
 class LinearCase:
-    """The tensors of one masked linear call; ``csr_*`` hold the weight as CSR, prebuilt."""
+    """The tensors of one masked linear call; ``csr_*`` hold the weight as CSR, prebuilt, and
+    :meth:`compact` its compact form, built on first use."""
 
     x: torch.Tensor
     weight: torch.Tensor
@@ -57,16 +102,35 @@ class LinearCase:
     csr_crow: torch.Tensor
     csr_col: torch.Tensor
     csr_values: torch.Tensor
+    compact_form: Optional[tuple] = None
+
+    def compact(self) -> tuple[torch.Tensor, CompactIndex]:
+        """``(values, index)`` of the weight, the values a leaf when the weight is one."""
+        if self.compact_form is None:
+            self.compact_form = _compact_form(self.weight, self.mask)
+        return self.compact_form
 
     def leaves(self) -> list[torch.Tensor]:
         """The tensors a backward writes gradients into (reset before each timed call)."""
-        return [t for t in (self.x, self.weight, self.csr_values) if t.requires_grad]
+        values = self.compact_form[0] if self.compact_form else None
+        return [t for t in (self.x, self.weight, self.csr_values, values)
+                if t is not None and t.requires_grad]
 
 
+def _compact_form(weight: torch.Tensor, mask: torch.Tensor) -> tuple:
+    index = CompactIndex.from_mask(mask)
+    values = index.gather(weight.detach()).requires_grad_(weight.requires_grad)
+    return values, index
+
+
+# One case at a time (a 4096x4096 case holds hundreds of MB): the suites walk the providers of
+# a shape and sparsity one after another, and all of them time the same tensors.
+@functools.lru_cache(maxsize=1)
 def linear_case(batch: int, in_features: int, out_features: int, sparsity: float,
                 device: str, dtype: torch.dtype, requires_grad: bool) -> LinearCase:
     """Random inputs, a random mask pruning ``sparsity`` of the weight, the weight zeroed
-    where pruned (as the masked layers keep it), and its CSR form."""
+    where pruned (as the masked layers keep it), and its CSR form. The same arguments return
+    the same case as the call before (its tensors are read, never changed, by every provider)."""
     generator = torch.Generator(device=device).manual_seed(0)
     options = dict(device=device, dtype=dtype, generator=generator)
     x = torch.randn(batch, in_features, **options)
@@ -91,6 +155,11 @@ def _csr_linear(case: LinearCase) -> torch.Tensor:
     return (weight @ case.x.t()).t()
 
 
+def _compact_linear(case: LinearCase) -> torch.Tensor:
+    values, index = case.compact()
+    return compact_linear(case.x, values, index)
+
+
 LINEAR_BASELINES = {
     DENSE: lambda case: F.linear(case.x, case.weight),
     PRUNE_STYLE: lambda case: F.linear(case.x, case.weight * case.mask),
@@ -99,18 +168,22 @@ LINEAR_BASELINES = {
 
 
 def linear_providers(device: str, dtype: torch.dtype) -> list[str]:
-    """Backends, then baselines, that can run a masked linear of ``dtype`` on ``device``.
+    """Backends, compact, then baselines, that can run a masked linear of ``dtype`` on
+    ``device``.
 
     torch_csr runs in fp32/fp64 only: torch's CSR products (and the sampled product their
     backward needs) do not cover the half types on every device.
     """
     baselines = [name for name in LINEAR_BASELINES
                  if name != TORCH_CSR or dtype in (torch.float32, torch.float64)]
-    return backend_names("masked_linear", device, dtype) + baselines
+    return (backend_names("masked_linear", device, dtype) + compact_providers(device, dtype)
+            + baselines)
 
 
 def run_linear(provider: str, case: LinearCase) -> torch.Tensor:
     """``x @ (W ⊙ M)^T`` computed by ``provider`` (a backend must be forced beforehand)."""
+    if provider == COMPACT:
+        return _compact_linear(case)
     baseline = LINEAR_BASELINES.get(provider)
     return baseline(case) if baseline else masked_linear(case.x, case.weight, case.mask)
 
@@ -123,9 +196,17 @@ class ConvCase:
     grad_y: torch.Tensor
     padding: int
     stride: int
+    compact_form: Optional[tuple] = None
+
+    def compact(self) -> tuple[torch.Tensor, CompactIndex]:
+        """``(values, index)`` of the weight, the values a leaf when the weight is one."""
+        if self.compact_form is None:
+            self.compact_form = _compact_form(self.weight, self.mask)
+        return self.compact_form
 
     def leaves(self) -> list[torch.Tensor]:
-        return [t for t in (self.x, self.weight) if t.requires_grad]
+        values = self.compact_form[0] if self.compact_form else None
+        return [t for t in (self.x, self.weight, values) if t is not None and t.requires_grad]
 
 
 def conv_case(shape, sparsity: float, device: str, dtype: torch.dtype,
@@ -145,6 +226,11 @@ def conv_case(shape, sparsity: float, device: str, dtype: torch.dtype,
     return ConvCase(x, weight, mask, grad_y, shape.padding, shape.stride)
 
 
+def _compact_conv(case: ConvCase) -> torch.Tensor:
+    values, index = case.compact()
+    return compact_conv2d(case.x, values, index, stride=case.stride, padding=case.padding)
+
+
 CONV_BASELINES = {
     DENSE: lambda c: F.conv2d(c.x, c.weight, stride=c.stride, padding=c.padding),
     PRUNE_STYLE: lambda c: F.conv2d(c.x, c.weight * c.mask, stride=c.stride, padding=c.padding),
@@ -152,16 +238,29 @@ CONV_BASELINES = {
 
 
 def conv_providers(device: str, dtype: torch.dtype) -> list[str]:
-    """Backends, then baselines, that can run a masked conv2d of ``dtype`` on ``device``."""
-    return backend_names("masked_conv2d", device, dtype) + list(CONV_BASELINES)
+    """Backends, compact, then baselines, that can run a masked conv2d of ``dtype`` on
+    ``device``."""
+    return (backend_names("masked_conv2d", device, dtype) + compact_providers(device, dtype)
+            + list(CONV_BASELINES))
 
 
 def run_conv(provider: str, case: ConvCase) -> torch.Tensor:
+    if provider == COMPACT:
+        return _compact_conv(case)
     baseline = CONV_BASELINES.get(provider)
     if baseline:
         return baseline(case)
     return masked_conv2d(case.x, case.weight, case.mask, stride=case.stride,
                          padding=case.padding)
+
+
+def compact_row_info(provider: str, case) -> dict:
+    """For the compact provider: build ``case``'s compact form now (untimed) and return the
+    backend auto-selection gives it, as ``extra_info``; ``{}`` for every other provider."""
+    if provider != COMPACT:
+        return {}
+    values, _ = case.compact()
+    return {"backend": selected_backend("compact_linear", [case.x, values])}
 
 
 def backward_into(y: torch.Tensor, grad_y: torch.Tensor, leaves: list[torch.Tensor]) -> None:

@@ -29,6 +29,8 @@ class Row:
     median_s: float
     rounds: int
     iterations_per_call: Optional[int] = None
+    # The backend(s) auto-selection gave a row that was not forced onto one (compact).
+    backend: Optional[str] = None
     vs_dense: Optional[float] = None
     vs_prune_style: Optional[float] = None
 
@@ -36,6 +38,14 @@ class Row:
     def family(self) -> str:
         """The op without its pass: ``masked_linear`` for ``masked_linear.forward``."""
         return self.op.split(".", 1)[0]
+
+    @property
+    def provider_label(self) -> str:
+        """The provider, with the backend it ran on where that is not its own name:
+        ``compact (cpu)``."""
+        if self.backend and self.backend != self.provider:
+            return f"{self.provider} ({self.backend})"
+        return self.provider
 
     @property
     def density(self) -> float:
@@ -76,7 +86,8 @@ def _row(entry: dict, json_path: Path) -> Row:
                          f"{', '.join(missing)}; expected rows timed by benchmarks.measure")
     return Row(**{field: extra[field] for field in _FIELDS},
                median_s=entry["stats"]["median"], rounds=entry["stats"]["rounds"],
-               iterations_per_call=extra.get("iterations_per_call"))
+               iterations_per_call=extra.get("iterations_per_call"),
+               backend=extra.get("backend"))
 
 
 def with_ratios(rows: list[Row]) -> list[Row]:
@@ -92,3 +103,11 @@ def with_ratios(rows: list[Row]) -> list[Row]:
                    "vs_dense": ratio(dense.get(row.group), row),
                    "vs_prune_style": ratio(prune_style.get((row.group, row.sparsity)), row)})
             for row in rows]
+
+
+def format_seconds(seconds: float) -> str:
+    """``seconds`` with three significant digits in s, ms, us or ns."""
+    for unit, scale in (("s", 1.0), ("ms", 1e-3), ("us", 1e-6)):
+        if seconds >= scale:
+            return f"{seconds / scale:.3g} {unit}"
+    return f"{seconds / 1e-9:.3g} ns"

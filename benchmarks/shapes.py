@@ -97,3 +97,6 @@ IMP_DENSITIES = (1.0, 0.512, 0.21, 0.086, 0.035, 0.014)
 
 # Sparsities (fraction of weights pruned) of the per-op suites.
 SPARSITIES = (0.0, 0.5, 0.8, 0.9, 0.95, 0.98, 0.99)
+
+# Sparsities of the single-layer training step: where a compact level should pay off.
+TRAIN_STEP_SPARSITIES = (0.9, 0.95, 0.98)

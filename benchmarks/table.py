@@ -5,8 +5,9 @@ from __future__ import annotations
 import math
 from collections import defaultdict
 
-from .providers import BASELINES
-from .rows import Row
+from . import headline
+from .providers import BASELINES, COMPACT
+from .rows import Row, format_seconds
 
 # Op families in the order the report shows them, with a sentence on what a row times.
 FAMILIES = {
@@ -15,15 +16,17 @@ FAMILIES = {
                      "computes the input and weight gradients.",
     "masked_conv2d": "Masked conv2d; the shape is batch x C_in x H x W -> C_out, kernel k.",
     "optimizer": "One optimizer step over all parameters of the network.",
+    "train_step": "One training step of a single layer: forward, backward (input and weight "
+                  "gradients) and Adam step.",
     "end_to_end": "Training (forward, cross-entropy, backward, Adam step); the time is per "
                   "1,000 iterations; ideal = density x dense.",
 }
 
 
 def provider_order(provider: str) -> tuple:
-    # Our backends first, then the baselines in their declared order.
-    return (provider in BASELINES, BASELINES.index(provider) if provider in BASELINES else 0,
-            provider)
+    # Our backends first, then our compact mode, then the baselines in their declared order.
+    rank = 2 if provider in BASELINES else 1 if provider == COMPACT else 0
+    return (rank, BASELINES.index(provider) if provider in BASELINES else 0, provider)
 
 
 def render(machine_info: dict, rows: list[Row]) -> str:
@@ -32,7 +35,9 @@ def render(machine_info: dict, rows: list[Row]) -> str:
         "Ratios are baseline time / row time, from the same run: above 1 the row is faster "
         "than the baseline. `ideal` is 1 / density, the speedup over dense of a cost that "
         "falls with the density. The reference backend is the correctness oracle: it costs "
-        "what prune-style costs.", ""]
+        "what prune-style costs. `compact (cpu)`: the compact mode, on the backend "
+        "auto-selection gave it.", ""]
+    lines += headline.render(rows)
     lines += _summary(rows)
     for family, description in FAMILIES.items():
         family_rows = [row for row in rows if row.family == family]
@@ -59,12 +64,13 @@ def _summary(rows: list[Row]) -> list[str]:
         ratios = defaultdict(list)
         for row in rows:
             if row.family == family and row.vs_dense is not None and row.provider != "dense":
-                ratios[(row.op, row.provider, row.sparsity)].append(row.vs_dense)
+                ratios[(row.op, row.provider_label, row.sparsity)].append(row.vs_dense)
         if not ratios:
             continue
+        provider_of = {row.provider_label: row.provider for row in rows}
         sparsities = sorted({key[2] for key in ratios})
         pairs = sorted({key[:2] for key in ratios},
-                       key=lambda pair: (pair[0], provider_order(pair[1])))
+                       key=lambda pair: (pair[0], provider_order(provider_of[pair[1]]), pair[1]))
         lines += [f"### {family}", "",
                   "| op | provider | " + " | ".join(f"{s:.1%}" for s in sparsities) + " |",
                   "|" + " --- |" * (len(sparsities) + 2)]
@@ -94,7 +100,8 @@ def _table(rows: list[Row]) -> list[str]:
     for row in rows:
         first_seen.setdefault(row.shape, len(first_seen))
     ordered = sorted(rows, key=lambda r: (r.op, first_seen[r.shape], r.dtype,
-                                          provider_order(r.provider), r.sparsity))
+                                          provider_order(r.provider), r.provider_label,
+                                          r.sparsity))
     for row in ordered:
         if per_thousand:
             seconds = row.median_s / (row.iterations_per_call or 1) * 1000
@@ -106,17 +113,11 @@ def _table(rows: list[Row]) -> list[str]:
             time = format_seconds(row.median_s)
             ideal = f"{row.ideal_vs_dense:.1f}"
         lines.append(f"| {row.op.split('.', 1)[1]} | {row.shape} | {row.dtype} | "
-                     f"{row.provider} | {row.sparsity:.1%} | {time} | {_ratio(row.vs_dense)} | "
+                     f"{row.provider_label} | {row.sparsity:.1%} | {time} | "
+                     f"{_ratio(row.vs_dense)} | "
                      f"{_ratio(row.vs_prune_style)} | {ideal} |")
     return lines
 
 
 def _ratio(value) -> str:
     return "" if value is None else f"{value:.2f}"
-
-
-def format_seconds(seconds: float) -> str:
-    for unit, scale in (("s", 1.0), ("ms", 1e-3), ("us", 1e-6)):
-        if seconds >= scale:
-            return f"{seconds / scale:.3g} {unit}"
-    return f"{seconds / 1e-9:.3g} ns"

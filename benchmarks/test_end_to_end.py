@@ -2,10 +2,12 @@
 
 Each call runs ``model.iterations`` real training steps (forward, cross-entropy, backward,
 optimizer step) on batches prepared beforehand; the report scales the median to 1,000
-iterations. Ours: the masked layers and MaskedAdam through each backend, random masks at the
-density. Prune-style: the same weights in plain torch layers masked by
-torch.nn.utils.prune, with torch.optim.Adam. Dense: the plain network with no pruning at all,
-timed at density 1 only; ``density x dense`` is the ideal a level could cost.
+iterations. Ours: the masked layers and MaskedAdam, random masks at the density, in the
+dense-masked mode through each backend, and in the compact mode (``compact``: every masked
+layer ``set_mode("compact")`` once its mask is set, on the auto-selected backends).
+Prune-style: the same weights in plain torch layers masked by torch.nn.utils.prune, with
+torch.optim.Adam. Dense: the plain network with no pruning at all, timed at density 1 only;
+``density x dense`` is the ideal a level could cost.
 
 MLPs run everywhere; conv nets only where the profile allows (a GPU), skipped otherwise.
 """
@@ -16,10 +18,10 @@ import torch.nn.functional as F
 
 import sparse_tickets
 from benchmarks.measure import time_row
-from benchmarks.networks import masked_network, prune_randomly, prune_style_copy
+from benchmarks.networks import (compact_training_info, masked_network, prune_randomly,
+                                 trained_with_adam)
 from benchmarks.profiles import profile_of
-from benchmarks.providers import DENSE, PRUNE_STYLE, backend_names, prepare
-from sparse_tickets.optim import MaskedAdam
+from benchmarks.providers import DENSE, PRUNE_STYLE, backend_names, compact_providers, prepare
 
 LEARNING_RATE = 1.2e-3  # the paper's Adam rate for LeNet
 
@@ -33,6 +35,7 @@ def pytest_generate_tests(metafunc):
     ours = [name for name in backend_names(ops_used[0], profile.device, torch.float32)
             if all(name in backend_names(op, profile.device, torch.float32)
                    for op in ops_used[1:])]
+    ours += compact_providers(profile.device, torch.float32)
     cases, ids = [], []
     for model in models:
         for density in profile.densities:
@@ -54,14 +57,7 @@ def _batches(model, device):
 def _time_training(benchmark, monkeypatch, profile, model, density, provider):
     network = masked_network(model, profile.device)
     masks = prune_randomly(network, density)
-    if provider == DENSE:
-        network = sparse_tickets.unmasked(network)
-    if provider in (DENSE, PRUNE_STYLE):
-        if provider == PRUNE_STYLE:
-            network = prune_style_copy(network)
-        optimizer = torch.optim.Adam(network.parameters(), lr=LEARNING_RATE)
-    else:
-        optimizer = MaskedAdam(network.parameters(), lr=LEARNING_RATE, masks=network)
+    network, optimizer = trained_with_adam(network, provider, LEARNING_RATE)
     batches = _batches(model, profile.device)
     prepare(monkeypatch, provider, "masked_linear", [batches[0][0]] + list(masks.values()))
 
@@ -73,7 +69,8 @@ def _time_training(benchmark, monkeypatch, profile, model, density, provider):
 
     time_row(benchmark, train_iterations, op="end_to_end.train", provider=provider,
              shape=model.label, dtype=torch.float32, sparsity=round(1.0 - density, 4),
-             device=profile.device, iterations_per_call=model.iterations, density=density)
+             device=profile.device, iterations_per_call=model.iterations, density=density,
+             **compact_training_info(provider, network, batches[0][0]))
 
 
 def test_train_mlp(benchmark, monkeypatch, profile, model, density, provider):

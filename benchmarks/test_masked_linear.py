@@ -1,16 +1,18 @@
-"""Masked linear, forward and forward + backward: each backend against the baselines (dense
-``F.linear``, prune-style ``F.linear(x, W * M)``, ``torch.sparse`` CSR), on the layers of
-:mod:`benchmarks.shapes` at the sparsities of the profile.
+"""Masked linear, forward and forward + backward: each backend and the compact mode
+(``compact_linear``) against the baselines (dense ``F.linear``, prune-style
+``F.linear(x, W * M)``, ``torch.sparse`` CSR), on the layers of :mod:`benchmarks.shapes` at the
+sparsities of the profile.
 
 Forward is inference (no input requires grad). Forward + backward computes the gradients of
-the input and of the weight (for torch_csr: of the CSR values), as training does.
-Dense does not look at the mask, so it is timed once per shape, at sparsity 0.
+the input and of the weight (for torch_csr and compact: of the kept values), as training does.
+Dense does not look at the mask, so it is timed once per shape, at sparsity 0; compact starts
+at the first sparsity above 0 (see ``providers.times_sparsity``).
 """
 
 from benchmarks.measure import time_row
 from benchmarks.profiles import profile_of
-from benchmarks.providers import (DENSE, backward_into, linear_case, linear_providers,
-                                  prepare, run_linear)
+from benchmarks.providers import (backward_into, compact_row_info, linear_case,
+                                  linear_providers, prepare, run_linear, times_sparsity)
 
 
 def pytest_generate_tests(metafunc):
@@ -18,9 +20,11 @@ def pytest_generate_tests(metafunc):
     cases, ids = [], []
     for shape in profile.linear_shapes:
         for dtype in profile.dtypes:
-            for provider in linear_providers(profile.device, dtype):
-                sparsities = profile.sparsities[:1] if provider == DENSE else profile.sparsities
-                for sparsity in sparsities:
+            # Sparsity outside, provider inside: the providers of one sparsity time one case.
+            for sparsity in profile.sparsities:
+                for provider in linear_providers(profile.device, dtype):
+                    if not times_sparsity(provider, sparsity, profile.sparsities):
+                        continue
                     cases.append((shape, dtype, sparsity, provider))
                     ids.append(f"{shape.label}-{str(dtype)[6:]}-s{sparsity}-{provider}")
     metafunc.parametrize("shape,dtype,sparsity,provider", cases, ids=ids)
@@ -36,7 +40,7 @@ def test_forward(benchmark, monkeypatch, profile, shape, dtype, sparsity, provid
     prepare(monkeypatch, provider, "masked_linear", (case.x, case.weight, case.mask))
     time_row(benchmark, lambda: run_linear(provider, case), op="masked_linear.forward",
              provider=provider, shape=shape.label, dtype=dtype, sparsity=sparsity,
-             device=profile.device)
+             device=profile.device, **compact_row_info(provider, case))
 
 
 def test_forward_backward(benchmark, monkeypatch, profile, shape, dtype, sparsity, provider):
@@ -45,4 +49,5 @@ def test_forward_backward(benchmark, monkeypatch, profile, shape, dtype, sparsit
     time_row(benchmark,
              lambda: backward_into(run_linear(provider, case), case.grad_y, case.leaves()),
              op="masked_linear.forward_backward", provider=provider, shape=shape.label,
-             dtype=dtype, sparsity=sparsity, device=profile.device)
+             dtype=dtype, sparsity=sparsity, device=profile.device,
+             **compact_row_info(provider, case))

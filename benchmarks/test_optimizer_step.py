@@ -2,7 +2,9 @@
 ``profile.optimizer_sparsity`` of every masked layer's weights.
 
 Ours: MaskedSGD (momentum 0.9, weight decay 1e-4) / MaskedAdam through each backend, which
-keep pruned weights and their state at zero in the step itself. Baselines: torch.optim SGD /
+keep pruned weights and their state at zero in the step itself, and the same optimizers on the
+network with every masked layer in the compact mode (``compact``: they step the kept values
+only, on the auto-selected backend). Baselines: torch.optim SGD /
 Adam with ``foreach=True`` on the unpruned network (dense), then followed by ``p.mul_(mask)``
 for every masked weight (prune_style), and the same with ``fused=True`` (prune_style_fused,
 where torch has a fused step for the device). Gradients are random, masked, filled once and
@@ -13,10 +15,10 @@ import torch
 
 from benchmarks.measure import time_row
 import sparse_tickets
-from benchmarks.networks import masked_parameters, prune_randomly
+from benchmarks.networks import masked_parameters, prune_randomly, set_compact
 from benchmarks.profiles import profile_of
-from benchmarks.providers import (DENSE, PRUNE_STYLE, PRUNE_STYLE_FUSED, backend_names,
-                                  prepare)
+from benchmarks.providers import (COMPACT, DENSE, PRUNE_STYLE, PRUNE_STYLE_FUSED, backend_names,
+                                  compact_providers, prepare, selected_backend)
 from sparse_tickets.optim import MaskedAdam, MaskedSGD
 
 # name -> (our optimizer, torch's, their hyperparameters); SGD as the paper trains VGG/ResNet.
@@ -44,6 +46,7 @@ def pytest_generate_tests(metafunc):
     for model in profile.optimizer_models:
         for name, (_, torch_optimizer, _) in OPTIMIZERS.items():
             providers = backend_names(f"masked_{name}_step", profile.device, torch.float32)
+            providers += compact_providers(profile.device, torch.float32)
             providers += [DENSE, PRUNE_STYLE]
             if fused_supported(torch_optimizer, profile.device):
                 providers.append(PRUNE_STYLE_FUSED)
@@ -76,7 +79,10 @@ def test_step(benchmark, monkeypatch, profile, model, optimizer, provider):
     density = 1.0 - profile.optimizer_sparsity
     network = sparse_tickets.models.create(model).to(profile.device)
     prune_randomly(network, density)
-    weights_and_masks = masked_parameters(network)
+    millions = sum(p.numel() for p in network.parameters()) / 1e6
+    if provider == COMPACT:
+        set_compact(network)  # its layers' parameters are now their kept values: no masks
+    weights_and_masks = [] if provider == COMPACT else masked_parameters(network)
     mask_of = {id(weight): mask for weight, mask in weights_and_masks}
     for param in network.parameters():
         param.grad = torch.randn_like(param)
@@ -85,7 +91,9 @@ def test_step(benchmark, monkeypatch, profile, model, optimizer, provider):
     prepare(monkeypatch, provider, f"masked_{optimizer}_step",
             list(network.parameters()) + list(mask_of.values()))
     step = _step_function(provider, optimizer, network, weights_and_masks)
-    millions = sum(p.numel() for p in network.parameters()) / 1e6
+    extra = ({"backend": selected_backend(f"masked_{optimizer}_step",
+                                          list(network.parameters()))}
+             if provider == COMPACT else {})
     time_row(benchmark, step, op=f"optimizer.{optimizer}_step", provider=provider,
              shape=f"{model} ({millions:.2f}M params)", dtype=torch.float32,
-             sparsity=profile.optimizer_sparsity, device=profile.device)
+             sparsity=profile.optimizer_sparsity, device=profile.device, **extra)

@@ -11,10 +11,10 @@ cannot be computed: a grouped convolution). ``"auto"`` picks compact when
 
 - a compiled backend (``cpu`` / ``cuda``) serves the compact linear for the layer's device and
   dtype (the reference would rebuild the dense weight at every call: never faster), and
-- the layer's density is at most the threshold for its device type: ``COMPACT_BELOW``, measured
-  with the benchmark suite (``benchmarks/results/``) as the density below which a compact
-  training step (forward, both gradients, optimizer) beats the dense-masked one on real
-  layer shapes; ``SPARSE_TICKETS_COMPACT_BELOW`` overrides it.
+- the layer's density is at most the threshold for its device type and kind (linear or conv2d):
+  ``COMPACT_BELOW``, measured by ``python -m benchmarks.threshold`` as the density at and below
+  which a compact training step (forward, both gradients, optimizer) beats the dense-masked
+  one on real layer shapes; ``SPARSE_TICKETS_COMPACT_BELOW`` overrides it for every kind.
 
 The choice is made once per mask change, never per call, so a level trains in one mode from
 its first step to its last.
@@ -32,13 +32,16 @@ MODES = ("auto", "dense", "compact")
 MODE_ENV_VAR = "SPARSE_TICKETS_MODE"
 THRESHOLD_ENV_VAR = "SPARSE_TICKETS_COMPACT_BELOW"
 
-# Density at or below which "auto" runs a layer compact, by device type, from
-# `python -m benchmarks.threshold` (benchmarks/results/<device>/threshold.json). CPU (AMD EPYC,
-# 2 threads): a compact training step beat the dense-masked one at every density measured,
-# 1.0 included (1.03-1.7x at full density: the dense-masked CPU path is the plain-torch
-# reference, which materialises W * M), so auto is compact whenever the C++ extension is
-# there. CUDA: not measured yet; the value is a conservative guess, to be replaced.
-COMPACT_BELOW = {"cpu": 1.0, "cuda": 0.05}
+# Density at or below which "auto" runs a layer compact, by device type and layer kind, from
+# `python -m benchmarks.threshold` (benchmarks/results/<device>/threshold.json).
+# CPU (AMD EPYC, 2 threads): a compact linear training step beat the dense-masked one at every
+# density measured, 1.0 included (the dense-masked CPU path is the plain-torch reference, which
+# materialises W * M), so linear layers run compact whenever the C++ extension is there; a
+# compact conv2d step (im2col around the same kernels) lost at every density on 2 of 3 shapes
+# (0.07-0.17x at 2-100%; the unfold and fold copies dominate), so conv layers stay dense.
+# CUDA: not measured yet; conservative guesses, to be replaced by a measurement.
+COMPACT_BELOW = {"cpu": {"linear": 1.0, "conv2d": 0.0},
+                 "cuda": {"linear": 0.05, "conv2d": 0.0}}
 
 _default_mode: Optional[str] = None
 
@@ -80,8 +83,9 @@ def default_mode() -> str:
     return raw
 
 
-def threshold(device_type: str) -> float:
-    """The density at or below which "auto" picks compact on ``device_type``."""
+def threshold(device_type: str, kind: str = "linear") -> float:
+    """The density at or below which "auto" picks compact for a ``kind`` layer ("linear" or
+    "conv2d") on ``device_type``."""
     raw = os.environ.get(THRESHOLD_ENV_VAR, "").strip()
     if raw:
         try:
@@ -91,7 +95,7 @@ def threshold(device_type: str) -> float:
         if not 0.0 <= value <= 1.0:
             raise ValueError(f"{THRESHOLD_ENV_VAR}={raw!r}; expected a density in [0, 1]")
         return value
-    return COMPACT_BELOW.get(device_type, 0.0)
+    return COMPACT_BELOW.get(device_type, {}).get(kind, 0.0)
 
 
 def compact_unsupported_reason(layer) -> Optional[str]:
@@ -115,7 +119,8 @@ def choose(layer) -> str:
         return "compact"
     if unsupported is not None or not _compiled_backend_serves(layer):
         return "dense"
-    return "compact" if layer.density <= threshold(layer.mask.device.type) else "dense"
+    kind = "conv2d" if layer.mask.dim() == 4 else "linear"
+    return "compact" if layer.density <= threshold(layer.mask.device.type, kind) else "dense"
 
 
 def _compiled_backend_serves(layer) -> bool:

@@ -72,9 +72,16 @@ class MaskedLayer:
         """The index of the mask (compact mode only)."""
         if self.mode != "compact":
             raise RuntimeError(f"{type(self).__name__} is in dense mode; it has no compact index")
-        return CompactIndex.from_tensors(
-            self.mask.shape, {field: self._buffers[name]
-                              for field, name in zip(INDEX_FIELDS, _INDEX_BUFFERS)})
+        buffers = self._buffers
+        tensors = tuple(buffers[name] for name in _INDEX_BUFFERS)
+        cached = self.__dict__.get("_index_cache")
+        # Rebuilt only when a buffer was replaced (a mask change, .to(), load): it is read at
+        # every forward.
+        if cached is None or any(a is not b for a, b in zip(cached[0], tensors)):
+            index = CompactIndex.from_tensors(self.mask.shape, dict(zip(INDEX_FIELDS, tensors)))
+            cached = (tensors, index)
+            self.__dict__["_index_cache"] = cached
+        return cached[1]
 
     # Masks and modes.
 
@@ -147,6 +154,7 @@ class MaskedLayer:
         weight.requires_grad_(values.requires_grad)
         # An optimizer that knew ``values`` converts its state through the retired index.
         self.__dict__["_retired_compact"] = (values, index)
+        self.__dict__.pop("_index_cache", None)
         _replace_parameter(self._parameters, "values", "weight", weight)
         for name in _INDEX_BUFFERS:
             del self._buffers[name]

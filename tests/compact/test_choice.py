@@ -94,3 +94,14 @@ def test_bad_modes_and_grouped_convolutions_are_refused():
     grouped.set_mode("auto")
     grouped.set_mask(torch.zeros_like(grouped.mask))
     assert grouped.mode == "dense"
+
+
+def test_auto_uses_the_threshold_of_the_layer_kind(monkeypatch):
+    _compiled_cpu_backend()
+    monkeypatch.setitem(choice.COMPACT_BELOW, "cpu", {"linear": 0.5, "conv2d": 0.1})
+    assert _layer_at(0.4).mode == "compact"
+    conv = MaskedConv2d(8, 8, 3)
+    conv.set_mode("auto")
+    for density, mode in ((0.4, "dense"), (0.05, "compact")):
+        conv.set_mask(torch.rand(conv.mask.shape) < density)
+        assert conv.mode == mode, density

@@ -91,9 +91,10 @@ class NativeBackend(Backend):
                          state_steps, *, amsgrad: bool, beta1: float, beta2: float, lr: float,
                          weight_decay: float, eps: float, maximize: bool,
                          decoupled_weight_decay: bool) -> None:
+        torch._foreach_add_(state_steps, 1.0)  # one call for every counter
+        unused = params[0].new_empty(0) if params else None
         for i, param in enumerate(params):
-            state_steps[i] += 1
-            max_exp_avg_sq = max_exp_avg_sqs[i] if amsgrad else param.new_empty(0)
+            max_exp_avg_sq = max_exp_avg_sqs[i] if amsgrad else unused
             torch.ops.sparse_tickets.adam_step_(
                 param, grads[i], exp_avgs[i], exp_avg_sqs[i], max_exp_avg_sq, masks[i], lr,
                 beta1, beta2, eps, weight_decay, state_steps[i].item(), amsgrad, maximize,
