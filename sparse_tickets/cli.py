@@ -5,6 +5,10 @@ Every hyperparameter of :class:`~sparse_tickets.hparams.Hparams` is a flag of ``
 for ``--model``/``--dataset``) supplying the values not given. A mistake (an invalid flag, an
 unknown name, a missing data directory, a model that does not fit a dataset) is reported in one
 line with exit status 2; ``SPARSE_TICKETS_DEBUG=1`` shows the traceback instead.
+
+``imp`` and ``train`` also run under torchrun (``torchrun --nproc_per_node N -m sparse_tickets
+imp ...``): every process runs the same command, rank 0 alone writes files and shows progress
+(see :mod:`sparse_tickets.distributed`).
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ from typing import Optional, Sequence
 
 import torch
 
-from . import __version__, data, files, models, ops
+from . import __version__, data, distributed, files, models, ops
 from .compact.choice import MODES, default_mode_set_to
 from .hparams import Hparams, HparamsError, validate
 from .presets import DEFAULT_PRESET, PRESETS, preset_for
@@ -49,21 +53,40 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             return USAGE_ERROR
         return args.handler(args) or 0
     except UsageError as error:
-        return _fail(str(error))
+        # Every process of a torchrun job parses the same command line: rank 0 tells.
+        return _fail(str(error), quiet=distributed.launched_rank() != 0)
     except KeyboardInterrupt:
-        print(f"{PROG}: interrupted; run the same command again to resume", file=sys.stderr)
+        if distributed.launched_rank() == 0:
+            print(f"{PROG}: interrupted; run the same command again to resume",
+                  file=sys.stderr)
         return 130
-    except (ValueError, FileNotFoundError, ModuleNotFoundError, ops.BackendError) as error:
+    except distributed.MainRankFailed:
+        return 1  # rank 0 has reported its error
+    except (ValueError, FileNotFoundError, ModuleNotFoundError, ops.BackendError,
+            distributed.DistributedError) as error:
         # The library reports bad input as these; anything else is a bug and shows its trace.
         if os.environ.get("SPARSE_TICKETS_DEBUG"):
             raise
         message = str(error).strip().splitlines()[0] if str(error).strip() else repr(error)
-        return _fail(f"{PROG}: error: {message}")
+        rank = distributed.launched_rank()
+        return _fail(f"{PROG}: error: {message}" if rank == 0
+                     else f"{PROG}: rank {rank}: error: {message}")
 
 
-def _fail(message: str) -> int:
-    print(message, file=sys.stderr)
+def _fail(message: str, quiet: bool = False) -> int:
+    if not quiet:
+        print(message, file=sys.stderr)
     return USAGE_ERROR
+
+
+class _Silent(LogLines):
+    """The progress of a rank other than 0 under torchrun: rank 0 shows the job's."""
+
+    def message(self, text: str) -> None:
+        pass
+
+    def end_level(self, metrics: dict) -> None:
+        pass
 
 
 # --- imp and train ---------------------------------------------------------------------------
@@ -93,22 +116,37 @@ def _execute(args, hp: Hparams, initial_masks=None) -> int:
 
 
 def _execute_in_mode(args, hp: Hparams, initial_masks) -> int:
+    splits = _load_data(hp, args.data_dir)
+    device = _device(args.device)
+    with distributed.process_group(device):
+        return _execute_in_group(args, hp, initial_masks, splits, device)
+
+
+def _execute_in_group(args, hp: Hparams, initial_masks, splits, device: torch.device) -> int:
     from .lottery import LotteryRun
     from .runs import MAIN
 
-    splits = _load_data(hp, args.data_dir)
-    device = _device(args.device)
-    progress = LogLines() if args.quiet else ProgressBars()
+    main = distributed.is_main()
+    if not main:
+        progress = _Silent()
+    else:
+        progress = LogLines() if args.quiet else ProgressBars()
     lottery = LotteryRun(hp, Path(args.runs_dir), splits, device, args.checkpoint_every,
                          progress)
     run = lottery.run
     if initial_masks is not None:
         initial_masks.apply_to(lottery.model)  # checks names and shapes before anything is kept
         level = run.level(MAIN, 0)
-        if files.read_tensors(level.masks) is None:  # level 0 trains with these masks
+        if main and files.read_tensors(level.masks) is None:  # level 0 trains with these masks
             files.write_tensors(level.masks, dict(initial_masks))
+    if distributed.active():
+        processes = distributed.world_size()
+        progress.message(f"{processes} processes ({distributed.backend_for(device)}), global "
+                         f"batch {hp.batch_size}, {hp.batch_size // processes} per process")
     progress.message(f"run directory: {run.directory}")
     did_work = lottery.execute()
+    if not main:
+        return 0
     report_missing = not (run.report_directory / "report.md").is_file()
     if not did_work:
         progress.message(f"{run.directory} is already complete; nothing to do")
@@ -140,6 +178,7 @@ def _hparams(args) -> Hparams:
     hp = PRESETS[preset].replace(**given)
     if "rewind_iteration" in given and "rewind" not in given and hp.rewind == "init":
         hp = hp.replace(rewind="iteration")  # naming a rewind point means rewinding to it
+    hp = _distributed_batch(hp, args.scale_batch)
     if hp.model not in models.names():
         raise UsageError(f"{PROG}: unknown model {hp.model!r}; expected one of "
                          f"{', '.join(models.names())}")
@@ -150,6 +189,22 @@ def _hparams(args) -> Hparams:
         validate(hp)
     except HparamsError as error:
         raise UsageError(f"{PROG}: {error}") from None
+    return hp
+
+
+def _distributed_batch(hp: Hparams, scale: bool) -> Hparams:
+    """The hyperparameters a torchrun job of N processes trains with: the same global batch
+    (each process a 1/N slice of it), or with ``--scale-batch`` a global batch N times larger
+    and the learning rate N times larger (the linear scaling rule of Goyal et al., 2017). The
+    scaled values are the run's hyperparameters: its directory is that of a single process
+    given ``--batch-size`` and ``--lr`` of those values."""
+    processes = distributed.launched_world_size()
+    if scale:
+        return hp.replace(batch_size=hp.batch_size * processes, lr=hp.lr * processes)
+    if hp.batch_size % processes:
+        raise UsageError(f"{PROG}: batch_size {hp.batch_size} does not divide by the "
+                         f"{processes} processes of this job; expected a multiple of "
+                         f"{processes}, or --scale-batch ({hp.batch_size} per process)")
     return hp
 
 
@@ -180,6 +235,22 @@ def _load_data(hp: Hparams, data_dir: Optional[str]):
 
 
 def _device(name: Optional[str]) -> torch.device:
+    """The device of ``--device``; under torchrun, a GPU is ``cuda:LOCAL_RANK``."""
+    device = _named_device(name)
+    if device.type != "cuda" or distributed.launched_world_size() == 1:
+        return device
+    local = distributed.local_rank()
+    if device.index is not None and device.index != local:
+        raise UsageError(f"{PROG}: --device {name} under torchrun, but each process uses the "
+                         f"GPU of its LOCAL_RANK (here cuda:{local}); expected --device cuda")
+    if local >= torch.cuda.device_count():
+        raise UsageError(f"{PROG}: LOCAL_RANK is {local}, but torch sees "
+                         f"{torch.cuda.device_count()} GPU(s); expected --nproc-per-node at "
+                         f"most the number of GPUs")
+    return torch.device("cuda", local)
+
+
+def _named_device(name: Optional[str]) -> torch.device:
     if name is None:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
@@ -274,6 +345,16 @@ def _add_hparam_flags(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--lr-rewind", action="store_true",
                        help="same as --rewind lr: keep trained weights, replay the learning "
                             "rate from --rewind-iteration")
+    group.add_argument("--scale-batch", action="store_true",
+                       help="under torchrun with N processes: each process takes a whole "
+                            "--batch-size, so the global batch and the learning rate are both "
+                            "multiplied by N (linear scaling rule, Goyal et al. 2017; consider "
+                            "--warmup too). Both scaled values are recorded as the run's "
+                            "hyperparameters. Lengths are in iterations of the global batch: "
+                            "give them in epochs (160ep) to keep the preset's number of "
+                            "epochs. Without it the global batch is --batch-size, split "
+                            "across the N processes (it must divide by N). No effect in a "
+                            "single process")
 
 
 def _add_run_options(parser: argparse.ArgumentParser) -> None:

@@ -14,6 +14,10 @@ same masks from a fresh initialisation (same distribution, another seed); ``rand
 trains masks with the same per-layer densities at random positions, from the weights the main
 level starts from. Every step returns early when its output exists and is valid, so rerunning
 a command resumes it.
+
+Under torchrun every rank runs this loop in step. Rank 0 alone touches the run directory: it
+decides what is left to do, prunes, reads and writes the files, and sends the masks (checked by
+checksum on every rank) and the starting weights to the others.
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from . import files, models
+from . import distributed, files, models
 from .data import DatasetSplits
 from .hparams import Hparams
 from .nn import MaskedConv2d, masked_layers
@@ -107,8 +111,12 @@ class LotteryRun:
 
     def __post_init__(self):
         self.schedule, self.model = check(self.hp, self.splits, self.device)
-        self.run = Run.create(self.runs_directory, self.hp)
-        self.run.record_model_shape(self.splits.input_shape, self.splits.num_classes)
+        self.run = distributed.from_main(self._open_run)
+
+    def _open_run(self) -> Run:
+        run = Run.create(self.runs_directory, self.hp)
+        run.record_model_shape(self.splits.input_shape, self.splits.num_classes)
+        return run
 
     @property
     def last_level(self) -> int:
@@ -131,17 +139,20 @@ class LotteryRun:
     # The main branch.
 
     def main_level(self, level: int) -> bool:
+        if distributed.from_main(lambda: self._main_level_done(level)):
+            return False
+        masks = Masks(distributed.share_masks(lambda: self.main_masks(level)))
+        start_state = distributed.share_state(lambda: self.main_start_state(level))
+        self._train(MAIN, level, masks, start_state, seed_parts=(0, level),
+                    record_rewind_point=level == 0 and self.rewinds_to_iteration)
+        return True
+
+    def _main_level_done(self, level: int) -> bool:
         files_of = self.run.level(MAIN, level)
         if level == 0 and self.rewinds_to_iteration and not files.artifact_exists(
                 self.run.rewind_point):
             _forget(files_of)  # level 0 must run again to record the rewind point
-        if files_of.done():
-            return False
-        masks = self.main_masks(level)
-        start_state = self.main_start_state(level)
-        self._train(MAIN, level, masks, start_state, seed_parts=(0, level),
-                    record_rewind_point=level == 0 and self.rewinds_to_iteration)
-        return True
+        return files_of.done()
 
     def main_masks(self, level: int) -> Masks:
         """The masks level ``level`` trains with, computed once and stored."""
@@ -191,22 +202,23 @@ class LotteryRun:
     # The controls.
 
     def control_level(self, control: str, level: int) -> bool:
-        files_of = self.run.level(control, level)
-        if files_of.done():
+        if distributed.from_main(lambda: self.run.level(control, level).done()):
             return False
-        main_masks = self.main_masks(level)
         seed = derived_seed(self.hp.control_seed, level)
         if control == "reinit":
-            masks = main_masks
-            start_state = build_model(self.hp, self.splits, seed, "cpu").state_dict()
+            masks = distributed.share_masks(lambda: self.main_masks(level))
+            start_state = distributed.share_state(
+                lambda: build_model(self.hp, self.splits, seed, "cpu").state_dict())
         else:  # random_pruning
-            masks = random_like(main_masks, seed=seed)
+            masks = distributed.share_masks(lambda: random_like(self.main_masks(level),
+                                                                seed=seed))
             # With learning-rate rewinding the ticket starts from the previous level's trained
             # weights, which are zero wherever that level pruned; random positions would start
             # there at 0. The dense trained weights are the same point without that bias.
-            start_state = (files.read_tensors(self.run.level(MAIN, 0).trained)
-                           if self.hp.rewind == "lr" else self.main_start_state(level))
-        self._train(control, level, masks, start_state,
+            start_state = distributed.share_state(
+                lambda: files.read_tensors(self.run.level(MAIN, 0).trained)
+                if self.hp.rewind == "lr" else self.main_start_state(level))
+        self._train(control, level, Masks(masks), start_state,
                     seed_parts=(1 + _CONTROL_IDS[control], level))
         return True
 
@@ -215,17 +227,22 @@ class LotteryRun:
     def _train(self, branch: str, level: int, masks: Masks, start_state: dict,
                seed_parts: tuple, record_rewind_point: bool = False) -> None:
         files_of = self.run.level(branch, level)
-        files.remove_temporaries(files_of.directory)  # left by a writer that was killed
+        main = distributed.is_main()
+        if main:
+            files.remove_temporaries(files_of.directory)  # left by a writer that was killed
         start_iteration = self._start_iteration(level)
         label = f"level {level}" if branch == MAIN else f"{branch} level {level}"
         self.model.load_state_dict(start_state)
         masks.apply_to(self.model)
-        if files.read_tensors(files_of.masks) is None:
-            files.write_tensors(files_of.masks, dict(masks))
-        files.write_tensors(files_of.start, self.model.state_dict())
+        if main:
+            if files.read_tensors(files_of.masks) is None:
+                files.write_tensors(files_of.masks, dict(masks))
+            files.write_tensors(files_of.start, self.model.state_dict())
         # Dropout draws from torch's global generator: seed it per level and branch, so a
-        # level's numbers do not depend on what ran before it in this process.
-        torch.manual_seed(derived_seed(self.hp.data_seed, *seed_parts))
+        # level's numbers do not depend on what ran before it in this process; and per rank,
+        # so the ranks of a torchrun job draw independent dropout masks (rank 0 as one process).
+        rank = (distributed.rank(),) if distributed.rank() else ()
+        torch.manual_seed(derived_seed(self.hp.data_seed, *seed_parts, *rank))
         snapshot = self.schedule.rewind_iteration if record_rewind_point else None
         metrics = train(self.model, self.splits, self.hp, self.schedule, files_of.directory,
                         start_iteration, checkpoint_every=self.checkpoint_every,
@@ -238,9 +255,10 @@ class LotteryRun:
             layers=[row.as_dict() for row in masks.density_rows()],
             seeds={"model": self.hp.model_seed, "data": self.hp.data_seed,
                    "control": self.hp.control_seed})
-        files.write_tensors(files_of.trained, self.model.state_dict())
-        files_of.write_metrics(metrics)
-        files.remove_artifact(files_of.directory / CHECKPOINT)
+        if main:
+            files.write_tensors(files_of.trained, self.model.state_dict())
+            files_of.write_metrics(metrics)
+            files.remove_artifact(files_of.directory / CHECKPOINT)
         self.progress.end_level(metrics)
 
 

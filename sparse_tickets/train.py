@@ -4,6 +4,11 @@ Everything a run depends on is a function of the iteration number, so a run stop
 checkpoint continues to the same numbers: the batch at iteration ``t`` comes from a permutation
 seeded by (data seed, epoch of ``t``); the learning rate at ``t`` is computed, not stepped; the
 checkpoint holds the weights, the optimizer state, the torch RNG (dropout) and the metrics so far.
+
+Under torchrun (:mod:`sparse_tickets.distributed`) the batch at ``t`` is the same global batch,
+dealt out across the ranks; DistributedDataParallel averages the gradients, the evaluation
+splits are shared out by chunks and summed, and rank 0 alone reads and writes the checkpoint,
+which holds every rank's RNG state.
 """
 
 from __future__ import annotations
@@ -18,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import files
+from . import distributed, files
 from .data import DatasetSplits, ImageSplit
 from .hparams import Hparams, parse_step_list, parse_steps
 from .optim import MaskedAdam, MaskedSGD
@@ -82,17 +87,32 @@ class DataOrder:
 
 @torch.no_grad()
 def evaluate(model: nn.Module, split: ImageSplit, device: torch.device) -> tuple[float, float]:
-    """(mean cross-entropy, accuracy) of ``model`` on ``split``."""
+    """(mean cross-entropy, accuracy) of ``model`` on ``split``.
+
+    Computed in chunks of ``EVAL_BATCH`` examples, summed in chunk order. Under torchrun each
+    rank evaluates every ``world_size``-th chunk and the chunk sums are exchanged, so every rank
+    gets the numbers a single process computes.
+    """
     was_training = model.training
     model.eval()
-    loss_sum, correct = 0.0, 0
-    for start in range(0, len(split), EVAL_BATCH):
+    starts = range(0, len(split), EVAL_BATCH)
+    chunk_losses = torch.zeros(len(starts), dtype=torch.float64)
+    chunk_correct = torch.zeros(len(starts), dtype=torch.float64)
+    for chunk in distributed.my_share(len(starts)):
+        start = starts[chunk]
         x, y = split.batch(torch.arange(start, min(start + EVAL_BATCH, len(split))))
         logits = model(x.to(device))
         y = y.to(device)
-        loss_sum += F.cross_entropy(logits, y, reduction="sum").item()
-        correct += (logits.argmax(1) == y).sum().item()
+        chunk_losses[chunk] = F.cross_entropy(logits, y, reduction="sum").item()
+        chunk_correct[chunk] = (logits.argmax(1) == y).sum().item()
     model.train(was_training)
+    # A chunk is computed by one rank and is 0.0 on the others: the sums are exact.
+    chunk_losses = distributed.all_reduce_sum(chunk_losses)
+    chunk_correct = distributed.all_reduce_sum(chunk_correct)
+    loss_sum, correct = 0.0, 0
+    for loss, hits in zip(chunk_losses.tolist(), chunk_correct.tolist()):
+        loss_sum += loss
+        correct += int(hits)
     return loss_sum / len(split), correct / len(split)
 
 
@@ -118,20 +138,23 @@ def train(model: nn.Module, splits: DatasetSplits, hp: Hparams, schedule: Schedu
     evaluations (iteration, train/validation/test loss and accuracy), the early-stopping
     iteration (minimum validation loss) with its test accuracy, the final test accuracy and the
     wall time.
+
+    Under torchrun every rank calls this with the same model, masks set; each trains on its
+    slice of every batch under DistributedDataParallel, and only rank 0 reads and writes the
+    checkpoint and calls ``on_snapshot``. The metrics are the same on every rank.
     """
     device = next(model.parameters()).device
     optimizer = make_optimizer(model, hp)
     order = DataOrder(len(splits.train), hp.batch_size, hp.data_seed)
+    distributed.check_batch(order.batch_size)
     end = schedule.iterations
     checkpoint_path = directory / CHECKPOINT
 
-    state = files.read_torch(checkpoint_path)
+    state = distributed.from_main(lambda: files.read_torch(checkpoint_path))
     if state is not None:
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
-        torch.set_rng_state(state["rng"])
-        if device.type == "cuda":
-            torch.cuda.set_rng_state(state["cuda_rng"], device)
+        _restore_rng(state, device)
         iteration, evaluations = state["iteration"], state["evaluations"]
         loss_sum, loss_count = state["loss_sum"].to(device), state["loss_count"]
         elapsed = state["wall_time_seconds"]
@@ -139,12 +162,16 @@ def train(model: nn.Module, splits: DatasetSplits, hp: Hparams, schedule: Schedu
         iteration, evaluations = start_iteration, []
         loss_sum, loss_count = torch.zeros((), dtype=torch.float64, device=device), 0
         elapsed = 0.0
+    # After the masks (set by the caller) and the checkpoint: DDP must see the Parameters this
+    # level trains, and starts every rank from rank 0's.
+    network = distributed.wrap(model, device)
     started = time.perf_counter()
     if progress is not None:
         progress.start_level(label, start_iteration, end, iteration)
 
     def record_evaluation() -> None:
         nonlocal loss_sum, loss_count
+        distributed.sync_buffers(model)
         row = {"iteration": iteration,
                "train_loss": (loss_sum.item() / loss_count) if loss_count else None}
         for name, split in (("val", splits.val), ("test", splits.test)):
@@ -158,17 +185,19 @@ def train(model: nn.Module, splits: DatasetSplits, hp: Hparams, schedule: Schedu
         record_evaluation()
     model.train()
     while iteration < end:
-        if snapshot_iteration is not None and iteration == snapshot_iteration and on_snapshot:
+        if (snapshot_iteration is not None and iteration == snapshot_iteration and on_snapshot
+                and distributed.is_main()):
             on_snapshot(model.state_dict())
         for group in optimizer.param_groups:
             group["lr"] = schedule.learning_rate(hp.lr, hp.gamma, iteration)
-        x, y = splits.train.batch(order.indices(iteration))
+        x, y = splits.train.batch(distributed.my_slice(order.indices(iteration)))
         x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
         optimizer.zero_grad(set_to_none=True)
-        loss = F.cross_entropy(model(x), y)
+        loss = F.cross_entropy(network(x), y)
         loss.backward()
         optimizer.step()
-        loss_sum += loss.detach()
+        # The global batch's mean loss, as a single process sees it, on every rank.
+        loss_sum += distributed.mean_over_ranks(loss.detach())
         loss_count += 1
         iteration += 1
         if iteration % hp.eval_every == 0 or iteration == end:
@@ -176,22 +205,44 @@ def train(model: nn.Module, splits: DatasetSplits, hp: Hparams, schedule: Schedu
         elif progress is not None:
             progress.update(iteration, None)
         if iteration % checkpoint_every == 0 and iteration < end:
-            files.write_torch(checkpoint_path, {
-                "iteration": iteration, "model": model.state_dict(),
-                "optimizer": optimizer.state_dict(), "rng": torch.get_rng_state(),
-                # Dropout on a GPU draws from the device's generator.
-                "cuda_rng": (torch.cuda.get_rng_state(device) if device.type == "cuda"
-                             else torch.empty(0, dtype=torch.uint8)),
-                "evaluations": evaluations, "loss_sum": loss_sum.cpu(),
-                "loss_count": loss_count,
-                "wall_time_seconds": elapsed + time.perf_counter() - started})
-    if snapshot_iteration is not None and snapshot_iteration == end and on_snapshot:
+            distributed.sync_buffers(model)
+            rng_states = distributed.gather_to_main(_rng_state(device))
+            if distributed.is_main():
+                files.write_torch(checkpoint_path, {
+                    "iteration": iteration, "model": model.state_dict(),
+                    "optimizer": optimizer.state_dict(), **rng_states[0],
+                    "evaluations": evaluations, "loss_sum": loss_sum.cpu(),
+                    "loss_count": loss_count,
+                    "wall_time_seconds": elapsed + time.perf_counter() - started,
+                    # Under torchrun: each rank's generators, so its dropout resumes too.
+                    **({"rank_rng": rng_states} if distributed.active() else {})})
+    if (snapshot_iteration is not None and snapshot_iteration == end and on_snapshot
+            and distributed.is_main()):
         on_snapshot(model.state_dict())
 
     metrics = summarize(evaluations)
     metrics["start_iteration"], metrics["iterations"] = start_iteration, end
     metrics["wall_time_seconds"] = elapsed + time.perf_counter() - started
     return metrics
+
+
+def _rng_state(device: torch.device) -> dict:
+    return {"rng": torch.get_rng_state(),
+            # Dropout on a GPU draws from the device's generator.
+            "cuda_rng": (torch.cuda.get_rng_state(device) if device.type == "cuda"
+                         else torch.empty(0, dtype=torch.uint8))}
+
+
+def _restore_rng(state: dict, device: torch.device) -> None:
+    """This rank's generators from a checkpoint. A checkpoint of a job with fewer processes
+    has no state for this rank, which then keeps the generators its level was seeded with."""
+    per_rank = state.get("rank_rng") or [state]
+    if distributed.rank() >= len(per_rank):
+        return
+    own = per_rank[distributed.rank()]
+    torch.set_rng_state(own["rng"])
+    if device.type == "cuda":
+        torch.cuda.set_rng_state(own["cuda_rng"], device)
 
 
 def summarize(evaluations: list[dict]) -> dict:
