@@ -90,8 +90,22 @@ def backend_label(*names: str) -> str:
     return " + ".join(dict.fromkeys(names))
 
 
+class _CompactFormOnDemand:
+    """What both cases share: the weight's compact form, built on first use (untimed)."""
+
+    weight: torch.Tensor
+    mask: torch.Tensor
+    compact_form: Optional[tuple]
+
+    def compact(self) -> tuple[torch.Tensor, CompactIndex]:
+        """``(values, index)`` of the weight, the values a leaf when the weight is one."""
+        if self.compact_form is None:
+            self.compact_form = _compact_form(self.weight, self.mask)
+        return self.compact_form
+
+
 @dataclass
-class LinearCase:
+class LinearCase(_CompactFormOnDemand):
     """The tensors of one masked linear call; ``csr_*`` hold the weight as CSR, prebuilt, and
     :meth:`compact` its compact form, built on first use."""
 
@@ -103,12 +117,6 @@ class LinearCase:
     csr_col: torch.Tensor
     csr_values: torch.Tensor
     compact_form: Optional[tuple] = None
-
-    def compact(self) -> tuple[torch.Tensor, CompactIndex]:
-        """``(values, index)`` of the weight, the values a leaf when the weight is one."""
-        if self.compact_form is None:
-            self.compact_form = _compact_form(self.weight, self.mask)
-        return self.compact_form
 
     def leaves(self) -> list[torch.Tensor]:
         """The tensors a backward writes gradients into (reset before each timed call)."""
@@ -189,7 +197,7 @@ def run_linear(provider: str, case: LinearCase) -> torch.Tensor:
 
 
 @dataclass
-class ConvCase:
+class ConvCase(_CompactFormOnDemand):
     x: torch.Tensor
     weight: torch.Tensor
     mask: torch.Tensor
@@ -197,12 +205,6 @@ class ConvCase:
     padding: int
     stride: int
     compact_form: Optional[tuple] = None
-
-    def compact(self) -> tuple[torch.Tensor, CompactIndex]:
-        """``(values, index)`` of the weight, the values a leaf when the weight is one."""
-        if self.compact_form is None:
-            self.compact_form = _compact_form(self.weight, self.mask)
-        return self.compact_form
 
     def leaves(self) -> list[torch.Tensor]:
         values = self.compact_form[0] if self.compact_form else None
