@@ -37,7 +37,8 @@ Count = Callable[[float, int, int], int]
 def prune(weights: Mapping[str, torch.Tensor], masks: Mapping[str, torch.Tensor],
           fraction: float, *, strategy: str = "magnitude", scope: str = "layerwise",
           layer_fractions: Optional[Mapping[str, float]] = None, exclude: Iterable[str] = (),
-          allow_empty: bool = False, seed: Optional[int] = None) -> Masks:
+          allow_empty: bool = False, seed: Optional[int] = None,
+          scores: Optional[Mapping[str, torch.Tensor]] = None) -> Masks:
     """Remove ``fraction`` of the weights the masks still keep: one level of iterative pruning.
 
     Args:
@@ -53,22 +54,25 @@ def prune(weights: Mapping[str, torch.Tensor], masks: Mapping[str, torch.Tensor]
         exclude: layers whose masks stay as they are.
         allow_empty: allow a layer to lose its last weight; otherwise that is an error.
         seed: seeds the random numbers of the ``"random"`` strategy.
+        scores: layer name -> score tensor of the weight's shape, ranked instead of the
+            strategy's scores (e.g. from :mod:`.at_init`); every pruned layer needs one.
     """
     masks = _checked_masks(weights, masks)
-    score = _score_function(strategy)
+    score = _score_function(strategy, scores)
     _check_fraction("fraction", fraction)
     overrides = _checked_overrides("layer_fractions", layer_fractions, masks, _check_fraction)
     excluded = _checked_exclude(exclude, masks, overrides, "layer_fractions")
     groups = _groups(masks, scope, fraction, overrides, excluded)
-    return _remove(weights, masks, groups, _count_for_fraction, strategy, score, allow_empty,
-                   seed)
+    return _remove(weights, masks, groups, _count_for_fraction, _source(strategy, scores), score,
+                   allow_empty, seed)
 
 
 def prune_to_density(weights: Mapping[str, torch.Tensor], masks: Mapping[str, torch.Tensor],
                      density: float, *, strategy: str = "magnitude", scope: str = "layerwise",
                      layer_densities: Optional[Mapping[str, float]] = None,
                      exclude: Iterable[str] = (), allow_empty: bool = False,
-                     seed: Optional[int] = None) -> Masks:
+                     seed: Optional[int] = None,
+                     scores: Optional[Mapping[str, torch.Tensor]] = None) -> Masks:
     """Prune in one shot to ``density`` of the weights, counted against the TOTAL size.
 
     Layerwise, each included layer keeps ``density`` of its weights; global, the included
@@ -77,13 +81,18 @@ def prune_to_density(weights: Mapping[str, torch.Tensor], masks: Mapping[str, to
     overrides it per layer; the other arguments are those of :func:`prune`.
     """
     masks = _checked_masks(weights, masks)
-    score = _score_function(strategy)
+    score = _score_function(strategy, scores)
     _check_density("density", density)
     overrides = _checked_overrides("layer_densities", layer_densities, masks, _check_density)
     excluded = _checked_exclude(exclude, masks, overrides, "layer_densities")
     groups = _groups(masks, scope, density, overrides, excluded)
-    return _remove(weights, masks, groups, _count_for_density, strategy, score, allow_empty,
-                   seed)
+    return _remove(weights, masks, groups, _count_for_density, _source(strategy, scores), score,
+                   allow_empty, seed)
+
+
+def _source(strategy: str, scores) -> str:
+    """Where the scores come from, as error messages name it."""
+    return "the given scores" if scores is not None else f"strategy {strategy!r}"
 
 
 def _count_for_fraction(fraction: float, remaining: int, total: int) -> int:
@@ -110,9 +119,9 @@ def _remove(weights: Mapping[str, torch.Tensor], masks: Masks, groups: list[Grou
                         sum(mask.numel() for mask in old))
         if removed == 0:
             continue
-        scores = [_scores(score, strategy, name, weights[name], mask, generator, dtype)
+        ranked = [_scores(score, strategy, name, weights[name], mask, generator, dtype)
                   for name, mask in zip(names, old)]
-        for name, before, after in zip(names, old, remove_lowest(scores, old, removed)):
+        for name, before, after in zip(names, old, remove_lowest(ranked, old, removed)):
             if not allow_empty and bool(before.any()) and not bool(after.any()):
                 raise ValueError(f"pruning would leave {name!r} with no weights (all "
                                  f"{int(before.sum().item())} remaining removed); pass "
@@ -124,14 +133,14 @@ def _remove(weights: Mapping[str, torch.Tensor], masks: Masks, groups: list[Grou
 def _scores(score: ScoreFunction, strategy: str, name: str, weight: torch.Tensor,
             mask: torch.Tensor, generator: Optional[torch.Generator],
             dtype: torch.dtype) -> torch.Tensor:
-    scores = score(weight, generator)
+    scores = score(name, weight, generator)
     if tuple(scores.shape) != tuple(weight.shape):
-        raise ValueError(f"strategy {strategy!r} gave scores of shape {tuple(scores.shape)} "
+        raise ValueError(f"{strategy} gave scores of shape {tuple(scores.shape)} "
                          f"for {name!r}; expected the weight's shape {tuple(weight.shape)}")
     scores = scores.to(device=mask.device, dtype=dtype)
     # NaN sorts last, so a diverged weight would silently survive every level.
     if bool((scores.isnan() & mask).any()):
-        raise ValueError(f"strategy {strategy!r} scores of {name!r} hold NaN; expected finite "
+        raise ValueError(f"{strategy}: scores of {name!r} hold NaN; expected finite "
                          f"weights (did training diverge?)")
     return scores
 
@@ -160,11 +169,24 @@ def _checked_masks(weights, masks) -> Masks:
     return masks
 
 
-def _score_function(strategy: str) -> ScoreFunction:
+def _score_function(strategy: str, scores: Optional[Mapping[str, torch.Tensor]]):
+    """(layer name, weight, generator) -> scores: the strategy's, or a lookup in ``scores``."""
+    if scores is not None:
+        if not isinstance(scores, Mapping):
+            raise TypeError(f"scores must be a mapping of layer name -> score tensor; got "
+                            f"{type(scores).__name__}")
+
+        def given(name: str, weight: torch.Tensor, generator) -> torch.Tensor:
+            if name not in scores:
+                raise ValueError(f"scores has no entry for {name!r}; expected a score tensor "
+                                 f"for every layer that is pruned")
+            return scores[name].detach()
+        return given
     if not isinstance(strategy, str) or strategy not in STRATEGIES:
         raise ValueError(f"unknown strategy {strategy!r}; expected one of "
                          f"{format_names(STRATEGIES, limit=len(STRATEGIES))}")
-    return STRATEGIES[strategy]
+    function = STRATEGIES[strategy]
+    return lambda name, weight, generator: function(weight, generator)
 
 
 def _check_number(argument: str, value) -> None:
