@@ -8,16 +8,23 @@ A typical level of iterative magnitude pruning::
     masks.save(run_dir / "level_1_masks.safetensors")
 
 Pruning only removes: every mask it returns is a subset of the one it was given.
+
+Beyond magnitude and random scores: :mod:`.at_init` scores the weights at initialisation with
+SNIP, GraSP or SynFlow (``prune_at_init``), and :mod:`.nm` keeps masks N:M structured
+(``nm=(2, 4)`` on ``prune`` and ``prune_to_density``).
 """
 
+from .at_init import AT_INIT_METHODS, grasp_scores, prune_at_init, snip_scores, synflow_scores
 from .core import SCOPES, prune, prune_to_density
 from .density import LayerDensity
 from .magnitude import magnitude_scores
 from .masks import Masks, weights_of
+from .nm import NMPattern, parse_nm, satisfies
 from .random import random_like, random_scores
 from .select import kept_count, pruned_count
 from .strategies import STRATEGIES
 
-__all__ = ["LayerDensity", "Masks", "SCOPES", "STRATEGIES", "kept_count", "magnitude_scores",
-           "prune", "prune_to_density", "pruned_count", "random_like", "random_scores",
-           "weights_of"]
+__all__ = ["AT_INIT_METHODS", "LayerDensity", "Masks", "NMPattern", "SCOPES", "STRATEGIES",
+           "grasp_scores", "kept_count", "magnitude_scores", "parse_nm", "prune", "prune_at_init",
+           "prune_to_density", "pruned_count", "random_like", "random_scores", "satisfies",
+           "snip_scores", "synflow_scores", "weights_of"]

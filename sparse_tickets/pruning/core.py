@@ -9,12 +9,23 @@ Scopes: ``"layerwise"`` prunes every layer on its own; ``"global"`` ranks the in
 together against one threshold, except the layers given their own value in ``layer_fractions``
 / ``layer_densities``, which are pruned on their own at that value. Layers in ``exclude`` keep
 their masks and take no part.
+
+N:M structure (``nm=``, see :mod:`.nm`): for each pruning group (one layer layerwise, or the
+global pool) let ``d`` be the density the group has after the step, ``(remaining - removed) /
+total``. Every layer of the group is first constrained to keep at most ``relaxed_n(nm, d)`` of
+every ``m`` consecutive weights along its rows (forced removals: the lowest-scoring kept weights
+of each over-full group), then the rest of the step's count is removed as usual from the
+constrained masks. So the structure tightens level by level as the density falls (2:4 at 20% a
+level: no constraint at 80%, 3:4 at 64% and 51%, 2:4 from 41% on), and a one-shot prune to 0.5
+with 2:4 keeps exactly 2 of every full group of 4. When the forced removals outnumber the step's
+count, the step removes more than asked: the forced ones all go, nothing else.
 """
 
 from __future__ import annotations
 
 import numbers
 from collections.abc import Iterable, Mapping
+from fractions import Fraction
 from typing import Callable, Optional
 
 import torch
@@ -22,6 +33,7 @@ from torch import nn
 
 from .masks import Masks
 from .names import check_known, format_names
+from .nm import NMPattern, PatternLike, as_pattern, forced_removals, relaxed_n, satisfies
 from .random import seeded_generator
 from .select import kept_count, pruned_count, remove_lowest
 from .strategies import STRATEGIES, ScoreFunction
@@ -38,7 +50,8 @@ def prune(weights: Mapping[str, torch.Tensor], masks: Mapping[str, torch.Tensor]
           fraction: float, *, strategy: str = "magnitude", scope: str = "layerwise",
           layer_fractions: Optional[Mapping[str, float]] = None, exclude: Iterable[str] = (),
           allow_empty: bool = False, seed: Optional[int] = None,
-          scores: Optional[Mapping[str, torch.Tensor]] = None) -> Masks:
+          scores: Optional[Mapping[str, torch.Tensor]] = None,
+          nm: Optional[PatternLike] = None) -> Masks:
     """Remove ``fraction`` of the weights the masks still keep: one level of iterative pruning.
 
     Args:
@@ -56,15 +69,19 @@ def prune(weights: Mapping[str, torch.Tensor], masks: Mapping[str, torch.Tensor]
         seed: seeds the random numbers of the ``"random"`` strategy.
         scores: layer name -> score tensor of the weight's shape, ranked instead of the
             strategy's scores (e.g. from :mod:`.at_init`); every pruned layer needs one.
+        nm: an N:M pattern (``NMPattern`` or ``(n, m)`` tuple, e.g. ``(2, 4)``) that the new
+            masks follow, relaxed to the density reached (module docstring); it may remove
+            more than ``fraction`` when the old masks crowd some groups. None: unstructured.
     """
     masks = _checked_masks(weights, masks)
     score = _score_function(strategy, scores)
+    pattern = None if nm is None else as_pattern(nm)
     _check_fraction("fraction", fraction)
     overrides = _checked_overrides("layer_fractions", layer_fractions, masks, _check_fraction)
     excluded = _checked_exclude(exclude, masks, overrides, "layer_fractions")
     groups = _groups(masks, scope, fraction, overrides, excluded)
     return _remove(weights, masks, groups, _count_for_fraction, _source(strategy, scores), score,
-                   allow_empty, seed)
+                   allow_empty, seed, pattern)
 
 
 def prune_to_density(weights: Mapping[str, torch.Tensor], masks: Mapping[str, torch.Tensor],
@@ -72,22 +89,26 @@ def prune_to_density(weights: Mapping[str, torch.Tensor], masks: Mapping[str, to
                      layer_densities: Optional[Mapping[str, float]] = None,
                      exclude: Iterable[str] = (), allow_empty: bool = False,
                      seed: Optional[int] = None,
-                     scores: Optional[Mapping[str, torch.Tensor]] = None) -> Masks:
+                     scores: Optional[Mapping[str, torch.Tensor]] = None,
+                     nm: Optional[PatternLike] = None) -> Masks:
     """Prune in one shot to ``density`` of the weights, counted against the TOTAL size.
 
     Layerwise, each included layer keeps ``density`` of its weights; global, the included
     layers together keep ``density`` of theirs. Pruning only removes: a layer (or pool) already
     at or below its target stays as it is. ``density`` is in (0, 1]; ``layer_densities``
-    overrides it per layer; the other arguments are those of :func:`prune`.
+    overrides it per layer; the other arguments are those of :func:`prune`. With ``nm`` and
+    masks that are all ones, the result meets the density exactly: e.g. 0.5 with 2:4 keeps 2 of
+    every full group of 4.
     """
     masks = _checked_masks(weights, masks)
     score = _score_function(strategy, scores)
+    pattern = None if nm is None else as_pattern(nm)
     _check_density("density", density)
     overrides = _checked_overrides("layer_densities", layer_densities, masks, _check_density)
     excluded = _checked_exclude(exclude, masks, overrides, "layer_densities")
     groups = _groups(masks, scope, density, overrides, excluded)
     return _remove(weights, masks, groups, _count_for_density, _source(strategy, scores), score,
-                   allow_empty, seed)
+                   allow_empty, seed, pattern)
 
 
 def _source(strategy: str, scores) -> str:
@@ -105,7 +126,7 @@ def _count_for_density(density: float, remaining: int, total: int) -> int:
 
 def _remove(weights: Mapping[str, torch.Tensor], masks: Masks, groups: list[Group],
             count: Count, strategy: str, score: ScoreFunction, allow_empty: bool,
-            seed: Optional[int]) -> Masks:
+            seed: Optional[int], pattern: Optional[NMPattern] = None) -> Masks:
     generator = seeded_generator(seed)
     # One score dtype for all layers, so a global ranking compares like with like, and wide
     # enough that bf16/fp16 magnitudes rank exactly.
@@ -115,19 +136,40 @@ def _remove(weights: Mapping[str, torch.Tensor], masks: Masks, groups: list[Grou
     for names, value in groups:
         device = weights[names[0]].device
         old = [masks[name].to(device) for name in names]
-        removed = count(value, sum(int(mask.sum().item()) for mask in old),
-                        sum(mask.numel() for mask in old))
-        if removed == 0:
+        remaining = sum(int(mask.sum().item()) for mask in old)
+        total = sum(mask.numel() for mask in old)
+        removed = count(value, remaining, total)
+        n_keep = _n_keep(pattern, old, remaining - removed, total)
+        if removed == 0 and n_keep is None:
             continue
         ranked = [_scores(score, strategy, name, weights[name], mask, generator, dtype)
                   for name, mask in zip(names, old)]
-        for name, before, after in zip(names, old, remove_lowest(ranked, old, removed)):
+        candidates, rest = old, removed
+        if n_keep is not None:
+            forced = [forced_removals(scores, mask, n_keep, pattern.m)
+                      for scores, mask in zip(ranked, old)]
+            candidates = [mask & ~gone for mask, gone in zip(old, forced)]
+            # Forced removals count towards the step; beyond it, they go all the same.
+            rest = max(0, removed - sum(int(gone.sum().item()) for gone in forced))
+        for name, before, after in zip(names, old, remove_lowest(ranked, candidates, rest)):
             if not allow_empty and bool(before.any()) and not bool(after.any()):
                 raise ValueError(f"pruning would leave {name!r} with no weights (all "
                                  f"{int(before.sum().item())} remaining removed); pass "
                                  f"allow_empty=True to allow an empty layer")
             new[name] = after.to(masks[name].device)
     return Masks(new)
+
+
+def _n_keep(pattern: Optional[NMPattern], masks: list[torch.Tensor], kept_after: int,
+            total: int) -> Optional[int]:
+    """How many of every ``m`` weights the group's masks may keep after the step, or None when
+    that constrains nothing the masks do not already meet."""
+    if pattern is None or total == 0:
+        return None
+    n_keep = relaxed_n(pattern, Fraction(kept_after, total))
+    if n_keep == pattern.m or all(satisfies(mask, (n_keep, pattern.m)) for mask in masks):
+        return None
+    return n_keep
 
 
 def _scores(score: ScoreFunction, strategy: str, name: str, weight: torch.Tensor,
@@ -180,7 +222,14 @@ def _score_function(strategy: str, scores: Optional[Mapping[str, torch.Tensor]])
             if name not in scores:
                 raise ValueError(f"scores has no entry for {name!r}; expected a score tensor "
                                  f"for every layer that is pruned")
-            return scores[name].detach()
+            given_scores = scores[name]
+            if not isinstance(given_scores, torch.Tensor):
+                raise TypeError(f"scores[{name!r}] is a {type(given_scores).__name__}; expected "
+                                f"a tensor of the weight's shape {tuple(weight.shape)}")
+            if given_scores.shape != weight.shape:
+                raise ValueError(f"scores[{name!r}] has shape {tuple(given_scores.shape)}; "
+                                 f"expected the weight's shape {tuple(weight.shape)}")
+            return given_scores.detach()
         return given
     if not isinstance(strategy, str) or strategy not in STRATEGIES:
         raise ValueError(f"unknown strategy {strategy!r}; expected one of "

@@ -7,11 +7,14 @@ torch's global generator (reproducible under ``torch.manual_seed``).
 
 from __future__ import annotations
 
+from fractions import Fraction
 from typing import Mapping, Optional
 
 import torch
 
 from .masks import Masks
+from .nm import NMPattern, PatternLike, as_pattern, forced_removals, relaxed_n
+from .select import remove_lowest
 
 
 def seeded_generator(seed: Optional[int]) -> Optional[torch.Generator]:
@@ -30,19 +33,52 @@ def random_scores(weight: torch.Tensor,
     return torch.rand(weight.shape, generator=generator).to(weight.device)
 
 
-def random_like(masks: Mapping[str, torch.Tensor], seed: Optional[int] = None) -> Masks:
+def random_like(masks: Mapping[str, torch.Tensor], seed: Optional[int] = None,
+                nm: Optional[PatternLike] = None) -> Masks:
     """For each layer a uniformly random mask keeping exactly as many weights as ``masks``
     does: the control that tells a ticket's structure from its mere sparsity.
 
     The new masks are independent of the old ones (not subsets), on the same devices, and the
     same for the same ``seed``.
+
+    With ``nm`` (an ``NMPattern`` or ``(n, m)`` tuple, see :mod:`.nm`) each layer's mask also
+    keeps at most ``relaxed_n(nm, density)`` of every ``m`` weights along its rows, at the
+    layer's own density: the control for an N:M ticket. That mask is what random pruning with
+    ``nm`` makes of a dense layer in one shot: every weight draws an independent uniform score,
+    each group keeps at most its ``relaxed_n`` highest, and of those the highest-scoring
+    survive up to the layer's count. The distribution is the same under any permutation of the
+    positions within a group, or of groups of equal length, but it is not uniform over all
+    masks that meet the pattern.
     """
     masks = masks if isinstance(masks, Masks) else Masks(masks)
+    pattern = None if nm is None else as_pattern(nm)
     generator = seeded_generator(seed)
     shuffled = {}
     for name, mask in masks.items():
-        kept = torch.randperm(mask.numel(), generator=generator)[:int(mask.sum().item())]
-        new = torch.zeros(mask.numel(), dtype=torch.bool)
-        new[kept] = True
-        shuffled[name] = new.view(mask.shape).to(mask.device)
+        kept = int(mask.sum().item())
+        if pattern is None:
+            chosen = torch.randperm(mask.numel(), generator=generator)[:kept]
+            new = torch.zeros(mask.numel(), dtype=torch.bool)
+            new[chosen] = True
+            new = new.view(mask.shape)
+        else:
+            new = _random_nm_mask(tuple(mask.shape), kept, pattern, generator)
+        shuffled[name] = new.to(mask.device)
     return Masks(shuffled)
+
+
+def _random_nm_mask(shape: tuple[int, ...], kept: int, pattern: NMPattern,
+                    generator: Optional[torch.Generator]) -> torch.Tensor:
+    """A random CPU mask of ``shape`` keeping ``kept`` weights, at most ``relaxed_n`` per group.
+
+    The forced removals never exceed the weights to remove, since ``relaxed_n`` is at least
+    ``density * m``: so the count is always met exactly.
+    """
+    full = torch.ones(shape, dtype=torch.bool)
+    if full.numel() == 0:
+        return full
+    scores = torch.rand(shape, generator=generator)
+    n_keep = relaxed_n(pattern, Fraction(kept, full.numel()))
+    constrained = full & ~forced_removals(scores, full, n_keep, pattern.m)
+    surplus = int(constrained.sum().item()) - kept
+    return remove_lowest([scores], [constrained], surplus)[0]

@@ -197,6 +197,61 @@ def test_random_strategy_is_deterministic_per_seed():
     assert prune(weights, masks, 0.5, strategy="random", seed=8, allow_empty=True) != first
 
 
+# ---------------------------------------------------------------- given scores
+
+@pytest.mark.parametrize("scope", ["layerwise", "global"])
+def test_scores_equal_to_the_magnitudes_give_magnitude_pruning(scope):
+    weights, masks = random_layers(density=0.8)
+    magnitudes = {name: w.abs() for name, w in weights.items()}
+    assert (prune(weights, masks, 0.4, scope=scope, scores=magnitudes, allow_empty=True)
+            == prune(weights, masks, 0.4, scope=scope, allow_empty=True))
+    assert (prune_to_density(weights, masks, 0.3, scope=scope, scores=magnitudes,
+                             allow_empty=True)
+            == prune_to_density(weights, masks, 0.3, scope=scope, allow_empty=True))
+
+
+def test_scores_replace_the_strategys_ranking():
+    weights = {"w": torch.tensor([1.0, 2.0, 3.0, 4.0])}
+    masks = Masks({"w": torch.ones(4, dtype=torch.bool)})
+    scores = {"w": torch.tensor([4.0, 3.0, 2.0, 1.0])}
+    assert prune(weights, masks, 0.5, scores=scores)["w"].tolist() == [True, True, False, False]
+    # The strategy is ignored when scores are given.
+    assert prune(weights, masks, 0.5, strategy="random", scores=scores) == prune(
+        weights, masks, 0.5, scores=scores)
+
+
+def test_scores_are_needed_only_for_the_layers_pruned():
+    weights, masks = layers()
+    scores = {"fc1.weight": weights["fc1.weight"].abs()}
+    new = prune(weights, masks, 0.5, scores=scores, exclude=["fc2.weight"])
+    assert new == prune(weights, masks, 0.5, exclude=["fc2.weight"])
+
+
+@pytest.mark.parametrize("bad_scores, error_type, message", [
+    (lambda w: {"fc1.weight": w["fc1.weight"].abs()}, ValueError,
+     "^scores has no entry for 'fc2.weight'; expected a score tensor for every layer that is "
+     "pruned$"),
+    (lambda w: {**w, "fc2.weight": torch.rand(3, 2)}, ValueError,
+     r"^scores\['fc2.weight'\] has shape \(3, 2\); expected the weight's shape \(2, 3\)$"),
+    (lambda w: {**w, "fc2.weight": [[1.0, 2.0, 3.0]] * 2}, TypeError,
+     r"^scores\['fc2.weight'\] is a list; expected a tensor of the weight's shape \(2, 3\)$"),
+    (lambda w: {**w, "fc2.weight": torch.full((2, 3), math.nan)}, ValueError,
+     "^the given scores: scores of 'fc2.weight' hold NaN"),
+    (lambda w: [w["fc1.weight"], w["fc2.weight"]], TypeError,
+     "^scores must be a mapping of layer name -> score tensor; got list$"),
+])
+@pytest.mark.parametrize("scope", ["layerwise", "global"])
+def test_bad_scores_raise_one_line_errors(bad_scores, error_type, message, scope):
+    weights, masks = layers()
+    masks = Masks({name: torch.ones_like(m) for name, m in masks.items()})
+    for call in (lambda: prune(weights, masks, 0.5, scope=scope, scores=bad_scores(weights)),
+                 lambda: prune_to_density(weights, masks, 0.5, scope=scope,
+                                          scores=bad_scores(weights))):
+        with pytest.raises(error_type, match=message) as error:
+            call()
+        assert one_line(error)
+
+
 # ---------------------------------------------------------------- one shot to a density
 
 @pytest.mark.parametrize("density", ["0.05", "0.2", "0.5", "1"])
