@@ -1,4 +1,4 @@
-"""The ``sparse-tickets`` command line: imp, train, report, export, list.
+"""The ``sparse-tickets`` command line: imp, train, instability, report, export, build, list.
 
 Every hyperparameter of :class:`~sparse_tickets.hparams.Hparams` is a flag of ``imp`` and
 ``train``, generated from the dataclass, with the preset (``--preset``, or the paper's preset
@@ -265,6 +265,44 @@ def _named_device(name: Optional[str]) -> torch.device:
     return device
 
 
+# --- instability ---------------------------------------------------------------------------
+
+def _run_instability(args) -> int:
+    from .runs import Run
+    run = Run.open(Path(args.run_dir))
+    hp = run.hparams
+    with default_mode_set_to(args.mode):
+        splits = _load_data(hp, args.data_dir)
+        device = _device(args.device)
+        with distributed.process_group(device):
+            return _instability_in_group(args, run, hp, splits, device)
+
+
+def _instability_in_group(args, run, hp: Hparams, splits, device: torch.device) -> int:
+    from .hparams import parse_steps
+    from .instability import InstabilityAnalysis
+    from .lottery import LotteryRun
+
+    main = distributed.is_main()
+    progress = _Silent() if not main else LogLines() if args.quiet else ProgressBars()
+    lottery = LotteryRun(hp, run.directory.parent, splits, device, args.checkpoint_every,
+                         progress, run_directory=run.directory)
+    per_epoch = lottery.schedule.iterations_per_epoch
+    iterations = ([parse_steps(text, per_epoch, "--iterations") for text in args.iterations]
+                  if args.iterations else [lottery.start_iteration(args.level)])
+    analysis = InstabilityAnalysis(lottery)
+    analysis.check(args.branch, args.level, iterations, args.points)
+    progress.message(f"run directory: {run.directory}")
+    did_work = analysis.execute(args.branch, args.level, iterations, args.points)
+    if main and not did_work:
+        progress.message("these analyses are already done; nothing to do")
+    if main and args.report:
+        from .report import write_report
+        for path in write_report([run.directory], run.report_directory):
+            progress.message(f"wrote {path}")
+    return 0
+
+
 # --- report, export, list --------------------------------------------------------------------
 
 def _run_report(args) -> int:
@@ -357,12 +395,13 @@ def _add_hparam_flags(parser: argparse.ArgumentParser) -> None:
                             "single process")
 
 
-def _add_run_options(parser: argparse.ArgumentParser) -> None:
+def _add_run_options(parser: argparse.ArgumentParser, runs_dir: bool = True) -> None:
     group = parser.add_argument_group("where and how")
     group.add_argument("--data-dir", help="directory of the mnist IDX files or the cifar10 "
                                           "pickle batches")
-    group.add_argument("--runs-dir", default="runs", help="where run directories are made "
-                                                         "(default: ./runs)")
+    if runs_dir:
+        group.add_argument("--runs-dir", default="runs", help="where run directories are made "
+                                                             "(default: ./runs)")
     group.add_argument("--device", help="cpu, cuda or cuda:N (default: cuda when available)")
     group.add_argument("--checkpoint-every", type=_positive, default=500, metavar="N",
                        help="checkpoint every N iterations, so a kill loses at most N "
@@ -419,6 +458,29 @@ def _build_parser() -> argparse.ArgumentParser:
     _add_hparam_flags(train)
     _add_run_options(train)
     train.set_defaults(handler=_run_train)
+
+    instability = commands.add_parser(
+        "instability", help="instability analysis of a level: two copies from iteration K, "
+                            "the error along the linear path between them",
+        description="From the weights a level of a run has at iteration K, train two copies "
+                    "with different data orders and evaluate the network along the linear "
+                    "path between them; report the error barrier (Frankle et al., ICML 2020, "
+                    "'Linear mode connectivity and the lottery ticket hypothesis'). The run's "
+                    "hyperparameters are used; rerunning resumes; the report is rewritten.")
+    instability.add_argument("run_dir", metavar="RUN_DIR")
+    instability.add_argument("--level", type=_non_negative, required=True,
+                             help="the level to analyse")
+    instability.add_argument("--branch", default="main", choices=BRANCHES,
+                             help="main (the ticket), reinit or random_pruning (default: main)")
+    instability.add_argument("--iterations", nargs="+", metavar="K",
+                             help="spawn iterations, in iterations (500) or epochs (2ep), each "
+                                  "at least the level's start (default: the level's start "
+                                  "iteration)")
+    instability.add_argument("--points", type=_integer_at_least(2, "at least 2 points"),
+                             default=11, help="points on the linear path, ends included "
+                                              "(default: 11)")
+    _add_run_options(instability, runs_dir=False)
+    instability.set_defaults(handler=_run_instability)
 
     report = commands.add_parser(
         "report", help="tables and plots from run directories",

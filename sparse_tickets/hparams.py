@@ -17,7 +17,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Optional
 
-from .pruning import STRATEGIES
+from .pruning import AT_INIT_METHODS, STRATEGIES, parse_nm
 
 
 class HparamsError(ValueError):
@@ -66,7 +66,9 @@ class Hparams:
     scope: str = field(default="layerwise", metadata=_help(
         "layerwise (each layer at its own rate) or global (one threshold across layers)"))
     strategy: str = field(default="magnitude", metadata=_help(
-        "which weights to prune: magnitude or random"))
+        "which weights to prune: magnitude or random (each level, from the trained weights); "
+        "or snip, grasp or synflow (pruning at initialisation: with --one-shot-density, from "
+        "the weights the pruned level starts from)"))
     conv_fraction: float = field(default=0.0, metadata=_help(
         "fraction of each conv layer's remaining weights pruned per level (0: not pruned)"))
     fc_fraction: float = field(default=0.2, metadata=_help(
@@ -76,6 +78,14 @@ class Hparams:
     one_shot_density: Optional[float] = field(default=None, metadata=_help(
         "prune once, straight to this density (e.g. 0.2), instead of iteratively; every "
         "layer with a nonzero rate goes to this density"))
+    nm: str = field(default="", metadata=_help(
+        "N:M structure, e.g. 2:4: at most N kept of every M consecutive weights along each "
+        "layer's input dimension, tightening level by level as density falls (see "
+        "sparse_tickets.pruning.nm); empty for unstructured"))
+    score_batches: int = field(default=1, metadata=_help(
+        "training batches of --batch-size examples that snip and grasp score with"))
+    synflow_iterations: int = field(default=100, metadata=_help(
+        "iterations of synflow's exponential pruning schedule"))
     rewind: str = field(default="init", metadata=_help(
         "init: rewind survivors to iteration 0; iteration: to --rewind-iteration; lr: keep the "
         "trained weights and replay the learning-rate schedule from --rewind-iteration"))
@@ -89,6 +99,17 @@ class Hparams:
     control_levels: str = field(default="", metadata=_help(
         "comma-separated levels at which to run the controls (default: every pruned level)"))
 
+    # Instability analysis, a branch at chosen levels of the main run.
+    instability_levels: str = field(default="", metadata=_help(
+        "comma-separated main levels at which to run the instability analysis (two copies "
+        "trained from --instability-iterations with different data orders, evaluated along "
+        "the linear path between them); empty for none"))
+    instability_iterations: str = field(default="0", metadata=_help(
+        "comma-separated iterations or epochs K from which the copies are spawned (each at "
+        "least the level's own start iteration)"))
+    instability_points: int = field(default=11, metadata=_help(
+        "points evaluated along the linear path between the two copies, ends included"))
+
     # Seeds, kept separate so one can vary while the others stay fixed.
     model_seed: int = field(default=0, metadata=_help("seed of the model's initialisation"))
     data_seed: int = field(default=0, metadata=_help("seed of the training data order"))
@@ -99,10 +120,13 @@ class Hparams:
         return dataclasses.asdict(self)
 
     def digest(self) -> str:
-        """A hash of every field: equal hyperparameters, equal hash. (A field added in a later
-        version changes every hash, so runs of an older version are not resumed by a newer
-        one.)"""
-        text = json.dumps(self.as_dict(), sort_keys=True)
+        """A hash of every field: equal hyperparameters, equal hash. The fields added after
+        the first release count only when they differ from their defaults, so a run of an
+        earlier version keeps its name and is resumed by this one."""
+        defaults = Hparams().as_dict()
+        values = {name: value for name, value in self.as_dict().items()
+                  if name not in ADDED_FIELDS or value != defaults[name]}
+        text = json.dumps(values, sort_keys=True)
         return hashlib.sha256(text.encode()).hexdigest()[:10]
 
     def run_name(self) -> str:
@@ -125,6 +149,9 @@ class Hparams:
         names = [n.strip() for n in self.controls.split(",") if n.strip()]
         return [] if names == ["none"] else names
 
+    def instability_level_numbers(self) -> list[int]:
+        return [int(v) for v in self.instability_levels.split(",") if v.strip()]
+
     def control_level_numbers(self) -> list[int]:
         """Levels at which the controls run (pruned levels only: level 0 has nothing to
         control)."""
@@ -134,8 +161,11 @@ class Hparams:
         return [int(v) for v in self.control_levels.split(",") if v.strip()]
 
 
+# Fields added after the first release (see Hparams.digest).
+ADDED_FIELDS = ("nm", "score_batches", "synflow_iterations", "instability_levels",
+                "instability_iterations", "instability_points")
 CONTROLS = ("reinit", "random_pruning")
-STRATEGY_NAMES = tuple(STRATEGIES)
+STRATEGY_NAMES = (*STRATEGIES, *AT_INIT_METHODS)
 REWINDS = ("init", "iteration", "lr")
 OPTIMIZERS = ("adam", "sgd")
 _STEPS = re.compile(r"^\s*(\d+)\s*(it|ep)?\s*$")
@@ -199,3 +229,30 @@ def validate(hp: Hparams) -> None:
     last = 1 if hp.one_shot_density is not None else hp.levels
     bad = [level for level in levels if not 1 <= level <= last]
     require(not bad, f"control_levels names {bad}; expected pruned levels 1..{last}")
+    if hp.strategy in AT_INIT_METHODS:
+        require(hp.one_shot_density is not None,
+                f"strategy {hp.strategy} prunes at initialisation, once; expected "
+                f"one_shot_density (e.g. 0.1) too")
+        require(hp.rewind != "lr", f"strategy {hp.strategy} scores the weights a level starts "
+                                   f"from; expected rewind init or iteration, not lr")
+    require(hp.score_batches >= 1, f"score_batches is {hp.score_batches}; expected >= 1")
+    require(hp.synflow_iterations >= 1,
+            f"synflow_iterations is {hp.synflow_iterations}; expected >= 1")
+    if hp.nm:
+        try:
+            parse_nm(hp.nm)
+        except ValueError as error:
+            raise HparamsError(f"nm: {error}") from None
+    try:
+        unstable = hp.instability_level_numbers()
+    except ValueError:
+        raise HparamsError(f"instability_levels is {hp.instability_levels!r}; expected "
+                           f"comma-separated level numbers") from None
+    bad = [level for level in unstable if not 0 <= level <= last]
+    require(not bad, f"instability_levels names {bad}; expected levels 0..{last}")
+    parse_step_list(hp.instability_iterations, 1, "instability_iterations")
+    require(not unstable or parse_step_list(hp.instability_iterations, 1,
+                                            "instability_iterations"),
+            "instability_iterations is empty; expected at least one iteration K")
+    require(hp.instability_points >= 2,
+            f"instability_points is {hp.instability_points}; expected >= 2 (the two ends)")

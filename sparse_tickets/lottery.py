@@ -22,20 +22,24 @@ checksum on every rank) and the starting weights to the others.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Optional
+
 import numpy as np
 import torch
 from torch import nn
 
 from . import distributed, files, models
 from .data import DatasetSplits
-from .hparams import Hparams
+from .hparams import Hparams, parse_step_list
 from .nn import MaskedConv2d, masked_layers
 from .progress import LogLines
-from .pruning import Masks, prune, prune_to_density, random_like, weights_of
+from .pruning import (AT_INIT_METHODS, Masks, parse_nm, prune, prune_at_init, prune_to_density,
+                      random_like, weights_of)
 from .runs import MAIN, Level, Run
-from .train import CHECKPOINT, Schedule, train
+from .train import CHECKPOINT, DataOrder, Schedule, train
 
 
 def build_model(hp: Hparams, splits: DatasetSplits, seed: int,
@@ -89,7 +93,20 @@ def check(hp: Hparams, splits: DatasetSplits,
     except TypeError as error:  # an option the model does not have, e.g. dropout on LeNet
         raise ValueError(str(error)) from None
     pruning_plan(model, hp)
+    for level in hp.instability_level_numbers():
+        start = 0 if level == 0 or hp.rewind == "init" else schedule.rewind_iteration
+        for iteration in instability_iterations(hp, schedule):
+            if not start <= iteration < schedule.iterations:
+                raise ValueError(f"instability_iterations has {iteration}; expected iterations "
+                                 f"from level {level}'s start at {start} to before the end of "
+                                 f"training at {schedule.iterations}")
     return schedule, model
+
+
+def instability_iterations(hp: Hparams, schedule: Schedule) -> list[int]:
+    """The spawn iterations K of the run's instability analyses, resolved to iterations."""
+    return sorted(set(parse_step_list(hp.instability_iterations, schedule.iterations_per_epoch,
+                                      "instability_iterations")))
 
 
 def derived_seed(*parts: int) -> int:
@@ -108,12 +125,16 @@ class LotteryRun:
     device: torch.device
     checkpoint_every: int
     progress: LogLines
+    # An existing run directory to work in, wherever it lies (its name need not be the hash).
+    run_directory: Optional[Path] = None
 
     def __post_init__(self):
         self.schedule, self.model = check(self.hp, self.splits, self.device)
         self.run = distributed.from_main(self._open_run)
 
     def _open_run(self) -> Run:
+        if self.run_directory is not None:
+            return Run.open(self.run_directory)
         run = Run.create(self.runs_directory, self.hp)
         run.record_model_shape(self.splits.input_shape, self.splits.num_classes)
         return run
@@ -134,6 +155,12 @@ class LotteryRun:
         for control in self.hp.control_names():
             for level in self.hp.control_level_numbers():
                 did_work |= self.control_level(control, level)
+        if self.hp.instability_level_numbers():
+            from .instability import InstabilityAnalysis  # it builds on this module
+            analysis = InstabilityAnalysis(self)
+            for level in self.hp.instability_level_numbers():
+                did_work |= analysis.execute(MAIN, level, instability_iterations(
+                    self.hp, self.schedule), self.hp.instability_points)
         return did_work
 
     # The main branch.
@@ -164,19 +191,44 @@ class LotteryRun:
             masks = Masks.ones_like(self.model)
         else:
             previous_masks = self.main_masks(level - 1)
-            self.model.load_state_dict(files.read_tensors(self.run.level(MAIN, level - 1).trained))
-            weights = weights_of(self.model)
-            plan = pruning_plan(self.model, self.hp)
-            seed = derived_seed(self.hp.model_seed, level)  # used by the random strategy only
-            if self.hp.one_shot_density is not None:
-                masks = prune_to_density(weights, previous_masks, self.hp.one_shot_density,
-                                         strategy=self.hp.strategy, scope=self.hp.scope,
-                                         exclude=plan["exclude"], seed=seed)
+            if self.hp.strategy in AT_INIT_METHODS:
+                masks = self._prune_at_start(level, previous_masks)
             else:
-                masks = prune(weights, previous_masks, plan.pop("fraction"),
-                              strategy=self.hp.strategy, seed=seed, **plan)
+                masks = self._prune_trained(level, previous_masks)
         files.write_tensors(path, dict(masks))
         return masks
+
+    def _prune_trained(self, level: int, previous_masks: Masks) -> Masks:
+        """IMP: the previous level's trained weights, pruned by magnitude (or at random)."""
+        self.model.load_state_dict(files.read_tensors(self.run.level(MAIN, level - 1).trained))
+        weights = weights_of(self.model)
+        plan = pruning_plan(self.model, self.hp)
+        seed = derived_seed(self.hp.model_seed, level)  # used by the random strategy only
+        if self.hp.one_shot_density is not None:
+            return prune_to_density(weights, previous_masks, self.hp.one_shot_density,
+                                    strategy=self.hp.strategy, scope=self.hp.scope,
+                                    exclude=plan["exclude"], seed=seed, nm=self.nm)
+        return prune(weights, previous_masks, plan.pop("fraction"), strategy=self.hp.strategy,
+                     seed=seed, nm=self.nm, **plan)
+
+    def _prune_at_start(self, level: int, previous_masks: Masks) -> Masks:
+        """Pruning at initialisation: the weights this level starts from (the initialisation,
+        or the rewind point), scored by SNIP or GraSP on the first training batches of the
+        run's data order, or by SynFlow without data, pruned once to the density."""
+        self.model.load_state_dict(self.main_start_state(level))
+        order = DataOrder(len(self.splits.train), self.hp.batch_size, self.hp.data_seed)
+        batches = [self.splits.train.batch(order.indices(index))
+                   for index in range(self.hp.score_batches)]
+        return prune_at_init(self.model, previous_masks, self.hp.one_shot_density,
+                             method=self.hp.strategy, batches=batches,
+                             input_shape=self.splits.input_shape, scope=self.hp.scope,
+                             exclude=pruning_plan(self.model, self.hp)["exclude"],
+                             iterations=self.hp.synflow_iterations, nm=self.nm)
+
+    @property
+    def nm(self):
+        """The run's N:M pattern, or None for unstructured masks."""
+        return parse_nm(self.hp.nm) if self.hp.nm else None
 
     def main_start_state(self, level: int) -> dict:
         """The weights level ``level`` starts from, before its masks are applied."""
@@ -211,7 +263,7 @@ class LotteryRun:
                 lambda: build_model(self.hp, self.splits, seed, "cpu").state_dict())
         else:  # random_pruning
             masks = distributed.share_masks(lambda: random_like(self.main_masks(level),
-                                                                seed=seed))
+                                                                seed=seed, nm=self.nm))
             # With learning-rate rewinding the ticket starts from the previous level's trained
             # weights, which are zero wherever that level pruned; random positions would start
             # there at 0. The dense trained weights are the same point without that bias.
@@ -222,16 +274,39 @@ class LotteryRun:
                     seed_parts=(1 + _CONTROL_IDS[control], level))
         return True
 
-    # Shared by both.
+    # Shared by the branches (and the instability analysis).
+
+    def seed_parts(self, branch: str, level: int) -> tuple:
+        """What a level's dropout seed derives from, with the data seed: one per branch and
+        level, so a level's numbers do not depend on what ran before it in this process."""
+        return (0, level) if branch == MAIN else (1 + _CONTROL_IDS[branch], level)
+
+    def start_iteration(self, level: int) -> int:
+        """The iteration a level of any branch starts training from."""
+        return self._start_iteration(level)
 
     def _train(self, branch: str, level: int, masks: Masks, start_state: dict,
                seed_parts: tuple, record_rewind_point: bool = False) -> None:
-        files_of = self.run.level(branch, level)
+        label = f"level {level}" if branch == MAIN else f"{branch} level {level}"
+        self.train_level(self.run.level(branch, level), masks, start_state,
+                         start_iteration=self._start_iteration(level), seed_parts=seed_parts,
+                         label=label, about={"branch": branch, "level": level},
+                         record_rewind_point=record_rewind_point)
+
+    def train_level(self, files_of: Level, masks: Masks, start_state: dict, *,
+                    start_iteration: int, seed_parts: tuple, label: str, about: dict,
+                    hp: Hparams = None, end_iteration: int = None,
+                    record_rewind_point: bool = False) -> dict:
+        """Train from ``start_state`` with ``masks`` into the files of ``files_of``, resuming
+        its checkpoint; return the metrics (also written). ``hp`` replaces the run's
+        hyperparameters (e.g. another data seed); ``end_iteration`` stops training early (the
+        learning rate is still the full schedule's); ``about`` is added to the metrics."""
+        hp = hp or self.hp
+        schedule = self.schedule if end_iteration is None else dataclasses.replace(
+            self.schedule, iterations=end_iteration)
         main = distributed.is_main()
         if main:
             files.remove_temporaries(files_of.directory)  # left by a writer that was killed
-        start_iteration = self._start_iteration(level)
-        label = f"level {level}" if branch == MAIN else f"{branch} level {level}"
         self.model.load_state_dict(start_state)
         masks.apply_to(self.model)
         if main:
@@ -242,24 +317,25 @@ class LotteryRun:
         # level's numbers do not depend on what ran before it in this process; and per rank,
         # so the ranks of a torchrun job draw independent dropout masks (rank 0 as one process).
         rank = (distributed.rank(),) if distributed.rank() else ()
-        torch.manual_seed(derived_seed(self.hp.data_seed, *seed_parts, *rank))
+        torch.manual_seed(derived_seed(hp.data_seed, *seed_parts, *rank))
         snapshot = self.schedule.rewind_iteration if record_rewind_point else None
-        metrics = train(self.model, self.splits, self.hp, self.schedule, files_of.directory,
+        metrics = train(self.model, self.splits, hp, schedule, files_of.directory,
                         start_iteration, checkpoint_every=self.checkpoint_every,
                         snapshot_iteration=snapshot,
                         on_snapshot=lambda state: files.write_tensors(self.run.rewind_point,
                                                                       state),
                         progress=self.progress, label=f"{label} ({100 * masks.density:.1f}%)")
         metrics.update(
-            branch=branch, level=level, density=masks.density, percent_remaining=100 * masks.density,
+            **about, density=masks.density, percent_remaining=100 * masks.density,
             layers=[row.as_dict() for row in masks.density_rows()],
-            seeds={"model": self.hp.model_seed, "data": self.hp.data_seed,
+            seeds={"model": self.hp.model_seed, "data": hp.data_seed,
                    "control": self.hp.control_seed})
         if main:
             files.write_tensors(files_of.trained, self.model.state_dict())
             files_of.write_metrics(metrics)
             files.remove_artifact(files_of.directory / CHECKPOINT)
         self.progress.end_level(metrics)
+        return metrics
 
 
 _CONTROL_IDS = {"reinit": 1, "random_pruning": 2}

@@ -13,6 +13,9 @@
         checkpoint.pt              the latest in-level checkpoint (removed when done)
         trained.safetensors        the weights after training
         metrics.json, metrics.csv  written last: a level is done when metrics.json is valid
+      instability/<branch>/level_<L>/iteration_<K>/   instability analysis (see instability.py)
+        spawn/, copy_0/, copy_1/   levels as above: to iteration K, then two copies on from it
+        path_<N>.json              the N-point linear path between the copies, and its barrier
       report/                      tables and plots (`sparse-tickets report`)
 
 Every artifact has a ``.sha256`` file beside it (see :mod:`sparse_tickets.files`).
@@ -85,6 +88,34 @@ class Level:
 
 
 @dataclass(frozen=True)
+class Instability:
+    """The files of one instability analysis: the spawn point's training (from the level's
+    start to iteration K, skipped when K is the start), the two copies trained on from it, and
+    one evaluation of the linear path between them per number of points."""
+
+    directory: Path
+
+    @property
+    def spawn(self) -> Level:
+        return Level(self.directory / "spawn")
+
+    def copy(self, index: int) -> Level:
+        return Level(self.directory / f"copy_{index}")
+
+    def path(self, points: int) -> Path:
+        return self.directory / f"path_{points}.json"
+
+
+def _as_hparams(stored: dict):
+    """A stored hparams.json as Hparams (fields added since it was written take their
+    defaults); None when it holds fields this version does not know."""
+    try:
+        return Hparams.from_dict(stored)
+    except (TypeError, ValueError):
+        return None
+
+
+@dataclass(frozen=True)
 class Run:
     directory: Path
 
@@ -101,7 +132,7 @@ class Run:
         stored = files.read_json(run.directory / HPARAMS)
         if stored is None:
             files.write_json(run.directory / HPARAMS, hp.as_dict())
-        elif stored != hp.as_dict():
+        elif _as_hparams(stored) != hp:
             raise RunError(f"{run.directory} holds other hyperparameters than its name's hash "
                            f"says; move it away or pass another --runs-dir")
         return run
@@ -145,6 +176,25 @@ class Run:
     @property
     def report_directory(self) -> Path:
         return self.directory / "report"
+
+    def instability(self, branch: str, level: int, iteration: int) -> "Instability":
+        """The files of the instability analysis of ``level`` of ``branch`` from iteration
+        ``iteration``."""
+        self.level(branch, level)  # checks the branch and level
+        return Instability(self.directory / "instability" / branch / f"level_{level}"
+                           / f"iteration_{iteration}")
+
+    def instability_results(self) -> list[dict]:
+        """Every finished linear-path evaluation of the run (instability.json contents), in
+        branch, level and iteration order."""
+        found = []
+        for path in sorted((self.directory / "instability").glob("*/level_*/iteration_*/path_*.json")):
+            result = files.read_json(path)
+            if result is not None:
+                found.append(result)
+        return sorted(found, key=lambda r: (BRANCHES.index(r["branch"]) if r.get("branch") in
+                                            BRANCHES else len(BRANCHES), r.get("level", 0),
+                                            r.get("iteration", 0), r.get("points", 0)))
 
     def level(self, branch: str, level: int) -> Level:
         if branch not in BRANCHES or level < 0:

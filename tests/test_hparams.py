@@ -71,3 +71,31 @@ def test_validation_names_the_value_and_what_was_expected(changes, message):
     with pytest.raises(HparamsError) as error:
         validate(Hparams().replace(**changes))
     assert message in str(error.value)
+
+
+def test_fields_added_later_keep_the_names_of_earlier_runs():
+    # Names of the presets' runs as the first release wrote them, before nm, score_batches,
+    # synflow_iterations and the instability fields existed.
+    from sparse_tickets.presets import PRESETS
+    assert PRESETS["lenet_300_100/mnist5k"].run_name() == "lenet_300_100-mnist5k-550784ce58"
+    assert PRESETS["resnet20/cifar10"].run_name() == "resnet20-cifar10-815eb4f186"
+    # Set, a new field does change the name.
+    base = PRESETS["lenet_300_100/mnist5k"]
+    names = {base.replace(**change).run_name() for change in (
+        {}, {"nm": "2:4"}, {"score_batches": 2}, {"synflow_iterations": 10},
+        {"instability_levels": "1"}, {"instability_iterations": "5"},
+        {"instability_points": 5})}
+    assert len(names) == 7
+
+
+def test_a_run_written_before_the_new_fields_is_resumed(tmp_path):
+    from sparse_tickets import files
+    from sparse_tickets.hparams import ADDED_FIELDS
+    from sparse_tickets.runs import Run
+    hp = Hparams()
+    directory = tmp_path / hp.run_name()
+    directory.mkdir()
+    old = {name: value for name, value in hp.as_dict().items() if name not in ADDED_FIELDS}
+    files.write_json(directory / "hparams.json", old)
+    assert Run.create(tmp_path, hp).directory == directory
+    assert Run.open(directory).hparams == hp

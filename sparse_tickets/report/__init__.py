@@ -6,7 +6,12 @@
 - ``early_stop.png``: the early-stop iteration against percent of weights remaining;
 - ``report.md``: a table per configuration, a row per level, columns per branch;
 - ``summary.csv``: the same numbers at full precision, a row per configuration, branch and
-  level, in the units of metrics.json.
+  level, in the units of metrics.json;
+- when some run is one-shot (pruning at initialisation with SNIP, GraSP or SynFlow, or one-shot
+  magnitude): ``one_shot.png``, those runs against the IMP tickets of the same model and
+  dataset, also tabled in report.md at equal density;
+- when some run has instability analyses: ``instability.png`` (the error along each linear
+  path, and the barrier against density) and ``instability.csv``, also tabled in report.md.
 
 Runs that differ only in their seeds form one configuration and are shown as the mean over
 seeds with their spread; configurations are labelled by model, dataset and the fields in which
@@ -19,12 +24,16 @@ from pathlib import Path
 from typing import Iterable
 
 from .. import files
-from .figures import accuracy_png, density_ticks, early_stop_png
-from .results import (BRANCH_LABELS, Configuration, LevelSummary, Spread,
+from .comparison import OneShotComparison, is_one_shot, one_shot_comparisons
+from .figures import accuracy_png, density_ticks, early_stop_png, instability_png, one_shot_png
+from .results import (BRANCH_LABELS, Configuration, InstabilitySummary, LevelSummary, Spread,
                       configuration_labels, load_configurations)
-from .tables import CSV_COLUMNS, markdown_report, summary_csv
+from .tables import CSV_COLUMNS, instability_csv, markdown_report, summary_csv
 
 REPORT_FILES = ("accuracy.png", "early_stop.png", "report.md", "summary.csv")
+# Written after those, when the runs have what they show.
+ONE_SHOT_FILES = ("one_shot.png",)
+INSTABILITY_FILES = ("instability.png", "instability.csv")
 
 
 def write_report(run_directories: Iterable, output_directory: Path) -> list[Path]:
@@ -41,6 +50,11 @@ def write_report(run_directories: Iterable, output_directory: Path) -> list[Path
     contents = dict(zip(REPORT_FILES, (
         accuracy_png(configurations), early_stop_png(configurations),
         markdown_report(configurations).encode(), summary_csv(configurations).encode())))
+    if any(map(is_one_shot, configurations)):
+        contents["one_shot.png"] = one_shot_png(configurations)
+    if any(configuration.instability for configuration in configurations):
+        contents["instability.png"] = instability_png(configurations)
+        contents["instability.csv"] = instability_csv(configurations).encode()
     output = Path(output_directory)
     if output.exists() and not output.is_dir():
         raise ValueError(f"output directory {output} is a file; expected a directory")
@@ -53,6 +67,9 @@ def write_report(run_directories: Iterable, output_directory: Path) -> list[Path
     return written
 
 
-__all__ = ["BRANCH_LABELS", "CSV_COLUMNS", "Configuration", "LevelSummary", "REPORT_FILES",
-           "Spread", "accuracy_png", "configuration_labels", "density_ticks", "early_stop_png",
-           "load_configurations", "markdown_report", "summary_csv", "write_report"]
+__all__ = ["BRANCH_LABELS", "CSV_COLUMNS", "Configuration", "INSTABILITY_FILES",
+           "InstabilitySummary", "LevelSummary", "ONE_SHOT_FILES", "OneShotComparison",
+           "REPORT_FILES", "Spread", "accuracy_png", "configuration_labels", "density_ticks",
+           "early_stop_png", "instability_csv", "instability_png", "is_one_shot",
+           "load_configurations", "markdown_report", "one_shot_comparisons", "one_shot_png",
+           "summary_csv", "write_report"]

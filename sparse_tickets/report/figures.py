@@ -148,3 +148,93 @@ def _matplotlib():
         raise ImportError("the report's plots need matplotlib; install it with "
                           "`pip install matplotlib`") from None
     return Figure, FigureCanvasAgg
+
+
+def one_shot_png(configurations: Sequence[Configuration]) -> bytes:
+    return png_bytes(one_shot_figure(configurations))
+
+
+def instability_png(configurations: Sequence[Configuration]) -> bytes:
+    return png_bytes(instability_figure(configurations))
+
+
+def one_shot_figure(configurations: Sequence[Configuration]):
+    """Test accuracy at early stop against percent remaining: the IMP tickets as lines, each
+    one-shot method (pruning at initialisation, or one-shot magnitude) as a line through its
+    runs' densities."""
+    from .comparison import is_imp, one_shot_curves
+
+    figure_class, canvas_class = _matplotlib()
+    figure = figure_class(figsize=(7.0, 4.8), dpi=DPI, layout="constrained")
+    canvas_class(figure)
+    axes = figure.add_subplot()
+    percents, color = [], 0
+    for configuration in filter(is_imp, configurations):
+        summaries = list(configuration.summaries["main"].values())
+        x = [summary.percent_remaining for summary in summaries]
+        axes.plot(x, [100 * s.early_stop_test_accuracy.mean for s in summaries],
+                  color=f"C{color % 10}", marker="o", markersize=5,
+                  label=f"IMP: {configuration.label}")
+        percents += x
+        color += 1
+    for label, summaries in one_shot_curves(configurations).items():
+        x = [summary.percent_remaining for summary in summaries]
+        axes.plot(x, [100 * s.early_stop_test_accuracy.mean for s in summaries],
+                  color=f"C{color % 10}", marker="s", markersize=6, linestyle="--",
+                  label=f"one-shot: {label}")
+        percents += x
+        color += 1
+    _density_axis(axes, percents)
+    axes.set_ylabel("test accuracy at early stop (%)")
+    axes.grid(alpha=0.3)
+    axes.set_title("One-shot pruning against IMP at equal density\n(mean over seeds)",
+                   fontsize=10)
+    axes.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.14))
+    return figure
+
+
+def instability_figure(configurations: Sequence[Configuration]):
+    """Left: the test error along the linear path between the two copies, a line per analysed
+    level and spawn iteration K. Right: the test error barrier against percent remaining, a
+    line per K (Frankle et al., ICML 2020, figures 3 and 5)."""
+    figure_class, canvas_class = _matplotlib()
+    figure = figure_class(figsize=(11.0, 4.8), dpi=DPI, layout="constrained")
+    canvas_class(figure)
+    path_axes, barrier_axes = figure.subplots(1, 2)
+    several = len([c for c in configurations if c.instability]) > 1
+    percents, line = [], 0
+    for configuration in configurations:
+        by_iteration: dict[tuple, list] = {}
+        for summary in configuration.instability:
+            label = (f"{BRANCH_LABELS[summary.branch]} {summary.percent_remaining:.3g}%"
+                     f", K={summary.iteration}")
+            if several:
+                label = f"{configuration.label}: {label}"
+            path_axes.plot(summary.alphas, [100 * e for e in summary.test_error],
+                           color=f"C{line % 10}", marker=".", label=label)
+            line += 1
+            by_iteration.setdefault((summary.branch, summary.iteration), []).append(summary)
+        for (branch, iteration), summaries in by_iteration.items():
+            summaries.sort(key=lambda s: -s.percent_remaining)
+            x = [s.percent_remaining for s in summaries]
+            label = f"{BRANCH_LABELS[branch]}, K={iteration}"
+            if several:
+                label = f"{configuration.label}: {label}"
+            barrier_axes.plot(x, [100 * s.test_barrier.mean for s in summaries], marker="o",
+                              label=label)
+            if any(s.n_seeds > 1 for s in summaries):
+                barrier_axes.fill_between(x, [100 * s.test_barrier.minimum for s in summaries],
+                                          [100 * s.test_barrier.maximum for s in summaries],
+                                          alpha=0.15, linewidth=0)
+            percents += x
+    path_axes.set_xlabel("interpolation α (0: copy 0, 1: copy 1)")
+    path_axes.set_ylabel("test error (%)")
+    path_axes.set_title("Test error along the linear path", fontsize=10)
+    path_axes.grid(alpha=0.3)
+    path_axes.legend(fontsize=7, loc="best")
+    _density_axis(barrier_axes, percents)
+    barrier_axes.set_ylabel("test error barrier (percentage points)")
+    barrier_axes.set_title("Instability: max error on the path − mean of its ends", fontsize=10)
+    barrier_axes.grid(alpha=0.3)
+    barrier_axes.legend(fontsize=7, loc="best")
+    return figure

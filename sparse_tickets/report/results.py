@@ -32,6 +32,7 @@ class RunResults:
     directory: Path
     hparams: dict
     levels: dict[str, dict[int, dict]]  # branch -> level -> metrics; branches with a level only
+    instability: tuple = ()  # the run's linear-path evaluations (runs.Run.instability_results)
 
     @property
     def seeds(self) -> tuple[int, ...]:
@@ -81,6 +82,7 @@ class Configuration:
     hparams: dict  # every hyperparameter but the seeds
     runs: tuple[RunResults, ...]
     summaries: dict[str, dict[int, LevelSummary]]  # branch -> level -> summary, in order
+    instability: tuple = ()  # InstabilitySummary, in branch, level, iteration order
 
     @property
     def levels(self) -> list[int]:
@@ -95,7 +97,8 @@ def load_configurations(run_directories: Iterable) -> list[Configuration]:
     for run in load_runs(run_directories):
         groups.setdefault(_key(run.configuration_hparams), []).append(run)
     hparams = [runs[0].configuration_hparams for runs in groups.values()]
-    return [Configuration(label, values, tuple(runs), summarize(runs))
+    return [Configuration(label, values, tuple(runs), summarize(runs),
+                          summarize_instability(runs))
             for label, values, runs in zip(configuration_labels(hparams), hparams,
                                            groups.values())]
 
@@ -135,6 +138,53 @@ def summarize(runs: Sequence[RunResults]) -> dict[str, dict[int, LevelSummary]]:
     return summaries
 
 
+@dataclass(frozen=True)
+class InstabilitySummary:
+    """One instability analysis (branch, level, spawn iteration, points on the path) of a
+    configuration, over the seeds that finished it: the barriers and the mean error curves."""
+
+    branch: str
+    level: int
+    iteration: int
+    points: int
+    n_seeds: int
+    percent_remaining: float
+    test_barrier: Spread  # fractions of the error, as in path_<N>.json
+    train_barrier: Spread
+    alphas: tuple
+    test_error: tuple  # the mean over seeds at each alpha
+    train_error: tuple
+
+
+INSTABILITY_FIELDS = ("branch", "level", "iteration", "points", "percent_remaining", "alphas",
+                      "test_error", "train_error", "test_barrier", "train_barrier")
+
+
+def summarize_instability(runs: Sequence[RunResults]) -> tuple:
+    """The instability analyses of ``runs``, one summary per (branch, level, iteration,
+    points), averaged over the runs that finished it."""
+    groups: dict[tuple, list[dict]] = {}
+    for run in runs:
+        for result in run.instability:
+            key = (result["branch"], result["level"], result["iteration"], result["points"])
+            groups.setdefault(key, []).append(result)
+    summaries = []
+    for (branch, level, iteration, points), results in sorted(
+            groups.items(), key=lambda item: (BRANCHES.index(item[0][0]), *item[0][1:])):
+        summaries.append(InstabilitySummary(
+            branch=branch, level=level, iteration=iteration, points=points,
+            n_seeds=len(results),
+            percent_remaining=statistics.fmean(r["percent_remaining"] for r in results),
+            test_barrier=Spread.of([r["test_barrier"] for r in results]),
+            train_barrier=Spread.of([r["train_barrier"] for r in results]),
+            alphas=tuple(results[0]["alphas"]),
+            test_error=tuple(statistics.fmean(values)
+                             for values in zip(*(r["test_error"] for r in results))),
+            train_error=tuple(statistics.fmean(values)
+                              for values in zip(*(r["train_error"] for r in results)))))
+    return tuple(summaries)
+
+
 def configuration_labels(configurations: Sequence[dict]) -> list[str]:
     """``model/dataset``, then each field in which a configuration differs from another of the
     same model and dataset (``lenet_300_100/mnist5k rewind=iteration``): short, and still
@@ -163,7 +213,19 @@ def _load_run(directory: Path) -> RunResults:
         raise RunError(f"{run.directory} has no finished level in any branch; expected at "
                        f"least one <branch>/level_<L>/metrics.json (run `sparse-tickets imp` "
                        f"first)")
-    return RunResults(run.directory, run.hparams.as_dict(), levels)
+    instability = tuple(_checked_instability(run.directory, result)
+                        for result in run.instability_results())
+    return RunResults(run.directory, run.hparams.as_dict(), levels, instability)
+
+
+def _checked_instability(directory: Path, result: dict) -> dict:
+    missing = [name for name in INSTABILITY_FIELDS if name not in result]
+    lengths = {len(result.get(name) or ()) for name in ("alphas", "test_error", "train_error")}
+    if missing or len(lengths) != 1 or result.get("branch") not in BRANCHES:
+        raise RunError(f"an instability result in {directory / 'instability'} lacks "
+                       f"{', '.join(missing) or 'equal-length curves'}; expected a path_<N>.json "
+                       f"written by `sparse-tickets instability`")
+    return result
 
 
 def _check_metrics(path: Path, metrics: dict) -> None:

@@ -52,7 +52,92 @@ def markdown_report(configurations: Sequence[Configuration]) -> str:
              "means. A branch that fewer seeds finished at a level says how many (n=...).", ""]
     for configuration in configurations:
         lines += configuration_section(configuration)
+    lines += one_shot_section(configurations)
+    lines += instability_section(configurations)
     return "\n".join(lines)
+
+
+def one_shot_section(configurations: Sequence[Configuration]) -> list[str]:
+    """One-shot runs (pruning at initialisation, one-shot magnitude) against the IMP level of
+    the same model and dataset nearest in density; nothing when there is no one-shot run."""
+    from .comparison import one_shot_comparisons
+
+    rows = one_shot_comparisons(configurations)
+    if not rows:
+        return []
+    lines = ["## One-shot pruning against IMP at equal density", "",
+             "Each one-shot run's pruned level against the IMP level nearest in density "
+             "(run IMP and the one-shot runs at the same densities for an exact match). "
+             "Test accuracy at early stop, in percent; the difference is one-shot minus IMP.",
+             "",
+             _row(["method", "one-shot configuration", "% remaining", "test acc. (%)",
+                   "IMP configuration", "IMP level", "IMP % remaining", "IMP test acc. (%)",
+                   "difference"]),
+             _row(["---"] * 2 + ["---:"] * 2 + ["---"] + ["---:"] * 4)]
+    for row in rows:
+        cells = [row.method, row.one_shot.label, f"{row.pruned.percent_remaining:.2f}",
+                 format_accuracy(row.pruned.early_stop_test_accuracy)]
+        if row.imp is None:
+            cells += ["(no IMP run of this model and dataset)"] + [MISSING] * 4
+        else:
+            difference = (row.pruned.early_stop_test_accuracy.mean
+                          - row.imp_level.early_stop_test_accuracy.mean)
+            cells += [row.imp.label, str(row.imp_level.level),
+                      f"{row.imp_level.percent_remaining:.2f}",
+                      format_accuracy(row.imp_level.early_stop_test_accuracy),
+                      f"{100 * difference:+.2f}"]
+        lines.append(_row(cells))
+    return lines + [""]
+
+
+def instability_section(configurations: Sequence[Configuration]) -> list[str]:
+    """The instability analyses: a row per configuration, branch, level and spawn iteration K;
+    nothing when there is none."""
+    rows = [(configuration, summary) for configuration in configurations
+            for summary in configuration.instability]
+    if not rows:
+        return []
+    lines = ["## Instability (linear mode connectivity)", "",
+             "Two copies trained from iteration K with different data orders, evaluated along "
+             "the linear path between them (Frankle et al., ICML 2020). The barrier is the "
+             "largest error on the path minus the mean error of its two ends, in percentage "
+             "points: near 0, the level is stable from K on.", "",
+             _row(["configuration", "branch", "level", "% remaining", "K", "points",
+                   "test error at the ends (%)", "max test error (%)", "test barrier",
+                   "train barrier", "seeds"]),
+             _row(["---", "---"] + ["---:"] * 9)]
+    for configuration, summary in rows:
+        ends = f"{100 * summary.test_error[0]:.2f} / {100 * summary.test_error[-1]:.2f}"
+        lines.append(_row([
+            configuration.label, BRANCH_LABELS[summary.branch], str(summary.level),
+            f"{summary.percent_remaining:.2f}", str(summary.iteration), str(summary.points),
+            ends, f"{100 * max(summary.test_error):.2f}", format_accuracy(summary.test_barrier),
+            format_accuracy(summary.train_barrier), str(summary.n_seeds)]))
+    return lines + [""]
+
+
+INSTABILITY_CSV_COLUMNS = ("configuration", "branch", "level", "percent_remaining",
+                           "iteration", "points", "n_seeds", "test_barrier_mean",
+                           "test_barrier_std", "train_barrier_mean", "alphas",
+                           "test_error_mean", "train_error_mean")
+
+
+def instability_csv(configurations: Sequence[Configuration]) -> str:
+    """The instability analyses at full precision: errors and barriers as fractions, the
+    curves as space-separated values."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(INSTABILITY_CSV_COLUMNS)
+    for configuration in configurations:
+        for summary in configuration.instability:
+            std = summary.test_barrier.std
+            writer.writerow([
+                configuration.label, summary.branch, summary.level, summary.percent_remaining,
+                summary.iteration, summary.points, summary.n_seeds, summary.test_barrier.mean,
+                "" if std is None else std, summary.train_barrier.mean,
+                " ".join(map(repr, summary.alphas)), " ".join(map(repr, summary.test_error)),
+                " ".join(map(repr, summary.train_error))])
+    return buffer.getvalue()
 
 
 def configuration_section(configuration: Configuration) -> list[str]:

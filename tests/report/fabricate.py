@@ -71,3 +71,28 @@ def make_run(root: Path, seed: int = 0, main_levels=MAIN_LEVELS, control_levels=
             level_directory.mkdir(parents=True)
             files.write_json(level_directory / "metrics.json", metrics(branch, level, seed))
     return directory
+
+
+def instability_result(level: int, iteration: int, seed: int, points: int = 3) -> dict:
+    """A path_<N>.json: the test error rises by 0.1 + 0.01 * seed in the middle of the path
+    (ends at 0.1 and 0.12), the train error by half that."""
+    middle = [0.1 + 0.01 * seed + 0.11] * (points - 2)
+    test_error = [0.1, *middle, 0.12]
+    train_error = [0.0, *[0.05 + 0.005 * seed + 0.01] * (points - 2), 0.02]
+    return {"branch": "main", "level": level, "iteration": iteration, "points": points,
+            "density": DENSITIES[level], "percent_remaining": 100 * DENSITIES[level],
+            "alphas": [index / (points - 1) for index in range(points)],
+            "test_error": test_error, "train_error": train_error,
+            "test_loss": [1.0] * points, "train_loss": [1.0] * points,
+            "test_barrier": max(test_error) - (test_error[0] + test_error[-1]) / 2,
+            "train_barrier": max(train_error) - (train_error[0] + train_error[-1]) / 2,
+            "data_seeds": [11, 12]}
+
+
+def add_instability(directory: Path, level: int, iteration: int, seed: int,
+                    points: int = 3) -> None:
+    """An instability analysis of ``level`` from ``iteration`` in a fabricated run."""
+    where = Path(directory) / "instability" / "main" / f"level_{level}" / f"iteration_{iteration}"
+    where.mkdir(parents=True)
+    files.write_json(where / f"path_{points}.json",
+                     instability_result(level, iteration, seed, points))

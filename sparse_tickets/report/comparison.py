@@ -1,0 +1,94 @@
+"""One-shot runs (pruning at initialisation with SNIP, GraSP or SynFlow, or one-shot magnitude
+pruning) set against IMP tickets of the same model and dataset at equal density."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Optional, Sequence
+
+from ..runs import MAIN
+from .results import Configuration, LevelSummary
+
+# Hyperparameters that do not make two one-shot configurations different methods: the points
+# of one method's curve differ in these.
+_CURVE_FIELDS = ("one_shot_density",)
+
+
+@dataclass(frozen=True)
+class OneShotComparison:
+    """The pruned level of a one-shot configuration, and the IMP level nearest in density of
+    one iterative configuration of the same model and dataset (None when there is none)."""
+
+    one_shot: Configuration
+    pruned: LevelSummary
+    imp: Optional[Configuration]
+    imp_level: Optional[LevelSummary]
+
+    @property
+    def method(self) -> str:
+        hparams = self.one_shot.hparams
+        return hparams["strategy"] + (f" {hparams['nm']}" if hparams.get("nm") else "")
+
+
+def is_one_shot(configuration: Configuration) -> bool:
+    return (configuration.hparams.get("one_shot_density") is not None
+            and 1 in configuration.summaries.get(MAIN, {}))
+
+
+def is_imp(configuration: Configuration) -> bool:
+    return (configuration.hparams.get("one_shot_density") is None
+            and configuration.hparams.get("strategy") == "magnitude"
+            and len(configuration.summaries.get(MAIN, {})) > 1)
+
+
+def one_shot_comparisons(configurations: Sequence[Configuration]) -> list[OneShotComparison]:
+    """A row per one-shot configuration and IMP configuration of the same model and dataset
+    (one row with no IMP when there is none), in the order of the configurations."""
+    rows = []
+    for one_shot in filter(is_one_shot, configurations):
+        pruned = one_shot.summaries[MAIN][1]
+        imps = [c for c in configurations if is_imp(c) and _same_task(c, one_shot)]
+        if not imps:
+            rows.append(OneShotComparison(one_shot, pruned, None, None))
+        for imp in imps:
+            rows.append(OneShotComparison(one_shot, pruned, imp,
+                                          nearest_level(imp, pruned.percent_remaining)))
+    return rows
+
+
+def nearest_level(configuration: Configuration, percent: float) -> LevelSummary:
+    """The main level whose density is nearest ``percent`` on a log scale (the lower level
+    on a tie)."""
+    return min(configuration.summaries[MAIN].values(),
+               key=lambda s: (abs(math.log(s.percent_remaining / percent)), s.level))
+
+
+def one_shot_curves(configurations: Sequence[Configuration]) -> dict[str, list[LevelSummary]]:
+    """One-shot configurations that differ only in their density, as one curve each: a label
+    (the method, and what else sets it apart) -> its pruned levels, densest first."""
+    curves: dict[str, list[LevelSummary]] = {}
+    for configuration in filter(is_one_shot, configurations):
+        label = _curve_label(configuration, configurations)
+        curves.setdefault(label, []).append(configuration.summaries[MAIN][1])
+    return {label: sorted(levels, key=lambda s: -s.percent_remaining)
+            for label, levels in curves.items()}
+
+
+def _same_task(first: Configuration, second: Configuration) -> bool:
+    return all(first.hparams[name] == second.hparams[name] for name in ("model", "dataset"))
+
+
+def _curve_label(configuration: Configuration, configurations: Sequence[Configuration]) -> str:
+    """The strategy, then every other field in which one-shot configurations of the same task
+    differ (besides their density), and the task when there are several."""
+    hparams = configuration.hparams
+    siblings = [c.hparams for c in configurations if is_one_shot(c)]
+    differing = [f"{name}={value}" for name, value in hparams.items()
+                 if name not in ("model", "dataset", "strategy", *_CURVE_FIELDS)
+                 and any(other.get(name) != value for other in siblings
+                         if (other["model"], other["dataset"]) ==
+                         (hparams["model"], hparams["dataset"]))]
+    tasks = {(c["model"], c["dataset"]) for c in siblings}
+    task = [f"{hparams['model']}/{hparams['dataset']}"] if len(tasks) > 1 else []
+    return " ".join([*task, hparams["strategy"], *differing])
