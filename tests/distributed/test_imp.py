@@ -18,11 +18,15 @@ from sparse_tickets.cli import main
 from sparse_tickets.runs import Run
 
 # A short IMP on the embedded digits: 3 levels of the ticket and the reinit control at level 2,
-# checkpoints every 10 iterations so a kill lands mid-level.
+# the instability analysis of level 2 from iteration 20, checkpoints every 10 iterations so a
+# kill lands mid-level.
 ARGUMENTS = ["imp", "--iterations", "40", "--levels", "2", "--eval-every", "20",
              "--checkpoint-every", "10", "--train-size", "600", "--controls", "reinit",
-             "--control-levels", "2", "--quiet", "--no-report"]
-LEVELS = {("main", 0), ("main", 1), ("main", 2), ("reinit", 2)}
+             "--control-levels", "2", "--instability-levels", "2",
+             "--instability-iterations", "20", "--instability-points", "3", "--quiet",
+             "--no-report"]
+LEVELS = {("main", 0), ("main", 1), ("main", 2), ("reinit", 2), ("instability", "spawn"),
+          ("instability", "copy_0"), ("instability", "copy_1"), ("instability", "path")}
 TIMEOUT = 180
 
 
@@ -51,6 +55,17 @@ def _results(runs: Path) -> dict:
             level_files = run.level(branch, level)
             results[(branch, level)] = (metrics, files.read_tensors(level_files.masks),
                                         files.read_tensors(level_files.trained))
+    where = run.instability("main", 2, 20)
+    for name, level_files in (("spawn", where.spawn), ("copy_0", where.copy(0)),
+                              ("copy_1", where.copy(1))):
+        metrics = level_files.read_metrics()
+        if metrics is not None:
+            metrics.pop("wall_time_seconds")
+            results[("instability", name)] = (metrics, files.read_tensors(level_files.masks),
+                                              files.read_tensors(level_files.trained))
+    path = files.read_json(where.path(3))
+    if path is not None:
+        results[("instability", "path")] = (path, {}, {})
     return results
 
 
