@@ -185,10 +185,11 @@ class Run:
                            / f"iteration_{iteration}")
 
     def instability_results(self) -> list[dict]:
-        """Every finished linear-path evaluation of the run (instability.json contents), in
-        branch, level and iteration order."""
+        """Every finished linear-path evaluation of the run (the contents of each
+        path_<N>.json), in branch, level, iteration and points order."""
         found = []
-        for path in sorted((self.directory / "instability").glob("*/level_*/iteration_*/path_*.json")):
+        pattern = "*/level_*/iteration_*/path_*.json"
+        for path in sorted((self.directory / "instability").glob(pattern)):
             result = files.read_json(path)
             if result is not None:
                 found.append(result)

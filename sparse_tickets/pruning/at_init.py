@@ -67,9 +67,10 @@ def grasp_scores(model: nn.Module, masks: Mapping[str, torch.Tensor], batches: I
     ICLR 2020. The paper scores ``S(-θ) = -θ ⊙ Hg`` (``g = ∂L/∂θ``, ``H`` the Hessian of ``L``,
     ``θ`` the masked layers' weights) and removes the weights with the HIGHEST ``S`` (the
     authors' code keeps the scores at or below a threshold). Removing the highest ``S`` is
-    removing the lowest ``-S = θ ⊙ Hg``, which is what is returned: rank these, not ``S``. The logits are divided
-    by ``temperature`` before the loss, as in the authors' code (``T = 200``); their further
-    division by ``|sum of scores|`` is a positive factor and does not change the ranking.
+    removing the lowest ``-S = θ ⊙ Hg``, which is what is returned: rank these, not ``S``.
+    The logits are divided by ``temperature`` before the loss, as in the authors' code
+    (``T = 200``); their further division by ``|sum of scores|`` is a positive factor and does
+    not change the ranking.
 
     ``Hg`` by double backprop: a first pass sums ``g`` over the batches (detached), a second
     differentiates ``z = Σ (g ⊙ m) · ∂L/∂θ`` (built with ``create_graph=True``) once more:
