@@ -3,7 +3,8 @@
 ``cuda`` times everything, in fp32 and bf16; ``cpu`` times the same shapes in fp32 and skips
 what a few CPU cores cannot train in a 10-minute run (named in ``Profile.omitted``, so the
 report says so); ``quick`` swaps in tiny shapes so that every benchmark runs in seconds (the
-smoke test).
+smoke test). The 2:4 rows of the masked linear (``two_four_shapes`` that torch's 2:4 kernels
+take, in ``two_four_dtypes``) run on CUDA only and are skipped, with the reason, elsewhere.
 """
 
 from __future__ import annotations
@@ -54,6 +55,10 @@ class Profile:
     # Why conv nets are not trained end to end on this device; None when they are.
     conv_net_skip_reason: Optional[str] = None
     omitted: tuple = ()
+    # The masked linear with a 2:4 mask: candidate shapes (the suite keeps those torch's 2:4
+    # kernels take) and the half types sparse tensor cores run.
+    two_four_shapes: tuple = ()
+    two_four_dtypes: tuple = (torch.float16, torch.bfloat16)
 
 
 _PAPER_CONVS = shapes.CONV6_LAYERS + shapes.VGG19_LAYERS + shapes.RESNET20_LAYERS
@@ -70,6 +75,10 @@ _CONV_NETS = (
 )
 _CONV_NETS_ON_CPU = ("conv-net training end to end runs on a GPU only: a level takes minutes "
                      "per 1,000 iterations on a few CPU cores")
+# The same layers as the masked linear's; the suite keeps those whose weights torch can compress.
+_TWO_FOUR_GEMMS = _PAPER_GEMMS + (shapes.LARGE_BATCH64, shapes.LARGE_BATCH512)
+TWO_FOUR_ON_CPU = ("2:4 rows run on CUDA only (--bench-device cuda): torch's semi-structured "
+                   "sparse kernels need a GPU of compute capability 8.0+")
 
 
 def profile_for(device: str, quick: bool = False) -> Profile:
@@ -84,7 +93,7 @@ def profile_for(device: str, quick: bool = False) -> Profile:
             mlp_models=(TrainedModel("tiny_mlp", 4, iterations=2, widths=(784, 8, 10)),),
             conv_net_models=(TrainedModel("conv2", 2, iterations=1, input_shape=(3, 8, 8)),),
             densities=(1.0, 0.21), train_step_shapes=(shapes.TINY_GEMM,),
-            train_step_sparsities=(0.9,),
+            train_step_sparsities=(0.9,), two_four_shapes=(shapes.TINY_2TO4,),
         )
     if device == "cuda":
         return Profile(
@@ -94,7 +103,7 @@ def profile_for(device: str, quick: bool = False) -> Profile:
             conv_shapes=_PAPER_CONVS, optimizer_models=("vgg19", "resnet20"),
             optimizer_sparsity=0.8, mlp_models=_MLPS, conv_net_models=_CONV_NETS,
             densities=shapes.IMP_DENSITIES, train_step_shapes=(shapes.LARGE_BATCH64,),
-            train_step_sparsities=shapes.TRAIN_STEP_SPARSITIES,
+            train_step_sparsities=shapes.TRAIN_STEP_SPARSITIES, two_four_shapes=_TWO_FOUR_GEMMS,
         )
     return Profile(
         name="cpu", device=device, dtypes=(torch.float32,), sparsities=shapes.SPARSITIES,
@@ -106,7 +115,8 @@ def profile_for(device: str, quick: bool = False) -> Profile:
         train_step_sparsities=shapes.TRAIN_STEP_SPARSITIES,
         conv_net_skip_reason=_CONV_NETS_ON_CPU,
         omitted=(f"end-to-end training of {', '.join(m.name for m in _CONV_NETS)}: "
-                 f"{_CONV_NETS_ON_CPU}",),
+                 f"{_CONV_NETS_ON_CPU}", f"the 2:4 masked linear: {TWO_FOUR_ON_CPU}"),
+        two_four_shapes=_TWO_FOUR_GEMMS,
     )
 
 

@@ -16,6 +16,10 @@ baseline:
 - ``torch_csr``: the weight as a ``torch.sparse`` CSR matrix, built once per mask (untimed),
   whose values are the trainable parameter.
 - ``prune_style_fused``: the optimizer baseline with torch's fused step (where it exists).
+
+Backends that serve only masks of one pattern (``semi_structured``: 2:4) are left out of the
+rows with random masks, which they could never serve; the 2:4 rows of the masked linear time
+them on 2:4 magnitude masks, against dense and the dense-masked reference.
 """
 
 from __future__ import annotations
@@ -32,6 +36,8 @@ from sparse_tickets import ops
 from sparse_tickets.compact import CompactIndex
 from sparse_tickets.functional import (compact_conv2d, compact_linear, masked_conv2d,
                                        masked_linear)
+from sparse_tickets.ops import semi_structured
+from sparse_tickets.ops.semi_structured import weight_shape_reasons
 
 COMPACT = "compact"
 DENSE = "dense"
@@ -39,6 +45,15 @@ PRUNE_STYLE = "prune_style"
 TORCH_CSR = "torch_csr"
 PRUNE_STYLE_FUSED = "prune_style_fused"
 BASELINES = (DENSE, PRUNE_STYLE, TORCH_CSR, PRUNE_STYLE_FUSED)
+SEMI_STRUCTURED = "semi_structured"
+# Backends that serve one mask pattern only: timed on masks of that pattern, not random ones.
+PATTERN_BACKENDS = (SEMI_STRUCTURED,)
+
+# The masked linear on a 2:4 magnitude mask (50% sparse): torch's 2:4 sparse kernels against
+# dense F.linear and the dense-masked reference, on the layers those kernels take.
+RANDOM, TWO_FOUR = "random", "2to4"
+TWO_FOUR_SPARSITY = 0.5
+TWO_FOUR_PROVIDERS = (SEMI_STRUCTURED, "reference", DENSE)
 
 
 def backend_names(op: str, device: str, dtype: torch.dtype) -> list[str]:
@@ -135,15 +150,20 @@ def _compact_form(weight: torch.Tensor, mask: torch.Tensor) -> tuple:
 # a shape and sparsity one after another, and all of them time the same tensors.
 @functools.lru_cache(maxsize=1)
 def linear_case(batch: int, in_features: int, out_features: int, sparsity: float,
-                device: str, dtype: torch.dtype, requires_grad: bool) -> LinearCase:
-    """Random inputs, a random mask pruning ``sparsity`` of the weight, the weight zeroed
-    where pruned (as the masked layers keep it), and its CSR form. The same arguments return
-    the same case as the call before (its tensors are read, never changed, by every provider)."""
+                device: str, dtype: torch.dtype, requires_grad: bool,
+                pattern: str = RANDOM) -> LinearCase:
+    """Random inputs, a mask pruning ``sparsity`` of the weight (``RANDOM``; ``TWO_FOUR``: the
+    2:4 magnitude mask, 50% whatever ``sparsity`` says), the weight zeroed where pruned (as the
+    masked layers keep it), and its CSR form. The same arguments return the same case as the
+    call before (its tensors are read, never changed, by every provider)."""
+    if pattern not in (RANDOM, TWO_FOUR):
+        raise ValueError(f"pattern must be {RANDOM!r} or {TWO_FOUR!r}; got {pattern!r}")
     generator = torch.Generator(device=device).manual_seed(0)
     options = dict(device=device, dtype=dtype, generator=generator)
     x = torch.randn(batch, in_features, **options)
     weight = torch.randn(out_features, in_features, **options)
-    mask = torch.rand(weight.shape, device=device, generator=generator) >= sparsity
+    mask = (two_four_magnitude_mask(weight) if pattern == TWO_FOUR
+            else torch.rand(weight.shape, device=device, generator=generator) >= sparsity)
     weight.mul_(mask)
     csr = weight.to_sparse_csr() if dtype in (torch.float32, torch.float64) else None
     crow, col, values = ((csr.crow_indices(), csr.col_indices(), csr.values().clone())
@@ -184,8 +204,38 @@ def linear_providers(device: str, dtype: torch.dtype) -> list[str]:
     """
     baselines = [name for name in LINEAR_BASELINES
                  if name != TORCH_CSR or dtype in (torch.float32, torch.float64)]
-    return (backend_names("masked_linear", device, dtype) + compact_providers(device, dtype)
-            + baselines)
+    backends = [name for name in backend_names("masked_linear", device, dtype)
+                if name not in PATTERN_BACKENDS]
+    return backends + compact_providers(device, dtype) + baselines
+
+
+def two_four_shapes(shapes: tuple, dtype: torch.dtype) -> list:
+    """The GEMM ``shapes`` whose weights torch's 2:4 kernels take in ``dtype``."""
+    return [shape for shape in shapes
+            if not weight_shape_reasons((shape.out_features, shape.in_features), dtype)]
+
+
+def two_four_magnitude_mask(weight: torch.Tensor) -> torch.Tensor:
+    """The 2:4 mask that keeps the 2 largest |w| of every 4 consecutive inputs of each row
+    (NVIDIA's recipe for sparse tensor cores: Mishra et al., "Accelerating Sparse Deep Neural
+    Networks", arXiv:2104.08378, 2021)."""
+    rows, cols = weight.shape
+    groups = weight.detach().float().abs().reshape(rows, cols // 4, 4)
+    keep = groups.topk(2, dim=-1).indices
+    mask = torch.zeros(groups.shape, dtype=torch.bool, device=weight.device)
+    return mask.scatter_(-1, keep, True).reshape(rows, cols)
+
+
+def as_training_step(provider: str, fn):
+    """``fn``, for ``semi_structured`` preceded by dropping its compressed weights: a training
+    step changes the weight, so each step's forward compresses it again, and its time counts."""
+    if provider != SEMI_STRUCTURED:
+        return fn
+
+    def step():
+        semi_structured.clear_compressed()
+        return fn()
+    return step
 
 
 def run_linear(provider: str, case: LinearCase) -> torch.Tensor:

@@ -90,6 +90,8 @@ LARGE_BATCH512 = GemmShape("large", 512, 4096, 4096)
 # Tiny stand-ins with awkward sizes, for the smoke test of the suites.
 TINY_GEMM = GemmShape("tiny", 5, 7, 3)
 TINY_CONV = ConvShape("tiny", 2, 3, 4, 5)
+# The smallest weight every 2:4 layout of torch takes (CUTLASS: 32 x 64), at an odd batch.
+TINY_2TO4 = GemmShape("tiny", 5, 64, 32)
 
 # Densities of the paper's IMP levels at 20% pruned per level (0.8^n: levels 0, 3, 7, 11, 15,
 # 19), which the end-to-end suite walks down.

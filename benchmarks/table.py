@@ -14,6 +14,12 @@ FAMILIES = {
     "masked_linear": "Masked linear; the shape is batch x in -> out (a conv layer as its "
                      "im2col GEMM where named so). Forward is inference; forward_backward "
                      "computes the input and weight gradients.",
+    "masked_linear_2to4": "Masked linear with a 2:4 magnitude mask (2 kept of every 4 "
+                          "consecutive inputs: 50% sparse), half precision, CUDA only: the "
+                          "semi_structured backend (torch's 2:4 sparse tensor-core kernels, "
+                          "forward only; its forward_backward compresses the weight at every "
+                          "call, as a training step must) against dense F.linear and the "
+                          "dense-masked reference.",
     "masked_conv2d": "Masked conv2d; the shape is batch x C_in x H x W -> C_out, kernel k.",
     "optimizer": "One optimizer step over all parameters of the network.",
     "train_step": "One training step of a single layer: forward, backward (input and weight "

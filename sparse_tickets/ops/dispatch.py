@@ -6,10 +6,17 @@ backend its forward ran on. A backend states why it cannot serve an input
 (:meth:`Backend.not_supported_reasons`); auto-selection takes the first backend in priority
 order that has no reason, and ``SPARSE_TICKETS_BACKEND=<name>`` forces one, failing with every
 reason it gave when it cannot serve.
+
+A backend with ``auto_select = False`` (one not yet measured faster everywhere it could serve,
+or one that serves only some layers) takes part in auto-selection only when opted in:
+``SPARSE_TICKETS_OPT_IN=semi_structured`` or ``=triton,semi_structured`` (a comma-separated list
+of names; the priority order stays the registry's). Unlike forcing, opting in lets the layers
+such a backend cannot serve fall through to the next backend.
 """
 
 from __future__ import annotations
 
+import functools
 import os
 from dataclasses import dataclass
 from typing import Iterable, Optional, Sequence
@@ -17,6 +24,7 @@ from typing import Iterable, Optional, Sequence
 import torch
 
 BACKEND_ENV_VAR = "SPARSE_TICKETS_BACKEND"
+OPT_IN_ENV_VAR = "SPARSE_TICKETS_OPT_IN"
 
 # Every op a backend may implement. An op name doubles as the method name on the backend.
 OPS = (
@@ -89,12 +97,16 @@ class BackendStatus:
     device_types: tuple
     dtypes: tuple
     auto_select: bool = True
+    # Named by SPARSE_TICKETS_OPT_IN: auto-selected although auto_select is False.
+    opted_in: bool = False
 
     def __str__(self) -> str:
         state = "available" if self.available else f"unavailable: {self.reason}"
         if not self.auto_select:
-            state += f" (only when forced with {BACKEND_ENV_VAR}={self.name})"
-        return (f"{self.name:<10} {state}; devices {', '.join(self.device_types)}; "
+            state += (f" (auto-selected: opted in with {OPT_IN_ENV_VAR})" if self.opted_in
+                      else f" (only when forced with {BACKEND_ENV_VAR}={self.name} or opted in "
+                           f"with {OPT_IN_ENV_VAR}={self.name})")
+        return (f"{self.name:<15} {state}; devices {', '.join(self.device_types)}; "
                 f"dtypes {', '.join(self.dtypes)}")
 
 
@@ -133,11 +145,37 @@ def forced_backend_name() -> Optional[str]:
     return name or None
 
 
+def opted_in_names() -> frozenset:
+    """The backends named by ``SPARSE_TICKETS_OPT_IN`` (empty when it is unset or empty).
+
+    Raises BackendError naming the backends one can opt in to when a name is not registered.
+    """
+    names = _parse_names(os.environ.get(OPT_IN_ENV_VAR, ""))
+    if not names:
+        return names
+    unknown = sorted(names - set(registered_names()))
+    if unknown:
+        opt_in = [b.name for b in _REGISTRY if not b.auto_select]
+        raise BackendError(f"{OPT_IN_ENV_VAR} names unknown backend "
+                           f"{', '.join(map(repr, unknown))}; expected a comma-separated list "
+                           f"of backend names (those that serve only when opted in: "
+                           f"{_names(opt_in) or 'none registered'})")
+    return names
+
+
+@functools.lru_cache(maxsize=16)
+def _parse_names(text: str) -> frozenset:
+    # Cached: auto-selection reads the variable at every call of every layer.
+    return frozenset(name.strip() for name in text.split(",") if name.strip())
+
+
 def select(op: str, tensors: Iterable[Optional[torch.Tensor]]) -> Backend:
     """The backend that serves ``op`` on ``tensors`` (None entries, e.g. a missing bias, skipped).
 
-    Raises BackendError naming every reason when a forced backend cannot serve the call, or
-    when no registered backend can.
+    Auto-selection skips a backend with ``auto_select = False`` unless
+    ``SPARSE_TICKETS_OPT_IN`` names it. Raises BackendError naming every reason when a forced
+    backend cannot serve the call, or when no registered backend can, and when
+    ``SPARSE_TICKETS_OPT_IN`` names an unknown backend.
     """
     if op not in OPS:
         raise BackendError(f"unknown op {op!r}; expected one of {_names(OPS)}")
@@ -153,9 +191,11 @@ def select(op: str, tensors: Iterable[Optional[torch.Tensor]]) -> Backend:
             )
         return backend
     rejected = []
+    opted_in = opted_in_names()
     for backend in _REGISTRY:
-        if not backend.auto_select:
-            rejected.append(f"{backend.name}: serves only when forced with {BACKEND_ENV_VAR}")
+        if not backend.auto_select and backend.name not in opted_in:
+            rejected.append(f"{backend.name}: serves only when forced with {BACKEND_ENV_VAR}"
+                            f"={backend.name} or opted in with {OPT_IN_ENV_VAR}={backend.name}")
             continue
         reasons = backend.not_supported_reasons(op, tensors)
         if not reasons:
@@ -168,6 +208,8 @@ def select(op: str, tensors: Iterable[Optional[torch.Tensor]]) -> Backend:
 def backends() -> list[BackendStatus]:
     """Each registered backend, in priority order, with whether it can run here and why not."""
     rows = []
+    # Not opted_in_names(): a report of the backends must not fail on a misspelt name.
+    opted_in = _parse_names(os.environ.get(OPT_IN_ENV_VAR, ""))
     for backend in _REGISTRY:
         reason = backend.unavailable_reason()
         rows.append(BackendStatus(
@@ -178,6 +220,7 @@ def backends() -> list[BackendStatus]:
             device_types=tuple(sorted(backend.device_types)),
             dtypes=tuple(sorted(_dtype_name(d) for d in backend.dtypes)),
             auto_select=backend.auto_select,
+            opted_in=not backend.auto_select and backend.name in opted_in,
         ))
     return rows
 

@@ -82,7 +82,8 @@ def test_forced_backend_that_cannot_serve_lists_its_reasons(two_backends, monkey
 def test_forcing_an_unknown_backend_names_the_known_ones(monkeypatch):
     monkeypatch.setenv(ops.BACKEND_ENV_VAR, "cutlass")
     with pytest.raises(ops.BackendError, match="unknown backend 'cutlass'; expected one of "
-                                               "cpu, cuda, reference, triton"):
+                                               "cpu, cuda, reference, "
+                                               "semi_structured, triton"):
         ops.select("masked_linear", [torch.ones(1)])
 
 
@@ -92,6 +93,8 @@ def test_no_backend_lists_every_rejection(monkeypatch):
         ops.select("masked_linear", [torch.ones(2, dtype=torch.int32)])
     assert "no backend can run masked_linear on int32 tensors on cpu" in str(error.value)
     assert "reference: dtype int32 not supported" in str(error.value)
+    assert ("triton: serves only when forced with SPARSE_TICKETS_BACKEND=triton or opted in "
+            "with SPARSE_TICKETS_OPT_IN=triton") in str(error.value)
 
 
 def test_tensors_on_several_devices_are_a_reason():
@@ -123,3 +126,94 @@ def test_registering_twice_or_unknown_op_is_refused(two_backends):
         ops.register(Float64OnlyBackend())
     with pytest.raises(ops.BackendError, match="unknown op 'masked_matmul'"):
         ops.select("masked_matmul", [])
+
+
+class OptInOnlyBackend(Float64OnlyBackend):
+    """Serves float64 only, and only when forced or opted in."""
+
+    name = "optinonly"
+    auto_select = False
+
+
+class LaterOptInBackend(OptInOnlyBackend):
+    name = "lateroptin"
+
+
+@pytest.fixture
+def opt_in_backends(monkeypatch):
+    """optinonly, then lateroptin, ahead of reference, for this test only; no variable set."""
+    monkeypatch.setattr(dispatch, "_REGISTRY", [ops.get("reference")])
+    monkeypatch.delenv(ops.BACKEND_ENV_VAR, raising=False)
+    monkeypatch.delenv(ops.OPT_IN_ENV_VAR, raising=False)
+    first = ops.register(OptInOnlyBackend(), before="reference")
+    second = ops.register(LaterOptInBackend(), before="reference")
+    return first, second
+
+
+FLOAT64 = [torch.ones(2, dtype=torch.float64)]
+
+
+def test_without_opt_in_such_backends_are_never_auto_selected(opt_in_backends):
+    assert ops.select("masked_linear", FLOAT64).name == "reference"
+    assert ops.opted_in_names() == frozenset()
+    rows = {row.name: row for row in sparse_tickets.backends()}
+    assert not rows["optinonly"].opted_in
+    assert str(rows["optinonly"]).startswith(
+        "optinonly       available (only when forced with SPARSE_TICKETS_BACKEND=optinonly or "
+        "opted in with SPARSE_TICKETS_OPT_IN=optinonly); ")
+
+
+def test_opting_in_makes_a_backend_selectable_and_others_fall_through(opt_in_backends,
+                                                                      monkeypatch):
+    first, _ = opt_in_backends
+    monkeypatch.setenv(ops.OPT_IN_ENV_VAR, "optinonly")
+    assert ops.select("masked_linear", FLOAT64) is first
+    # float32 is not served by it: the call falls through to the next backend.
+    assert ops.select("masked_linear", [torch.ones(2)]).name == "reference"
+    x, weight, mask = _linear_inputs(torch.float64)
+    masked_linear(x, weight, mask).sum().backward()
+    assert first.calls == ["forward", "backward"]
+    rows = {row.name: row for row in sparse_tickets.backends()}
+    assert rows["optinonly"].opted_in and not rows["lateroptin"].opted_in
+    assert "(auto-selected: opted in with SPARSE_TICKETS_OPT_IN)" in str(rows["optinonly"])
+
+
+def test_opted_in_backends_keep_the_registry_priority(opt_in_backends, monkeypatch):
+    first, second = opt_in_backends
+    monkeypatch.setenv(ops.OPT_IN_ENV_VAR, " lateroptin , optinonly,, ")
+    assert ops.opted_in_names() == frozenset({"optinonly", "lateroptin"})
+    assert ops.select("masked_linear", FLOAT64) is first
+    monkeypatch.setenv(ops.OPT_IN_ENV_VAR, "lateroptin")
+    assert ops.select("masked_linear", FLOAT64) is second
+
+
+def test_forcing_still_wins_over_opting_in(opt_in_backends, monkeypatch):
+    monkeypatch.setenv(ops.OPT_IN_ENV_VAR, "optinonly")
+    monkeypatch.setenv(ops.BACKEND_ENV_VAR, "reference")
+    assert ops.select("masked_linear", FLOAT64).name == "reference"
+
+
+def test_opting_in_an_unknown_backend_names_the_known_ones(opt_in_backends, monkeypatch):
+    monkeypatch.setenv(ops.OPT_IN_ENV_VAR, "optinonly,cutlass")
+    with pytest.raises(ops.BackendError) as error:
+        ops.select("masked_linear", FLOAT64)
+    assert str(error.value) == (
+        "SPARSE_TICKETS_OPT_IN names unknown backend 'cutlass'; expected a comma-separated "
+        "list of backend names (those that serve only when opted in: lateroptin, optinonly)")
+    # The report of the backends does not fail on it.
+    assert [row.name for row in sparse_tickets.backends()] == ["optinonly", "lateroptin",
+                                                               "reference"]
+
+
+def test_an_empty_opt_in_changes_nothing(opt_in_backends, monkeypatch):
+    monkeypatch.setenv(ops.OPT_IN_ENV_VAR, " ")
+    assert ops.select("masked_linear", FLOAT64).name == "reference"
+
+
+def test_opting_in_the_real_backends_leaves_cpu_calls_to_the_others(monkeypatch):
+    # semi_structured serves CUDA half-precision 2:4 layers only: a CPU call falls through.
+    monkeypatch.delenv(ops.BACKEND_ENV_VAR, raising=False)
+    monkeypatch.delenv("TRITON_INTERPRET", raising=False)
+    monkeypatch.setenv(ops.OPT_IN_ENV_VAR, "triton,semi_structured")
+    x, weight, mask = _linear_inputs(torch.float32)
+    assert ops.select("masked_linear", [x, weight, mask]).name == "reference"
