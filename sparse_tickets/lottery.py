@@ -9,11 +9,19 @@ Level 0 trains the dense network. Each next level prunes the previous level's tr
 - ``rewind="lr"``: keeping the trained weights and replaying the learning-rate schedule from K
   (Renda et al. 2020, "Comparing rewinding and fine-tuning in neural network pruning").
 
+With ``one_shot_density`` the run has one pruned level: the dense network's trained weights
+pruned straight to that density, or with a pruning-at-initialisation strategy (``snip``,
+``grasp``, ``synflow``; :mod:`.pruning.at_init`) the weights that level starts from, scored
+before any training. With ``nm`` every level's masks keep an N:M structure that tightens as
+density falls (:mod:`.pruning.nm`).
+
 Controls are branches that reuse the main run's masks at chosen levels: ``reinit`` trains the
 same masks from a fresh initialisation (same distribution, another seed); ``random_pruning``
 trains masks with the same per-layer densities at random positions, from the weights the main
-level starts from. Every step returns early when its output exists and is valid, so rerunning
-a command resumes it.
+level starts from; with ``nm`` its random masks keep the same structure. After them, the
+instability analysis (:mod:`.instability`) of the main branch at ``instability_levels``.
+Every step returns early when its output exists and is valid, so rerunning a command resumes
+it.
 
 Under torchrun every rank runs this loop in step. Rank 0 alone touches the run directory: it
 decides what is left to do, prunes, reads and writes the files, and sends the masks (checked by

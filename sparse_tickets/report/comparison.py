@@ -17,8 +17,9 @@ _CURVE_FIELDS = ("one_shot_density",)
 
 @dataclass(frozen=True)
 class OneShotComparison:
-    """The pruned level of a one-shot configuration, and the IMP level nearest in density of
-    one iterative configuration of the same model and dataset (None when there is none)."""
+    """The pruned level of a one-shot configuration, and the IMP level nearest to it in
+    density among the iterative configurations of the same model, dataset and N:M pattern
+    (None when there is none)."""
 
     one_shot: Configuration
     pruned: LevelSummary
@@ -43,25 +44,24 @@ def is_imp(configuration: Configuration) -> bool:
 
 
 def one_shot_comparisons(configurations: Sequence[Configuration]) -> list[OneShotComparison]:
-    """A row per one-shot configuration and IMP configuration of the same model and dataset
-    (one row with no IMP when there is none), in the order of the configurations."""
+    """A row per one-shot configuration, in the order of the configurations: its pruned level
+    against the IMP level nearest in density (on a log scale) among the IMP configurations of
+    the same model, dataset and N:M pattern; on a tie, the first configuration's, then the
+    lower level."""
     rows = []
     for one_shot in filter(is_one_shot, configurations):
         pruned = one_shot.summaries[MAIN][1]
-        imps = [c for c in configurations if is_imp(c) and _same_task(c, one_shot)]
-        if not imps:
+        candidates = [(abs(math.log(level.percent_remaining / pruned.percent_remaining)),
+                       index, level.level, imp, level)
+                      for index, imp in enumerate(configurations)
+                      if is_imp(imp) and _same_task(imp, one_shot)
+                      for level in imp.summaries[MAIN].values()]
+        if not candidates:
             rows.append(OneShotComparison(one_shot, pruned, None, None))
-        for imp in imps:
-            rows.append(OneShotComparison(one_shot, pruned, imp,
-                                          nearest_level(imp, pruned.percent_remaining)))
+            continue
+        *_, imp, level = min(candidates, key=lambda candidate: candidate[:3])
+        rows.append(OneShotComparison(one_shot, pruned, imp, level))
     return rows
-
-
-def nearest_level(configuration: Configuration, percent: float) -> LevelSummary:
-    """The main level whose density is nearest ``percent`` on a log scale (the lower level
-    on a tie)."""
-    return min(configuration.summaries[MAIN].values(),
-               key=lambda s: (abs(math.log(s.percent_remaining / percent)), s.level))
 
 
 def one_shot_curves(configurations: Sequence[Configuration]) -> dict[str, list[LevelSummary]]:
@@ -76,7 +76,8 @@ def one_shot_curves(configurations: Sequence[Configuration]) -> dict[str, list[L
 
 
 def _same_task(first: Configuration, second: Configuration) -> bool:
-    return all(first.hparams[name] == second.hparams[name] for name in ("model", "dataset"))
+    return all(first.hparams.get(name) == second.hparams.get(name)
+               for name in ("model", "dataset", "nm"))
 
 
 def _curve_label(configuration: Configuration, configurations: Sequence[Configuration]) -> str:

@@ -66,9 +66,10 @@ def one_shot_section(configurations: Sequence[Configuration]) -> list[str]:
     if not rows:
         return []
     lines = ["## One-shot pruning against IMP at equal density", "",
-             "Each one-shot run's pruned level against the IMP level nearest in density "
-             "(run IMP and the one-shot runs at the same densities for an exact match). "
-             "Test accuracy at early stop, in percent; the difference is one-shot minus IMP.",
+             "Each one-shot run's pruned level against the IMP level nearest in density, among "
+             "the IMP runs of the same model, dataset and N:M pattern (run the one-shot runs "
+             "at the IMP levels' densities for an exact match). Test accuracy at early stop, "
+             "in percent; the difference is one-shot minus IMP.",
              "",
              _row(["method", "one-shot configuration", "% remaining", "test acc. (%)",
                    "IMP configuration", "IMP level", "IMP % remaining", "IMP test acc. (%)",
@@ -78,7 +79,7 @@ def one_shot_section(configurations: Sequence[Configuration]) -> list[str]:
         cells = [row.method, row.one_shot.label, f"{row.pruned.percent_remaining:.2f}",
                  format_accuracy(row.pruned.early_stop_test_accuracy)]
         if row.imp is None:
-            cells += ["(no IMP run of this model and dataset)"] + [MISSING] * 4
+            cells += ["(no IMP run of this model, dataset and N:M pattern)"] + [MISSING] * 4
         else:
             difference = (row.pruned.early_stop_test_accuracy.mean
                           - row.imp_level.early_stop_test_accuracy.mean)

@@ -81,11 +81,27 @@ def test_one_shot_runs_meet_the_imp_level_nearest_in_density(tmp_path):
     assert "| snip |" in report and "+0.00 |" in report
 
 
+def test_the_nearest_level_is_sought_across_imp_runs_of_the_same_structure(tmp_path):
+    short = make_run(tmp_path / "runs", main_levels=(0, 1))  # 100 and 80 %
+    long = make_run(tmp_path / "runs", levels=3)  # down to 51.2 %
+    structured = make_run(tmp_path / "runs", nm="2:4")
+    snip = make_run(tmp_path / "runs", main_levels=(0, 1), control_levels=(),
+                    strategy="snip", one_shot_density=0.5, nm="2:4")
+    plain = make_run(tmp_path / "runs", main_levels=(0, 1), control_levels=(),
+                     strategy="snip", one_shot_density=0.5)
+    # Fabricated pruned levels sit at 80 %: equally near in both unstructured IMP runs, so
+    # the first run's level 1 wins; the 2:4 one-shot run meets the 2:4 IMP run only.
+    rows = one_shot_comparisons(load_configurations([short, long, structured, snip, plain]))
+    assert len(rows) == 2
+    assert rows[0].imp.hparams["nm"] == "2:4" and rows[0].imp_level.level == 1
+    assert rows[1].imp.hparams["levels"] == 10 and rows[1].imp_level.level == 1
+
+
 def test_a_one_shot_run_alone_says_there_is_no_imp_to_compare(tmp_path):
     grasp = make_run(tmp_path / "runs", main_levels=(0, 1), control_levels=(),
                      strategy="grasp", one_shot_density=0.1)
     (row,) = one_shot_comparisons(load_configurations([grasp]))
     assert row.imp is None and row.imp_level is None
     write_report([grasp], tmp_path / "report")
-    assert "(no IMP run of this model and dataset)" in (tmp_path / "report" /
+    assert "(no IMP run of this model, dataset and N:M pattern)" in (tmp_path / "report" /
                                                         "report.md").read_text()
