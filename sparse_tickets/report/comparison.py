@@ -13,6 +13,10 @@ from .results import Configuration, LevelSummary
 # Hyperparameters that do not make two one-shot configurations different methods: the points
 # of one method's curve differ in these.
 _CURVE_FIELDS = ("one_shot_density",)
+# Hyperparameters of the other branches only: the main branch's numbers do not depend on them,
+# so they do not tell its curves apart.
+_OTHER_BRANCH_FIELDS = ("controls", "control_levels", "control_seed", "instability_levels",
+                        "instability_iterations", "instability_points")
 
 
 @dataclass(frozen=True)
@@ -80,16 +84,27 @@ def _same_task(first: Configuration, second: Configuration) -> bool:
                for name in ("model", "dataset", "nm"))
 
 
+def imp_label(configuration: Configuration, configurations: Sequence[Configuration]) -> str:
+    """``IMP``, then the fields in which the IMP configurations of the same task differ (those
+    that shape the main branch), and the task when there are several."""
+    return _short_label(configuration, list(filter(is_imp, configurations)), "IMP", ())
+
+
 def _curve_label(configuration: Configuration, configurations: Sequence[Configuration]) -> str:
     """The strategy, then every other field in which one-shot configurations of the same task
     differ (besides their density), and the task when there are several."""
+    return _short_label(configuration, list(filter(is_one_shot, configurations)),
+                        configuration.hparams["strategy"], ("strategy", *_CURVE_FIELDS))
+
+
+def _short_label(configuration: Configuration, siblings: Sequence[Configuration], name: str,
+                 ignored: tuple) -> str:
     hparams = configuration.hparams
-    siblings = [c.hparams for c in configurations if is_one_shot(c)]
-    differing = [f"{name}={value}" for name, value in hparams.items()
-                 if name not in ("model", "dataset", "strategy", *_CURVE_FIELDS)
-                 and any(other.get(name) != value for other in siblings
-                         if (other["model"], other["dataset"]) ==
-                         (hparams["model"], hparams["dataset"]))]
-    tasks = {(c["model"], c["dataset"]) for c in siblings}
+    task_of = lambda values: (values["model"], values["dataset"])  # noqa: E731
+    same_task = [c.hparams for c in siblings if task_of(c.hparams) == task_of(hparams)]
+    differing = [f"{field}={value if value != '' else 'none'}" for field, value in hparams.items()
+                 if field not in ("model", "dataset", *ignored, *_OTHER_BRANCH_FIELDS)
+                 and any(other.get(field) != value for other in same_task)]
+    tasks = {task_of(c.hparams) for c in siblings}
     task = [f"{hparams['model']}/{hparams['dataset']}"] if len(tasks) > 1 else []
-    return " ".join([*task, hparams["strategy"], *differing])
+    return " ".join([*task, name, *differing])

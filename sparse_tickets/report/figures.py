@@ -77,10 +77,12 @@ def _density_figure(configurations: Sequence[Configuration],
                     quantity: Callable[[LevelSummary], Spread], scale: float, ylabel: str,
                     title: str):
     figure_class, canvas_class = _matplotlib()
-    figure = figure_class(figsize=(7.0, 4.8), dpi=DPI, layout="constrained")
+    several = len(configurations) > 1
+    lines = sum(len(configuration.summaries) for configuration in configurations)
+    figure = figure_class(figsize=(7.0, _height(lines if several else 0)), dpi=DPI,
+                          layout="constrained")
     canvas_class(figure)
     axes = figure.add_subplot()
-    several = len(configurations) > 1
     percents, banded = [], False
     for index, configuration in enumerate(configurations):
         for branch, by_level in configuration.summaries.items():
@@ -114,6 +116,12 @@ def _density_figure(configurations: Sequence[Configuration],
     else:
         axes.legend(fontsize=8, loc="best")
     return figure
+
+
+def _height(legend_lines: int) -> float:
+    """The figure's height in inches: the plot, and a legend of ``legend_lines`` lines under
+    it (long configuration labels would otherwise squeeze the plot to nothing)."""
+    return 4.8 + 0.2 * legend_lines
 
 
 def _line_label(configuration: Configuration, branch: str, summaries: list[LevelSummary],
@@ -162,10 +170,12 @@ def one_shot_figure(configurations: Sequence[Configuration]):
     """Test accuracy at early stop against percent remaining: the IMP tickets as lines, each
     one-shot method (pruning at initialisation, or one-shot magnitude) as a line through its
     runs' densities."""
-    from .comparison import is_imp, one_shot_curves
+    from .comparison import imp_label, is_imp, one_shot_curves
 
     figure_class, canvas_class = _matplotlib()
-    figure = figure_class(figsize=(7.0, 4.8), dpi=DPI, layout="constrained")
+    lines = (len(list(filter(is_imp, configurations)))
+             + len(one_shot_curves(configurations)))
+    figure = figure_class(figsize=(7.0, _height(lines)), dpi=DPI, layout="constrained")
     canvas_class(figure)
     axes = figure.add_subplot()
     percents, color = [], 0
@@ -174,14 +184,14 @@ def one_shot_figure(configurations: Sequence[Configuration]):
         x = [summary.percent_remaining for summary in summaries]
         axes.plot(x, [100 * s.early_stop_test_accuracy.mean for s in summaries],
                   color=f"C{color % 10}", marker="o", markersize=5,
-                  label=f"IMP: {configuration.label}")
+                  label=imp_label(configuration, configurations))
         percents += x
         color += 1
     for label, summaries in one_shot_curves(configurations).items():
         x = [summary.percent_remaining for summary in summaries]
         axes.plot(x, [100 * s.early_stop_test_accuracy.mean for s in summaries],
                   color=f"C{color % 10}", marker="s", markersize=6, linestyle="--",
-                  label=f"one-shot: {label}")
+                  label=f"one-shot {label}")
         percents += x
         color += 1
     _density_axis(axes, percents)
