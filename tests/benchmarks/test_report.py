@@ -141,3 +141,29 @@ def test_table_names_the_backend_a_compact_row_ran_on(tmp_path):
            "10.0 |" in table
     assert "| forward | compact (cpu) |" in table  # the summary line
     assert "## Headline" not in table
+
+
+def test_headline_reads_the_two_four_rows_off_dense_in_the_same_run():
+    from benchmarks import headline
+    from benchmarks.shapes import LARGE_BATCH64
+
+    large = LARGE_BATCH64.label
+
+    def two_four(provider, kind, op, median_s, sparsity):
+        return Row(f"masked_linear_2to4.{op}", provider, kind, large, "float16", sparsity,
+                   median_s, rounds=3)
+
+    rows = with_ratios([
+        two_four("dense", "baseline", "forward", 6e-3, 0.0),
+        two_four("semi_structured", "backend", "forward", 4e-3, 0.5),
+        two_four("reference", "backend", "forward", 7e-3, 0.5),  # not a headline provider
+        two_four("dense", "baseline", "forward_backward", 18e-3, 0.0),
+        two_four("semi_structured", "backend", "forward_backward", 20e-3, 0.5),
+    ])
+    body = [line for line in headline.render(rows) if line.startswith("| 2:4")]
+    assert body == [
+        "| 2:4 forward (inference), 4096x4096 at batch 64 | float16 | 50.0% | semi_structured "
+        "| 4 ms | dense | 6 ms | 1.50 |",
+        "| 2:4 forward + backward, recompressing each call, 4096x4096 at batch 64 | float16 | "
+        "50.0% | semi_structured | 20 ms | dense | 18 ms | 0.90 |",
+    ]
