@@ -30,9 +30,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..nn import masked_layers, unmasked
-from .core import SCOPES, prune_to_density
+from .core import (SCOPES, _check_density, _checked_masks, _checked_overrides,
+                   prune_to_density)
 from .masks import Masks, weights_of
-from .names import check_known, format_names, mask_key
+from .names import format_names, mask_key
 from .nm import PatternLike
 
 AT_INIT_METHODS = ("snip", "grasp", "synflow")
@@ -126,7 +127,10 @@ def prune_at_init(model: nn.Module, masks: Mapping[str, torch.Tensor], density: 
     _check_density("density", density)
     if scope not in SCOPES:
         raise ValueError(f"scope must be one of {format_names(SCOPES)}; got {scope!r}")
-    layer_densities = _checked_layer_densities(layer_densities, masks)
+    # Checked before any scoring, which may be long, and before synflow raises the values to
+    # powers.
+    layer_densities = (None if layer_densities is None else _checked_overrides(
+        "layer_densities", layer_densities, Masks(masks), _check_density))
     prune = dict(scope=scope, exclude=exclude, allow_empty=allow_empty, nm=nm)
     if method == "synflow":
         return _iterative_synflow(model, masks, density, _checked_input_shape(input_shape),
@@ -161,7 +165,7 @@ class _ScoringCopy:
     def __init__(self, model: nn.Module, masks: Mapping[str, torch.Tensor],
                  dtype: Optional[torch.dtype] = None) -> None:
         names = _masked_layer_names(model)
-        self.masks = _checked_masks(masks, weights_of(model))
+        self.masks = _checked_masks(weights_of(model), masks)
         self.network = unmasked(copy.deepcopy(model))
         if dtype is not None:
             self.network.to(dtype)
@@ -265,21 +269,6 @@ def _masked_layer_names(model: nn.Module) -> dict[str, str]:
     return names
 
 
-def _checked_masks(masks: Mapping[str, torch.Tensor],
-                   weights: Mapping[str, torch.Tensor]) -> Masks:
-    masks = masks if isinstance(masks, Masks) else Masks(masks)
-    missing = [name for name in weights if name not in masks]
-    unexpected = [name for name in masks if name not in weights]
-    if missing or unexpected:
-        raise ValueError(f"masks do not match the model's masked layers: missing "
-                         f"{format_names(missing)}; unexpected {format_names(unexpected)}")
-    for name, weight in weights.items():
-        if masks[name].shape != weight.shape:
-            raise ValueError(f"masks[{name!r}] has shape {tuple(masks[name].shape)}; expected "
-                             f"the layer's weight shape {tuple(weight.shape)}")
-    return masks
-
-
 def _checked_batches(batches: Iterable[Batch], method: str, device: torch.device,
                      dtype: torch.dtype) -> Iterator[Batch]:
     """The (inputs, targets) pairs on the model's device, floating inputs in its dtype; a
@@ -322,27 +311,6 @@ def _check_temperature(temperature) -> None:
     if (isinstance(temperature, bool) or not isinstance(temperature, numbers.Real)
             or not math.isfinite(temperature) or temperature <= 0):
         raise ValueError(f"temperature must be a finite number > 0; got {temperature!r}")
-
-
-def _check_density(argument: str, value) -> None:
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise TypeError(f"{argument} must be a number; got {type(value).__name__}")
-    if not 0 < value <= 1:
-        raise ValueError(f"{argument} must be in (0, 1]; got {value!r}")
-
-
-def _checked_layer_densities(layer_densities, masks: Mapping) -> Optional[dict[str, float]]:
-    """Checked before any scoring, which may be long, and before synflow raises the values to
-    powers."""
-    if layer_densities is None:
-        return None
-    if not isinstance(layer_densities, Mapping):
-        raise TypeError(f"layer_densities must be a mapping of layer name -> density; got "
-                        f"{type(layer_densities).__name__}")
-    check_known("layer_densities", layer_densities, masks)
-    for name, value in layer_densities.items():
-        _check_density(f"layer_densities[{name!r}]", value)
-    return dict(layer_densities)
 
 
 def _zeros_like(tensors: Mapping[str, torch.Tensor]) -> Scores:
