@@ -22,11 +22,14 @@ setup(
     long_description=(ROOT / "README.md").read_text(encoding="utf-8"),
     long_description_content_type="text/markdown",
     python_requires=">=3.10",
-    packages=find_packages(include=["sparse_tickets", "sparse_tickets.*", "kernels",
-                                    "kernels.*"]),
+    # The repository's top-level kernels/ folder installs as sparse_tickets.kernels: no
+    # generic top-level package name lands in site-packages.
+    packages=find_packages(include=["sparse_tickets", "sparse_tickets.*"]) + [
+        "sparse_tickets.kernels", "sparse_tickets.kernels.triton"],
+    package_dir={"sparse_tickets.kernels": "kernels"},
     # The compiled kernels' sources: built on first use (see sparse_tickets/ops/native).
-    package_data={"kernels": ["csrc/cpu/*.cpp", "csrc/cpu/*.h", "csrc/cuda/*.cu",
-                              "csrc/cuda/*.cuh", "csrc/cuda/*.cpp"]},
+    package_data={"sparse_tickets.kernels": ["csrc/cpu/*.cpp", "csrc/cpu/*.h", "csrc/cuda/*.cu",
+                                             "csrc/cuda/*.cuh", "csrc/cuda/*.cpp"]},
     entry_points={"console_scripts": ["sparse-tickets = sparse_tickets.cli:main"]},
     install_requires=[
         "torch>=2.4",
@@ -38,6 +41,11 @@ setup(
         "matplotlib>=3.5",
         # Builds the C++/CUDA extensions (torch.utils.cpp_extension) on first use.
         "ninja>=1.10",
+        # The triton backend's kernels (3.6 on the GPU machines we test, the current release
+        # on CPUs, whose interpreter runs the kernel tests). Wheels exist for Linux x86-64 and
+        # aarch64 only; elsewhere the package installs without it and the backend says why.
+        "triton>=3.6,<4; platform_system == 'Linux' and "
+        "(platform_machine == 'x86_64' or platform_machine == 'aarch64')",
     ],
     extras_require={
         "test": ["pytest>=7", "pytest-benchmark>=4"],

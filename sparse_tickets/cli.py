@@ -329,7 +329,13 @@ def _run_build(args) -> int:
     failed = False
     for spec in (extension.CPU, extension.CUDA):
         reason = extension.unavailable_reason(spec)
-        print(f"{spec.kind} extension: " + ("built" if reason is None else reason))
+        if reason is None:
+            record = extension.build_record(spec)
+            when = ("already built" if record.build_seconds is None
+                    else f"built in {record.build_seconds:.0f} s")
+            print(f"{spec.kind} extension: {when}: {record.library}")
+        else:
+            print(f"{spec.kind} extension: {reason}")
         failed |= reason is not None and spec is extension.CPU
     print("backends:")
     for row in ops.backends():

@@ -1,4 +1,4 @@
-"""The triton backend: the masked linear as Triton kernels (kernels/triton/masked_matmul.py).
+"""The triton backend: the masked linear as Triton kernels (sparse_tickets.kernels.triton.masked_matmul).
 
 triton is imported on first use, never by ``import sparse_tickets``. The backend serves only
 when forced with ``SPARSE_TICKETS_BACKEND=triton``: its kernels are tested against the reference
@@ -41,9 +41,11 @@ class TritonBackend(Backend):
 
     def unavailable_reason(self) -> Optional[str]:
         if not _importable("triton"):
-            return "triton is not installed"
-        if not _importable("kernels"):
-            return "the kernels package is not importable (run from the source tree)"
+            return ("triton is not installed (pip install triton; its wheels exist for Linux "
+                    "x86-64 and aarch64)")
+        if not _importable("sparse_tickets.kernels"):
+            return ("sparse_tickets.kernels is not importable (reinstall the package: "
+                    "pip install -e .)")
         if not torch.cuda.is_available() and not interpreter_enabled():
             return "no CUDA GPU and TRITON_INTERPRET is not set"
         return None
@@ -97,13 +99,13 @@ class TritonBackend(Backend):
     def masked_sgd_step(self, *args, **kwargs):
         # The reference's signature (ops/reference/optim.py); one launch per parameter dtype.
         _kernels()  # imports the kernels package, or fails saying how to get it
-        from kernels.triton import masked_optim
+        from sparse_tickets.kernels.triton import masked_optim
         return masked_optim.masked_sgd_step(*args, **kwargs)
 
     def masked_adam_step(self, *args, **kwargs):
         # The reference's signature (ops/reference/optim.py); one launch per parameter dtype.
         _kernels()  # imports the kernels package, or fails saying how to get it
-        from kernels.triton import masked_optim
+        from sparse_tickets.kernels.triton import masked_optim
         return masked_optim.masked_adam_step(*args, **kwargs)
 
 
@@ -117,15 +119,15 @@ def _importable(module: str) -> bool:
 def _conv_kernels():
     """The conv lowering onto the matmul kernels, imported (with triton) on first use."""
     _kernels()  # the same import, with its error message
-    from kernels.triton import masked_conv
+    from sparse_tickets.kernels.triton import masked_conv
     return masked_conv
 
 
 def _kernels():
     """The kernel module, imported (and triton with it) on first use."""
     try:
-        from kernels.triton import masked_matmul
+        from sparse_tickets.kernels.triton import masked_matmul
     except ImportError as error:
-        raise ImportError(f"the triton backend needs the 'kernels' package next to "
-                          f"sparse_tickets (from the source tree): {error}") from error
+        raise ImportError(f"the triton backend needs triton and sparse_tickets.kernels "
+                          f"(pip install -e . installs both): {error}") from error
     return masked_matmul

@@ -1,5 +1,6 @@
 """How the triton backend is chosen: only when forced, on a GPU or in the CPU interpreter."""
 
+import importlib.util
 import subprocess
 import sys
 
@@ -8,6 +9,10 @@ import torch
 
 from sparse_tickets import ops
 from sparse_tickets.ops.triton_backend import TritonBackend
+
+HAS_TRITON = importlib.util.find_spec("triton") is not None
+needs_triton = pytest.mark.skipif(not HAS_TRITON, reason="triton is not installed (its wheels "
+                                                         "exist for Linux x86-64 and aarch64)")
 
 
 def test_importing_the_package_does_not_import_triton():
@@ -20,6 +25,7 @@ def test_triton_is_ahead_of_reference():
     assert names.index("triton") < names.index("reference")
 
 
+@needs_triton
 def test_never_auto_selected_until_measured_on_a_gpu(monkeypatch):
     monkeypatch.setenv("TRITON_INTERPRET", "1")
     monkeypatch.delenv(ops.BACKEND_ENV_VAR, raising=False)
@@ -29,12 +35,14 @@ def test_never_auto_selected_until_measured_on_a_gpu(monkeypatch):
     assert "only when forced with SPARSE_TICKETS_BACKEND=triton" in str(row)
 
 
+@needs_triton
 def test_forcing_serves_cpu_in_the_interpreter(monkeypatch):
     monkeypatch.setenv("TRITON_INTERPRET", "1")
     monkeypatch.setenv(ops.BACKEND_ENV_VAR, "triton")
     assert ops.select("masked_linear", [torch.ones(2)]).name == "triton"
 
 
+@needs_triton
 def test_forcing_fails_with_the_reasons(monkeypatch):
     monkeypatch.setenv("TRITON_INTERPRET", "1")
     monkeypatch.setenv(ops.BACKEND_ENV_VAR, "triton")
@@ -44,6 +52,7 @@ def test_forcing_fails_with_the_reasons(monkeypatch):
         ops.select("masked_linear", [torch.ones(2), torch.ones(2, device="meta")])
 
 
+@needs_triton
 @pytest.mark.skipif(torch.cuda.is_available(), reason="a CUDA GPU makes the backend available")
 def test_without_gpu_or_interpreter_the_backend_says_why(monkeypatch):
     monkeypatch.delenv("TRITON_INTERPRET", raising=False)
@@ -52,3 +61,8 @@ def test_without_gpu_or_interpreter_the_backend_says_why(monkeypatch):
     assert backend.device_types == frozenset({"cuda"})
     (row,) = [r for r in ops.backends() if r.name == "triton"]
     assert not row.available and row.device_types == ("cuda",)
+
+
+@pytest.mark.skipif(HAS_TRITON, reason="triton is installed here")
+def test_without_triton_the_backend_says_why():
+    assert TritonBackend().unavailable_reason().startswith("triton is not installed")

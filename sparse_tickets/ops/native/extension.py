@@ -2,9 +2,17 @@
 
 Both are built with ``torch.utils.cpp_extension`` and ninja on first use, once per machine,
 torch version and source content, into a cache directory (``TORCH_EXTENSIONS_DIR`` or torch's
-default), with a one-line message while they compile; ``sparse-tickets build`` builds them
-ahead of time. The CPU extension needs a C++17 compiler with OpenMP; the CUDA extension
-needs nvcc and a CUDA build of torch.
+default), saying so on stderr in one line before the compiler starts (a first build takes
+about 1-5 minutes on 2 cores); ``sparse-tickets build`` builds them ahead of time and says
+where and how long. The CPU extension needs a C++17 compiler with OpenMP; the CUDA extension
+needs nvcc and a CUDA build of torch. How a build stays safe (one builder at a time, no stale
+lock, no orphaned compiler, no torn library loaded) is :mod:`.build`'s job.
+
+A build is cached under a name keyed on what determines the binary: every source file of its
+kind, the compiler flags, the torch version and C++ ABI, and the CPU's instruction set (the
+code is compiled for the machine). Neither the ninja nor the environment that built it is in
+the key, and a finished build is loaded without running ninja again, so environments with the
+same torch share one build and never rebuild each other's.
 
 Each is controlled by an environment variable (``SPARSE_TICKETS_CPU_EXTENSION``,
 ``SPARSE_TICKETS_CUDA_EXTENSION``): ``auto`` (default) builds it when it can and otherwise
@@ -20,15 +28,24 @@ import os
 import platform
 import shutil
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
 import torch
 
+import sparse_tickets.kernels
+
+from . import build
 from . import library  # noqa: F401  (defines the op schemas the extensions implement)
 
-SOURCE_ROOT = Path(__file__).resolve().parents[3] / "kernels" / "csrc"
+SOURCE_ROOT = Path(sparse_tickets.kernels.__file__).resolve().parent / "csrc"
+
+# CPU features that change what -march=native compiles: the instruction set, not the rest of
+# /proc/cpuinfo's flags (which differ between hosts of one CPU model and would split the cache).
+_ISA_FLAG_PREFIXES = ("sse", "ssse", "avx", "fma", "f16c", "bmi", "amx", "popcnt", "lzcnt",
+                      "movbe", "vnni", "neon", "asimd", "sve", "fp16", "bf16")
 
 _MODES = {"auto": "auto", "": "auto", "skip": "skip", "0": "skip", "off": "skip",
           "force": "force", "1": "force", "on": "force"}
@@ -38,7 +55,12 @@ _MODES = {"auto": "auto", "": "auto", "skip": "skip", "0": "skip", "off": "skip"
 class ExtensionSpec:
     kind: str          # "cpu" or "cuda"
     env_var: str
-    sources: tuple     # relative to SOURCE_ROOT
+    sources: tuple     # relative to source_root
+    source_root: Path = SOURCE_ROOT
+
+    @property
+    def source_paths(self) -> list[Path]:
+        return [self.source_root / source for source in self.sources]
 
 
 CPU = ExtensionSpec("cpu", "SPARSE_TICKETS_CPU_EXTENSION", ("cpu/compact_ops.cpp",))
@@ -74,41 +96,81 @@ def unavailable_reason(spec: ExtensionSpec) -> Optional[str]:
 
 def load(spec: ExtensionSpec) -> None:
     """Build (if not cached) and load ``spec``'s extension; raises ExtensionUnavailable."""
-    _load_cached(spec, mode(spec))
+    build_record(spec)
+
+
+@dataclass(frozen=True)
+class BuildRecord:
+    """Where a loaded extension's library lives, and the seconds this process spent building it
+    (None: it was already built)."""
+    library: Path
+    build_seconds: Optional[float]
+
+
+def build_record(spec: ExtensionSpec) -> BuildRecord:
+    """Build (if not cached) and load ``spec``'s extension; raises ExtensionUnavailable."""
+    return _load_cached(spec, mode(spec))
+
+
+def build_directory(spec: ExtensionSpec) -> Path:
+    """The directory ``spec``'s build lives in (whether or not it is built yet)."""
+    return _build_root() / _build_name(spec)
 
 
 @functools.lru_cache(maxsize=None)
-def _load_cached(spec: ExtensionSpec, current_mode: str) -> None:
+def _load_cached(spec: ExtensionSpec, current_mode: str) -> BuildRecord:
     if current_mode == "skip":
         raise ExtensionUnavailable(f"the {spec.kind} extension is skipped ({spec.env_var}=skip)")
     missing = _missing_prerequisite(spec)
     if missing is not None:
         raise ExtensionUnavailable(missing)
-    sources = [str(SOURCE_ROOT / source) for source in spec.sources]
-    name = f"sparse_tickets_{spec.kind}_{_fingerprint(spec, sources)}"
-    build_directory = _build_root() / name
-    build_directory.mkdir(parents=True, exist_ok=True)
-    if not any(build_directory.glob(f"{name}*.so")):
-        print(f"sparse_tickets: building the {spec.kind} extension (once per machine and "
-              f"torch version) in {build_directory}", file=sys.stderr, flush=True)
-    from torch.utils import cpp_extension
+    name = _build_name(spec)
+    directory = build_directory(spec)
+    directory.mkdir(parents=True, exist_ok=True)
+    seconds = None
+    if not build.is_built(directory, name):
+        seconds = _build(spec, name, directory)
+    library_path = build.library_path(directory, name)
     try:
-        cpp_extension.load(
-            name=name, sources=sources, build_directory=str(build_directory),
-            extra_cflags=_cxx_flags(), extra_cuda_cflags=_cuda_flags(),
-            extra_ldflags=["-fopenmp"] if spec.kind == "cpu" else [],
-            is_python_module=False, with_cuda=spec.kind == "cuda", verbose=False)
-    except Exception as error:  # a compiler error: keep its last line, the build log has all
-        detail = str(error).strip().splitlines()
-        raise ExtensionUnavailable(
-            f"the {spec.kind} extension failed to build in {build_directory}: "
-            f"{detail[-1] if detail else type(error).__name__}") from error
+        torch.ops.load_library(str(library_path))
+    except OSError as error:
+        raise ExtensionUnavailable(f"the {spec.kind} extension in {directory} does not load "
+                                   f"({error}); delete that directory to rebuild it") from error
+    return BuildRecord(library_path, seconds)
+
+
+def _build(spec: ExtensionSpec, name: str, directory: Path) -> Optional[float]:
+    with build.exclusive(directory, announce=_say):
+        if build.is_built(directory, name):  # another process built it while we waited
+            return None
+        if build.remove_stale_torch_lock(directory):
+            _say(f"removed a lock file left in {directory} by a build that was killed")
+        _say(f"building the {spec.kind} extension on first use, once per machine, torch "
+             f"version and kernel sources (about 1-5 minutes on 2 cores) in {directory}")
+        started = time.perf_counter()
+        try:
+            build.compile_in_worker(
+                name=name, sources=[str(path) for path in spec.source_paths],
+                build_directory=directory, cxx_flags=_cxx_flags(), cuda_flags=_cuda_flags(),
+                ld_flags=["-fopenmp"] if spec.kind == "cpu" else [],
+                with_cuda=spec.kind == "cuda")
+        except build.BuildFailed as error:
+            raise ExtensionUnavailable(
+                f"the {spec.kind} extension failed to build in {directory}: {error}") from error
+        seconds = time.perf_counter() - started
+        _say(f"built the {spec.kind} extension in {seconds:.0f} s")
+        return seconds
+
+
+def _say(line: str) -> None:
+    print(f"sparse_tickets: {line}", file=sys.stderr, flush=True)
 
 
 def _missing_prerequisite(spec: ExtensionSpec) -> Optional[str]:
-    for source in spec.sources:
-        if not (SOURCE_ROOT / source).is_file():
-            return f"the {spec.kind} extension's source {source} is missing from {SOURCE_ROOT}"
+    for source, path in zip(spec.sources, spec.source_paths):
+        if not path.is_file():
+            return (f"the {spec.kind} extension's source {source} is missing from "
+                    f"{spec.source_root}")
     if shutil.which(os.environ.get("CXX", "c++")) is None:
         return "no C++ compiler found (set CXX or install g++)"
     if shutil.which("ninja") is None:
@@ -139,12 +201,21 @@ def _cuda_flags() -> list[str]:
     return ["-O3"]
 
 
-def _fingerprint(spec: ExtensionSpec, sources: list[str]) -> str:
+def _build_name(spec: ExtensionSpec) -> str:
+    return f"sparse_tickets_{spec.kind}_{_fingerprint(spec)}"
+
+
+@functools.lru_cache(maxsize=None)
+def _fingerprint(spec: ExtensionSpec) -> str:
     """A short hash of what the binary depends on: the sources, torch, the flags, the CPU."""
     digest = hashlib.sha256()
-    for source in sources:
-        digest.update(Path(source).read_bytes())
+    # Every file of the kind's directory, headers included, not only the compiled units.
+    directories = sorted({path.parent for path in spec.source_paths})
+    for path in sorted(p for d in directories if d.is_dir() for p in d.iterdir()):
+        if path.is_file():
+            digest.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
     digest.update(torch.__version__.encode())
+    digest.update(str(torch._C._GLIBCXX_USE_CXX11_ABI).encode())
     digest.update(" ".join(_cxx_flags() + _cuda_flags()).encode())
     digest.update(_cpu_identity().encode())
     return digest.hexdigest()[:12]
@@ -152,13 +223,16 @@ def _fingerprint(spec: ExtensionSpec, sources: list[str]) -> str:
 
 def _cpu_identity() -> str:
     # -march=native code may not run on another CPU sharing the same cache directory.
+    machine = platform.machine()
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith(("flags", "Features")):
-                return line
+                features = sorted(flag for flag in line.split(":", 1)[1].split()
+                                  if flag.startswith(_ISA_FLAG_PREFIXES))
+                return f"{machine} {' '.join(features)}"
     except OSError:
         pass
-    return platform.processor() or platform.machine()
+    return f"{machine} {platform.processor()}"
 
 
 def _build_root() -> Path:
