@@ -11,6 +11,7 @@ from sparse_tickets.files import read_tensors
 from sparse_tickets.cli import main
 from sparse_tickets.pruning import Masks
 from sparse_tickets.runs import Run
+from tests import drift
 from tests.cli.conftest import SHORT
 
 
@@ -206,11 +207,13 @@ def test_a_compact_imp_run_equals_the_dense_run(tmp_path, monkeypatch):
         assert ours_masks.keys() == theirs_masks.keys()
         for name in ours_masks:
             assert torch.equal(ours_masks[name], theirs_masks[name]), (level, name)
+        # The compact kernels sum in another order than dense torch: see tests/drift.py.
         ours_trained, theirs_trained = read_tensors(ours.trained), read_tensors(theirs.trained)
         for name in ours_trained:
-            assert torch.allclose(ours_trained[name], theirs_trained[name], atol=1e-4), name
+            drift.assert_weights_close(ours_trained[name], theirs_trained[name],
+                                       f"level {level} {name}", lr=1.2e-3, steps=40)
         ours_metrics = compact_run.finished_levels("main")[level]
         theirs_metrics = dense_run.finished_levels("main")[level]
-        assert ours_metrics["density"] == theirs_metrics["density"]
-        assert abs(ours_metrics["final_test_accuracy"]
-                   - theirs_metrics["final_test_accuracy"]) <= 0.01
+        for metrics in (ours_metrics, theirs_metrics):
+            metrics.pop("wall_time_seconds")
+        drift.assert_same_training(ours_metrics, theirs_metrics, f"level {level}", steps=40)
