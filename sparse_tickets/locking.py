@@ -62,11 +62,13 @@ def held(directory: Path, command: str = "", wait: bool = False,
                         f"to end")
             fcntl.flock(descriptor, fcntl.LOCK_EX)
         _record_holder(descriptor, command)
-        yield
+        try:
+            yield
+        finally:
+            with contextlib.suppress(OSError):
+                os.ftruncate(descriptor, 0)  # no later reader takes this holder for the next
     finally:
-        with contextlib.suppress(OSError):
-            os.ftruncate(descriptor, 0)  # the next holder's reader never sees this one's name
-        os.close(descriptor)  # releases the lock
+        os.close(descriptor)  # releases the lock, if held
 
 
 def describe_holder(path: Path) -> str:

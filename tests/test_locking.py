@@ -55,3 +55,11 @@ def test_the_lock_is_per_open_file_so_one_process_excludes_itself_too(tmp_path):
                 pass
     with locking.held(tmp_path):  # released at the end of the block
         pass
+
+
+def test_a_refused_holder_leaves_the_holders_name_in_place(tmp_path, lock_holder):
+    holder = lock_holder(tmp_path)
+    for _ in range(2):
+        with pytest.raises(locking.RunLocked, match=f"in use by process {holder.pid} "):
+            with locking.held(tmp_path):
+                pass
