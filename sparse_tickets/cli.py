@@ -186,11 +186,7 @@ def _one_writer(args, directory):
 
 
 def _execute_in_group(args, hp: Hparams, initial_masks, splits, device: torch.device) -> int:
-    from .lottery import LotteryRun
-    from .runs import MAIN
-
-    main = distributed.is_main()
-    if not main:
+    if not distributed.is_main():
         progress = _Silent()
     else:
         progress = LogLines() if args.quiet else ProgressBars()
@@ -358,8 +354,8 @@ def _run_instability(args) -> int:
 
 
 def _instability_in_group(args, run, hp: Hparams, splits, device: torch.device) -> int:
-    main = distributed.is_main()
-    progress = _Silent() if not main else LogLines() if args.quiet else ProgressBars()
+    progress = (_Silent() if not distributed.is_main() else LogLines() if args.quiet
+                else ProgressBars())
     with contextlib.closing(progress):
         return _instability_with_progress(args, run, hp, splits, device, progress)
 
