@@ -4,7 +4,13 @@ Every hyperparameter of :class:`~sparse_tickets.hparams.Hparams` is a flag of ``
 ``train``, generated from the dataclass, with the preset (``--preset``, or the paper's preset
 for ``--model``/``--dataset``) supplying the values not given. A mistake (an invalid flag, an
 unknown name, a missing data directory, a model that does not fit a dataset) is reported in one
-line with exit status 2; ``SPARSE_TICKETS_DEBUG=1`` shows the traceback instead.
+line with exit status 2; ``SPARSE_TICKETS_DEBUG=1`` shows the traceback instead. Every value is
+checked before anything trains or any directory is made. A disk that refuses a write (full,
+read-only, not permitted) is one line naming the file, exit status 1; the run stays resumable.
+
+``imp``, ``train`` and ``instability`` hold the run directory's lock while they work (see
+:mod:`sparse_tickets.locking`): a second command on the same run says which process holds it
+and exits with status 2, or with ``--wait`` waits for it.
 
 ``imp`` and ``train`` also run under torchrun (``torchrun --nproc_per_node N -m sparse_tickets
 imp ...``): every process runs the same command, rank 0 alone writes files and shows progress
@@ -14,16 +20,18 @@ imp ...``): every process runs the same command, rank 0 alone writes files and s
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import hashlib
 import os
+import shlex
 import sys
 from pathlib import Path
 from typing import Optional, Sequence
 
 import torch
 
-from . import __version__, data, distributed, files, models, ops
+from . import __version__, data, distributed, files, locking, models, ops
 from .compact.choice import MODES, default_mode_set_to
 from .hparams import Hparams, HparamsError, validate
 from .presets import DEFAULT_PRESET, PRESETS, preset_for
@@ -33,6 +41,7 @@ from .export import load_masks
 
 PROG = "sparse-tickets"
 USAGE_ERROR = 2
+FAILURE = 1  # not the user's mistake: a disk that refuses a write, a file that cannot be read
 
 
 class UsageError(Exception):
@@ -51,6 +60,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         if not getattr(args, "command", None):
             parser.print_help()
             return USAGE_ERROR
+        args.command_line = " ".join([PROG, *map(shlex.quote, sys.argv[1:] if argv is None
+                                                 else argv)])
         return args.handler(args) or 0
     except UsageError as error:
         # Every process of a torchrun job parses the same command line: rank 0 tells.
@@ -61,16 +72,30 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                   file=sys.stderr)
         return 130
     except distributed.MainRankFailed:
-        return 1  # rank 0 has reported its error
-    except (ValueError, FileNotFoundError, ModuleNotFoundError, ops.BackendError,
-            distributed.DistributedError) as error:
+        return FAILURE  # rank 0 has reported its error
+    except locking.RunLocked as error:
+        return _fail(f"{PROG}: {error}")
+    except files.WriteError as error:
+        return _fail_with(error, FAILURE)
+    except (ValueError, FileNotFoundError, NotADirectoryError, IsADirectoryError,
+            ModuleNotFoundError, ops.BackendError, distributed.DistributedError) as error:
         # The library reports bad input as these; anything else is a bug and shows its trace.
-        if os.environ.get("SPARSE_TICKETS_DEBUG"):
-            raise
-        message = str(error).strip().splitlines()[0] if str(error).strip() else repr(error)
-        rank = distributed.launched_rank()
-        return _fail(f"{PROG}: error: {message}" if rank == 0
-                     else f"{PROG}: rank {rank}: error: {message}")
+        return _fail_with(error, USAGE_ERROR)
+    except OSError as error:
+        # The system refused something the command needs (a file it may not read, ...): not a
+        # bug, and nothing a traceback would explain better than the error's own words.
+        if error.filename is not None and error.strerror:
+            error = f"cannot use {error.filename}: {error.strerror}"
+        return _fail_with(error, FAILURE)
+
+
+def _fail_with(error, status: int) -> int:
+    if os.environ.get("SPARSE_TICKETS_DEBUG"):
+        raise
+    message = str(error).strip().splitlines()[0] if str(error).strip() else repr(error)
+    rank = distributed.launched_rank()
+    _fail(f"{PROG}: error: {message}" if rank == 0 else f"{PROG}: rank {rank}: error: {message}")
+    return status
 
 
 def _fail(message: str, quiet: bool = False) -> int:
@@ -101,11 +126,29 @@ def _run_train(args) -> int:
     masks = None
     if args.masks:
         path = Path(args.masks)
+        if path.is_dir():
+            raise UsageError(f"{PROG} train: masks file {path} is a directory; expected a "
+                             f".safetensors or .pt file of masks")
         if not path.is_file():
             raise UsageError(f"{PROG} train: masks file {path} does not exist")
         masks = load_masks(path)
+        _check_not_empty(masks, path)
         hp = hp.replace(masks_sha256=hashlib.sha256(path.read_bytes()).hexdigest()[:16])
     return _execute(args, hp, initial_masks=masks)
+
+
+def _check_not_empty(masks, path: Path) -> None:
+    """Masks that keep no weight train nothing: refused. A layer that keeps none can be
+    meant (a residual block's skip still carries the signal), so it is only pointed out."""
+    kept = {name: int(mask.sum()) for name, mask in masks.items()}
+    if not any(kept.values()):
+        raise UsageError(f"{PROG} train: masks file {path} keeps no weight at all (every mask "
+                         f"is all False); expected masks that keep some weights")
+    empty = [name for name, count in kept.items() if count == 0]
+    if empty and distributed.launched_rank() == 0:
+        print(f"{PROG}: note: masks file {path} keeps no weight of {', '.join(empty)}: "
+              f"{'that layer passes' if len(empty) == 1 else 'those layers pass'} nothing on",
+              file=sys.stderr)
 
 
 def _execute(args, hp: Hparams, initial_masks=None) -> int:
@@ -116,26 +159,53 @@ def _execute(args, hp: Hparams, initial_masks=None) -> int:
 
 
 def _execute_in_mode(args, hp: Hparams, initial_masks) -> int:
+    from .lottery import check
+    from .runs import Run
+
     splits = _load_data(hp, args.data_dir)
     device = _device(args.device)
-    with distributed.process_group(device):
+    # Everything that can be refused is refused before the run directory exists.
+    _, model = check(hp, splits)
+    if initial_masks is not None:
+        initial_masks.apply_to(model)  # names and shapes must be the model's
+    directory = None
+    if distributed.launched_rank() == 0:  # the job's one writer
+        directory = Run.make_directory(Path(args.runs_dir), hp).directory
+    with _one_writer(args, directory), distributed.process_group(device):
         return _execute_in_group(args, hp, initial_masks, splits, device)
 
 
+def _one_writer(args, directory):
+    """The run directory's lock, held by rank 0 (the job's one writer) for the command's life,
+    taken before the other ranks are waited for."""
+    if distributed.launched_rank() != 0:
+        return contextlib.nullcontext()
+    return locking.held(directory, command=args.command_line, wait=args.wait,
+                        on_wait=lambda text: print(f"{PROG}: {text}", file=sys.stderr,
+                                                   flush=True))
+
+
 def _execute_in_group(args, hp: Hparams, initial_masks, splits, device: torch.device) -> int:
+    if not distributed.is_main():
+        progress = _Silent()
+    else:
+        progress = LogLines() if args.quiet else ProgressBars()
+    # A bar cut short (Ctrl-C, an error) ends its line before the message that follows it.
+    with contextlib.closing(progress):
+        return _execute_with_progress(args, hp, initial_masks, splits, device, progress)
+
+
+def _execute_with_progress(args, hp: Hparams, initial_masks, splits, device: torch.device,
+                           progress) -> int:
     from .lottery import LotteryRun
     from .runs import MAIN
 
     main = distributed.is_main()
-    if not main:
-        progress = _Silent()
-    else:
-        progress = LogLines() if args.quiet else ProgressBars()
     lottery = LotteryRun(hp, Path(args.runs_dir), splits, device, args.checkpoint_every,
                          progress)
     run = lottery.run
     if initial_masks is not None:
-        initial_masks.apply_to(lottery.model)  # checks names and shapes before anything is kept
+        initial_masks.apply_to(lottery.model)
         level = run.level(MAIN, 0)
         if main and files.read_tensors(level.masks) is None:  # level 0 trains with these masks
             files.write_tensors(level.masks, dict(initial_masks))
@@ -214,6 +284,11 @@ def _load_data(hp: Hparams, data_dir: Optional[str]):
     if needs_directory and not data_dir:
         raise UsageError(f"{PROG}: dataset {hp.dataset} is read from its standard files: pass "
                          f"--data-dir DIR (nothing is downloaded)")
+    if data_dir and not needs_directory:
+        kind = "generated" if hp.dataset == "synthetic" else "embedded"
+        raise UsageError(f"{PROG}: dataset {hp.dataset} is {kind} and reads no directory, but "
+                         f"--data-dir {data_dir} was given; expected no --data-dir (the mnist "
+                         f"and cifar10 datasets read one)")
     if hp.dataset == "synthetic":
         shape = models.spec(hp.model).default_input_shape
         train_size = hp.train_size or 5000
@@ -274,17 +349,24 @@ def _run_instability(args) -> int:
     with default_mode_set_to(args.mode):
         splits = _load_data(hp, args.data_dir)
         device = _device(args.device)
-        with distributed.process_group(device):
+        with _one_writer(args, run.directory), distributed.process_group(device):
             return _instability_in_group(args, run, hp, splits, device)
 
 
 def _instability_in_group(args, run, hp: Hparams, splits, device: torch.device) -> int:
+    progress = (_Silent() if not distributed.is_main() else LogLines() if args.quiet
+                else ProgressBars())
+    with contextlib.closing(progress):
+        return _instability_with_progress(args, run, hp, splits, device, progress)
+
+
+def _instability_with_progress(args, run, hp: Hparams, splits, device: torch.device,
+                               progress) -> int:
     from .hparams import parse_steps
     from .instability import InstabilityAnalysis
     from .lottery import LotteryRun
 
     main = distributed.is_main()
-    progress = _Silent() if not main else LogLines() if args.quiet else ProgressBars()
     lottery = LotteryRun(hp, run.directory.parent, splits, device, args.checkpoint_every,
                          progress, run_directory=run.directory)
     per_epoch = lottery.schedule.iterations_per_epoch
@@ -417,6 +499,9 @@ def _add_run_options(parser: argparse.ArgumentParser, runs_dir: bool = True) -> 
                             "with density), dense (dense weight and mask) or auto (by density "
                             "at each mask change; the default)")
     group.add_argument("--quiet", action="store_true", help="log lines instead of progress bars")
+    group.add_argument("--wait", action="store_true",
+                       help="when another command is working in the same run directory, wait "
+                            "for it to end instead of exiting with status 2")
     group.add_argument("--no-report", dest="report", action="store_false",
                        help="do not write the report at the end")
 

@@ -5,10 +5,16 @@ a kill leaves the old file or the new one, never half of one. Run artifacts go o
 (``write_artifact`` / ``read_artifact``): a ``<name>.sha256`` file beside each one, written after
 it, records its digest; an artifact whose digest is missing or wrong counts as absent, so a
 truncated or corrupted file is redone, never silently used.
+
+A write that the file system refuses (full, read-only, over quota, not permitted) raises
+:class:`WriteError`: one line naming the path and what to do. Nothing is left half-written, so
+the run directory stays resumable once the cause is fixed.
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import hashlib
 import io
 import json
@@ -26,16 +32,62 @@ SIDECAR_SUFFIX = ".sha256"
 
 TEMPORARY_SUFFIX = ".tmp"
 
+# What to do about each way a file system refuses a write.
+_ADVICE = {
+    errno.ENOSPC: "free some space there (or use another disk)",
+    errno.EDQUOT: "free some space within your quota (or use another disk)",
+    errno.EROFS: "remount it read-write, or copy the directory somewhere writable",
+    errno.EACCES: "make it writable for this user, or use a directory you own",
+    errno.EPERM: "make it writable for this user, or use a directory you own",
+}
+
+
+class WriteError(Exception):
+    """The file system refused to write ``path``; the message is one line saying why and what
+    to do. Whatever was there before is intact (writes are atomic)."""
+
+    def __init__(self, path: Path, error: OSError, action: str = "write"):
+        self.path = Path(path)
+        self.errno = error.errno
+        reason = error.strerror or type(error).__name__
+        advice = _ADVICE.get(error.errno, "fix the cause")
+        super().__init__(f"cannot {action} {self.path}: {reason}; {advice}, then run the same "
+                         f"command again (what was written so far is kept)")
+
+
+@contextlib.contextmanager
+def _refused_as_write_error(path: Path, action: str = "write"):
+    """Turn the file system's refusal to write ``path`` into a one-line :class:`WriteError`.
+    A missing directory or a directory in the file's place are the caller's mistakes and pass
+    through as they are."""
+    try:
+        yield
+    except (FileNotFoundError, IsADirectoryError, NotADirectoryError, FileExistsError):
+        raise
+    except OSError as error:
+        raise WriteError(path, error, action) from None
+
 
 def write_atomically(path: Path, write: Callable[[BinaryIO], object]) -> None:
     """Call ``write`` on a temporary file beside ``path``, then rename it to ``path``."""
-    os.replace(_staged(Path(path), write), path)
+    path = Path(path)
+    staged = _staged(path, write)
+    with _refused_as_write_error(path):
+        os.replace(staged, path)
+
+
+def make_directory(path: Path) -> None:
+    """``mkdir -p path``, a refusal raised as :class:`WriteError`."""
+    with _refused_as_write_error(path, "make the directory"):
+        Path(path).mkdir(parents=True, exist_ok=True)
 
 
 def remove_temporaries(directory: Path) -> None:
-    """Delete the temporary files that killed writers left in ``directory``."""
+    """Delete the temporary files that killed writers left in ``directory``. One that cannot be
+    deleted (a read-only directory) is left: it is never read, and a later run deletes it."""
     for leftover in Path(directory).glob(f".*{TEMPORARY_SUFFIX}"):
-        leftover.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):
+            leftover.unlink(missing_ok=True)
 
 
 def _staged(path: Path, content) -> Path:
@@ -45,7 +97,7 @@ def _staged(path: Path, content) -> Path:
     temporary = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}"
                                f"{TEMPORARY_SUFFIX}")
     try:
-        with open(temporary, "xb") as file:
+        with _refused_as_write_error(path), open(temporary, "xb") as file:
             if isinstance(content, bytes):
                 file.write(content)
             else:
@@ -53,7 +105,10 @@ def _staged(path: Path, content) -> Path:
             file.flush()
             os.fsync(file.fileno())
     except BaseException:
-        temporary.unlink(missing_ok=True)
+        # The cleanup must not bury the cause: on a read-only or full disk the unlink can fail
+        # too, and a leftover temporary is harmless (never read, removed by a later run).
+        with contextlib.suppress(OSError):
+            temporary.unlink(missing_ok=True)
         raise
     return temporary
 
@@ -67,12 +122,18 @@ def write_artifact(path: Path, data: bytes) -> None:
     The window is two renames long, so a kill almost always leaves the old artifact valid.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    make_directory(path.parent)
     digest = hashlib.sha256(data).hexdigest().encode()
     staged_data = _staged(path, data)
-    staged_digest = _staged(_sidecar(path), digest)
-    os.replace(staged_data, path)
-    os.replace(staged_digest, _sidecar(path))
+    try:
+        staged_digest = _staged(_sidecar(path), digest)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            staged_data.unlink()
+        raise
+    with _refused_as_write_error(path):
+        os.replace(staged_data, path)
+        os.replace(staged_digest, _sidecar(path))
 
 
 def read_artifact(path: Path) -> Optional[bytes]:
@@ -93,8 +154,9 @@ def artifact_exists(path: Path) -> bool:
 
 def remove_artifact(path: Path) -> None:
     path = Path(path)
-    _sidecar(path).unlink(missing_ok=True)
-    path.unlink(missing_ok=True)
+    with _refused_as_write_error(path, "remove"):
+        _sidecar(path).unlink(missing_ok=True)
+        path.unlink(missing_ok=True)
 
 
 def write_json(path: Path, value: Any) -> None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 import re
 from dataclasses import dataclass, field
 from typing import Optional
@@ -168,6 +169,9 @@ CONTROLS = ("reinit", "random_pruning")
 STRATEGY_NAMES = (*STRATEGIES, *AT_INIT_METHODS)
 REWINDS = ("init", "iteration", "lr")
 OPTIMIZERS = ("adam", "sgd")
+SEED_FIELDS = ("model_seed", "data_seed", "control_seed")
+# torch seeds its generators with an unsigned 64-bit integer.
+MAX_SEED = 2 ** 64 - 1
 _STEPS = re.compile(r"^\s*(\d+)\s*(it|ep)?\s*$")
 
 
@@ -194,6 +198,15 @@ def validate(hp: Hparams) -> None:
 
     require(hp.optimizer in OPTIMIZERS,
             f"optimizer is {hp.optimizer!r}; expected one of {', '.join(OPTIMIZERS)}")
+    # inf and nan pass most range checks (inf > 0) and would fail only once training starts.
+    for field_ in dataclasses.fields(hp):
+        value = getattr(hp, field_.name)
+        if isinstance(value, float):
+            require(math.isfinite(value), f"{field_.name} is {value}; expected a finite number")
+    for name in SEED_FIELDS:
+        seed = getattr(hp, name)
+        require(0 <= seed <= MAX_SEED, f"{name} is {seed}; expected an integer from 0 to "
+                                       f"2**64 - 1 ({MAX_SEED})")
     require(hp.lr > 0, f"lr is {hp.lr}; expected a positive learning rate")
     require(hp.momentum >= 0, f"momentum is {hp.momentum}; expected >= 0")
     require(hp.weight_decay >= 0, f"weight_decay is {hp.weight_decay}; expected >= 0")
@@ -217,6 +230,9 @@ def validate(hp: Hparams) -> None:
                                   f"{', '.join(REWINDS)}")
     for name in ("iterations", "warmup", "rewind_iteration"):
         parse_steps(getattr(hp, name), 1, name)
+    require(parse_steps(hp.iterations, 1, "iterations") >= 1,
+            f"iterations is {hp.iterations!r}; expected at least 1 iteration (or epoch) of "
+            f"training")
     parse_step_list(hp.milestones, 1, "milestones")
     unknown = [c for c in hp.control_names() if c not in CONTROLS]
     require(not unknown, f"unknown control {', '.join(unknown)}; expected "

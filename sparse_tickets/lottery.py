@@ -46,7 +46,7 @@ from .nn import MaskedConv2d, masked_layers
 from .progress import LogLines
 from .pruning import (AT_INIT_METHODS, Masks, parse_nm, prune, prune_at_init, prune_to_density,
                       random_like, weights_of)
-from .runs import MAIN, Level, Run
+from .runs import MAIN, Level, Run, RunError
 from .train import CHECKPOINT, DataOrder, Schedule, train
 
 
@@ -95,6 +95,13 @@ def check(hp: Hparams, splits: DatasetSplits,
           device: torch.device = torch.device("cpu")) -> tuple[Schedule, nn.Module]:
     """The schedule and model of ``hp`` on ``splits``, after every check that can fail before
     training: lengths, the model against the data's shape, the pruning plan."""
+    if hp.batch_size > len(splits.train):
+        # An error, not a quiet cap: the batch size is in hparams.json and the run's hash, so
+        # the run must train with the batch it is named by.
+        subset = f", train_size {hp.train_size}" if hp.train_size else ""
+        raise ValueError(f"batch_size is {hp.batch_size}; the training set has "
+                         f"{len(splits.train)} examples ({splits.name}{subset}); expected a "
+                         f"batch of at most {len(splits.train)}")
     schedule = Schedule.resolve(hp, len(splits.train))
     try:
         model = build_model(hp, splits, hp.model_seed, device)
@@ -157,7 +164,7 @@ class LotteryRun:
 
     def execute(self) -> bool:
         """Run whatever is not done yet; False when everything was done already."""
-        did_work = False
+        did_work = distributed.from_main(self.ensure_initial_state)
         for level in range(self.last_level + 1):
             did_work |= self.main_level(level)
         for control in self.hp.control_names():
@@ -248,11 +255,35 @@ class LotteryRun:
         return files.read_tensors(self.run.level(MAIN, level - 1).trained)  # "lr"
 
     def initial_state(self) -> dict:
-        stored = files.read_tensors(self.run.init)
-        if stored is None:
-            stored = build_model(self.hp, self.splits, self.hp.model_seed, "cpu").state_dict()
-            files.write_tensors(self.run.init, stored)
-        return stored
+        self.ensure_initial_state()
+        return files.read_tensors(self.run.init)
+
+    def ensure_initial_state(self) -> bool:
+        """Write the weights at iteration 0 when they are missing or corrupted; True when they
+        were. They are rebuilt from the model seed; when level 0 has started already they must
+        give exactly its stored start weights, or the run cannot be continued faithfully."""
+        if files.artifact_exists(self.run.init):
+            return False
+        state = build_model(self.hp, self.splits, self.hp.model_seed, "cpu").state_dict()
+        level_0 = self.run.level(MAIN, 0)
+        start, masks = files.read_tensors(level_0.start), files.read_tensors(level_0.masks)
+        restoring = start is not None and masks is not None
+        if restoring:
+            model = build_model(self.hp, self.splits, self.hp.model_seed, "cpu")
+            model.load_state_dict(state)
+            Masks(masks).apply_to(model)
+            rebuilt = model.state_dict()
+            if rebuilt.keys() != start.keys() or not all(
+                    torch.equal(rebuilt[name], start[name]) for name in start):
+                raise RunError(f"{self.run.init} is missing or corrupted, and the weights "
+                               f"model_seed {self.hp.model_seed} gives here differ from level "
+                               f"0's start weights (another torch version?); expected the "
+                               f"original file back, or start the run again elsewhere")
+        files.write_tensors(self.run.init, state)
+        if restoring:
+            self.progress.message(f"restored {self.run.init} (missing or corrupted), checked "
+                                  f"against level 0's start weights")
+        return True
 
     def _start_iteration(self, level: int) -> int:
         if level == 0 or self.hp.rewind == "init":

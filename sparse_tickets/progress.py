@@ -24,6 +24,9 @@ class LogLines:
     def update(self, iteration: int, evaluation: Optional[dict]) -> None:
         pass
 
+    def close(self) -> None:
+        """End whatever is on screen, so the next line starts on a line of its own."""
+
     def end_level(self, metrics: dict) -> None:
         self.message(f"{self._label}: early stop at iteration {metrics['early_stop_iteration']}, "
                      f"test accuracy {metrics['early_stop_test_accuracy']:.4f} (final "
@@ -34,8 +37,11 @@ class LogLines:
 class ProgressBars(LogLines):
     """A tqdm bar per level: iterations with ETA, and the latest losses and accuracy."""
 
+    _bar = None
+
     def start_level(self, label: str, first: int, last: int, done: int) -> None:
         super().start_level(label, first, last, done)
+        self.close()
         self._first = first
         self._bar = tqdm(total=last - first, initial=done - first, desc=label, unit="it",
                          file=self.stream, dynamic_ncols=True, leave=True)
@@ -51,8 +57,14 @@ class ProgressBars(LogLines):
         self._bar.update(iteration - self._first - self._bar.n)
 
     def end_level(self, metrics: dict) -> None:
-        self._bar.close()
+        self.close()
         super().end_level(metrics)
+
+    def close(self) -> None:
+        # tqdm ends a closed bar's line (leave=True), also when the level was cut short.
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None
 
     def message(self, text: str) -> None:
         tqdm.write(text, file=self.stream)

@@ -4,6 +4,7 @@
 
     <runs>/<model>-<dataset>-<hash>/
       hparams.json                 every hyperparameter (the hash is of these)
+      .lock                        held by the command working in it (see locking.py)
       model.json                   the model's input shape and class count (from the data)
       main/init.safetensors        the weights at iteration 0
       main/rewind_point.safetensors  the weights at the rewind iteration K (K > 0 only)
@@ -120,15 +121,22 @@ class Run:
     directory: Path
 
     @classmethod
-    def create(cls, runs_directory: Path, hp: Hparams) -> "Run":
-        """The run of ``hp`` under ``runs_directory``, made if new; an existing directory of the
-        same name must hold the same hyperparameters."""
+    def make_directory(cls, runs_directory: Path, hp: Hparams) -> "Run":
+        """The run of ``hp`` under ``runs_directory``, its directory made if new (nothing
+        written in it yet)."""
         run = cls(Path(runs_directory) / hp.run_name())
         try:
-            run.directory.mkdir(parents=True, exist_ok=True)
+            files.make_directory(run.directory)
         except (FileExistsError, NotADirectoryError):
             raise RunError(f"cannot make the run directory {run.directory}: a file is in the "
                            f"way; expected --runs-dir to be a directory") from None
+        return run
+
+    @classmethod
+    def create(cls, runs_directory: Path, hp: Hparams) -> "Run":
+        """The run of ``hp`` under ``runs_directory``, made if new; an existing directory of the
+        same name must hold the same hyperparameters."""
+        run = cls.make_directory(runs_directory, hp)
         stored = files.read_json(run.directory / HPARAMS)
         if stored is None:
             files.write_json(run.directory / HPARAMS, hp.as_dict())
@@ -141,6 +149,9 @@ class Run:
     def open(cls, directory: Path) -> "Run":
         """An existing run directory (for report and export)."""
         run = cls(Path(directory))
+        if run.directory.exists() and not run.directory.is_dir():
+            raise RunError(f"{run.directory} is not a directory; expected a run directory made "
+                           f"by `sparse-tickets imp` or `train`")
         if not run.directory.is_dir():
             raise RunError(f"run directory {run.directory} does not exist")
         if files.read_json(run.directory / HPARAMS) is None:

@@ -21,3 +21,43 @@ def pytest_collection_modifyitems(config, items):
 def _seeded():
     torch.manual_seed(0)
     yield
+
+
+# A process that holds a run directory's lock until told to let go: the locking module loaded
+# from its file alone (standard library only), so the process starts in a blink.
+_HOLDER = """
+import importlib.util, sys
+spec = importlib.util.spec_from_file_location("locking", sys.argv[1])
+locking = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(locking)
+with locking.held(sys.argv[2], command="holder --of the lock"):
+    print("held", flush=True)
+    sys.stdin.readline()
+"""
+
+
+@pytest.fixture
+def lock_holder():
+    """``hold(directory)``: a running process holding ``directory``'s lock (its Popen: close
+    its stdin to make it let go, or kill it)."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import sparse_tickets.locking
+
+    started = []
+
+    def hold(directory):
+        process = subprocess.Popen(
+            [sys.executable, "-c", _HOLDER, sparse_tickets.locking.__file__, str(directory)],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        started.append(process)
+        assert process.stdout.readline().strip() == "held"
+        return process
+
+    yield hold
+    for process in started:
+        if process.poll() is None:
+            process.kill()
+        process.wait()

@@ -1,3 +1,8 @@
+import errno
+import os
+from pathlib import Path
+
+import pytest
 import torch
 
 from sparse_tickets import files
@@ -44,3 +49,57 @@ def test_atomic_write_leaves_no_temporary_and_keeps_the_old_file_on_failure(tmp_
         pass
     assert path.read_bytes() == b"old"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["f.bin"]
+
+
+def _full_disk(monkeypatch):
+    """The kernel's answer on a full disk: fsync (where delayed allocation reports it) fails
+    with ENOSPC."""
+    def fsync(descriptor):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+    monkeypatch.setattr(os, "fsync", fsync)
+
+
+def test_a_full_disk_is_one_line_naming_the_path_and_keeps_the_old_artifact(tmp_path,
+                                                                            monkeypatch):
+    path = tmp_path / "level_1" / "metrics.json"
+    files.write_json(path, {"level": 1})
+    _full_disk(monkeypatch)
+    with pytest.raises(files.WriteError) as refused:
+        files.write_json(path, {"level": 2})
+    message = str(refused.value)
+    assert message.startswith(f"cannot write {path}: No space left on device; free some space")
+    assert "run the same command again" in message and "\n" not in message
+    assert refused.value.errno == errno.ENOSPC
+    assert refused.value.__suppress_context__ and refused.value.__cause__ is None
+    monkeypatch.undo()
+    assert files.read_json(path) == {"level": 1}
+    assert sorted(p.name for p in path.parent.iterdir()) == ["metrics.json",
+                                                            "metrics.json.sha256"]
+
+
+def test_a_cleanup_that_fails_too_does_not_bury_the_cause(tmp_path, monkeypatch):
+    # On a read-only or full file system the temporary file's unlink can fail as well; the
+    # error raised must still be the write's, alone, with no second traceback chained to it.
+    _full_disk(monkeypatch)
+    original_unlink = Path.unlink
+
+    def unlink(self, missing_ok=False):
+        raise OSError(errno.EROFS, os.strerror(errno.EROFS), str(self))
+    monkeypatch.setattr(Path, "unlink", unlink)
+    with pytest.raises(files.WriteError, match="No space left on device") as refused:
+        files.write_atomically(tmp_path / "report.md", lambda handle: handle.write(b"x"))
+    assert refused.value.__suppress_context__ and refused.value.__cause__ is None
+    monkeypatch.setattr(Path, "unlink", original_unlink)
+    leftover = list(tmp_path.glob(".*.tmp"))
+    assert len(leftover) == 1  # what the failed cleanup left is removed by the next run
+    files.remove_temporaries(tmp_path)
+    assert not list(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("code, advice", [
+    (errno.EROFS, "remount it read-write"), (errno.EACCES, "make it writable for this user"),
+    (errno.EDQUOT, "within your quota"), (errno.ENOSPC, "free some space there")])
+def test_each_refusal_says_what_to_do(tmp_path, code, advice):
+    error = files.WriteError(tmp_path / "x", OSError(code, os.strerror(code)))
+    assert str(error).startswith(f"cannot write {tmp_path / 'x'}: {os.strerror(code)}; ")
+    assert advice in str(error) and "\n" not in str(error)

@@ -33,8 +33,9 @@ def cifar10(root: str | os.PathLike | None, validation_size: int = VALIDATION_SI
 
     The directory holds data_batch_1 .. data_batch_5 and test_batch, each a pickled dict with
     ``b'data'``, a (rows, 3072) uint8 array of channel-major RGB images, and ``b'labels'``, a
-    list of ints 0..9. Unpickling runs code named in the file, so read only a trusted copy of
-    the official archive.
+    list of ints 0..9. They are read by a restricted unpickler that builds only what those files
+    hold (dicts, lists, bytes, str, numbers and numpy arrays): a file that names anything else,
+    as a crafted pickle that would run code does, is refused in one line before anything runs.
 
     Splits: test is test_batch. ``validation_size`` training examples (5,000) form val: the
     first ``validation_size`` entries of ``torch.randperm(n_train,
@@ -62,13 +63,59 @@ def _batches_directory(root: str | os.PathLike | None) -> Path:
     return directory
 
 
+class UnsafePickle(pickle.UnpicklingError):
+    """A pickle that names something a CIFAR-10 batch never holds."""
+
+
+def _numpy_multiarray():
+    try:
+        from numpy._core import multiarray  # numpy 2
+    except ImportError:
+        from numpy.core import multiarray  # numpy 1
+    return multiarray
+
+
+def _latin1_encode(text, encoding="utf-8", *rest):
+    # Python 3 pickles bytes at protocol 2 as _codecs.encode(text, "latin1"); no other codec
+    # is needed, and none other is let through.
+    if encoding not in ("latin1", "latin-1") or rest or not isinstance(text, str):
+        raise UnsafePickle(f"_codecs.encode with {encoding!r}; expected latin1 only")
+    return text.encode("latin1")
+
+
+# Everything the official batches (Python 2 pickles of numpy arrays) and re-pickled copies of
+# them name: numpy's array reconstruction and bytes. Data itself (dicts, lists, str, bytes,
+# ints) needs no global at all.
+_ALLOWED = {
+    ("numpy.core.multiarray", "_reconstruct"): lambda: _numpy_multiarray()._reconstruct,
+    ("numpy._core.multiarray", "_reconstruct"): lambda: _numpy_multiarray()._reconstruct,
+    ("numpy", "ndarray"): lambda: np.ndarray,
+    ("numpy", "dtype"): lambda: np.dtype,
+    ("_codecs", "encode"): lambda: _latin1_encode,
+}
+
+
+class _BatchUnpickler(pickle.Unpickler):
+    """pickle.Unpickler that resolves only the globals in :data:`_ALLOWED`."""
+
+    def find_class(self, module: str, name: str):
+        allowed = _ALLOWED.get((module, name))
+        if allowed is None:
+            raise UnsafePickle(f"it names {module}.{name}, which a CIFAR-10 batch never holds")
+        return allowed()
+
+
 def _read_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
     """One batch file as uint8 images (rows, 3, 32, 32) and uint8 labels (rows,)."""
     try:
         with open(path, "rb") as handle:
-            batch = pickle.load(handle, encoding="bytes")
+            batch = _BatchUnpickler(handle, encoding="bytes").load()
     except OSError:
         raise
+    except UnsafePickle as error:
+        raise DatasetError(path, f"refused: {error}; expected only the dicts, lists, bytes and "
+                                 f"numpy arrays of a CIFAR-10 batch (a crafted pickle can run "
+                                 f"code)") from None
     except Exception as error:
         # A damaged or foreign pickle can fail in almost any way (UnpicklingError, EOFError,
         # KeyError, ImportError, ...); all of them mean the same thing to the user.

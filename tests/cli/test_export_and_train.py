@@ -3,9 +3,10 @@
 import pytest
 import torch
 
-from sparse_tickets import files, masked_layers
+from sparse_tickets import files, masked_layers, models
 from sparse_tickets.cli import main
 from sparse_tickets.export import load_ticket
+from sparse_tickets.pruning import Masks
 from sparse_tickets.runs import Run
 from tests.cli.conftest import SHORT
 
@@ -70,4 +71,17 @@ def test_train_with_masks_of_another_model_fails_before_training(short_run, tmp_
                  "--no-report"]) == 2
     assert "masks do not match the model's masked layers: missing 'features.0.weight'" in (
         capsys.readouterr().err)
-    assert not list(tmp_path.glob("*/main/level_0/*.safetensors"))
+    assert not list(tmp_path.iterdir())  # refused before any run directory was made
+
+
+def test_masks_that_empty_a_layer_train_but_say_so(tmp_path, capsys):
+    masks = Masks.ones_like(models.create("lenet_300_100"))
+    masks = Masks({name: mask if name != "hidden.3.weight" else torch.zeros_like(mask)
+                   for name, mask in masks.items()})
+    masks.save(tmp_path / "masks.safetensors")
+    assert main(["train", "--masks", str(tmp_path / "masks.safetensors"), "--iterations", "2",
+                 "--eval-every", "1", "--train-size", "120", "--runs-dir",
+                 str(tmp_path / "runs"), "--quiet", "--no-report"]) == 0
+    said = capsys.readouterr().err.splitlines()
+    assert said[0] == (f"sparse-tickets: note: masks file {tmp_path / 'masks.safetensors'} "
+                       f"keeps no weight of hidden.3.weight: that layer passes nothing on")

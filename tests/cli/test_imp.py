@@ -2,6 +2,7 @@
 
 import csv
 import json
+import shutil
 
 import pytest
 import torch
@@ -93,6 +94,52 @@ def test_rerunning_a_finished_run_does_nothing_and_says_so(short_run, capsys):
                  "--runs-dir", str(runs)]) == 0
     assert "is already complete; nothing to do" in capsys.readouterr().err
     assert trained.stat().st_mtime_ns == before
+
+
+def _copy_of_short_run(short_run, tmp_path):
+    _, source = short_run
+    runs = tmp_path / "runs"
+    shutil.copytree(source, runs / source.name)
+    return runs, runs / source.name
+
+
+@pytest.mark.parametrize("damage", ["deleted", "corrupted"])
+def test_a_finished_run_without_its_initial_weights_is_not_complete(short_run, tmp_path, damage,
+                                                                     capsys):
+    runs, run_directory = _copy_of_short_run(short_run, tmp_path)
+    init = Run.open(run_directory).init
+    original = init.read_bytes()
+    if damage == "deleted":
+        files.remove_artifact(init)
+    else:
+        init.write_bytes(original[:-1] + bytes([original[-1] ^ 1]))
+    arguments = ["imp", *SHORT, "--controls", "reinit,random_pruning", "--runs-dir", str(runs),
+                 "--no-report"]
+    assert main(arguments) == 0
+    said = capsys.readouterr().err
+    assert (f"restored {init} (missing or corrupted), checked against level 0's start "
+            f"weights") in said
+    assert "already complete" not in said
+    assert init.read_bytes() == original and files.artifact_exists(init)
+    assert main(arguments) == 0
+    assert "is already complete; nothing to do" in capsys.readouterr().err
+
+
+def test_initial_weights_that_cannot_be_rebuilt_are_refused(short_run, tmp_path, capsys):
+    runs, run_directory = _copy_of_short_run(short_run, tmp_path)
+    run = Run.open(run_directory)
+    files.remove_artifact(run.init)
+    start = run.level("main", 0).start
+    files.write_tensors(start, {name: tensor + 1 if tensor.is_floating_point() else tensor
+                                for name, tensor in read_tensors(start).items()})
+    assert main(["imp", *SHORT, "--controls", "reinit,random_pruning", "--runs-dir", str(runs),
+                 "--no-report"]) == 2
+    error = capsys.readouterr().err.strip().splitlines()[-1]
+    assert error == (f"sparse-tickets: error: {run.init} is missing or corrupted, and the "
+                     f"weights model_seed 0 gives here differ from level 0's start weights "
+                     f"(another torch version?); expected the original file back, or start "
+                     f"the run again elsewhere")
+    assert not run.init.exists()
 
 
 @pytest.mark.parametrize("damaged_file", ["trained.safetensors", "start.safetensors",

@@ -1,3 +1,4 @@
+import os
 import pickle
 
 import numpy as np
@@ -120,3 +121,69 @@ def test_pickle_of_the_wrong_type(tmp_path, write_cifar):
         pickle.dump([1, 2, 3], handle)
     with pytest.raises(DatasetError, match="data_batch_1: pickle holds a list; expected a dict"):
         cifar10(directory)
+
+
+class _RunsCode:
+    """Unpickles by calling os.system: what a crafted batch file could do."""
+
+    def __init__(self, command):
+        self.command = command
+
+    def __reduce__(self):
+        return os.system, (self.command,)
+
+
+@pytest.mark.parametrize("where", ["the whole file", "the data entry", "inside the labels"])
+def test_a_crafted_pickle_that_would_run_code_is_refused_before_anything_runs(
+        tmp_path, write_cifar, where):
+    directory = write_cifar(tmp_path / "batches")
+    marker = tmp_path / "marker"
+    payload = _RunsCode(f"touch {marker}")
+    batch = {"the whole file": payload,
+             "the data entry": {b"data": payload, b"labels": [0]},
+             "inside the labels": {b"data": np.zeros((1, 3072), np.uint8),
+                                   b"labels": [0, payload]}}[where]
+    crafted = pickle.dumps(batch, protocol=2)
+    with open(directory / "data_batch_3", "wb") as handle:
+        handle.write(crafted)
+    with pytest.raises(DatasetError) as refused:
+        cifar10(directory)
+    message = str(refused.value)
+    assert message.startswith(f"{directory / 'data_batch_3'}: refused: it names ")
+    assert f"{os.system.__module__}.system, which a CIFAR-10 batch never holds" in message
+    assert "\n" not in message
+    assert not marker.exists()
+    # The file is live: an ordinary unpickler runs its command.
+    pickle.loads(crafted)
+    assert marker.exists()
+
+
+def test_other_globals_and_codecs_are_refused(tmp_path, write_cifar):
+    directory = write_cifar(tmp_path)
+    # GLOBAL 'builtins eval', then eval("1"): a protocol-0 call an attacker could write.
+    (directory / "data_batch_1").write_bytes(b"cbuiltins\neval\n(V1\ntR.")
+    with pytest.raises(DatasetError, match=r"data_batch_1: refused: it names builtins\.eval"):
+        cifar10(directory)
+    # _codecs.encode is let through for latin1 bytes only.
+    (directory / "data_batch_1").write_bytes(b"c_codecs\nencode\n(Vx\nVrot13\ntR.")
+    with pytest.raises(DatasetError, match="refused: _codecs.encode with 'rot13'; expected "
+                                           "latin1 only"):
+        cifar10(directory)
+
+
+def test_batches_naming_numpy_1_modules_still_load(tmp_path, write_cifar):
+    # The official files, pickled under numpy 1, name numpy.core.multiarray; numpy 2 writes
+    # numpy._core.multiarray. Both are array reconstruction and load.
+    directory = write_cifar(tmp_path)
+    for name in ("data_batch_2", "test_batch"):
+        path = directory / name
+        data = path.read_bytes()
+        assert b"numpy._core.multiarray" in data or b"numpy.core.multiarray" in data
+        path.write_bytes(data.replace(b"numpy._core.multiarray", b"numpy.core.multiarray"))
+    assert len(cifar10(directory).test) == TEST_ROWS
+
+
+def test_a_file_given_as_the_directory_is_not_a_directory(tmp_path):
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(NotADirectoryError, match="cifar10 directory .*file is not a directory"):
+        cifar10(tmp_path / "file")
