@@ -72,8 +72,12 @@ def write_atomically(path: Path, write: Callable[[BinaryIO], object]) -> None:
     """Call ``write`` on a temporary file beside ``path``, then rename it to ``path``."""
     path = Path(path)
     staged = _staged(path, write)
-    with _refused_as_write_error(path):
-        os.replace(staged, path)
+    try:
+        with _refused_as_write_error(path):
+            os.replace(staged, path)
+    except BaseException:
+        _discard(staged)
+        raise
 
 
 def make_directory(path: Path) -> None:
@@ -105,12 +109,18 @@ def _staged(path: Path, content) -> Path:
             file.flush()
             os.fsync(file.fileno())
     except BaseException:
-        # The cleanup must not bury the cause: on a read-only or full disk the unlink can fail
-        # too, and a leftover temporary is harmless (never read, removed by a later run).
-        with contextlib.suppress(OSError):
-            temporary.unlink(missing_ok=True)
+        _discard(temporary)
         raise
     return temporary
+
+
+def _discard(*temporaries: Path) -> None:
+    """Delete temporary files of a write that failed. The cleanup must not bury the cause: on a
+    read-only or full disk the unlink can fail too, and a leftover temporary is harmless
+    (never read, removed by a later run)."""
+    for temporary in temporaries:
+        with contextlib.suppress(OSError):
+            temporary.unlink(missing_ok=True)
 
 
 def write_artifact(path: Path, data: bytes) -> None:
@@ -128,12 +138,15 @@ def write_artifact(path: Path, data: bytes) -> None:
     try:
         staged_digest = _staged(_sidecar(path), digest)
     except BaseException:
-        with contextlib.suppress(OSError):
-            staged_data.unlink()
+        _discard(staged_data)
         raise
-    with _refused_as_write_error(path):
-        os.replace(staged_data, path)
-        os.replace(staged_digest, _sidecar(path))
+    try:
+        with _refused_as_write_error(path):
+            os.replace(staged_data, path)
+            os.replace(staged_digest, _sidecar(path))
+    except BaseException:
+        _discard(staged_data, staged_digest)
+        raise
 
 
 def read_artifact(path: Path) -> Optional[bytes]:
