@@ -85,7 +85,7 @@ def _load_cached(spec: ExtensionSpec, current_mode: str) -> None:
     if missing is not None:
         raise ExtensionUnavailable(missing)
     sources = [str(SOURCE_ROOT / source) for source in spec.sources]
-    name = f"sparse_tickets_{spec.kind}_{_fingerprint(spec, sources)}"
+    name = _build_name(spec)
     build_directory = _build_root() / name
     build_directory.mkdir(parents=True, exist_ok=True)
     if not any(build_directory.glob(f"{name}*.so")):
@@ -103,6 +103,17 @@ def _load_cached(spec: ExtensionSpec, current_mode: str) -> None:
         raise ExtensionUnavailable(
             f"the {spec.kind} extension failed to build in {build_directory}: "
             f"{detail[-1] if detail else type(error).__name__}") from error
+
+
+def build_directory(spec: ExtensionSpec) -> Path:
+    """The directory ``spec``'s extension is built and loaded from on this machine (it exists
+    once the extension has been built); files that belong to this build go beside it."""
+    return _build_root() / _build_name(spec)
+
+
+def _build_name(spec: ExtensionSpec) -> str:
+    sources = [str(SOURCE_ROOT / source) for source in spec.sources]
+    return f"sparse_tickets_{spec.kind}_{_fingerprint(spec, sources)}"
 
 
 def _missing_prerequisite(spec: ExtensionSpec) -> Optional[str]:
