@@ -44,8 +44,9 @@ CALIBRATION_METHOD = 1
 # erring towards dense. AVX-512: `python -m benchmarks.threshold` (AMD EPYC, 2 threads) found
 # compact linear steps 1.07-1.7x faster at 100% density and 1.2-2.4x at 80%, compact conv2d
 # steps (im2col) slower at every density on 2 of 3 shapes; half that density for linear.
-# AVX2 (AMD EPYC, 2 threads): the kernels have no AVX2 path, and LeNet's 300x100 layer ran
-# compact slower than dense even at 5% density, so dense. CUDA and other CPUs: not measured.
+# AVX2 (AMD EPYC, 1-2 threads, a shared machine): the kernels have no AVX2 path yet; compact
+# steps of LeNet's 300x100 layer ran at 0.6-1.5x dense at 2-50% density and 784x300 at 0.2-0.6x
+# at 100%: no margin to count on without a measurement, so dense. CUDA, other CPUs: dense.
 DERIVED = {"AVX512": {"linear": 0.5, "conv2d": 0.0}}
 NOT_MEASURED = {"linear": 0.0, "conv2d": 0.0}
 
