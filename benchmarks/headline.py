@@ -3,6 +3,10 @@ that say whether a sparse level pays off, each read off one row pair of the run.
 
 - the 4096x4096 layer's forward at batch 64, compact against dense and against torch's CSR;
 - one training step of that layer (forward, backward, Adam), compact against dense;
+- the same layer's forward + backward, compact against dense and against SparseProp (its
+  fastest correct variant);
+- forward + backward of the paper's conv layers (Conv-6, VGG-19, ResNet-20), compact against
+  dense and against SparseProp;
 - a LeNet-300-100 IMP level at 3.5% density trained end to end, compact against the dense
   network;
 - that layer with a 2:4 mask (GPU only), semi_structured against dense, inference forward and
@@ -16,7 +20,8 @@ from typing import Optional
 
 from . import shapes
 from .profiles import LENET_300_100
-from .providers import COMPACT, DENSE, SEMI_STRUCTURED, TORCH_CSR, TWO_FOUR, TWO_FOUR_SPARSITY
+from .providers import (COMPACT, DENSE, SEMI_STRUCTURED, SPARSEPROP, TORCH_CSR, TWO_FOUR,
+                        TWO_FOUR_SPARSITY)
 from .rows import Row, format_seconds
 
 
@@ -33,11 +38,24 @@ class Headline:
 
 
 _LARGE_FORWARD = "forward, 4096x4096 at batch 64"
+_LARGE_FORWARD_BACKWARD = "forward + backward, 4096x4096 at batch 64"
+_HIGH_SPARSITIES = (0.9, 0.95, 0.98)
+# The conv layers of the issue's goals: Conv-6 at 32x32 and 8x8, VGG-19 at 8x8 and its last
+# stage, ResNet-20's first and last stages.
+_HEADLINE_CONVS = (shapes.CONV6_LAYERS + shapes.VGG19_LAYERS[1:]
+                   + (shapes.RESNET20_LAYERS[0], shapes.RESNET20_LAYERS[2]))
 HEADLINES = (
     Headline(_LARGE_FORWARD, "masked_linear.forward", shapes.LARGE_BATCH64.label, DENSE,
-             (0.9, 0.95, 0.98)),
+             _HIGH_SPARSITIES),
     Headline(_LARGE_FORWARD, "masked_linear.forward", shapes.LARGE_BATCH64.label, TORCH_CSR,
-             (0.9, 0.95, 0.98)),
+             _HIGH_SPARSITIES),
+    Headline(_LARGE_FORWARD_BACKWARD, "masked_linear.forward_backward",
+             shapes.LARGE_BATCH64.label, DENSE, _HIGH_SPARSITIES),
+    Headline(_LARGE_FORWARD_BACKWARD, "masked_linear.forward_backward",
+             shapes.LARGE_BATCH64.label, SPARSEPROP, _HIGH_SPARSITIES),
+    *(Headline(f"conv forward + backward, {conv.label}", "masked_conv2d.forward_backward",
+               conv.label, baseline, _HIGH_SPARSITIES)
+      for conv in _HEADLINE_CONVS for baseline in (DENSE, SPARSEPROP)),
     Headline("training step (forward, backward, Adam), 4096x4096 at batch 64",
              "train_step.adam", shapes.LARGE_BATCH64.label, DENSE, shapes.TRAIN_STEP_SPARSITIES),
     Headline("LeNet-300-100 training, the IMP level at 3.5% density (per 1,000 iterations)",
@@ -60,7 +78,7 @@ def render(rows: list[Row], headlines=HEADLINES) -> list[str]:
             if baseline is None:
                 continue
             lines.append(f"| {spec.measure} | {ours.dtype} | {ours.sparsity:.1%} | "
-                         f"{ours.provider_label} | {_time(ours)} | {spec.baseline} | "
+                         f"{ours.provider_label} | {_time(ours)} | {baseline.row_label} | "
                          f"{_time(baseline)} | {baseline.median_s / ours.median_s:.2f} |")
     if not lines:
         return []

@@ -16,6 +16,9 @@ baseline:
 - ``torch_csr``: the weight as a ``torch.sparse`` CSR matrix, built once per mask (untimed),
   whose values are the trainable parameter.
 - ``prune_style_fused``: the optimizer baseline with torch's fused step (where it exists).
+- ``sparseprop`` (linear, conv2d): SparseProp's layers, the CPU peer to beat, on its fastest
+  variant among those that compute the right numbers here (:mod:`benchmarks.sparseprop_peer`);
+  skipped, with the reason, where it is not installed or cannot run.
 
 Backends that serve only masks of one pattern (``semi_structured``: 2:4) are left out of the
 rows with random masks, which they could never serve; the 2:4 rows of the masked linear time
@@ -26,7 +29,7 @@ from __future__ import annotations
 
 import functools
 from dataclasses import dataclass
-from typing import Optional
+from typing import Callable, Optional
 
 import pytest
 import torch
@@ -39,12 +42,15 @@ from sparse_tickets.functional import (compact_conv2d, compact_linear, masked_co
 from sparse_tickets.ops import semi_structured
 from sparse_tickets.ops.semi_structured import weight_shape_reasons
 
+from . import sparseprop_peer
+
 COMPACT = "compact"
 DENSE = "dense"
 PRUNE_STYLE = "prune_style"
 TORCH_CSR = "torch_csr"
 PRUNE_STYLE_FUSED = "prune_style_fused"
-BASELINES = (DENSE, PRUNE_STYLE, TORCH_CSR, PRUNE_STYLE_FUSED)
+SPARSEPROP = "sparseprop"
+BASELINES = (DENSE, PRUNE_STYLE, TORCH_CSR, PRUNE_STYLE_FUSED, SPARSEPROP)
 SEMI_STRUCTURED = "semi_structured"
 # Backends that serve one mask pattern only: timed on masks of that pattern, not random ones.
 PATTERN_BACKENDS = (SEMI_STRUCTURED,)
@@ -73,13 +79,13 @@ def compact_providers(device: str, dtype: torch.dtype) -> list[str]:
 def times_sparsity(provider: str, sparsity: float, sparsities: tuple) -> bool:
     """Whether a per-op suite times ``provider`` at ``sparsity`` (one of ``sparsities``).
 
-    Dense never looks at the mask: timed once, at the first sparsity. Compact skips sparsity
-    0: a compact weight at density 1 is the dense product computed as a sparse one, which no
-    mode choice picks, and on the CPU it would be the slowest row of the run.
+    Dense never looks at the mask: timed once, at the first sparsity. Compact and SparseProp
+    skip sparsity 0: a sparse weight at density 1 is the dense product computed as a sparse
+    one, which no mode choice picks, and on the CPU it would be the slowest row of the run.
     """
     if provider == DENSE:
         return sparsity == sparsities[0]
-    return not (provider == COMPACT and sparsity == 0.0)
+    return not (provider in (COMPACT, SPARSEPROP) and sparsity == 0.0)
 
 
 def force_backend(monkeypatch, name: str) -> None:
@@ -206,7 +212,7 @@ def linear_providers(device: str, dtype: torch.dtype) -> list[str]:
                  if name != TORCH_CSR or dtype in (torch.float32, torch.float64)]
     backends = [name for name in backend_names("masked_linear", device, dtype)
                 if name not in PATTERN_BACKENDS]
-    return backends + compact_providers(device, dtype) + baselines
+    return backends + compact_providers(device, dtype) + baselines + [SPARSEPROP]
 
 
 def two_four_shapes(shapes: tuple, dtype: torch.dtype) -> list:
@@ -244,6 +250,20 @@ def run_linear(provider: str, case: LinearCase) -> torch.Tensor:
         return _compact_linear(case)
     baseline = LINEAR_BASELINES.get(provider)
     return baseline(case) if baseline else masked_linear(case.x, case.weight, case.mask)
+
+
+def linear_row(provider: str, case: LinearCase, backward: bool) -> tuple[Callable, dict]:
+    """The call a masked linear row times (forward, or forward + backward into fresh
+    gradients) and the row's own ``extra_info``; built untimed."""
+    if provider == SPARSEPROP:
+        return sparseprop_peer.linear_row(case, backward)
+    if backward:
+        step = as_training_step(provider, lambda: backward_into(
+            run_linear(provider, case), case.grad_y, case.leaves()))
+    else:
+        def step():
+            return run_linear(provider, case)
+    return step, compact_row_info(provider, case)
 
 
 @dataclass
@@ -293,7 +313,7 @@ def conv_providers(device: str, dtype: torch.dtype) -> list[str]:
     """Backends, compact, then baselines, that can run a masked conv2d of ``dtype`` on
     ``device``."""
     return (backend_names("masked_conv2d", device, dtype) + compact_providers(device, dtype)
-            + list(CONV_BASELINES))
+            + list(CONV_BASELINES) + [SPARSEPROP])
 
 
 def run_conv(provider: str, case: ConvCase) -> torch.Tensor:
@@ -304,6 +324,20 @@ def run_conv(provider: str, case: ConvCase) -> torch.Tensor:
         return baseline(case)
     return masked_conv2d(case.x, case.weight, case.mask, stride=case.stride,
                          padding=case.padding)
+
+
+def conv_row(provider: str, case: ConvCase, backward: bool) -> tuple[Callable, dict]:
+    """The call a masked conv2d row times and the row's own ``extra_info`` (as
+    :func:`linear_row`)."""
+    if provider == SPARSEPROP:
+        return sparseprop_peer.conv_row(case, backward)
+    if backward:
+        def step():
+            backward_into(run_conv(provider, case), case.grad_y, case.leaves())
+    else:
+        def step():
+            return run_conv(provider, case)
+    return step, compact_row_info(provider, case)
 
 
 def compact_row_info(provider: str, case) -> dict:
@@ -325,7 +359,13 @@ def backward_into(y: torch.Tensor, grad_y: torch.Tensor, leaves: list[torch.Tens
 
 def prepare(monkeypatch, provider: str, op: str, tensors) -> None:
     """Force ``provider`` when it is a backend; skip the row, with the backend's reasons, when
-    it cannot serve these tensors (a kernel's shape limits, say)."""
+    it cannot serve these tensors (a kernel's shape limits, say), and SparseProp's rows, with
+    the reason, where it cannot run."""
+    if provider == SPARSEPROP:
+        reason = sparseprop_peer.skip_reason(tensors[0].device.type, tensors[0].dtype)
+        if reason is not None:
+            pytest.skip(reason)
+        return
     if provider_kind(provider) != "backend":
         return
     reasons = ops.get(provider).not_supported_reasons(op, list(tensors))

@@ -3,7 +3,8 @@
 A group is one op on one shape in one dtype. ``vs_dense`` is the dense row's median over this
 row's median (above 1: faster than dense), from the dense row of the group (timed once, at
 sparsity 0: it never looks at the mask). ``vs_prune_style`` is the same against the
-prune-style row of the group at the same sparsity. Both come from the same run.
+prune-style row of the group at the same sparsity, and ``vs_sparseprop`` against SparseProp's
+row (its fastest correct variant) at the same sparsity. All come from the same run.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
-from .providers import DENSE, PRUNE_STYLE
+from .providers import DENSE, PRUNE_STYLE, SPARSEPROP
 
 _FIELDS = ("op", "provider", "provider_kind", "shape", "dtype", "sparsity")
 
@@ -31,8 +32,14 @@ class Row:
     iterations_per_call: Optional[int] = None
     # The backend(s) auto-selection gave a row that was not forced onto one (compact).
     backend: Optional[str] = None
+    # SparseProp rows: the variant timed (the fastest correct one), the variants that computed
+    # the right numbers, and those that did not, with their relative errors.
+    variant: Optional[str] = None
+    variants_correct: tuple = ()
+    variants_wrong: tuple = ()
     vs_dense: Optional[float] = None
     vs_prune_style: Optional[float] = None
+    vs_sparseprop: Optional[float] = None
 
     @property
     def family(self) -> str:
@@ -46,6 +53,12 @@ class Row:
         if self.backend and self.backend != self.provider:
             return f"{self.provider} ({self.backend})"
         return self.provider
+
+    @property
+    def row_label(self) -> str:
+        """:attr:`provider_label`, with the variant timed where the provider has several:
+        ``sparseprop [output_width]``."""
+        return f"{self.provider_label} [{self.variant}]" if self.variant else self.provider_label
 
     @property
     def density(self) -> float:
@@ -87,21 +100,27 @@ def _row(entry: dict, json_path: Path) -> Row:
     return Row(**{field: extra[field] for field in _FIELDS},
                median_s=entry["stats"]["median"], rounds=entry["stats"]["rounds"],
                iterations_per_call=extra.get("iterations_per_call"),
-               backend=extra.get("backend"))
+               backend=extra.get("backend"), variant=extra.get("variant"),
+               variants_correct=tuple(extra.get("variants_correct", ())),
+               variants_wrong=tuple(sorted(extra.get("variants_wrong", {}).items())))
 
 
 def with_ratios(rows: list[Row]) -> list[Row]:
-    """``rows`` with ``vs_dense`` and ``vs_prune_style`` filled in where the group has them."""
+    """``rows`` with ``vs_dense``, ``vs_prune_style`` and ``vs_sparseprop`` filled in where
+    the group has them."""
     dense = {row.group: row.median_s for row in rows if row.provider == DENSE}
     prune_style = {(row.group, row.sparsity): row.median_s for row in rows
                    if row.provider == PRUNE_STYLE}
+    sparseprop = {(row.group, row.sparsity): row.median_s for row in rows
+                  if row.provider == SPARSEPROP}
 
     def ratio(baseline: Optional[float], row: Row) -> Optional[float]:
         return baseline / row.median_s if baseline is not None and row.median_s > 0 else None
 
     return [Row(**{**row.__dict__,
                    "vs_dense": ratio(dense.get(row.group), row),
-                   "vs_prune_style": ratio(prune_style.get((row.group, row.sparsity)), row)})
+                   "vs_prune_style": ratio(prune_style.get((row.group, row.sparsity)), row),
+                   "vs_sparseprop": ratio(sparseprop.get((row.group, row.sparsity)), row)})
             for row in rows]
 
 

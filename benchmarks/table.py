@@ -5,8 +5,8 @@ from __future__ import annotations
 import math
 from collections import defaultdict
 
-from . import headline
-from .providers import BASELINES, COMPACT
+from . import headline, sparseprop_peer
+from .providers import BASELINES, COMPACT, SPARSEPROP
 from .rows import Row, format_seconds
 
 # Op families in the order the report shows them, with a sentence on what a row times.
@@ -42,14 +42,36 @@ def render(machine_info: dict, rows: list[Row]) -> str:
         "than the baseline. `ideal` is 1 / density, the speedup over dense of a cost that "
         "falls with the density. The reference backend is the correctness oracle: it costs "
         "what prune-style costs. `compact (cpu)`: the compact mode, on the backend "
-        "auto-selection gave it.", ""]
+        "auto-selection gave it. `sparseprop [variant]`: SparseProp, on the fastest of its "
+        "variants that computed the right numbers for the row.", ""]
     lines += headline.render(rows)
     lines += _summary(rows)
     for family, description in FAMILIES.items():
         family_rows = [row for row in rows if row.family == family]
         if family_rows:
             lines += [f"## {family}", "", description, ""] + _table(family_rows) + [""]
+    lines += _sparseprop_variants(rows)
     return "\n".join(lines).rstrip() + "\n"
+
+
+def _sparseprop_variants(rows: list[Row]) -> list[str]:
+    """Which SparseProp variants computed the right numbers on each row's case, and which
+    one (the fastest of those) the row timed."""
+    ours = [row for row in rows if row.provider == SPARSEPROP]
+    if not ours:
+        return []
+    lines = ["## SparseProp variants", "",
+             "Every variant's output and gradients were checked against the float64 dense "
+             "product before timing (relative error at most "
+             f"{sparseprop_peer.TOLERANCE:g}); a row times the fastest correct one. A case with "
+             "no correct variant has no row.", "",
+             "| op | shape | sparsity | timed | correct | wrong (relative error) |",
+             "|" + " --- |" * 6]
+    for row in ours:
+        wrong = ", ".join(f"{name} ({error:.2g})" for name, error in row.variants_wrong)
+        lines.append(f"| {row.op} | {row.shape} | {row.sparsity:.1%} | {row.variant} | "
+                     f"{', '.join(row.variants_correct)} | {wrong} |")
+    return lines + [""]
 
 
 def _machine_lines(info: dict) -> list[str]:
@@ -100,8 +122,11 @@ def _geomean(values) -> str:
 def _table(rows: list[Row]) -> list[str]:
     per_thousand = rows[0].family == "end_to_end"
     time_header = "s / 1,000 it." if per_thousand else "median"
+    # The ratio to SparseProp only in the tables of the ops it runs.
+    with_sparseprop = any(row.vs_sparseprop is not None for row in rows)
     lines = [f"| op | shape | dtype | provider | sparsity | {time_header} | vs dense | "
-             f"vs prune-style | ideal |", "|" + " --- |" * 9]
+             f"vs prune-style | " + ("vs sparseprop | " if with_sparseprop else "") + "ideal |",
+             "|" + " --- |" * (10 if with_sparseprop else 9)]
     first_seen = {}
     for row in rows:
         first_seen.setdefault(row.shape, len(first_seen))
@@ -118,10 +143,11 @@ def _table(rows: list[Row]) -> list[str]:
         else:
             time = format_seconds(row.median_s)
             ideal = f"{row.ideal_vs_dense:.1f}"
+        versus_sparseprop = f"{_ratio(row.vs_sparseprop)} | " if with_sparseprop else ""
         lines.append(f"| {row.op.split('.', 1)[1]} | {row.shape} | {row.dtype} | "
-                     f"{row.provider_label} | {row.sparsity:.1%} | {time} | "
+                     f"{row.row_label} | {row.sparsity:.1%} | {time} | "
                      f"{_ratio(row.vs_dense)} | "
-                     f"{_ratio(row.vs_prune_style)} | {ideal} |")
+                     f"{_ratio(row.vs_prune_style)} | {versus_sparseprop}{ideal} |")
     return lines
 
 

@@ -1,7 +1,8 @@
 """Masked conv2d, forward and forward + backward: each backend and the compact mode
-(``compact_conv2d``: im2col around the compact linear) against dense ``F.conv2d`` and
-prune-style ``F.conv2d(x, W * M)``, on the Conv-6, VGG-19 and ResNet-20 layers of
-:mod:`benchmarks.shapes` at their batch sizes.
+(``compact_conv2d``: im2col around the compact linear) against dense ``F.conv2d``,
+prune-style ``F.conv2d(x, W * M)`` and SparseProp's SparseConv2d (where installed: its fastest
+variant among those correct on the shape, see :mod:`benchmarks.sparseprop_peer`), on the
+Conv-6, VGG-19 and ResNet-20 layers of :mod:`benchmarks.shapes` at their batch sizes.
 
 Forward is inference; forward + backward computes the input and weight gradients. Dense does
 not look at the mask, so it is timed once per shape, at sparsity 0; compact starts at the first
@@ -10,8 +11,7 @@ sparsity above 0 (see ``providers.times_sparsity``).
 
 from benchmarks.measure import time_row
 from benchmarks.profiles import profile_of
-from benchmarks.providers import (backward_into, compact_row_info, conv_case, conv_providers,
-                                  prepare, run_conv, times_sparsity)
+from benchmarks.providers import conv_case, conv_providers, conv_row, prepare, times_sparsity
 
 
 def pytest_generate_tests(metafunc):
@@ -31,16 +31,14 @@ def pytest_generate_tests(metafunc):
 def test_forward(benchmark, monkeypatch, profile, shape, dtype, sparsity, provider):
     case = conv_case(shape, sparsity, profile.device, dtype, requires_grad=False)
     prepare(monkeypatch, provider, "masked_conv2d", (case.x, case.weight, case.mask))
-    time_row(benchmark, lambda: run_conv(provider, case), op="masked_conv2d.forward",
-             provider=provider, shape=shape.label, dtype=dtype, sparsity=sparsity,
-             device=profile.device, **compact_row_info(provider, case))
+    step, info = conv_row(provider, case, backward=False)
+    time_row(benchmark, step, op="masked_conv2d.forward", provider=provider, shape=shape.label,
+             dtype=dtype, sparsity=sparsity, device=profile.device, **info)
 
 
 def test_forward_backward(benchmark, monkeypatch, profile, shape, dtype, sparsity, provider):
     case = conv_case(shape, sparsity, profile.device, dtype, requires_grad=True)
     prepare(monkeypatch, provider, "masked_conv2d", (case.x, case.weight, case.mask))
-    time_row(benchmark,
-             lambda: backward_into(run_conv(provider, case), case.grad_y, case.leaves()),
-             op="masked_conv2d.forward_backward", provider=provider, shape=shape.label,
-             dtype=dtype, sparsity=sparsity, device=profile.device,
-             **compact_row_info(provider, case))
+    step, info = conv_row(provider, case, backward=True)
+    time_row(benchmark, step, op="masked_conv2d.forward_backward", provider=provider,
+             shape=shape.label, dtype=dtype, sparsity=sparsity, device=profile.device, **info)

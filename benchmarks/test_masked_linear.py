@@ -1,7 +1,7 @@
 """Masked linear, forward and forward + backward: each backend and the compact mode
 (``compact_linear``) against the baselines (dense ``F.linear``, prune-style
-``F.linear(x, W * M)``, ``torch.sparse`` CSR), on the layers of :mod:`benchmarks.shapes` at the
-sparsities of the profile.
+``F.linear(x, W * M)``, ``torch.sparse`` CSR) and SparseProp's SparseLinear (where installed),
+on the layers of :mod:`benchmarks.shapes` at the sparsities of the profile.
 
 Forward is inference (no input requires grad). Forward + backward computes the gradients of
 the input and of the weight (for torch_csr and compact: of the kept values), as training does.
@@ -20,9 +20,8 @@ import pytest
 from benchmarks.measure import time_row
 from benchmarks.profiles import TWO_FOUR_ON_CPU, profile_of
 from benchmarks.providers import (DENSE, RANDOM, TWO_FOUR, TWO_FOUR_PROVIDERS, TWO_FOUR_SPARSITY,
-                                  as_training_step, backward_into, compact_row_info, linear_case,
-                                  linear_providers, prepare, run_linear, times_sparsity,
-                                  two_four_shapes)
+                                  linear_case, linear_providers, linear_row, prepare,
+                                  times_sparsity, two_four_shapes)
 
 
 def pytest_generate_tests(metafunc):
@@ -65,17 +64,15 @@ def _op(op_pass: str, pattern: str) -> str:
 def test_forward(benchmark, monkeypatch, profile, shape, dtype, sparsity, provider, pattern):
     case = _case(shape, dtype, sparsity, pattern, profile.device, requires_grad=False)
     prepare(monkeypatch, provider, "masked_linear", (case.x, case.weight, case.mask))
-    time_row(benchmark, lambda: run_linear(provider, case), op=_op("forward", pattern),
-             provider=provider, shape=shape.label, dtype=dtype, sparsity=sparsity,
-             device=profile.device, **compact_row_info(provider, case))
+    step, info = linear_row(provider, case, backward=False)
+    time_row(benchmark, step, op=_op("forward", pattern), provider=provider, shape=shape.label,
+             dtype=dtype, sparsity=sparsity, device=profile.device, **info)
 
 
 def test_forward_backward(benchmark, monkeypatch, profile, shape, dtype, sparsity, provider,
                           pattern):
     case = _case(shape, dtype, sparsity, pattern, profile.device, requires_grad=True)
     prepare(monkeypatch, provider, "masked_linear", (case.x, case.weight, case.mask))
-    step = as_training_step(
-        provider, lambda: backward_into(run_linear(provider, case), case.grad_y, case.leaves()))
+    step, info = linear_row(provider, case, backward=True)
     time_row(benchmark, step, op=_op("forward_backward", pattern), provider=provider,
-             shape=shape.label, dtype=dtype, sparsity=sparsity, device=profile.device,
-             **compact_row_info(provider, case))
+             shape=shape.label, dtype=dtype, sparsity=sparsity, device=profile.device, **info)

@@ -1,3 +1,5 @@
+import os
+
 import pytest
 import torch
 
@@ -6,6 +8,13 @@ CUDA = torch.cuda.is_available()
 # Every device the suite can run on here: CUDA cases are collected everywhere, so a GPU machine
 # runs them and a CPU machine reports them as skipped, never silently absent.
 DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.cuda)]
+
+
+def pytest_configure(config):
+    # "auto" would otherwise measure this machine's thresholds the first time a test (or a run
+    # it starts in a subprocess) asks, and cache them beside the build: the suite takes the
+    # instruction-set rule instead; tests/compact runs the measurement and its cache itself.
+    os.environ.setdefault("SPARSE_TICKETS_CALIBRATION", "off")
 
 
 def pytest_collection_modifyitems(config, items):

@@ -11,10 +11,17 @@ cannot be computed: a grouped convolution). ``"auto"`` picks compact when
 
 - a compiled backend (``cpu`` / ``cuda``) serves the compact linear for the layer's device and
   dtype (the reference would rebuild the dense weight at every call: never faster), and
-- the layer's density is at most the threshold for its device type and kind (linear or conv2d):
-  ``COMPACT_BELOW``, measured by ``python -m benchmarks.threshold`` as the density at and below
-  which a compact training step (forward, both gradients, optimizer) beats the dense-masked
-  one on real layer shapes; ``SPARSE_TICKETS_COMPACT_BELOW`` overrides it for every kind.
+- the layer's density is at most the threshold for its device type, dtype and kind (linear or
+  conv2d): the density at and below which a compact training step (forward, both gradients,
+  optimizer step) beats the dense-masked one by a margin, measured on the machine the run is
+  on, with the threads the process uses, the first time it is needed, in a few seconds, and
+  cached beside the compiled extension (:mod:`.thresholds`, :mod:`.calibration`); where it is
+  not measured (``SPARSE_TICKETS_CALIBRATION=off``), a conservative rule of the CPU's
+  instruction set. ``SPARSE_TICKETS_COMPACT_BELOW`` overrides it for every kind.
+  ``python -m benchmarks.threshold`` is the full measurement, over more shapes and densities.
+
+Auto must never make a level slower than dense mode: a tie, a doubt or a failed measurement
+leaves the layer dense.
 
 The choice is made once per mask change, never per call, so a level trains in one mode from
 its first step to its last.
@@ -28,20 +35,11 @@ from typing import Optional
 
 import torch
 
+from . import thresholds
+
 MODES = ("auto", "dense", "compact")
 MODE_ENV_VAR = "SPARSE_TICKETS_MODE"
 THRESHOLD_ENV_VAR = "SPARSE_TICKETS_COMPACT_BELOW"
-
-# Density at or below which "auto" runs a layer compact, by device type and layer kind, from
-# `python -m benchmarks.threshold` (benchmarks/results/<device>/threshold.json).
-# CPU (AMD EPYC, 2 threads): a compact linear training step beat the dense-masked one at every
-# density measured, 1.0 included (the dense-masked CPU path is the plain-torch reference, which
-# materialises W * M), so linear layers run compact whenever the C++ extension is there; a
-# compact conv2d step (im2col around the same kernels) lost at every density on 2 of 3 shapes
-# (0.07-0.17x at 2-100%; the unfold and fold copies dominate), so conv layers stay dense.
-# CUDA: not measured yet; conservative guesses, to be replaced by a measurement.
-COMPACT_BELOW = {"cpu": {"linear": 1.0, "conv2d": 0.0},
-                 "cuda": {"linear": 0.05, "conv2d": 0.0}}
 
 _default_mode: Optional[str] = None
 
@@ -83,9 +81,10 @@ def default_mode() -> str:
     return raw
 
 
-def threshold(device_type: str, kind: str = "linear") -> float:
+def threshold(device_type: str, kind: str = "linear", dtype: torch.dtype = torch.float32) -> float:
     """The density at or below which "auto" picks compact for a ``kind`` layer ("linear" or
-    "conv2d") on ``device_type``."""
+    "conv2d") of ``dtype`` on ``device_type``: ``SPARSE_TICKETS_COMPACT_BELOW`` when set,
+    else this machine's (:func:`.thresholds.machine_thresholds`)."""
     raw = os.environ.get(THRESHOLD_ENV_VAR, "").strip()
     if raw:
         try:
@@ -95,7 +94,7 @@ def threshold(device_type: str, kind: str = "linear") -> float:
         if not 0.0 <= value <= 1.0:
             raise ValueError(f"{THRESHOLD_ENV_VAR}={raw!r}; expected a density in [0, 1]")
         return value
-    return COMPACT_BELOW.get(device_type, {}).get(kind, 0.0)
+    return thresholds.machine_thresholds(device_type, dtype).get(kind, 0.0)
 
 
 def compact_unsupported_reason(layer) -> Optional[str]:
@@ -120,7 +119,8 @@ def choose(layer) -> str:
     if unsupported is not None or not _compiled_backend_serves(layer):
         return "dense"
     kind = "conv2d" if layer.mask.dim() == 4 else "linear"
-    return "compact" if layer.density <= threshold(layer.mask.device.type, kind) else "dense"
+    below = threshold(layer.mask.device.type, kind, layer.trainable_weight.dtype)
+    return "compact" if layer.density <= below else "dense"
 
 
 def _compiled_backend_serves(layer) -> bool:

@@ -167,3 +167,71 @@ def test_headline_reads_the_two_four_rows_off_dense_in_the_same_run():
         "| 2:4 forward + backward, recompressing each call, 4096x4096 at batch 64 | float16 | "
         "50.0% | semi_structured | 20 ms | dense | 18 ms | 0.90 |",
     ]
+
+
+def _sparseprop(op, shape, sparsity, median_s, variant="output_width",
+                wrong=(("batch", 0.69),)):
+    return Row(op, "sparseprop", "baseline", shape, "float32", sparsity, median_s, rounds=3,
+               variant=variant, variants_correct=(variant,), variants_wrong=wrong)
+
+
+def test_rows_carry_their_ratio_to_sparseprop_at_the_same_sparsity():
+    rows = with_ratios([_row("dense", 0.0, 2.0), _row("reference", 0.9, 1.0),
+                        _row("reference", 0.5, 1.0),
+                        _sparseprop("masked_linear.forward", "s 2x3->4", 0.9, 3.0)])
+    _, at_90, at_50, sparseprop = rows
+    assert at_90.vs_sparseprop == 3.0
+    assert at_50.vs_sparseprop is None  # no SparseProp row at that sparsity
+    assert sparseprop.row_label == "sparseprop [output_width]"
+
+
+def test_the_table_shows_the_sparseprop_variant_and_what_was_wrong(tmp_path):
+    rows = [_row("dense", 0.0, 2.0), _row("prune_style", 0.9, 2.5),
+            _sparseprop("masked_linear.forward", "s 2x3->4", 0.9, 0.5)]
+    json_path = _results_json(tmp_path / "results.json", rows)
+    entries = json.loads(json_path.read_text())
+    entries["benchmarks"][-1]["extra_info"].update(
+        variant="output_width", variants_correct=["output_width"],
+        variants_wrong={"batch": 0.69})
+    json_path.write_text(json.dumps(entries))
+    report.write_report(json_path, tmp_path)
+    table = (tmp_path / "results.md").read_text()
+    assert "| vs prune-style | vs sparseprop | ideal |" in table
+    assert ("| forward | s 2x3->4 | float32 | sparseprop [output_width] | 90.0% | 500 ms | "
+            "4.00 | 5.00 | 1.00 | 10.0 |") in table
+    assert "## SparseProp variants" in table
+    assert ("| masked_linear.forward | s 2x3->4 | 90.0% | output_width | output_width | "
+            "batch (0.69) |") in table
+
+
+def test_headline_reads_ours_against_sparseprop_off_the_same_run():
+    from benchmarks import headline
+    from benchmarks.shapes import CONV6_LAYERS, LARGE_BATCH64
+
+    large, conv = LARGE_BATCH64.label, CONV6_LAYERS[0].label
+    fwd_bwd = "masked_linear.forward_backward"
+
+    def compact(op, shape, sparsity, median_s):
+        return Row(op, "compact", "mode", shape, "float32", sparsity, median_s, rounds=3,
+                   backend="cpu")
+
+    rows = with_ratios([
+        _row("dense", 0.0, 8e-3, op=fwd_bwd, shape=large),
+        _sparseprop(fwd_bwd, large, 0.95, 2e-3, variant="csr", wrong=()),
+        compact(fwd_bwd, large, 0.95, 1e-3),
+        _row("dense", 0.0, 6e-3, op="masked_conv2d.forward_backward", shape=conv),
+        _sparseprop("masked_conv2d.forward_backward", conv, 0.98, 1e-3),
+        compact("masked_conv2d.forward_backward", conv, 0.98, 4e-3),
+    ])
+    body = [line for line in headline.render(rows) if line.startswith("| ")
+            and "speedup" not in line and "---" not in line]
+    assert body == [
+        "| forward + backward, 4096x4096 at batch 64 | float32 | 95.0% | compact (cpu) | 1 ms "
+        "| dense | 8 ms | 8.00 |",
+        "| forward + backward, 4096x4096 at batch 64 | float32 | 95.0% | compact (cpu) | 1 ms "
+        "| sparseprop [csr] | 2 ms | 2.00 |",
+        f"| conv forward + backward, {conv} | float32 | 98.0% | compact (cpu) | 4 ms | dense | "
+        "6 ms | 1.50 |",
+        f"| conv forward + backward, {conv} | float32 | 98.0% | compact (cpu) | 4 ms | "
+        "sparseprop [output_width] | 1 ms | 0.25 |",
+    ]

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from sparse_tickets import MaskedConv2d, MaskedLinear
-from sparse_tickets.compact import choice
+from sparse_tickets.compact import choice, thresholds
 from sparse_tickets.ops.native import extension
 
 
@@ -16,8 +16,22 @@ def _no_global_default(monkeypatch):
     choice.set_default_mode(None)
 
 
-def _layer_at(density, mode="auto"):
-    layer = MaskedLinear(40, 50)
+@pytest.fixture
+def machine_thresholds(monkeypatch):
+    """Pins this machine's thresholds (what the calibration would have measured) and records
+    what each decision asked for."""
+    asked, pinned = [], {}
+
+    def pinned_thresholds(device_type, dtype=torch.float32):
+        asked.append((device_type, dtype))
+        return pinned
+
+    monkeypatch.setattr(thresholds, "machine_thresholds", pinned_thresholds)
+    return pinned, asked
+
+
+def _layer_at(density, mode="auto", dtype=torch.float32):
+    layer = MaskedLinear(40, 50, dtype=dtype)
     layer.set_mode(mode)
     mask = torch.zeros(50 * 40, dtype=torch.bool)
     mask[torch.randperm(mask.numel())[:round(density * mask.numel())]] = True
@@ -43,7 +57,7 @@ def test_a_requested_mode_is_obeyed_at_any_density():
 
 def test_auto_runs_compact_at_or_below_the_threshold_only(monkeypatch):
     _compiled_cpu_backend()
-    assert 0.0 < choice.threshold("cpu") <= 1.0
+    assert 0.0 <= choice.threshold("cpu") <= 1.0
     monkeypatch.setenv(choice.THRESHOLD_ENV_VAR, "0.3")
     assert _layer_at(0.3).mode == "compact"
     assert _layer_at(0.1).mode == "compact"
@@ -96,12 +110,47 @@ def test_bad_modes_and_grouped_convolutions_are_refused():
     assert grouped.mode == "dense"
 
 
-def test_auto_uses_the_threshold_of_the_layer_kind(monkeypatch):
+def test_auto_uses_the_threshold_of_the_layer_kind(machine_thresholds):
     _compiled_cpu_backend()
-    monkeypatch.setitem(choice.COMPACT_BELOW, "cpu", {"linear": 0.5, "conv2d": 0.1})
+    pinned, _ = machine_thresholds
+    pinned.update(linear=0.5, conv2d=0.1)
     assert _layer_at(0.4).mode == "compact"
     conv = MaskedConv2d(8, 8, 3)
     conv.set_mode("auto")
     for density, mode in ((0.4, "dense"), (0.05, "compact")):
         conv.set_mask(torch.rand(conv.mask.shape) < density)
         assert conv.mode == mode, density
+
+
+def test_auto_asks_for_the_thresholds_of_the_layers_device_and_dtype(machine_thresholds):
+    _compiled_cpu_backend()
+    pinned, asked = machine_thresholds
+    pinned.update(linear=0.5, conv2d=0.0)
+    assert _layer_at(0.4, dtype=torch.float64).mode == "compact"
+    assert _layer_at(0.6, dtype=torch.float64).mode == "dense"
+    assert asked and set(asked) == {("cpu", torch.float64)}
+
+
+def test_the_override_wins_over_this_machines_thresholds(monkeypatch, machine_thresholds):
+    _compiled_cpu_backend()
+    pinned, asked = machine_thresholds
+    pinned.update(linear=0.0, conv2d=0.0)
+    monkeypatch.setenv(choice.THRESHOLD_ENV_VAR, "0.5")
+    assert _layer_at(0.4).mode == "compact"
+    assert asked == []  # nothing measured or read when the user has said
+
+
+def test_dense_and_compact_requests_never_ask_for_thresholds(machine_thresholds):
+    _, asked = machine_thresholds
+    _layer_at(0.1, mode="dense")
+    _layer_at(0.9, mode="compact")
+    assert asked == []
+
+
+def test_without_calibration_auto_follows_the_instruction_set_rule(monkeypatch):
+    _compiled_cpu_backend()
+    monkeypatch.setenv(thresholds.CALIBRATION_ENV_VAR, "off")
+    rule = thresholds.derived("cpu")
+    assert choice.threshold("cpu", "linear") == rule["linear"]
+    assert choice.threshold("cpu", "conv2d") == rule["conv2d"] == 0.0
+    assert _layer_at(rule["linear"] + 0.05).mode == "dense"
