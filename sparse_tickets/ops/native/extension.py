@@ -144,6 +144,8 @@ def _fingerprint(spec: ExtensionSpec, sources: list[str]) -> str:
     digest = hashlib.sha256()
     for source in sources:
         digest.update(Path(source).read_bytes())
+    for header in sorted((SOURCE_ROOT / spec.kind).glob("*.h")):  # included by the sources
+        digest.update(header.read_bytes())
     digest.update(torch.__version__.encode())
     digest.update(" ".join(_cxx_flags() + _cuda_flags()).encode())
     digest.update(_cpu_identity().encode())
