@@ -7,12 +7,15 @@ is the lowering to the compact linear kernels (unfold, SpMM, fold), the one form
 compiled backends have. The variants give the same numbers up to the order of the sums.
 
 A vector whose lanes run past the batch, or past the output row, computes zeros for nothing,
-so the rule takes the variant that fills more of its lanes, the batch on a tie (its copies
-cost less than the width variant's padded ones, measured on the paper's layers):
+so the rule weighs the lanes each variant fills, ``N / round_up(N, lanes)`` over the batch and
+``OW / round_up(OW, lanes)`` over the width, with what was measured on the paper's layers
+(fp32, AVX2, fwd+bwd at 90-98% sparsity): the width variant wins on rows of several vectors
+(Conv-6's 32x32 layers at batch 60, where the batch leaves lanes empty) and the batch variant
+on short rows (8x8 and 4x4 at batch 60-64, by 1.2-1.9x) and on ties (its copies cost less). So:
 
-- lanes filled over the batch: ``N / round_up(N, BW)``, BW = one SIMD vector when ``N`` fits
-  in one, else two;
-- lanes filled over the width: ``OW / round_up(OW, lanes)``.
+- ``"width"`` when it fills more lanes and the output rows are at least two vectors wide;
+- else ``"batch"``, unless it fills less than half the lanes the width variant fills (one
+  image at a time, say).
 
 The rule is applied once per layer and input shape, at the first call with that shape after a
 mask change, never again: the choice is recorded in the :class:`ConvPlan` that the layer's
@@ -65,10 +68,11 @@ def choose_variant(x_shape: tuple, kernel: tuple, stride: tuple, padding: tuple,
     batch, _, _, width = x_shape
     lanes = simd_lanes(dtype)
     out_width = (width + 2 * padding[1] - dilation[1] * (kernel[1] - 1) - 1) // stride[1] + 1
-    batch_block = lanes if batch <= lanes else 2 * lanes
-    batch_filled = batch / _round_up(max(batch, 1), batch_block)
+    batch_filled = batch / _round_up(max(batch, 1), lanes)
     width_filled = out_width / _round_up(max(out_width, 1), lanes)
-    return "batch" if batch_filled >= width_filled else "width"
+    if width_filled > batch_filled and out_width >= 2 * lanes:
+        return "width"
+    return "batch" if batch_filled >= width_filled / 2 else "width"
 
 
 def simd_lanes(dtype: torch.dtype) -> int:

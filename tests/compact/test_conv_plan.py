@@ -12,12 +12,16 @@ def _choose(x_shape, dtype=torch.float32, device_type="cpu"):
     return conv_plan.choose_variant(x_shape, dtype=dtype, device_type=device_type, **GEOMETRY)
 
 
-def test_the_rule_fills_more_lanes():
+def test_the_rule_weighs_the_lanes_each_variant_fills():
     # One image: over the batch, one lane of a vector in use; a 32-wide row fills every lane.
     assert _choose((1, 16, 32, 32)) == "width"
-    # 64 images fill every lane; a 4-wide row fills half of one vector at most.
+    assert _choose((1, 16, 4, 4)) == "width"
+    # Batch 60 leaves lanes empty; 32-wide rows fill theirs and are several vectors long.
+    assert _choose((60, 64, 32, 32)) == "width"
+    # Rows of one vector or less go over the batch, as do ties.
+    assert _choose((60, 256, 8, 8)) == "batch"
     assert _choose((64, 512, 4, 4)) == "batch"
-    # A tie goes to the batch.
+    assert _choose((64, 16, 32, 32)) == "batch"
     assert _choose((64, 16, 32, 32), torch.float64) == "batch"
 
 

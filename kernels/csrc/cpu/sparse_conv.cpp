@@ -12,7 +12,7 @@
 // outputs is a sum over the row's kept weights of v * (a vector load at a per-weight offset),
 // accumulated in registers:
 //   "batch"  the batch is the vector: tensors are copied batch-minor, [N/BW][C][H][W][BW] with
-//            BW = one or two SIMD widths (the batch's tail lanes are zero, so any batch size is
+//            BW = one SIMD width (the batch's tail lanes are zero, so any batch size is
 //            exact), and a block is a few output pixels of one row;
 //   "width"  the output width is the vector: the input is zero-padded and split by column phase
 //            (column w = q * stride + r is stored at [r][q]), so that the columns one kept
@@ -291,7 +291,14 @@ void to_batch_minor(const T* src, at::IntArrayRef strides, int64_t N, int64_t C,
     for (int64_t item = begin; item < end; ++item) {
       const int64_t nb = item / C, c = item % C;
       T* out = dst + item * plane;
-      std::fill(out, out + plane, T(0));
+      // Zero what no pixel of the input covers: the padding rows, then each row's margins.
+      std::fill(out, out + top * cols * BW, T(0));
+      std::fill(out + (top + H) * cols * BW, out + plane, T(0));
+      for (int64_t h = 0; h < H; ++h) {
+        T* row = out + (top + h) * cols * BW;
+        std::fill(row, row + left * BW, T(0));
+        std::fill(row + (left + Wd) * BW, row + cols * BW, T(0));
+      }
       for (int64_t h = 0; h < H; ++h) {
         for (int64_t w0 = 0; w0 < Wd; w0 += W) {
           const int64_t nw = std::min<int64_t>(W, Wd - w0);
@@ -313,36 +320,26 @@ void to_batch_minor(const T* src, at::IntArrayRef strides, int64_t N, int64_t C,
   });
 }
 
-// dst[n][c][h][w] = src[n / BW][c][h][w][n % BW] for n < N (dst contiguous NCHW).
+// One row of pixels back from batch-minor: dst[n * image][w] = tile[w][n - n0] for the images
+// n0 <= n < min(N, n0 + BW), w < Wd (tile holds Wd pixels of BW lanes each).
 template <typename T>
-void from_batch_minor(const T* src, int64_t N, int64_t C, int64_t H, int64_t Wd, int64_t BW,
-                      T* dst) {
+void store_row_from_batch_minor(const T* tile, int64_t Wd, int64_t BW, int64_t n0, int64_t N,
+                                T* dst, int64_t image) {
   using S = Simd<T>;
   constexpr int W = S::W;
   const BlockTranspose<T> transpose;
-  const int64_t NB = ceil_div(N, BW);
-  at::parallel_for(0, NB * C, 1, [&](int64_t begin, int64_t end) {
-    typename S::V r[W];
-    for (int64_t item = begin; item < end; ++item) {
-      const int64_t nb = item / C, c = item % C;
-      const T* in = src + item * H * Wd * BW;
-      for (int64_t h = 0; h < H; ++h) {
-        for (int64_t w0 = 0; w0 < Wd; w0 += W) {
-          const int64_t nw = std::min<int64_t>(W, Wd - w0);
-          const auto width_lanes = S::lanes(nw);
-          for (int64_t sub = 0; sub < BW; sub += W) {
-            const int64_t n0 = nb * BW + sub;
-            if (n0 >= N) break;
-            for (int k = 0; k < W; ++k)
-              r[k] = k < nw ? S::load(in + (h * Wd + w0 + k) * BW + sub) : S::zero();
-            transpose(r);
-            for (int64_t i = 0; i < W && n0 + i < N; ++i)
-              S::store(dst + (((n0 + i) * C + c) * H + h) * Wd + w0, r[i], width_lanes);
-          }
-        }
-      }
+  typename S::V r[W];
+  for (int64_t w0 = 0; w0 < Wd; w0 += W) {
+    const int64_t nw = std::min<int64_t>(W, Wd - w0);
+    const auto width_lanes = S::lanes(nw);
+    for (int64_t sub = 0; sub < BW && n0 + sub < N; sub += W) {
+      for (int k = 0; k < W; ++k) r[k] = k < nw ? S::load(tile + (w0 + k) * BW + sub) : S::zero();
+      transpose(r);
+      const int64_t images = std::min<int64_t>(W, N - n0 - sub);
+      for (int64_t i = 0; i < images; ++i)
+        S::store(dst + (n0 + sub + i) * image + w0, r[i], width_lanes);
     }
-  });
+  }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -419,12 +416,14 @@ std::vector<int64_t> input_channel_cost_prefix(const Geometry& g, const index_t*
 // ---------------------------------------------------------------------------------------------
 // The batch variant (batch-minor operands, NV vectors = BW lanes of the batch per pixel).
 
+// out (N, O, OH, OW) from xb [NB][C][Hp][Wp][BW]: each output row is computed batch-minor into
+// a small tile and transposed straight into out.
 template <typename T, int NV>
 void batch_forward(const Geometry& g, const T* xb, const index_t* row_ptr, const index_t* col,
-                   const T* values, const T* bias, T* ob) {
+                   const T* values, const T* bias, T* out) {
   constexpr int64_t BW = NV * Simd<T>::W;
   const int64_t NB = ceil_div(g.N, BW), Hp = g.H + 2 * g.ph, Wp = g.W + 2 * g.pw;
-  const int64_t in_block = g.C * Hp * Wp * BW, out_block = g.O * g.OH * g.OW * BW;
+  const int64_t in_block = g.C * Hp * Wp * BW, image = g.O * g.OH * g.OW;
   const TapOffsets tap{g, Hp, Wp, BW, false};
   const auto prefix = row_cost_prefix(row_ptr, g.O, 1);
   const int64_t work = (row_ptr[g.O] + g.O) * NB * g.OH * g.OW * BW;
@@ -433,34 +432,37 @@ void batch_forward(const Geometry& g, const T* xb, const index_t* row_ptr, const
     const int64_t base = row_ptr[o_begin];
     for (int64_t o = o_begin; o < o_end; ++o)
       for (int64_t j = row_ptr[o]; j < row_ptr[o + 1]; ++j) off[j - base] = tap(o, col[j]);
+    std::vector<T> tile(g.OW * BW);
     for (int64_t nb = 0; nb < NB; ++nb) {
       for (int64_t oh = 0; oh < g.OH; ++oh) {
         const T* src = xb + nb * in_block + oh * g.sh * Wp * BW;
         for (int64_t o = o_begin; o < o_end; ++o) {
           const int64_t begin = row_ptr[o], count = row_ptr[o + 1] - begin;
-          T* dst = ob + nb * out_block + (o * g.OH + oh) * g.OW * BW;
           gather_run<T, NV>(src, g.sw * BW, off.data() + (begin - base), values + begin, count,
-                            bias != nullptr ? bias[o] : T(0), dst, BW, g.OW);
+                            bias != nullptr ? bias[o] : T(0), tile.data(), BW, g.OW);
+          store_row_from_batch_minor<T>(tile.data(), g.OW, BW, nb * BW, g.N,
+                                        out + (o * g.OH + oh) * g.OW, image);
         }
       }
     }
   });
 }
 
-// dxb [NB][C][H][W][BW] from dyb [NB][O][pad.rows][pad.cols][BW].
+// dx (N, C, H, W) from dyb [NB][O][pad.rows][pad.cols][BW], a row at a time through a tile.
 template <typename T, int NV>
 void batch_grad_input(const Geometry& g, const GradPadding& pad, const T* dyb,
                       const index_t* t_row_ptr, const index_t* t_col, const index_t* t_value_index,
-                      const T* values, T* dxb) {
+                      const T* values, T* dx) {
   constexpr int64_t BW = NV * Simd<T>::W;
   const int64_t NB = ceil_div(g.N, BW);
-  const int64_t dy_block = g.O * pad.rows * pad.cols * BW, dx_block = g.C * g.H * g.W * BW;
+  const int64_t dy_block = g.O * pad.rows * pad.cols * BW, image = g.C * g.H * g.W;
   const auto prefix = input_channel_cost_prefix(g, t_row_ptr, 1);
   const int64_t work = prefix[g.C] * NB * g.H * g.W * BW;
   for_balanced_parts(prefix, work, [&](int64_t c_begin, int64_t c_end) {
     std::vector<PhaseLists<T>> lists;
     for (int64_t ci = c_begin; ci < c_end; ++ci)
       lists.emplace_back(g, pad, BW, ci, t_row_ptr, t_col, t_value_index, values);
+    std::vector<T> tile(g.W * BW);
     for (int64_t nb = 0; nb < NB; ++nb) {
       for (int64_t h = 0; h < g.H; ++h) {
         const int64_t hp = h + g.ph, a = hp / g.sh, rh = hp % g.sh;
@@ -473,11 +475,13 @@ void batch_grad_input(const Geometry& g, const GradPadding& pad, const T* dyb,
             if (q1 < q0) continue;
             const int64_t phase = rh * g.sw + rw;
             const T* src = dyb + nb * dy_block + (a * pad.cols + q0) * BW;
-            T* dst = dxb + nb * dx_block + ((ci * g.H + h) * g.W + q0 * g.sw + rw - g.pw) * BW;
+            T* dst = tile.data() + (q0 * g.sw + rw - g.pw) * BW;
             gather_run<T, NV>(src, BW, l.offsets[phase].data(), l.values[phase].data(),
                               int64_t(l.offsets[phase].size()), T(0), dst, g.sw * BW,
                               q1 - q0 + 1);
           }
+          store_row_from_batch_minor<T>(tile.data(), g.W, BW, nb * BW, g.N,
+                                        dx + (ci * g.H + h) * g.W, image);
         }
       }
     }
@@ -534,12 +538,44 @@ WidthLayout width_layout(const Geometry& g, int64_t lanes) {
   return l;
 }
 
-// x (N, C, H, W) -> [N][C][Hp][sw][Wq] zero-padded and phase-split.
-at::Tensor phase_split_input(const at::Tensor& x, const Geometry& g, const WidthLayout& l) {
+// dst[n][c][top + h][left + w] = src[n][c][h][w] in planes of rows x cols, zero elsewhere
+// (src: any strides, its width contiguous).
+template <typename T>
+void padded_copy(const T* src, at::IntArrayRef strides, int64_t N, int64_t C, int64_t H,
+                 int64_t Wd, int64_t top, int64_t left, int64_t rows, int64_t cols, T* dst) {
+  const int64_t plane = rows * cols;
+  at::parallel_for(0, N * C, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t item = begin; item < end; ++item) {
+      const int64_t n = item / C, c = item % C;
+      T* out = dst + item * plane;
+      std::fill(out, out + top * cols, T(0));
+      std::fill(out + (top + H) * cols, out + plane, T(0));
+      for (int64_t h = 0; h < H; ++h) {
+        T* row = out + (top + h) * cols;
+        std::fill(row, row + left, T(0));
+        std::copy(src + n * strides[0] + c * strides[1] + h * strides[2],
+                  src + n * strides[0] + c * strides[1] + h * strides[2] + Wd, row + left);
+        std::fill(row + left + Wd, row + cols, T(0));
+      }
+    }
+  });
+}
+
+// x (N, C, H, W) -> [N][C][Hp][sw][Wq] zero-padded and phase-split, in scratch slot `slot`.
+template <typename T>
+const T* phase_split_input(const at::Tensor& x, const Geometry& g, const WidthLayout& l,
+                           int slot) {
   const int64_t total = l.Wq * g.sw;
-  at::Tensor padded = at::constant_pad_nd(x, {g.pw, total - g.W - g.pw, g.ph, g.ph}, 0);
-  if (g.sw == 1) return padded.contiguous();
-  return padded.view({g.N, g.C, l.Hp, l.Wq, g.sw}).transpose(3, 4).contiguous();
+  T* padded = scratch<T>(slot, g.N * g.C * l.Hp * total);
+  padded_copy<T>(x.data_ptr<T>(), x.strides(), g.N, g.C, g.H, g.W, g.ph, g.pw, l.Hp, total,
+                 padded);
+  if (g.sw == 1) return padded;
+  // Column w = q * sw + r to [r][q]: a strided copy, only for strided layers.
+  T* split = scratch<T>(3, g.N * g.C * l.Hp * total);
+  const at::Tensor from = at::from_blob(padded, {g.N, g.C, l.Hp, l.Wq, g.sw}, x.options());
+  at::from_blob(split, {g.N, g.C, l.Hp, g.sw, l.Wq}, x.options())
+      .copy_(from.transpose(3, 4));
+  return split;
 }
 
 template <typename T>
@@ -641,6 +677,11 @@ void width_grad_weight(const Geometry& g, const WidthLayout& l, const GradPaddin
 
 enum class Variant { kBatch, kWidth };
 
+// The batch variant's block: one vector of images per pixel. Two (16 fp32 lanes on AVX2) did
+// no better on the paper's layers: the input window each output row reads doubles, and on
+// the wider layers it no longer stays in L2.
+constexpr int kBatchVectors = 1;
+
 Variant parse_variant(const char* op, const std::string& variant) {
   if (variant == "batch") return Variant::kBatch;
   if (variant == "width") return Variant::kWidth;
@@ -681,11 +722,6 @@ at::Tensor width_contiguous(const at::Tensor& t) {
   return t.size(3) <= 1 || t.stride(3) == 1 ? t : t.contiguous();
 }
 
-template <typename F>
-void dispatch_batch_vectors(int64_t N, int64_t lanes, F body) {
-  if (N <= lanes) body(std::integral_constant<int, 1>{});
-  else body(std::integral_constant<int, 2>{});
-}
 
 at::Tensor sparse_conv2d_cpu(const at::Tensor& x_in, const at::Tensor& row_ptr_in,
                              const at::Tensor& col_idx_in, const at::Tensor& values_in,
@@ -730,26 +766,24 @@ at::Tensor sparse_conv2d_cpu(const at::Tensor& x_in, const at::Tensor& row_ptr_i
     const T* v = values.data_ptr<T>();
     const T* b = bias.defined() ? bias.data_ptr<T>() : nullptr;
     if (variant == Variant::kBatch) {
-      dispatch_batch_vectors(g.N, W, [&](auto nv) {
-        constexpr int NV = decltype(nv)::value;
+      {
+        constexpr int NV = kBatchVectors;
         constexpr int64_t BW = NV * W;
         const int64_t NB = ceil_div(g.N, BW), Hp = g.H + 2 * g.ph, Wp = g.W + 2 * g.pw;
         T* xb = scratch<T>(0, NB * g.C * Hp * Wp * BW);
-        T* ob = scratch<T>(1, NB * g.O * g.OH * g.OW * BW);
         to_batch_minor<T>(x.data_ptr<T>(), x.strides(), g.N, g.C, g.H, g.W, g.ph, g.pw, Hp, Wp,
                           BW, xb);
-        batch_forward<T, NV>(g, xb, rp, ci, v, b, ob);
-        from_batch_minor<T>(ob, g.N, g.O, g.OH, g.OW, BW, out.data_ptr<T>());
-      });
+        batch_forward<T, NV>(g, xb, rp, ci, v, b, out.data_ptr<T>());
+      }
     } else {
       const WidthLayout l = width_layout(g, W);
-      const at::Tensor xw = phase_split_input(x, g, l);
+      const T* xw = phase_split_input<T>(x, g, l, 0);
       if (l.OWv == g.OW) {
-        width_forward<T>(g, l, xw.data_ptr<T>(), rp, ci, v, b, out.data_ptr<T>());
+        width_forward<T>(g, l, xw, rp, ci, v, b, out.data_ptr<T>());
       } else {
-        at::Tensor wide = at::empty({g.N, g.O, g.OH, l.OWv}, x.options());
-        width_forward<T>(g, l, xw.data_ptr<T>(), rp, ci, v, b, wide.data_ptr<T>());
-        out.copy_(wide.narrow(3, 0, g.OW));
+        T* wide = scratch<T>(1, g.N * g.O * g.OH * l.OWv);
+        width_forward<T>(g, l, xw, rp, ci, v, b, wide);
+        out.copy_(at::from_blob(wide, {g.N, g.O, g.OH, l.OWv}, x.options()).narrow(3, 0, g.OW));
       }
     }
   });
@@ -810,8 +844,8 @@ std::tuple<at::Tensor, at::Tensor> sparse_conv2d_backward_cpu(
     const T* v = values.data_ptr<T>();
     if (variant == Variant::kBatch) {
       const GradPadding pad = grad_padding(g, 0);
-      dispatch_batch_vectors(g.N, W, [&](auto nv) {
-        constexpr int NV = decltype(nv)::value;
+      {
+        constexpr int NV = kBatchVectors;
         constexpr int64_t BW = NV * W;
         const int64_t NB = ceil_div(g.N, BW);
         T* dyb = scratch<T>(2, NB * g.O * pad.rows * pad.cols * BW);
@@ -825,29 +859,27 @@ std::tuple<at::Tensor, at::Tensor> sparse_conv2d_backward_cpu(
           batch_grad_weight<T, NV>(g, pad, xb, dyb, rp, ci, grad_values.data_ptr<T>());
         }
         if (needs_input) {
-          T* dxb = scratch<T>(1, NB * g.C * g.H * g.W * BW);
-          batch_grad_input<T, NV>(g, pad, dyb, trp, tci, tvi, v, dxb);
-          from_batch_minor<T>(dxb, g.N, g.C, g.H, g.W, BW, grad_x.data_ptr<T>());
+          batch_grad_input<T, NV>(g, pad, dyb, trp, tci, tvi, v, grad_x.data_ptr<T>());
         }
-      });
+      }
     } else {
       const WidthLayout l = width_layout(g, W);
       const int64_t Qv = round_up(ceil_div(g.pw + g.W, g.sw), W);
       // dy zero-padded: the input gradient's gather reads up to column left + Qv, the weight
       // gradient's dot products up to left + OWv.
       const GradPadding pad = grad_padding(g, std::max(Qv, l.OWv));
-      const at::Tensor dyw = at::constant_pad_nd(
-          grad_out, {pad.left, pad.cols - pad.left - g.OW, pad.top, pad.rows - pad.top - g.OH},
-          0).contiguous();
+      T* dyw = scratch<T>(2, g.N * g.O * pad.rows * pad.cols);
+      padded_copy<T>(grad_out.data_ptr<T>(), grad_out.strides(), g.N, g.O, g.OH, g.OW, pad.top,
+                     pad.left, pad.rows, pad.cols, dyw);
       if (needs_weight) {
-        const at::Tensor xw = phase_split_input(x, g, l);
-        width_grad_weight<T>(g, l, pad, xw.data_ptr<T>(), dyw.data_ptr<T>(), rp, ci,
-                             grad_values.data_ptr<T>());
+        const T* xw = phase_split_input<T>(x, g, l, 0);
+        width_grad_weight<T>(g, l, pad, xw, dyw, rp, ci, grad_values.data_ptr<T>());
       }
       if (needs_input) {
         const int64_t Hp = g.H + 2 * g.ph;
-        at::Tensor dxw = at::empty({g.N, g.C, Hp, g.sw, Qv}, x.options());
-        width_grad_input<T>(g, pad, Qv, dyw.data_ptr<T>(), trp, tci, tvi, v, dxw.data_ptr<T>());
+        T* dxw_data = scratch<T>(1, g.N * g.C * Hp * g.sw * Qv);
+        const at::Tensor dxw = at::from_blob(dxw_data, {g.N, g.C, Hp, g.sw, Qv}, x.options());
+        width_grad_input<T>(g, pad, Qv, dyw, trp, tci, tvi, v, dxw_data);
         // Back to columns w = q * sw + r, then the input's window of the padded coordinates.
         const at::Tensor columns = g.sw == 1 ? dxw.view({g.N, g.C, Hp, Qv})
                                              : dxw.transpose(3, 4).reshape({g.N, g.C, Hp, Qv * g.sw});
