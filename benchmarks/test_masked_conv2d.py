@@ -1,5 +1,6 @@
 """Masked conv2d, forward and forward + backward: each backend and the compact mode
-(``compact_conv2d``: im2col around the compact linear) against dense ``F.conv2d`` and
+(``compact_conv2d``: the direct sparse convolution on the CPU, im2col around the compact
+linear elsewhere) against dense ``F.conv2d`` and
 prune-style ``F.conv2d(x, W * M)``, on the Conv-6, VGG-19 and ResNet-20 layers of
 :mod:`benchmarks.shapes` at their batch sizes.
 
