@@ -1,8 +1,9 @@
 """Masked conv2d, forward and forward + backward: each backend and the compact mode
-(``compact_conv2d``: im2col around the compact linear) against dense ``F.conv2d``,
-prune-style ``F.conv2d(x, W * M)`` and SparseProp's SparseConv2d (where installed: its fastest
-variant among those correct on the shape, see :mod:`benchmarks.sparseprop_peer`), on the
-Conv-6, VGG-19 and ResNet-20 layers of :mod:`benchmarks.shapes` at their batch sizes.
+(``compact_conv2d``: the direct sparse convolution on the CPU, im2col around the compact
+linear elsewhere) against dense ``F.conv2d``, prune-style ``F.conv2d(x, W * M)`` and
+SparseProp's SparseConv2d (where installed: its fastest variant among those correct on the
+shape, see :mod:`benchmarks.sparseprop_peer`), on the Conv-6, VGG-19 and ResNet-20 layers of
+:mod:`benchmarks.shapes` at their batch sizes.
 
 Forward is inference; forward + backward computes the input and weight gradients. Dense does
 not look at the mask, so it is timed once per shape, at sparsity 0; compact starts at the first

@@ -18,6 +18,7 @@ from torch.autograd.function import once_differentiable
 
 from . import ops
 from .compact import CompactIndex
+from .compact.conv_plan import check_variant
 
 IntPair = Union[int, tuple]
 
@@ -170,33 +171,45 @@ def compact_linear(x: torch.Tensor, values: torch.Tensor, index: CompactIndex,
 
 def compact_conv2d(x: torch.Tensor, values: torch.Tensor, index: CompactIndex,
                    bias: Optional[torch.Tensor] = None, stride: IntPair = 1,
-                   padding: Union[IntPair, str] = 0, dilation: IntPair = 1) -> torch.Tensor:
-    """``conv2d(x, W, bias, ...)`` for the compact weight ``W`` of shape ``(O, C, kH, kW)``.
+                   padding: Union[IntPair, str] = 0, dilation: IntPair = 1, groups: int = 1,
+                   variant: Optional[str] = None) -> torch.Tensor:
+    """``conv2d(x, W, bias, ...)`` for the compact weight ``W`` of shape
+    ``(O, C / groups, kH, kW)``, with the arguments of ``F.conv2d``.
 
-    Lowered to :func:`compact_linear` by im2col: the input is unfolded into its
-    ``(N * L, C * kH * kW)`` patches, multiplied by the compact ``(O, C * kH * kW)`` matrix, and
-    the input gradient folded back, so stride, padding (ints, "valid" or "same") and dilation
-    behave as in ``F.conv2d``. groups=1 only. The unfolded input costs ``kH * kW`` times the
-    input's memory; that is the price of sharing the linear kernels.
+    On the CPU backend a direct sparse convolution whose cost falls with the density: each kept
+    weight adds a shifted window of its input channel to its output channel, vectorised over the
+    batch or over the output width, and the gradient of ``values`` is computed only at the kept
+    weights. ``variant`` forces one form ("batch", "width", or "im2col": the input unfolded
+    around the compact linear kernels, groups=1 only); None takes the one
+    ``index.conv_plan`` chose for this input shape (:mod:`sparse_tickets.compact.conv_plan`).
+    The reference backend computes every variant with ``F.conv2d`` on the dense weight.
     """
     x, values, bias = _autocast_inputs(x, values, bias)
     _check_compact(values, index, bias, dims=4)
+    variant = check_variant(variant)
     stride, dilation = _pair(stride, "stride"), _pair(dilation, "dilation")
     if min(stride) < 1 or min(dilation) < 1:
         raise ValueError(f"stride and dilation must be positive; got stride={stride}, "
                          f"dilation={dilation}")
+    if not isinstance(groups, int) or groups < 1 or index.rows % groups:
+        raise ValueError(f"groups={groups!r} must be a positive int dividing out_channels="
+                         f"{index.rows}")
     if padding == "same" and stride != (1, 1):
         raise ValueError(f"padding='same' needs stride 1; got stride={stride}")
     unbatched = x.dim() == 3
     if unbatched:
         x = x.unsqueeze(0)
-    if x.dim() != 4 or x.shape[1] != index.shape[1]:
-        raise ValueError(f"input has shape {tuple(x.shape)}; expected (N, {index.shape[1]}, H, "
-                         f"W) for the compact weight {index.shape} (groups=1)")
+    channels = index.shape[1] * groups
+    if x.dim() != 4 or x.shape[1] != channels:
+        raise ValueError(f"input has shape {tuple(x.shape)}; expected (N, {channels}, H, W) "
+                         f"for the compact weight {index.shape} with groups={groups}")
     _check_dtypes(x, values, bias)
     x, padding = _resolve_padding(x, padding, index.shape[2:], dilation)
+    for size, k, p, d in zip(x.shape[2:], index.shape[2:], padding, dilation):
+        _conv_out_size(size, k, 1, p, d)
     with _autocast_off(x):
-        y = CompactConv2dFunction.apply(x, values, index, bias, stride, padding, dilation)
+        y = CompactConv2dFunction.apply(x, values, index, bias, stride, padding, dilation,
+                                        groups, variant)
     return y.squeeze(0) if unbatched else y
 
 
@@ -226,43 +239,30 @@ class CompactLinearFunction(torch.autograd.Function):
 
 
 class CompactConv2dFunction(torch.autograd.Function):
-    """Autograd for :func:`compact_conv2d`: im2col around the compact linear kernels."""
+    """Autograd for :func:`compact_conv2d`; the kernels live in the selected backend."""
 
     @staticmethod
-    def forward(ctx, x, values, index, bias, stride, padding, dilation):
-        backend = ops.select("compact_linear", (x, values, bias))
-        batch, _, height, width = x.shape
-        kernel = index.shape[2:]
-        out_h, out_w = (_conv_out_size(size, k, s, p, d) for size, k, s, p, d in zip(
-            (height, width), kernel, stride, padding, dilation))
-        # (N, C*kH*kW, L) -> (N*L, C*kH*kW): one row per output pixel.
-        patches = F.unfold(x, kernel, dilation=dilation, padding=padding, stride=stride)
-        patches = patches.transpose(1, 2).reshape(batch * out_h * out_w, index.cols)
-        y = backend.compact_linear_forward(patches, index, values, bias)
+    def forward(ctx, x, values, index, bias, stride, padding, dilation, groups, variant):
+        backend = ops.select("compact_conv2d", (x, values, bias))
+        if variant is None:
+            variant = index.conv_plan.variant(tuple(x.shape), index.shape[2:], stride, padding,
+                                              dilation, groups, x.dtype, x.device.type)
+        geometry = (stride, padding, dilation, groups, variant)
+        y = backend.compact_conv2d_forward(x, index, values, bias, *geometry)
         ctx.backend, ctx.index, ctx.has_bias = backend, index, bias is not None
-        ctx.geometry = ((height, width), kernel, stride, padding, dilation, (out_h, out_w))
-        ctx.save_for_backward(patches, values)
-        return y.reshape(batch, out_h * out_w, index.rows).transpose(1, 2).reshape(
-            batch, index.rows, out_h, out_w)
+        ctx.geometry = geometry
+        ctx.save_for_backward(x, values)
+        return y
 
     @staticmethod
     @once_differentiable
     def backward(ctx, grad_y):
-        patches, values = ctx.saved_tensors
-        size, kernel, stride, padding, dilation, (out_h, out_w) = ctx.geometry
-        batch = grad_y.shape[0]
+        x, values = ctx.saved_tensors
         needs_x, needs_values, _, needs_bias = ctx.needs_input_grad[:4]
-        grad_rows = grad_y.reshape(batch, ctx.index.rows, out_h * out_w).transpose(1, 2)
-        grad_rows = grad_rows.reshape(batch * out_h * out_w, ctx.index.rows)
-        grad_patches, grad_values, grad_bias = ctx.backend.compact_linear_backward(
-            grad_rows, patches, ctx.index, values, ctx.has_bias,
-            (needs_x, needs_values, needs_bias))
-        grad_x = None
-        if grad_patches is not None:
-            grad_patches = grad_patches.reshape(batch, out_h * out_w, ctx.index.cols)
-            grad_x = F.fold(grad_patches.transpose(1, 2), size, kernel, dilation=dilation,
-                            padding=padding, stride=stride)
-        return grad_x, grad_values, None, grad_bias, None, None, None
+        grad_x, grad_values, grad_bias = ctx.backend.compact_conv2d_backward(
+            grad_y, x, ctx.index, values, ctx.has_bias, (needs_x, needs_values, needs_bias),
+            *ctx.geometry)
+        return grad_x, grad_values, None, grad_bias, None, None, None, None, None
 
 
 def _conv_out_size(size: int, kernel: int, stride: int, padding: int, dilation: int) -> int:

@@ -152,3 +152,65 @@ def test_compact_conv2d_refuses_an_output_that_would_be_empty():
     _, index, values = _compact((2, 1, 5, 5), 0.5, torch.float32)
     with pytest.raises(ValueError, match="output would be empty"):
         compact_conv2d(torch.randn(1, 1, 3, 3), values.float(), index)
+
+
+# (input shape, out channels, kernel, stride, padding, dilation, groups): batch 1 and 60, prime
+# channels, 1x1 and 5x5, "same", grouped and depthwise.
+VARIANT_CASES = [
+    ((1, 3, 6, 9), 5, (3, 3), 1, "same", 1, 1),
+    ((60, 2, 5, 4), 3, (1, 1), 2, 0, 1, 1),
+    ((3, 5, 8, 7), 7, (5, 5), 1, 2, (1, 2), 1),
+    ((4, 6, 5, 5), 9, (3, 3), 1, 1, 1, 3),
+    ((2, 4, 6, 6), 4, (3, 3), 2, 1, 1, 4),
+]
+
+
+@pytest.mark.parametrize("variant", ["batch", "width", "im2col"])
+@pytest.mark.parametrize("case", VARIANT_CASES, ids=[f"case{i}" for i in range(len(VARIANT_CASES))])
+def test_every_conv_variant_of_the_cpu_backend_matches_dense(monkeypatch, case, variant):
+    reason = extension.unavailable_reason(extension.CPU)
+    if reason is not None:
+        pytest.skip(f"the cpu extension is unavailable: {reason}")
+    monkeypatch.setenv(ops.BACKEND_ENV_VAR, "cpu")
+    x_shape, out_channels, kernel, stride, padding, dilation, groups = case
+    weight, index, values = _compact((out_channels, x_shape[1] // groups, *kernel), 0.4,
+                                     torch.float32)
+    x = torch.randn(x_shape, dtype=torch.float64)
+    bias = torch.randn(out_channels, dtype=torch.float64)
+    ours = [_leaf(x, torch.float32), _leaf(values, torch.float32), _leaf(bias, torch.float32)]
+    call = lambda: compact_conv2d(ours[0], ours[1], index, ours[2], stride, padding,  # noqa: E731
+                                  dilation, groups, variant)
+    if variant == "im2col" and groups > 1:
+        with pytest.raises(ValueError, match="im2col compact conv2d serves groups=1 only"):
+            call()
+        return
+    y = call()
+    truth = [_leaf(x, torch.float64), _leaf(weight, torch.float64), _leaf(bias, torch.float64)]
+    y_truth = F.conv2d(*truth, stride, padding, dilation, groups)
+    grad_y = torch.randn_like(y_truth)
+    y.backward(grad_y.float())
+    y_truth.backward(grad_y)
+    _assert_close(y, y_truth, torch.float32)
+    for got, want in zip(ours, truth):
+        _assert_close(got.grad, index.gather(want.grad) if want is truth[1] else want.grad,
+                      torch.float32)
+
+
+def test_compact_conv2d_takes_a_non_contiguous_input(backend_dtype):
+    _, dtype = backend_dtype
+    weight, index, values = _compact((5, 3, 3, 3), 0.5, torch.float64)
+    x = torch.randn(4, 9, 3, 7, dtype=torch.float64).permute(0, 2, 3, 1)[..., ::2]  # (4, 3, 7, 5)
+    leaf = _leaf(values, dtype)
+    y = compact_conv2d(x.to(dtype), leaf, index, padding=1)
+    _assert_close(y, F.conv2d(x, weight, padding=1), dtype)
+
+
+def test_the_conv_plan_records_one_choice_per_input_shape():
+    _, index, values = _compact((4, 3, 3, 3), 0.5, torch.float32)
+    for batch in (64, 64, 1):
+        compact_conv2d(torch.randn(batch, 3, 8, 8), values.float(), index, padding=1)
+    assert sorted(index.conv_plan.choices.values()) in (
+        ["batch", "width"], ["batch", "batch"], ["width", "width"])
+    assert len(index.conv_plan.choices) == 2
+    with pytest.raises(ValueError, match="conv variant 'fast' is not one of batch, width, im2col"):
+        compact_conv2d(torch.randn(1, 3, 8, 8), values.float(), index, variant="fast")

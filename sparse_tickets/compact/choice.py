@@ -7,10 +7,11 @@ Parameter (``weight`` <-> ``values``): the masked optimizers follow it, but a pl
 torch.optim optimizer built before the switch would silently stop training the layer. The
 command line, which builds its optimizer after each level's masks, runs ``"auto"``.
 ``"dense"`` and ``"compact"`` are obeyed (compact is refused, in one line, where it
-cannot be computed: a grouped convolution). ``"auto"`` picks compact when
+cannot be computed: a grouped convolution off the CPU). ``"auto"`` picks compact when
 
-- a compiled backend (``cpu`` / ``cuda``) serves the compact linear for the layer's device and
-  dtype (the reference would rebuild the dense weight at every call: never faster), and
+- a compiled backend (``cpu`` / ``cuda``) serves the compact linear (or conv2d) for the
+  layer's device and dtype (the reference would rebuild the dense weight at every call: never
+  faster), and
 - the layer's density is at most the threshold for its device type, dtype and kind (linear or
   conv2d): the density at and below which a compact training step (forward, both gradients,
   optimizer step) beats the dense-masked one by a margin, measured on the machine the run is
@@ -99,10 +100,12 @@ def threshold(device_type: str, kind: str = "linear", dtype: torch.dtype = torch
 
 def compact_unsupported_reason(layer) -> Optional[str]:
     """Why ``layer`` cannot run compact at all (None when it can)."""
-    if getattr(layer, "groups", 1) != 1:
-        return f"a grouped convolution (groups={layer.groups}) has no compact form"
     if layer.mask.is_meta:
         return "the layer is on the meta device"
+    if getattr(layer, "groups", 1) != 1 and layer.mask.device.type != "cpu":
+        # Only the CPU's direct sparse convolution (and the reference) index channels by group.
+        return (f"a grouped convolution (groups={layer.groups}) has a compact form on the CPU "
+                f"only, not on {layer.mask.device.type}")
     return None
 
 
@@ -127,8 +130,9 @@ def _compiled_backend_serves(layer) -> bool:
     from .. import ops  # late: ops imports the functional layer, which imports this package
 
     weight = layer.trainable_weight
+    op = "compact_conv2d" if layer.mask.dim() == 4 else "compact_linear"
     try:
-        backend = ops.select("compact_linear", [weight])
+        backend = ops.select(op, [weight])
     except ops.BackendError:
         return False
     return backend.name != "reference"

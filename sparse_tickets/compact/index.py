@@ -13,14 +13,19 @@ compact form is ``values = W[mask]`` (the kept entries in row-major order) and:
 
 int32 indices halve the index bytes each kernel reads; a mask with 2**31 or more kept entries
 is refused.
+
+A conv weight's index also carries its :class:`~.conv_plan.ConvPlan`: which vectorisation of
+the direct sparse convolution serves each input shape.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
+
+from .conv_plan import ConvPlan
 
 _MAX_NNZ = 2**31 - 1
 
@@ -37,6 +42,8 @@ class CompactIndex:
     t_row_ptr: torch.Tensor
     t_col_idx: torch.Tensor
     t_value_index: torch.Tensor
+    # A conv weight's vectorisation, chosen once per input shape (see .conv_plan).
+    conv_plan: ConvPlan = field(default_factory=ConvPlan, compare=False, repr=False)
 
     @classmethod
     def from_mask(cls, mask: torch.Tensor) -> "CompactIndex":

@@ -319,6 +319,9 @@ class MaskedConv2d(MaskedLayer, nn.Conv2d):
                          dilation=dilation, groups=groups, bias=bias, padding_mode=padding_mode,
                          device=device, dtype=dtype)
         self._init_mask()
+        # The compact form's vectorisation: None lets the index's plan choose per input shape
+        # (compact_index.conv_plan.choices records it); "batch", "width" or "im2col" forces one.
+        self.conv_variant = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.mode == "compact":
@@ -332,7 +335,7 @@ class MaskedConv2d(MaskedLayer, nn.Conv2d):
                                         mode=self.padding_mode)
             padding = 0
         return functional.compact_conv2d(x, values, self.compact_index, self.bias, self.stride,
-                                         padding, self.dilation)
+                                         padding, self.dilation, self.groups, self.conv_variant)
 
     def _conv_forward(self, x: torch.Tensor, weight: torch.Tensor, bias):
         if self.padding_mode != "zeros":

@@ -31,6 +31,7 @@ OPS = (
     "masked_linear",
     "masked_conv2d",
     "compact_linear",
+    "compact_conv2d",
     "masked_sgd_step",
     "masked_adam_step",
 )

@@ -99,11 +99,26 @@ def test_the_global_default_applies_to_layers_without_a_request(monkeypatch):
         _layer_at(0.9, mode=None)
 
 
-def test_bad_modes_and_grouped_convolutions_are_refused():
+def test_bad_modes_are_refused():
     with pytest.raises(ValueError, match="mode 'fast' is not one of auto, dense, compact"):
         MaskedLinear(3, 2).set_mode("fast")
-    grouped = MaskedConv2d(4, 4, 3, groups=2)
-    with pytest.raises(ValueError, match=r"grouped convolution \(groups=2\) has no compact"):
+
+
+def test_a_grouped_convolution_runs_compact_on_the_cpu():
+    grouped = MaskedConv2d(4, 6, 3, groups=2, padding=1)
+    grouped.set_mask(torch.rand(grouped.mask.shape) < 0.5)
+    x = torch.randn(3, 4, 5, 5)
+    dense = grouped(x)
+    grouped.set_mode("compact")
+    assert grouped.mode == "compact"
+    assert torch.allclose(grouped(x), dense, atol=1e-5)
+
+
+@pytest.mark.cuda
+def test_a_grouped_convolution_is_refused_compact_off_the_cpu():
+    grouped = MaskedConv2d(4, 4, 3, groups=2, device="cuda")
+    with pytest.raises(ValueError, match=r"grouped convolution \(groups=2\) has a compact form "
+                                         r"on the CPU only"):
         grouped.set_mode("compact")
     grouped.set_mode("auto")
     grouped.set_mask(torch.zeros_like(grouped.mask))

@@ -8,6 +8,9 @@ import torch
 import torch.nn.functional as F
 
 from sparse_tickets import MaskedConv2d, MaskedLinear
+from sparse_tickets.ops.native import extension
+
+_CPU_EXTENSION_LOADED = extension.unavailable_reason(extension.CPU) is None
 
 
 def _linear(density=0.3):
@@ -121,6 +124,32 @@ def test_compact_conv_matches_dense(kwargs):
     y = layer(x)
     layer.set_mode("compact")
     assert torch.allclose(layer(x), y, atol=1e-5)
+
+
+@pytest.mark.parametrize("variant", [None, "batch", "width", "im2col"])
+@pytest.mark.parametrize("kwargs", [dict(padding=1), dict(padding="same", padding_mode="reflect"),
+                                    dict(stride=2, padding=1, groups=3)],
+                         ids=["padded", "same-reflect", "strided-depthwise"])
+def test_every_conv_variant_trains_like_the_dense_layer(variant, kwargs):
+    torch.manual_seed(2)
+    dense = MaskedConv2d(3, 6, 3, **kwargs)
+    dense.set_mask(torch.rand(dense.mask.shape) < 0.4)
+    compact = copy.deepcopy(dense)
+    compact.conv_variant = variant
+    compact.set_mode("compact")
+    x = torch.randn(5, 3, 9, 8)
+    if variant == "im2col" and dense.groups > 1 and _CPU_EXTENSION_LOADED:
+        with pytest.raises(ValueError, match="serves groups=1 only"):
+            compact(x)
+        return
+    outputs = [layer(x) for layer in (dense, compact)]
+    assert torch.allclose(outputs[1], outputs[0], atol=1e-5)
+    for y in outputs:
+        y.square().sum().backward()
+    assert torch.allclose(compact.values.grad, dense.weight.grad[dense.mask], atol=1e-4)
+    assert torch.allclose(compact.bias.grad, dense.bias.grad, atol=1e-4)
+    if variant is None:
+        assert list(compact.compact_index.conv_plan.choices.values()) in (["batch"], ["width"])
 
 
 def test_module_conversions_carry_the_compact_form():

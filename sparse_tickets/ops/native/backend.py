@@ -1,9 +1,10 @@
-"""The ``cpu`` and ``cuda`` backends: the compact linear and the fused optimizer steps as the
-compiled torch ops of :mod:`.library`.
+"""The ``cpu`` and ``cuda`` backends: the compact linear, the compact conv2d and the fused
+optimizer steps as the compiled torch ops of :mod:`.library`.
 
 The compact linear is what makes a sparse level cheap: its forward and input gradient are SpMMs
 over the mask's CSR index and its transpose, and the weight gradient an SDDMM at the nonzeros,
-so each costs O(nnz * batch) instead of O(out * in * batch). The optimizer steps are one fused
+so each costs O(nnz * batch) instead of O(out * in * batch). The compact conv2d is a direct
+sparse convolution on the CPU and im2col around the compact linear elsewhere (:mod:`.conv`). The optimizer steps are one fused
 pass per tensor (the reference makes about ten), with a mask for dense-masked weights and
 without one for compact values.
 
@@ -19,11 +20,11 @@ from typing import Optional, Sequence
 import torch
 
 from ..dispatch import Backend
-from . import extension
+from . import conv, extension
 
 
 class NativeBackend(Backend):
-    ops = frozenset({"compact_linear", "masked_sgd_step", "masked_adam_step"})
+    ops = frozenset({"compact_linear", "compact_conv2d", "masked_sgd_step", "masked_adam_step"})
 
     def __init__(self, spec: extension.ExtensionSpec, dtypes: frozenset) -> None:
         self.spec = spec
@@ -67,6 +68,27 @@ class NativeBackend(Backend):
                        if needs_values else None)
         grad_bias = grad_y.sum(0) if has_bias and needs_bias else None
         return grad_x, grad_values, grad_bias
+
+    # The compact conv2d: x is (N, C, H, W), values (nnz,), y is (N, O, OH, OW).
+
+    def compact_conv2d_forward(self, x, index, values, bias, stride, padding, dilation, groups,
+                               variant):
+        if self._direct_conv(variant):
+            return conv.direct_forward(x, index, values, bias, stride, padding, dilation, groups,
+                                       variant)
+        return conv.im2col_forward(self.compact_linear_forward, x, index, values, bias, stride,
+                                   padding, dilation, groups)
+
+    def compact_conv2d_backward(self, grad_y, x, index, values, has_bias, needs_grad, stride,
+                                padding, dilation, groups, variant):
+        if self._direct_conv(variant):
+            return conv.direct_backward(grad_y.contiguous(), x, index, values, has_bias,
+                                        needs_grad, stride, padding, dilation, groups, variant)
+        return conv.im2col_backward(self.compact_linear_backward, grad_y, x, index, values,
+                                    has_bias, needs_grad, stride, padding, dilation, groups)
+
+    def _direct_conv(self, variant: str) -> bool:
+        return self.spec.kind == "cpu" and variant in conv.DIRECT_VARIANTS
 
     # The fused optimizer steps (the arithmetic of ops/reference/optim.py, one pass each).
 

@@ -63,7 +63,8 @@ class ExtensionSpec:
         return [self.source_root / source for source in self.sources]
 
 
-CPU = ExtensionSpec("cpu", "SPARSE_TICKETS_CPU_EXTENSION", ("cpu/compact_ops.cpp",))
+CPU = ExtensionSpec("cpu", "SPARSE_TICKETS_CPU_EXTENSION",
+                    ("cpu/compact_ops.cpp", "cpu/sparse_conv.cpp"))
 CUDA = ExtensionSpec("cuda", "SPARSE_TICKETS_CUDA_EXTENSION",
                      ("cuda/compact_kernels.cu", "cuda/compact_cuda.cpp"))
 

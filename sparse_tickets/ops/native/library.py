@@ -19,6 +19,20 @@ each of its entries, the position of that nonzero in ``values``.
 ``sddmm(grad_out, x, row_ptr, col_idx)``
     ``out[j] = sum_b grad_out[b, r(j)] * x[b, col_idx[j]]`` for each nonzero ``j`` of row
     ``r(j)``: the weight gradient ``(dy^T x)`` at the nonzeros only, shape ``(nnz,)``.
+``sparse_conv2d(x, row_ptr, col_idx, values, bias, kernel_size, stride, padding, dilation,
+groups, variant)``
+    ``conv2d(x, W, bias, stride, padding, dilation, groups)`` for the compact weight ``W`` of
+    shape ``(O, C / groups, kH, kW)``: the CSR index of its mask as the ``(O, C / groups * kH *
+    kW)`` matrix, whose column ``j`` is the tap ``(j // (kH*kW), j // kW % kH, j % kW)``, and its
+    ``values``. Zero padding (ints). ``x`` is ``(N, C, H, W)``, the output ``(N, O, OH, OW)``,
+    contiguous. ``variant`` names the vectorisation, ``"batch"`` (over the batch, operands
+    copied batch-minor) or ``"width"`` (over the output width): the same numbers up to the order
+    of the sums.
+``sparse_conv2d_backward(grad_out, x, row_ptr, col_idx, t_row_ptr, t_col_idx, t_value_index,
+values, kernel_size, stride, padding, dilation, groups, variant, output_mask)``
+    ``(grad_x, grad_values)`` of the same convolution, with the transposed index too; the
+    gradient of ``values`` only at the kept weights, ``(nnz,)``. An output not asked for in
+    ``output_mask`` comes back as an empty tensor.
 ``sgd_step_`` / ``adam_step_``
     One fused, in-place step of ``torch.optim.SGD`` / ``Adam`` (AdamW with
     ``decoupled_weight_decay``) on one tensor: the arithmetic of
@@ -39,6 +53,14 @@ SCHEMAS = {
     "spmm": "spmm(Tensor x, Tensor row_ptr, Tensor col_idx, Tensor values, Tensor? value_index, "
             "Tensor? bias) -> Tensor",
     "sddmm": "sddmm(Tensor grad_out, Tensor x, Tensor row_ptr, Tensor col_idx) -> Tensor",
+    "sparse_conv2d": "sparse_conv2d(Tensor x, Tensor row_ptr, Tensor col_idx, Tensor values, "
+                     "Tensor? bias, int[2] kernel_size, int[2] stride, int[2] padding, "
+                     "int[2] dilation, int groups, str variant) -> Tensor",
+    "sparse_conv2d_backward": "sparse_conv2d_backward(Tensor grad_out, Tensor x, Tensor row_ptr, "
+                              "Tensor col_idx, Tensor t_row_ptr, Tensor t_col_idx, "
+                              "Tensor t_value_index, Tensor values, int[2] kernel_size, "
+                              "int[2] stride, int[2] padding, int[2] dilation, int groups, "
+                              "str variant, bool[2] output_mask) -> (Tensor, Tensor)",
     "sgd_step_": "sgd_step_(Tensor(a!) param, Tensor grad, Tensor(b!) momentum_buffer, "
                  "Tensor? mask, float lr, float weight_decay, float momentum, float dampening, "
                  "bool nesterov, bool maximize, bool first_step) -> ()",
@@ -61,6 +83,24 @@ def _spmm_fake(x, row_ptr, col_idx, values, value_index, bias):
 @torch.library.register_fake(f"{NAMESPACE}::sddmm")
 def _sddmm_fake(grad_out, x, row_ptr, col_idx):
     return x.new_empty((col_idx.shape[0],))
+
+
+@torch.library.register_fake(f"{NAMESPACE}::sparse_conv2d")
+def _sparse_conv2d_fake(x, row_ptr, col_idx, values, bias, kernel_size, stride, padding,
+                        dilation, groups, variant):
+    height, width = (
+        (size + 2 * pad - dil * (k - 1) - 1) // s + 1
+        for size, k, s, pad, dil in zip(x.shape[2:], kernel_size, stride, padding, dilation))
+    return x.new_empty((x.shape[0], row_ptr.shape[0] - 1, height, width))
+
+
+@torch.library.register_fake(f"{NAMESPACE}::sparse_conv2d_backward")
+def _sparse_conv2d_backward_fake(grad_out, x, row_ptr, col_idx, t_row_ptr, t_col_idx,
+                                 t_value_index, values, kernel_size, stride, padding, dilation,
+                                 groups, variant, output_mask):
+    grad_x = x.new_empty(x.shape) if output_mask[0] else x.new_empty((0,))
+    grad_values = values.new_empty(values.shape) if output_mask[1] else x.new_empty((0,))
+    return grad_x, grad_values
 
 
 @torch.library.register_fake(f"{NAMESPACE}::sgd_step_")

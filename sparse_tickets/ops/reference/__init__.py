@@ -10,8 +10,8 @@ from . import compact, conv, linear, optim
 
 class ReferenceBackend(Backend):
     name = "reference"
-    ops = frozenset({"masked_linear", "masked_conv2d", "compact_linear", "masked_sgd_step",
-                     "masked_adam_step"})
+    ops = frozenset({"masked_linear", "masked_conv2d", "compact_linear", "compact_conv2d",
+                     "masked_sgd_step", "masked_adam_step"})
     # Whatever device torch itself runs on: the reference is the fallback everywhere.
     device_types = frozenset({"cpu", "cuda", "mps", "xpu", "meta"})
     dtypes = frozenset({torch.float64, torch.float32, torch.float16, torch.bfloat16})
@@ -22,5 +22,7 @@ class ReferenceBackend(Backend):
     masked_conv2d_backward = staticmethod(conv.masked_conv2d_backward)
     compact_linear_forward = staticmethod(compact.compact_linear_forward)
     compact_linear_backward = staticmethod(compact.compact_linear_backward)
+    compact_conv2d_forward = staticmethod(compact.compact_conv2d_forward)
+    compact_conv2d_backward = staticmethod(compact.compact_conv2d_backward)
     masked_sgd_step = staticmethod(optim.masked_sgd_step)
     masked_adam_step = staticmethod(optim.masked_adam_step)

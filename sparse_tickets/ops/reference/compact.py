@@ -1,4 +1,4 @@
-"""The compact linear in plain torch: the numbers the compiled kernels are tested against.
+"""The compact linear and conv2d in plain torch: the numbers the compiled kernels are tested against.
 
 It rebuilds the dense weight from the values, so it costs what the dense op costs; it exists
 to define the results (and to serve devices the compiled extensions do not), not to be fast.
@@ -28,6 +28,29 @@ def compact_linear_backward(grad_y: torch.Tensor, x: torch.Tensor, index: Compac
     grad_values = (index.gather((grad_y.t() @ x).reshape(index.shape)) if needs_values
                    else None)
     grad_bias = grad_y.sum(0) if has_bias and needs_bias else None
+    return grad_x, grad_values, grad_bias
+
+
+def compact_conv2d_forward(x: torch.Tensor, index: CompactIndex, values: torch.Tensor,
+                           bias: Optional[torch.Tensor], stride: tuple, padding: tuple,
+                           dilation: tuple, groups: int, variant: str) -> torch.Tensor:
+    # y = conv2d(x, W) + b, W holding ``values`` at the mask's kept entries (any variant)
+    return F.conv2d(x, index.to_dense(values), bias, stride, padding, dilation, groups)
+
+
+def compact_conv2d_backward(grad_y: torch.Tensor, x: torch.Tensor, index: CompactIndex,
+                            values: torch.Tensor, has_bias: bool, needs_grad: tuple,
+                            stride: tuple, padding: tuple, dilation: tuple, groups: int,
+                            variant: str):
+    # dx = conv2d^T(dy, W);  dvalues = conv2d_weight_grad(x, dy) at the kept entries;  db = sum dy
+    needs_x, needs_values, needs_bias = needs_grad
+    output_mask = [needs_x, needs_values, has_bias and needs_bias]
+    if not any(output_mask):
+        return None, None, None
+    grad_x, grad_weight, grad_bias = torch.ops.aten.convolution_backward(
+        grad_y, x, index.to_dense(values), [index.rows] if has_bias else None, list(stride),
+        list(padding), list(dilation), False, [0, 0], groups, output_mask)
+    grad_values = index.gather(grad_weight) if grad_weight is not None else None
     return grad_x, grad_values, grad_bias
 
 

@@ -1,0 +1,899 @@
+// Direct sparse conv2d on the CPU: forward, input gradient and weight gradient (at the kept
+// weights only) of a compact weight, without im2col.
+//
+// Registers implementations only; the schemas and their semantics live in
+// sparse_tickets/ops/native/library.py. The weight (O, C/groups, kH, kW) is the CSR index of its
+// mask seen as the matrix (O, C/groups * kH * kW) plus its transpose (sparse_tickets.compact.
+// CompactIndex); a column j is the tap (c, kh, kw) = (j / (kH*kW), j / kW % kH, j % kW).
+//
+// One idea serves all three (after SparseProp, Nikdan et al., ICML 2023): every kept weight
+// (o, c, kh, kw) with value v adds v times a shifted window of input channel c to output channel
+// o, so with the operands laid out so that the vectorised dimension is contiguous, a block of
+// outputs is a sum over the row's kept weights of v * (a vector load at a per-weight offset),
+// accumulated in registers:
+//   "batch"  the batch is the vector: tensors are copied batch-minor, [N/BW][C][H][W][BW] with
+//            BW = one SIMD width (the batch's tail lanes are zero, so any batch size is
+//            exact), and a block is a few output pixels of one row;
+//   "width"  the output width is the vector: the input is zero-padded and split by column phase
+//            (column w = q * stride + r is stored at [r][q]), so that the columns one kept
+//            weight reads for consecutive outputs are contiguous at any stride; a block is a
+//            few output rows of one image.
+// The input gradient is the same gather over the transposed index: input pixel (h, w) with
+// h = a * sh + rh takes, from each kept (o, kh, kw) whose kh * dh leaves the same remainder
+// rh (and likewise for w), v * dy[o][a - kh * dh / sh][...]; dy is zero-padded so no bound is
+// ever tested in the inner loop. The weight gradient is, per kept weight, the dot product of
+// dy[o] with its window of input channel c, eight kept weights at a time.
+//
+// Work is split between threads by output channel (forward, weight gradient) or input channel
+// (input gradient), balanced by kept weights; each thread walks the images (and, batch-minor,
+// the output rows) outermost so that the input window every kept weight reads stays in cache.
+
+#include <ATen/ATen.h>
+#include <ATen/Parallel.h>
+#include <torch/library.h>
+
+#include <algorithm>
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <tuple>
+#include <type_traits>
+#include <vector>
+
+#include "simd.h"
+
+namespace sparse_tickets_cpu {
+namespace {
+
+using index_t = int32_t;
+
+int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
+int64_t round_up(int64_t n, int64_t multiple) { return ceil_div(n, multiple) * multiple; }
+
+// ---------------------------------------------------------------------------------------------
+// The geometry of one convolution.
+
+struct Geometry {
+  int64_t N, C, H, W;          // input
+  int64_t O, Cg, kH, kW;       // weight: O x C/groups x kH x kW
+  int64_t groups, Og;          // Og = O / groups
+  int64_t sh, sw, ph, pw, dh, dw;
+  int64_t OH, OW;
+  int64_t taps() const { return kH * kW; }
+};
+
+Geometry make_geometry(const char* op, at::IntArrayRef input, int64_t out_channels,
+                       at::IntArrayRef kernel_size, at::IntArrayRef stride,
+                       at::IntArrayRef padding, at::IntArrayRef dilation, int64_t groups) {
+  TORCH_CHECK(input.size() == 4, op, ": input must be 4-D (N, C, H, W), got ", input.size(),
+              "-D");
+  TORCH_CHECK(kernel_size.size() == 2 && stride.size() == 2 && padding.size() == 2 &&
+                  dilation.size() == 2,
+              op, ": kernel_size, stride, padding and dilation must be pairs");
+  TORCH_CHECK(groups >= 1 && input[1] % groups == 0 && out_channels % groups == 0, op,
+              ": groups must divide the input channels (", input[1], ") and the output "
+              "channels (", out_channels, "), got ", groups);
+  Geometry g;
+  g.N = input[0], g.C = input[1], g.H = input[2], g.W = input[3];
+  g.O = out_channels, g.groups = groups, g.Cg = g.C / groups, g.Og = g.O / groups;
+  g.kH = kernel_size[0], g.kW = kernel_size[1];
+  g.sh = stride[0], g.sw = stride[1], g.ph = padding[0], g.pw = padding[1];
+  g.dh = dilation[0], g.dw = dilation[1];
+  TORCH_CHECK(g.kH >= 1 && g.kW >= 1 && g.sh >= 1 && g.sw >= 1 && g.dh >= 1 && g.dw >= 1 &&
+                  g.ph >= 0 && g.pw >= 0,
+              op, ": kernel_size, stride and dilation must be positive and padding "
+              "non-negative, got kernel_size ", kernel_size, ", stride ", stride, ", padding ",
+              padding, ", dilation ", dilation);
+  g.OH = (g.H + 2 * g.ph - g.dh * (g.kH - 1) - 1) / g.sh + 1;
+  g.OW = (g.W + 2 * g.pw - g.dw * (g.kW - 1) - 1) / g.sw + 1;
+  TORCH_CHECK(g.H + 2 * g.ph >= g.dh * (g.kH - 1) + 1 && g.W + 2 * g.pw >= g.dw * (g.kW - 1) + 1,
+              op, ": the output would be empty for input ", input, ", kernel_size ",
+              kernel_size, ", padding ", padding, ", dilation ", dilation);
+  return g;
+}
+
+// The zero padding the input gradient's gather needs around dy (see the file's comment):
+// dy row a - kh * dh / sh for a < ceil((ph + H) / sh), and likewise for columns.
+struct GradPadding {
+  int64_t top, left, rows, cols;  // rows, cols: the padded extent
+};
+
+GradPadding grad_padding(const Geometry& g, int64_t min_cols) {
+  GradPadding p;
+  p.top = (g.kH - 1) * g.dh / g.sh;
+  p.left = (g.kW - 1) * g.dw / g.sw;
+  p.rows = p.top + std::max(g.OH, ceil_div(g.ph + g.H, g.sh));
+  p.cols = p.left + std::max({g.OW, ceil_div(g.pw + g.W, g.sw), min_cols});
+  return p;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Scratch memory, kept per calling thread and only ever grown (see compact_ops.cpp's scratch).
+
+template <typename T>
+T* scratch(int slot, int64_t elements) {
+  static thread_local at::Tensor buffers[4];
+  at::Tensor& buffer = buffers[slot];
+  const int64_t bytes = elements * int64_t(sizeof(T)) + 64;
+  if (!buffer.defined() || buffer.numel() < bytes) {
+    buffer = at::Tensor();
+    buffer = at::empty({bytes}, at::TensorOptions().dtype(at::kByte));
+  }
+  const auto address = reinterpret_cast<uintptr_t>(buffer.data_ptr());
+  return reinterpret_cast<T*>((address + 63) / 64 * 64);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Thread partition: contiguous ranges of rows (channels) with about equal cost each.
+
+template <typename F>
+void for_balanced_parts(const std::vector<int64_t>& cost_prefix, int64_t work, F body) {
+  const int64_t rows = int64_t(cost_prefix.size()) - 1;
+  const int64_t threads =
+      std::min<int64_t>(rows, work < 65536 ? 1 : std::max(1, at::get_num_threads()));
+  if (threads <= 1) {
+    if (rows > 0) body(int64_t(0), rows);
+    return;
+  }
+  std::vector<int64_t> cuts(threads + 1, rows);
+  cuts[0] = 0;
+  const int64_t total = cost_prefix[rows];
+  for (int64_t p = 1; p < threads; ++p) {
+    const int64_t target = total * p / threads;
+    const int64_t r = std::lower_bound(cost_prefix.begin(), cost_prefix.end(), target) -
+                      cost_prefix.begin();
+    cuts[p] = std::max(cuts[p - 1], std::min(rows, r));
+  }
+  at::parallel_for(0, threads, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t part = begin; part < end; ++part)
+      if (cuts[part] < cuts[part + 1]) body(cuts[part], cuts[part + 1]);
+  });
+}
+
+// ---------------------------------------------------------------------------------------------
+// The two inner kernels.
+
+// dst[p * dst_step + k * W] = init + sum_{j < count} val[j] * src[off[j] + p * step + k * W]
+// for P blocks p of NV vectors: P * NV accumulators, one broadcast per kept weight.
+template <typename T, int P, int NV>
+inline void gather_block(const T* __restrict src, int64_t step, const int64_t* __restrict off,
+                         const T* __restrict val, int64_t count, T init, T* __restrict dst,
+                         int64_t dst_step) {
+  using S = Simd<T>;
+  constexpr int W = S::W;
+  typename S::V acc[P][NV];
+#pragma GCC unroll 8
+  for (int p = 0; p < P; ++p)
+#pragma GCC unroll 4
+    for (int k = 0; k < NV; ++k) acc[p][k] = S::set1(init);
+  for (int64_t j = 0; j < count; ++j) {
+    const auto v = S::set1(val[j]);
+    const T* s = src + off[j];
+#pragma GCC unroll 8
+    for (int p = 0; p < P; ++p)
+#pragma GCC unroll 4
+      for (int k = 0; k < NV; ++k)
+        acc[p][k] = S::fmadd(v, S::load(s + p * step + k * W), acc[p][k]);
+  }
+#pragma GCC unroll 8
+  for (int p = 0; p < P; ++p)
+#pragma GCC unroll 4
+    for (int k = 0; k < NV; ++k) S::store(dst + p * dst_step + k * W, acc[p][k]);
+}
+
+// gather_block over `blocks` consecutive blocks, as many at a time as 8 accumulators allow.
+template <typename T, int NV>
+void gather_run(const T* src, int64_t step, const int64_t* off, const T* val, int64_t count,
+                T init, T* dst, int64_t dst_step, int64_t blocks) {
+  constexpr int P = NV == 1 ? 8 : NV == 2 ? 4 : 2;
+  int64_t b = 0;
+  for (; b + P <= blocks; b += P)
+    gather_block<T, P, NV>(src + b * step, step, off, val, count, init, dst + b * dst_step,
+                           dst_step);
+  if constexpr (P >= 8) {
+    if (b + 4 <= blocks) {
+      gather_block<T, 4, NV>(src + b * step, step, off, val, count, init, dst + b * dst_step,
+                             dst_step);
+      b += 4;
+    }
+  }
+  if constexpr (P >= 4) {
+    if (b + 2 <= blocks) {
+      gather_block<T, 2, NV>(src + b * step, step, off, val, count, init, dst + b * dst_step,
+                             dst_step);
+      b += 2;
+    }
+  }
+  for (; b < blocks; ++b)
+    gather_block<T, 1, NV>(src + b * step, step, off, val, count, init, dst + b * dst_step,
+                           dst_step);
+}
+
+// A row of `vectors` contiguous vectors, in pieces of at most four.
+template <typename T>
+void gather_wide(const T* src, int64_t step, const int64_t* off, const T* val, int64_t count,
+                 T init, T* dst, int64_t dst_step, int64_t blocks, int64_t vectors) {
+  constexpr int W = Simd<T>::W;
+  for (int64_t k = 0; k < vectors; k += 4) {
+    const T* s = src + k * W;
+    T* d = dst + k * W;
+    switch (std::min<int64_t>(4, vectors - k)) {
+      case 4: gather_run<T, 4>(s, step, off, val, count, init, d, dst_step, blocks); break;
+      case 3: gather_run<T, 3>(s, step, off, val, count, init, d, dst_step, blocks); break;
+      case 2: gather_run<T, 2>(s, step, off, val, count, init, d, dst_step, blocks); break;
+      default: gather_run<T, 1>(s, step, off, val, count, init, d, dst_step, blocks);
+    }
+  }
+}
+
+// acc[t][0:W] += sum_{p < pixels, k < NV} g[p * gstep + k * W] * x[off[t] + p * xstep + k * W]
+// lane-wise, for J kept weights t: the weight gradient's dot products, J chains in flight.
+template <typename T, int J, int NV>
+inline void dot_block(const T* __restrict g, int64_t gstep, const T* __restrict x, int64_t xstep,
+                      const int64_t* __restrict off, int64_t pixels, T* __restrict acc) {
+  using S = Simd<T>;
+  constexpr int W = S::W;
+  typename S::V a[J];
+  const T* xs[J];
+#pragma GCC unroll 8
+  for (int t = 0; t < J; ++t) a[t] = S::zero(), xs[t] = x + off[t];
+  for (int64_t p = 0; p < pixels; ++p) {
+#pragma GCC unroll 4
+    for (int k = 0; k < NV; ++k) {
+      const auto gv = S::load(g + p * gstep + k * W);
+#pragma GCC unroll 8
+      for (int t = 0; t < J; ++t) a[t] = S::fmadd(gv, S::load(xs[t] + p * xstep + k * W), a[t]);
+    }
+  }
+#pragma GCC unroll 8
+  for (int t = 0; t < J; ++t) S::store(acc + t * W, S::add(S::load(acc + t * W), a[t]));
+}
+
+// dot_block over `count` kept weights, eight at a time, then four, two, one.
+template <typename T, int NV>
+void dot_run(const T* g, int64_t gstep, const T* x, int64_t xstep, const int64_t* off,
+             int64_t count, int64_t pixels, T* acc) {
+  constexpr int W = Simd<T>::W;
+  int64_t t = 0;
+  for (; t + 8 <= count; t += 8)
+    dot_block<T, 8, NV>(g, gstep, x, xstep, off + t, pixels, acc + t * W);
+  if (t + 4 <= count) dot_block<T, 4, NV>(g, gstep, x, xstep, off + t, pixels, acc + t * W), t += 4;
+  if (t + 2 <= count) dot_block<T, 2, NV>(g, gstep, x, xstep, off + t, pixels, acc + t * W), t += 2;
+  if (t < count) dot_block<T, 1, NV>(g, gstep, x, xstep, off + t, pixels, acc + t * W);
+}
+
+// out[t] = the sum of acc[t][0:W], for t < count.
+template <typename T>
+void store_lane_sums(const T* acc, int64_t count, T* out) {
+  constexpr int W = Simd<T>::W;
+  for (int64_t t = 0; t < count; ++t) {
+    T sum = T(0);
+    for (int i = 0; i < W; ++i) sum += acc[t * W + i];
+    out[t] = sum;
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Batch-minor copies: [N][C][H][W] (any strides, W contiguous) <-> [N/BW][C][H'][W'][BW].
+
+// dst[nb][c][top + h][left + w][b] = src[nb * BW + b][c][h][w]; zero everywhere else (padding
+// rows and columns up to rows x cols, and the lanes of a batch past N).
+template <typename T>
+void to_batch_minor(const T* src, at::IntArrayRef strides, int64_t N, int64_t C, int64_t H,
+                    int64_t Wd, int64_t top, int64_t left, int64_t rows, int64_t cols,
+                    int64_t BW, T* dst) {
+  using S = Simd<T>;
+  constexpr int W = S::W;
+  const BlockTranspose<T> transpose;
+  const int64_t NB = ceil_div(N, BW), plane = rows * cols * BW;
+  at::parallel_for(0, NB * C, 1, [&](int64_t begin, int64_t end) {
+    typename S::V r[W];
+    for (int64_t item = begin; item < end; ++item) {
+      const int64_t nb = item / C, c = item % C;
+      T* out = dst + item * plane;
+      // Zero what no pixel of the input covers: the padding rows, then each row's margins.
+      std::fill(out, out + top * cols * BW, T(0));
+      std::fill(out + (top + H) * cols * BW, out + plane, T(0));
+      for (int64_t h = 0; h < H; ++h) {
+        T* row = out + (top + h) * cols * BW;
+        std::fill(row, row + left * BW, T(0));
+        std::fill(row + (left + Wd) * BW, row + cols * BW, T(0));
+      }
+      for (int64_t h = 0; h < H; ++h) {
+        for (int64_t w0 = 0; w0 < Wd; w0 += W) {
+          const int64_t nw = std::min<int64_t>(W, Wd - w0);
+          const auto width_lanes = S::lanes(nw);
+          for (int64_t sub = 0; sub < BW; sub += W) {
+            const int64_t n0 = nb * BW + sub;
+            for (int i = 0; i < W; ++i)
+              r[i] = n0 + i < N ? S::load(src + (n0 + i) * strides[0] + c * strides[1] +
+                                              h * strides[2] + w0,
+                                          width_lanes)
+                                : S::zero();
+            transpose(r);
+            T* o = out + ((top + h) * cols + left + w0) * BW + sub;
+            for (int64_t k = 0; k < nw; ++k) S::store(o + k * BW, r[k]);
+          }
+        }
+      }
+    }
+  });
+}
+
+// One row of pixels back from batch-minor: dst[n * image][w] = tile[w][n - n0] for the images
+// n0 <= n < min(N, n0 + BW), w < Wd (tile holds Wd pixels of BW lanes each).
+template <typename T>
+void store_row_from_batch_minor(const T* tile, int64_t Wd, int64_t BW, int64_t n0, int64_t N,
+                                T* dst, int64_t image) {
+  using S = Simd<T>;
+  constexpr int W = S::W;
+  const BlockTranspose<T> transpose;
+  typename S::V r[W];
+  for (int64_t w0 = 0; w0 < Wd; w0 += W) {
+    const int64_t nw = std::min<int64_t>(W, Wd - w0);
+    const auto width_lanes = S::lanes(nw);
+    for (int64_t sub = 0; sub < BW && n0 + sub < N; sub += W) {
+      for (int k = 0; k < W; ++k) r[k] = k < nw ? S::load(tile + (w0 + k) * BW + sub) : S::zero();
+      transpose(r);
+      const int64_t images = std::min<int64_t>(W, N - n0 - sub);
+      for (int64_t i = 0; i < images; ++i)
+        S::store(dst + (n0 + sub + i) * image + w0, r[i], width_lanes);
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Per-call lists of the kept weights: offsets into the laid-out operand, and values.
+
+// Offset of tap j of output channel o's row in an input laid out as [C][rows][cols] planes of
+// `unit` elements per pixel, with `phases` column phases per padded row (width variant: column
+// w = q * sw + r sits at [r][q]; batch variant: phases = 1, sw folded into the pixel step).
+struct TapOffsets {
+  const Geometry& g;
+  int64_t rows, row_len, unit;  // row_len: elements per padded input row
+  bool phase_split;
+  int64_t operator()(int64_t o, index_t col) const {
+    const int64_t c = (o / g.Og) * g.Cg + col / g.taps();
+    const int64_t kh = col / g.kW % g.kH, kw = col % g.kW;
+    const int64_t column = phase_split ? (kw * g.dw % g.sw) * (row_len / g.sw) + kw * g.dw / g.sw
+                                       : kw * g.dw;
+    return (c * rows + kh * g.dh) * row_len * unit + column * unit;
+  }
+};
+
+// The input gradient's kept weights of input channel ci, by phase (rh, rw): offsets into dy
+// laid out as [O][pad.rows][pad.cols] pixels of `unit` elements, and their values.
+template <typename T>
+struct PhaseLists {
+  std::vector<std::vector<int64_t>> offsets;
+  std::vector<std::vector<T>> values;
+
+  PhaseLists(const Geometry& g, const GradPadding& pad, int64_t unit, int64_t ci,
+             const index_t* t_row_ptr, const index_t* t_col_idx, const index_t* t_value_index,
+             const T* vals)
+      : offsets(g.sh * g.sw), values(g.sh * g.sw) {
+    const int64_t group = ci / g.Cg, c = ci % g.Cg;
+    const index_t o_begin = index_t(group * g.Og), o_end = index_t((group + 1) * g.Og);
+    for (int64_t kh = 0; kh < g.kH; ++kh) {
+      for (int64_t kw = 0; kw < g.kW; ++kw) {
+        const int64_t row = c * g.taps() + kh * g.kW + kw;
+        const index_t* first = t_col_idx + t_row_ptr[row];
+        const index_t* last = t_col_idx + t_row_ptr[row + 1];
+        if (g.groups > 1) {  // the row's columns (output channels) ascend: this group's range
+          first = std::lower_bound(first, last, o_begin);
+          last = std::lower_bound(first, last, o_end);
+        }
+        const int64_t phase = (kh * g.dh % g.sh) * g.sw + kw * g.dw % g.sw;
+        const int64_t shift = (pad.top - kh * g.dh / g.sh) * pad.cols + pad.left - kw * g.dw / g.sw;
+        for (const index_t* e = first; e < last; ++e) {
+          offsets[phase].push_back((int64_t(*e) * pad.rows * pad.cols + shift) * unit);
+          values[phase].push_back(vals[t_value_index[e - t_col_idx]]);
+        }
+      }
+    }
+  }
+};
+
+std::vector<int64_t> row_cost_prefix(const index_t* row_ptr, int64_t rows, int64_t row_cost) {
+  std::vector<int64_t> prefix(rows + 1, 0);
+  for (int64_t r = 0; r < rows; ++r)
+    prefix[r + 1] = prefix[r] + (row_ptr[r + 1] - row_ptr[r]) + row_cost;
+  return prefix;
+}
+
+// Per input channel: its kept weights (over every tap and, grouped, its group's outputs).
+std::vector<int64_t> input_channel_cost_prefix(const Geometry& g, const index_t* t_row_ptr,
+                                               int64_t row_cost) {
+  std::vector<int64_t> prefix(g.C + 1, 0);
+  for (int64_t ci = 0; ci < g.C; ++ci) {
+    const int64_t c = ci % g.Cg;
+    const int64_t kept = t_row_ptr[(c + 1) * g.taps()] - t_row_ptr[c * g.taps()];
+    prefix[ci + 1] = prefix[ci] + kept / g.groups + row_cost;
+  }
+  return prefix;
+}
+
+// ---------------------------------------------------------------------------------------------
+// The batch variant (batch-minor operands, NV vectors = BW lanes of the batch per pixel).
+
+// out (N, O, OH, OW) from xb [NB][C][Hp][Wp][BW]: each output row is computed batch-minor into
+// a small tile and transposed straight into out.
+template <typename T, int NV>
+void batch_forward(const Geometry& g, const T* xb, const index_t* row_ptr, const index_t* col,
+                   const T* values, const T* bias, T* out) {
+  constexpr int64_t BW = NV * Simd<T>::W;
+  const int64_t NB = ceil_div(g.N, BW), Hp = g.H + 2 * g.ph, Wp = g.W + 2 * g.pw;
+  const int64_t in_block = g.C * Hp * Wp * BW, image = g.O * g.OH * g.OW;
+  const TapOffsets tap{g, Hp, Wp, BW, false};
+  const auto prefix = row_cost_prefix(row_ptr, g.O, 1);
+  const int64_t work = (row_ptr[g.O] + g.O) * NB * g.OH * g.OW * BW;
+  for_balanced_parts(prefix, work, [&](int64_t o_begin, int64_t o_end) {
+    std::vector<int64_t> off(row_ptr[o_end] - row_ptr[o_begin]);
+    const int64_t base = row_ptr[o_begin];
+    for (int64_t o = o_begin; o < o_end; ++o)
+      for (int64_t j = row_ptr[o]; j < row_ptr[o + 1]; ++j) off[j - base] = tap(o, col[j]);
+    std::vector<T> tile(g.OW * BW);
+    for (int64_t nb = 0; nb < NB; ++nb) {
+      for (int64_t oh = 0; oh < g.OH; ++oh) {
+        const T* src = xb + nb * in_block + oh * g.sh * Wp * BW;
+        for (int64_t o = o_begin; o < o_end; ++o) {
+          const int64_t begin = row_ptr[o], count = row_ptr[o + 1] - begin;
+          gather_run<T, NV>(src, g.sw * BW, off.data() + (begin - base), values + begin, count,
+                            bias != nullptr ? bias[o] : T(0), tile.data(), BW, g.OW);
+          store_row_from_batch_minor<T>(tile.data(), g.OW, BW, nb * BW, g.N,
+                                        out + (o * g.OH + oh) * g.OW, image);
+        }
+      }
+    }
+  });
+}
+
+// dx (N, C, H, W) from dyb [NB][O][pad.rows][pad.cols][BW], a row at a time through a tile.
+template <typename T, int NV>
+void batch_grad_input(const Geometry& g, const GradPadding& pad, const T* dyb,
+                      const index_t* t_row_ptr, const index_t* t_col, const index_t* t_value_index,
+                      const T* values, T* dx) {
+  constexpr int64_t BW = NV * Simd<T>::W;
+  const int64_t NB = ceil_div(g.N, BW);
+  const int64_t dy_block = g.O * pad.rows * pad.cols * BW, image = g.C * g.H * g.W;
+  const auto prefix = input_channel_cost_prefix(g, t_row_ptr, 1);
+  const int64_t work = prefix[g.C] * NB * g.H * g.W * BW;
+  for_balanced_parts(prefix, work, [&](int64_t c_begin, int64_t c_end) {
+    std::vector<PhaseLists<T>> lists;
+    for (int64_t ci = c_begin; ci < c_end; ++ci)
+      lists.emplace_back(g, pad, BW, ci, t_row_ptr, t_col, t_value_index, values);
+    std::vector<T> tile(g.W * BW);
+    for (int64_t nb = 0; nb < NB; ++nb) {
+      for (int64_t h = 0; h < g.H; ++h) {
+        const int64_t hp = h + g.ph, a = hp / g.sh, rh = hp % g.sh;
+        for (int64_t ci = c_begin; ci < c_end; ++ci) {
+          const auto& l = lists[ci - c_begin];
+          for (int64_t rw = 0; rw < g.sw; ++rw) {
+            // Input columns w = q * sw + rw - pw inside [0, W).
+            const int64_t q0 = ceil_div(std::max<int64_t>(0, g.pw - rw), g.sw);
+            const int64_t q1 = g.pw + g.W - 1 - rw < 0 ? -1 : (g.pw + g.W - 1 - rw) / g.sw;
+            if (q1 < q0) continue;
+            const int64_t phase = rh * g.sw + rw;
+            const T* src = dyb + nb * dy_block + (a * pad.cols + q0) * BW;
+            T* dst = tile.data() + (q0 * g.sw + rw - g.pw) * BW;
+            gather_run<T, NV>(src, BW, l.offsets[phase].data(), l.values[phase].data(),
+                              int64_t(l.offsets[phase].size()), T(0), dst, g.sw * BW,
+                              q1 - q0 + 1);
+          }
+          store_row_from_batch_minor<T>(tile.data(), g.W, BW, nb * BW, g.N,
+                                        dx + (ci * g.H + h) * g.W, image);
+        }
+      }
+    }
+  });
+}
+
+// grad_values[j] for the kept weights, from xb (as in the forward) and dyb (as above).
+template <typename T, int NV>
+void batch_grad_weight(const Geometry& g, const GradPadding& pad, const T* xb, const T* dyb,
+                       const index_t* row_ptr, const index_t* col, T* grad_values) {
+  using S = Simd<T>;
+  constexpr int64_t BW = NV * S::W;
+  const int64_t NB = ceil_div(g.N, BW), Hp = g.H + 2 * g.ph, Wp = g.W + 2 * g.pw;
+  const int64_t in_block = g.C * Hp * Wp * BW, dy_block = g.O * pad.rows * pad.cols * BW;
+  const TapOffsets tap{g, Hp, Wp, BW, false};
+  const auto prefix = row_cost_prefix(row_ptr, g.O, 1);
+  const int64_t work = (row_ptr[g.O] + g.O) * NB * g.OH * g.OW * BW;
+  for_balanced_parts(prefix, work, [&](int64_t o_begin, int64_t o_end) {
+    const int64_t base = row_ptr[o_begin], kept = row_ptr[o_end] - base;
+    std::vector<int64_t> off(kept);
+    for (int64_t o = o_begin; o < o_end; ++o)
+      for (int64_t j = row_ptr[o]; j < row_ptr[o + 1]; ++j) off[j - base] = tap(o, col[j]);
+    std::vector<T> acc(kept * S::W, T(0));
+    for (int64_t nb = 0; nb < NB; ++nb) {
+      for (int64_t oh = 0; oh < g.OH; ++oh) {
+        const T* x = xb + nb * in_block + oh * g.sh * Wp * BW;
+        for (int64_t o = o_begin; o < o_end; ++o) {
+          const int64_t begin = row_ptr[o] - base, count = row_ptr[o + 1] - row_ptr[o];
+          const T* dy = dyb + nb * dy_block + ((o * pad.rows + pad.top + oh) * pad.cols +
+                                               pad.left) * BW;
+          dot_run<T, NV>(dy, BW, x, g.sw * BW, off.data() + begin, count, g.OW,
+                         acc.data() + begin * S::W);
+        }
+      }
+    }
+    store_lane_sums<T>(acc.data(), kept, grad_values + base);
+  });
+}
+
+// ---------------------------------------------------------------------------------------------
+// The width variant (NCHW operands; the input padded and split by column phase).
+
+// The phase-split padded input: [N][C][Hp][sw][Wq], Wq columns per phase, covering the padded
+// input and every column the vectorised output rows read (OWv = OW rounded up to vectors).
+struct WidthLayout {
+  int64_t Hp, Wq, OWv;
+};
+
+WidthLayout width_layout(const Geometry& g, int64_t lanes) {
+  WidthLayout l;
+  l.Hp = g.H + 2 * g.ph;
+  l.OWv = round_up(g.OW, lanes);
+  l.Wq = std::max(l.OWv + (g.kW - 1) * g.dw / g.sw, ceil_div(g.W + 2 * g.pw, g.sw));
+  return l;
+}
+
+// dst[n][c][top + h][left + w] = src[n][c][h][w] in planes of rows x cols, zero elsewhere
+// (src: any strides, its width contiguous).
+template <typename T>
+void padded_copy(const T* src, at::IntArrayRef strides, int64_t N, int64_t C, int64_t H,
+                 int64_t Wd, int64_t top, int64_t left, int64_t rows, int64_t cols, T* dst) {
+  const int64_t plane = rows * cols;
+  at::parallel_for(0, N * C, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t item = begin; item < end; ++item) {
+      const int64_t n = item / C, c = item % C;
+      T* out = dst + item * plane;
+      std::fill(out, out + top * cols, T(0));
+      std::fill(out + (top + H) * cols, out + plane, T(0));
+      for (int64_t h = 0; h < H; ++h) {
+        T* row = out + (top + h) * cols;
+        std::fill(row, row + left, T(0));
+        std::copy(src + n * strides[0] + c * strides[1] + h * strides[2],
+                  src + n * strides[0] + c * strides[1] + h * strides[2] + Wd, row + left);
+        std::fill(row + left + Wd, row + cols, T(0));
+      }
+    }
+  });
+}
+
+// x (N, C, H, W) -> [N][C][Hp][sw][Wq] zero-padded and phase-split, in scratch slot `slot`.
+template <typename T>
+const T* phase_split_input(const at::Tensor& x, const Geometry& g, const WidthLayout& l,
+                           int slot) {
+  const int64_t total = l.Wq * g.sw;
+  T* padded = scratch<T>(slot, g.N * g.C * l.Hp * total);
+  padded_copy<T>(x.data_ptr<T>(), x.strides(), g.N, g.C, g.H, g.W, g.ph, g.pw, l.Hp, total,
+                 padded);
+  if (g.sw == 1) return padded;
+  // Column w = q * sw + r to [r][q]: a strided copy, only for strided layers.
+  T* split = scratch<T>(3, g.N * g.C * l.Hp * total);
+  const at::Tensor from = at::from_blob(padded, {g.N, g.C, l.Hp, l.Wq, g.sw}, x.options());
+  at::from_blob(split, {g.N, g.C, l.Hp, g.sw, l.Wq}, x.options())
+      .copy_(from.transpose(3, 4));
+  return split;
+}
+
+template <typename T>
+void width_forward(const Geometry& g, const WidthLayout& l, const T* xw, const index_t* row_ptr,
+                   const index_t* col, const T* values, const T* bias, T* out) {
+  constexpr int W = Simd<T>::W;
+  const int64_t row_len = g.sw * l.Wq, in_image = g.C * l.Hp * row_len;
+  const int64_t out_image = g.O * g.OH * l.OWv, vectors = l.OWv / W;
+  const TapOffsets tap{g, l.Hp, row_len, 1, true};
+  const auto prefix = row_cost_prefix(row_ptr, g.O, 1);
+  const int64_t work = (row_ptr[g.O] + g.O) * g.N * g.OH * l.OWv;
+  for_balanced_parts(prefix, work, [&](int64_t o_begin, int64_t o_end) {
+    const int64_t base = row_ptr[o_begin];
+    std::vector<int64_t> off(row_ptr[o_end] - base);
+    for (int64_t o = o_begin; o < o_end; ++o)
+      for (int64_t j = row_ptr[o]; j < row_ptr[o + 1]; ++j) off[j - base] = tap(o, col[j]);
+    for (int64_t n = 0; n < g.N; ++n) {
+      for (int64_t o = o_begin; o < o_end; ++o) {
+        const int64_t begin = row_ptr[o], count = row_ptr[o + 1] - begin;
+        gather_wide<T>(xw + n * in_image, g.sh * row_len, off.data() + (begin - base),
+                       values + begin, count, bias != nullptr ? bias[o] : T(0),
+                       out + n * out_image + o * g.OH * l.OWv, l.OWv, g.OH, vectors);
+      }
+    }
+  });
+}
+
+// dxw [N][C][Hp][sw][Qv] (phase-split, padded coordinates; rows outside the input unwritten)
+// from dyw [N][O][pad.rows][pad.cols].
+template <typename T>
+void width_grad_input(const Geometry& g, const GradPadding& pad, int64_t Qv, const T* dyw,
+                      const index_t* t_row_ptr, const index_t* t_col,
+                      const index_t* t_value_index, const T* values, T* dxw) {
+  constexpr int W = Simd<T>::W;
+  const int64_t Hp = g.H + 2 * g.ph, dy_image = g.O * pad.rows * pad.cols;
+  const int64_t dx_row = g.sw * Qv, dx_image = g.C * Hp * dx_row;
+  const auto prefix = input_channel_cost_prefix(g, t_row_ptr, 1);
+  const int64_t work = prefix[g.C] * g.N * g.H * Qv;
+  for_balanced_parts(prefix, work, [&](int64_t c_begin, int64_t c_end) {
+    std::vector<PhaseLists<T>> lists;
+    for (int64_t ci = c_begin; ci < c_end; ++ci)
+      lists.emplace_back(g, pad, 1, ci, t_row_ptr, t_col, t_value_index, values);
+    for (int64_t n = 0; n < g.N; ++n) {
+      for (int64_t ci = c_begin; ci < c_end; ++ci) {
+        const auto& lst = lists[ci - c_begin];
+        for (int64_t rh = 0; rh < g.sh; ++rh) {
+          // Padded rows hp = a * sh + rh inside [ph, ph + H).
+          const int64_t a0 = ceil_div(std::max<int64_t>(0, g.ph - rh), g.sh);
+          const int64_t last = g.ph + g.H - 1 - rh;
+          const int64_t a1 = last < 0 ? -1 : last / g.sh;
+          if (a1 < a0) continue;
+          for (int64_t rw = 0; rw < g.sw; ++rw) {
+            const int64_t phase = rh * g.sw + rw;
+            const T* src = dyw + n * dy_image + a0 * pad.cols;
+            T* dst = dxw + n * dx_image + ci * Hp * dx_row + (a0 * g.sh + rh) * dx_row + rw * Qv;
+            gather_wide<T>(src, pad.cols, lst.offsets[phase].data(), lst.values[phase].data(),
+                           int64_t(lst.offsets[phase].size()), T(0), dst, g.sh * dx_row,
+                           a1 - a0 + 1, Qv / W);
+          }
+        }
+      }
+    }
+  });
+}
+
+template <typename T>
+void width_grad_weight(const Geometry& g, const WidthLayout& l, const GradPadding& pad,
+                       const T* xw, const T* dyw, const index_t* row_ptr, const index_t* col,
+                       T* grad_values) {
+  using S = Simd<T>;
+  constexpr int W = S::W;
+  const int64_t row_len = g.sw * l.Wq, in_image = g.C * l.Hp * row_len;
+  const int64_t dy_image = g.O * pad.rows * pad.cols, vectors = l.OWv / W;
+  const TapOffsets tap{g, l.Hp, row_len, 1, true};
+  const auto prefix = row_cost_prefix(row_ptr, g.O, 1);
+  const int64_t work = (row_ptr[g.O] + g.O) * g.N * g.OH * l.OWv;
+  for_balanced_parts(prefix, work, [&](int64_t o_begin, int64_t o_end) {
+    const int64_t base = row_ptr[o_begin], kept = row_ptr[o_end] - base;
+    std::vector<int64_t> off(kept);
+    for (int64_t o = o_begin; o < o_end; ++o)
+      for (int64_t j = row_ptr[o]; j < row_ptr[o + 1]; ++j) off[j - base] = tap(o, col[j]);
+    std::vector<T> acc(kept * S::W, T(0));
+    for (int64_t n = 0; n < g.N; ++n) {
+      for (int64_t o = o_begin; o < o_end; ++o) {
+        const int64_t begin = row_ptr[o] - base, count = row_ptr[o + 1] - row_ptr[o];
+        for (int64_t oh = 0; oh < g.OH; ++oh) {
+          const T* dy = dyw + n * dy_image + (o * pad.rows + pad.top + oh) * pad.cols + pad.left;
+          const T* x = xw + n * in_image + oh * g.sh * row_len;
+          dot_run<T, 1>(dy, W, x, W, off.data() + begin, count, vectors, acc.data() + begin * S::W);
+        }
+      }
+    }
+    store_lane_sums<T>(acc.data(), kept, grad_values + base);
+  });
+}
+
+// ---------------------------------------------------------------------------------------------
+// Checks and the op entry points.
+
+enum class Variant { kBatch, kWidth };
+
+// The batch variant's block: one vector of images per pixel. Two (16 fp32 lanes on AVX2) did
+// no better on the paper's layers: the input window each output row reads doubles, and on
+// the wider layers it no longer stays in L2.
+constexpr int kBatchVectors = 1;
+
+Variant parse_variant(const char* op, const std::string& variant) {
+  if (variant == "batch") return Variant::kBatch;
+  if (variant == "width") return Variant::kWidth;
+  TORCH_CHECK(false, op, ": variant must be \"batch\" or \"width\", got \"", variant, "\"");
+  return Variant::kBatch;  // not reached
+}
+
+void check_float(const char* op, const char* name, const at::Tensor& t, const at::Tensor& like) {
+  TORCH_CHECK(t.device().is_cpu(), op, ": ", name, " must be on the CPU, got ", t.device());
+  TORCH_CHECK(t.scalar_type() == at::kFloat || t.scalar_type() == at::kDouble, op, ": ", name,
+              " must be float32 or float64, got ", t.scalar_type());
+  TORCH_CHECK(t.scalar_type() == like.scalar_type(), op, ": ", name, " must have the input's "
+              "dtype ", like.scalar_type(), ", got ", t.scalar_type());
+}
+
+at::Tensor checked_index(const char* op, const char* name, const at::Tensor& t) {
+  TORCH_CHECK(t.device().is_cpu(), op, ": ", name, " must be on the CPU, got ", t.device());
+  TORCH_CHECK(t.scalar_type() == at::kInt, op, ": ", name, " must be int32, got ",
+              t.scalar_type());
+  TORCH_CHECK(t.dim() == 1, op, ": ", name, " must be 1-D, got ", t.dim(), "-D");
+  return t.contiguous();
+}
+
+// row_ptr: rows + 1 entries, 0 first, nnz last, nondecreasing.
+void check_row_ptr(const char* op, const char* name, const at::Tensor& row_ptr, int64_t rows,
+                   int64_t nnz) {
+  TORCH_CHECK(row_ptr.numel() == rows + 1, op, ": ", name, " must have ", rows + 1,
+              " entries, got ", row_ptr.numel());
+  const index_t* p = row_ptr.data_ptr<index_t>();
+  TORCH_CHECK(p[0] == 0 && p[rows] == nnz, op, ": ", name, " must run from 0 to ", nnz,
+              " (the number of kept weights), got ", p[0], " to ", p[rows]);
+  for (int64_t r = 0; r < rows; ++r)
+    TORCH_CHECK(p[r] <= p[r + 1], op, ": ", name, " must be nondecreasing at ", r);
+}
+
+// The input with its width contiguous (what the layout copies read).
+at::Tensor width_contiguous(const at::Tensor& t) {
+  return t.size(3) <= 1 || t.stride(3) == 1 ? t : t.contiguous();
+}
+
+
+at::Tensor sparse_conv2d_cpu(const at::Tensor& x_in, const at::Tensor& row_ptr_in,
+                             const at::Tensor& col_idx_in, const at::Tensor& values_in,
+                             const std::optional<at::Tensor>& bias_in,
+                             at::IntArrayRef kernel_size, at::IntArrayRef stride,
+                             at::IntArrayRef padding, at::IntArrayRef dilation, int64_t groups,
+                             c10::string_view variant_name) {
+  constexpr const char* op = "sparse_conv2d";
+  check_float(op, "x", x_in, x_in);
+  check_float(op, "values", values_in, x_in);
+  const Variant variant = parse_variant(op, std::string(variant_name));
+  const at::Tensor row_ptr = checked_index(op, "row_ptr", row_ptr_in);
+  const at::Tensor col_idx = checked_index(op, "col_idx", col_idx_in);
+  const Geometry g = make_geometry(op, x_in.sizes(), row_ptr.numel() - 1, kernel_size, stride,
+                                   padding, dilation, groups);
+  const int64_t nnz = col_idx.numel();
+  TORCH_CHECK(values_in.dim() == 1 && values_in.numel() == nnz, op,
+              ": values must be 1-D with one entry per kept weight (", nnz, "), got shape ",
+              values_in.sizes());
+  check_row_ptr(op, "row_ptr", row_ptr, g.O, nnz);
+  at::Tensor bias;
+  if (bias_in.has_value()) {
+    bias = bias_in->contiguous();
+    check_float(op, "bias", bias, x_in);
+    TORCH_CHECK(bias.dim() == 1 && bias.size(0) == g.O, op, ": bias must have shape (", g.O,
+                ",), got ", bias.sizes());
+  }
+  const at::Tensor values = values_in.contiguous();
+  at::Tensor out = at::empty({g.N, g.O, g.OH, g.OW}, x_in.options());
+  if (out.numel() == 0) return out;
+  if (nnz == 0) {
+    if (bias.defined()) out.copy_(bias.view({1, g.O, 1, 1}).expand_as(out));
+    else out.zero_();
+    return out;
+  }
+  const at::Tensor x = width_contiguous(x_in);
+  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "sparse_tickets_sparse_conv2d", [&] {
+    using T = scalar_t;
+    constexpr int W = Simd<T>::W;
+    const index_t* rp = row_ptr.data_ptr<index_t>();
+    const index_t* ci = col_idx.data_ptr<index_t>();
+    const T* v = values.data_ptr<T>();
+    const T* b = bias.defined() ? bias.data_ptr<T>() : nullptr;
+    if (variant == Variant::kBatch) {
+      {
+        constexpr int NV = kBatchVectors;
+        constexpr int64_t BW = NV * W;
+        const int64_t NB = ceil_div(g.N, BW), Hp = g.H + 2 * g.ph, Wp = g.W + 2 * g.pw;
+        T* xb = scratch<T>(0, NB * g.C * Hp * Wp * BW);
+        to_batch_minor<T>(x.data_ptr<T>(), x.strides(), g.N, g.C, g.H, g.W, g.ph, g.pw, Hp, Wp,
+                          BW, xb);
+        batch_forward<T, NV>(g, xb, rp, ci, v, b, out.data_ptr<T>());
+      }
+    } else {
+      const WidthLayout l = width_layout(g, W);
+      const T* xw = phase_split_input<T>(x, g, l, 0);
+      if (l.OWv == g.OW) {
+        width_forward<T>(g, l, xw, rp, ci, v, b, out.data_ptr<T>());
+      } else {
+        T* wide = scratch<T>(1, g.N * g.O * g.OH * l.OWv);
+        width_forward<T>(g, l, xw, rp, ci, v, b, wide);
+        out.copy_(at::from_blob(wide, {g.N, g.O, g.OH, l.OWv}, x.options()).narrow(3, 0, g.OW));
+      }
+    }
+  });
+  return out;
+}
+
+std::tuple<at::Tensor, at::Tensor> sparse_conv2d_backward_cpu(
+    const at::Tensor& grad_out_in, const at::Tensor& x_in, const at::Tensor& row_ptr_in,
+    const at::Tensor& col_idx_in, const at::Tensor& t_row_ptr_in, const at::Tensor& t_col_idx_in,
+    const at::Tensor& t_value_index_in, const at::Tensor& values_in,
+    at::IntArrayRef kernel_size, at::IntArrayRef stride, at::IntArrayRef padding,
+    at::IntArrayRef dilation, int64_t groups, c10::string_view variant_name,
+    std::array<bool, 2> output_mask) {
+  constexpr const char* op = "sparse_conv2d_backward";
+  check_float(op, "x", x_in, x_in);
+  check_float(op, "grad_out", grad_out_in, x_in);
+  check_float(op, "values", values_in, x_in);
+  const Variant variant = parse_variant(op, std::string(variant_name));
+  const at::Tensor row_ptr = checked_index(op, "row_ptr", row_ptr_in);
+  const at::Tensor col_idx = checked_index(op, "col_idx", col_idx_in);
+  const at::Tensor t_row_ptr = checked_index(op, "t_row_ptr", t_row_ptr_in);
+  const at::Tensor t_col_idx = checked_index(op, "t_col_idx", t_col_idx_in);
+  const at::Tensor t_value_index = checked_index(op, "t_value_index", t_value_index_in);
+  const Geometry g = make_geometry(op, x_in.sizes(), row_ptr.numel() - 1, kernel_size, stride,
+                                   padding, dilation, groups);
+  const int64_t nnz = col_idx.numel();
+  TORCH_CHECK(values_in.dim() == 1 && values_in.numel() == nnz, op,
+              ": values must be 1-D with one entry per kept weight (", nnz, "), got shape ",
+              values_in.sizes());
+  TORCH_CHECK(t_col_idx.numel() == nnz && t_value_index.numel() == nnz, op,
+              ": t_col_idx and t_value_index must have one entry per kept weight (", nnz,
+              "), got ", t_col_idx.numel(), " and ", t_value_index.numel());
+  check_row_ptr(op, "row_ptr", row_ptr, g.O, nnz);
+  check_row_ptr(op, "t_row_ptr", t_row_ptr, g.Cg * g.taps(), nnz);
+  TORCH_CHECK(grad_out_in.sizes() == at::IntArrayRef({g.N, g.O, g.OH, g.OW}), op,
+              ": grad_out must have the output's shape (", g.N, ", ", g.O, ", ", g.OH, ", ",
+              g.OW, "), got ", grad_out_in.sizes());
+  const bool needs_input = output_mask[0], needs_weight = output_mask[1];
+  at::Tensor grad_x = needs_input ? at::empty(x_in.sizes(), x_in.options()) : x_in.new_empty({0});
+  at::Tensor grad_values = needs_weight ? at::empty({nnz}, x_in.options())
+                                        : x_in.new_empty({0});
+  if (nnz == 0 || g.N == 0) {
+    if (needs_input) grad_x.zero_();
+    if (needs_weight) grad_values.zero_();
+    return {grad_x, grad_values};
+  }
+  if (!needs_input && !needs_weight) return {grad_x, grad_values};
+  const at::Tensor x = width_contiguous(x_in), grad_out = width_contiguous(grad_out_in);
+  const at::Tensor values = values_in.contiguous();
+  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "sparse_tickets_sparse_conv2d_backward", [&] {
+    using T = scalar_t;
+    constexpr int W = Simd<T>::W;
+    const index_t* rp = row_ptr.data_ptr<index_t>();
+    const index_t* ci = col_idx.data_ptr<index_t>();
+    const index_t* trp = t_row_ptr.data_ptr<index_t>();
+    const index_t* tci = t_col_idx.data_ptr<index_t>();
+    const index_t* tvi = t_value_index.data_ptr<index_t>();
+    const T* v = values.data_ptr<T>();
+    if (variant == Variant::kBatch) {
+      const GradPadding pad = grad_padding(g, 0);
+      {
+        constexpr int NV = kBatchVectors;
+        constexpr int64_t BW = NV * W;
+        const int64_t NB = ceil_div(g.N, BW);
+        T* dyb = scratch<T>(2, NB * g.O * pad.rows * pad.cols * BW);
+        to_batch_minor<T>(grad_out.data_ptr<T>(), grad_out.strides(), g.N, g.O, g.OH, g.OW,
+                          pad.top, pad.left, pad.rows, pad.cols, BW, dyb);
+        if (needs_weight) {
+          const int64_t Hp = g.H + 2 * g.ph, Wp = g.W + 2 * g.pw;
+          T* xb = scratch<T>(0, NB * g.C * Hp * Wp * BW);
+          to_batch_minor<T>(x.data_ptr<T>(), x.strides(), g.N, g.C, g.H, g.W, g.ph, g.pw, Hp,
+                            Wp, BW, xb);
+          batch_grad_weight<T, NV>(g, pad, xb, dyb, rp, ci, grad_values.data_ptr<T>());
+        }
+        if (needs_input) {
+          batch_grad_input<T, NV>(g, pad, dyb, trp, tci, tvi, v, grad_x.data_ptr<T>());
+        }
+      }
+    } else {
+      const WidthLayout l = width_layout(g, W);
+      const int64_t Qv = round_up(ceil_div(g.pw + g.W, g.sw), W);
+      // dy zero-padded: the input gradient's gather reads up to column left + Qv, the weight
+      // gradient's dot products up to left + OWv.
+      const GradPadding pad = grad_padding(g, std::max(Qv, l.OWv));
+      T* dyw = scratch<T>(2, g.N * g.O * pad.rows * pad.cols);
+      padded_copy<T>(grad_out.data_ptr<T>(), grad_out.strides(), g.N, g.O, g.OH, g.OW, pad.top,
+                     pad.left, pad.rows, pad.cols, dyw);
+      if (needs_weight) {
+        const T* xw = phase_split_input<T>(x, g, l, 0);
+        width_grad_weight<T>(g, l, pad, xw, dyw, rp, ci, grad_values.data_ptr<T>());
+      }
+      if (needs_input) {
+        const int64_t Hp = g.H + 2 * g.ph;
+        T* dxw_data = scratch<T>(1, g.N * g.C * Hp * g.sw * Qv);
+        const at::Tensor dxw = at::from_blob(dxw_data, {g.N, g.C, Hp, g.sw, Qv}, x.options());
+        width_grad_input<T>(g, pad, Qv, dyw, trp, tci, tvi, v, dxw_data);
+        // Back to columns w = q * sw + r, then the input's window of the padded coordinates.
+        const at::Tensor columns = g.sw == 1 ? dxw.view({g.N, g.C, Hp, Qv})
+                                             : dxw.transpose(3, 4).reshape({g.N, g.C, Hp, Qv * g.sw});
+        grad_x.copy_(columns.narrow(2, g.ph, g.H).narrow(3, g.pw, g.W));
+      }
+    }
+  });
+  return {grad_x, grad_values};
+}
+
+}  // namespace
+}  // namespace sparse_tickets_cpu
+
+TORCH_LIBRARY_IMPL(sparse_tickets, CPU, m) {
+  m.impl("sparse_conv2d", &sparse_tickets_cpu::sparse_conv2d_cpu);
+  m.impl("sparse_conv2d_backward", &sparse_tickets_cpu::sparse_conv2d_backward_cpu);
+}
