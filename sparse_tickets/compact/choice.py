@@ -6,8 +6,10 @@ A layer's ``requested_mode`` (``layer.set_mode``) wins; None follows the global 
 Parameter (``weight`` <-> ``values``): the masked optimizers follow it, but a plain
 torch.optim optimizer built before the switch would silently stop training the layer. The
 command line, which builds its optimizer after each level's masks, runs ``"auto"``.
-``"dense"`` and ``"compact"`` are obeyed (compact is refused, in one line, where it
-cannot be computed: a grouped convolution). ``"auto"`` picks compact when
+``"dense"`` and ``"compact"`` are obeyed where a layer can run compact; where it cannot (a
+grouped convolution, a weight shared with other modules) a layer's own ``set_mode("compact")``
+is refused in one line, and the global default leaves that layer dense. ``"auto"`` picks
+compact when
 
 - a compiled backend (``cpu`` / ``cuda``) serves the compact linear for the layer's device and
   dtype (the reference would rebuild the dense weight at every call: never faster), and
@@ -102,6 +104,10 @@ def compact_unsupported_reason(layer) -> Optional[str]:
     """Why ``layer`` cannot run compact at all (None when it can)."""
     if getattr(layer, "groups", 1) != 1:
         return f"a grouped convolution (groups={layer.groups}) has no compact form"
+    shared = getattr(layer, "weight_shared_with", ())
+    if shared:
+        return (f"its weight is shared with {', '.join(shared)} (tied weights), which could not "
+                f"read a compact weight")
     if layer.mask.is_meta:
         return "the layer is on the meta device"
     return None
@@ -114,9 +120,13 @@ def choose(layer) -> str:
         return "dense"
     unsupported = compact_unsupported_reason(layer)
     if mode == "compact":
-        if unsupported is not None:
+        if unsupported is None:
+            return "compact"
+        if layer.requested_mode == "compact":
             raise ValueError(f"{type(layer).__name__} cannot run in compact mode: {unsupported}")
-        return "compact"
+        # A model-wide default asks for compact where a layer can run it; the others stay
+        # dense (masking_report says why) rather than leave a model half converted.
+        return "dense"
     if unsupported is not None or not _compiled_backend_serves(layer):
         return "dense"
     kind = "conv2d" if layer.mask.dim() == 4 else "linear"
