@@ -6,8 +6,9 @@ from .layers import MaskedConv2d, MaskedLayer, MaskedLinear
 from .mask import validate_mask
 from .registry import maskable_weights, register_maskable
 from .report import MaskingReport, masking_report
+from .state import plain_state_dict
 from .weight_mask import MaskedWeight
 
 __all__ = ["MaskedConv2d", "MaskedLayer", "MaskedLinear", "MaskedWeight", "MaskingReport",
            "maskable_weights", "masked", "masked_layers", "masked_weights", "masking_report",
-           "register_maskable", "unmasked", "validate_mask"]
+           "plain_state_dict", "register_maskable", "unmasked", "validate_mask"]

@@ -4,9 +4,10 @@ optimizer state at exactly zero, and equals torch's step on the weights the mask
 Each optimizer finds the masks of the parameters it is given (drop-in for torch.optim), or takes
 ``masks=``: the model (its masked layers' ``mask`` buffers, read live at every step) or a
 mapping ``{Parameter: bool tensor}``. Plain torch.optim optimizers on a masked model are looked
-after too (:mod:`.plain`): they follow mode switches and cannot revive pruned weights silently. The step itself is a multi-tensor call
-chosen by :func:`sparse_tickets.ops.select` (``masked_sgd_step`` / ``masked_adam_step``), so a
-fused backend can take a whole param group in one launch.
+after too (:mod:`.plain`): they follow mode switches and cannot revive pruned weights silently.
+The step itself is a multi-tensor call chosen by :func:`sparse_tickets.ops.select`
+(``masked_sgd_step`` / ``masked_adam_step``), so a fused backend can take a whole param group
+in one launch.
 """
 
 from .masked_adam import MaskedAdam, MaskedAdamW

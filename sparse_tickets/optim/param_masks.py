@@ -127,7 +127,13 @@ def _from_owners(params: list[torch.Tensor]) -> ParamMasks:
 def _from_model(model: nn.Module, params: list[torch.Tensor]) -> ParamMasks:
     sources = {}
     for name, holders in masked_weight_holders(model).items():
-        sources[holders[0].trainable_weight] = holders[0]
+        first = holders[0]
+        for other in holders[1:]:
+            if first.mode == "dense" and not torch.equal(other.mask, first.mask):
+                raise ValueError(f"masks: {name} is one Parameter in several masked layers with "
+                                 f"different masks; expected one mask (set it on the model "
+                                 f"with Masks.apply_to)")
+        sources[first.trainable_weight] = first
     if not sources:
         raise ValueError("masks: the model has no masked layers; convert it with "
                          "sparse_tickets.masked(model) first, or pass masks={} to mask nothing")

@@ -21,6 +21,7 @@ from ..nn.tied import mark_shared
 from .density import LayerDensity, format_density_table
 from .names import format_names
 from .storage import PathLike, load_tensors, save_tensors
+from .torch_prune import masks_from_torch_prune, masks_to_torch_prune
 
 Device = Union[str, torch.device]
 
@@ -60,6 +61,24 @@ class Masks(Mapping):
         """All-True masks for every masked layer of ``model``: nothing pruned."""
         return cls({name: torch.ones_like(layer.mask)
                     for name, layer in _named_masked_weights(model).items()})
+
+    @classmethod
+    def from_torch_prune(cls, model: nn.Module, remove: bool = False) -> "Masks":
+        """The masks of every tensor of ``model`` pruned with ``torch.nn.utils.prune``, under
+        the tensor's name (``"fc1.weight"``). With ``remove=True`` the torch pruning is also
+        made permanent (plain Parameters holding ``orig * mask``), ready for::
+
+            masks = Masks.from_torch_prune(model, remove=True)
+            sparse_tickets.masked(model)
+            masks.apply_to(model)  # when masks name every masked weight of the model
+        """
+        return cls(masks_from_torch_prune(model, remove))
+
+    def to_torch_prune(self, model: nn.Module) -> None:
+        """Prune the plain ``model`` with ``torch.nn.utils.prune.custom_from_mask`` at these
+        masks (e.g. after ``sparse_tickets.unmasked(model)``); all names and shapes are checked
+        before any module changes."""
+        masks_to_torch_prune(self, model)
 
     @classmethod
     def load(cls, path: PathLike, device: Optional[Device] = None) -> "Masks":
