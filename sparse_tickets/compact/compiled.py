@@ -1,0 +1,106 @@
+"""The compact linear and conv2d as torch.library custom ops, for torch.compile.
+
+Eager calls run the autograd Functions of :mod:`sparse_tickets.functional`. Under torch.compile
+the compact layers call these ops instead: the graph holds one opaque op per layer (its fake
+implementation gives the shapes), and the backend is chosen inside the op when it runs, by
+:func:`sparse_tickets.ops.select` as in eager mode, so Python dispatch (and the extension's
+build checks) never runs inside the compiled region and ``fullgraph=True`` holds. The numbers
+are those of the eager path: the same backend kernels on the same inputs.
+
+The index travels as its five tensors plus the weight's shape (see
+:class:`~sparse_tickets.compact.CompactIndex`); the conv is lowered by im2col (``F.unfold``,
+traced) around the linear op.
+"""
+
+from __future__ import annotations
+
+from typing import Optional, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from .index import CompactIndex
+
+NAMESPACE = "sparse_tickets_compiled"
+
+
+@torch.library.custom_op(f"{NAMESPACE}::compact_linear", mutates_args=())
+def _compact_linear(x: Tensor, values: Tensor, bias: Optional[Tensor], row_ptr: Tensor,
+                    col_idx: Tensor, t_row_ptr: Tensor, t_col_idx: Tensor,
+                    t_value_index: Tensor, shape: Sequence[int]) -> Tensor:
+    # y = x W^T + b for the 2-D x, W the compact weight
+    index = CompactIndex(tuple(shape), row_ptr, col_idx, t_row_ptr, t_col_idx, t_value_index)
+    return _backend(x, values, bias).compact_linear_forward(x, index, values, bias)
+
+
+@_compact_linear.register_fake
+def _compact_linear_fake(x, values, bias, row_ptr, col_idx, t_row_ptr, t_col_idx,
+                         t_value_index, shape):
+    return x.new_empty((x.shape[0], row_ptr.shape[0] - 1))
+
+
+@torch.library.custom_op(f"{NAMESPACE}::compact_linear_backward", mutates_args=())
+def _compact_linear_backward(grad_y: Tensor, x: Tensor, values: Tensor, row_ptr: Tensor,
+                             col_idx: Tensor, t_row_ptr: Tensor, t_col_idx: Tensor,
+                             t_value_index: Tensor, shape: Sequence[int],
+                             has_bias: bool) -> tuple[Tensor, Tensor, Tensor]:
+    # dx = dy W;  dvalues = (dy^T x) at the kept entries;  db = sum_n dy (empty without bias)
+    index = CompactIndex(tuple(shape), row_ptr, col_idx, t_row_ptr, t_col_idx, t_value_index)
+    grad_x, grad_values, grad_bias = _backend(x, values, None).compact_linear_backward(
+        grad_y, x, index, values, has_bias, (True, True, has_bias))
+    return grad_x, grad_values, grad_bias if has_bias else grad_y.new_empty(0)
+
+
+@_compact_linear_backward.register_fake
+def _compact_linear_backward_fake(grad_y, x, values, row_ptr, col_idx, t_row_ptr, t_col_idx,
+                                  t_value_index, shape, has_bias):
+    grad_bias = grad_y.new_empty((grad_y.shape[1],) if has_bias else (0,))
+    return x.new_empty(x.shape), values.new_empty(values.shape), grad_bias
+
+
+def _setup_context(ctx, inputs, output) -> None:
+    x, values, bias, *index, shape = inputs
+    ctx.save_for_backward(x, values, *index)
+    ctx.shape, ctx.has_bias = shape, bias is not None
+
+
+def _backward(ctx, grad_y):
+    x, values, *index = ctx.saved_tensors
+    grad_x, grad_values, grad_bias = _compact_linear_backward(
+        grad_y.contiguous(), x, values, *index, ctx.shape, ctx.has_bias)
+    return (grad_x, grad_values, grad_bias if ctx.has_bias else None,
+            None, None, None, None, None, None)
+
+
+_compact_linear.register_autograd(_backward, setup_context=_setup_context)
+
+
+def compact_linear(x: Tensor, values: Tensor, index: CompactIndex,
+                   bias: Optional[Tensor] = None) -> Tensor:
+    """:func:`sparse_tickets.functional.compact_linear` through the custom op (any leading
+    dimensions of ``x``)."""
+    x2d = x.reshape(-1, x.shape[-1])
+    y = _compact_linear(x2d, values, bias, *index.tensors().values(), list(index.shape))
+    return y.reshape(*x.shape[:-1], index.rows)
+
+
+def compact_conv2d(x: Tensor, values: Tensor, index: CompactIndex, bias: Optional[Tensor],
+                   stride: tuple, padding: tuple, dilation: tuple) -> Tensor:
+    """:func:`sparse_tickets.functional.compact_conv2d` (4-D ``x``, pair geometry, groups=1)
+    as im2col around the custom linear op."""
+    batch, _, height, width = x.shape
+    kernel = index.shape[2:]
+    out_h, out_w = ((size + 2 * p - d * (k - 1) - 1) // s + 1 for size, k, s, p, d in zip(
+        (height, width), kernel, stride, padding, dilation))
+    patches = F.unfold(x, kernel, dilation=dilation, padding=padding, stride=stride)
+    patches = patches.transpose(1, 2).reshape(batch * out_h * out_w, index.cols)
+    y = _compact_linear(patches, values, bias, *index.tensors().values(), list(index.shape))
+    return y.reshape(batch, out_h * out_w, index.rows).transpose(1, 2).reshape(
+        batch, index.rows, out_h, out_w)
+
+
+def _backend(x: Tensor, values: Tensor, bias: Optional[Tensor]):
+    from .. import ops  # late: ops imports the functional layer, which imports this package
+
+    return ops.select("compact_linear", (x, values, bias))
