@@ -113,7 +113,7 @@ class Masks(Mapping):
         missing = [name for name in groups if name not in self._masks]
         unexpected = [name for name in self._masks if name not in groups]
         if missing or unexpected:
-            raise ValueError(f"masks do not match the model's masked weights: missing "
+            raise ValueError(f"masks do not match the model's masked layers: missing "
                              f"{format_names(missing)}; unexpected {format_names(unexpected)}")
         checked = {}
         for name, sources in groups.items():
