@@ -108,7 +108,7 @@ class Masks(Mapping):
         mark_shared(model)  # ties made since masked() keep their layers dense
         groups = masked_weight_holders(model)
         if not groups:
-            raise ValueError(f"{type(model).__name__} has no masked weights; expected a model "
+            raise ValueError(f"{type(model).__name__} has no masked layers; expected a model "
                              f"converted with sparse_tickets.masked(model)")
         missing = [name for name in groups if name not in self._masks]
         unexpected = [name for name in self._masks if name not in groups]
