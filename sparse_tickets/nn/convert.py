@@ -116,8 +116,8 @@ def _warn_unregistered(model: nn.Module, skip) -> None:
     if unregistered:
         warnings.warn(f"masked() left the weights of unregistered layer types: "
                       f"{'; '.join(unregistered)}; register a type with "
-                      f"sparse_tickets.nn.register_maskable, see masking_report(model)",
-                      stacklevel=3)
+                      f"sparse_tickets.register_maskable (see masking_report(model) for the "
+                      f"reasons)", stacklevel=3)
 
 
 def _swap(model: nn.Module, replacement: Callable[[str, nn.Module], Optional[nn.Module]]):

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from typing import Optional
 
 from torch import nn
+from torch.nn.utils import prune as torch_prune
 
 from . import weight_mask
 from .convert import masked_weight_holders
@@ -54,11 +55,11 @@ class MaskingReport:
         return self.masked_numel / total if total else 0.0
 
     def unregistered_types(self, keep=lambda row: True) -> list[str]:
-        """``"Type (param, param)"`` for each unregistered layer type holding a left weight
-        (of the rows ``keep`` accepts)."""
+        """``"Type (param, param)"`` for each unregistered (or torch-pruned) layer type holding
+        a left weight (of the rows ``keep`` accepts)."""
         found: dict[str, list[str]] = {}
         for row in self.left:
-            if row.reason.startswith("unregistered") and keep(row):
+            if row.reason.startswith(("unregistered", "pruned with torch")) and keep(row):
                 found.setdefault(row.layer_type, []).append(row.name.rpartition(".")[2])
         return [f"{layer_type} ({', '.join(dict.fromkeys(names))})"
                 for layer_type, names in found.items()]
@@ -112,6 +113,10 @@ def masking_report(model: nn.Module) -> MaskingReport:
 
 def _reason(module: nn.Module, attribute: str) -> str:
     registered: Optional[tuple] = maskable_weights(module)
+    if any(isinstance(hook, torch_prune.BasePruningMethod)
+           for hook in module._forward_pre_hooks.values()):
+        return ("pruned with torch.nn.utils.prune: import it with "
+                "Masks.from_torch_prune(model, remove=True), then masked(model)")
     if isinstance(module, MaskedLayer):
         return "the compact values of a kernel layer"
     if registered is None:
