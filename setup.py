@@ -40,6 +40,6 @@ setup(
         "ninja>=1.10",
     ],
     extras_require={
-        "test": ["pytest>=7", "pytest-benchmark>=4"],
+        "test": ["pytest>=7", "pytest-benchmark>=4", "transformers>=4.40"],
     },
 )
