@@ -43,20 +43,23 @@ def _compact_linear_fake(x, values, bias, row_ptr, col_idx, t_row_ptr, t_col_idx
 @torch.library.custom_op(f"{NAMESPACE}::compact_linear_backward", mutates_args=())
 def _compact_linear_backward(grad_y: Tensor, x: Tensor, values: Tensor, row_ptr: Tensor,
                              col_idx: Tensor, t_row_ptr: Tensor, t_col_idx: Tensor,
-                             t_value_index: Tensor, shape: Sequence[int],
-                             has_bias: bool) -> tuple[Tensor, Tensor, Tensor]:
-    # dx = dy W;  dvalues = (dy^T x) at the kept entries;  db = sum_n dy (empty without bias)
+                             t_value_index: Tensor, shape: Sequence[int], needs_x: bool,
+                             needs_values: bool, needs_bias: bool
+                             ) -> tuple[Tensor, Tensor, Tensor]:
+    # dx = dy W;  dvalues = (dy^T x) at the kept entries;  db = sum_n dy. A gradient not
+    # needed comes back empty: a custom op cannot return None.
     index = CompactIndex(tuple(shape), row_ptr, col_idx, t_row_ptr, t_col_idx, t_value_index)
-    grad_x, grad_values, grad_bias = _backend(x, values, None).compact_linear_backward(
-        grad_y, x, index, values, has_bias, (True, True, has_bias))
-    return grad_x, grad_values, grad_bias if has_bias else grad_y.new_empty(0)
+    grads = _backend(x, values, None).compact_linear_backward(
+        grad_y, x, index, values, needs_bias, (needs_x, needs_values, needs_bias))
+    return tuple(grad_y.new_empty(0) if grad is None else grad for grad in grads)
 
 
 @_compact_linear_backward.register_fake
 def _compact_linear_backward_fake(grad_y, x, values, row_ptr, col_idx, t_row_ptr, t_col_idx,
-                                  t_value_index, shape, has_bias):
-    grad_bias = grad_y.new_empty((grad_y.shape[1],) if has_bias else (0,))
-    return x.new_empty(x.shape), values.new_empty(values.shape), grad_bias
+                                  t_value_index, shape, needs_x, needs_values, needs_bias):
+    return (x.new_empty(x.shape if needs_x else (0,)),
+            values.new_empty(values.shape if needs_values else (0,)),
+            grad_y.new_empty((grad_y.shape[1],) if needs_bias else (0,)))
 
 
 def _setup_context(ctx, inputs, output) -> None:
@@ -67,9 +70,12 @@ def _setup_context(ctx, inputs, output) -> None:
 
 def _backward(ctx, grad_y):
     x, values, *index = ctx.saved_tensors
+    needs_x, needs_values, needs_bias = ctx.needs_input_grad[:3]
     grad_x, grad_values, grad_bias = _compact_linear_backward(
-        grad_y.contiguous(), x, values, *index, ctx.shape, ctx.has_bias)
-    return (grad_x, grad_values, grad_bias if ctx.has_bias else None,
+        grad_y.contiguous(), x, values, *index, ctx.shape, needs_x, needs_values,
+        needs_bias and ctx.has_bias)
+    return (grad_x if needs_x else None, grad_values if needs_values else None,
+            grad_bias if needs_bias and ctx.has_bias else None,
             None, None, None, None, None, None)
 
 
