@@ -67,7 +67,8 @@ def _before_step(optimizer, args, kwargs) -> None:
 
 def _follow_switch(optimizer, old: torch.Tensor, layer: MaskedLayer) -> torch.Tensor:
     new = layer.trainable_weight
-    name = f"a {layer.mode}-mode switched {type(layer).__name__} weight of shape {layer.mask.shape}"
+    name = (f"a {layer.mode}-mode switched {type(layer).__name__} weight of shape "
+            f"{tuple(layer.mask.shape)}")
     state = optimizer.state.pop(old, None)
     if state:
         try:
