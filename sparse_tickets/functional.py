@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch.autograd.function import once_differentiable
 
 from . import ops
-from .compact import CompactIndex
+from .compact import CompactIndex, compiled
 from .compact.conv_plan import check_variant
 
 IntPair = Union[int, tuple]
@@ -165,6 +165,8 @@ def compact_linear(x: torch.Tensor, values: torch.Tensor, index: CompactIndex,
         raise ValueError(f"input has shape {tuple(x.shape)}; expected (*, {index.cols}) to "
                          f"match the compact weight {index.shape}")
     _check_dtypes(x, values, bias)
+    if torch.compiler.is_compiling():  # one opaque op per call: no dispatch inside the graph
+        return compiled.compact_linear(x, values, index, bias)
     with _autocast_off(x):
         return CompactLinearFunction.apply(x, values, index, bias)
 
@@ -207,6 +209,10 @@ def compact_conv2d(x: torch.Tensor, values: torch.Tensor, index: CompactIndex,
     x, padding = _resolve_padding(x, padding, index.shape[2:], dilation)
     for size, k, p, d in zip(x.shape[2:], index.shape[2:], padding, dilation):
         _conv_out_size(size, k, 1, p, d)
+    if torch.compiler.is_compiling():  # one opaque op per call: no dispatch inside the graph
+        y = compiled.compact_conv2d(x, values, index, bias, stride, padding, dilation, groups,
+                                    variant)
+        return y.squeeze(0) if unbatched else y
     with _autocast_off(x):
         y = CompactConv2dFunction.apply(x, values, index, bias, stride, padding, dilation,
                                         groups, variant)

@@ -6,8 +6,10 @@ A layer's ``requested_mode`` (``layer.set_mode``) wins; None follows the global 
 Parameter (``weight`` <-> ``values``): the masked optimizers follow it, but a plain
 torch.optim optimizer built before the switch would silently stop training the layer. The
 command line, which builds its optimizer after each level's masks, runs ``"auto"``.
-``"dense"`` and ``"compact"`` are obeyed (compact is refused, in one line, where it
-cannot be computed: a grouped convolution off the CPU). ``"auto"`` picks compact when
+``"dense"`` and ``"compact"`` are obeyed where a layer can run compact; where it cannot (a
+grouped convolution off the CPU, a weight shared with other modules) a layer's own
+``set_mode("compact")`` is refused in one line, and the global default leaves that layer
+dense. ``"auto"`` picks compact when
 
 - a compiled backend (``cpu`` / ``cuda``) serves the compact linear (or conv2d) for the
   layer's device and dtype (the reference would rebuild the dense weight at every call: never
@@ -100,6 +102,10 @@ def threshold(device_type: str, kind: str = "linear", dtype: torch.dtype = torch
 
 def compact_unsupported_reason(layer) -> Optional[str]:
     """Why ``layer`` cannot run compact at all (None when it can)."""
+    shared = getattr(layer, "weight_shared_with", ())
+    if shared:
+        return (f"its weight is shared with {', '.join(shared)} (tied weights), which could not "
+                f"read a compact weight")
     if layer.mask.is_meta:
         return "the layer is on the meta device"
     if getattr(layer, "groups", 1) != 1 and layer.mask.device.type != "cpu":
@@ -116,9 +122,13 @@ def choose(layer) -> str:
         return "dense"
     unsupported = compact_unsupported_reason(layer)
     if mode == "compact":
-        if unsupported is not None:
+        if unsupported is None:
+            return "compact"
+        if layer.requested_mode == "compact":
             raise ValueError(f"{type(layer).__name__} cannot run in compact mode: {unsupported}")
-        return "compact"
+        # A model-wide default asks for compact where a layer can run it; the others stay
+        # dense (masking_report says why) rather than leave a model half converted.
+        return "dense"
     if unsupported is not None or not _compiled_backend_serves(layer):
         return "dense"
     kind = "conv2d" if layer.mask.dim() == 4 else "linear"

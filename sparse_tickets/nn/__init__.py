@@ -1,8 +1,14 @@
-"""Masked layers, and the functions that swap them into and out of a user's model."""
+"""Masked layers, maskable weights of any layer type, and the functions that put masks into a
+user's model and take them out."""
 
-from .convert import masked, masked_layers, unmasked
+from .convert import masked, masked_layers, masked_weights, unmasked
 from .layers import MaskedConv2d, MaskedLayer, MaskedLinear
 from .mask import validate_mask
+from .registry import maskable_weights, register_maskable
+from .report import MaskingReport, masking_report
+from .state import plain_state_dict
+from .weight_mask import MaskedWeight
 
-__all__ = ["MaskedConv2d", "MaskedLayer", "MaskedLinear", "masked", "masked_layers",
-           "unmasked", "validate_mask"]
+__all__ = ["MaskedConv2d", "MaskedLayer", "MaskedLinear", "MaskedWeight", "MaskingReport",
+           "maskable_weights", "masked", "masked_layers", "masked_weights", "masking_report",
+           "plain_state_dict", "register_maskable", "unmasked", "validate_mask"]

@@ -1,45 +1,123 @@
-"""Swapping layers in a user's model: plain torch layers to masked ones and back."""
+"""Swapping layers in a user's model: plain torch layers to masked ones and back.
+
+``masked(model)`` puts a mask on every weight it knows how to (see :mod:`.registry`): exact
+``nn.Linear`` / ``nn.Conv2d`` become the kernel layers ``MaskedLinear`` / ``MaskedConv2d``, the
+weights of every other registered type get a mask buffer in place (:mod:`.weight_mask`), and
+tied weights get one mask (:mod:`.tied`). :func:`masking_report` says what it masked and what it
+left, and why.
+"""
 
 from __future__ import annotations
 
+import warnings
 from typing import Callable, Iterable, Iterator, Optional, Union
 
 from torch import nn
 
+from . import owners, tied, weight_mask
 from .layers import MaskedConv2d, MaskedLayer, MaskedLinear
+from .registry import maskable_weights
 
 # Exact types only: a subclass (LazyLinear, MultiheadAttention's out_proj, a user's own) may
-# have a forward of its own that a masked layer would silently replace.
+# have a forward of its own that a masked layer would silently replace; its weight gets a mask
+# buffer instead (registry).
 _TO_MASKED = {nn.Linear: MaskedLinear, nn.Conv2d: MaskedConv2d}
 
 Exclude = Union[Iterable[str], Callable[[str, nn.Module], bool], None]
+MaskSource = Union[MaskedLayer, weight_mask.MaskedWeight]
 
 
 def masked(model: nn.Module, exclude: Exclude = None) -> nn.Module:
-    """Replace every ``nn.Linear`` and ``nn.Conv2d`` in ``model`` with its masked layer.
+    """Put a mask on every weight of ``model`` that a kernel layer or a registered maskable
+    layer type covers (see the module), all masks True.
 
-    The masked layers share the original Parameter objects (same values, device, dtype, and an
-    optimizer built before the swap keeps working) and start with all-True masks. ``exclude``
-    is a collection of qualified module names, or a predicate ``(name, module) -> bool``, for
-    layers to leave alone. Converts in place and returns ``model`` (or the new layer when
-    ``model`` itself is a Linear or Conv2d). Excluding a module excludes everything inside it.
+    Kernel layers share the original Parameter objects (same values, device, dtype, and an
+    optimizer built before the swap keeps working). ``exclude`` is a collection of qualified
+    module names, or a predicate ``(name, module) -> bool``, for layers to leave alone;
+    excluding a module excludes everything inside it. Converts in place and returns ``model``
+    (or the new layer when ``model`` itself is a Linear or Conv2d). Warns, naming them, when
+    modules of unregistered types hold weights it had to leave; :func:`masking_report` lists
+    everything.
     """
     skip = _exclusion(exclude, model)
-    return _swap(model, lambda name, m: None if skip(name, m) or type(m) not in _TO_MASKED
-                 else _TO_MASKED[type(m)].from_dense(m))
+    model = _swap(model, lambda name, m: None if skip(name, m) or type(m) not in _TO_MASKED
+                  else _TO_MASKED[type(m)].from_dense(m))
+    masked_params = {id(source.trainable_weight) for source in masked_weights(model).values()}
+    for name, module in model.named_modules():
+        if skip(name, module) or isinstance(module, MaskedLayer):
+            continue
+        for attribute in maskable_weights(module) or ():
+            param = module._parameters.get(attribute)
+            if (isinstance(param, nn.Parameter) and id(param) not in masked_params
+                    and attribute not in weight_mask.masked_weight_names(module)):
+                weight_mask.attach(module, attribute)
+                masked_params.add(id(param))
+    tied.mark_shared(model)
+    _warn_unregistered(model, skip)
+    return model
 
 
 def unmasked(model: nn.Module) -> nn.Module:
     """Replace every masked layer in ``model`` with the plain torch layer, holding the zeroed
-    weights (the same Parameter objects), e.g. for export. In place; returns ``model``."""
+    weights (the same Parameter objects), and remove the mask buffers of the other layers, e.g.
+    for export. In place; returns ``model``."""
+    for module in model.modules():
+        if isinstance(module, MaskedLayer) and module.mode == "dense":
+            owners.forget(module._parameters["weight"])
+        weight_mask.detach(module)
     return _swap(model, lambda name, m: m.to_dense() if isinstance(m, MaskedLayer) else None)
 
 
 def masked_layers(model: nn.Module) -> Iterator[tuple[str, MaskedLayer]]:
-    """``(qualified name, layer)`` for every masked layer of ``model``, in module order."""
+    """``(qualified name, layer)`` for every kernel masked layer of ``model``, in module order."""
     for name, module in model.named_modules():
         if isinstance(module, MaskedLayer):
             yield name, module
+
+
+def masked_weights(model: nn.Module) -> dict[str, MaskSource]:
+    """Every masked weight of ``model``, kernel layers and maskable ones, in module order:
+    the weight's state_dict key (``"fc1.weight"``, ``"attn.in_proj_weight"``) -> its layer
+    (``MaskedLayer``) or :class:`~.weight_mask.MaskedWeight`. One entry per Parameter: a tied
+    weight goes by its first masked holder."""
+    return {key: sources[0] for key, sources in masked_weight_holders(model).items()}
+
+
+def masked_weight_holders(model: nn.Module) -> dict[str, list[MaskSource]]:
+    """As :func:`masked_weights`, with every masked holder of each Parameter (two kernel layers
+    tied to one weight each keep a mask, and both must be given the same)."""
+    groups: dict[str, list[MaskSource]] = {}
+    key_of: dict[int, str] = {}
+    for name, module in model.named_modules():
+        sources = []
+        if isinstance(module, MaskedLayer):
+            sources.append((f"{name}.weight" if name else "weight", module))
+        for attribute in weight_mask.masked_weight_names(module):
+            sources.append((f"{name}.{attribute}" if name else attribute,
+                            weight_mask.MaskedWeight(module, attribute)))
+        for key, source in sources:
+            param_id = id(source.trainable_weight)
+            if param_id in key_of:
+                groups[key_of[param_id]].append(source)
+            else:
+                key_of[param_id] = key
+                groups[key] = [source]
+    return groups
+
+
+def _warn_unregistered(model: nn.Module, skip) -> None:
+    from .report import masking_report  # late: report imports this module
+
+    def not_excluded(row) -> bool:
+        module_name = row.name.rpartition(".")[0]
+        return not skip(module_name, model.get_submodule(module_name))
+
+    unregistered = masking_report(model).unregistered_types(not_excluded)
+    if unregistered:
+        warnings.warn(f"masked() left the weights of unregistered layer types: "
+                      f"{'; '.join(unregistered)}; register a type with "
+                      f"sparse_tickets.register_maskable (see masking_report(model) for the "
+                      f"reasons)", stacklevel=3)
 
 
 def _swap(model: nn.Module, replacement: Callable[[str, nn.Module], Optional[nn.Module]]):

@@ -25,6 +25,7 @@ from torch import nn
 from .. import functional
 from ..compact import CompactIndex, choice
 from ..compact.index import INDEX_FIELDS
+from . import owners
 from .mask import validate_mask
 
 _INDEX_BUFFERS = tuple(f"compact_{field}" for field in INDEX_FIELDS)
@@ -35,6 +36,9 @@ class MaskedLayer:
     execution modes (see the module)."""
 
     mask: torch.Tensor
+    # Qualified names of the other modules holding this layer's weight (tied weights), set by
+    # masked() and Masks.apply_to; a shared weight stays dense (see .tied).
+    weight_shared_with: tuple = ()
 
     def _init_mask(self) -> None:
         self.register_buffer("mask", torch.ones_like(self.weight, dtype=torch.bool))
@@ -42,6 +46,20 @@ class MaskedLayer:
         self.requested_mode = None
         # Loading a state_dict may bring weights that are nonzero where the loaded mask is False.
         self.register_load_state_dict_post_hook(_after_load)
+        self._register_trainable_weight()
+
+    def _register_trainable_weight(self) -> None:
+        # How optimizers given only parameters find this layer's mask (see .owners); called at
+        # every mask, mode and Parameter change.
+        owners.register(self.trainable_weight, self, "mask")
+        owners.note_change()
+
+    def __setstate__(self, state) -> None:
+        super().__setstate__(state)
+        # A deep copy or unpickled layer holds new Parameters.
+        self._register_trainable_weight()
+        if self.weight_shared_with and self.mode == "dense":
+            owners.mask_gradient(self._parameters["weight"], self, "mask")
 
     # The weight, in either mode.
 
@@ -97,6 +115,7 @@ class MaskedLayer:
         self._become_dense()
         self.mask.copy_(mask)
         self.apply_mask()
+        owners.note_change()
         self._choose_mode(mask_changed=True)
 
     def set_mode(self, mode) -> None:
@@ -141,6 +160,7 @@ class MaskedLayer:
         _replace_parameter(self._parameters, "weight", "values", values)
         for name, tensor in zip(_INDEX_BUFFERS, index.tensors().values()):
             self.register_buffer(name, tensor, persistent=False)
+        self._register_trainable_weight()
 
     def _become_dense(self) -> None:
         if self.mode == "dense":
@@ -159,6 +179,7 @@ class MaskedLayer:
         for name in _INDEX_BUFFERS:
             del self._buffers[name]
             self._non_persistent_buffers_set.discard(name)
+        self._register_trainable_weight()
 
     @property
     def density(self) -> float:
@@ -249,6 +270,7 @@ class MaskedLayer:
                              f"parametrized?); expected a plain layer: remove that first")
         self.weight = dense.weight
         self.bias = dense.bias
+        self._register_trainable_weight()
         mask = getattr(dense, "mask", None)
         self.mask = (mask.clone() if mask is not None
                      else torch.ones_like(dense.weight, dtype=torch.bool))
@@ -265,6 +287,7 @@ class MaskedLayer:
 
 def _after_load(module: MaskedLayer, incompatible_keys) -> None:
     module.apply_mask()
+    module._register_trainable_weight()  # load_state_dict(assign=True) brings new Parameters
     if module.__dict__.pop("_mode_pending", False):
         with torch.no_grad():
             module._choose_mode(mask_changed=True)

@@ -16,9 +16,11 @@ class MaskedAdam(MaskedOptimizer):
 
     The arguments and the update are those of ``torch.optim.Adam``; on the weights a mask keeps,
     the numbers are bitwise those of ``torch.optim.Adam(foreach=False)`` given the same masked
-    gradients. ``masks`` is required: the model (each masked layer's weight follows that layer's
-    ``mask``, read at every step) or a mapping ``{Parameter: bool tensor}`` of masks the caller
-    updates in place; see :mod:`sparse_tickets.optim.param_masks`.
+    gradients. By default each parameter follows its own mask (the masked
+    layers and maskable weights register their weights), so ``MaskedAdam(model.parameters())``
+    is a drop-in for torch's; ``masks=`` may instead be the model or a mapping
+    ``{Parameter: bool tensor}`` of masks the caller updates in place; see
+    :mod:`sparse_tickets.optim.param_masks`.
 
     After every step, for each parameter that had a gradient: a pruned weight and its
     ``exp_avg``, ``exp_avg_sq`` and ``max_exp_avg_sq`` are exactly +0.0, whatever the gradient
@@ -30,7 +32,7 @@ class MaskedAdam(MaskedOptimizer):
 
     def __init__(self, params, lr: float = 1e-3, betas: tuple = (0.9, 0.999),
                  eps: float = 1e-8, weight_decay: float = 0, amsgrad: bool = False, *,
-                 masks: MaskSource, decoupled_weight_decay: bool = False,
+                 masks: MaskSource = None, decoupled_weight_decay: bool = False,
                  maximize: bool = False) -> None:
         defaults = dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay,
                         amsgrad=amsgrad, maximize=maximize,
@@ -103,7 +105,7 @@ class MaskedAdamW(MaskedAdam):
 
     def __init__(self, params, lr: float = 1e-3, betas: tuple = (0.9, 0.999),
                  eps: float = 1e-8, weight_decay: float = 1e-2, amsgrad: bool = False, *,
-                 masks: MaskSource, maximize: bool = False) -> None:
+                 masks: MaskSource = None, maximize: bool = False) -> None:
         super().__init__(params, lr, betas, eps, weight_decay, amsgrad, masks=masks,
                          decoupled_weight_decay=True, maximize=maximize)
 

@@ -23,7 +23,7 @@ class MaskedOptimizer(torch.optim.Optimizer, metaclass=ABCMeta):
     levels usually builds a fresh optimizer anyway (the paper resets it with the weights).
     """
 
-    def __init__(self, params, defaults: dict, masks: MaskSource) -> None:
+    def __init__(self, params, defaults: dict, masks: MaskSource = None) -> None:
         self.check_hyperparameters(defaults)
         super().__init__(params, defaults)
         self._masks = resolve_masks(masks, self.param_groups)
@@ -70,7 +70,7 @@ class MaskedOptimizer(torch.optim.Optimizer, metaclass=ABCMeta):
             new = layer.trainable_weight
             state = self.state.pop(old, None)
             if state:
-                self.state[new] = {key: _convert_state(value, old, layer, key, self._describe(old))
+                self.state[new] = {key: convert_state(value, old, layer, key, self._describe(old))
                                    for key, value in state.items()}
             for group in self.param_groups:
                 group["params"] = [new if param is old else param for param in group["params"]]
@@ -113,7 +113,7 @@ class MaskedOptimizer(torch.optim.Optimizer, metaclass=ABCMeta):
         return f"a parameter of shape {tuple(param.shape)}"
 
 
-def _convert_state(value, old: torch.Tensor, layer, key: str, name: str):
+def convert_state(value, old: torch.Tensor, layer, key: str, name: str):
     """``value`` (state of ``old``) for ``layer``'s current trainable weight."""
     if not isinstance(value, torch.Tensor) or value.dim() == 0:
         return value  # step counters, None buffers

@@ -15,9 +15,11 @@ class MaskedSGD(MaskedOptimizer):
 
     The arguments and the update are those of ``torch.optim.SGD``; on the weights a mask keeps,
     the numbers are bitwise those of ``torch.optim.SGD(foreach=False)`` given the same masked
-    gradients. ``masks`` is required: the model (each masked layer's weight follows that layer's
-    ``mask``, read at every step) or a mapping ``{Parameter: bool tensor}`` of masks the caller
-    updates in place; see :mod:`sparse_tickets.optim.param_masks`.
+    gradients. By default each parameter follows its own mask (the masked
+    layers and maskable weights register their weights), so ``MaskedSGD(model.parameters())``
+    is a drop-in for torch's; ``masks=`` may instead be the model or a mapping
+    ``{Parameter: bool tensor}`` of masks the caller updates in place; see
+    :mod:`sparse_tickets.optim.param_masks`.
 
     After every step, for each parameter that had a gradient: a pruned weight and its momentum
     buffer are exactly +0.0, whatever the gradient held there, the weight decay, or a mask that
@@ -26,7 +28,7 @@ class MaskedSGD(MaskedOptimizer):
     """
 
     def __init__(self, params, lr: float = 1e-3, momentum: float = 0, dampening: float = 0,
-                 weight_decay: float = 0, nesterov: bool = False, *, masks: MaskSource,
+                 weight_decay: float = 0, nesterov: bool = False, *, masks: MaskSource = None,
                  maximize: bool = False) -> None:
         defaults = dict(lr=lr, momentum=momentum, dampening=dampening,
                         weight_decay=weight_decay, nesterov=nesterov, maximize=maximize)

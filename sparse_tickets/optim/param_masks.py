@@ -1,13 +1,17 @@
 """Which mask each optimized parameter has: the ``masks`` argument of the masked optimizers.
 
-Two sources. A model: the weight of each masked layer is masked by that layer's ``mask``
-buffer, read at every step, so ``set_mask``, a new buffer after ``model.to(device)``, or a
-loaded state_dict need no new optimizer. A layer in compact mode trains ``values`` (its kept
-weights only), which need no mask; when a layer switches mode, the optimizer follows it
-(:meth:`ParamMasks.switched`). A mapping ``{Parameter: bool tensor}``: static masks
-that the caller keeps up to date in place, for plain layers; the step zeroes their pruned
-weights, but before the first step (and after changing a mask) zeroing them is the caller's
-job, since a plain layer's forward uses whatever they hold. Every other parameter has no mask.
+Three sources. None (the default): the masks of the parameters themselves, as masked layers
+and maskable weights register them (:mod:`sparse_tickets.nn.owners`), so a masked optimizer is
+a drop-in for its torch.optim counterpart. A model: the masked weights of that model (an error
+when none of them is among the optimizer's parameters: most likely the optimizer was built on
+a copy). Either way each mask is the layer's buffer, read at every step, so ``set_mask``, a new
+buffer after ``model.to(device)``, or a loaded state_dict need no new optimizer. A layer in
+compact mode trains ``values`` (its kept weights only), which need no mask; when a layer
+switches mode, the optimizer follows it (:meth:`ParamMasks.switched`). A mapping
+``{Parameter: bool tensor}``: static masks that the caller keeps up to date in place, for plain
+layers; the step zeroes their pruned weights, but before the first step (and after changing a
+mask) zeroing them is the caller's job, since a plain layer's forward uses whatever they hold.
+Every other parameter has no mask.
 """
 
 from __future__ import annotations
@@ -17,9 +21,11 @@ from typing import Callable, Iterable, Mapping, Optional, Union
 import torch
 from torch import nn
 
-from ..nn import MaskedLayer, masked_layers
+from ..nn import MaskedLayer, MaskedWeight, owners
+from ..nn.convert import masked_weight_holders
+from ..nn.weight_mask import MASK_SUFFIX
 
-MaskSource = Union[nn.Module, Mapping[torch.Tensor, torch.Tensor]]
+MaskSource = Union[None, nn.Module, Mapping[torch.Tensor, torch.Tensor]]
 
 
 class ParamMasks:
@@ -56,7 +62,7 @@ class ParamMasks:
         source = self._sources.get(param)
         if source is None:
             return None
-        if isinstance(source, MaskedLayer):
+        if isinstance(source, (MaskedLayer, MaskedWeight)):
             if source.mode == "compact":
                 return None  # ``values``: every entry is a kept weight
             mask = source.mask
@@ -76,12 +82,15 @@ class ParamMasks:
 def resolve_masks(masks: MaskSource, param_groups: list[dict]) -> ParamMasks:
     """The :class:`ParamMasks` that ``masks`` (a model, or a mapping of Parameter to bool mask)
     describes for an optimizer over ``param_groups``; raises on anything that cannot be right."""
+    if masks is None:
+        return _from_owners(_params_of(param_groups))
     if isinstance(masks, nn.Module):
         return _from_model(masks, _params_of(param_groups))
     if isinstance(masks, Mapping):
         return _from_mapping(masks, param_groups)
-    raise TypeError(f"masks must be the model (an nn.Module whose masked layers hold the masks) "
-                    f"or a mapping {{Parameter: bool mask}}; got {type(masks).__name__}")
+    raise TypeError(f"masks must be None (the parameters' own masks), the model (an nn.Module "
+                    f"whose masked layers hold the masks) or a mapping {{Parameter: bool mask}}; "
+                    f"got {type(masks).__name__}")
 
 
 def check_mask(mask, param: torch.Tensor, name: str) -> None:
@@ -101,15 +110,30 @@ def check_mask(mask, param: torch.Tensor, name: str) -> None:
                          f"{param.device}")
 
 
+def _from_owners(params: list[torch.Tensor]) -> ParamMasks:
+    sources = {}
+    for param in params:
+        owner = owners.owner_of(param)
+        if owner is None:
+            continue
+        module, mask_name = owner
+        if isinstance(module, MaskedLayer):
+            sources[param] = module
+        elif mask_name in module._buffers:  # not unmasked since
+            sources[param] = MaskedWeight(module, mask_name[:-len(MASK_SUFFIX)])
+    return ParamMasks(sources, {})
+
+
 def _from_model(model: nn.Module, params: list[torch.Tensor]) -> ParamMasks:
-    sources, owners = {}, {}
-    for layer_name, layer in masked_layers(model):
-        weight = layer.trainable_weight
-        if weight in sources:
-            raise ValueError(f"masks: {owners[weight]}.weight and {layer_name}.weight are one "
-                             f"Parameter in two masked layers; a weight can have only one mask")
-        sources[weight] = layer
-        owners[weight] = layer_name
+    sources = {}
+    for name, holders in masked_weight_holders(model).items():
+        first = holders[0]
+        for other in holders[1:]:
+            if first.mode == "dense" and not torch.equal(other.mask, first.mask):
+                raise ValueError(f"masks: {name} is one Parameter in several masked layers with "
+                                 f"different masks; expected one mask (set it on the model "
+                                 f"with Masks.apply_to)")
+        sources[first.trainable_weight] = first
     if not sources:
         raise ValueError("masks: the model has no masked layers; convert it with "
                          "sparse_tickets.masked(model) first, or pass masks={} to mask nothing")

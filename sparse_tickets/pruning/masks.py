@@ -1,7 +1,8 @@
 """``Masks``: the pruning masks of a model, as a validated mapping of layer name -> bool tensor.
 
-Keys are the names of the masked layers' weights in the model's state_dict (``"fc1.weight"``,
-``"features.0.weight"``), in module order. A ``Masks`` is a value: pruning builds new ones from
+Keys are the names of the masked weights in the model's state_dict (``"fc1.weight"``,
+``"features.0.weight"``, ``"attn.in_proj_weight"``), in module order, one per Parameter (a tied
+weight goes by its first masked holder). A ``Masks`` is a value: pruning builds new ones from
 old ones and never touches a model; :meth:`Masks.apply_to` is the one call that changes a model.
 """
 
@@ -13,10 +14,14 @@ from typing import Iterator, Optional, Union
 import torch
 from torch import nn
 
-from ..nn import masked_layers, validate_mask
+from ..compact import choice
+from ..nn import MaskedLayer, validate_mask
+from ..nn.convert import masked_weight_holders
+from ..nn.tied import mark_shared
 from .density import LayerDensity, format_density_table
-from .names import format_names, mask_key
+from .names import format_names
 from .storage import PathLike, load_tensors, save_tensors
+from .torch_prune import masks_from_torch_prune, masks_to_torch_prune
 
 Device = Union[str, torch.device]
 
@@ -49,13 +54,31 @@ class Masks(Mapping):
         """A snapshot (copies, not views of the live buffers) of the masks of every masked layer
         of ``model``, on the layers' devices."""
         return cls({name: layer.mask.detach().clone()
-                    for name, layer in _named_masked_layers(model).items()})
+                    for name, layer in _named_masked_weights(model).items()})
 
     @classmethod
     def ones_like(cls, model: nn.Module) -> "Masks":
         """All-True masks for every masked layer of ``model``: nothing pruned."""
-        return cls({name: torch.ones_like(layer.weight, dtype=torch.bool)
-                    for name, layer in _named_masked_layers(model).items()})
+        return cls({name: torch.ones_like(layer.mask)
+                    for name, layer in _named_masked_weights(model).items()})
+
+    @classmethod
+    def from_torch_prune(cls, model: nn.Module, remove: bool = False) -> "Masks":
+        """The masks of every tensor of ``model`` pruned with ``torch.nn.utils.prune``, under
+        the tensor's name (``"fc1.weight"``). With ``remove=True`` the torch pruning is also
+        made permanent (plain Parameters holding ``orig * mask``), ready for::
+
+            masks = Masks.from_torch_prune(model, remove=True)
+            sparse_tickets.masked(model)
+            masks.apply_to(model)  # when masks name every masked weight of the model
+        """
+        return cls(masks_from_torch_prune(model, remove))
+
+    def to_torch_prune(self, model: nn.Module) -> None:
+        """Prune the plain ``model`` with ``torch.nn.utils.prune.custom_from_mask`` at these
+        masks (e.g. after ``sparse_tickets.unmasked(model)``); all names and shapes are checked
+        before any module changes."""
+        masks_to_torch_prune(self, model)
 
     @classmethod
     def load(cls, path: PathLike, device: Optional[Device] = None) -> "Masks":
@@ -73,23 +96,39 @@ class Masks(Mapping):
         save_tensors(path, self._masks)
 
     def apply_to(self, model: nn.Module) -> None:
-        """Set these masks on ``model``'s masked layers, which zeroes the weights they prune.
+        """Set these masks on ``model``'s masked weights, which zeroes the weights they prune.
 
-        The names must match the model's masked layers exactly and every shape must match;
-        everything is checked before any layer changes, so a mismatch leaves the model as it was.
+        All or nothing: the names must match the model's masked weights exactly, every mask
+        must fit its weight (shape, 0/1 values) and every layer its execution mode, all checked
+        before any layer changes, so a mismatch leaves the model as it was. A weight tied to
+        several kernel layers gets the mask in each.
         """
-        layers = _named_masked_layers(model)
-        missing = [name for name in layers if name not in self._masks]
-        unexpected = [name for name in self._masks if name not in layers]
+        if not isinstance(model, nn.Module):
+            raise TypeError(f"expected a torch.nn.Module; got {type(model).__name__}")
+        mark_shared(model)  # ties made since masked() keep their layers dense
+        groups = masked_weight_holders(model)
+        if not groups:
+            raise ValueError(f"{type(model).__name__} has no masked layers; expected a model "
+                             f"converted with sparse_tickets.masked(model)")
+        missing = [name for name in groups if name not in self._masks]
+        unexpected = [name for name in self._masks if name not in groups]
         if missing or unexpected:
             raise ValueError(f"masks do not match the model's masked layers: missing "
                              f"{format_names(missing)}; unexpected {format_names(unexpected)}")
-        for name, layer in layers.items():
-            if self._masks[name].shape != layer.weight.shape:
+        checked = {}
+        for name, sources in groups.items():
+            like = sources[0].mask
+            if self._masks[name].shape != like.shape:
                 raise ValueError(f"masks[{name!r}] has shape {tuple(self._masks[name].shape)}; "
-                                 f"expected the layer's weight shape {tuple(layer.weight.shape)}")
-        for name, layer in layers.items():
-            layer.set_mask(self._masks[name].to(layer.weight.device))
+                                 f"expected the layer's weight shape {tuple(like.shape)}")
+            checked[name] = validate_mask(self._masks[name].to(like.device), like,
+                                          name=f"masks[{name!r}]")
+            for source in sources:
+                if isinstance(source, MaskedLayer):
+                    choice.choose(source)  # raises where the layer's own mode cannot be kept
+        for name, sources in groups.items():
+            for source in sources:
+                source.set_mask(checked[name])
 
     @property
     def num_unpruned(self) -> int:
@@ -156,15 +195,15 @@ class Masks(Mapping):
 
 
 def weights_of(model: nn.Module) -> dict[str, torch.Tensor]:
-    """The weight tensors (detached) of ``model``'s masked layers, under the same names as
+    """The weight tensors (detached) of ``model``'s masked weights, under the same names as
     :meth:`Masks.from_model`: what the pruning functions score."""
-    return {name: layer.weight.detach() for name, layer in _named_masked_layers(model).items()}
+    return {name: layer.weight.detach() for name, layer in _named_masked_weights(model).items()}
 
 
-def _named_masked_layers(model: nn.Module) -> dict[str, nn.Module]:
+def _named_masked_weights(model: nn.Module) -> dict:
     if not isinstance(model, nn.Module):
         raise TypeError(f"expected a torch.nn.Module; got {type(model).__name__}")
-    layers = {mask_key(name): layer for name, layer in masked_layers(model)}
+    layers = {name: sources[0] for name, sources in masked_weight_holders(model).items()}
     if not layers:
         raise ValueError(f"{type(model).__name__} has no masked layers; expected a model "
                          f"converted with sparse_tickets.masked(model)")

@@ -138,13 +138,16 @@ def test_an_empty_mapping_masks_nothing():
     assert_same_parameters(model, baseline)
 
 
-def test_masks_are_required_and_must_be_a_model_or_a_mapping():
+def test_masks_default_to_the_parameters_own_and_must_otherwise_be_a_model_or_a_mapping():
     model = masked_model()
-    with pytest.raises(TypeError, match="masks"):
-        MaskedSGD(model.parameters())
-    with pytest.raises(TypeError, match=r"^masks must be the model \(an nn.Module .*\) or a "
-                                        r"mapping \{Parameter: bool mask\}; got NoneType$"):
-        MaskedSGD(model.parameters(), masks=None)
+    optimizer = MaskedSGD(model.parameters())
+    for _, layer in masked_layers(model):
+        assert optimizer._mask_of(layer.weight) is layer.mask
+        assert optimizer._mask_of(layer.bias) is None
+    with pytest.raises(TypeError, match=r"^masks must be None \(the parameters' own masks\), "
+                                        r"the model \(an nn.Module .*\) or a mapping "
+                                        r"\{Parameter: bool mask\}; got str$"):
+        MaskedSGD(model.parameters(), masks="model")
 
 
 def test_mapping_keys_must_be_the_optimizers_parameters():
@@ -201,9 +204,12 @@ def test_masks_of_another_model_are_refused():
         MaskedSGD(copy_of_model.parameters(), masks=model)
 
 
-def test_one_weight_in_two_masked_layers_is_refused():
+def test_one_weight_in_two_masked_layers_needs_one_mask():
     first, second = MaskedLinear(4, 4), MaskedLinear(4, 4)
     second.weight = first.weight
-    with pytest.raises(ValueError, match=r"^masks: 0.weight and 1.weight are one Parameter in "
-                                         r"two masked layers; a weight can have only one mask$"):
-        MaskedSGD(first.parameters(), masks=nn.Sequential(first, second))
+    model = nn.Sequential(first, second)
+    assert MaskedSGD(first.parameters(), masks=model)._mask_of(first.weight) is first.mask
+    second.set_mask(torch.eye(4, dtype=torch.bool))
+    with pytest.raises(ValueError, match=r"^masks: 0.weight is one Parameter in several masked "
+                                         r"layers with different masks; expected one mask"):
+        MaskedSGD(first.parameters(), masks=model)
