@@ -42,17 +42,18 @@ _ADVICE = {
 }
 
 
-class WriteError(Exception):
+class WriteError(OSError):
     """The file system refused to write ``path``; the message is one line saying why and what
-    to do. Whatever was there before is intact (writes are atomic)."""
+    to do. Whatever was there before is intact (writes are atomic). An OSError still, so code
+    that catches those keeps working."""
 
     def __init__(self, path: Path, error: OSError, action: str = "write"):
+        reason = error.strerror or str(error) or type(error).__name__
+        advice = _ADVICE.get(error.errno, "fix the cause")
+        super().__init__(f"cannot {action} {Path(path)}: {reason}; {advice}, then run the same "
+                         f"command again (what was written so far is kept)")
         self.path = Path(path)
         self.errno = error.errno
-        reason = error.strerror or type(error).__name__
-        advice = _ADVICE.get(error.errno, "fix the cause")
-        super().__init__(f"cannot {action} {self.path}: {reason}; {advice}, then run the same "
-                         f"command again (what was written so far is kept)")
 
 
 @contextlib.contextmanager
@@ -62,7 +63,8 @@ def _refused_as_write_error(path: Path, action: str = "write"):
     through as they are."""
     try:
         yield
-    except (FileNotFoundError, IsADirectoryError, NotADirectoryError, FileExistsError):
+    except (WriteError, FileNotFoundError, IsADirectoryError, NotADirectoryError,
+            FileExistsError):
         raise
     except OSError as error:
         raise WriteError(path, error, action) from None

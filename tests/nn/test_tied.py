@@ -70,14 +70,12 @@ def test_apply_to_changes_nothing_when_one_mask_is_wrong():
 
 
 def test_apply_to_refuses_a_layer_whose_own_mode_cannot_be_kept_before_any_change():
-    model = st.masked(nn.Sequential(nn.Linear(4, 4), nn.Conv2d(4, 4, 3, groups=2)))
-    masks = Masks({name: torch.rand(mask.shape) < 0.5
-                   for name, mask in Masks.from_model(model).items()})
+    model, masks = pruned_model()
     with default_mode_set_to("compact"):   # the model-wide default: compact where possible
         masks.apply_to(model)
-    assert (model[0].mode, model[1].mode) == ("compact", "dense")
-    model[0].set_mode("dense")
-    model[1].requested_mode = "compact"     # a request the grouped conv cannot keep
-    with pytest.raises(ValueError, match=r"grouped convolution \(groups=2\) has no compact"):
+    assert (model.hidden.mode, model.head.mode) == ("compact", "dense")
+    model.hidden.set_mode("dense")
+    model.head.requested_mode = "compact"     # a request the tied head cannot keep
+    with pytest.raises(ValueError, match=r"shared with embed.weight \(tied weights\)"):
         Masks.ones_like(model).apply_to(model)
-    assert torch.equal(model[0].mask, masks["0.weight"])
+    assert torch.equal(model.hidden.mask, masks["hidden.weight"])
