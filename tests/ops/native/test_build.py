@@ -84,12 +84,19 @@ def test_a_lock_left_by_a_killed_build_is_taken_over_and_the_cache_outlives_anot
     assert not called.exists() and "building" not in stderr
 
 
-def test_a_changed_source_builds_under_another_name(tmp_path):
-    environment = _environment(tmp_path)
-    first, _ = _load(_sources(tmp_path, TINY_SOURCE, "a"), environment)
-    second, _ = _load(_sources(tmp_path, TINY_SOURCE + "// changed\n", "b"), environment)
-    assert first["directory"] != second["directory"]
-    assert second["seconds"] is not None
+def test_the_build_is_keyed_on_the_sources_not_on_where_they_are(tmp_path):
+    from sparse_tickets.ops.native import extension
+
+    def name(root):
+        return extension._build_name(extension.ExtensionSpec(
+            "cpu", "SPARSE_TICKETS_TEST_EXTENSION", ("cpu/probe.cpp",), root))
+
+    first = name(_sources(tmp_path, TINY_SOURCE, "a"))
+    assert name(_sources(tmp_path, TINY_SOURCE, "b")) == first   # another place, same build
+    with_header = _sources(tmp_path, TINY_SOURCE, "c")
+    (with_header / "cpu" / "probe.h").write_text("// a header the source may include\n")
+    assert name(with_header) != first                            # headers count
+    assert name(_sources(tmp_path, TINY_SOURCE + "// changed\n", "d")) != first
 
 
 def _hold_lock(directory):
