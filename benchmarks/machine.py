@@ -23,12 +23,28 @@ def cpu_model() -> str:
     return "unknown cpu"
 
 
+def vector_isa() -> str:
+    """The widest x86 vector instruction set the CPU has ("avx512", "avx2"; "" for others):
+    one CPU model name covers hosts with and without AVX-512, and the kernels differ."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("flags"):
+                flags = line.split(":", 1)[1].split()
+                return "avx512" if "avx512f" in flags else "avx2" if "avx2" in flags else ""
+    except OSError:
+        pass
+    return ""
+
+
 def device_name(device: str) -> str:
-    return torch.cuda.get_device_name() if device == "cuda" else cpu_model()
+    if device == "cuda":
+        return torch.cuda.get_device_name()
+    isa = vector_isa()
+    return f"{cpu_model()} ({isa.upper()})" if isa else cpu_model()
 
 
 def device_slug(device: str) -> str:
-    """``cpu-<model>-<n>threads`` or the GPU's name, as a lowercase folder name."""
+    """``cpu-<model>-<isa>-<n>threads`` or the GPU's name, as a lowercase folder name."""
     name = device_name(device)
     if device == "cpu":
         name = f"cpu-{name}-{torch.get_num_threads()}threads"

@@ -45,7 +45,7 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="tiny shapes and one call per row: checks the suites, times nothing")
     parser.add_argument("--output", type=Path, default=None,
                         help="folder the results go in (default: benchmarks/results/<device "
-                             "slug>, e.g. cpu-amd-epyc-2threads)")
+                             "slug>, e.g. cpu-amd-epyc-avx2-2threads)")
     parser.add_argument("-k", dest="select", default=None,
                         help="pytest -k expression: run only the matching benchmarks")
     return parser.parse_args(argv)
