@@ -165,9 +165,15 @@ def measure_thresholds(device: str = "cpu", dtype: torch.dtype = torch.float32,
 @contextlib.contextmanager
 def measuring(device: str):
     """Whatever context a mask change happens in (no_grad, inference mode, autocast, a seeded
-    run), the measurement trains normally and leaves the caller's random streams untouched."""
+    run, a default mode of "auto"), the measurement trains normally and leaves the caller's
+    random streams untouched. The layers it builds follow the default mode "dense" until they
+    are set to the mode they time: under "auto" their own mask changes would ask for the
+    thresholds being measured, and wait on this measurement forever."""
+    from .choice import default_mode_set_to  # late: choice asks this package for thresholds
+
     device_type = torch.device(device).type
     devices = [torch.cuda.current_device()] if device_type == "cuda" else []
     with torch.random.fork_rng(devices=devices), torch.inference_mode(False), \
-            torch.enable_grad(), torch.autocast(device_type, enabled=False):
+            torch.enable_grad(), torch.autocast(device_type, enabled=False), \
+            default_mode_set_to("dense"):
         yield

@@ -87,3 +87,20 @@ def test_measuring_leaves_the_callers_random_streams_and_grad_mode_alone():
 def test_an_unknown_kind_is_refused():
     with pytest.raises(ValueError, match="layer kind 'conv3d' is not one of linear, conv2d"):
         calibration.training_step("conv3d", (1, 2, 3), 0.5, "dense")
+
+
+def test_measuring_under_a_default_mode_of_auto_never_asks_for_the_thresholds(monkeypatch):
+    # The command line runs with the default mode "auto": the layers the measurement builds
+    # must not ask for the thresholds being measured (the first ask would wait forever on the
+    # lock of the measurement that is running).
+    from sparse_tickets.compact import thresholds
+    from sparse_tickets.compact.choice import default_mode_set_to
+
+    def asked(*args, **kwargs):
+        raise AssertionError("the measurement asked for the thresholds it measures")
+
+    monkeypatch.setattr(thresholds, "machine_thresholds", asked)
+    monkeypatch.setattr(thresholds, "_obtain", asked)
+    with default_mode_set_to("auto"):
+        calibration.compare("linear", (4, 12, 8), 0.5, pairs=1)
+        calibration.compare("conv2d", (2, 3, 4, 5), 0.5, pairs=1)
