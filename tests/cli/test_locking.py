@@ -16,6 +16,10 @@ SHORT_RUN = ["imp", *SHORT, "--controls", "reinit,random_pruning"]  # the short_
 INTERRUPTED = "sparse-tickets: interrupted; run the same command again to resume"
 
 
+def _interruptible() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _environment() -> dict:
     path = os.pathsep.join(filter(None, [str(Path(__file__).parents[2]),
                                          os.environ.get("PYTHONPATH")]))
@@ -84,8 +88,11 @@ def test_a_running_imp_holds_its_run_and_ctrl_c_ends_its_bar_first(tmp_path, cap
                  "--eval-every", "1000", "--checkpoint-every", "10", "--train-size", "600",
                  "--no-report", "--runs-dir", str(tmp_path / "runs")]
     with open(tmp_path / "stderr", "w") as stderr:
+        # Ctrl-C as at a terminal: a job started in the background (CI may run us so) inherits
+        # SIGINT ignored, and Python keeps an ignored SIGINT ignored.
         running = subprocess.Popen([sys.executable, "-m", "sparse_tickets", *arguments],
-                                   env=_environment(), stdout=subprocess.DEVNULL, stderr=stderr)
+                                   env=_environment(), stdout=subprocess.DEVNULL, stderr=stderr,
+                                   preexec_fn=_interruptible)
     try:
         deadline = time.monotonic() + 600
         while not list(tmp_path.glob("runs/*/main/level_0/checkpoint.pt.sha256")):
