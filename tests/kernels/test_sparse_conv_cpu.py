@@ -39,6 +39,10 @@ CASES = [
     (2, 3, 3, 5, 5, (3, 3), (1, 1), (1, 1), (1, 1), 1, 0.0),
     (3, 4, 5, 6, 6, (3, 3), (1, 1), (1, 1), (1, 1), 1, 1.0),
     (33, 13, 17, 12, 19, (3, 3), (3, 3), (2, 2), (1, 1), 1, 0.1),
+    # Rows of whole vectors at column stride 1 (16 = 1, 2 or 4 vectors of any ISA and dtype):
+    # the width variant writes the input gradient in place, with padding, row stride, dilation.
+    (5, 4, 6, 9, 16, (3, 3), (2, 1), (1, 1), (1, 1), 1, 0.5),
+    (2, 3, 5, 8, 16, (3, 3), (1, 1), (2, 2), (2, 2), 1, 0.4),
 ]
 
 

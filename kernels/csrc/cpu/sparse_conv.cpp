@@ -538,6 +538,21 @@ WidthLayout width_layout(const Geometry& g, int64_t lanes) {
   return l;
 }
 
+// dst[0:cols] = src[0:Wd] placed at column `left`, zero elsewhere. Vector stores: the rows are
+// short (tens of elements), and a memset and a memcpy call per row cost more than the copy.
+template <typename T>
+inline void padded_row(const T* __restrict src, int64_t Wd, int64_t left, int64_t cols,
+                       T* __restrict dst) {
+  using S = Simd<T>;
+  constexpr int W = S::W;
+  int64_t k = 0;
+  for (; k + W <= cols; k += W) S::store(dst + k, S::zero());
+  if (k < cols) S::store(dst + k, S::zero(), S::lanes(cols - k));
+  int64_t w = 0;
+  for (; w + W <= Wd; w += W) S::store(dst + left + w, S::load(src + w));
+  if (w < Wd) S::store(dst + left + w, S::load(src + w, S::lanes(Wd - w)), S::lanes(Wd - w));
+}
+
 // dst[n][c][top + h][left + w] = src[n][c][h][w] in planes of rows x cols, zero elsewhere
 // (src: any strides, its width contiguous).
 template <typename T>
@@ -550,13 +565,9 @@ void padded_copy(const T* src, at::IntArrayRef strides, int64_t N, int64_t C, in
       T* out = dst + item * plane;
       std::fill(out, out + top * cols, T(0));
       std::fill(out + (top + H) * cols, out + plane, T(0));
-      for (int64_t h = 0; h < H; ++h) {
-        T* row = out + (top + h) * cols;
-        std::fill(row, row + left, T(0));
-        std::copy(src + n * strides[0] + c * strides[1] + h * strides[2],
-                  src + n * strides[0] + c * strides[1] + h * strides[2] + Wd, row + left);
-        std::fill(row + left + Wd, row + cols, T(0));
-      }
+      const T* in = src + n * strides[0] + c * strides[1];
+      for (int64_t h = 0; h < H; ++h)
+        padded_row<T>(in + h * strides[2], Wd, left, cols, out + (top + h) * cols);
     }
   });
 }
@@ -603,17 +614,45 @@ void width_forward(const Geometry& g, const WidthLayout& l, const T* xw, const i
   });
 }
 
-// dxw [N][C][Hp][sw][Qv] (phase-split, padded coordinates; rows outside the input unwritten)
-// from dyw [N][O][pad.rows][pad.cols].
+// Where the width variant's input gradient goes: planes of `rows` x `row_len` per (n, c), the
+// first of them padded row `first_row`, phase r of a row at `phase_len * r`, and `vectors`
+// vectors computed per row and phase from dy column `first_col` on. Either a phase-split
+// scratch in padded coordinates (every layer) or, for stride-1 rows of whole vectors, the input
+// gradient itself (first_row = ph, first_col = pw), which saves a copy of the activation.
 template <typename T>
-void width_grad_input(const Geometry& g, const GradPadding& pad, int64_t Qv, const T* dyw,
-                      const index_t* t_row_ptr, const index_t* t_col,
-                      const index_t* t_value_index, const T* values, T* dxw) {
+struct DxTarget {
+  T* data;
+  int64_t rows, row_len, first_row, phase_len, first_col, vectors;
+};
+
+template <typename T>
+DxTarget<T> dx_scratch(const Geometry& g, int64_t Qv, T* data) {
   constexpr int W = Simd<T>::W;
-  const int64_t Hp = g.H + 2 * g.ph, dy_image = g.O * pad.rows * pad.cols;
-  const int64_t dx_row = g.sw * Qv, dx_image = g.C * Hp * dx_row;
+  return {data, g.H + 2 * g.ph, g.sw * Qv, 0, Qv, 0, Qv / W};
+}
+
+template <typename T>
+bool dx_direct_possible(const Geometry& g) {
+  return g.sw == 1 && g.W % Simd<T>::W == 0;
+}
+
+template <typename T>
+DxTarget<T> dx_direct(const Geometry& g, T* grad_x) {
+  constexpr int W = Simd<T>::W;
+  return {grad_x, g.H, g.W, g.ph, g.W, g.pw, g.W / W};
+}
+
+// dx from dyw [N][O][pad.rows][pad.cols]: the rows inside the input (padded rows ph .. ph + H)
+// of every phase, into `to`.
+template <typename T>
+void width_grad_input(const Geometry& g, const GradPadding& pad, const T* dyw,
+                      const index_t* t_row_ptr, const index_t* t_col,
+                      const index_t* t_value_index, const T* values, const DxTarget<T>& to) {
+  constexpr int W = Simd<T>::W;
+  const int64_t dy_image = g.O * pad.rows * pad.cols;
+  const int64_t plane = to.rows * to.row_len, dx_image = g.C * plane;
   const auto prefix = input_channel_cost_prefix(g, t_row_ptr, 1);
-  const int64_t work = prefix[g.C] * g.N * g.H * Qv;
+  const int64_t work = prefix[g.C] * g.N * g.H * to.vectors * W;
   for_balanced_parts(prefix, work, [&](int64_t c_begin, int64_t c_end) {
     std::vector<PhaseLists<T>> lists;
     for (int64_t ci = c_begin; ci < c_end; ++ci)
@@ -629,11 +668,12 @@ void width_grad_input(const Geometry& g, const GradPadding& pad, int64_t Qv, con
           if (a1 < a0) continue;
           for (int64_t rw = 0; rw < g.sw; ++rw) {
             const int64_t phase = rh * g.sw + rw;
-            const T* src = dyw + n * dy_image + a0 * pad.cols;
-            T* dst = dxw + n * dx_image + ci * Hp * dx_row + (a0 * g.sh + rh) * dx_row + rw * Qv;
+            const T* src = dyw + n * dy_image + a0 * pad.cols + to.first_col;
+            T* dst = to.data + n * dx_image + ci * plane +
+                     (a0 * g.sh + rh - to.first_row) * to.row_len + rw * to.phase_len;
             gather_wide<T>(src, pad.cols, lst.offsets[phase].data(), lst.values[phase].data(),
-                           int64_t(lst.offsets[phase].size()), T(0), dst, g.sh * dx_row,
-                           a1 - a0 + 1, Qv / W);
+                           int64_t(lst.offsets[phase].size()), T(0), dst, g.sh * to.row_len,
+                           a1 - a0 + 1, to.vectors);
           }
         }
       }
@@ -875,11 +915,13 @@ std::tuple<at::Tensor, at::Tensor> sparse_conv2d_backward_cpu(
         const T* xw = phase_split_input<T>(x, g, l, 0);
         width_grad_weight<T>(g, l, pad, xw, dyw, rp, ci, grad_values.data_ptr<T>());
       }
-      if (needs_input) {
+      if (needs_input && dx_direct_possible<T>(g)) {
+        width_grad_input<T>(g, pad, dyw, trp, tci, tvi, v, dx_direct<T>(g, grad_x.data_ptr<T>()));
+      } else if (needs_input) {
         const int64_t Hp = g.H + 2 * g.ph;
         T* dxw_data = scratch<T>(1, g.N * g.C * Hp * g.sw * Qv);
         const at::Tensor dxw = at::from_blob(dxw_data, {g.N, g.C, Hp, g.sw, Qv}, x.options());
-        width_grad_input<T>(g, pad, Qv, dyw, trp, tci, tvi, v, dxw_data);
+        width_grad_input<T>(g, pad, dyw, trp, tci, tvi, v, dx_scratch<T>(g, Qv, dxw_data));
         // Back to columns w = q * sw + r, then the input's window of the padded coordinates.
         const at::Tensor columns = g.sw == 1 ? dxw.view({g.N, g.C, Hp, Qv})
                                              : dxw.transpose(3, 4).reshape({g.N, g.C, Hp, Qv * g.sw});
