@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import Optional
 
 from . import shapes
-from .profiles import LENET_300_100
+from .profiles import CONV2, LENET_300_100
 from .providers import (COMPACT, DENSE, SEMI_STRUCTURED, SPARSEPROP, TORCH_CSR, TWO_FOUR,
                         TWO_FOUR_SPARSITY)
 from .rows import Row, format_seconds
@@ -60,6 +60,8 @@ HEADLINES = (
              "train_step.adam", shapes.LARGE_BATCH64.label, DENSE, shapes.TRAIN_STEP_SPARSITIES),
     Headline("LeNet-300-100 training, the IMP level at 3.5% density (per 1,000 iterations)",
              "end_to_end.train", LENET_300_100.label, DENSE, (round(1.0 - 0.035, 4),)),
+    Headline("Conv-2 training, the IMP level at 3.5% density (per 1,000 iterations)",
+             "end_to_end.train", CONV2.label, DENSE, (round(1.0 - 0.035, 4),)),
     Headline("2:4 forward (inference), 4096x4096 at batch 64", f"masked_linear_{TWO_FOUR}.forward",
              shapes.LARGE_BATCH64.label, DENSE, (TWO_FOUR_SPARSITY,), SEMI_STRUCTURED),
     Headline("2:4 forward + backward, recompressing each call, 4096x4096 at batch 64",
