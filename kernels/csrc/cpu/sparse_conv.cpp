@@ -763,6 +763,38 @@ at::Tensor width_contiguous(const at::Tensor& t) {
 }
 
 
+// What the forward and the backward both take, checked: the input, the forward index (CSR of
+// the mask as O x (C/groups * kH * kW)), the values, the geometry and the variant.
+struct ConvOperands {
+  at::Tensor row_ptr, col_idx, values;
+  Geometry g;
+  Variant variant;
+  int64_t nnz;
+};
+
+ConvOperands checked_conv_operands(const char* op, const at::Tensor& x,
+                                   const at::Tensor& row_ptr, const at::Tensor& col_idx,
+                                   const at::Tensor& values, at::IntArrayRef kernel_size,
+                                   at::IntArrayRef stride, at::IntArrayRef padding,
+                                   at::IntArrayRef dilation, int64_t groups,
+                                   c10::string_view variant_name) {
+  check_float(op, "x", x, x);
+  check_float(op, "values", values, x);
+  ConvOperands c;
+  c.variant = parse_variant(op, std::string(variant_name));
+  c.row_ptr = checked_index(op, "row_ptr", row_ptr);
+  c.col_idx = checked_index(op, "col_idx", col_idx);
+  c.g = make_geometry(op, x.sizes(), c.row_ptr.numel() - 1, kernel_size, stride, padding,
+                      dilation, groups);
+  c.nnz = c.col_idx.numel();
+  TORCH_CHECK(values.dim() == 1 && values.numel() == c.nnz, op,
+              ": values must be 1-D with one entry per kept weight (", c.nnz, "), got shape ",
+              values.sizes());
+  check_row_ptr(op, "row_ptr", c.row_ptr, c.g.O, c.nnz);
+  c.values = values.contiguous();
+  return c;
+}
+
 at::Tensor sparse_conv2d_cpu(const at::Tensor& x_in, const at::Tensor& row_ptr_in,
                              const at::Tensor& col_idx_in, const at::Tensor& values_in,
                              const std::optional<at::Tensor>& bias_in,
@@ -770,18 +802,14 @@ at::Tensor sparse_conv2d_cpu(const at::Tensor& x_in, const at::Tensor& row_ptr_i
                              at::IntArrayRef padding, at::IntArrayRef dilation, int64_t groups,
                              c10::string_view variant_name) {
   constexpr const char* op = "sparse_conv2d";
-  check_float(op, "x", x_in, x_in);
-  check_float(op, "values", values_in, x_in);
-  const Variant variant = parse_variant(op, std::string(variant_name));
-  const at::Tensor row_ptr = checked_index(op, "row_ptr", row_ptr_in);
-  const at::Tensor col_idx = checked_index(op, "col_idx", col_idx_in);
-  const Geometry g = make_geometry(op, x_in.sizes(), row_ptr.numel() - 1, kernel_size, stride,
-                                   padding, dilation, groups);
-  const int64_t nnz = col_idx.numel();
-  TORCH_CHECK(values_in.dim() == 1 && values_in.numel() == nnz, op,
-              ": values must be 1-D with one entry per kept weight (", nnz, "), got shape ",
-              values_in.sizes());
-  check_row_ptr(op, "row_ptr", row_ptr, g.O, nnz);
+  const ConvOperands operands = checked_conv_operands(op, x_in, row_ptr_in, col_idx_in, values_in,
+                                                      kernel_size, stride, padding, dilation,
+                                                      groups, variant_name);
+  const Geometry& g = operands.g;
+  const at::Tensor &row_ptr = operands.row_ptr, &col_idx = operands.col_idx;
+  const at::Tensor& values = operands.values;
+  const Variant variant = operands.variant;
+  const int64_t nnz = operands.nnz;
   at::Tensor bias;
   if (bias_in.has_value()) {
     bias = bias_in->contiguous();
@@ -789,7 +817,6 @@ at::Tensor sparse_conv2d_cpu(const at::Tensor& x_in, const at::Tensor& row_ptr_i
     TORCH_CHECK(bias.dim() == 1 && bias.size(0) == g.O, op, ": bias must have shape (", g.O,
                 ",), got ", bias.sizes());
   }
-  const at::Tensor values = values_in.contiguous();
   at::Tensor out = at::empty({g.N, g.O, g.OH, g.OW}, x_in.options());
   if (out.numel() == 0) return out;
   if (nnz == 0) {
@@ -838,25 +865,21 @@ std::tuple<at::Tensor, at::Tensor> sparse_conv2d_backward_cpu(
     at::IntArrayRef dilation, int64_t groups, c10::string_view variant_name,
     std::array<bool, 2> output_mask) {
   constexpr const char* op = "sparse_conv2d_backward";
-  check_float(op, "x", x_in, x_in);
+  const ConvOperands operands = checked_conv_operands(op, x_in, row_ptr_in, col_idx_in, values_in,
+                                                      kernel_size, stride, padding, dilation,
+                                                      groups, variant_name);
+  const Geometry& g = operands.g;
+  const at::Tensor &row_ptr = operands.row_ptr, &col_idx = operands.col_idx;
+  const at::Tensor& values = operands.values;
+  const Variant variant = operands.variant;
+  const int64_t nnz = operands.nnz;
   check_float(op, "grad_out", grad_out_in, x_in);
-  check_float(op, "values", values_in, x_in);
-  const Variant variant = parse_variant(op, std::string(variant_name));
-  const at::Tensor row_ptr = checked_index(op, "row_ptr", row_ptr_in);
-  const at::Tensor col_idx = checked_index(op, "col_idx", col_idx_in);
   const at::Tensor t_row_ptr = checked_index(op, "t_row_ptr", t_row_ptr_in);
   const at::Tensor t_col_idx = checked_index(op, "t_col_idx", t_col_idx_in);
   const at::Tensor t_value_index = checked_index(op, "t_value_index", t_value_index_in);
-  const Geometry g = make_geometry(op, x_in.sizes(), row_ptr.numel() - 1, kernel_size, stride,
-                                   padding, dilation, groups);
-  const int64_t nnz = col_idx.numel();
-  TORCH_CHECK(values_in.dim() == 1 && values_in.numel() == nnz, op,
-              ": values must be 1-D with one entry per kept weight (", nnz, "), got shape ",
-              values_in.sizes());
   TORCH_CHECK(t_col_idx.numel() == nnz && t_value_index.numel() == nnz, op,
               ": t_col_idx and t_value_index must have one entry per kept weight (", nnz,
               "), got ", t_col_idx.numel(), " and ", t_value_index.numel());
-  check_row_ptr(op, "row_ptr", row_ptr, g.O, nnz);
   check_row_ptr(op, "t_row_ptr", t_row_ptr, g.Cg * g.taps(), nnz);
   TORCH_CHECK(grad_out_in.sizes() == at::IntArrayRef({g.N, g.O, g.OH, g.OW}), op,
               ": grad_out must have the output's shape (", g.N, ", ", g.O, ", ", g.OH, ", ",
@@ -872,7 +895,6 @@ std::tuple<at::Tensor, at::Tensor> sparse_conv2d_backward_cpu(
   }
   if (!needs_input && !needs_weight) return {grad_x, grad_values};
   const at::Tensor x = width_contiguous(x_in), grad_out = width_contiguous(grad_out_in);
-  const at::Tensor values = values_in.contiguous();
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "sparse_tickets_sparse_conv2d_backward", [&] {
     using T = scalar_t;
     constexpr int W = Simd<T>::W;
