@@ -9,11 +9,14 @@ compiled backends have. The variants give the same numbers up to the order of th
 A vector whose lanes run past the batch, or past the output row, computes zeros for nothing,
 so the rule weighs the lanes each variant fills, ``N / round_up(N, lanes)`` over the batch and
 ``OW / round_up(OW, lanes)`` over the width, with what was measured on the paper's layers
-(fp32, AVX2, fwd+bwd at 90-98% sparsity): the width variant wins on rows of several vectors
-(Conv-6's 32x32 layers at batch 60, where the batch leaves lanes empty) and the batch variant
-on short rows (8x8 and 4x4 at batch 60-64, by 1.2-1.9x) and on ties (its copies cost less). So:
+(fwd+bwd at 90-98% sparsity, CPU time at one thread, AVX2): where both fill every lane, the
+width variant wins on rows of two vectors or more (ResNet-20's 16ch 32x32 by 1.5-1.7x, its 32ch
+16x16 by 1.1-1.4x, Conv-6's 32x32 at batch 60 by 1.1-1.7x in fp32; the 8x8 layers in fp64 by
+1.05-1.4x), the batch variant on rows of one vector or less (the 8x8 and 4x4 layers in fp32,
+by 1.1-2x). So:
 
-- ``"width"`` when it fills more lanes and the output rows are at least two vectors wide;
+- ``"width"`` when it fills at least the lanes the batch variant fills and the output rows
+  are at least two vectors wide;
 - else ``"batch"``, unless it fills less than half the lanes the width variant fills (one
   image at a time, say).
 
@@ -70,7 +73,7 @@ def choose_variant(x_shape: tuple, kernel: tuple, stride: tuple, padding: tuple,
     out_width = (width + 2 * padding[1] - dilation[1] * (kernel[1] - 1) - 1) // stride[1] + 1
     batch_filled = batch / _round_up(max(batch, 1), lanes)
     width_filled = out_width / _round_up(max(out_width, 1), lanes)
-    if width_filled > batch_filled and out_width >= 2 * lanes:
+    if width_filled >= batch_filled and out_width >= 2 * lanes:
         return "width"
     return "batch" if batch_filled >= width_filled / 2 else "width"
 

@@ -18,11 +18,14 @@ def test_the_rule_weighs_the_lanes_each_variant_fills():
     assert _choose((1, 16, 4, 4)) == "width"
     # Batch 60 leaves lanes empty; 32-wide rows fill theirs and are several vectors long.
     assert _choose((60, 64, 32, 32)) == "width"
-    # Rows of one vector or less go over the batch, as do ties.
+    # Both fill every lane: rows of two vectors or more go over the width...
+    assert _choose((64, 16, 32, 32)) == "width"
+    assert _choose((64, 16, 32, 32), torch.float64) == "width"
+    # ...rows of one vector or less over the batch.
+    lanes = conv_plan.simd_lanes(torch.float32)
+    assert _choose((64, 256, lanes, lanes)) == "batch"
     assert _choose((60, 256, 8, 8)) == "batch"
     assert _choose((64, 512, 4, 4)) == "batch"
-    assert _choose((64, 16, 32, 32)) == "batch"
-    assert _choose((64, 16, 32, 32), torch.float64) == "batch"
 
 
 def test_other_devices_take_im2col():
@@ -41,7 +44,7 @@ def test_a_choice_is_made_once_per_input_shape_and_recorded():
     first = plan.variant((1, 3, 32, 32), *args)
     plan.choices[next(iter(plan.choices))] = "batch"  # a recorded choice is not re-derived
     assert first == "width" and plan.variant((1, 3, 32, 32), *args) == "batch"
-    assert plan.variant((64, 3, 32, 32), *args) == "batch" and len(plan.choices) == 2
+    assert plan.variant((64, 3, 4, 4), *args) == "batch" and len(plan.choices) == 2
     # A new index (a new mask) starts a new plan; plans never make two indexes unequal.
     assert CompactIndex.from_mask(torch.ones(4, 3, 3, 3, dtype=torch.bool)).conv_plan.choices == {}
 
