@@ -208,12 +208,11 @@ void spmm_rows(const T* xT, int64_t Bp, int64_t B, const index_t* row_ptr, const
           default: spmm_row<T, 1, INDIRECT>(x, Bp, col, v, vi, begin, end, b, dst);
         }
       }
-      const auto row_lanes = S::lanes(nr);
       for (int64_t bb = 0; bb < nv * W && b0 + bb < B; bb += W) {
         for (int i = 0; i < W; ++i) r[i] = i < nr ? S::load(tile + i * ld + bb) : S::zero();
         transpose(r);
         const int64_t nb = std::min<int64_t>(W, B - b0 - bb);
-        for (int64_t k = 0; k < nb; ++k) S::store(out + (b0 + bb + k) * R + r0, r[k], row_lanes);
+        for (int64_t k = 0; k < nb; ++k) store_lanes<T>(out + (b0 + bb + k) * R + r0, r[k], nr);
       }
     }
   }
@@ -259,7 +258,7 @@ void sddmm_rows_one_chunk(const T* xT, const T* gT, int64_t Bp, const index_t* r
       for (int t = 0; t < W; ++t) rows[t] = xT + (t < n ? int64_t(col[j + t]) : zero_row) * Bp;
       for (int t = 0; t < W; ++t) acc[t] = S::zero();
       sddmm_accumulate<T, NV>(acc, rows, 0, g);
-      S::store(out + j, fold(acc), S::lanes(n));
+      store_lanes<T>(out + j, fold(acc), n);
     }
   }
 }
@@ -289,7 +288,7 @@ void sddmm_rows_chunked(const T* xT, const T* gT, int64_t Bp, const index_t* row
           default: sddmm_accumulate<T, 1>(acc, rows, b0, g); break;
         }
       }
-      S::store(out + j, fold(acc), S::lanes(n));
+      store_lanes<T>(out + j, fold(acc), n);
     }
   }
 }

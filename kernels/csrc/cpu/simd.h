@@ -296,6 +296,20 @@ struct Simd {
 
 #endif
 
+// Stores the first n lanes of v, all of them when n >= W, with a plain store when it can:
+// masked stores are microcoded on AMD's Zen cores (a dozen cycles and more each; VMASKMOVPS),
+// and a kernel that stores every full vector masked pays that on every store.
+template <typename T>
+inline void store_lanes(T* p, typename Simd<T>::V v, int64_t n) {
+  if (n >= Simd<T>::W) Simd<T>::store(p, v);
+  else Simd<T>::store(p, v, Simd<T>::lanes(n));
+}
+
+// An empty statement the compiler must keep in order with memory accesses. In a loop of vector
+// stores it stops the loop from being turned into a memset or memcpy call, which for the short
+// rows those loops copy (tens of elements) costs more than the stores themselves.
+inline void keep_as_stores() { asm volatile("" ::: "memory"); }
+
 template <typename T>
 constexpr int log2_width() {
   return Simd<T>::W == 16 ? 4 : Simd<T>::W == 8 ? 3 : 2;

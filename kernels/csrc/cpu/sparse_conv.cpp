@@ -331,13 +331,12 @@ void store_row_from_batch_minor(const T* tile, int64_t Wd, int64_t BW, int64_t n
   typename S::V r[W];
   for (int64_t w0 = 0; w0 < Wd; w0 += W) {
     const int64_t nw = std::min<int64_t>(W, Wd - w0);
-    const auto width_lanes = S::lanes(nw);
     for (int64_t sub = 0; sub < BW && n0 + sub < N; sub += W) {
       for (int k = 0; k < W; ++k) r[k] = k < nw ? S::load(tile + (w0 + k) * BW + sub) : S::zero();
       transpose(r);
       const int64_t images = std::min<int64_t>(W, N - n0 - sub);
       for (int64_t i = 0; i < images; ++i)
-        S::store(dst + (n0 + sub + i) * image + w0, r[i], width_lanes);
+        store_lanes<T>(dst + (n0 + sub + i) * image + w0, r[i], nw);
     }
   }
 }
@@ -538,19 +537,31 @@ WidthLayout width_layout(const Geometry& g, int64_t lanes) {
   return l;
 }
 
-// dst[0:cols] = src[0:Wd] placed at column `left`, zero elsewhere. Vector stores: the rows are
-// short (tens of elements), and a memset and a memcpy call per row cost more than the copy.
+// dst[0:cols] = src[0:Wd] placed at column `left`, zero elsewhere. Plain vector stores: the
+// rows are short (tens of elements), so a memset and a memcpy call per row would cost more than
+// the copy (see keep_as_stores), and so would masked stores (see store_lanes). A row's last, partial vector is
+// written as the full vector that ends where the row ends, overlapping the one before it.
 template <typename T>
 inline void padded_row(const T* __restrict src, int64_t Wd, int64_t left, int64_t cols,
                        T* __restrict dst) {
   using S = Simd<T>;
   constexpr int W = S::W;
-  int64_t k = 0;
-  for (; k + W <= cols; k += W) S::store(dst + k, S::zero());
-  if (k < cols) S::store(dst + k, S::zero(), S::lanes(cols - k));
-  int64_t w = 0;
-  for (; w + W <= Wd; w += W) S::store(dst + left + w, S::load(src + w));
-  if (w < Wd) S::store(dst + left + w, S::load(src + w, S::lanes(Wd - w)), S::lanes(Wd - w));
+  if (cols < W || Wd < W) {
+    for (int64_t k = 0; k < left; ++k) dst[k] = T(0);
+    for (int64_t w = 0; w < Wd; ++w) dst[left + w] = src[w];
+    for (int64_t k = left + Wd; k < cols; ++k) dst[k] = T(0);
+    return;
+  }
+  for (int64_t k = 0; k + W <= cols; k += W) {
+    S::store(dst + k, S::zero());
+    keep_as_stores();
+  }
+  S::store(dst + cols - W, S::zero());
+  for (int64_t w = 0; w + W <= Wd; w += W) {
+    S::store(dst + left + w, S::load(src + w));
+    keep_as_stores();
+  }
+  S::store(dst + left + Wd - W, S::load(src + Wd - W));
 }
 
 // dst[n][c][top + h][left + w] = src[n][c][h][w] in planes of rows x cols, zero elsewhere
