@@ -11,9 +11,9 @@ Level 0 trains the dense network. Each next level prunes the previous level's tr
 
 With ``one_shot_density`` the run has one pruned level: the dense network's trained weights
 pruned straight to that density, or with a pruning-at-initialisation strategy (``snip``,
-``grasp``, ``synflow``; :mod:`.pruning.at_init`) the weights that level starts from, scored
-before any training. With ``nm`` every level's masks keep an N:M structure that tightens as
-density falls (:mod:`.pruning.nm`).
+``grasp``, ``synflow``; :mod:`sparse_tickets.pruning.at_init`) the weights that level starts
+from, scored before any training. With ``nm`` every level's masks keep an N:M structure that
+tightens as density falls (:mod:`sparse_tickets.pruning.nm`).
 
 Controls are branches that reuse the main run's masks at chosen levels: ``reinit`` trains the
 same masks from a fresh initialisation (same distribution, another seed); ``random_pruning``
@@ -39,13 +39,14 @@ import numpy as np
 import torch
 from torch import nn
 
-from . import distributed, files, models
-from .data import DatasetSplits
-from .hparams import Hparams, parse_step_list
-from .nn import MaskedConv2d, masked_layers
-from .progress import LogLines
-from .pruning import (AT_INIT_METHODS, Masks, parse_nm, prune, prune_at_init, prune_to_density,
+from .. import files, models
+from ..data import DatasetSplits
+from ..nn import MaskedConv2d, masked_layers
+from ..progress import LogLines
+from ..pruning import (AT_INIT_METHODS, Masks, parse_nm, prune, prune_at_init, prune_to_density,
                       random_like, weights_of)
+from . import distributed
+from .hparams import Hparams, parse_step_list
 from .runs import MAIN, Level, Run, RunError
 from .train import CHECKPOINT, DataOrder, Schedule, train
 

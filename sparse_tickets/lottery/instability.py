@@ -36,9 +36,10 @@ from typing import Mapping, Sequence
 
 import torch
 
-from . import distributed, files
-from .lottery import LotteryRun, derived_seed
-from .pruning import Masks
+from .. import files
+from ..pruning import Masks
+from . import distributed
+from .imp import LotteryRun, derived_seed
 from .runs import BRANCHES, Instability, RunError
 from .train import evaluate
 

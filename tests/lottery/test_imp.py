@@ -2,8 +2,8 @@ import pytest
 import torch
 
 from sparse_tickets import models
-from sparse_tickets.hparams import Hparams
-from sparse_tickets.lottery import derived_seed, pruning_plan
+from sparse_tickets.lottery.hparams import Hparams
+from sparse_tickets.lottery.imp import derived_seed, pruning_plan
 
 
 def test_layerwise_plan_gives_each_kind_its_rate():
