@@ -10,6 +10,7 @@ needs one module does not load the others):
 - ``runs``: the run directory, where each artifact of a run lives;
 - ``locking``: one command at a time in a run directory;
 - ``train``: one training run of a masked model (a level, a control, an instability copy);
+- ``levels``: training one level into its files, and the seeds it derives;
 - ``imp``: the IMP loop with rewinding, and the control branches (``LotteryRun``);
 - ``instability``: the linear-mode-connectivity analysis of a level;
 - ``distributed``: the same loop under torchrun, rank 0 alone touching the run directory;

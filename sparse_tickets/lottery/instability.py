@@ -39,7 +39,7 @@ import torch
 from .. import files
 from ..pruning import Masks
 from . import distributed
-from .imp import LotteryRun, derived_seed
+from .levels import LevelTrainer, derived_seed
 from .runs import BRANCHES, Instability, RunError
 from .train import evaluate
 
@@ -86,10 +86,11 @@ def alphas(points: int) -> list[float]:
 
 
 class InstabilityAnalysis:
-    """The instability analyses of one run, trained and evaluated by its :class:`LotteryRun`
-    (the model, data, schedule, checkpointing and progress of the run)."""
+    """The instability analyses of one run, trained and evaluated by its
+    :class:`~.levels.LevelTrainer`, a :class:`~.imp.LotteryRun` (the model, data, schedule,
+    checkpointing and progress of the run)."""
 
-    def __init__(self, lottery: LotteryRun):
+    def __init__(self, lottery: LevelTrainer):
         self.lottery = lottery
 
     def execute(self, branch: str, level: int, iterations: Sequence[int], points: int) -> bool:
