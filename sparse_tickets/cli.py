@@ -1,7 +1,7 @@
 """The ``sparse-tickets`` command line: imp, train, instability, report, export, build, list.
 
-The experiment it runs lives in :mod:`sparse_tickets.lottery`; this module only reads the
-command line and hands over. Every hyperparameter of
+The experiment it runs lives in :mod:`sparse_tickets.lottery`; this module turns the
+command line into calls to it. Every hyperparameter of
 :class:`~sparse_tickets.lottery.hparams.Hparams` is a flag of ``imp`` and ``train``, generated
 from the dataclass, with the preset (``--preset``, or the paper's preset for
 ``--model``/``--dataset``) supplying the values not given. A mistake (an invalid flag, an
@@ -366,8 +366,8 @@ def _instability_in_group(args, run, hp: Hparams, splits, device: torch.device) 
 def _instability_with_progress(args, run, hp: Hparams, splits, device: torch.device,
                                progress) -> int:
     from .lottery.hparams import parse_steps
-    from .lottery.instability import InstabilityAnalysis
     from .lottery.imp import LotteryRun
+    from .lottery.instability import InstabilityAnalysis
 
     main = distributed.is_main()
     lottery = LotteryRun(hp, run.directory.parent, splits, device, args.checkpoint_every,
