@@ -1,11 +1,14 @@
 """sparse_tickets: lottery tickets by iterative magnitude pruning, on masked layers whose cost
 falls with their density.
 
-Public API: the masked layers and model conversion, the functional ops, the backends report,
-the compact mode (``compact``, ``set_default_mode``),
-and the subpackages ``optim``, ``pruning``, ``models`` and ``data``. The experiment side
-(``hparams``, ``presets``, ``train``, ``lottery``, ``runs``, ``report``, ``export``) is what the
-``sparse-tickets`` command line (``cli``) runs; import those modules by name.
+Two wings. The library, the public API: the masked layers and model conversion (``nn``), the
+functional ops, the backends (``ops``, their kernels in ``kernels``), the compact mode
+(``compact``, ``set_default_mode``), the subpackages ``optim``, ``pruning``, ``models`` and
+``data``, and the helpers ``files`` (atomic, checksummed writes) and ``progress``. The
+experiment: the subpackage ``lottery`` (hyperparameters, presets, training, IMP, the
+instability analysis, run directories, reports, export), which the ``sparse-tickets`` command
+line (``cli``) runs. The library never imports the experiment, nor does ``import
+sparse_tickets``; import its modules by name, e.g. ``sparse_tickets.lottery.imp``.
 """
 
 from . import compact, data, functional, models, ops, optim, pruning

@@ -1,20 +1,22 @@
 """The ``sparse-tickets`` command line: imp, train, instability, report, export, build, list.
 
-Every hyperparameter of :class:`~sparse_tickets.hparams.Hparams` is a flag of ``imp`` and
-``train``, generated from the dataclass, with the preset (``--preset``, or the paper's preset
-for ``--model``/``--dataset``) supplying the values not given. A mistake (an invalid flag, an
+The experiment it runs lives in :mod:`sparse_tickets.lottery`; this module turns the
+command line into calls to it. Every hyperparameter of
+:class:`~sparse_tickets.lottery.hparams.Hparams` is a flag of ``imp`` and ``train``, generated
+from the dataclass, with the preset (``--preset``, or the paper's preset for
+``--model``/``--dataset``) supplying the values not given. A mistake (an invalid flag, an
 unknown name, a missing data directory, a model that does not fit a dataset) is reported in one
 line with exit status 2; ``SPARSE_TICKETS_DEBUG=1`` shows the traceback instead. Every value is
 checked before anything trains or any directory is made. A disk that refuses a write (full,
 read-only, not permitted) is one line naming the file, exit status 1; the run stays resumable.
 
 ``imp``, ``train`` and ``instability`` hold the run directory's lock while they work (see
-:mod:`sparse_tickets.locking`): a second command on the same run says which process holds it
-and exits with status 2, or with ``--wait`` waits for it.
+:mod:`sparse_tickets.lottery.locking`): a second command on the same run says which process
+holds it and exits with status 2, or with ``--wait`` waits for it.
 
 ``imp`` and ``train`` also run under torchrun (``torchrun --nproc_per_node N -m sparse_tickets
 imp ...``): every process runs the same command, rank 0 alone writes files and shows progress
-(see :mod:`sparse_tickets.distributed`).
+(see :mod:`sparse_tickets.lottery.distributed`).
 """
 
 from __future__ import annotations
@@ -31,13 +33,14 @@ from typing import Optional, Sequence
 
 import torch
 
-from . import __version__, data, distributed, files, locking, models, ops
+from . import __version__, data, files, models, ops
 from .compact.choice import MODES, default_mode_set_to
-from .hparams import Hparams, HparamsError, validate
-from .presets import DEFAULT_PRESET, PRESETS, preset_for
-from .runs import BRANCHES
+from .lottery import distributed, locking
+from .lottery.export import load_masks
+from .lottery.hparams import Hparams, HparamsError, validate
+from .lottery.presets import DEFAULT_PRESET, PRESETS, preset_for
+from .lottery.runs import BRANCHES
 from .progress import LogLines, ProgressBars
-from .export import load_masks
 
 PROG = "sparse-tickets"
 USAGE_ERROR = 2
@@ -159,8 +162,8 @@ def _execute(args, hp: Hparams, initial_masks=None) -> int:
 
 
 def _execute_in_mode(args, hp: Hparams, initial_masks) -> int:
-    from .lottery import check
-    from .runs import Run
+    from .lottery.imp import check
+    from .lottery.runs import Run
 
     splits = _load_data(hp, args.data_dir)
     device = _device(args.device)
@@ -197,8 +200,8 @@ def _execute_in_group(args, hp: Hparams, initial_masks, splits, device: torch.de
 
 def _execute_with_progress(args, hp: Hparams, initial_masks, splits, device: torch.device,
                            progress) -> int:
-    from .lottery import LotteryRun
-    from .runs import MAIN
+    from .lottery.imp import LotteryRun
+    from .lottery.runs import MAIN
 
     main = distributed.is_main()
     lottery = LotteryRun(hp, Path(args.runs_dir), splits, device, args.checkpoint_every,
@@ -221,7 +224,7 @@ def _execute_with_progress(args, hp: Hparams, initial_masks, splits, device: tor
     if not did_work:
         progress.message(f"{run.directory} is already complete; nothing to do")
     if args.report and (did_work or report_missing):
-        from .report import write_report
+        from .lottery.report import write_report
         for path in write_report([run.directory], run.report_directory):
             progress.message(f"wrote {path}")
         progress.message((run.report_directory / "report.md").read_text())
@@ -343,7 +346,7 @@ def _named_device(name: Optional[str]) -> torch.device:
 # --- instability ---------------------------------------------------------------------------
 
 def _run_instability(args) -> int:
-    from .runs import Run
+    from .lottery.runs import Run
     run = Run.open(Path(args.run_dir))
     hp = run.hparams
     with default_mode_set_to(args.mode):
@@ -362,9 +365,9 @@ def _instability_in_group(args, run, hp: Hparams, splits, device: torch.device) 
 
 def _instability_with_progress(args, run, hp: Hparams, splits, device: torch.device,
                                progress) -> int:
-    from .hparams import parse_steps
-    from .instability import InstabilityAnalysis
-    from .lottery import LotteryRun
+    from .lottery.hparams import parse_steps
+    from .lottery.imp import LotteryRun
+    from .lottery.instability import InstabilityAnalysis
 
     main = distributed.is_main()
     lottery = LotteryRun(hp, run.directory.parent, splits, device, args.checkpoint_every,
@@ -379,7 +382,7 @@ def _instability_with_progress(args, run, hp: Hparams, splits, device: torch.dev
     if main and not did_work:
         progress.message("these analyses are already done; nothing to do")
     if main and args.report:
-        from .report import write_report
+        from .lottery.report import write_report
         for path in write_report([run.directory], run.report_directory):
             progress.message(f"wrote {path}")
     return 0
@@ -388,8 +391,8 @@ def _instability_with_progress(args, run, hp: Hparams, splits, device: torch.dev
 # --- report, export, list --------------------------------------------------------------------
 
 def _run_report(args) -> int:
-    from .report import write_report
-    from .runs import Run
+    from .lottery.report import write_report
+    from .lottery.runs import Run
     directories = [Run.open(Path(d)).directory for d in args.run_dirs]  # before making output
     output = Path(args.output) if args.output else (
         directories[0] / "report" if len(directories) == 1 else Path("report"))
@@ -399,7 +402,7 @@ def _run_report(args) -> int:
 
 
 def _run_export(args) -> int:
-    from .export import export_ticket
+    from .lottery.export import export_ticket
     path = export_ticket(Path(args.run_dir), args.level, branch=args.branch,
                          output=Path(args.output) if args.output else None)
     print(f"wrote {path}")
@@ -586,7 +589,7 @@ def _build_parser() -> argparse.ArgumentParser:
         "export", help="write a ticket (masks, weights at the rewind point and trained)",
         description="Write one level's ticket as safetensors: masks, the weights it started "
                     "from and the trained weights, with the hyperparameters as metadata. "
-                    "Load it back with sparse_tickets.export.load_ticket.")
+                    "Load it back with sparse_tickets.lottery.export.load_ticket.")
     export.add_argument("run_dir", metavar="RUN_DIR")
     export.add_argument("--level", type=_non_negative, required=True,
                         help="the level to export")

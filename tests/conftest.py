@@ -53,13 +53,14 @@ def lock_holder():
     import sys
     from pathlib import Path
 
-    import sparse_tickets.locking
+    import sparse_tickets.lottery.locking
 
     started = []
 
     def hold(directory):
         process = subprocess.Popen(
-            [sys.executable, "-c", _HOLDER, sparse_tickets.locking.__file__, str(directory)],
+            [sys.executable, "-c", _HOLDER, sparse_tickets.lottery.locking.__file__,
+             str(directory)],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
         started.append(process)
         assert process.stdout.readline().strip() == "held"

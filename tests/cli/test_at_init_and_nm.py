@@ -7,7 +7,7 @@ from sparse_tickets import files
 from sparse_tickets.cli import main
 from sparse_tickets.pruning import Masks, satisfies
 from sparse_tickets.pruning.nm import relaxed_n
-from sparse_tickets.runs import Run
+from sparse_tickets.lottery.runs import Run
 from tests.cli.conftest import SHORT
 
 ONE_SHOT = [*SHORT, "--controls", "none", "--no-report"]

@@ -16,7 +16,7 @@ import torch
 
 from sparse_tickets import files
 from sparse_tickets.cli import main
-from sparse_tickets.runs import Run
+from sparse_tickets.lottery.runs import Run
 from tests.cli.conftest import SHORT
 
 TINY = ["imp", "--iterations", "60", "--levels", "1", "--eval-every", "20",

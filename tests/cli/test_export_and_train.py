@@ -5,9 +5,9 @@ import torch
 
 from sparse_tickets import files, masked_layers, models
 from sparse_tickets.cli import main
-from sparse_tickets.export import load_ticket
+from sparse_tickets.lottery.export import load_ticket
 from sparse_tickets.pruning import Masks
-from sparse_tickets.runs import Run
+from sparse_tickets.lottery.runs import Run
 from tests.cli.conftest import SHORT
 
 

@@ -11,7 +11,7 @@ from sparse_tickets import files
 from sparse_tickets.files import read_tensors
 from sparse_tickets.cli import main
 from sparse_tickets.pruning import Masks
-from sparse_tickets.runs import Run
+from sparse_tickets.lottery.runs import Run
 from tests import drift
 from tests.cli.conftest import SHORT
 

@@ -4,7 +4,7 @@ import pytest
 
 from sparse_tickets import files
 from sparse_tickets.cli import main
-from sparse_tickets.runs import Run
+from sparse_tickets.lottery.runs import Run
 from tests.cli.conftest import SHORT
 
 SMALL = [*SHORT, "--levels", "1", "--controls", "none"]

@@ -10,7 +10,7 @@ from pathlib import Path
 import torch
 
 from sparse_tickets import files
-from sparse_tickets.runs import Run
+from sparse_tickets.lottery.runs import Run
 
 ARGUMENTS = ["imp", "--iterations", "160", "--levels", "2", "--eval-every", "40",
              "--checkpoint-every", "10", "--train-size", "600", "--controls", "reinit",

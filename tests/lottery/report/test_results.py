@@ -3,12 +3,13 @@ import math
 import pytest
 
 from sparse_tickets import files
-from sparse_tickets.hparams import Hparams
-from sparse_tickets.presets import PRESETS
-from sparse_tickets.report.results import (Spread, configuration_labels, load_configurations,
-                                           load_runs)
-from sparse_tickets.runs import RunError
-from tests.report.fabricate import early_stop_test_accuracy, make_run, wall_time_seconds
+from sparse_tickets.lottery.hparams import Hparams
+from sparse_tickets.lottery.presets import PRESETS
+from sparse_tickets.lottery.report.results import (Spread, configuration_labels,
+                                                   load_configurations, load_runs)
+from sparse_tickets.lottery.runs import RunError
+from tests.lottery.report.fabricate import (early_stop_test_accuracy, make_run,
+                                            wall_time_seconds)
 
 
 def test_runs_that_differ_only_in_seeds_form_one_configuration(tmp_path):

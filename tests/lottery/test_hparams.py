@@ -1,7 +1,8 @@
 import pytest
 
-from sparse_tickets.hparams import Hparams, HparamsError, parse_step_list, parse_steps, validate
-from sparse_tickets.presets import DEFAULT_PRESET, PRESETS, preset_for
+from sparse_tickets.lottery.hparams import (Hparams, HparamsError, parse_step_list, parse_steps,
+                                            validate)
+from sparse_tickets.lottery.presets import DEFAULT_PRESET, PRESETS, preset_for
 
 
 def test_steps_in_iterations_or_epochs():
@@ -76,7 +77,7 @@ def test_validation_names_the_value_and_what_was_expected(changes, message):
 def test_fields_added_later_keep_the_names_of_earlier_runs():
     # Names of the presets' runs as the first release wrote them, before nm, score_batches,
     # synflow_iterations and the instability fields existed.
-    from sparse_tickets.presets import PRESETS
+    from sparse_tickets.lottery.presets import PRESETS
     assert PRESETS["lenet_300_100/mnist5k"].run_name() == "lenet_300_100-mnist5k-550784ce58"
     assert PRESETS["resnet20/cifar10"].run_name() == "resnet20-cifar10-815eb4f186"
     # Set, a new field does change the name.
@@ -90,8 +91,8 @@ def test_fields_added_later_keep_the_names_of_earlier_runs():
 
 def test_a_run_written_before_the_new_fields_is_resumed(tmp_path):
     from sparse_tickets import files
-    from sparse_tickets.hparams import ADDED_FIELDS
-    from sparse_tickets.runs import Run
+    from sparse_tickets.lottery.hparams import ADDED_FIELDS
+    from sparse_tickets.lottery.runs import Run
     hp = Hparams()
     directory = tmp_path / hp.run_name()
     directory.mkdir()

@@ -14,7 +14,7 @@ import torch
 
 from sparse_tickets import cli, files
 from sparse_tickets.cli import main
-from sparse_tickets.runs import Run
+from sparse_tickets.lottery.runs import Run
 from tests import drift
 
 # A short IMP on the embedded digits: 3 levels of the ticket and the reinit control at level 2,
@@ -41,7 +41,7 @@ def _torchrun(runs: Path) -> list[str]:
 def _environment() -> dict:
     # One thread per process: the same floating-point order in every run, and no fight over
     # the cores. The processes find the package from the repository root.
-    path = os.pathsep.join(filter(None, [str(Path(__file__).parents[2]),
+    path = os.pathsep.join(filter(None, [str(Path(__file__).parents[3]),
                                          os.environ.get("PYTHONPATH")]))
     return {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": path}
 

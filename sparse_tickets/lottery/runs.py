@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
-from . import files
+from .. import files
 from .hparams import Hparams
 
 HPARAMS = "hparams.json"

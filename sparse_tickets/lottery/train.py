@@ -5,10 +5,10 @@ checkpoint continues to the same numbers: the batch at iteration ``t`` comes fro
 seeded by (data seed, epoch of ``t``); the learning rate at ``t`` is computed, not stepped; the
 checkpoint holds the weights, the optimizer state, the torch RNG (dropout) and the metrics so far.
 
-Under torchrun (:mod:`sparse_tickets.distributed`) the batch at ``t`` is the same global batch,
-dealt out across the ranks; DistributedDataParallel averages the gradients, the evaluation
-splits are shared out by chunks and summed, and rank 0 alone reads and writes the checkpoint,
-which holds every rank's RNG state.
+Under torchrun (:mod:`sparse_tickets.lottery.distributed`) the batch at ``t`` is the same global
+batch, dealt out across the ranks; DistributedDataParallel averages the gradients, the
+evaluation splits are shared out by chunks and summed, and rank 0 alone reads and writes the
+checkpoint, which holds every rank's RNG state.
 """
 
 from __future__ import annotations
@@ -23,11 +23,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import distributed, files
-from .data import DatasetSplits, ImageSplit
+from .. import files
+from ..data import DatasetSplits, ImageSplit
+from ..optim import MaskedAdam, MaskedSGD
+from ..progress import LogLines
+from . import distributed
 from .hparams import Hparams, parse_step_list, parse_steps
-from .optim import MaskedAdam, MaskedSGD
-from .progress import LogLines
 
 EVAL_BATCH = 1000
 CHECKPOINT = "checkpoint.pt"

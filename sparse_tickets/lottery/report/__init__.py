@@ -23,7 +23,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Iterable
 
-from .. import files
+from ... import files
 from .comparison import OneShotComparison, is_one_shot, one_shot_comparisons
 from .figures import accuracy_png, density_ticks, early_stop_png, instability_png, one_shot_png
 from .results import (BRANCH_LABELS, Configuration, InstabilitySummary, LevelSummary, Spread,
@@ -41,8 +41,8 @@ def write_report(run_directories: Iterable, output_directory: Path) -> list[Path
     return the paths written, in the order of :data:`REPORT_FILES`.
 
     Raises ValueError when no directory is given or the output directory is a file, and
-    :class:`~sparse_tickets.runs.RunError` for a directory that is not a run or a run with no
-    finished level.
+    :class:`~sparse_tickets.lottery.runs.RunError` for a directory that is not a run or a run
+    with no finished level.
     """
     configurations = load_configurations(run_directories)
     # Everything is rendered before anything is written, so a failure leaves the previous

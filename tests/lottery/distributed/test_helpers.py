@@ -1,5 +1,6 @@
-"""sparse_tickets.distributed in a real 2-process gloo group: mask broadcast and checksum, rank 0's
-failures, DDP over masked layers and masked optimizers, shared evaluation, buffer sync."""
+"""sparse_tickets.lottery.distributed in a real 2-process gloo group: mask broadcast and
+checksum, rank 0's failures, DDP over masked layers and masked optimizers, shared evaluation,
+buffer sync."""
 
 import json
 import socket
@@ -8,8 +9,8 @@ import time
 import pytest
 import torch.multiprocessing as mp
 
-from sparse_tickets import distributed
-from tests.distributed import group_checks
+from sparse_tickets.lottery import distributed
+from tests.lottery.distributed import group_checks
 
 TIMEOUT = 120
 

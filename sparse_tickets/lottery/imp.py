@@ -11,9 +11,9 @@ Level 0 trains the dense network. Each next level prunes the previous level's tr
 
 With ``one_shot_density`` the run has one pruned level: the dense network's trained weights
 pruned straight to that density, or with a pruning-at-initialisation strategy (``snip``,
-``grasp``, ``synflow``; :mod:`.pruning.at_init`) the weights that level starts from, scored
-before any training. With ``nm`` every level's masks keep an N:M structure that tightens as
-density falls (:mod:`.pruning.nm`).
+``grasp``, ``synflow``; :mod:`sparse_tickets.pruning.at_init`) the weights that level starts
+from, scored before any training. With ``nm`` every level's masks keep an N:M structure that
+tightens as density falls (:mod:`sparse_tickets.pruning.nm`).
 
 Controls are branches that reuse the main run's masks at chosen levels: ``reinit`` trains the
 same masks from a fresh initialisation (same distribution, another seed); ``random_pruning``
@@ -30,24 +30,25 @@ checksum on every rank) and the starting weights to the others.
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
-import numpy as np
 import torch
 from torch import nn
 
-from . import distributed, files, models
-from .data import DatasetSplits
-from .hparams import Hparams, parse_step_list
-from .nn import MaskedConv2d, masked_layers
-from .progress import LogLines
-from .pruning import (AT_INIT_METHODS, Masks, parse_nm, prune, prune_at_init, prune_to_density,
+from .. import files, models
+from ..data import DatasetSplits
+from ..nn import MaskedConv2d, masked_layers
+from ..progress import LogLines
+from ..pruning import (AT_INIT_METHODS, Masks, parse_nm, prune, prune_at_init, prune_to_density,
                       random_like, weights_of)
+from . import distributed
+from .hparams import Hparams, parse_step_list
+from .instability import InstabilityAnalysis
+from .levels import CONTROL_IDS, LevelTrainer, derived_seed
 from .runs import MAIN, Level, Run, RunError
-from .train import CHECKPOINT, DataOrder, Schedule, train
+from .train import CHECKPOINT, DataOrder, Schedule
 
 
 def build_model(hp: Hparams, splits: DatasetSplits, seed: int,
@@ -124,13 +125,8 @@ def instability_iterations(hp: Hparams, schedule: Schedule) -> list[int]:
                                       "instability_iterations")))
 
 
-def derived_seed(*parts: int) -> int:
-    """A seed for one purpose (e.g. one control at one level) from several integers."""
-    return int(np.random.SeedSequence(list(parts)).generate_state(1)[0])
-
-
 @dataclass
-class LotteryRun:
+class LotteryRun(LevelTrainer):
     """Runs the levels and controls of ``hp`` in its run directory under ``runs_directory``,
     skipping what is already done. The directory is made only once every check has passed."""
 
@@ -171,7 +167,6 @@ class LotteryRun:
             for level in self.hp.control_level_numbers():
                 did_work |= self.control_level(control, level)
         if self.hp.instability_level_numbers():
-            from .instability import InstabilityAnalysis  # it builds on this module
             analysis = InstabilityAnalysis(self)
             for level in self.hp.instability_level_numbers():
                 did_work |= analysis.execute(MAIN, level, instability_iterations(
@@ -285,11 +280,6 @@ class LotteryRun:
                                   f"against level 0's start weights")
         return True
 
-    def _start_iteration(self, level: int) -> int:
-        if level == 0 or self.hp.rewind == "init":
-            return 0
-        return self.schedule.rewind_iteration
-
     # The controls.
 
     def control_level(self, control: str, level: int) -> bool:
@@ -310,19 +300,10 @@ class LotteryRun:
                 lambda: files.read_tensors(self.run.level(MAIN, 0).trained)
                 if self.hp.rewind == "lr" else self.main_start_state(level))
         self._train(control, level, Masks(masks), start_state,
-                    seed_parts=(1 + _CONTROL_IDS[control], level))
+                    seed_parts=(1 + CONTROL_IDS[control], level))
         return True
 
-    # Shared by the branches (and the instability analysis).
-
-    def seed_parts(self, branch: str, level: int) -> tuple:
-        """What a level's dropout seed derives from, with the data seed: one per branch and
-        level, so a level's numbers do not depend on what ran before it in this process."""
-        return (0, level) if branch == MAIN else (1 + _CONTROL_IDS[branch], level)
-
-    def start_iteration(self, level: int) -> int:
-        """The iteration a level of any branch starts training from."""
-        return self._start_iteration(level)
+    # Shared by the branches.
 
     def _train(self, branch: str, level: int, masks: Masks, start_state: dict,
                seed_parts: tuple, record_rewind_point: bool = False) -> None:
@@ -331,54 +312,6 @@ class LotteryRun:
                          start_iteration=self._start_iteration(level), seed_parts=seed_parts,
                          label=label, about={"branch": branch, "level": level},
                          record_rewind_point=record_rewind_point)
-
-    def train_level(self, files_of: Level, masks: Masks, start_state: dict, *,
-                    start_iteration: int, seed_parts: tuple, label: str, about: dict,
-                    hp: Hparams = None, end_iteration: int = None,
-                    record_rewind_point: bool = False) -> dict:
-        """Train from ``start_state`` with ``masks`` into the files of ``files_of``, resuming
-        its checkpoint; return the metrics (also written). ``hp`` replaces the run's
-        hyperparameters (e.g. another data seed); ``end_iteration`` stops training early (the
-        learning rate is still the full schedule's); ``about`` is added to the metrics."""
-        hp = hp or self.hp
-        schedule = self.schedule if end_iteration is None else dataclasses.replace(
-            self.schedule, iterations=end_iteration)
-        main = distributed.is_main()
-        if main:
-            files.remove_temporaries(files_of.directory)  # left by a writer that was killed
-        self.model.load_state_dict(start_state)
-        masks.apply_to(self.model)
-        if main:
-            if files.read_tensors(files_of.masks) is None:
-                files.write_tensors(files_of.masks, dict(masks))
-            files.write_tensors(files_of.start, self.model.state_dict())
-        # Dropout draws from torch's global generator: seed it per level and branch, so a
-        # level's numbers do not depend on what ran before it in this process; and per rank,
-        # so the ranks of a torchrun job draw independent dropout masks (rank 0 as one process).
-        rank = (distributed.rank(),) if distributed.rank() else ()
-        torch.manual_seed(derived_seed(hp.data_seed, *seed_parts, *rank))
-        snapshot = self.schedule.rewind_iteration if record_rewind_point else None
-        metrics = train(self.model, self.splits, hp, schedule, files_of.directory,
-                        start_iteration, checkpoint_every=self.checkpoint_every,
-                        snapshot_iteration=snapshot,
-                        on_snapshot=lambda state: files.write_tensors(self.run.rewind_point,
-                                                                      state),
-                        progress=self.progress, label=f"{label} ({100 * masks.density:.1f}%)")
-        metrics.update(
-            **about, density=masks.density, percent_remaining=100 * masks.density,
-            layers=[row.as_dict() for row in masks.density_rows()],
-            seeds={"model": self.hp.model_seed, "data": hp.data_seed,
-                   "control": self.hp.control_seed})
-        if main:
-            files.write_tensors(files_of.trained, self.model.state_dict())
-            files_of.write_metrics(metrics)
-            files.remove_artifact(files_of.directory / CHECKPOINT)
-        self.progress.end_level(metrics)
-        return metrics
-
-
-_CONTROL_IDS = {"reinit": 1, "random_pruning": 2}
-
 
 def _forget(level: Level) -> None:
     for path in (level.metrics, level.trained, level.directory / CHECKPOINT):

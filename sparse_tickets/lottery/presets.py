@@ -1,9 +1,9 @@
 """The paper's hyperparameters (Frankle & Carbin, ICLR 2019, Figure 2 and Appendix), by name.
 
-A preset is a complete :class:`~sparse_tickets.hparams.Hparams`; every field can be overridden
-by its command-line flag. ``lenet_300_100/mnist5k`` is the embedded default: the paper's LeNet
-settings on the 3,500 training digits shipped with the package, with a schedule short enough
-to find tickets on two CPU cores in minutes.
+A preset is a complete :class:`~sparse_tickets.lottery.hparams.Hparams`; every field can be
+overridden by its command-line flag. ``lenet_300_100/mnist5k`` is the embedded default: the
+paper's LeNet settings on the 3,500 training digits shipped with the package, with a schedule
+short enough to find tickets on two CPU cores in minutes.
 """
 
 from __future__ import annotations

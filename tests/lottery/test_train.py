@@ -1,7 +1,7 @@
 import torch
 
-from sparse_tickets.hparams import Hparams
-from sparse_tickets.train import DataOrder, Schedule, summarize
+from sparse_tickets.lottery.hparams import Hparams
+from sparse_tickets.lottery.train import DataOrder, Schedule, summarize
 
 
 def test_schedule_resolves_epochs_and_computes_the_learning_rate():

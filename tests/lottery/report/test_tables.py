@@ -4,12 +4,12 @@ import statistics
 
 import pytest
 
-from sparse_tickets.hparams import Hparams
-from sparse_tickets.report.results import load_configurations
-from sparse_tickets.report.tables import (CSV_COLUMNS, key_hyperparameters, markdown_report,
-                                          summary_csv)
-from tests.report.fabricate import (early_stop_iteration, early_stop_test_accuracy,
-                                    final_test_accuracy, make_run, wall_time_seconds)
+from sparse_tickets.lottery.hparams import Hparams
+from sparse_tickets.lottery.report.results import load_configurations
+from sparse_tickets.lottery.report.tables import (CSV_COLUMNS, key_hyperparameters,
+                                                  markdown_report, summary_csv)
+from tests.lottery.report.fabricate import (early_stop_iteration, early_stop_test_accuracy,
+                                            final_test_accuracy, make_run, wall_time_seconds)
 
 SEEDS = (0, 1, 2)
 

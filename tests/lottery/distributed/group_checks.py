@@ -12,13 +12,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from sparse_tickets import distributed
+from sparse_tickets.lottery import distributed
 from sparse_tickets.compact import choice
 from sparse_tickets.data import ImageSplit
 from sparse_tickets.nn import MaskedLinear
 from sparse_tickets.optim import MaskedAdam, MaskedSGD
 from sparse_tickets.pruning import Masks
-from sparse_tickets.train import EVAL_BATCH, evaluate
+from sparse_tickets.lottery.train import EVAL_BATCH, evaluate
 
 WORLD = 2
 

@@ -6,12 +6,12 @@ import pytest
 import torch
 
 from sparse_tickets import data, files
-from sparse_tickets.hparams import Hparams
-from sparse_tickets.instability import (InstabilityAnalysis, alphas, error_barrier,
-                                        interpolate)
-from sparse_tickets.lottery import LotteryRun
+from sparse_tickets.lottery.hparams import Hparams
+from sparse_tickets.lottery.imp import LotteryRun
+from sparse_tickets.lottery.instability import (InstabilityAnalysis, alphas, error_barrier,
+                                                interpolate)
+from sparse_tickets.lottery.runs import RunError
 from sparse_tickets.progress import LogLines
-from sparse_tickets.runs import RunError
 
 
 def test_alphas_are_evenly_spaced_with_both_ends():

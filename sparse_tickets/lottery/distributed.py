@@ -26,7 +26,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from .nn import MaskedLayer
+from ..nn import MaskedLayer
 
 T = TypeVar("T")
 

@@ -1,9 +1,8 @@
 import pytest
-import torch
 
 from sparse_tickets import models
-from sparse_tickets.hparams import Hparams
-from sparse_tickets.lottery import derived_seed, pruning_plan
+from sparse_tickets.lottery.hparams import Hparams
+from sparse_tickets.lottery.imp import pruning_plan
 
 
 def test_layerwise_plan_gives_each_kind_its_rate():
@@ -31,9 +30,3 @@ def test_global_plan_refuses_two_pooled_rates():
     with pytest.raises(ValueError, match="global scope ranks conv and fc layers together"):
         pruning_plan(models.create("conv2"), Hparams(model="conv2", scope="global",
                                                      conv_fraction=0.1, fc_fraction=0.2))
-
-
-def test_derived_seeds_differ_by_purpose_and_repeat():
-    assert derived_seed(1, 2) == derived_seed(1, 2)
-    assert len({derived_seed(1, 2), derived_seed(2, 1), derived_seed(1, 3)}) == 3
-    torch.manual_seed(derived_seed(0, 1))  # a valid torch seed

@@ -1,9 +1,10 @@
 import pytest
 
-from sparse_tickets.report.figures import (accuracy_figure, density_ticks, early_stop_figure,
-                                           format_percent)
-from sparse_tickets.report.results import load_configurations
-from tests.report.fabricate import early_stop_iteration, early_stop_test_accuracy, make_run
+from sparse_tickets.lottery.report.figures import (accuracy_figure, density_ticks,
+                                                   early_stop_figure, format_percent)
+from sparse_tickets.lottery.report.results import load_configurations
+from tests.lottery.report.fabricate import (early_stop_iteration, early_stop_test_accuracy,
+                                            make_run)
 
 SEEDS = (0, 1, 2)
 

@@ -18,7 +18,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Optional
 
-from .pruning import AT_INIT_METHODS, STRATEGIES, parse_nm
+from ..pruning import AT_INIT_METHODS, STRATEGIES, parse_nm
 
 
 class HparamsError(ValueError):

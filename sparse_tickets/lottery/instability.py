@@ -36,9 +36,10 @@ from typing import Mapping, Sequence
 
 import torch
 
-from . import distributed, files
-from .lottery import LotteryRun, derived_seed
-from .pruning import Masks
+from .. import files
+from ..pruning import Masks
+from . import distributed
+from .levels import LevelTrainer, derived_seed
 from .runs import BRANCHES, Instability, RunError
 from .train import evaluate
 
@@ -85,10 +86,11 @@ def alphas(points: int) -> list[float]:
 
 
 class InstabilityAnalysis:
-    """The instability analyses of one run, trained and evaluated by its :class:`LotteryRun`
-    (the model, data, schedule, checkpointing and progress of the run)."""
+    """The instability analyses of one run, trained and evaluated by its
+    :class:`~.levels.LevelTrainer`, a :class:`~.imp.LotteryRun` (the model, data, schedule,
+    checkpointing and progress of the run)."""
 
-    def __init__(self, lottery: LotteryRun):
+    def __init__(self, lottery: LevelTrainer):
         self.lottery = lottery
 
     def execute(self, branch: str, level: int, iterations: Sequence[int], points: int) -> bool:

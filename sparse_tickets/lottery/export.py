@@ -14,9 +14,9 @@ from typing import Optional
 import safetensors.torch
 from torch import nn
 
-from . import files, models
+from .. import files, models
 from .hparams import Hparams
-from .pruning import Masks
+from ..pruning import Masks
 from .runs import Run, RunError
 
 PARTS = ("masks", "start", "trained")

@@ -1,11 +1,11 @@
-"""Run directories with made-up metrics, written in the layout of sparse_tickets.runs, so the
-report can be tested without training. Every number is a simple formula of (branch, level,
-seed), so expected means and deviations can be worked out by hand."""
+"""Run directories with made-up metrics, written in the layout of sparse_tickets.lottery.runs,
+so the report can be tested without training. Every number is a simple formula of (branch,
+level, seed), so expected means and deviations can be worked out by hand."""
 
 from pathlib import Path
 
 from sparse_tickets import files
-from sparse_tickets.hparams import Hparams
+from sparse_tickets.lottery.hparams import Hparams
 
 DENSITIES = (1.0, 0.8, 0.64, 0.512)
 MAIN_LEVELS = (0, 1, 2, 3)

@@ -6,7 +6,7 @@ import signal
 
 import pytest
 
-from sparse_tickets import locking
+from sparse_tickets.lottery import locking
 
 
 def test_a_second_holder_is_refused_and_told_who_holds_it(tmp_path, lock_holder):

@@ -4,10 +4,11 @@ import csv
 
 import pytest
 
-from sparse_tickets.report import (INSTABILITY_FILES, ONE_SHOT_FILES, REPORT_FILES,
-                                   load_configurations, one_shot_comparisons, write_report)
-from sparse_tickets.runs import RunError
-from tests.report.fabricate import add_instability, make_run
+from sparse_tickets.lottery.report import (INSTABILITY_FILES, ONE_SHOT_FILES, REPORT_FILES,
+                                           load_configurations, one_shot_comparisons,
+                                           write_report)
+from sparse_tickets.lottery.runs import RunError
+from tests.lottery.report.fabricate import add_instability, make_run
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 

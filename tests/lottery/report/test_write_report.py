@@ -2,9 +2,9 @@ import csv
 
 import pytest
 
-from sparse_tickets.report import REPORT_FILES, write_report
-from sparse_tickets.runs import RunError
-from tests.report.fabricate import make_run
+from sparse_tickets.lottery.report import REPORT_FILES, write_report
+from sparse_tickets.lottery.runs import RunError
+from tests.lottery.report.fabricate import make_run
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
