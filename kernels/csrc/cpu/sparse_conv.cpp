@@ -226,23 +226,33 @@ void gather_wide(const T* src, int64_t step, const int64_t* off, const T* val, i
   }
 }
 
-// acc[t][0:W] += sum_{p < pixels, k < NV} g[p * gstep + k * W] * x[off[t] + p * xstep + k * W]
+// acc[t][0:W] += sum_{r < rows, p < pixels, k < NV} g[r * grow + p * gstep + k * W] *
+//                 x[off[t] + r * xrow + p * xstep + k * W]
 // lane-wise, for J kept weights t: the weight gradient's dot products, J chains in flight.
+// Several rows per call when rows are short (a 2x2 image, an 8-wide row), so that the
+// accumulators' trip through memory is paid once per many products, not once per row.
 template <typename T, int J, int NV>
-inline void dot_block(const T* __restrict g, int64_t gstep, const T* __restrict x, int64_t xstep,
-                      const int64_t* __restrict off, int64_t pixels, T* __restrict acc) {
+inline void dot_block(const T* __restrict g, int64_t gstep, int64_t grow,
+                      const T* __restrict x, int64_t xstep, int64_t xrow,
+                      const int64_t* __restrict off, int64_t pixels, int64_t rows,
+                      T* __restrict acc) {
   using S = Simd<T>;
   constexpr int W = S::W;
   typename S::V a[J];
   const T* xs[J];
 #pragma GCC unroll 8
   for (int t = 0; t < J; ++t) a[t] = S::zero(), xs[t] = x + off[t];
-  for (int64_t p = 0; p < pixels; ++p) {
+  for (int64_t r = 0; r < rows; ++r) {
+    const T* gr = g + r * grow;
+    const int64_t xr = r * xrow;
+    for (int64_t p = 0; p < pixels; ++p) {
 #pragma GCC unroll 4
-    for (int k = 0; k < NV; ++k) {
-      const auto gv = S::load(g + p * gstep + k * W);
+      for (int k = 0; k < NV; ++k) {
+        const auto gv = S::load(gr + p * gstep + k * W);
 #pragma GCC unroll 8
-      for (int t = 0; t < J; ++t) a[t] = S::fmadd(gv, S::load(xs[t] + p * xstep + k * W), a[t]);
+        for (int t = 0; t < J; ++t)
+          a[t] = S::fmadd(gv, S::load(xs[t] + xr + p * xstep + k * W), a[t]);
+      }
     }
   }
 #pragma GCC unroll 8
@@ -251,15 +261,29 @@ inline void dot_block(const T* __restrict g, int64_t gstep, const T* __restrict 
 
 // dot_block over `count` kept weights, eight at a time, then four, two, one.
 template <typename T, int NV>
-void dot_run(const T* g, int64_t gstep, const T* x, int64_t xstep, const int64_t* off,
-             int64_t count, int64_t pixels, T* acc) {
+void dot_run(const T* g, int64_t gstep, int64_t grow, const T* x, int64_t xstep, int64_t xrow,
+             const int64_t* off, int64_t count, int64_t pixels, int64_t rows, T* acc) {
   constexpr int W = Simd<T>::W;
   int64_t t = 0;
   for (; t + 8 <= count; t += 8)
-    dot_block<T, 8, NV>(g, gstep, x, xstep, off + t, pixels, acc + t * W);
-  if (t + 4 <= count) dot_block<T, 4, NV>(g, gstep, x, xstep, off + t, pixels, acc + t * W), t += 4;
-  if (t + 2 <= count) dot_block<T, 2, NV>(g, gstep, x, xstep, off + t, pixels, acc + t * W), t += 2;
-  if (t < count) dot_block<T, 1, NV>(g, gstep, x, xstep, off + t, pixels, acc + t * W);
+    dot_block<T, 8, NV>(g, gstep, grow, x, xstep, xrow, off + t, pixels, rows, acc + t * W);
+  if (t + 4 <= count) {
+    dot_block<T, 4, NV>(g, gstep, grow, x, xstep, xrow, off + t, pixels, rows, acc + t * W);
+    t += 4;
+  }
+  if (t + 2 <= count) {
+    dot_block<T, 2, NV>(g, gstep, grow, x, xstep, xrow, off + t, pixels, rows, acc + t * W);
+    t += 2;
+  }
+  if (t < count)
+    dot_block<T, 1, NV>(g, gstep, grow, x, xstep, xrow, off + t, pixels, rows, acc + t * W);
+}
+
+// Output rows per dot_run call: enough for `vectors_per_row` vector products per row to add up
+// to about 16 per accumulator trip; one row when rows are long (whose input window then stays
+// in cache from one output channel to the next).
+int64_t dot_rows(int64_t vectors_per_row, int64_t rows) {
+  return std::min(rows, std::max<int64_t>(1, ceil_div(16, vectors_per_row)));
 }
 
 // out[t] = the sum of acc[t][0:W], for t < count.
@@ -504,15 +528,17 @@ void batch_grad_weight(const Geometry& g, const GradPadding& pad, const T* xb, c
     for (int64_t o = o_begin; o < o_end; ++o)
       for (int64_t j = row_ptr[o]; j < row_ptr[o + 1]; ++j) off[j - base] = tap(o, col[j]);
     std::vector<T> acc(kept * S::W, T(0));
+    const int64_t rows_per_call = dot_rows(g.OW * NV, g.OH);
     for (int64_t nb = 0; nb < NB; ++nb) {
-      for (int64_t oh = 0; oh < g.OH; ++oh) {
+      for (int64_t oh = 0; oh < g.OH; oh += rows_per_call) {
+        const int64_t rows = std::min(rows_per_call, g.OH - oh);
         const T* x = xb + nb * in_block + oh * g.sh * Wp * BW;
         for (int64_t o = o_begin; o < o_end; ++o) {
           const int64_t begin = row_ptr[o] - base, count = row_ptr[o + 1] - row_ptr[o];
           const T* dy = dyb + nb * dy_block + ((o * pad.rows + pad.top + oh) * pad.cols +
                                                pad.left) * BW;
-          dot_run<T, NV>(dy, BW, x, g.sw * BW, off.data() + begin, count, g.OW,
-                         acc.data() + begin * S::W);
+          dot_run<T, NV>(dy, BW, pad.cols * BW, x, g.sw * BW, g.sh * Wp * BW,
+                         off.data() + begin, count, g.OW, rows, acc.data() + begin * S::W);
         }
       }
     }
@@ -709,13 +735,15 @@ void width_grad_weight(const Geometry& g, const WidthLayout& l, const GradPaddin
     for (int64_t o = o_begin; o < o_end; ++o)
       for (int64_t j = row_ptr[o]; j < row_ptr[o + 1]; ++j) off[j - base] = tap(o, col[j]);
     std::vector<T> acc(kept * S::W, T(0));
+    const int64_t rows_per_call = dot_rows(vectors, g.OH);
     for (int64_t n = 0; n < g.N; ++n) {
       for (int64_t o = o_begin; o < o_end; ++o) {
         const int64_t begin = row_ptr[o] - base, count = row_ptr[o + 1] - row_ptr[o];
-        for (int64_t oh = 0; oh < g.OH; ++oh) {
+        for (int64_t oh = 0; oh < g.OH; oh += rows_per_call) {
           const T* dy = dyw + n * dy_image + (o * pad.rows + pad.top + oh) * pad.cols + pad.left;
           const T* x = xw + n * in_image + oh * g.sh * row_len;
-          dot_run<T, 1>(dy, W, x, W, off.data() + begin, count, vectors, acc.data() + begin * S::W);
+          dot_run<T, 1>(dy, W, pad.cols, x, W, g.sh * row_len, off.data() + begin, count,
+                        vectors, std::min(rows_per_call, g.OH - oh), acc.data() + begin * S::W);
         }
       }
     }
