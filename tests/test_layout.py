@@ -21,13 +21,11 @@ EXPERIMENT = {"__main__", "cli", "lottery"}
 ROOT_MODULES = {"__init__", "__main__", "cli", "functional", "files", "progress"}
 # The imports deferred into a function on purpose, to break a circle inside the library: the
 # calibration of the compact mode times real masked layers and optimizers, which build on the
-# compact mode; convert warns through the report, which reads what convert finds. They must
-# stay inside functions; one that goes away must leave this list.
+# compact mode. They must stay inside functions; one that goes away must leave this list.
 DEFERRED = {
     ("sparse_tickets.compact.calibration", "sparse_tickets.nn"),
     ("sparse_tickets.compact.calibration", "sparse_tickets.optim"),
     ("sparse_tickets.compact.calibration", "sparse_tickets.compact.choice"),
-    ("sparse_tickets.nn.convert", "sparse_tickets.nn.report"),
 }
 
 

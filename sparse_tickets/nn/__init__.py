@@ -1,7 +1,8 @@
 """Masked layers, maskable weights of any layer type, and the functions that put masks into a
 user's model and take them out."""
 
-from .convert import masked, masked_layers, masked_weights, unmasked
+from .convert import masked, unmasked
+from .holders import masked_layers, masked_weights
 from .layers import MaskedConv2d, MaskedLayer, MaskedLinear
 from .mask import validate_mask
 from .registry import maskable_weights, register_maskable

@@ -10,13 +10,15 @@ left, and why.
 from __future__ import annotations
 
 import warnings
-from typing import Callable, Iterable, Iterator, Optional, Union
+from typing import Callable, Iterable, Optional, Union
 
 from torch import nn
 
 from . import owners, tied, weight_mask
 from .layers import MaskedConv2d, MaskedLayer, MaskedLinear
+from .holders import masked_weights
 from .registry import maskable_weights
+from .report import masking_report
 
 # Exact types only: a subclass (LazyLinear, MultiheadAttention's out_proj, a user's own) may
 # have a forward of its own that a masked layer would silently replace; its weight gets a mask
@@ -24,7 +26,6 @@ from .registry import maskable_weights
 _TO_MASKED = {nn.Linear: MaskedLinear, nn.Conv2d: MaskedConv2d}
 
 Exclude = Union[Iterable[str], Callable[[str, nn.Module], bool], None]
-MaskSource = Union[MaskedLayer, weight_mask.MaskedWeight]
 
 
 def masked(model: nn.Module, exclude: Exclude = None) -> nn.Module:
@@ -68,46 +69,7 @@ def unmasked(model: nn.Module) -> nn.Module:
     return _swap(model, lambda name, m: m.to_dense() if isinstance(m, MaskedLayer) else None)
 
 
-def masked_layers(model: nn.Module) -> Iterator[tuple[str, MaskedLayer]]:
-    """``(qualified name, layer)`` for every kernel masked layer of ``model``, in module order."""
-    for name, module in model.named_modules():
-        if isinstance(module, MaskedLayer):
-            yield name, module
-
-
-def masked_weights(model: nn.Module) -> dict[str, MaskSource]:
-    """Every masked weight of ``model``, kernel layers and maskable ones, in module order:
-    the weight's state_dict key (``"fc1.weight"``, ``"attn.in_proj_weight"``) -> its layer
-    (``MaskedLayer``) or :class:`~.weight_mask.MaskedWeight`. One entry per Parameter: a tied
-    weight goes by its first masked holder."""
-    return {key: sources[0] for key, sources in masked_weight_holders(model).items()}
-
-
-def masked_weight_holders(model: nn.Module) -> dict[str, list[MaskSource]]:
-    """As :func:`masked_weights`, with every masked holder of each Parameter (two kernel layers
-    tied to one weight each keep a mask, and both must be given the same)."""
-    groups: dict[str, list[MaskSource]] = {}
-    key_of: dict[int, str] = {}
-    for name, module in model.named_modules():
-        sources = []
-        if isinstance(module, MaskedLayer):
-            sources.append((f"{name}.weight" if name else "weight", module))
-        for attribute in weight_mask.masked_weight_names(module):
-            sources.append((f"{name}.{attribute}" if name else attribute,
-                            weight_mask.MaskedWeight(module, attribute)))
-        for key, source in sources:
-            param_id = id(source.trainable_weight)
-            if param_id in key_of:
-                groups[key_of[param_id]].append(source)
-            else:
-                key_of[param_id] = key
-                groups[key] = [source]
-    return groups
-
-
 def _warn_unregistered(model: nn.Module, skip) -> None:
-    from .report import masking_report  # late: report imports this module
-
     def not_excluded(row) -> bool:
         module_name = row.name.rpartition(".")[0]
         return not skip(module_name, model.get_submodule(module_name))

@@ -9,7 +9,7 @@ from torch import nn
 from torch.nn.utils import prune as torch_prune
 
 from . import weight_mask
-from .convert import masked_weight_holders
+from .holders import masked_weight_holders
 from .layers import MaskedLayer
 from .registry import maskable_weights
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 from torch import nn
 
 from . import owners
+from .layers import MaskedLayer
 
 
 def parameter_holders(model: nn.Module) -> dict[int, list[str]]:
@@ -27,8 +28,6 @@ def parameter_holders(model: nn.Module) -> dict[int, list[str]]:
 def mark_shared(model: nn.Module) -> None:
     """Mark every kernel layer of ``model`` whose dense weight other modules hold too, and mask
     that weight's gradient on the Parameter (it may come through the other holders' paths)."""
-    from .layers import MaskedLayer  # late: layers imports this module
-
     shared = parameter_holders(model)
     for module_name, module in model.named_modules(remove_duplicate=False):
         if not isinstance(module, MaskedLayer) or module.mode != "dense":

@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from ..nn import MaskedLayer, MaskedWeight, owners
-from ..nn.convert import masked_weight_holders
+from ..nn.holders import masked_weight_holders
 from ..nn.weight_mask import MASK_SUFFIX
 
 MaskSource = Union[None, nn.Module, Mapping[torch.Tensor, torch.Tensor]]

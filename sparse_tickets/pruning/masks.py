@@ -16,7 +16,7 @@ from torch import nn
 
 from ..compact import choice
 from ..nn import MaskedLayer, validate_mask
-from ..nn.convert import masked_weight_holders
+from ..nn.holders import masked_weight_holders
 from ..nn.tied import mark_shared
 from .density import LayerDensity, format_density_table
 from .names import format_names
