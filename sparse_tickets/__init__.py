@@ -17,6 +17,13 @@ from .nn import (MaskedConv2d, MaskedLayer, MaskedLinear, masked, masked_layers,
                  masking_report, plain_state_dict, register_maskable, unmasked)
 from .ops import backends
 
+# auto's thresholds are measured by training masked layers (nn.calibration), which are built on
+# the compact mode that asks for them: the measurement is handed down here, from above both.
+from .compact import thresholds as _thresholds  # noqa: E402
+from .nn import calibration as _calibration  # noqa: E402
+
+_thresholds.measure_with(_calibration.measure_thresholds)
+
 __version__ = "0.1.0"
 
 __all__ = ["MaskedConv2d", "MaskedLayer", "MaskedLinear", "backends", "compact", "data",

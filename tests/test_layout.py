@@ -19,16 +19,6 @@ LIBRARY = {"__init__", "functional", "files", "progress", "nn", "ops", "compact"
            "pruning", "models", "data", "kernels"}
 EXPERIMENT = {"__main__", "cli", "lottery"}
 ROOT_MODULES = {"__init__", "__main__", "cli", "functional", "files", "progress"}
-# The imports deferred into a function on purpose, to break a circle inside the library: the
-# calibration of the compact mode times real masked layers and optimizers, which build on the
-# compact mode. They must stay inside functions; one that goes away must leave this list.
-DEFERRED = {
-    ("sparse_tickets.compact.calibration", "sparse_tickets.nn"),
-    ("sparse_tickets.compact.calibration", "sparse_tickets.optim"),
-    ("sparse_tickets.compact.calibration", "sparse_tickets.compact.choice"),
-}
-
-
 def module_files() -> dict[str, Path]:
     """Every module of the package by dotted name; a package is its ``__init__``."""
     roots = {PACKAGE: Path(sparse_tickets.__file__).parent}
@@ -49,23 +39,15 @@ def module_files() -> dict[str, Path]:
 
 
 def _import_statements(tree: ast.Module):
-    """Each import statement of ``tree``, and whether it runs when the module is imported
-    (False inside a function)."""
-    def visit(node, at_import):
-        for child in ast.iter_child_nodes(node):
-            if isinstance(child, (ast.Import, ast.ImportFrom)):
-                yield child, at_import
-            inside = isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda))
-            yield from visit(child, at_import and not inside)
-    yield from visit(tree, True)
+    """Each import statement of ``tree``, at any depth (inside functions too)."""
+    return [node for node in ast.walk(tree) if isinstance(node, (ast.Import, ast.ImportFrom))]
 
 
-def imports_of(name: str, path: Path, modules: set[str]) -> dict[str, bool]:
-    """The modules of the package that module ``name`` imports, each with whether some import
-    of it runs when ``name`` is imported."""
+def imports_of(name: str, path: Path, modules: set[str]) -> set[str]:
+    """The modules of the package that module ``name`` imports."""
     package = name if path.name == "__init__.py" else name.rpartition(".")[0]
-    found = {}
-    for node, at_import in _import_statements(ast.parse(path.read_text(encoding="utf-8"))):
+    found = set()
+    for node in _import_statements(ast.parse(path.read_text(encoding="utf-8"))):
         if isinstance(node, ast.Import):
             targets = [alias.name for alias in node.names]
         else:
@@ -79,12 +61,12 @@ def imports_of(name: str, path: Path, modules: set[str]) -> dict[str, bool]:
             while target and target not in modules:  # the deepest module the name is in
                 target = target.rpartition(".")[0]
             if target and target != name:
-                found[target] = found.get(target, False) or at_import
+                found.add(target)
     return found
 
 
-def import_graph() -> dict[str, dict[str, bool]]:
-    """module -> {imported module: whether it is imported when the module is}."""
+def import_graph() -> dict[str, set[str]]:
+    """module -> the modules of the package it imports."""
     files = module_files()
     modules = set(files)
     return {name: imports_of(name, path, modules) for name, path in files.items()}
@@ -125,20 +107,7 @@ def wing(module: str) -> str:
 
 
 def test_no_modules_of_the_package_import_each_other_round_a_circle():
-    graph = import_graph()
-    edges = {module: set(targets) - {target for source, target in DEFERRED if source == module}
-             for module, targets in graph.items()}
-    assert circles(edges) == []
-
-
-def test_the_deferred_imports_that_break_circles_stay_deferred():
-    graph = import_graph()
-    for source, target in sorted(DEFERRED):
-        assert target in graph[source], (
-            f"{source} no longer imports {target}; remove the pair from DEFERRED")
-        assert not graph[source][target], (
-            f"{source} imports {target} when it is imported, which closes a circle; expected "
-            f"the import inside the function that needs it")
+    assert circles(import_graph()) == []
 
 
 def test_the_library_never_imports_the_experiment():

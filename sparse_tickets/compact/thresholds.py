@@ -7,8 +7,9 @@
 1. the cache file beside the compiled extension's build (:func:`cache_path`), trusted only when
    its checksum sidecar vouches for its bytes and its key (the build, torch version, thread
    count, device, dtype and calibration method) is this process's;
-2. else a measurement (:func:`.calibration.measure_thresholds`: a few seconds, announced in one
-   line on stderr), written to that file atomically. Processes that start together (the ranks
+2. else a measurement (the function given to :func:`measure_with`, which the package sets to
+   :func:`sparse_tickets.nn.calibration.measure_thresholds` when it is imported: a few seconds,
+   announced in one line on stderr), written to that file atomically. Processes that start together (the ranks
    of a distributed run) take a lock beside it, so one measures and the others read its result
    and every rank runs each layer in the same mode;
 3. where nothing is measured (``SPARSE_TICKETS_CALIBRATION=off``, or the measurement failed),
@@ -32,7 +33,9 @@ from typing import Callable, Optional
 import torch
 
 from .. import files
-from . import calibration
+
+# The kinds of layer a threshold is kept for.
+KINDS = ("linear", "conv2d")
 
 CALIBRATION_ENV_VAR = "SPARSE_TICKETS_CALIBRATION"
 _CALIBRATION_MODES = {"": "auto", "auto": "auto", "on": "auto", "1": "auto",
@@ -44,13 +47,25 @@ CALIBRATION_METHOD = 1
 # erring towards dense. AVX-512: `python -m benchmarks.threshold` (AMD EPYC, 2 threads) found
 # compact linear steps 1.07-1.7x faster at 100% density and 1.2-2.4x at 80%, compact conv2d
 # steps (im2col) slower at every density on 2 of 3 shapes; half that density for linear.
-# AVX2 (AMD EPYC, 1-2 threads, a shared machine): the kernels have no AVX2 path yet; compact
-# steps of LeNet's 300x100 layer ran at 0.6-1.5x dense at 2-50% density and 784x300 at 0.2-0.6x
-# at 100%: no margin to count on without a measurement, so dense. CUDA, other CPUs: dense.
+# AVX2 (AMD EPYC, 2 threads): the compact kernels win by 2-20x at 90-98% sparsity, but their
+# crossover with dense moves with the machine and the layer (the calibration measured 0.5 here
+# for both kinds), so without a measurement there is no margin to count on: dense. CUDA, other
+# CPUs: dense.
 DERIVED = {"AVX512": {"linear": 0.5, "conv2d": 0.0}}
 NOT_MEASURED = {"linear": 0.0, "conv2d": 0.0}
 
 _obtained: dict[tuple, dict] = {}
+# measure(device_type, dtype) -> {"thresholds": {kind: density}, ...}; see measure_with.
+_measure: Optional[Callable[[str, torch.dtype], dict]] = None
+
+
+def measure_with(measure: Optional[Callable[[str, torch.dtype], dict]]) -> None:
+    """Set the function that measures the thresholds when no cache holds them. It trains
+    masked layers with a masked optimizer, which are built on this package, so it is handed in
+    from above (by ``sparse_tickets/__init__.py``) rather than imported here. None: nothing is
+    measured, the instruction-set rule applies."""
+    global _measure
+    _measure = measure
 
 
 def calibration_mode() -> str:
@@ -130,7 +145,7 @@ def read_cache(path: Path, key: dict) -> Optional[dict]:
     if not isinstance(content, dict) or content.get("key") != key:
         return None
     thresholds = content.get("thresholds")
-    if not isinstance(thresholds, dict) or set(thresholds) != set(calibration.KINDS):
+    if not isinstance(thresholds, dict) or set(thresholds) != set(KINDS):
         return None
     if not all(isinstance(value, (int, float)) and not isinstance(value, bool)
                and math.isfinite(value) and 0.0 <= value <= 1.0
@@ -140,7 +155,8 @@ def read_cache(path: Path, key: dict) -> Optional[dict]:
 
 
 def _obtain(device_type: str, dtype: torch.dtype) -> dict:
-    if calibration_mode() == "off":
+    measure = _measure
+    if calibration_mode() == "off" or measure is None:
         return derived(device_type)
     directory = cache_directory(device_type)
     if directory is None:
@@ -148,7 +164,7 @@ def _obtain(device_type: str, dtype: torch.dtype) -> dict:
     try:
         return cached_or_measured(
             cache_path(directory, device_type, dtype), cache_key(directory, device_type, dtype),
-            lambda: calibration.measure_thresholds(device_type, dtype))
+            lambda: measure(device_type, dtype))
     except Exception as error:  # noqa: BLE001  (any failure: fall back to dense-leaning rule)
         print(f"sparse_tickets: measuring the compact-mode thresholds failed "
               f"({type(error).__name__}: {error}); using the instruction-set rule",

@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from sparse_tickets import files
-from sparse_tickets.compact import calibration, thresholds
+from sparse_tickets.compact import thresholds
+from sparse_tickets.nn import calibration
 from sparse_tickets.ops.native import extension
 
 TINY = {"linear": ((4, 12, 8),), "conv2d": ((2, 3, 4, 5),)}
@@ -171,6 +172,15 @@ def test_a_failed_measurement_falls_back_to_the_instruction_set_rule(this_proces
 
 def test_without_calibration_nothing_is_measured_or_cached(this_process, monkeypatch, capsys):
     monkeypatch.setenv(thresholds.CALIBRATION_ENV_VAR, "off")
+    assert thresholds.machine_thresholds("cpu") == thresholds.derived("cpu")
+    assert capsys.readouterr().err == ""
+    assert list(this_process.iterdir()) == []
+
+
+def test_the_package_hands_its_calibration_to_the_thresholds_and_none_measures_nothing(
+        this_process, monkeypatch, capsys):
+    assert thresholds._measure is calibration.measure_thresholds
+    monkeypatch.setattr(thresholds, "_measure", None)
     assert thresholds.machine_thresholds("cpu") == thresholds.derived("cpu")
     assert capsys.readouterr().err == ""
     assert list(this_process.iterdir()) == []

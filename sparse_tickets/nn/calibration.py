@@ -7,7 +7,7 @@ pairs' dense/compact ratios: load that comes and goes on a shared machine hits b
 pair alike, and a stray slow step moves the median little.
 
 :func:`measure_thresholds` is the short calibration behind ``auto`` (a few seconds, see
-:mod:`.thresholds`): a couple of small layer shapes per kind, densities from the lowest up,
+:mod:`sparse_tickets.compact.thresholds`, which the package hands this function to): a couple of small layer shapes per kind, densities from the lowest up,
 stopping at the first density where compact does not win on every shape, because the
 threshold is the highest density at and below which it wins everywhere. Compact must win by
 ``MARGIN``: a tie, or noise that looks like a small win, leaves the layer dense.
@@ -24,7 +24,10 @@ from typing import Callable, Iterable, Optional, Sequence
 import torch
 import torch.nn.functional as F
 
-KINDS = ("linear", "conv2d")
+from ..compact.choice import default_mode_set_to
+from ..compact.thresholds import KINDS
+from ..optim import MaskedAdam
+from .layers import MaskedConv2d, MaskedLinear
 
 # (batch, in_features, out_features): LeNet-300-100's hidden layers at the paper's batch; the
 # smaller one is where per-call overhead weighs most, so the threshold errs towards dense.
@@ -48,9 +51,6 @@ def training_step(kind: str, shape: Sequence[int], density: float, mode: str,
     """One training step of a masked ``kind`` layer of ``shape`` at ``density`` in ``mode``
     (``"dense"`` or ``"compact"``), as a function to call; the same ``seed`` gives the same
     layer, mask and data in either mode."""
-    from ..nn import MaskedConv2d, MaskedLinear  # late: the layers import this package
-    from ..optim import MaskedAdam
-
     generator = torch.Generator().manual_seed(seed)
     if kind == "linear":
         batch, fan_in, fan_out = shape
@@ -169,8 +169,6 @@ def measuring(device: str):
     random streams untouched. The layers it builds follow the default mode "dense" until they
     are set to the mode they time: under "auto" their own mask changes would ask for the
     thresholds being measured, and wait on this measurement forever."""
-    from .choice import default_mode_set_to  # late: choice asks this package for thresholds
-
     device_type = torch.device(device).type
     devices = [torch.cuda.current_device()] if device_type == "cuda" else []
     with torch.random.fork_rng(devices=devices), torch.inference_mode(False), \
