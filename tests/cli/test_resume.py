@@ -12,7 +12,7 @@ import torch
 from sparse_tickets import files
 from sparse_tickets.lottery.runs import Run
 
-ARGUMENTS = ["imp", "--iterations", "160", "--levels", "2", "--eval-every", "40",
+ARGUMENTS = ["imp", "--iterations", "80", "--levels", "2", "--eval-every", "20",
              "--checkpoint-every", "10", "--train-size", "600", "--controls", "reinit",
              "--quiet", "--no-report"]
 
