@@ -1,8 +1,8 @@
 // CPU kernels of the compact sparse mode: CSR SpMM, SDDMM and fused masked SGD / Adam steps.
 //
 // Registers implementations only; the schemas and their semantics live in
-// sparse_tickets/ops/native/library.py. Everything is in this one file because the extension's
-// build cache is keyed on the listed sources' content (sparse_tickets/ops/native/extension.py).
+// sparse_tickets/ops/native/library.py. The direct sparse convolution is in sparse_conv.cpp;
+// the SIMD layer (simd.h) and the scratch buffers (scratch.h) are shared.
 //
 // Layout idea (spmm / sddmm): the dense operands are transposed once per call into "batch-minor"
 // buffers xT[C][Bp] (Bp = B rounded up to a SIMD width, padding zero), so that every nonzero
@@ -37,6 +37,7 @@
 #include <type_traits>
 #include <vector>
 
+#include "scratch.h"
 #include "simd.h"
 
 // MKL's vector square roots inside libtorch_cpu (see torch_sqrt_if_chosen).
@@ -78,23 +79,6 @@ void transpose_to_batch_minor(const T* src, int64_t src_stride, int64_t B, int64
     }
   });
   std::fill(dst + C * Bp, dst + (C + extra_rows) * Bp, T(0));
-}
-
-// Scratch memory for the batch-minor copies, kept per calling thread and only ever grown.
-// Fresh megabyte buffers on every call make glibc trim its heap and grow it again, and the
-// page faults that follow cost more than the copies themselves. (64-byte aligned, so that no
-// vector load of a batch-minor row straddles two cache lines.)
-template <typename T>
-T* scratch(int slot, int64_t elements) {
-  static thread_local at::Tensor buffers[2];
-  at::Tensor& buffer = buffers[slot];
-  const int64_t bytes = elements * int64_t(sizeof(T)) + 64;
-  if (!buffer.defined() || buffer.numel() < bytes) {
-    buffer = at::Tensor();  // free the old one first
-    buffer = at::empty({bytes}, at::TensorOptions().dtype(at::kByte));
-  }
-  const auto address = reinterpret_cast<uintptr_t>(buffer.data_ptr());
-  return reinterpret_cast<T*>((address + 63) / 64 * 64);
 }
 
 // The thread partition: row blocks of W rows, the cut points chosen so that each part holds

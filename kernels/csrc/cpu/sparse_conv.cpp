@@ -40,6 +40,7 @@
 #include <type_traits>
 #include <vector>
 
+#include "scratch.h"
 #include "simd.h"
 
 namespace sparse_tickets_cpu {
@@ -105,22 +106,6 @@ GradPadding grad_padding(const Geometry& g, int64_t min_cols) {
   p.rows = p.top + std::max(g.OH, ceil_div(g.ph + g.H, g.sh));
   p.cols = p.left + std::max({g.OW, ceil_div(g.pw + g.W, g.sw), min_cols});
   return p;
-}
-
-// ---------------------------------------------------------------------------------------------
-// Scratch memory, kept per calling thread and only ever grown (see compact_ops.cpp's scratch).
-
-template <typename T>
-T* scratch(int slot, int64_t elements) {
-  static thread_local at::Tensor buffers[4];
-  at::Tensor& buffer = buffers[slot];
-  const int64_t bytes = elements * int64_t(sizeof(T)) + 64;
-  if (!buffer.defined() || buffer.numel() < bytes) {
-    buffer = at::Tensor();
-    buffer = at::empty({bytes}, at::TensorOptions().dtype(at::kByte));
-  }
-  const auto address = reinterpret_cast<uintptr_t>(buffer.data_ptr());
-  return reinterpret_cast<T*>((address + 63) / 64 * 64);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -841,14 +826,10 @@ at::Tensor sparse_conv2d_cpu(const at::Tensor& x_in, const at::Tensor& row_ptr_i
                              at::IntArrayRef padding, at::IntArrayRef dilation, int64_t groups,
                              c10::string_view variant_name) {
   constexpr const char* op = "sparse_conv2d";
-  const ConvOperands operands = checked_conv_operands(op, x_in, row_ptr_in, col_idx_in, values_in,
-                                                      kernel_size, stride, padding, dilation,
-                                                      groups, variant_name);
-  const Geometry& g = operands.g;
-  const at::Tensor &row_ptr = operands.row_ptr, &col_idx = operands.col_idx;
-  const at::Tensor& values = operands.values;
-  const Variant variant = operands.variant;
-  const int64_t nnz = operands.nnz;
+  const ConvOperands c = checked_conv_operands(op, x_in, row_ptr_in, col_idx_in, values_in,
+                                               kernel_size, stride, padding, dilation, groups,
+                                               variant_name);
+  const Geometry& g = c.g;
   at::Tensor bias;
   if (bias_in.has_value()) {
     bias = bias_in->contiguous();
@@ -858,7 +839,7 @@ at::Tensor sparse_conv2d_cpu(const at::Tensor& x_in, const at::Tensor& row_ptr_i
   }
   at::Tensor out = at::empty({g.N, g.O, g.OH, g.OW}, x_in.options());
   if (out.numel() == 0) return out;
-  if (nnz == 0) {
+  if (c.nnz == 0) {
     if (bias.defined()) out.copy_(bias.view({1, g.O, 1, 1}).expand_as(out));
     else out.zero_();
     return out;
@@ -867,11 +848,11 @@ at::Tensor sparse_conv2d_cpu(const at::Tensor& x_in, const at::Tensor& row_ptr_i
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "sparse_tickets_sparse_conv2d", [&] {
     using T = scalar_t;
     constexpr int W = Simd<T>::W;
-    const index_t* rp = row_ptr.data_ptr<index_t>();
-    const index_t* ci = col_idx.data_ptr<index_t>();
-    const T* v = values.data_ptr<T>();
+    const index_t* rp = c.row_ptr.data_ptr<index_t>();
+    const index_t* ci = c.col_idx.data_ptr<index_t>();
+    const T* v = c.values.data_ptr<T>();
     const T* b = bias.defined() ? bias.data_ptr<T>() : nullptr;
-    if (variant == Variant::kBatch) {
+    if (c.variant == Variant::kBatch) {
       {
         constexpr int NV = kBatchVectors;
         constexpr int64_t BW = NV * W;
@@ -904,30 +885,26 @@ std::tuple<at::Tensor, at::Tensor> sparse_conv2d_backward_cpu(
     at::IntArrayRef dilation, int64_t groups, c10::string_view variant_name,
     std::array<bool, 2> output_mask) {
   constexpr const char* op = "sparse_conv2d_backward";
-  const ConvOperands operands = checked_conv_operands(op, x_in, row_ptr_in, col_idx_in, values_in,
-                                                      kernel_size, stride, padding, dilation,
-                                                      groups, variant_name);
-  const Geometry& g = operands.g;
-  const at::Tensor &row_ptr = operands.row_ptr, &col_idx = operands.col_idx;
-  const at::Tensor& values = operands.values;
-  const Variant variant = operands.variant;
-  const int64_t nnz = operands.nnz;
+  const ConvOperands c = checked_conv_operands(op, x_in, row_ptr_in, col_idx_in, values_in,
+                                               kernel_size, stride, padding, dilation, groups,
+                                               variant_name);
+  const Geometry& g = c.g;
   check_float(op, "grad_out", grad_out_in, x_in);
   const at::Tensor t_row_ptr = checked_index(op, "t_row_ptr", t_row_ptr_in);
   const at::Tensor t_col_idx = checked_index(op, "t_col_idx", t_col_idx_in);
   const at::Tensor t_value_index = checked_index(op, "t_value_index", t_value_index_in);
-  TORCH_CHECK(t_col_idx.numel() == nnz && t_value_index.numel() == nnz, op,
-              ": t_col_idx and t_value_index must have one entry per kept weight (", nnz,
+  TORCH_CHECK(t_col_idx.numel() == c.nnz && t_value_index.numel() == c.nnz, op,
+              ": t_col_idx and t_value_index must have one entry per kept weight (", c.nnz,
               "), got ", t_col_idx.numel(), " and ", t_value_index.numel());
-  check_row_ptr(op, "t_row_ptr", t_row_ptr, g.Cg * g.taps(), nnz);
+  check_row_ptr(op, "t_row_ptr", t_row_ptr, g.Cg * g.taps(), c.nnz);
   TORCH_CHECK(grad_out_in.sizes() == at::IntArrayRef({g.N, g.O, g.OH, g.OW}), op,
               ": grad_out must have the output's shape (", g.N, ", ", g.O, ", ", g.OH, ", ",
               g.OW, "), got ", grad_out_in.sizes());
   const bool needs_input = output_mask[0], needs_weight = output_mask[1];
   at::Tensor grad_x = needs_input ? at::empty(x_in.sizes(), x_in.options()) : x_in.new_empty({0});
-  at::Tensor grad_values = needs_weight ? at::empty({nnz}, x_in.options())
+  at::Tensor grad_values = needs_weight ? at::empty({c.nnz}, x_in.options())
                                         : x_in.new_empty({0});
-  if (nnz == 0 || g.N == 0) {
+  if (c.nnz == 0 || g.N == 0) {
     if (needs_input) grad_x.zero_();
     if (needs_weight) grad_values.zero_();
     return {grad_x, grad_values};
@@ -937,13 +914,13 @@ std::tuple<at::Tensor, at::Tensor> sparse_conv2d_backward_cpu(
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "sparse_tickets_sparse_conv2d_backward", [&] {
     using T = scalar_t;
     constexpr int W = Simd<T>::W;
-    const index_t* rp = row_ptr.data_ptr<index_t>();
-    const index_t* ci = col_idx.data_ptr<index_t>();
+    const index_t* rp = c.row_ptr.data_ptr<index_t>();
+    const index_t* ci = c.col_idx.data_ptr<index_t>();
     const index_t* trp = t_row_ptr.data_ptr<index_t>();
     const index_t* tci = t_col_idx.data_ptr<index_t>();
     const index_t* tvi = t_value_index.data_ptr<index_t>();
-    const T* v = values.data_ptr<T>();
-    if (variant == Variant::kBatch) {
+    const T* v = c.values.data_ptr<T>();
+    if (c.variant == Variant::kBatch) {
       const GradPadding pad = grad_padding(g, 0);
       {
         constexpr int NV = kBatchVectors;
