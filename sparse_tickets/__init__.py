@@ -19,8 +19,8 @@ from .ops import backends
 
 # auto's thresholds are measured by training masked layers (nn.calibration), which are built on
 # the compact mode that asks for them: the measurement is handed down here, from above both.
-from .compact import thresholds as _thresholds  # noqa: E402
-from .nn import calibration as _calibration  # noqa: E402
+from .compact import thresholds as _thresholds
+from .nn import calibration as _calibration
 
 _thresholds.measure_with(_calibration.measure_thresholds)
 
