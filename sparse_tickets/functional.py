@@ -19,6 +19,7 @@ from torch.autograd.function import once_differentiable
 from . import ops
 from .compact import CompactIndex, compiled
 from .compact.conv_plan import check_variant
+from .ops.reference.masking import is_full
 
 IntPair = Union[int, tuple]
 
@@ -49,8 +50,12 @@ def masked_linear(x: torch.Tensor, weight: torch.Tensor, mask: torch.Tensor,
                          f"to match weight {tuple(weight.shape)}")
     _check_bias(bias, weight)
     _check_dtypes(x, weight, bias)
+    backend = ops.select("masked_linear", (x, weight, mask, bias))
     with _autocast_off(x):
-        return MaskedLinearFunction.apply(x, weight, mask, bias)
+        if backend.name == "reference" and is_full(mask):
+            # Nothing to mask: torch's own op and autograd, so an all-true mask costs nothing.
+            return F.linear(x, weight, bias)
+        return MaskedLinearFunction.apply(x, weight, mask, bias, backend)
 
 
 def masked_conv2d(x: torch.Tensor, weight: torch.Tensor, mask: torch.Tensor,
@@ -91,17 +96,23 @@ def masked_conv2d(x: torch.Tensor, weight: torch.Tensor, mask: torch.Tensor,
                          f"for weight {tuple(weight.shape)} with groups={groups}")
     _check_dtypes(x, weight, bias)
     x, padding = _resolve_padding(x, padding, weight.shape[2:], dilation)
+    backend = ops.select("masked_conv2d", (x, weight, mask, bias))
     with _autocast_off(x):
-        y = MaskedConv2dFunction.apply(x, weight, mask, bias, stride, padding, dilation, groups)
+        if backend.name == "reference" and is_full(mask):
+            # Nothing to mask: torch's own op and autograd, so an all-true mask costs nothing.
+            y = F.conv2d(x, weight, bias, stride, padding, dilation, groups)
+        else:
+            y = MaskedConv2dFunction.apply(x, weight, mask, bias, stride, padding, dilation,
+                                           groups, backend)
     return y.squeeze(0) if unbatched else y
 
 
 class MaskedLinearFunction(torch.autograd.Function):
-    """Autograd for :func:`masked_linear`; the kernels live in the selected backend."""
+    """Autograd for :func:`masked_linear`; the kernels live in ``backend``, which the caller
+    selected for this call and the backward reuses."""
 
     @staticmethod
-    def forward(ctx, x, weight, mask, bias):
-        backend = ops.select("masked_linear", (x, weight, mask, bias))
+    def forward(ctx, x, weight, mask, bias, backend):
         # Not reshape(-1, in_features): that fails for in_features == 0, which nn.Linear allows.
         x2d = x.reshape(math.prod(x.shape[:-1]), x.shape[-1])
         y = backend.masked_linear_forward(x2d, weight, mask, bias)
@@ -114,21 +125,21 @@ class MaskedLinearFunction(torch.autograd.Function):
     @once_differentiable
     def backward(ctx, grad_y):
         x2d, weight, mask = ctx.saved_tensors
-        needs_x, needs_weight, _, needs_bias = ctx.needs_input_grad
+        needs_x, needs_weight, _, needs_bias = ctx.needs_input_grad[:4]
         grad_x, grad_weight, grad_bias = ctx.backend.masked_linear_backward(
             grad_y.reshape(x2d.shape[0], weight.shape[0]), x2d, weight, mask, ctx.has_bias,
             (needs_x, needs_weight, needs_bias))
         if grad_x is not None:
             grad_x = grad_x.reshape(*grad_y.shape[:-1], weight.shape[1])
-        return grad_x, grad_weight, None, grad_bias
+        return grad_x, grad_weight, None, grad_bias, None
 
 
 class MaskedConv2dFunction(torch.autograd.Function):
-    """Autograd for :func:`masked_conv2d`; the kernels live in the selected backend."""
+    """Autograd for :func:`masked_conv2d`; the kernels live in ``backend``, which the caller
+    selected for this call and the backward reuses."""
 
     @staticmethod
-    def forward(ctx, x, weight, mask, bias, stride, padding, dilation, groups):
-        backend = ops.select("masked_conv2d", (x, weight, mask, bias))
+    def forward(ctx, x, weight, mask, bias, stride, padding, dilation, groups, backend):
         geometry = (stride, padding, dilation, groups)
         y = backend.masked_conv2d_forward(x, weight, mask, bias, *geometry)
         ctx.backend = backend
@@ -145,7 +156,7 @@ class MaskedConv2dFunction(torch.autograd.Function):
         grad_x, grad_weight, grad_bias = ctx.backend.masked_conv2d_backward(
             grad_y, x, weight, mask, ctx.has_bias, (needs_x, needs_weight, needs_bias),
             *ctx.geometry)
-        return grad_x, grad_weight, None, grad_bias, None, None, None, None
+        return grad_x, grad_weight, None, grad_bias, None, None, None, None, None
 
 
 def compact_linear(x: torch.Tensor, values: torch.Tensor, index: CompactIndex,
@@ -167,8 +178,13 @@ def compact_linear(x: torch.Tensor, values: torch.Tensor, index: CompactIndex,
     _check_dtypes(x, values, bias)
     if torch.compiler.is_compiling():  # one opaque op per call: no dispatch inside the graph
         return compiled.compact_linear(x, values, index, bias)
+    backend = ops.select("compact_linear", (x, values, bias))
     with _autocast_off(x):
-        return CompactLinearFunction.apply(x, values, index, bias)
+        if backend.compact_linear_autograd is not None:
+            x2d = x.reshape(math.prod(x.shape[:-1]), x.shape[-1])
+            y = backend.compact_linear_autograd(x2d, index, values, bias)
+            return y.reshape(*x.shape[:-1], index.rows)
+        return CompactLinearFunction.apply(x, values, index, bias, backend)
 
 
 def compact_conv2d(x: torch.Tensor, values: torch.Tensor, index: CompactIndex,
@@ -220,11 +236,11 @@ def compact_conv2d(x: torch.Tensor, values: torch.Tensor, index: CompactIndex,
 
 
 class CompactLinearFunction(torch.autograd.Function):
-    """Autograd for :func:`compact_linear`; the kernels live in the selected backend."""
+    """Autograd for :func:`compact_linear` on a backend without its own derivative; the kernels
+    live in ``backend``, which the caller selected for this call and the backward reuses."""
 
     @staticmethod
-    def forward(ctx, x, values, index, bias):
-        backend = ops.select("compact_linear", (x, values, bias))
+    def forward(ctx, x, values, index, bias, backend):
         x2d = x.reshape(math.prod(x.shape[:-1]), x.shape[-1])
         y = backend.compact_linear_forward(x2d, index, values, bias)
         ctx.backend, ctx.index, ctx.has_bias = backend, index, bias is not None
@@ -235,13 +251,13 @@ class CompactLinearFunction(torch.autograd.Function):
     @once_differentiable
     def backward(ctx, grad_y):
         x2d, values = ctx.saved_tensors
-        needs_x, needs_values, _, needs_bias = ctx.needs_input_grad
+        needs_x, needs_values, _, needs_bias = ctx.needs_input_grad[:4]
         grad_x, grad_values, grad_bias = ctx.backend.compact_linear_backward(
             grad_y.reshape(x2d.shape[0], ctx.index.rows), x2d, ctx.index, values, ctx.has_bias,
             (needs_x, needs_values, needs_bias))
         if grad_x is not None:
             grad_x = grad_x.reshape(*grad_y.shape[:-1], ctx.index.cols)
-        return grad_x, grad_values, None, grad_bias
+        return grad_x, grad_values, None, grad_bias, None
 
 
 class CompactConv2dFunction(torch.autograd.Function):

@@ -110,6 +110,30 @@ def test_masked_linear_only_requested_grads():
     assert x.grad is None and weight.grad is not None
 
 
+@pytest.mark.parametrize("op", ["linear", "conv2d"])
+def test_an_all_true_mask_is_the_plain_op_and_a_later_in_place_prune_is_seen(op):
+    # An all-true mask takes torch's own op (nothing to mask); pruning the same mask tensor in
+    # place afterwards must be seen by the very next call, output and gradient.
+    if op == "linear":
+        x, weight = torch.randn(6, 9), torch.randn(4, 9, requires_grad=True)
+        call, plain = masked_linear, F.linear
+    else:
+        x, weight = torch.randn(2, 3, 7, 7), torch.randn(4, 3, 3, 3, requires_grad=True)
+        call, plain = masked_conv2d, F.conv2d
+    mask = torch.ones_like(weight, dtype=torch.bool)
+    y = call(x, weight, mask)
+    assert torch.equal(y, plain(x, weight))
+    y.sum().backward()
+    full_grad = weight.grad.clone()
+    weight.grad = None
+    mask.view(-1)[::2] = False
+    y = call(x, weight, mask)
+    torch.testing.assert_close(y, plain(x, weight.detach() * mask), rtol=0, atol=0)
+    y.sum().backward()
+    assert torch.equal(weight.grad[~mask], torch.zeros_like(weight.grad[~mask]))
+    torch.testing.assert_close(weight.grad[mask], full_grad[mask])
+
+
 CONV_CASES = [
     # (N, C_in, H, W), (C_out, kH, kW), stride, padding, dilation, groups
     ((1, 1, 5, 5), (1, 1, 1), 1, 0, 1, 1),

@@ -55,6 +55,10 @@ class Backend:
     # False for a backend that serves only when forced: one not yet validated and measured
     # faster where auto-selection would pick it.
     auto_select: bool = True
+    # Optional: ``(x2d, index, values, bias) -> y``, the compact linear with its derivative
+    # already attached (an op whose backward runs no Python); None: the autograd Function of
+    # sparse_tickets.functional calls ``compact_linear_forward`` / ``_backward``.
+    compact_linear_autograd = None
 
     def unavailable_reason(self) -> Optional[str]:
         """Why this backend cannot run on this machine at all (None when it can)."""
@@ -67,8 +71,9 @@ class Backend:
             return [unavailable]
         if op not in self.ops:
             return [f"does not implement {op}"]
+        if self._serves_kinds(tensors):  # the usual answer, without building any message
+            return []
         reasons = []
-        # One pass over the tensors (an optimizer step asks about dozens, at every step).
         kinds = {(t.device, t.dtype) for t in tensors}
         devices = sorted({str(device) for device, _ in kinds})
         if len(devices) > 1:
@@ -82,6 +87,21 @@ class Backend:
             reasons.append(f"dtype {_dtype_name(dtype)} not supported (supports "
                            f"{_names(_dtype_name(d) for d in self.dtypes)})")
         return reasons
+
+    def _serves_kinds(self, tensors: Sequence[torch.Tensor]) -> bool:
+        # One device of a served type, every dtype served (bool masks aside): one pass over the
+        # tensors, since an optimizer step asks about dozens at every step.
+        if not tensors:
+            return True
+        device = tensors[0].device
+        if device.type not in self.device_types:
+            return False
+        dtypes = self.dtypes
+        for tensor in tensors:
+            if tensor.device != device or (tensor.dtype not in dtypes
+                                           and tensor.dtype != torch.bool):
+                return False
+        return True
 
     def __repr__(self) -> str:
         return f"<backend {self.name}>"
@@ -191,17 +211,20 @@ def select(op: str, tensors: Iterable[Optional[torch.Tensor]]) -> Backend:
                 f"on {_describe(tensors)}: {'; '.join(reasons)}"
             )
         return backend
-    rejected = []
     opted_in = opted_in_names()
+    for backend in _REGISTRY:
+        if (backend.auto_select or backend.name in opted_in) and not (
+                backend.not_supported_reasons(op, tensors)):
+            return backend
+    # Nothing serves: ask again, this time for the words of the error.
+    rejected = []
     for backend in _REGISTRY:
         if not backend.auto_select and backend.name not in opted_in:
             rejected.append(f"{backend.name}: serves only when forced with {BACKEND_ENV_VAR}"
                             f"={backend.name} or opted in with {OPT_IN_ENV_VAR}={backend.name}")
             continue
-        reasons = backend.not_supported_reasons(op, tensors)
-        if not reasons:
-            return backend
-        rejected.append(f"{backend.name}: {'; '.join(reasons)}")
+        rejected.append(f"{backend.name}: "
+                        f"{'; '.join(backend.not_supported_reasons(op, tensors))}")
     raise BackendError(f"no backend can run {op} on {_describe(tensors)} "
                        f"({' | '.join(rejected) or 'no backend registered'})")
 

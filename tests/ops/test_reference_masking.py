@@ -3,7 +3,9 @@
 import pytest
 import torch
 
-from sparse_tickets.ops.reference.masking import apply_mask, zero_pruned_
+from sparse_tickets.ops.reference import masking
+from sparse_tickets.ops.reference.masking import (_keep_bits, apply_mask, is_full, mask_facts,
+                                                  zero_pruned_)
 
 DTYPES = [torch.float64, torch.float32, torch.float16, torch.bfloat16]
 
@@ -38,3 +40,33 @@ def test_in_place_zeroing_keeps_the_tensor():
     mask = torch.tensor([True, False, True, False, True])
     assert zero_pruned_(values, mask) is values
     assert (values[~mask] == 0).all()
+
+
+def test_mask_facts_follow_in_place_changes_of_the_mask():
+    mask = torch.ones(5, 3, dtype=torch.bool)
+    assert is_full(mask)
+    bits = _keep_bits(mask, torch.int32)
+    assert _keep_bits(mask, torch.int32) is bits  # cached while the mask is unchanged
+    mask[2, 1] = False  # an in-place change bumps the version
+    assert not is_full(mask)
+    assert _keep_bits(mask, torch.int32) is not bits
+    weight = torch.randn(5, 3)
+    assert apply_mask(weight, mask)[2, 1].item() == 0.0
+    mask.fill_(True)
+    assert is_full(mask)
+    assert torch.equal(apply_mask(weight, mask), weight)
+
+
+def test_mask_facts_are_per_tensor_and_die_with_it():
+    full, partial = torch.ones(4, dtype=torch.bool), torch.tensor([True, False, True, True])
+    assert is_full(full) and not is_full(partial)
+    before = len(masking._FACTS)
+    del full, partial
+    assert len(masking._FACTS) <= before - 2
+
+
+def test_meta_and_inference_masks_are_never_cached():
+    assert mask_facts(torch.ones(3, dtype=torch.bool, device="meta")) is None
+    with torch.inference_mode():
+        mask = torch.ones(3, dtype=torch.bool)
+    assert mask_facts(mask) is None and not is_full(mask)

@@ -31,6 +31,8 @@ class NativeBackend(Backend):
         self.name = spec.kind
         self.device_types = frozenset({spec.kind})
         self.dtypes = dtypes
+        if spec.kind == "cpu":  # the derivative in C++ (kernels/csrc/cpu/compact_autograd.cpp)
+            self.compact_linear_autograd = _compact_linear_with_derivative
 
     def unavailable_reason(self) -> Optional[str]:
         if self.spec.kind == "cuda" and not torch.cuda.is_available():
@@ -121,6 +123,12 @@ class NativeBackend(Backend):
                 param, grads[i], exp_avgs[i], exp_avg_sqs[i], max_exp_avg_sq, masks[i], lr,
                 beta1, beta2, eps, weight_decay, state_steps[i].item(), amsgrad, maximize,
                 decoupled_weight_decay)
+
+
+def _compact_linear_with_derivative(x, index, values, bias):
+    return torch.ops.sparse_tickets.compact_linear(x, index.row_ptr, index.col_idx,
+                                                   index.t_row_ptr, index.t_col_idx,
+                                                   index.t_value_index, values, bias)
 
 
 cpu_backend = NativeBackend(extension.CPU, frozenset({torch.float32, torch.float64}))

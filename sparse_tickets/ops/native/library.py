@@ -19,6 +19,10 @@ each of its entries, the position of that nonzero in ``values``.
 ``sddmm(grad_out, x, row_ptr, col_idx)``
     ``out[j] = sum_b grad_out[b, r(j)] * x[b, col_idx[j]]`` for each nonzero ``j`` of row
     ``r(j)``: the weight gradient ``(dy^T x)`` at the nonzeros only, shape ``(nnz,)``.
+``compact_linear(x, row_ptr, col_idx, t_row_ptr, t_col_idx, t_value_index, values, bias)``
+    ``spmm(x, row_ptr, col_idx, values, None, bias)`` with its derivative in C++ (CPU only):
+    the input gradient by spmm over the transposed index, the gradient of ``values`` by sddmm,
+    the bias gradient a column sum. One op call per layer and no Python in the backward.
 ``sparse_conv2d(x, row_ptr, col_idx, values, bias, kernel_size, stride, padding, dilation,
 groups, variant)``
     ``conv2d(x, W, bias, stride, padding, dilation, groups)`` for the compact weight ``W`` of
@@ -53,6 +57,9 @@ SCHEMAS = {
     "spmm": "spmm(Tensor x, Tensor row_ptr, Tensor col_idx, Tensor values, Tensor? value_index, "
             "Tensor? bias) -> Tensor",
     "sddmm": "sddmm(Tensor grad_out, Tensor x, Tensor row_ptr, Tensor col_idx) -> Tensor",
+    "compact_linear": "compact_linear(Tensor x, Tensor row_ptr, Tensor col_idx, "
+                      "Tensor t_row_ptr, Tensor t_col_idx, Tensor t_value_index, "
+                      "Tensor values, Tensor? bias) -> Tensor",
     "sparse_conv2d": "sparse_conv2d(Tensor x, Tensor row_ptr, Tensor col_idx, Tensor values, "
                      "Tensor? bias, int[2] kernel_size, int[2] stride, int[2] padding, "
                      "int[2] dilation, int groups, str variant) -> Tensor",
@@ -77,6 +84,11 @@ for _schema in SCHEMAS.values():
 
 @torch.library.register_fake(f"{NAMESPACE}::spmm")
 def _spmm_fake(x, row_ptr, col_idx, values, value_index, bias):
+    return x.new_empty((x.shape[0], row_ptr.shape[0] - 1))
+
+
+@torch.library.register_fake(f"{NAMESPACE}::compact_linear")
+def _compact_linear_fake(x, row_ptr, col_idx, t_row_ptr, t_col_idx, t_value_index, values, bias):
     return x.new_empty((x.shape[0], row_ptr.shape[0] - 1))
 
 

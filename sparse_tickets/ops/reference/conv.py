@@ -7,7 +7,7 @@ from typing import Optional
 import torch
 import torch.nn.functional as F
 
-from .masking import apply_mask
+from .masking import apply_mask, zero_pruned_
 
 
 def masked_conv2d_forward(x: torch.Tensor, weight: torch.Tensor, mask: torch.Tensor,
@@ -31,5 +31,5 @@ def masked_conv2d_backward(grad_y: torch.Tensor, x: torch.Tensor, weight: torch.
         list(dilation), False, [0, 0], groups, output_mask,
     )
     if grad_weight is not None:
-        grad_weight = apply_mask(grad_weight, mask)
+        grad_weight = zero_pruned_(grad_weight, mask)
     return grad_x, grad_weight, grad_bias

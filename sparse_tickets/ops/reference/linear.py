@@ -7,7 +7,7 @@ from typing import Optional
 import torch
 import torch.nn.functional as F
 
-from .masking import apply_mask
+from .masking import apply_mask, zero_pruned_
 
 
 def masked_linear_forward(x: torch.Tensor, weight: torch.Tensor, mask: torch.Tensor,
@@ -21,6 +21,6 @@ def masked_linear_backward(grad_y: torch.Tensor, x: torch.Tensor, weight: torch.
     # dx = dy @ (W ⊙ M);  dW = (dy^T @ x) ⊙ M;  db = sum_n dy
     needs_x, needs_weight, needs_bias = needs_grad
     grad_x = grad_y @ apply_mask(weight, mask) if needs_x else None
-    grad_weight = apply_mask(grad_y.t() @ x, mask) if needs_weight else None
+    grad_weight = zero_pruned_(grad_y.t() @ x, mask) if needs_weight else None
     grad_bias = grad_y.sum(0) if has_bias and needs_bias else None
     return grad_x, grad_weight, grad_bias

@@ -4,9 +4,17 @@ A pruned entry must become +0.0 whatever it held (a negative number, inf, NaN), 
 will not do (it leaves -0.0 and NaN); ``torch.where`` and ``masked_fill`` are exact but run a
 branch per element, which on CPU is several times slower on a random mask than on a full one.
 An AND of the bit patterns with all-ones (kept) or all-zeros (pruned) is exact and vectorises.
+
+A layer's mask changes once per pruning level but is read at every call, so what is derived
+from it (whether it keeps everything, its AND pattern) is cached per mask tensor and version
+(:func:`mask_facts`): an in-place change of the mask bumps its version and is seen at the next
+call.
 """
 
 from __future__ import annotations
+
+import weakref
+from typing import NamedTuple, Optional
 
 import torch
 
@@ -15,9 +23,52 @@ _SAME_WIDTH_INT = {torch.float64: torch.int64, torch.float32: torch.int32,
                    torch.float16: torch.int16, torch.bfloat16: torch.int16}
 
 
+class MaskFacts(NamedTuple):
+    """What a mask's version implies: ``full`` (it keeps every entry) and the AND patterns
+    made of it so far, by integer dtype."""
+
+    version: int
+    full: bool
+    keep_bits: dict
+
+
+# id(mask) -> (weak reference to the mask, its MaskFacts); an entry dies with its mask.
+_FACTS: dict = {}
+
+
+def mask_facts(mask: torch.Tensor) -> Optional[MaskFacts]:
+    """The cached facts of ``mask`` at its current version, or None where a mask has no
+    version to key them on (inside a compiled graph, an inference tensor, the meta device)."""
+    if torch.compiler.is_compiling() or mask.is_meta or mask.is_inference():
+        return None
+    try:
+        version = mask._version
+    except RuntimeError:  # a tensor of a transform (vmap, functionalization) has none
+        return None
+    key = id(mask)
+    entry = _FACTS.get(key)
+    if entry is not None and entry[0]() is mask and entry[1].version == version:
+        return entry[1]
+    facts = MaskFacts(version, bool(mask.all()), {})
+    _FACTS[key] = (weakref.ref(mask, lambda _, key=key: _FACTS.pop(key, None)), facts)
+    return facts
+
+
+def is_full(mask: torch.Tensor) -> bool:
+    """Whether ``mask`` keeps every entry (False where that cannot be known without a sync)."""
+    facts = mask_facts(mask)
+    return facts is not None and facts.full
+
+
 def _keep_bits(mask: torch.Tensor, int_dtype: torch.dtype) -> torch.Tensor:
     # True -> 1 -> -1 (all bits set); False -> 0 (no bits set).
-    return mask.to(int_dtype).neg_()
+    facts = mask_facts(mask)
+    if facts is None:
+        return mask.to(int_dtype).neg_()
+    bits = facts.keep_bits.get(int_dtype)
+    if bits is None:
+        bits = facts.keep_bits[int_dtype] = mask.to(int_dtype).neg_()
+    return bits
 
 
 def apply_mask(tensor: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
