@@ -711,6 +711,40 @@ void adam_step_cpu(at::Tensor& param, const at::Tensor& grad, at::Tensor& exp_av
   });
 }
 
+// Every parameter of a param group in one call: the Python loop and one op call per tensor cost
+// more than the arithmetic of a small network's step. Each counter (a float32 scalar tensor on
+// the CPU, as torch.optim keeps it) is incremented in float32 as torch's `step_t += 1` does,
+// then read as the step count, as torch's `.item()` does.
+void adam_steps_cpu(at::TensorList params, at::TensorList grads, at::TensorList exp_avgs,
+                    at::TensorList exp_avg_sqs, at::TensorList max_exp_avg_sqs,
+                    const c10::List<std::optional<at::Tensor>>& masks,
+                    at::TensorList state_steps, double lr, double beta1, double beta2,
+                    double eps, double weight_decay, bool amsgrad, bool maximize,
+                    bool decoupled_weight_decay) {
+  constexpr const char* op = "adam_steps_";
+  const size_t n = params.size();
+  TORCH_CHECK(grads.size() == n && exp_avgs.size() == n && exp_avg_sqs.size() == n &&
+                  masks.size() == n && state_steps.size() == n &&
+                  (!amsgrad || max_exp_avg_sqs.size() == n),
+              op, ": every list must hold one entry per param (", n, " params)");
+  for (size_t i = 0; i < n; ++i) {
+    const at::Tensor& counter = state_steps[i];
+    TORCH_CHECK(counter.device().is_cpu() && counter.scalar_type() == at::kFloat &&
+                    counter.numel() == 1,
+                op, ": state_steps[", i, "] must be a float32 scalar tensor on the CPU");
+  }
+  const at::Tensor unused;
+  for (size_t i = 0; i < n; ++i) {
+    float* counter = state_steps[i].data_ptr<float>();
+    *counter += 1.0f;
+    at::Tensor param = params[i], exp_avg = exp_avgs[i], exp_avg_sq = exp_avg_sqs[i];
+    at::Tensor max_exp_avg_sq = amsgrad ? max_exp_avg_sqs[i] : unused;
+    adam_step_cpu(param, grads[i], exp_avg, exp_avg_sq, max_exp_avg_sq, masks.get(i), lr, beta1,
+                  beta2, eps, weight_decay, double(*counter), amsgrad, maximize,
+                  decoupled_weight_decay);
+  }
+}
+
 }  // namespace
 }  // namespace sparse_tickets_cpu
 
@@ -719,4 +753,5 @@ TORCH_LIBRARY_IMPL(sparse_tickets, CPU, m) {
   m.impl("sddmm", &sparse_tickets_cpu::sddmm_cpu);
   m.impl("sgd_step_", &sparse_tickets_cpu::sgd_step_cpu);
   m.impl("adam_step_", &sparse_tickets_cpu::adam_step_cpu);
+  m.impl("adam_steps_", &sparse_tickets_cpu::adam_steps_cpu);
 }

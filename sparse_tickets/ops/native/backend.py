@@ -110,11 +110,16 @@ class NativeBackend(Backend):
                 param, grads[i], buffer, masks[i], lr, weight_decay, momentum, dampening,
                 nesterov, maximize, first_step)
 
-    @staticmethod
-    def masked_adam_step(params, grads, masks, exp_avgs, exp_avg_sqs, max_exp_avg_sqs,
+    def masked_adam_step(self, params, grads, masks, exp_avgs, exp_avg_sqs, max_exp_avg_sqs,
                          state_steps, *, amsgrad: bool, beta1: float, beta2: float, lr: float,
                          weight_decay: float, eps: float, maximize: bool,
                          decoupled_weight_decay: bool) -> None:
+        if self.spec.kind == "cpu":  # the whole list, counters included, in one call
+            torch.ops.sparse_tickets.adam_steps_(
+                params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs if amsgrad else [], masks,
+                state_steps, lr, beta1, beta2, eps, weight_decay, amsgrad, maximize,
+                decoupled_weight_decay)
+            return
         torch._foreach_add_(state_steps, 1.0)  # one call for every counter
         unused = params[0].new_empty(0) if params else None
         for i, param in enumerate(params):

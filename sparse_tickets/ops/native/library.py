@@ -45,6 +45,10 @@ values, kernel_size, stride, padding, dilation, groups, variant, output_mask)``
     (the compact values) every entry steps. ``momentum_buffer`` / ``max_exp_avg_sq`` are empty
     tensors when unused; ``first_step`` makes the momentum buffer a copy of the gradient, as
     torch does on a buffer's first step; ``step`` is the step count after this step's increment.
+``adam_steps_`` (CPU)
+    ``adam_step_`` over lists (one entry per param, ``max_exp_avg_sqs`` empty without amsgrad),
+    each float32 CPU counter in ``state_steps`` incremented first, as torch.optim does: a whole
+    param group in one call.
 """
 
 from __future__ import annotations
@@ -75,6 +79,11 @@ SCHEMAS = {
                   "Tensor(c!) exp_avg_sq, Tensor(d!) max_exp_avg_sq, Tensor? mask, float lr, "
                   "float beta1, float beta2, float eps, float weight_decay, float step, "
                   "bool amsgrad, bool maximize, bool decoupled_weight_decay) -> ()",
+    "adam_steps_": "adam_steps_(Tensor(a!)[] params, Tensor[] grads, Tensor(b!)[] exp_avgs, "
+                   "Tensor(c!)[] exp_avg_sqs, Tensor(d!)[] max_exp_avg_sqs, Tensor?[] masks, "
+                   "Tensor(e!)[] state_steps, float lr, float beta1, float beta2, float eps, "
+                   "float weight_decay, bool amsgrad, bool maximize, "
+                   "bool decoupled_weight_decay) -> ()",
 }
 
 _library = torch.library.Library(NAMESPACE, "DEF")
