@@ -22,7 +22,10 @@ from .ops import backends
 from .compact import thresholds as _thresholds
 from .nn import calibration as _calibration
 
+from .compact import layer_thresholds as _layer_thresholds
+
 _thresholds.measure_with(_calibration.measure_thresholds)
+_layer_thresholds.measure_with(_calibration.measure_layer_threshold)
 
 __version__ = "0.1.0"
 

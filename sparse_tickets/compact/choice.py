@@ -14,8 +14,10 @@ dense. ``"auto"`` picks compact when
 - a compiled backend (``cpu`` / ``cuda``) serves the compact linear (or conv2d) for the
   layer's device and dtype (the reference would rebuild the dense weight at every call: never
   faster), and
-- the layer's density is at most the threshold for its device type, dtype and kind (linear or
-  conv2d): the density at and below which a compact training step (forward, both gradients,
+- the layer's density is at most its own threshold, once its forward has seen a training
+  batch: measured on a layer of its class, geometry and input shape, once per shape
+  (:mod:`.layer_thresholds`); before that, the threshold for its device type, dtype and kind
+  (linear or conv2d): the density at and below which a compact training step (forward, both gradients,
   optimizer step) beats the dense-masked one by a margin, measured on the machine the run is
   on, with the threads the process uses, the first time it is needed, in a few seconds, and
   cached beside the compiled extension (:mod:`.thresholds`, :mod:`.calibration`); where it is
@@ -38,7 +40,7 @@ from typing import Optional
 
 import torch
 
-from . import thresholds
+from . import layer_thresholds, thresholds
 
 MODES = ("auto", "dense", "compact")
 MODE_ENV_VAR = "SPARSE_TICKETS_MODE"
@@ -132,7 +134,14 @@ def choose(layer) -> str:
     if unsupported is not None or not _compiled_backend_serves(layer):
         return "dense"
     kind = "conv2d" if layer.mask.dim() == 4 else "linear"
-    below = threshold(layer.mask.device.type, kind, layer.trainable_weight.dtype)
+    device_type, dtype = layer.mask.device.type, layer.trainable_weight.dtype
+    below = None
+    input_shape = getattr(layer, "training_input_shape", None)
+    if input_shape is not None and not os.environ.get(THRESHOLD_ENV_VAR, "").strip():
+        below = layer_thresholds.layer_threshold(layer.calibration_spec(input_shape),
+                                                 device_type, dtype)
+    if below is None:
+        below = threshold(device_type, kind, dtype)
     return "compact" if layer.density <= below else "dense"
 
 

@@ -25,6 +25,7 @@ import torch
 import torch.nn.functional as F
 
 from ..compact.choice import default_mode_set_to
+from ..compact.layer_thresholds import LayerSpec
 from ..compact.thresholds import KINDS
 from ..optim import MaskedAdam
 from .layers import MaskedConv2d, MaskedLinear
@@ -62,6 +63,11 @@ def training_step(kind: str, shape: Sequence[int], density: float, mode: str,
         x = torch.randn(batch, channels_in, side, side, generator=generator)
     else:
         raise ValueError(f"layer kind {kind!r} is not one of {', '.join(KINDS)}")
+    return _step_of(layer, x, density, mode, device, dtype, generator)
+
+
+def _step_of(layer, x: torch.Tensor, density: float, mode: str, device: str,
+             dtype: torch.dtype, generator: torch.Generator) -> Callable[[], None]:
     layer = layer.to(device=device, dtype=dtype)
     layer.set_mask((torch.rand(layer.mask.shape, generator=generator) < density).to(device))
     layer.set_mode(mode)
@@ -160,6 +166,45 @@ def measure_thresholds(device: str = "cpu", dtype: torch.dtype = torch.float32,
         thresholds[kind] = threshold_from(kind_rows, margin)
         rows += kind_rows
     return {"thresholds": thresholds, "rows": rows, "seconds": time.perf_counter() - start}
+
+
+# A layer's own scan (layer_thresholds): finer steps, since its threshold is used as it is.
+LAYER_DENSITIES = (0.02, 0.05, 0.1, 0.2, 0.35, 0.5, 0.7, 1.0)
+_LAYER_CLASSES = {"linear": MaskedLinear, "conv2d": MaskedConv2d}
+
+
+def layer_training_step(spec: LayerSpec, density: float, mode: str, device: str = "cpu",
+                        dtype: torch.dtype = torch.float32,
+                        seed: int = 0) -> Callable[[], None]:
+    """One training step of a layer as ``spec`` describes it (its class, geometry and input
+    shape) at ``density`` in ``mode``."""
+    generator = torch.Generator().manual_seed(seed)
+    layer = _LAYER_CLASSES[spec.kind](**dict(spec.arguments))
+    x = torch.randn(spec.input_shape, generator=generator)
+    return _step_of(layer, x, density, mode, device, dtype, generator)
+
+
+def measure_layer_threshold(spec: LayerSpec, device_type: str = "cpu",
+                            dtype: torch.dtype = torch.float32, pairs: int = PAIRS,
+                            margin: float = MARGIN, budget_s: float = BUDGET_S) -> float:
+    """The highest of :data:`LAYER_DENSITIES` at and below which compact wins by ``margin``
+    for the layer ``spec`` describes (0.0 when it loses at the lowest); stops at the first
+    loss, or once the scan has taken ``budget_s`` past its first density."""
+    threshold, deadline = 0.0, None
+    for density in LAYER_DENSITIES:
+        with measuring(device_type):
+            times = interleaved_times(
+                {mode: layer_training_step(spec, density, mode, device_type, dtype)
+                 for mode in ("dense", "compact")}, pairs, device_type)
+        ratios = [dense / compact for dense, compact in zip(times["dense"], times["compact"])]
+        if statistics.median(ratios) < margin:
+            break
+        threshold = density
+        if deadline is None:
+            deadline = time.perf_counter() + budget_s
+        elif time.perf_counter() > deadline:
+            break
+    return threshold
 
 
 @contextlib.contextmanager

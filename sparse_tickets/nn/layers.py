@@ -25,6 +25,7 @@ from torch import nn
 from .. import functional
 from ..compact import CompactIndex, choice
 from ..compact.index import INDEX_FIELDS
+from ..compact.layer_thresholds import LayerSpec
 from . import owners
 from .mask import validate_mask
 
@@ -39,6 +40,9 @@ class MaskedLayer:
     # Qualified names of the other modules holding this layer's weight (tied weights), set by
     # masked() and Masks.apply_to; a shared weight stays dense (see .tied).
     weight_shared_with: tuple = ()
+    # The input shape of the last forward in training mode (a linear's as 2-D); "auto" measures
+    # its threshold on it (see sparse_tickets.compact.layer_thresholds). None: none seen yet.
+    training_input_shape = None
 
     def _init_mask(self) -> None:
         self.register_buffer("mask", torch.ones_like(self.weight, dtype=torch.bool))
@@ -311,10 +315,19 @@ class MaskedLinear(MaskedLayer, nn.Linear):
         self._init_mask()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.mode == "compact":
+        if self.training and not torch.compiler.is_compiling():
+            self.__dict__["training_input_shape"] = (x.numel() // max(x.shape[-1], 1),
+                                                     x.shape[-1]) if x.dim() else None
+        if "values" in self._parameters:
             return functional.compact_linear(x, self._parameters["values"], self.compact_index,
                                              self.bias)
-        return functional.masked_linear(x, self.weight, self.mask, self.bias)
+        return functional.masked_linear(x, self._parameters["weight"], self.mask, self.bias)
+
+    def calibration_spec(self, input_shape: tuple) -> LayerSpec:
+        """This layer's class, geometry and ``input_shape`` (for ``auto``'s own threshold)."""
+        return LayerSpec("linear", (("in_features", self.in_features),
+                                    ("out_features", self.out_features),
+                                    ("bias", self.bias is not None)), tuple(input_shape))
 
     def _dense_like(self) -> nn.Linear:
         return nn.Linear(self.in_features, self.out_features, bias=self.bias is not None,
@@ -347,9 +360,21 @@ class MaskedConv2d(MaskedLayer, nn.Conv2d):
         self.conv_variant = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.mode == "compact":
+        if self.training and not torch.compiler.is_compiling():
+            self.__dict__["training_input_shape"] = (tuple(x.shape) if x.dim() == 4
+                                                     else (1, *x.shape))
+        if "values" in self._parameters:
             return self._compact_forward(x)
-        return self._conv_forward(x, self.weight, self.bias)
+        return self._conv_forward(x, self._parameters["weight"], self.bias)
+
+    def calibration_spec(self, input_shape: tuple) -> LayerSpec:
+        """This layer's class, geometry and ``input_shape`` (for ``auto``'s own threshold)."""
+        return LayerSpec("conv2d", (("in_channels", self.in_channels),
+                                    ("out_channels", self.out_channels),
+                                    ("kernel_size", self.kernel_size), ("stride", self.stride),
+                                    ("padding", self.padding), ("dilation", self.dilation),
+                                    ("groups", self.groups), ("bias", self.bias is not None),
+                                    ("padding_mode", self.padding_mode)), tuple(input_shape))
 
     def _compact_forward(self, x: torch.Tensor) -> torch.Tensor:
         values, padding = self._parameters["values"], self.padding
