@@ -81,6 +81,12 @@ class Setup:
     optimizer: torch.optim.Optimizer
     layer_modes: dict = field(default_factory=dict)  # ours: layer name -> "dense"/"compact"
 
+    def record_modes(self) -> None:
+        """Read each masked layer's mode again: ``auto`` may decide at the first batch."""
+        if self.layer_modes:
+            self.layer_modes = {name: layer.mode
+                                for name, layer in sparse_tickets.masked_layers(self.model)}
+
     def step(self, batch: tuple[torch.Tensor, torch.Tensor]) -> None:
         x, y = batch
         self.optimizer.zero_grad(set_to_none=True)

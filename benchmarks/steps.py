@@ -61,6 +61,7 @@ def time_network(network: Network, rounds: int) -> dict:
     for setup in setups:  # warm-up: first calls, allocator, caches
         for index in range(max(1, steps // 4)):
             setup.step(data[index % BATCHES])
+        setup.record_modes()
     per_step = {id(setup): [] for setup in setups}
     for round_index in range(rounds):
         shift = round_index % len(setups)
