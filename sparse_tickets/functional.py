@@ -19,7 +19,6 @@ from torch.autograd.function import once_differentiable
 from . import ops
 from .compact import CompactIndex, compiled
 from .compact.conv_plan import check_variant
-from .ops.reference.masking import is_full
 
 IntPair = Union[int, tuple]
 
@@ -52,9 +51,8 @@ def masked_linear(x: torch.Tensor, weight: torch.Tensor, mask: torch.Tensor,
     _check_dtypes(x, weight, bias)
     backend = ops.select("masked_linear", (x, weight, mask, bias))
     with _autocast_off(x):
-        if backend.name == "reference" and is_full(mask):
-            # Nothing to mask: torch's own op and autograd, so an all-true mask costs nothing.
-            return F.linear(x, weight, bias)
+        if backend.masked_linear_autograd is not None and not torch.compiler.is_compiling():
+            return backend.masked_linear_autograd(x, weight, mask, bias)
         return MaskedLinearFunction.apply(x, weight, mask, bias, backend)
 
 
@@ -98,9 +96,9 @@ def masked_conv2d(x: torch.Tensor, weight: torch.Tensor, mask: torch.Tensor,
     x, padding = _resolve_padding(x, padding, weight.shape[2:], dilation)
     backend = ops.select("masked_conv2d", (x, weight, mask, bias))
     with _autocast_off(x):
-        if backend.name == "reference" and is_full(mask):
-            # Nothing to mask: torch's own op and autograd, so an all-true mask costs nothing.
-            y = F.conv2d(x, weight, bias, stride, padding, dilation, groups)
+        if backend.masked_conv2d_autograd is not None and not torch.compiler.is_compiling():
+            y = backend.masked_conv2d_autograd(x, weight, mask, bias, stride, padding,
+                                               dilation, groups)
         else:
             y = MaskedConv2dFunction.apply(x, weight, mask, bias, stride, padding, dilation,
                                            groups, backend)

@@ -134,6 +134,38 @@ def test_an_all_true_mask_is_the_plain_op_and_a_later_in_place_prune_is_seen(op)
     torch.testing.assert_close(weight.grad[mask], full_grad[mask])
 
 
+@pytest.mark.parametrize("op", ["linear", "conv2d"])
+def test_the_composed_reference_path_is_bitwise_the_reference_function(op):
+    # What a step runs (torch's autograd around an exact masked weight) against the autograd
+    # Function over the reference's forward and backward: the same bits, NaN in pruned entries
+    # included.
+    from sparse_tickets import functional, ops
+    reference = ops.get("reference")
+    if op == "linear":
+        x, weight = torch.randn(6, 9), torch.randn(4, 9)
+        bias = torch.randn(4)
+        function, composed = functional.MaskedLinearFunction, functional.masked_linear
+        extra = ()
+    else:
+        x, weight = torch.randn(2, 3, 7, 7), torch.randn(4, 3, 3, 3)
+        bias = torch.randn(4)
+        function, composed = functional.MaskedConv2dFunction, functional.masked_conv2d
+        extra = ((1, 1), (1, 1), (1, 1), 1)
+    mask = torch.rand(weight.shape) < 0.4
+    weight[~mask] = float("nan")
+    results = []
+    for run in ("function", "composed"):
+        leaves = [t.clone().requires_grad_() for t in (x, weight, bias)]
+        if run == "function":
+            y = function.apply(leaves[0], leaves[1], mask, leaves[2], *extra, reference)
+        else:
+            y = composed(leaves[0], leaves[1], mask, leaves[2], *extra)
+        y.backward(torch.ones_like(y))
+        results.append([y] + [leaf.grad for leaf in leaves])
+    for got, want in zip(*results):
+        assert torch.equal(got, want)
+
+
 CONV_CASES = [
     # (N, C_in, H, W), (C_out, kH, kW), stride, padding, dilation, groups
     ((1, 1, 5, 5), (1, 1, 1), 1, 0, 1, 1),

@@ -59,6 +59,11 @@ class Backend:
     # already attached (an op whose backward runs no Python); None: the autograd Function of
     # sparse_tickets.functional calls ``compact_linear_forward`` / ``_backward``.
     compact_linear_autograd = None
+    # Likewise for the masked linear and conv2d: ``(x2d, weight, mask, bias) -> y`` and
+    # ``(x, weight, mask, bias, stride, padding, dilation, groups) -> y``, composed of torch's
+    # own autograd (the reference's), so a step runs no Python backward.
+    masked_linear_autograd = None
+    masked_conv2d_autograd = None
 
     def unavailable_reason(self) -> Optional[str]:
         """Why this backend cannot run on this machine at all (None when it can)."""

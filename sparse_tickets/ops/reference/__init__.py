@@ -16,6 +16,8 @@ class ReferenceBackend(Backend):
     device_types = frozenset({"cpu", "cuda", "mps", "xpu", "meta"})
     dtypes = frozenset({torch.float64, torch.float32, torch.float16, torch.bfloat16})
 
+    masked_linear_autograd = staticmethod(linear.masked_linear_autograd)
+    masked_conv2d_autograd = staticmethod(conv.masked_conv2d_autograd)
     masked_linear_forward = staticmethod(linear.masked_linear_forward)
     masked_linear_backward = staticmethod(linear.masked_linear_backward)
     masked_conv2d_forward = staticmethod(conv.masked_conv2d_forward)

@@ -17,6 +17,7 @@ import weakref
 from typing import NamedTuple, Optional
 
 import torch
+from torch.autograd.function import once_differentiable
 
 # Each float dtype viewed as the integer of its width, for the bitwise AND.
 _SAME_WIDTH_INT = {torch.float64: torch.int64, torch.float32: torch.int32,
@@ -86,3 +87,27 @@ def zero_pruned_(tensor: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         return tensor.masked_fill_(~mask, 0)
     tensor.view(int_dtype).bitwise_and_(_keep_bits(mask, int_dtype))
     return tensor
+
+
+class _MaskedWeight(torch.autograd.Function):
+    """``weight ⊙ mask`` with the gradient masked the same way: exact (+0.0 where pruned)."""
+
+    @staticmethod
+    def forward(ctx, weight, mask):
+        ctx.save_for_backward(mask)
+        return apply_mask(weight, mask)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad):
+        (mask,) = ctx.saved_tensors
+        return apply_mask(grad, mask), None
+
+
+def masked_weight(weight: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """``weight ⊙ mask`` for a forward, differentiable: the gradient that flows back into
+    ``weight`` is exactly 0.0 where ``mask`` is False. A mask that keeps everything gives
+    ``weight`` itself, so the op it feeds is torch's own, at no cost."""
+    if is_full(mask):
+        return weight
+    return _MaskedWeight.apply(weight, mask)
