@@ -142,6 +142,11 @@ def build(network: Network, provider: str, density: float, masks: Masks) -> Setu
                      _torch_optimizer(network, model.parameters()))
     mode = provider.removeprefix("ours ")
     model = sparse_tickets.models.create(network.model, input_shape=network.input_shape)
+    # As in an IMP run, where level 0 trains before the first pruning: the layers have seen a
+    # training batch, so auto decides each by its own measured threshold.
+    model.train()
+    with torch.no_grad():
+        model(torch.zeros(network.batch_size, *network.input_shape))
     masks.apply_to(model)
     layer_modes = {}
     for name, layer in sparse_tickets.masked_layers(model):
