@@ -115,12 +115,16 @@ def test_forward_and_gradients_match_conv2d(case, variant, dtype):
 
 # The kernels split the work between threads by images (batch variant: by blocks of one vector
 # of images) when there are at least as many as threads, else by channels over operands laid out
-# for the whole batch: fewer images than threads, and more, each at one thread and at four.
+# for the whole batch: fewer images than threads, and more, each at one thread and at four; and
+# many images whose weight gradient would need more accumulators per thread than the input has
+# elements (tiny images, many kept weights), which the backward splits by channels too.
 SPLIT_CASES = [
     (1, 16, 12, 20, 24, (3, 3), (1, 1), (1, 1), (1, 1), 1, 0.5),
     (3, 8, 12, 31, 29, (3, 3), (2, 2), (1, 1), (1, 1), 2, 0.6),
     (2, 5, 7, 17, 16, (3, 3), (1, 1), (2, 2), (2, 2), 1, 0.5),
     (37, 6, 5, 13, 11, (3, 3), (1, 2), (1, 1), (1, 1), 1, 0.4),
+    (9, 32, 32, 2, 2, (3, 3), (1, 1), (1, 1), (1, 1), 1, 1.0),
+    (40, 32, 24, 3, 3, (3, 3), (1, 1), (1, 1), (1, 1), 1, 0.9),
 ]
 
 

@@ -445,10 +445,16 @@ std::vector<PhaseLists<T>> phase_lists(const Geometry& g, const GradPadding& pad
 // one per copy and per kernel. Else (an image or a few) by channels, balanced by kept weights,
 // over operands laid out once for the whole batch. Small calls run on one thread.
 
-// The number of image parts, or 0 to split by channels.
-int64_t image_parts(int64_t units, int64_t work) {
+// The number of image parts, or 0 to split by channels. Split by images, the weight gradient
+// takes one accumulator per kept weight and lane in each part: those must not outgrow the
+// input (`input_elements`), which is what the split by channels lays out in scratch instead
+// (0: no accumulators).
+int64_t image_parts(int64_t units, int64_t work, int64_t accumulators = 0,
+                    int64_t input_elements = 0) {
   const int64_t threads = work < 65536 ? 1 : std::max(1, at::get_num_threads());
-  return units >= threads ? std::min(units, threads) : 0;
+  const int64_t parts = std::min(units, threads);
+  if (units < threads || (parts > 1 && parts * accumulators > input_elements)) return 0;
+  return parts;
 }
 
 // body(part, begin, end) for `parts` contiguous ranges of [0, units) of about equal length.
@@ -973,7 +979,7 @@ std::tuple<at::Tensor, at::Tensor> sparse_conv2d_backward_cpu(
       std::vector<PhaseLists<T>> lists;
       if (needs_input) lists = phase_lists<T>(g, pad, BW, trp, tci, tvi, v);
       const int64_t work = (c.nnz + g.O) * NB * g.OH * g.OW * BW;
-      const int64_t parts = image_parts(NB, work);
+      const int64_t parts = image_parts(NB, work, needs_weight ? lanes_per_part : 0, x.numel());
       if (parts > 0) {
         std::vector<T> acc(needs_weight ? parts * lanes_per_part : 0, T(0));
         for_image_parts(NB, parts, [&](int64_t part, int64_t nb_begin, int64_t nb_end) {
@@ -1041,7 +1047,7 @@ std::tuple<at::Tensor, at::Tensor> sparse_conv2d_backward_cpu(
       const DxTarget to = direct ? dx_direct<T>(g) : dx_scratch<T>(g, Qv);
       const int64_t dx_image = g.C * to.image();
       const int64_t work = (c.nnz + g.O) * g.N * g.OH * l.OWv;
-      const int64_t parts = image_parts(g.N, work);
+      const int64_t parts = image_parts(g.N, work, needs_weight ? lanes_per_part : 0, x.numel());
       if (parts > 0) {
         std::vector<T> acc(needs_weight ? parts * lanes_per_part : 0, T(0));
         for_image_parts(g.N, parts, [&](int64_t part, int64_t n_begin, int64_t n_end) {
