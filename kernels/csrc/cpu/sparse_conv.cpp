@@ -458,12 +458,10 @@ int64_t image_parts(int64_t units, int64_t work, int64_t accumulators = 0,
 }
 
 // body(part, begin, end) for `parts` contiguous ranges of [0, units) of about equal length.
+// Always inside at::parallel_for, even for one part, so that the per-image copies' own
+// parallel_for runs inline instead of starting a parallel region per image.
 template <typename F>
 void for_image_parts(int64_t units, int64_t parts, F body) {
-  if (parts <= 1) {
-    body(int64_t(0), int64_t(0), units);
-    return;
-  }
   at::parallel_for(0, parts, 1, [&](int64_t begin, int64_t end) {
     for (int64_t part = begin; part < end; ++part)
       body(part, units * part / parts, units * (part + 1) / parts);
