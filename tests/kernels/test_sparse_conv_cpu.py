@@ -113,6 +113,33 @@ def test_forward_and_gradients_match_conv2d(case, variant, dtype):
                              y.shape[0] * y.shape[2] * y.shape[3])
 
 
+# The kernels split the work between threads by images (batch variant: by blocks of one vector
+# of images) when there are at least as many as threads, else by channels over operands laid out
+# for the whole batch: fewer images than threads, and more, each at one thread and at four; and
+# many images whose weight gradient would need more accumulators per thread than the input has
+# elements (tiny images, many kept weights), which the backward splits by channels too.
+SPLIT_CASES = [
+    (1, 16, 12, 20, 24, (3, 3), (1, 1), (1, 1), (1, 1), 1, 0.5),
+    (3, 8, 12, 31, 29, (3, 3), (2, 2), (1, 1), (1, 1), 2, 0.6),
+    (2, 5, 7, 17, 16, (3, 3), (1, 1), (2, 2), (2, 2), 1, 0.5),
+    (37, 6, 5, 13, 11, (3, 3), (1, 2), (1, 1), (1, 1), 1, 0.4),
+    (9, 32, 32, 2, 2, (3, 3), (1, 1), (1, 1), (1, 1), 1, 1.0),
+    (40, 32, 24, 3, 3, (3, 3), (1, 1), (1, 1), (1, 1), 1, 0.9),
+]
+
+
+@pytest.mark.parametrize("threads", [1, 4])
+@pytest.mark.parametrize("variant", VARIANTS)
+@pytest.mark.parametrize("case", SPLIT_CASES, ids=_case_id)
+def test_every_thread_split_matches_conv2d(case, variant, threads):
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        test_forward_and_gradients_match_conv2d(case, variant, torch.float32)
+    finally:
+        torch.set_num_threads(before)
+
+
 @pytest.mark.parametrize("variant", VARIANTS)
 def test_one_gradient_alone_and_non_contiguous_operands(variant):
     case = (6, 5, 4, 9, 10, (3, 3), (1, 1), (1, 1), (1, 1), 1, 0.5)

@@ -24,9 +24,14 @@
 // ever tested in the inner loop. The weight gradient is, per kept weight, the dot product of
 // dy[o] with its window of input channel c, eight kept weights at a time.
 //
-// Work is split between threads by output channel (forward, weight gradient) or input channel
-// (input gradient), balanced by kept weights; each thread walks the images (and, batch-minor,
-// the output rows) outermost so that the input window every kept weight reads stays in cache.
+// Work is split between threads by images (batch-minor: blocks of one vector of images) when
+// there are at least as many as threads: each thread lays out one image at a time in its own
+// scratch, where it stays in cache while every channel of that image is computed, so the padded
+// copies of the input and of dy cost no round trip through memory, and an op is one parallel
+// region. With fewer images (one, a few) the work is split by output channel (forward, weight
+// gradient) or input channel (input gradient), balanced by kept weights, over operands laid out
+// once for the whole batch; each thread then walks the images (and, batch-minor, the output
+// rows) outermost so that the input window every kept weight reads stays in cache.
 
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
@@ -271,17 +276,6 @@ int64_t dot_rows(int64_t vectors_per_row, int64_t rows) {
   return std::min(rows, std::max<int64_t>(1, ceil_div(16, vectors_per_row)));
 }
 
-// out[t] = the sum of acc[t][0:W], for t < count.
-template <typename T>
-void store_lane_sums(const T* acc, int64_t count, T* out) {
-  constexpr int W = Simd<T>::W;
-  for (int64_t t = 0; t < count; ++t) {
-    T sum = T(0);
-    for (int i = 0; i < W; ++i) sum += acc[t * W + i];
-    out[t] = sum;
-  }
-}
-
 // ---------------------------------------------------------------------------------------------
 // Batch-minor copies: [N][C][H][W] (any strides, W contiguous) <-> [N/BW][C][H'][W'][BW].
 
@@ -421,114 +415,134 @@ std::vector<int64_t> input_channel_cost_prefix(const Geometry& g, const index_t*
   return prefix;
 }
 
+// The kept weights' offsets into a laid-out operand, for every row of the CSR index (in its
+// order), built once per call and read by every thread.
+std::vector<int64_t> tap_offsets(const TapOffsets& tap, const index_t* row_ptr,
+                                 const index_t* col, int64_t rows) {
+  std::vector<int64_t> off(row_ptr[rows]);
+  for (int64_t o = 0; o < rows; ++o)
+    for (int64_t j = row_ptr[o]; j < row_ptr[o + 1]; ++j) off[j] = tap(o, col[j]);
+  return off;
+}
+
+// The input gradient's lists of every input channel.
+template <typename T>
+std::vector<PhaseLists<T>> phase_lists(const Geometry& g, const GradPadding& pad, int64_t unit,
+                                       const index_t* t_row_ptr, const index_t* t_col,
+                                       const index_t* t_value_index, const T* values) {
+  std::vector<PhaseLists<T>> lists;
+  lists.reserve(g.C);
+  for (int64_t ci = 0; ci < g.C; ++ci)
+    lists.emplace_back(g, pad, unit, ci, t_row_ptr, t_col, t_value_index, values);
+  return lists;
+}
+
 // ---------------------------------------------------------------------------------------------
-// The batch variant (batch-minor operands, NV vectors = BW lanes of the batch per pixel).
+// Splitting the work between threads. By images when there are at least as many images (batch
+// variant: blocks of BW images) as threads: each thread lays out only its own images, one at a
+// time, in its own scratch, and computes every channel of them, so the laid-out copies stay in
+// cache instead of making a round trip through memory, and an op is one parallel region, not
+// one per copy and per kernel. Else (an image or a few) by channels, balanced by kept weights,
+// over operands laid out once for the whole batch. Small calls run on one thread.
 
-// out (N, O, OH, OW) from xb [NB][C][Hp][Wp][BW]: each output row is computed batch-minor into
-// a small tile and transposed straight into out.
-template <typename T, int NV>
-void batch_forward(const Geometry& g, const T* xb, const index_t* row_ptr, const index_t* col,
-                   const T* values, const T* bias, T* out) {
-  constexpr int64_t BW = NV * Simd<T>::W;
-  const int64_t NB = ceil_div(g.N, BW), Hp = g.H + 2 * g.ph, Wp = g.W + 2 * g.pw;
-  const int64_t in_block = g.C * Hp * Wp * BW, image = g.O * g.OH * g.OW;
-  const TapOffsets tap{g, Hp, Wp, BW, false};
-  const auto prefix = row_cost_prefix(row_ptr, g.O, 1);
-  const int64_t work = (row_ptr[g.O] + g.O) * NB * g.OH * g.OW * BW;
-  for_balanced_parts(prefix, work, [&](int64_t o_begin, int64_t o_end) {
-    std::vector<int64_t> off(row_ptr[o_end] - row_ptr[o_begin]);
-    const int64_t base = row_ptr[o_begin];
-    for (int64_t o = o_begin; o < o_end; ++o)
-      for (int64_t j = row_ptr[o]; j < row_ptr[o + 1]; ++j) off[j - base] = tap(o, col[j]);
-    std::vector<T> tile(g.OW * BW);
-    for (int64_t nb = 0; nb < NB; ++nb) {
-      for (int64_t oh = 0; oh < g.OH; ++oh) {
-        const T* src = xb + nb * in_block + oh * g.sh * Wp * BW;
-        for (int64_t o = o_begin; o < o_end; ++o) {
-          const int64_t begin = row_ptr[o], count = row_ptr[o + 1] - begin;
-          gather_run<T, NV>(src, g.sw * BW, off.data() + (begin - base), values + begin, count,
-                            bias != nullptr ? bias[o] : T(0), tile.data(), BW, g.OW);
-          store_row_from_batch_minor<T>(tile.data(), g.OW, BW, nb * BW, g.N,
-                                        out + (o * g.OH + oh) * g.OW, image);
-        }
-      }
-    }
+// The number of image parts, or 0 to split by channels. Split by images, the weight gradient
+// takes one accumulator per kept weight and lane in each part: those must not outgrow the
+// input (`input_elements`), which is what the split by channels lays out in scratch instead
+// (0: no accumulators).
+int64_t image_parts(int64_t units, int64_t work, int64_t accumulators = 0,
+                    int64_t input_elements = 0) {
+  const int64_t threads = work < 65536 ? 1 : std::max(1, at::get_num_threads());
+  const int64_t parts = std::min(units, threads);
+  if (units < threads || (parts > 1 && parts * accumulators > input_elements)) return 0;
+  return parts;
+}
+
+// body(part, begin, end) for `parts` contiguous ranges of [0, units) of about equal length.
+// Always inside at::parallel_for, even for one part, so that the per-image copies' own
+// parallel_for runs inline instead of starting a parallel region per image.
+template <typename F>
+void for_image_parts(int64_t units, int64_t parts, F body) {
+  at::parallel_for(0, parts, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t part = begin; part < end; ++part)
+      body(part, units * part / parts, units * (part + 1) / parts);
   });
 }
 
-// dx (N, C, H, W) from dyb [NB][O][pad.rows][pad.cols][BW], a row at a time through a tile.
+// ---------------------------------------------------------------------------------------------
+// The batch variant (batch-minor operands, NV vectors = BW lanes of the batch per pixel). Each
+// function computes one block of BW images (block nb: images nb * BW ...) for a range of
+// channels, from that block's laid-out operands.
+
+// Output channels [o_begin, o_end) of out (N, O, OH, OW) from the block's input xb
+// [C][Hp][Wp][BW]: each output row is computed batch-minor into `tile` (OW x BW) and transposed
+// straight into out.
 template <typename T, int NV>
-void batch_grad_input(const Geometry& g, const GradPadding& pad, const T* dyb,
-                      const index_t* t_row_ptr, const index_t* t_col, const index_t* t_value_index,
-                      const T* values, T* dx) {
+void batch_forward_block(const Geometry& g, const T* xb, const index_t* row_ptr,
+                         const int64_t* off, const T* values, const T* bias, int64_t o_begin,
+                         int64_t o_end, int64_t nb, T* tile, T* out) {
   constexpr int64_t BW = NV * Simd<T>::W;
-  const int64_t NB = ceil_div(g.N, BW);
-  const int64_t dy_block = g.O * pad.rows * pad.cols * BW, image = g.C * g.H * g.W;
-  const auto prefix = input_channel_cost_prefix(g, t_row_ptr, 1);
-  const int64_t work = prefix[g.C] * NB * g.H * g.W * BW;
-  for_balanced_parts(prefix, work, [&](int64_t c_begin, int64_t c_end) {
-    std::vector<PhaseLists<T>> lists;
-    for (int64_t ci = c_begin; ci < c_end; ++ci)
-      lists.emplace_back(g, pad, BW, ci, t_row_ptr, t_col, t_value_index, values);
-    std::vector<T> tile(g.W * BW);
-    for (int64_t nb = 0; nb < NB; ++nb) {
-      for (int64_t h = 0; h < g.H; ++h) {
-        const int64_t hp = h + g.ph, a = hp / g.sh, rh = hp % g.sh;
-        for (int64_t ci = c_begin; ci < c_end; ++ci) {
-          const auto& l = lists[ci - c_begin];
-          for (int64_t rw = 0; rw < g.sw; ++rw) {
-            // Input columns w = q * sw + rw - pw inside [0, W).
-            const int64_t q0 = ceil_div(std::max<int64_t>(0, g.pw - rw), g.sw);
-            const int64_t q1 = g.pw + g.W - 1 - rw < 0 ? -1 : (g.pw + g.W - 1 - rw) / g.sw;
-            if (q1 < q0) continue;
-            const int64_t phase = rh * g.sw + rw;
-            const T* src = dyb + nb * dy_block + (a * pad.cols + q0) * BW;
-            T* dst = tile.data() + (q0 * g.sw + rw - g.pw) * BW;
-            gather_run<T, NV>(src, BW, l.offsets[phase].data(), l.values[phase].data(),
-                              int64_t(l.offsets[phase].size()), T(0), dst, g.sw * BW,
-                              q1 - q0 + 1);
-          }
-          store_row_from_batch_minor<T>(tile.data(), g.W, BW, nb * BW, g.N,
-                                        dx + (ci * g.H + h) * g.W, image);
-        }
-      }
+  const int64_t Wp = g.W + 2 * g.pw, image = g.O * g.OH * g.OW;
+  for (int64_t oh = 0; oh < g.OH; ++oh) {
+    const T* src = xb + oh * g.sh * Wp * BW;
+    for (int64_t o = o_begin; o < o_end; ++o) {
+      const int64_t begin = row_ptr[o], count = row_ptr[o + 1] - begin;
+      gather_run<T, NV>(src, g.sw * BW, off + begin, values + begin, count,
+                        bias != nullptr ? bias[o] : T(0), tile, BW, g.OW);
+      store_row_from_batch_minor<T>(tile, g.OW, BW, nb * BW, g.N, out + (o * g.OH + oh) * g.OW,
+                                    image);
     }
-  });
+  }
 }
 
-// grad_values[j] for the kept weights, from xb (as in the forward) and dyb (as above).
+// Input channels [c_begin, c_end) of dx (N, C, H, W) from the block's dyb
+// [O][pad.rows][pad.cols][BW], a row at a time through `tile` (W x BW).
 template <typename T, int NV>
-void batch_grad_weight(const Geometry& g, const GradPadding& pad, const T* xb, const T* dyb,
-                       const index_t* row_ptr, const index_t* col, T* grad_values) {
-  using S = Simd<T>;
-  constexpr int64_t BW = NV * S::W;
-  const int64_t NB = ceil_div(g.N, BW), Hp = g.H + 2 * g.ph, Wp = g.W + 2 * g.pw;
-  const int64_t in_block = g.C * Hp * Wp * BW, dy_block = g.O * pad.rows * pad.cols * BW;
-  const TapOffsets tap{g, Hp, Wp, BW, false};
-  const auto prefix = row_cost_prefix(row_ptr, g.O, 1);
-  const int64_t work = (row_ptr[g.O] + g.O) * NB * g.OH * g.OW * BW;
-  for_balanced_parts(prefix, work, [&](int64_t o_begin, int64_t o_end) {
-    const int64_t base = row_ptr[o_begin], kept = row_ptr[o_end] - base;
-    std::vector<int64_t> off(kept);
-    for (int64_t o = o_begin; o < o_end; ++o)
-      for (int64_t j = row_ptr[o]; j < row_ptr[o + 1]; ++j) off[j - base] = tap(o, col[j]);
-    std::vector<T> acc(kept * S::W, T(0));
-    const int64_t rows_per_call = dot_rows(g.OW * NV, g.OH);
-    for (int64_t nb = 0; nb < NB; ++nb) {
-      for (int64_t oh = 0; oh < g.OH; oh += rows_per_call) {
-        const int64_t rows = std::min(rows_per_call, g.OH - oh);
-        const T* x = xb + nb * in_block + oh * g.sh * Wp * BW;
-        for (int64_t o = o_begin; o < o_end; ++o) {
-          const int64_t begin = row_ptr[o] - base, count = row_ptr[o + 1] - row_ptr[o];
-          const T* dy = dyb + nb * dy_block + ((o * pad.rows + pad.top + oh) * pad.cols +
-                                               pad.left) * BW;
-          dot_run<T, NV>(dy, BW, pad.cols * BW, x, g.sw * BW, g.sh * Wp * BW,
-                         off.data() + begin, count, g.OW, rows, acc.data() + begin * S::W);
-        }
+void batch_grad_input_block(const Geometry& g, const GradPadding& pad, const T* dyb,
+                            const std::vector<PhaseLists<T>>& lists, int64_t c_begin,
+                            int64_t c_end, int64_t nb, T* tile, T* dx) {
+  constexpr int64_t BW = NV * Simd<T>::W;
+  const int64_t image = g.C * g.H * g.W;
+  for (int64_t h = 0; h < g.H; ++h) {
+    const int64_t hp = h + g.ph, a = hp / g.sh, rh = hp % g.sh;
+    for (int64_t ci = c_begin; ci < c_end; ++ci) {
+      const auto& l = lists[ci];
+      for (int64_t rw = 0; rw < g.sw; ++rw) {
+        // Input columns w = q * sw + rw - pw inside [0, W).
+        const int64_t q0 = ceil_div(std::max<int64_t>(0, g.pw - rw), g.sw);
+        const int64_t q1 = g.pw + g.W - 1 - rw < 0 ? -1 : (g.pw + g.W - 1 - rw) / g.sw;
+        if (q1 < q0) continue;
+        const int64_t phase = rh * g.sw + rw;
+        const T* src = dyb + (a * pad.cols + q0) * BW;
+        T* dst = tile + (q0 * g.sw + rw - g.pw) * BW;
+        gather_run<T, NV>(src, BW, l.offsets[phase].data(), l.values[phase].data(),
+                          int64_t(l.offsets[phase].size()), T(0), dst, g.sw * BW, q1 - q0 + 1);
       }
+      store_row_from_batch_minor<T>(tile, g.W, BW, nb * BW, g.N, dx + (ci * g.H + h) * g.W,
+                                    image);
     }
-    store_lane_sums<T>(acc.data(), kept, grad_values + base);
-  });
+  }
+}
+
+// acc[j][0:W] += the block's lane-wise share of the weight gradient of the kept weights j of
+// output channels [o_begin, o_end), from xb (as in the forward) and dyb (as above).
+template <typename T, int NV>
+void batch_grad_weight_block(const Geometry& g, const GradPadding& pad, const T* xb,
+                             const T* dyb, const index_t* row_ptr, const int64_t* off,
+                             int64_t o_begin, int64_t o_end, T* acc) {
+  constexpr int W = Simd<T>::W;
+  constexpr int64_t BW = NV * W;
+  const int64_t Wp = g.W + 2 * g.pw;
+  const int64_t rows_per_call = dot_rows(g.OW * NV, g.OH);
+  for (int64_t oh = 0; oh < g.OH; oh += rows_per_call) {
+    const int64_t rows = std::min(rows_per_call, g.OH - oh);
+    const T* x = xb + oh * g.sh * Wp * BW;
+    for (int64_t o = o_begin; o < o_end; ++o) {
+      const int64_t begin = row_ptr[o], count = row_ptr[o + 1] - begin;
+      const T* dy = dyb + ((o * pad.rows + pad.top + oh) * pad.cols + pad.left) * BW;
+      dot_run<T, NV>(dy, BW, pad.cols * BW, x, g.sw * BW, g.sh * Wp * BW, off + begin, count,
+                     g.OW, rows, acc + begin * W);
+    }
+  }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -594,63 +608,58 @@ void padded_copy(const T* src, at::IntArrayRef strides, int64_t N, int64_t C, in
   });
 }
 
-// x (N, C, H, W) -> [N][C][Hp][sw][Wq] zero-padded and phase-split, in scratch slot `slot`.
+// Images [0, count) of x (any strides, its width contiguous) -> [count][C][Hp][sw][Wq]
+// zero-padded and phase-split, in the calling thread's scratch slot `slot` (and slot 3).
 template <typename T>
-const T* phase_split_input(const at::Tensor& x, const Geometry& g, const WidthLayout& l,
-                           int slot) {
+const T* phase_split_input(const T* x, at::IntArrayRef strides, int64_t count,
+                           const Geometry& g, const WidthLayout& l, int slot) {
   const int64_t total = l.Wq * g.sw;
-  T* padded = scratch<T>(slot, g.N * g.C * l.Hp * total);
-  padded_copy<T>(x.data_ptr<T>(), x.strides(), g.N, g.C, g.H, g.W, g.ph, g.pw, l.Hp, total,
-                 padded);
+  T* padded = scratch<T>(slot, count * g.C * l.Hp * total);
+  padded_copy<T>(x, strides, count, g.C, g.H, g.W, g.ph, g.pw, l.Hp, total, padded);
   if (g.sw == 1) return padded;
   // Column w = q * sw + r to [r][q]: a strided copy, only for strided layers.
-  T* split = scratch<T>(3, g.N * g.C * l.Hp * total);
-  const at::Tensor from = at::from_blob(padded, {g.N, g.C, l.Hp, l.Wq, g.sw}, x.options());
-  at::from_blob(split, {g.N, g.C, l.Hp, g.sw, l.Wq}, x.options())
-      .copy_(from.transpose(3, 4));
+  T* split = scratch<T>(3, count * g.C * l.Hp * total);
+  at::parallel_for(0, count * g.C * l.Hp, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t row = begin; row < end; ++row) {
+      const T* from = padded + row * total;
+      T* to = split + row * total;
+      for (int64_t r = 0; r < g.sw; ++r)
+        for (int64_t q = 0; q < l.Wq; ++q) to[r * l.Wq + q] = from[q * g.sw + r];
+    }
+  });
   return split;
 }
 
+// Output channels [o_begin, o_end) of one image, out [O][OH][OWv], from its laid-out input xw
+// [C][Hp][sw][Wq].
 template <typename T>
-void width_forward(const Geometry& g, const WidthLayout& l, const T* xw, const index_t* row_ptr,
-                   const index_t* col, const T* values, const T* bias, T* out) {
+void width_forward_image(const Geometry& g, const WidthLayout& l, const T* xw,
+                         const index_t* row_ptr, const int64_t* off, const T* values,
+                         const T* bias, int64_t o_begin, int64_t o_end, T* out) {
   constexpr int W = Simd<T>::W;
-  const int64_t row_len = g.sw * l.Wq, in_image = g.C * l.Hp * row_len;
-  const int64_t out_image = g.O * g.OH * l.OWv, vectors = l.OWv / W;
-  const TapOffsets tap{g, l.Hp, row_len, 1, true};
-  const auto prefix = row_cost_prefix(row_ptr, g.O, 1);
-  const int64_t work = (row_ptr[g.O] + g.O) * g.N * g.OH * l.OWv;
-  for_balanced_parts(prefix, work, [&](int64_t o_begin, int64_t o_end) {
-    const int64_t base = row_ptr[o_begin];
-    std::vector<int64_t> off(row_ptr[o_end] - base);
-    for (int64_t o = o_begin; o < o_end; ++o)
-      for (int64_t j = row_ptr[o]; j < row_ptr[o + 1]; ++j) off[j - base] = tap(o, col[j]);
-    for (int64_t n = 0; n < g.N; ++n) {
-      for (int64_t o = o_begin; o < o_end; ++o) {
-        const int64_t begin = row_ptr[o], count = row_ptr[o + 1] - begin;
-        gather_wide<T>(xw + n * in_image, g.sh * row_len, off.data() + (begin - base),
-                       values + begin, count, bias != nullptr ? bias[o] : T(0),
-                       out + n * out_image + o * g.OH * l.OWv, l.OWv, g.OH, vectors);
-      }
-    }
-  });
+  const int64_t row_len = g.sw * l.Wq, vectors = l.OWv / W;
+  for (int64_t o = o_begin; o < o_end; ++o) {
+    const int64_t begin = row_ptr[o], count = row_ptr[o + 1] - begin;
+    gather_wide<T>(xw, g.sh * row_len, off + begin, values + begin, count,
+                   bias != nullptr ? bias[o] : T(0), out + o * g.OH * l.OWv, l.OWv, g.OH,
+                   vectors);
+  }
 }
 
-// Where the width variant's input gradient goes: planes of `rows` x `row_len` per (n, c), the
+// Where the width variant's input gradient goes: planes of `rows` x `row_len` per channel, the
 // first of them padded row `first_row`, phase r of a row at `phase_len * r`, and `vectors`
 // vectors computed per row and phase from dy column `first_col` on. Either a phase-split
 // scratch in padded coordinates (every layer) or, for stride-1 rows of whole vectors, the input
 // gradient itself (first_row = ph, first_col = pw), which saves a copy of the activation.
-template <typename T>
 struct DxTarget {
-  T* data;
   int64_t rows, row_len, first_row, phase_len, first_col, vectors;
+  int64_t image() const { return rows * row_len; }  // per channel
 };
 
 template <typename T>
-DxTarget<T> dx_scratch(const Geometry& g, int64_t Qv, T* data) {
+DxTarget dx_scratch(const Geometry& g, int64_t Qv) {
   constexpr int W = Simd<T>::W;
-  return {data, g.H + 2 * g.ph, g.sw * Qv, 0, Qv, 0, Qv / W};
+  return {g.H + 2 * g.ph, g.sw * Qv, 0, Qv, 0, Qv / W};
 }
 
 template <typename T>
@@ -659,81 +668,57 @@ bool dx_direct_possible(const Geometry& g) {
 }
 
 template <typename T>
-DxTarget<T> dx_direct(const Geometry& g, T* grad_x) {
+DxTarget dx_direct(const Geometry& g) {
   constexpr int W = Simd<T>::W;
-  return {grad_x, g.H, g.W, g.ph, g.W, g.pw, g.W / W};
+  return {g.H, g.W, g.ph, g.W, g.pw, g.W / W};
 }
 
-// dx from dyw [N][O][pad.rows][pad.cols]: the rows inside the input (padded rows ph .. ph + H)
-// of every phase, into `to`.
+// Input channels [c_begin, c_end) of one image's input gradient, dx laid out as `to`, from its
+// dy [O][pad.rows][pad.cols]: the rows inside the input (padded rows ph .. ph + H) of every
+// phase.
 template <typename T>
-void width_grad_input(const Geometry& g, const GradPadding& pad, const T* dyw,
-                      const index_t* t_row_ptr, const index_t* t_col,
-                      const index_t* t_value_index, const T* values, const DxTarget<T>& to) {
-  constexpr int W = Simd<T>::W;
-  const int64_t dy_image = g.O * pad.rows * pad.cols;
-  const int64_t plane = to.rows * to.row_len, dx_image = g.C * plane;
-  const auto prefix = input_channel_cost_prefix(g, t_row_ptr, 1);
-  const int64_t work = prefix[g.C] * g.N * g.H * to.vectors * W;
-  for_balanced_parts(prefix, work, [&](int64_t c_begin, int64_t c_end) {
-    std::vector<PhaseLists<T>> lists;
-    for (int64_t ci = c_begin; ci < c_end; ++ci)
-      lists.emplace_back(g, pad, 1, ci, t_row_ptr, t_col, t_value_index, values);
-    for (int64_t n = 0; n < g.N; ++n) {
-      for (int64_t ci = c_begin; ci < c_end; ++ci) {
-        const auto& lst = lists[ci - c_begin];
-        for (int64_t rh = 0; rh < g.sh; ++rh) {
-          // Padded rows hp = a * sh + rh inside [ph, ph + H).
-          const int64_t a0 = ceil_div(std::max<int64_t>(0, g.ph - rh), g.sh);
-          const int64_t last = g.ph + g.H - 1 - rh;
-          const int64_t a1 = last < 0 ? -1 : last / g.sh;
-          if (a1 < a0) continue;
-          for (int64_t rw = 0; rw < g.sw; ++rw) {
-            const int64_t phase = rh * g.sw + rw;
-            const T* src = dyw + n * dy_image + a0 * pad.cols + to.first_col;
-            T* dst = to.data + n * dx_image + ci * plane +
-                     (a0 * g.sh + rh - to.first_row) * to.row_len + rw * to.phase_len;
-            gather_wide<T>(src, pad.cols, lst.offsets[phase].data(), lst.values[phase].data(),
-                           int64_t(lst.offsets[phase].size()), T(0), dst, g.sh * to.row_len,
-                           a1 - a0 + 1, to.vectors);
-          }
-        }
+void width_grad_input_image(const Geometry& g, const GradPadding& pad, const T* dyw,
+                            const std::vector<PhaseLists<T>>& lists, int64_t c_begin,
+                            int64_t c_end, const DxTarget& to, T* dx) {
+  for (int64_t ci = c_begin; ci < c_end; ++ci) {
+    const auto& lst = lists[ci];
+    for (int64_t rh = 0; rh < g.sh; ++rh) {
+      // Padded rows hp = a * sh + rh inside [ph, ph + H).
+      const int64_t a0 = ceil_div(std::max<int64_t>(0, g.ph - rh), g.sh);
+      const int64_t last = g.ph + g.H - 1 - rh;
+      const int64_t a1 = last < 0 ? -1 : last / g.sh;
+      if (a1 < a0) continue;
+      for (int64_t rw = 0; rw < g.sw; ++rw) {
+        const int64_t phase = rh * g.sw + rw;
+        const T* src = dyw + a0 * pad.cols + to.first_col;
+        T* dst = dx + ci * to.image() + (a0 * g.sh + rh - to.first_row) * to.row_len +
+                 rw * to.phase_len;
+        gather_wide<T>(src, pad.cols, lst.offsets[phase].data(), lst.values[phase].data(),
+                       int64_t(lst.offsets[phase].size()), T(0), dst, g.sh * to.row_len,
+                       a1 - a0 + 1, to.vectors);
       }
     }
-  });
+  }
 }
 
+// acc[j][0:W] += one image's lane-wise share of the weight gradient of the kept weights j of
+// output channels [o_begin, o_end), from its xw (as in the forward) and dyw (as above).
 template <typename T>
-void width_grad_weight(const Geometry& g, const WidthLayout& l, const GradPadding& pad,
-                       const T* xw, const T* dyw, const index_t* row_ptr, const index_t* col,
-                       T* grad_values) {
-  using S = Simd<T>;
-  constexpr int W = S::W;
-  const int64_t row_len = g.sw * l.Wq, in_image = g.C * l.Hp * row_len;
-  const int64_t dy_image = g.O * pad.rows * pad.cols, vectors = l.OWv / W;
-  const TapOffsets tap{g, l.Hp, row_len, 1, true};
-  const auto prefix = row_cost_prefix(row_ptr, g.O, 1);
-  const int64_t work = (row_ptr[g.O] + g.O) * g.N * g.OH * l.OWv;
-  for_balanced_parts(prefix, work, [&](int64_t o_begin, int64_t o_end) {
-    const int64_t base = row_ptr[o_begin], kept = row_ptr[o_end] - base;
-    std::vector<int64_t> off(kept);
-    for (int64_t o = o_begin; o < o_end; ++o)
-      for (int64_t j = row_ptr[o]; j < row_ptr[o + 1]; ++j) off[j - base] = tap(o, col[j]);
-    std::vector<T> acc(kept * S::W, T(0));
-    const int64_t rows_per_call = dot_rows(vectors, g.OH);
-    for (int64_t n = 0; n < g.N; ++n) {
-      for (int64_t o = o_begin; o < o_end; ++o) {
-        const int64_t begin = row_ptr[o] - base, count = row_ptr[o + 1] - row_ptr[o];
-        for (int64_t oh = 0; oh < g.OH; oh += rows_per_call) {
-          const T* dy = dyw + n * dy_image + (o * pad.rows + pad.top + oh) * pad.cols + pad.left;
-          const T* x = xw + n * in_image + oh * g.sh * row_len;
-          dot_run<T, 1>(dy, W, pad.cols, x, W, g.sh * row_len, off.data() + begin, count,
-                        vectors, std::min(rows_per_call, g.OH - oh), acc.data() + begin * S::W);
-        }
-      }
+void width_grad_weight_image(const Geometry& g, const WidthLayout& l, const GradPadding& pad,
+                             const T* xw, const T* dyw, const index_t* row_ptr,
+                             const int64_t* off, int64_t o_begin, int64_t o_end, T* acc) {
+  constexpr int W = Simd<T>::W;
+  const int64_t row_len = g.sw * l.Wq, vectors = l.OWv / W;
+  const int64_t rows_per_call = dot_rows(vectors, g.OH);
+  for (int64_t o = o_begin; o < o_end; ++o) {
+    const int64_t begin = row_ptr[o], count = row_ptr[o + 1] - begin;
+    for (int64_t oh = 0; oh < g.OH; oh += rows_per_call) {
+      const T* dy = dyw + (o * pad.rows + pad.top + oh) * pad.cols + pad.left;
+      const T* x = xw + oh * g.sh * row_len;
+      dot_run<T, 1>(dy, W, pad.cols, x, W, g.sh * row_len, off + begin, count, vectors,
+                    std::min(rows_per_call, g.OH - oh), acc + begin * W);
     }
-    store_lane_sums<T>(acc.data(), kept, grad_values + base);
-  });
+  }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -852,29 +837,85 @@ at::Tensor sparse_conv2d_cpu(const at::Tensor& x_in, const at::Tensor& row_ptr_i
     const index_t* ci = c.col_idx.data_ptr<index_t>();
     const T* v = c.values.data_ptr<T>();
     const T* b = bias.defined() ? bias.data_ptr<T>() : nullptr;
+    const T* xs = x.data_ptr<T>();
+    T* y = out.data_ptr<T>();
+    const auto prefix = row_cost_prefix(rp, g.O, 1);
     if (c.variant == Variant::kBatch) {
-      {
-        constexpr int NV = kBatchVectors;
-        constexpr int64_t BW = NV * W;
-        const int64_t NB = ceil_div(g.N, BW), Hp = g.H + 2 * g.ph, Wp = g.W + 2 * g.pw;
-        T* xb = scratch<T>(0, NB * g.C * Hp * Wp * BW);
-        to_batch_minor<T>(x.data_ptr<T>(), x.strides(), g.N, g.C, g.H, g.W, g.ph, g.pw, Hp, Wp,
-                          BW, xb);
-        batch_forward<T, NV>(g, xb, rp, ci, v, b, out.data_ptr<T>());
+      constexpr int NV = kBatchVectors;
+      constexpr int64_t BW = NV * W;
+      const int64_t NB = ceil_div(g.N, BW), Hp = g.H + 2 * g.ph, Wp = g.W + 2 * g.pw;
+      const int64_t block = g.C * Hp * Wp * BW;
+      const auto off = tap_offsets(TapOffsets{g, Hp, Wp, BW, false}, rp, ci, g.O);
+      const int64_t work = (c.nnz + g.O) * NB * g.OH * g.OW * BW;
+      const int64_t parts = image_parts(NB, work);
+      if (parts > 0) {
+        for_image_parts(NB, parts, [&](int64_t, int64_t nb_begin, int64_t nb_end) {
+          std::vector<T> tile(g.OW * BW);
+          T* xb = scratch<T>(0, block);
+          for (int64_t nb = nb_begin; nb < nb_end; ++nb) {
+            to_batch_minor<T>(xs + nb * BW * x.stride(0), x.strides(),
+                              std::min(BW, g.N - nb * BW), g.C, g.H, g.W, g.ph, g.pw, Hp, Wp,
+                              BW, xb);
+            batch_forward_block<T, NV>(g, xb, rp, off.data(), v, b, 0, g.O, nb, tile.data(), y);
+          }
+        });
+      } else {
+        T* xb = scratch<T>(0, NB * block);
+        to_batch_minor<T>(xs, x.strides(), g.N, g.C, g.H, g.W, g.ph, g.pw, Hp, Wp, BW, xb);
+        for_balanced_parts(prefix, work, [&](int64_t o_begin, int64_t o_end) {
+          std::vector<T> tile(g.OW * BW);
+          for (int64_t nb = 0; nb < NB; ++nb)
+            batch_forward_block<T, NV>(g, xb + nb * block, rp, off.data(), v, b, o_begin, o_end,
+                                       nb, tile.data(), y);
+        });
       }
     } else {
       const WidthLayout l = width_layout(g, W);
-      const T* xw = phase_split_input<T>(x, g, l, 0);
-      if (l.OWv == g.OW) {
-        width_forward<T>(g, l, xw, rp, ci, v, b, out.data_ptr<T>());
+      const int64_t in_image = g.C * l.Hp * g.sw * l.Wq, out_image = g.O * g.OH * l.OWv;
+      const auto off = tap_offsets(TapOffsets{g, l.Hp, g.sw * l.Wq, 1, true}, rp, ci, g.O);
+      const int64_t work = (c.nnz + g.O) * g.N * g.OH * l.OWv;
+      const int64_t parts = image_parts(g.N, work);
+      // Rows of whole vectors go straight into out; others through a scratch of wider rows.
+      const bool direct = l.OWv == g.OW;
+      if (parts > 0) {
+        for_image_parts(g.N, parts, [&](int64_t, int64_t n_begin, int64_t n_end) {
+          for (int64_t n = n_begin; n < n_end; ++n) {
+            const T* xw = phase_split_input<T>(xs + n * x.stride(0), x.strides(), 1, g, l, 0);
+            T* target = direct ? y + n * out_image : scratch<T>(1, out_image);
+            width_forward_image<T>(g, l, xw, rp, off.data(), v, b, 0, g.O, target);
+            if (!direct) {
+              T* image = y + n * g.O * g.OH * g.OW;
+              for (int64_t row = 0; row < g.O * g.OH; ++row)
+                std::copy(target + row * l.OWv, target + row * l.OWv + g.OW, image + row * g.OW);
+            }
+          }
+        });
       } else {
-        T* wide = scratch<T>(1, g.N * g.O * g.OH * l.OWv);
-        width_forward<T>(g, l, xw, rp, ci, v, b, wide);
-        out.copy_(at::from_blob(wide, {g.N, g.O, g.OH, l.OWv}, x.options()).narrow(3, 0, g.OW));
+        const T* xw = phase_split_input<T>(xs, x.strides(), g.N, g, l, 0);
+        T* target = direct ? y : scratch<T>(1, g.N * out_image);
+        for_balanced_parts(prefix, work, [&](int64_t o_begin, int64_t o_end) {
+          for (int64_t n = 0; n < g.N; ++n)
+            width_forward_image<T>(g, l, xw + n * in_image, rp, off.data(), v, b, o_begin,
+                                   o_end, target + n * out_image);
+        });
+        if (!direct)
+          out.copy_(at::from_blob(target, {g.N, g.O, g.OH, l.OWv}, x.options()).narrow(3, 0, g.OW));
       }
     }
   });
   return out;
+}
+
+// grad_values[t] = the sum over parts p and lanes of acc[p][t][0:W], for t < count.
+template <typename T>
+void store_lane_sums(const T* acc, int64_t parts, int64_t count, T* grad_values) {
+  constexpr int W = Simd<T>::W;
+  for (int64_t t = 0; t < count; ++t) {
+    T sum = T(0);
+    for (int64_t p = 0; p < parts; ++p)
+      for (int i = 0; i < W; ++i) sum += acc[(p * count + t) * W + i];
+    grad_values[t] = sum;
+  }
 }
 
 std::tuple<at::Tensor, at::Tensor> sparse_conv2d_backward_cpu(
@@ -920,24 +961,69 @@ std::tuple<at::Tensor, at::Tensor> sparse_conv2d_backward_cpu(
     const index_t* tci = t_col_idx.data_ptr<index_t>();
     const index_t* tvi = t_value_index.data_ptr<index_t>();
     const T* v = c.values.data_ptr<T>();
+    const T* xs = x.data_ptr<T>();
+    const T* dys = grad_out.data_ptr<T>();
+    T* dx = needs_input ? grad_x.data_ptr<T>() : nullptr;
+    T* dvalues = needs_weight ? grad_values.data_ptr<T>() : nullptr;
+    const int64_t lanes_per_part = c.nnz * W;
     if (c.variant == Variant::kBatch) {
+      constexpr int NV = kBatchVectors;
+      constexpr int64_t BW = NV * W;
       const GradPadding pad = grad_padding(g, 0);
-      {
-        constexpr int NV = kBatchVectors;
-        constexpr int64_t BW = NV * W;
-        const int64_t NB = ceil_div(g.N, BW);
-        T* dyb = scratch<T>(2, NB * g.O * pad.rows * pad.cols * BW);
-        to_batch_minor<T>(grad_out.data_ptr<T>(), grad_out.strides(), g.N, g.O, g.OH, g.OW,
-                          pad.top, pad.left, pad.rows, pad.cols, BW, dyb);
+      const int64_t NB = ceil_div(g.N, BW), Hp = g.H + 2 * g.ph, Wp = g.W + 2 * g.pw;
+      const int64_t x_block = g.C * Hp * Wp * BW, dy_block = g.O * pad.rows * pad.cols * BW;
+      std::vector<int64_t> off;
+      if (needs_weight) off = tap_offsets(TapOffsets{g, Hp, Wp, BW, false}, rp, ci, g.O);
+      std::vector<PhaseLists<T>> lists;
+      if (needs_input) lists = phase_lists<T>(g, pad, BW, trp, tci, tvi, v);
+      const int64_t work = (c.nnz + g.O) * NB * g.OH * g.OW * BW;
+      const int64_t parts = image_parts(NB, work, needs_weight ? lanes_per_part : 0, x.numel());
+      if (parts > 0) {
+        std::vector<T> acc(needs_weight ? parts * lanes_per_part : 0, T(0));
+        for_image_parts(NB, parts, [&](int64_t part, int64_t nb_begin, int64_t nb_end) {
+          std::vector<T> tile(g.W * BW);
+          T* dyb = scratch<T>(2, dy_block);
+          T* xb = needs_weight ? scratch<T>(0, x_block) : nullptr;
+          for (int64_t nb = nb_begin; nb < nb_end; ++nb) {
+            const int64_t images = std::min(BW, g.N - nb * BW);
+            to_batch_minor<T>(dys + nb * BW * grad_out.stride(0), grad_out.strides(), images, g.O,
+                              g.OH, g.OW, pad.top, pad.left, pad.rows, pad.cols, BW, dyb);
+            if (needs_weight) {
+              to_batch_minor<T>(xs + nb * BW * x.stride(0), x.strides(), images, g.C, g.H, g.W,
+                                g.ph, g.pw, Hp, Wp, BW, xb);
+              batch_grad_weight_block<T, NV>(g, pad, xb, dyb, rp, off.data(), 0, g.O,
+                                             acc.data() + part * lanes_per_part);
+            }
+            if (needs_input)
+              batch_grad_input_block<T, NV>(g, pad, dyb, lists, 0, g.C, nb, tile.data(), dx);
+          }
+        });
+        if (needs_weight) store_lane_sums<T>(acc.data(), parts, c.nnz, dvalues);
+      } else {
+        T* dyb = scratch<T>(2, NB * dy_block);
+        to_batch_minor<T>(dys, grad_out.strides(), g.N, g.O, g.OH, g.OW, pad.top, pad.left,
+                          pad.rows, pad.cols, BW, dyb);
         if (needs_weight) {
-          const int64_t Hp = g.H + 2 * g.ph, Wp = g.W + 2 * g.pw;
-          T* xb = scratch<T>(0, NB * g.C * Hp * Wp * BW);
-          to_batch_minor<T>(x.data_ptr<T>(), x.strides(), g.N, g.C, g.H, g.W, g.ph, g.pw, Hp,
-                            Wp, BW, xb);
-          batch_grad_weight<T, NV>(g, pad, xb, dyb, rp, ci, grad_values.data_ptr<T>());
+          T* xb = scratch<T>(0, NB * x_block);
+          to_batch_minor<T>(xs, x.strides(), g.N, g.C, g.H, g.W, g.ph, g.pw, Hp, Wp, BW, xb);
+          std::vector<T> acc(lanes_per_part, T(0));
+          for_balanced_parts(row_cost_prefix(rp, g.O, 1), work, [&](int64_t o_begin,
+                                                                    int64_t o_end) {
+            for (int64_t nb = 0; nb < NB; ++nb)
+              batch_grad_weight_block<T, NV>(g, pad, xb + nb * x_block, dyb + nb * dy_block, rp,
+                                             off.data(), o_begin, o_end, acc.data());
+          });
+          store_lane_sums<T>(acc.data(), 1, c.nnz, dvalues);
         }
         if (needs_input) {
-          batch_grad_input<T, NV>(g, pad, dyb, trp, tci, tvi, v, grad_x.data_ptr<T>());
+          const auto prefix = input_channel_cost_prefix(g, trp, 1);
+          for_balanced_parts(prefix, prefix[g.C] * NB * g.H * g.W * BW, [&](int64_t c_begin,
+                                                                            int64_t c_end) {
+            std::vector<T> tile(g.W * BW);
+            for (int64_t nb = 0; nb < NB; ++nb)
+              batch_grad_input_block<T, NV>(g, pad, dyb + nb * dy_block, lists, c_begin, c_end,
+                                            nb, tile.data(), dx);
+          });
         }
       }
     } else {
@@ -946,24 +1032,83 @@ std::tuple<at::Tensor, at::Tensor> sparse_conv2d_backward_cpu(
       // dy zero-padded: the input gradient's gather reads up to column left + Qv, the weight
       // gradient's dot products up to left + OWv.
       const GradPadding pad = grad_padding(g, std::max(Qv, l.OWv));
-      T* dyw = scratch<T>(2, g.N * g.O * pad.rows * pad.cols);
-      padded_copy<T>(grad_out.data_ptr<T>(), grad_out.strides(), g.N, g.O, g.OH, g.OW, pad.top,
-                     pad.left, pad.rows, pad.cols, dyw);
-      if (needs_weight) {
-        const T* xw = phase_split_input<T>(x, g, l, 0);
-        width_grad_weight<T>(g, l, pad, xw, dyw, rp, ci, grad_values.data_ptr<T>());
-      }
-      if (needs_input && dx_direct_possible<T>(g)) {
-        width_grad_input<T>(g, pad, dyw, trp, tci, tvi, v, dx_direct<T>(g, grad_x.data_ptr<T>()));
-      } else if (needs_input) {
-        const int64_t Hp = g.H + 2 * g.ph;
-        T* dxw_data = scratch<T>(1, g.N * g.C * Hp * g.sw * Qv);
-        const at::Tensor dxw = at::from_blob(dxw_data, {g.N, g.C, Hp, g.sw, Qv}, x.options());
-        width_grad_input<T>(g, pad, dyw, trp, tci, tvi, v, dx_scratch<T>(g, Qv, dxw_data));
-        // Back to columns w = q * sw + r, then the input's window of the padded coordinates.
-        const at::Tensor columns = g.sw == 1 ? dxw.view({g.N, g.C, Hp, Qv})
-                                             : dxw.transpose(3, 4).reshape({g.N, g.C, Hp, Qv * g.sw});
-        grad_x.copy_(columns.narrow(2, g.ph, g.H).narrow(3, g.pw, g.W));
+      const int64_t dy_image = g.O * pad.rows * pad.cols;
+      const int64_t in_image = g.C * l.Hp * g.sw * l.Wq;
+      std::vector<int64_t> off;
+      if (needs_weight)
+        off = tap_offsets(TapOffsets{g, l.Hp, g.sw * l.Wq, 1, true}, rp, ci, g.O);
+      std::vector<PhaseLists<T>> lists;
+      if (needs_input) lists = phase_lists<T>(g, pad, 1, trp, tci, tvi, v);
+      // The input gradient straight into grad_x where its rows are whole vectors at column
+      // stride 1; else through a phase-split scratch in padded coordinates.
+      const bool direct = dx_direct_possible<T>(g);
+      const DxTarget to = direct ? dx_direct<T>(g) : dx_scratch<T>(g, Qv);
+      const int64_t dx_image = g.C * to.image();
+      const int64_t work = (c.nnz + g.O) * g.N * g.OH * l.OWv;
+      const int64_t parts = image_parts(g.N, work, needs_weight ? lanes_per_part : 0, x.numel());
+      if (parts > 0) {
+        std::vector<T> acc(needs_weight ? parts * lanes_per_part : 0, T(0));
+        for_image_parts(g.N, parts, [&](int64_t part, int64_t n_begin, int64_t n_end) {
+          T* dyw = scratch<T>(2, dy_image);
+          for (int64_t n = n_begin; n < n_end; ++n) {
+            padded_copy<T>(dys + n * grad_out.stride(0), grad_out.strides(), 1, g.O, g.OH, g.OW,
+                           pad.top, pad.left, pad.rows, pad.cols, dyw);
+            if (needs_weight) {
+              const T* xw = phase_split_input<T>(xs + n * x.stride(0), x.strides(), 1, g, l, 0);
+              width_grad_weight_image<T>(g, l, pad, xw, dyw, rp, off.data(), 0, g.O,
+                                         acc.data() + part * lanes_per_part);
+            }
+            if (needs_input && direct) {
+              width_grad_input_image<T>(g, pad, dyw, lists, 0, g.C, to, dx + n * dx_image);
+            } else if (needs_input) {
+              T* dxw = scratch<T>(1, dx_image);
+              width_grad_input_image<T>(g, pad, dyw, lists, 0, g.C, to, dxw);
+              // Back to columns w = q * sw + r, inside the input's window.
+              T* image = dx + n * g.C * g.H * g.W;
+              for (int64_t cr = 0; cr < g.C * g.H; ++cr) {
+                const T* from = dxw + ((cr / g.H) * to.rows + cr % g.H + g.ph) * to.row_len;
+                for (int64_t w = 0; w < g.W; ++w) {
+                  const int64_t column = w + g.pw;
+                  image[cr * g.W + w] = from[(column % g.sw) * Qv + column / g.sw];
+                }
+              }
+            }
+          }
+        });
+        if (needs_weight) store_lane_sums<T>(acc.data(), parts, c.nnz, dvalues);
+      } else {
+        T* dyw = scratch<T>(2, g.N * dy_image);
+        padded_copy<T>(dys, grad_out.strides(), g.N, g.O, g.OH, g.OW, pad.top, pad.left,
+                       pad.rows, pad.cols, dyw);
+        if (needs_weight) {
+          const T* xw = phase_split_input<T>(xs, x.strides(), g.N, g, l, 0);
+          std::vector<T> acc(lanes_per_part, T(0));
+          for_balanced_parts(row_cost_prefix(rp, g.O, 1), work, [&](int64_t o_begin,
+                                                                    int64_t o_end) {
+            for (int64_t n = 0; n < g.N; ++n)
+              width_grad_weight_image<T>(g, l, pad, xw + n * in_image, dyw + n * dy_image, rp,
+                                         off.data(), o_begin, o_end, acc.data());
+          });
+          store_lane_sums<T>(acc.data(), 1, c.nnz, dvalues);
+        }
+        if (needs_input) {
+          const int64_t Hp = g.H + 2 * g.ph;
+          T* target = direct ? dx : scratch<T>(1, g.N * dx_image);
+          const auto prefix = input_channel_cost_prefix(g, trp, 1);
+          for_balanced_parts(prefix, prefix[g.C] * g.N * g.H * to.vectors * W,
+                             [&](int64_t c_begin, int64_t c_end) {
+            for (int64_t n = 0; n < g.N; ++n)
+              width_grad_input_image<T>(g, pad, dyw + n * dy_image, lists, c_begin, c_end, to,
+                                        target + n * dx_image);
+          });
+          if (!direct) {
+            const at::Tensor dxw = at::from_blob(target, {g.N, g.C, Hp, g.sw, Qv}, x.options());
+            // Back to columns w = q * sw + r, then the input's window of the padded coordinates.
+            const at::Tensor columns = g.sw == 1 ? dxw.view({g.N, g.C, Hp, Qv})
+                                                 : dxw.transpose(3, 4).reshape({g.N, g.C, Hp, Qv * g.sw});
+            grad_x.copy_(columns.narrow(2, g.ph, g.H).narrow(3, g.pw, g.W));
+          }
+        }
       }
     }
   });
