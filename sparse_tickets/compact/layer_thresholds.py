@@ -45,6 +45,10 @@ class LayerSpec:
         return f"{self.kind}({arguments}) input {list(self.input_shape)}"
 
 
+# Bump when the per-layer measurement changes what it measures: older entries are measured
+# again. 2: the scan's last step refined by bisection.
+LAYER_METHOD = 2
+
 # measure(spec, device_type, dtype) -> density, set by the package (see measure_with).
 _measure: Optional[Callable] = None
 _known: dict = {}
@@ -70,7 +74,7 @@ def layer_threshold(spec, device_type: str, dtype: torch.dtype) -> Optional[floa
         return None
     path = directory / (f"compact-layer-thresholds-{thresholds._device_slug(device_type)}-"
                         f"{thresholds._dtype_name(dtype)}-{torch.get_num_threads()}threads.json")
-    key = thresholds.cache_key(directory, device_type, dtype)
+    key = {**thresholds.cache_key(directory, device_type, dtype), "layer_method": LAYER_METHOD}
     try:
         value = _cached(path, key, spec.key)
         if value is None:

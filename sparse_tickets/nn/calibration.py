@@ -184,26 +184,45 @@ def layer_training_step(spec: LayerSpec, density: float, mode: str, device: str 
     return _step_of(layer, x, density, mode, device, dtype, generator)
 
 
+# Halvings of the gap between the last winning and the first losing density of the scan.
+LAYER_BISECTIONS = 2
+
+
 def measure_layer_threshold(spec: LayerSpec, device_type: str = "cpu",
                             dtype: torch.dtype = torch.float32, pairs: int = PAIRS,
                             margin: float = MARGIN, budget_s: float = BUDGET_S) -> float:
-    """The highest of :data:`LAYER_DENSITIES` at and below which compact wins by ``margin``
-    for the layer ``spec`` describes (0.0 when it loses at the lowest); stops at the first
-    loss, or once the scan has taken ``budget_s`` past its first density."""
-    threshold, deadline = 0.0, None
-    for density in LAYER_DENSITIES:
+    """The highest density at and below which compact wins by ``margin`` for the layer
+    ``spec`` describes (0.0 when it loses at the lowest of :data:`LAYER_DENSITIES`): the scan
+    stops at the first loss (or once it has taken ``budget_s`` past its first density), then
+    :data:`LAYER_BISECTIONS` halvings of the gap to that loss refine it, since an IMP level's
+    density rarely falls on a scanned one (LeNet's 51.2% between 50 and 70%)."""
+
+    def compact_wins_at(density: float) -> bool:
         with measuring(device_type):
             times = interleaved_times(
                 {mode: layer_training_step(spec, density, mode, device_type, dtype)
                  for mode in ("dense", "compact")}, pairs, device_type)
         ratios = [dense / compact for dense, compact in zip(times["dense"], times["compact"])]
-        if statistics.median(ratios) < margin:
+        return statistics.median(ratios) >= margin
+
+    threshold, loss, deadline = 0.0, None, None
+    for density in LAYER_DENSITIES:
+        if not compact_wins_at(density):
+            loss = density
             break
         threshold = density
         if deadline is None:
             deadline = time.perf_counter() + budget_s
         elif time.perf_counter() > deadline:
-            break
+            return threshold
+    if loss is None or threshold == 0.0:
+        return threshold
+    for _ in range(LAYER_BISECTIONS):
+        middle = round((threshold + loss) / 2, 4)
+        if compact_wins_at(middle):
+            threshold = middle
+        else:
+            loss = middle
     return threshold
 
 

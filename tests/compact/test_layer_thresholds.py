@@ -116,4 +116,26 @@ def test_a_failed_measurement_falls_back_and_says_so(calibrating, monkeypatch, c
 def test_the_real_measurement_scans_the_layer_and_answers_a_scanned_density(spec, calibrating):
     threshold = calibration.measure_layer_threshold(spec, "cpu", torch.float32, pairs=1,
                                                     budget_s=0.5)
-    assert threshold in (0.0, *calibration.LAYER_DENSITIES)
+    assert 0.0 <= threshold <= 1.0
+    scanned = (0.0, *calibration.LAYER_DENSITIES)
+    # A scanned density, or one refined between two neighbours of the scan.
+    assert threshold in scanned or any(a < threshold < b for a, b in zip(scanned, scanned[1:]))
+
+
+def test_the_scan_is_refined_between_the_last_win_and_the_first_loss(monkeypatch):
+    # Compact "wins" below 0.6 only: the scan wins at 0.5, loses at 0.7, and two halvings
+    # find 0.55 (a win at 0.6 is refused: 0.6 is not below 0.6).
+    measured = []
+
+    def fake_times(steps, repeats, device):
+        density = steps["dense"]
+        measured.append(density)
+        faster = 2.0 if density < 0.6 else 0.5
+        return {"dense": [faster], "compact": [1.0]}
+
+    monkeypatch.setattr(calibration, "layer_training_step",
+                        lambda spec, density, mode, *args: density)
+    monkeypatch.setattr(calibration, "interleaved_times", fake_times)
+    spec = LayerSpec("linear", (("in_features", 3), ("out_features", 2)), (1, 3))
+    assert calibration.measure_layer_threshold(spec, budget_s=60) == 0.55
+    assert measured == [0.02, 0.05, 0.1, 0.2, 0.35, 0.5, 0.7, 0.6, 0.55]
