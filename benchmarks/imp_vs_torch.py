@@ -143,8 +143,7 @@ def main(argv=None) -> int:
             print(f"  {results['runs'][name]['wall_seconds']:.1f} s", file=sys.stderr)
     for run in results["runs"].values():
         run["levels"].sort(key=lambda level: (level["branch"] != "main", level["level"]))
-    result_files.write_json(output / JSON_NAME, results)
-    result_files.write_atomically(output / MARKDOWN_NAME, markdown(results))
+    result_files.write_results(output, JSON_NAME, results, MARKDOWN_NAME, markdown(results))
     print(output / MARKDOWN_NAME)
     return 0
 

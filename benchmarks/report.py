@@ -6,12 +6,10 @@
 from __future__ import annotations
 
 import argparse
-import os
 import sys
-import tempfile
 from pathlib import Path
 
-from . import plots, table
+from . import plots, result_files, table
 from .rows import load_results
 
 TABLE_NAME = "results.md"
@@ -24,10 +22,7 @@ def write_report(json_path: Path, output: Path) -> list[Path]:
         raise ValueError(f"{json_path} holds no benchmark rows; expected a run's results")
     output.mkdir(parents=True, exist_ok=True)
     table_path = output / TABLE_NAME
-    with tempfile.NamedTemporaryFile("w", dir=output, suffix=".tmp", delete=False) as f:
-        f.write(table.render(machine_info, rows))
-    os.chmod(f.name, 0o644)  # NamedTemporaryFile makes it private; results are for reading
-    os.replace(f.name, table_path)
+    result_files.write_atomically(table_path, table.render(machine_info, rows))
     device_name = machine_info.get("device_name", "unknown device")
     return [table_path] + plots.plot_all(rows, output, device_name)
 

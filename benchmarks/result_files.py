@@ -35,6 +35,13 @@ def write_json(path: Path, data: dict) -> None:
     write_atomically(path, json.dumps(data, indent=1) + "\n")
 
 
+def write_results(output: Path, json_name: str, results: dict, markdown_name: str,
+                  markdown: str) -> None:
+    """A benchmark's results as JSON and its markdown tables, each written atomically."""
+    write_json(output / json_name, results)
+    write_atomically(output / markdown_name, markdown)
+
+
 def machine_lines(described: dict) -> list[str]:
     """The markdown lines naming the CPU, threads, torch and commit of a result."""
     return [f"- CPU: {described['device_name']}",

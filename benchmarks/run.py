@@ -13,10 +13,9 @@ import json
 import os
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
-from . import machine, report
+from . import machine, report, result_files
 from .profiles import DEVICES
 
 BENCHMARK_DIR = Path(__file__).resolve().parent
@@ -67,14 +66,7 @@ def strip_raw_timings(json_path: Path) -> None:
     results = json.loads(json_path.read_text())
     for row in results.get("benchmarks", []):
         row.get("stats", {}).pop("data", None)
-    _write_atomically(json_path, json.dumps(results, indent=1))
-
-
-def _write_atomically(path: Path, text: str) -> None:
-    with tempfile.NamedTemporaryFile("w", dir=path.parent, suffix=".tmp", delete=False) as f:
-        f.write(text)
-    os.chmod(f.name, 0o644)  # NamedTemporaryFile makes it private; results are for reading
-    os.replace(f.name, path)
+    result_files.write_atomically(json_path, json.dumps(results, indent=1))
 
 
 def main(argv=None) -> int:

@@ -143,8 +143,8 @@ def main(argv=None) -> int:
               file=sys.stderr, flush=True)
         results["networks"][name] = time_network(network, args.rounds)
         # Written after each network, so a long run keeps what it has measured.
-        result_files.write_json(output / JSON_NAME, results)
-        result_files.write_atomically(output / MARKDOWN_NAME, markdown(results))
+        result_files.write_results(output, JSON_NAME, results, MARKDOWN_NAME,
+                                   markdown(results))
     print(output / MARKDOWN_NAME)
     return 0
 

@@ -86,10 +86,12 @@ def default_mode() -> str:
     return raw
 
 
-def threshold(device_type: str, kind: str = "linear", dtype: torch.dtype = torch.float32) -> float:
+def threshold(device_type: str, kind: str = "linear", dtype: torch.dtype = torch.float32,
+              layer_spec: Optional[layer_thresholds.LayerSpec] = None) -> float:
     """The density at or below which "auto" picks compact for a ``kind`` layer ("linear" or
-    "conv2d") of ``dtype`` on ``device_type``: ``SPARSE_TICKETS_COMPACT_BELOW`` when set,
-    else this machine's (:func:`.thresholds.machine_thresholds`)."""
+    "conv2d") of ``dtype`` on ``device_type``: ``SPARSE_TICKETS_COMPACT_BELOW`` when set, else
+    the layer's own (:func:`.layer_thresholds.layer_threshold`) when ``layer_spec`` describes
+    it and one is measured, else this machine's (:func:`.thresholds.machine_thresholds`)."""
     raw = os.environ.get(THRESHOLD_ENV_VAR, "").strip()
     if raw:
         try:
@@ -99,6 +101,10 @@ def threshold(device_type: str, kind: str = "linear", dtype: torch.dtype = torch
         if not 0.0 <= value <= 1.0:
             raise ValueError(f"{THRESHOLD_ENV_VAR}={raw!r}; expected a density in [0, 1]")
         return value
+    if layer_spec is not None:
+        own = layer_thresholds.layer_threshold(layer_spec, device_type, dtype)
+        if own is not None:
+            return own
     return thresholds.machine_thresholds(device_type, dtype).get(kind, 0.0)
 
 
@@ -134,14 +140,9 @@ def choose(layer) -> str:
     if unsupported is not None or not _compiled_backend_serves(layer):
         return "dense"
     kind = "conv2d" if layer.mask.dim() == 4 else "linear"
-    device_type, dtype = layer.mask.device.type, layer.trainable_weight.dtype
-    below = None
     input_shape = getattr(layer, "training_input_shape", None)
-    if input_shape is not None and not os.environ.get(THRESHOLD_ENV_VAR, "").strip():
-        below = layer_thresholds.layer_threshold(layer.calibration_spec(input_shape),
-                                                 device_type, dtype)
-    if below is None:
-        below = threshold(device_type, kind, dtype)
+    spec = None if input_shape is None else layer.calibration_spec(input_shape)
+    below = threshold(layer.mask.device.type, kind, layer.trainable_weight.dtype, spec)
     return "compact" if layer.density <= below else "dense"
 
 

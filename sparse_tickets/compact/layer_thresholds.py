@@ -72,13 +72,12 @@ def layer_threshold(spec, device_type: str, dtype: torch.dtype) -> Optional[floa
     directory = thresholds.cache_directory(device_type)
     if directory is None:
         return None
-    path = directory / (f"compact-layer-thresholds-{thresholds._device_slug(device_type)}-"
-                        f"{thresholds._dtype_name(dtype)}-{torch.get_num_threads()}threads.json")
+    path = thresholds.cache_path(directory, device_type, dtype, "compact-layer-thresholds")
     key = {**thresholds.cache_key(directory, device_type, dtype), "layer_method": LAYER_METHOD}
     try:
         value = _cached(path, key, spec.key)
         if value is None:
-            with thresholds._exclusive(path):
+            with thresholds.exclusive(path):
                 value = _cached(path, key, spec.key)  # another rank may have measured it
                 if value is None:
                     value = _measure_and_store(path, key, spec, device_type, dtype)

@@ -100,8 +100,9 @@ def cache_directory(device_type: str) -> Optional[Path]:
     return None if spec is None else extension.build_directory(spec)
 
 
-def cache_path(directory: Path, device_type: str, dtype: torch.dtype) -> Path:
-    return Path(directory) / (f"compact-thresholds-{_device_slug(device_type)}-"
+def cache_path(directory: Path, device_type: str, dtype: torch.dtype,
+               name: str = "compact-thresholds") -> Path:
+    return Path(directory) / (f"{name}-{_device_slug(device_type)}-"
                               f"{_dtype_name(dtype)}-{torch.get_num_threads()}threads.json")
 
 
@@ -118,7 +119,7 @@ def cached_or_measured(path: Path, key: dict, measure: Callable[[], dict]) -> di
     cached = read_cache(path, key)
     if cached is not None:
         return cached
-    with _exclusive(path):
+    with exclusive(path):
         cached = read_cache(path, key)  # another process may have measured while we waited
         if cached is not None:
             return cached
@@ -173,7 +174,7 @@ def _obtain(device_type: str, dtype: torch.dtype) -> dict:
 
 
 @contextlib.contextmanager
-def _exclusive(path: Path):
+def exclusive(path: Path):
     """Hold a lock file beside ``path`` (POSIX); without one, proceed unlocked."""
     try:
         import fcntl

@@ -19,6 +19,8 @@ Two execution modes (``layer.mode``), chosen at every mask change (:mod:`..compa
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import nn
 
@@ -316,7 +318,7 @@ class MaskedLinear(MaskedLayer, nn.Linear):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.training and not torch.compiler.is_compiling():
-            self.__dict__["training_input_shape"] = (x.numel() // max(x.shape[-1], 1),
+            self.__dict__["training_input_shape"] = (math.prod(x.shape[:-1]),
                                                      x.shape[-1]) if x.dim() else None
         if "values" in self._parameters:
             return functional.compact_linear(x, self._parameters["values"], self.compact_index,
