@@ -250,3 +250,52 @@ def test_a_strided_bias_is_read_through_its_stride(kernel_device):
     bias = torch.randn(10, device=kernel_device)[::2]
     expected = x @ torch.where(mask, weight, 0.0).t() + bias
     torch.testing.assert_close(mm.masked_linear_forward(x, weight, mask, bias), expected)
+
+
+def _assert_edges_close(got: torch.Tensor, expected_rows, expected_cols):
+    """The last two rows and columns of ``got``, the ones whose offsets lie past 2^31."""
+    torch.testing.assert_close(got[-2:].float(), expected_rows, atol=1e-2, rtol=1e-2)
+    torch.testing.assert_close(got[:, -2:].float(), expected_cols, atol=1e-2, rtol=1e-2)
+
+
+@pytest.mark.cuda
+def test_outputs_past_2_31_elements_on_cuda():
+    # Small inputs, outputs of 65,536 x 32,769 = 2^31 + 2^16 elements: their last rows lie past
+    # 2^31. With one input feature (or one row) each output is an outer product.
+    _skip_unless_device_holds("cuda", 24 * 2**30)
+    rows, cols, dtype = 65536, 32769, torch.float16
+    a = torch.randn(rows, 1, dtype=dtype, device="cuda")
+    b = torch.randn(cols, 1, dtype=dtype, device="cuda")
+    keep_b = torch.rand(cols, 1, device="cuda") < 0.7
+    masked_b = torch.where(keep_b, b, 0.0).float()
+
+    y = mm.masked_linear_forward(a, b, keep_b)  # (rows, cols) = a @ (b ⊙ keep)^T
+    _assert_edges_close(y, a[-2:].float() @ masked_b.t(), a.float() @ masked_b[-2:].t())
+    del y
+    grad_x = mm.masked_linear_input_grad(a, b.t(), keep_b.t())  # (rows, cols)
+    _assert_edges_close(grad_x, a[-2:].float() @ masked_b.t(), a.float() @ masked_b[-2:].t())
+    del grad_x
+    # A (rows, cols) mask built without a (rows, cols) intermediate wider than a byte.
+    keep_a = torch.rand(rows, 1, device="cuda") < 0.5
+    mask = keep_a ^ keep_b.t()
+    grad_weight = mm.masked_linear_weight_grad(a.t(), b.t(), mask)  # (rows, cols)
+    outer = lambda r, c: a[r].float() @ b[c].float().t()  # noqa: E731
+    _assert_edges_close(grad_weight,
+                        torch.where(mask[-2:], outer(slice(-2, None), slice(None)), 0.0),
+                        torch.where(mask[:, -2:], outer(slice(None), slice(-2, None)), 0.0))
+
+
+@pytest.mark.cuda
+def test_more_feature_tiles_than_a_cuda_grid_y_axis_holds():
+    # 65,535 tiles of the largest tile (128) plus one element: more than a grid's y axis takes,
+    # at every tile the autotuner may pick.
+    features = 65535 * 128 + 1
+    one = torch.ones(1, 1, device="cuda")
+    weight = torch.randn(features, 1, device="cuda")
+    keep = torch.rand(features, 1, device="cuda") < 0.5
+    masked = torch.where(keep, weight, 0.0)
+    torch.testing.assert_close(mm.masked_linear_forward(one, weight, keep), masked.t())
+    torch.testing.assert_close(mm.masked_linear_input_grad(one, weight.t(), keep.t()),
+                               masked.t())
+    torch.testing.assert_close(mm.masked_linear_weight_grad(one, weight.t(), keep.t()),
+                               masked.t())
