@@ -1,5 +1,9 @@
 """The Triton masked-linear kernels against the reference backend, through the public Function."""
 
+import os
+import subprocess
+import sys
+
 import pytest
 import torch
 
@@ -250,6 +254,44 @@ def test_a_strided_bias_is_read_through_its_stride(kernel_device):
     bias = torch.randn(10, device=kernel_device)[::2]
     expected = x @ torch.where(mask, weight, 0.0).t() + bias
     torch.testing.assert_close(mm.masked_linear_forward(x, weight, mask, bias), expected)
+
+
+# Compiles the three kernels for a GPU (no GPU needed) with every size and stride an int32, as
+# triton passes values below 2^31, and prints each tile address whose offsets are int32.
+_LIST_INT32_TILE_OFFSETS = """
+import re, warnings
+import triton
+from triton.backends.compiler import GPUTarget
+from triton.compiler import ASTSource
+from sparse_tickets.kernels.triton import masked_matmul as mm
+warnings.simplefilter("ignore")
+tiles = dict(BLOCK_M=16, BLOCK_N=16, BLOCK_K=16, INPUT_PRECISION="ieee", HAS_BIAS=True)
+for autotuned in (mm._masked_linear_fwd_kernel, mm._masked_linear_input_grad_kernel,
+                  mm._masked_linear_weight_grad_kernel):
+    kernel = autotuned.fn
+    names = kernel.arg_names
+    constexprs = {(names.index(n),): v for n, v in tiles.items() if n in names}
+    signature = {n: "constexpr" if n in tiles else
+                 ("*i8" if n in ("mask_ptr", "occupancy_ptr") else "*fp16")
+                 if n.endswith("_ptr") else "i32" for n in names}
+    compiled = triton.compile(ASTSource(kernel, signature, constexprs),
+                              target=GPUTarget("cuda", 90, 32),
+                              options=dict(num_warps=1, num_stages=1))
+    for line in re.findall(r"tt\\.addptr .*", compiled.asm["ttir"]):
+        if re.search(r"tensor<[0-9x]+xi32>", line.split(":")[-1]):
+            print(kernel.__name__, line.strip())
+print("compiled")
+"""
+
+
+def test_compiled_kernels_address_every_tile_with_int64_offsets():
+    # What the interpreter cannot show: the code a GPU runs, stores included. Compiled in a
+    # process of its own, since the kernels here were made for the interpreter.
+    environment = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    result = subprocess.run([sys.executable, "-c", _LIST_INT32_TILE_OFFSETS], env=environment,
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout == "compiled\n", f"tile addresses with int32 offsets:\n{result.stdout}"
 
 
 def _assert_edges_close(got: torch.Tensor, expected_rows, expected_cols):
