@@ -11,13 +11,12 @@ and in the epilogue of the weight gradient, where whole tiles whose mask block i
 their reduction and store zeros. Pruned entries become exactly +0.0 through a select, never a
 multiply, so a pruned weight holding inf or NaN cannot leak. Every kernel accumulates in fp32.
 
-No size limit but memory: offsets are 64-bit, a tile index or a loop's start widened to int64
-before it meets a stride (triton passes a size or stride below 2^31 as int32, so 32-bit
-arithmetic would wrap as soon as one index times stride passed 2^31 elements, with every size
-in range: an output of 65,536 x 50,304, an im2col buffer, a view with a stride near 2^31). And
-each grid is 1-D, tiles in the order of a 2-D grid's x axis, since CUDA allows only 65,535
-programs along a grid's y axis (about 2M features at the smallest tiles); 2^31 - 1 programs
-along x are more tiles than any GPU's memory holds.
+Sizes are limited by memory only. Offsets are int64: every tile index and loop start is
+widened before it meets a stride (triton passes sizes and strides below 2^31 as int32, so int32
+arithmetic would wrap once an index times a stride passed 2^31, with every size in range: an
+output of 65,536 x 50,304, a large im2col buffer). Each grid is 1-D, its tiles in the order a
+2-D grid's x axis runs them: CUDA allows only 65,535 programs along y, which capped the
+features at about 2M.
 
 The mask is read as int8: a bool tensor is already one byte per entry, so viewing it as int8 is
 free and moves no more bytes than the mask itself (a bitmask would move 8x fewer; a later
