@@ -11,7 +11,8 @@ convolution unchanged:
 
 im2col materialises ``cols`` (kH * kW times the input), which an implicit-GEMM kernel would not;
 it is the simple, general form (any stride, padding, dilation), kept until an implicit-GEMM
-kernel is measured faster on a GPU. Groups other than 1 are not served (the backend says so).
+kernel is measured faster on a GPU. ``cols`` may pass 2^31 elements while ``x`` does not: the
+matmul kernels' offsets are int64. Groups other than 1 are not served (the backend says so).
 No autograd here: see sparse_tickets.ops.
 """
 

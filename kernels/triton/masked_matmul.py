@@ -11,6 +11,13 @@ and in the epilogue of the weight gradient, where whole tiles whose mask block i
 their reduction and store zeros. Pruned entries become exactly +0.0 through a select, never a
 multiply, so a pruned weight holding inf or NaN cannot leak. Every kernel accumulates in fp32.
 
+Sizes are limited by memory only. Offsets are int64: every tile index and loop start is
+widened before it meets a stride (triton passes sizes and strides below 2^31 as int32, so int32
+arithmetic would wrap once an index times a stride passed 2^31, with every size in range: an
+output of 65,536 x 50,304, a large im2col buffer). Each grid is 1-D, its tiles in the order a
+2-D grid's x axis runs them: CUDA allows only 65,535 programs along y, which capped the
+features at about 2M.
+
 The mask is read as int8: a bool tensor is already one byte per entry, so viewing it as int8 is
 free and moves no more bytes than the mask itself (a bitmask would move 8x fewer; a later
 option). Launchers take bool or uint8 masks. No autograd here: see sparse_tickets.ops.
@@ -71,19 +78,41 @@ def weight_grad_block() -> tuple:
     return _WEIGHT_GRAD_BLOCK_GPU
 
 
+@triton.jit
+def _tile_coordinates(tiles_along_rows):
+    """This program's (row tile, column tile) on a 1-D grid, row tiles fastest."""
+    # int32 division (the grid holds under 2^31 programs); _tile_offsets widens the result.
+    program = tl.program_id(0)
+    return program % tiles_along_rows, program // tiles_along_rows
+
+
+@triton.jit
+def _tile_offsets(tile, BLOCK: tl.constexpr):
+    """The indices of ``tile`` along one dimension, as int64."""
+    return _offsets_from(tile.to(tl.int64) * BLOCK, BLOCK)
+
+
+@triton.jit
+def _offsets_from(start, BLOCK: tl.constexpr):
+    """``start + [0, BLOCK)`` as int64, so that index * stride cannot wrap at 2^31."""
+    # int64 + the int32 (or Python int) start promotes to int64 before any stride multiplies.
+    return tl.arange(0, BLOCK).to(tl.int64) + start
+
+
 @triton.autotune(configs=_matmul_configs(), key=["M", "N", "K"])
 @triton.jit
 def _masked_linear_fwd_kernel(x_ptr, w_ptr, mask_ptr, bias_ptr, y_ptr, M, N, K,
                               stride_xm, stride_xk, stride_wn, stride_wk, stride_mn, stride_mk,
-                              stride_ym, stride_yn, HAS_BIAS: tl.constexpr,
+                              stride_b, stride_ym, stride_yn, HAS_BIAS: tl.constexpr,
                               INPUT_PRECISION: tl.constexpr, BLOCK_M: tl.constexpr,
                               BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
     # y[m, n] = sum_k x[m, k] * (mask[n, k] ? W[n, k] : 0) + b[n]
-    offs_m = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
-    offs_n = tl.program_id(1) * BLOCK_N + tl.arange(0, BLOCK_N)
+    tile_m, tile_n = _tile_coordinates(tl.cdiv(M, BLOCK_M))
+    offs_m = _tile_offsets(tile_m, BLOCK_M)
+    offs_n = _tile_offsets(tile_n, BLOCK_N)
     acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
     for k_start in range(0, K, BLOCK_K):
-        offs_k = k_start + tl.arange(0, BLOCK_K)
+        offs_k = _offsets_from(k_start, BLOCK_K)
         x_in = (offs_m[:, None] < M) & (offs_k[None, :] < K)
         x = tl.load(x_ptr + offs_m[:, None] * stride_xm + offs_k[None, :] * stride_xk,
                     mask=x_in, other=0.0)
@@ -96,7 +125,8 @@ def _masked_linear_fwd_kernel(x_ptr, w_ptr, mask_ptr, bias_ptr, y_ptr, M, N, K,
         w = tl.where(keep != 0, w, 0.0)
         acc = tl.dot(x, w, acc, input_precision=INPUT_PRECISION)
     if HAS_BIAS:
-        acc += tl.load(bias_ptr + offs_n, mask=offs_n < N, other=0.0).to(tl.float32)[None, :]
+        acc += tl.load(bias_ptr + offs_n * stride_b, mask=offs_n < N,
+                       other=0.0).to(tl.float32)[None, :]
     y_in = (offs_m[:, None] < M) & (offs_n[None, :] < N)
     tl.store(y_ptr + offs_m[:, None] * stride_ym + offs_n[None, :] * stride_yn,
              acc.to(y_ptr.dtype.element_ty), mask=y_in)
@@ -110,11 +140,12 @@ def _masked_linear_input_grad_kernel(dy_ptr, w_ptr, mask_ptr, dx_ptr, M, N, K,
                                      INPUT_PRECISION: tl.constexpr, BLOCK_M: tl.constexpr,
                                      BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
     # dx[m, k] = sum_n dy[m, n] * (mask[n, k] ? W[n, k] : 0)
-    offs_m = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
-    offs_k = tl.program_id(1) * BLOCK_K + tl.arange(0, BLOCK_K)
+    tile_m, tile_k = _tile_coordinates(tl.cdiv(M, BLOCK_M))
+    offs_m = _tile_offsets(tile_m, BLOCK_M)
+    offs_k = _tile_offsets(tile_k, BLOCK_K)
     acc = tl.zeros((BLOCK_M, BLOCK_K), dtype=tl.float32)
     for n_start in range(0, N, BLOCK_N):
-        offs_n = n_start + tl.arange(0, BLOCK_N)
+        offs_n = _offsets_from(n_start, BLOCK_N)
         dy_in = (offs_m[:, None] < M) & (offs_n[None, :] < N)
         dy = tl.load(dy_ptr + offs_m[:, None] * stride_dym + offs_n[None, :] * stride_dyn,
                      mask=dy_in, other=0.0)
@@ -138,16 +169,15 @@ def _masked_linear_weight_grad_kernel(dy_ptr, x_ptr, mask_ptr, occupancy_ptr, dw
                                       INPUT_PRECISION: tl.constexpr, BLOCK_M: tl.constexpr,
                                       BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
     # dW[n, k] = mask[n, k] ? sum_m dy[m, n] * x[m, k] : 0
-    pid_n = tl.program_id(0)
-    pid_k = tl.program_id(1)
-    offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
-    offs_k = pid_k * BLOCK_K + tl.arange(0, BLOCK_K)
+    tile_n, tile_k = _tile_coordinates(tl.cdiv(N, BLOCK_N))
+    offs_n = _tile_offsets(tile_n, BLOCK_N)
+    offs_k = _tile_offsets(tile_k, BLOCK_K)
     acc = tl.zeros((BLOCK_N, BLOCK_K), dtype=tl.float32)
     # A tile whose mask block is all False would be zeroed by the epilogue anyway: skip its
     # reduction over the batch, the whole cost of the tile.
-    if tl.load(occupancy_ptr + pid_n * occupancy_cols + pid_k) != 0:
+    if tl.load(occupancy_ptr + tile_n * occupancy_cols + tile_k) != 0:
         for m_start in range(0, M, BLOCK_M):
-            offs_m = m_start + tl.arange(0, BLOCK_M)
+            offs_m = _offsets_from(m_start, BLOCK_M)
             # dy^T tile (BLOCK_N, BLOCK_M), read through strides rather than transposed.
             dy_in = (offs_n[:, None] < N) & (offs_m[None, :] < M)
             dy_t = tl.load(dy_ptr + offs_n[:, None] * stride_dyn + offs_m[None, :] * stride_dym,
@@ -178,12 +208,12 @@ def masked_linear_forward(x: torch.Tensor, weight: torch.Tensor, mask: torch.Ten
     if y.numel() == 0:
         return y
     keep = _mask_as_int8(mask)
-    grid = lambda meta: (triton.cdiv(M, meta["BLOCK_M"]), triton.cdiv(N, meta["BLOCK_N"]))  # noqa: E731
+    grid = _tile_grid(M, N, "BLOCK_M", "BLOCK_N")
     _masked_linear_fwd_kernel[grid](
         x, weight, keep, bias if bias is not None else y, y, M, N, K,
         x.stride(0), x.stride(1), weight.stride(0), weight.stride(1),
-        keep.stride(0), keep.stride(1), y.stride(0), y.stride(1),
-        HAS_BIAS=bias is not None, INPUT_PRECISION=_INPUT_PRECISION)
+        keep.stride(0), keep.stride(1), bias.stride(0) if bias is not None else 0,
+        y.stride(0), y.stride(1), HAS_BIAS=bias is not None, INPUT_PRECISION=_INPUT_PRECISION)
     return y
 
 
@@ -198,7 +228,7 @@ def masked_linear_input_grad(grad_y: torch.Tensor, weight: torch.Tensor,
     if grad_x.numel() == 0:
         return grad_x
     keep = _mask_as_int8(mask)
-    grid = lambda meta: (triton.cdiv(M, meta["BLOCK_M"]), triton.cdiv(K, meta["BLOCK_K"]))  # noqa: E731
+    grid = _tile_grid(M, K, "BLOCK_M", "BLOCK_K")
     _masked_linear_input_grad_kernel[grid](
         grad_y, weight, keep, grad_x, M, N, K,
         grad_y.stride(0), grad_y.stride(1), weight.stride(0), weight.stride(1),
@@ -224,13 +254,18 @@ def masked_linear_weight_grad(grad_y: torch.Tensor, x: torch.Tensor,
     block_n, block_k = weight_grad_block()
     occupancy = cached_block_occupancy(mask, block_n, block_k)
     keep = _mask_as_int8(mask)
-    grid = (triton.cdiv(N, block_n), triton.cdiv(K, block_k))
+    grid = (occupancy.numel(),)
     _masked_linear_weight_grad_kernel[grid](
         grad_y, x, keep, occupancy, grad_weight, M, N, K,
         grad_y.stride(0), grad_y.stride(1), x.stride(0), x.stride(1),
         keep.stride(0), keep.stride(1), grad_weight.stride(0), grad_weight.stride(1),
         occupancy.stride(0), INPUT_PRECISION=_INPUT_PRECISION, BLOCK_N=block_n, BLOCK_K=block_k)
     return grad_weight
+
+
+def _tile_grid(rows: int, cols: int, row_block: str, col_block: str):
+    """The 1-D grid of one program per output tile, for the tile the autotuner picks."""
+    return lambda meta: (triton.cdiv(rows, meta[row_block]) * triton.cdiv(cols, meta[col_block]),)
 
 
 def _mask_as_int8(mask: torch.Tensor) -> torch.Tensor:

@@ -10,7 +10,9 @@ One launch per step (per parameter dtype, since the kernel's element type is com
 the host writes, once per call, a table of each entry's base addresses (``data_ptr()``, cast
 back to pointers in the kernel), its size and flags, and a chunk table mapping every program to
 (entry, first element). Program ``c`` updates ``BLOCK`` elements of one entry, so a 300-element
-bias and a million-element weight share the launch without idle programs.
+bias and a million-element weight share the launch without idle programs. Every offset is
+int64 (the first element and the size come from the int64 tables), so an entry past 2^31
+elements is addressed without wrapping.
 
 All arithmetic is fp32 whatever the storage dtype; state keeps the parameter's dtype (as torch
 creates it). The results are close to the reference, not bitwise: the reference rounds to the

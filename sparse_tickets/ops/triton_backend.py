@@ -6,6 +6,10 @@ in triton's interpreter, but not yet run or timed on a GPU, and auto-selection m
 pick a path measured to be faster. On the CPU it runs the kernels in the interpreter when
 ``TRITON_INTERPRET=1`` is set (before triton is first imported): that is how they are tested
 without a GPU.
+
+No size is refused: the kernels compute offsets in int64 and launch 1-D grids, so an output, a
+gradient or the conv's im2col buffer past 2^31 elements is served like a small one (see
+sparse_tickets.kernels.triton.masked_matmul); the optimizer steps address through int64 tables.
 """
 
 from __future__ import annotations
@@ -18,9 +22,6 @@ from typing import Optional, Sequence
 import torch
 
 from .dispatch import Backend
-
-# Offsets inside the kernels are 32-bit: larger tensors go to another backend.
-_MAX_NUMEL = 2**31 - 1
 
 
 def interpreter_enabled() -> bool:
@@ -54,8 +55,6 @@ class TritonBackend(Backend):
         reasons = super().not_supported_reasons(op, tensors)
         if reasons:
             return reasons
-        if any(t.numel() > _MAX_NUMEL for t in tensors):
-            reasons.append(f"a tensor has more than {_MAX_NUMEL} elements (32-bit offsets)")
         # masked_conv2d passes (x, weight, mask, bias): fewer weight input channels than x has
         # means groups > 1, which the im2col lowering does not cover.
         if op == "masked_conv2d" and tensors[0].dim() == 4 and (

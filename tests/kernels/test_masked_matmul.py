@@ -1,5 +1,9 @@
 """The Triton masked-linear kernels against the reference backend, through the public Function."""
 
+import os
+import subprocess
+import sys
+
 import pytest
 import torch
 
@@ -175,3 +179,165 @@ def test_uint8_masks_are_read_like_bool(kernel_device):
 def test_large_shapes_on_cuda(dtype, atol, rtol, monkeypatch):
     inputs = _inputs(509, 1000, 784, 0.2, dtype, "cuda")
     _assert_matches_reference(monkeypatch, *inputs, atol, rtol)
+
+
+# Offsets past 2^31 elements, without 2^31 elements of work: views whose stride along one
+# dimension is just over 2^30 elements put index 2 of that dimension past 2^31. triton passes
+# such a stride as int32, so kernels that multiply it in int32 wrap; in int64 they do not.
+_FAR_STRIDE = 2**30 + 7
+# Every view starts 2^31 elements into its storage: an offset wrapped by 2^32 then still lands
+# inside it, so 32-bit offsets read wrong numbers (the comparison fails) rather than crash.
+_FAR_BASE = 2**31
+_SLOT = 1024  # elements between the views that share one storage
+
+
+class _FarViews:
+    """2-D and 1-D views of size 3 along a far dimension, packed along the other one, in one
+    reserved storage of about 2^32 elements. Only the pages the views write are backed by
+    memory (a few MiB on the CPU); on a GPU the whole storage is allocated."""
+
+    def __init__(self, dtype, device):
+        self.storage = torch.empty(_FAR_BASE + 2 * _FAR_STRIDE + 8 * _SLOT, dtype=dtype,
+                                   device=device)
+        self.slots = 0
+
+    def place(self, values: torch.Tensor, far_dim: int) -> torch.Tensor:
+        assert values.shape[far_dim] == 3 and values.numel() <= 3 * _SLOT and self.slots < 8
+        strides = [1] * values.dim()
+        strides[far_dim] = _FAR_STRIDE
+        view = self.storage.as_strided(values.shape, strides,
+                                       _FAR_BASE + self.slots * _SLOT)
+        self.slots += 1
+        return view.copy_(values)
+
+
+def _skip_unless_device_holds(device, nbytes):
+    if device == "cuda" and torch.cuda.mem_get_info()[0] < nbytes:
+        pytest.skip(f"needs {nbytes / 2**30:.0f} GiB of free GPU memory")
+
+
+@pytest.mark.parametrize("far_dim", [0, 1], ids=["far-rows", "far-columns"])
+def test_offsets_past_2_31_elements_do_not_wrap(far_dim, kernel_device):
+    # far-rows: rows of x, grad_y, W, mask and bias lie 2^30 apart (index 2 past 2^31), which
+    # the tile offsets of M and N and the weight gradient's loop over M multiply; far-columns:
+    # columns of x, W, mask (K) and grad_y (N), which the loops over K and N and the tile
+    # offsets of K and N multiply. Together every index * stride product of the three kernels.
+    _skip_unless_device_holds(kernel_device, 13 * 2**30)
+    dtype = torch.float16
+    m, n, k = (3, 3, 6) if far_dim == 0 else (5, 3, 3)
+    values, masks = _FarViews(dtype, kernel_device), _FarViews(torch.bool, kernel_device)
+    x = torch.randn(m, k, dtype=dtype, device=kernel_device)
+    weight = torch.randn(n, k, dtype=dtype, device=kernel_device)
+    # Every row and column keeps some and prunes some: a mask read from the wrong place shows.
+    mask = ((torch.arange(n)[:, None] + torch.arange(k)) % 3 != 0).to(kernel_device)
+    bias = torch.randn(n, dtype=dtype, device=kernel_device)
+    grad_y = torch.randn(m, n, dtype=dtype, device=kernel_device)
+    x_far, weight_far = values.place(x, far_dim), values.place(weight, far_dim)
+    mask_far, grad_y_far = masks.place(mask, far_dim), values.place(grad_y, far_dim)
+    bias_far = values.place(bias, 0) if far_dim == 0 else bias
+    assert x_far.stride(far_dim) * 2 >= 2**31  # the premise: index 2 lies past 2^31
+
+    masked_weight = torch.where(mask, weight.float(), 0.0)
+    expected = {"y": x.float() @ masked_weight.t() + bias.float(),
+                "grad_x": grad_y.float() @ masked_weight,
+                "grad_weight": torch.where(mask, grad_y.float().t() @ x.float(), 0.0)}
+    got = {"y": mm.masked_linear_forward(x_far, weight_far, mask_far, bias_far),
+           "grad_x": mm.masked_linear_input_grad(grad_y_far, weight_far, mask_far),
+           "grad_weight": mm.masked_linear_weight_grad(grad_y_far, x_far, mask_far)}
+    for name, tensor in got.items():
+        torch.testing.assert_close(tensor.float(), expected[name], atol=1e-2, rtol=1e-2,
+                                   msg=name)
+
+
+def test_a_strided_bias_is_read_through_its_stride(kernel_device):
+    x, weight, mask, _ = _inputs(4, 5, 6, 0.5, torch.float32, kernel_device)
+    bias = torch.randn(10, device=kernel_device)[::2]
+    expected = x @ torch.where(mask, weight, 0.0).t() + bias
+    torch.testing.assert_close(mm.masked_linear_forward(x, weight, mask, bias), expected)
+
+
+# Compiles the three kernels for a GPU (no GPU needed) with every size and stride an int32, as
+# triton passes values below 2^31, and prints each tile address whose offsets are int32.
+_LIST_INT32_TILE_OFFSETS = """
+import re, warnings
+import triton
+from triton.backends.compiler import GPUTarget
+from triton.compiler import ASTSource
+from sparse_tickets.kernels.triton import masked_matmul as mm
+warnings.simplefilter("ignore")
+tiles = dict(BLOCK_M=16, BLOCK_N=16, BLOCK_K=16, INPUT_PRECISION="ieee", HAS_BIAS=True)
+for autotuned in (mm._masked_linear_fwd_kernel, mm._masked_linear_input_grad_kernel,
+                  mm._masked_linear_weight_grad_kernel):
+    kernel = autotuned.fn
+    names = kernel.arg_names
+    constexprs = {(names.index(n),): v for n, v in tiles.items() if n in names}
+    signature = {n: "constexpr" if n in tiles else
+                 ("*i8" if n in ("mask_ptr", "occupancy_ptr") else "*fp16")
+                 if n.endswith("_ptr") else "i32" for n in names}
+    compiled = triton.compile(ASTSource(kernel, signature, constexprs),
+                              target=GPUTarget("cuda", 90, 32),
+                              options=dict(num_warps=1, num_stages=1))
+    for line in re.findall(r"tt\\.addptr .*", compiled.asm["ttir"]):
+        if re.search(r"tensor<[0-9x]+xi32>", line.split(":")[-1]):
+            print(kernel.__name__, line.strip())
+print("compiled")
+"""
+
+
+def test_compiled_kernels_address_every_tile_with_int64_offsets():
+    # What the interpreter cannot show: the code a GPU runs, stores included. Compiled in a
+    # process of its own, since the kernels here were made for the interpreter.
+    environment = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    result = subprocess.run([sys.executable, "-c", _LIST_INT32_TILE_OFFSETS], env=environment,
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout == "compiled\n", f"tile addresses with int32 offsets:\n{result.stdout}"
+
+
+def _assert_edges_close(got: torch.Tensor, expected_rows, expected_cols):
+    """The last two rows and columns of ``got``, the ones whose offsets lie past 2^31."""
+    torch.testing.assert_close(got[-2:].float(), expected_rows, atol=1e-2, rtol=1e-2)
+    torch.testing.assert_close(got[:, -2:].float(), expected_cols, atol=1e-2, rtol=1e-2)
+
+
+@pytest.mark.cuda
+def test_outputs_past_2_31_elements_on_cuda():
+    # Small inputs, outputs of 65,536 x 32,769 = 2^31 + 2^16 elements: their last rows lie past
+    # 2^31. With one input feature (or one row) each output is an outer product.
+    _skip_unless_device_holds("cuda", 24 * 2**30)
+    rows, cols, dtype = 65536, 32769, torch.float16
+    a = torch.randn(rows, 1, dtype=dtype, device="cuda")
+    b = torch.randn(cols, 1, dtype=dtype, device="cuda")
+    keep_b = torch.rand(cols, 1, device="cuda") < 0.7
+    masked_b = torch.where(keep_b, b, 0.0).float()
+
+    y = mm.masked_linear_forward(a, b, keep_b)  # (rows, cols) = a @ (b ⊙ keep)^T
+    _assert_edges_close(y, a[-2:].float() @ masked_b.t(), a.float() @ masked_b[-2:].t())
+    del y
+    grad_x = mm.masked_linear_input_grad(a, b.t(), keep_b.t())  # (rows, cols)
+    _assert_edges_close(grad_x, a[-2:].float() @ masked_b.t(), a.float() @ masked_b[-2:].t())
+    del grad_x
+    # A (rows, cols) mask built without a (rows, cols) intermediate wider than a byte.
+    keep_a = torch.rand(rows, 1, device="cuda") < 0.5
+    mask = keep_a ^ keep_b.t()
+    grad_weight = mm.masked_linear_weight_grad(a.t(), b.t(), mask)  # (rows, cols)
+    outer = lambda r, c: a[r].float() @ b[c].float().t()  # noqa: E731
+    _assert_edges_close(grad_weight,
+                        torch.where(mask[-2:], outer(slice(-2, None), slice(None)), 0.0),
+                        torch.where(mask[:, -2:], outer(slice(None), slice(-2, None)), 0.0))
+
+
+@pytest.mark.cuda
+def test_more_feature_tiles_than_a_cuda_grid_y_axis_holds():
+    # 65,535 tiles of the largest tile (128) plus one element: more than a grid's y axis takes,
+    # at every tile the autotuner may pick.
+    features = 65535 * 128 + 1
+    one = torch.ones(1, 1, device="cuda")
+    weight = torch.randn(features, 1, device="cuda")
+    keep = torch.rand(features, 1, device="cuda") < 0.5
+    masked = torch.where(keep, weight, 0.0)
+    torch.testing.assert_close(mm.masked_linear_forward(one, weight, keep), masked.t())
+    torch.testing.assert_close(mm.masked_linear_input_grad(one, weight.t(), keep.t()),
+                               masked.t())
+    torch.testing.assert_close(mm.masked_linear_weight_grad(one, weight.t(), keep.t()),
+                               masked.t())

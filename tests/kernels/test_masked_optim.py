@@ -258,6 +258,56 @@ def test_bad_input_fails_in_one_line(kernel_device):
     assert torch.equal(column_major, torch.zeros_like(column_major))  # nothing was written
 
 
+
+# A parameter of 2^31 + a chunk and a bit elements, and the chunks around its element 2^31.
+_PAST_2_31 = 2**31
+_SLOT = 4096  # elements between the tensors that share one storage (over two GPU chunks)
+
+
+def _past_2_31_views(count, dtype, device, length):
+    """``count`` dense 1-D views of ``length`` elements in one reserved storage, each starting
+    2^31 elements in: an offset wrapped by 2^32 would still land inside it (wrong numbers, not
+    a crash). Only the pages written are backed by memory on the CPU."""
+    storage = torch.empty(_PAST_2_31 + count * _SLOT + length, dtype=dtype, device=device)
+    return [storage[_PAST_2_31 + i * _SLOT:][:length] for i in range(count)]
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "adam"])
+def test_elements_past_2_31_are_addressed_without_wrapping(optimizer, monkeypatch,
+                                                           kernel_device):
+    if kernel_device == "cuda" and torch.cuda.mem_get_info()[0] < 13 * 2**30:
+        pytest.skip("needs 13 GiB of free GPU memory")
+    block = fused.chunk_size()
+    length = _PAST_2_31 + block + 72
+    # Run only the chunks around element 2^31 (all of them would take hours interpreted): the
+    # kernel, the addresses and the sizes in its tables are the real ones.
+    starts = torch.tensor([_PAST_2_31 - block, _PAST_2_31, _PAST_2_31 + block])
+    monkeypatch.setattr(fused, "_chunk_table",
+                        lambda numels, chunk: (torch.zeros(3, dtype=torch.int64), starts))
+    window = slice(_PAST_2_31 - block, length)
+    dtype, atol, rtol = torch.float16, 2e-3, 1e-2
+    param, grad, *state = _past_2_31_views(5 if optimizer == "adam" else 3, dtype,
+                                           kernel_device, length)
+    (mask,) = _past_2_31_views(1, torch.bool, kernel_device, length)
+    for tensor in (param, grad, *state):
+        tensor[window] = torch.randn(length - window.start, device=kernel_device).abs()
+    mask[window] = torch.rand(length - window.start, device=kernel_device) < 0.6
+    small = [t[window].clone() for t in (param, grad, mask, *state)]
+    if optimizer == "sgd":
+        hyper = dict(weight_decay=1e-2, momentum=0.9, lr=0.05, dampening=0.0, nesterov=False,
+                     maximize=False)
+        fused.masked_sgd_step([param], [grad], [mask], [state[0]], **hyper)
+        reference.masked_sgd_step([small[0]], [small[1]], [small[2]], [small[3]], **hyper)
+    else:
+        hyper = dict(amsgrad=True, beta1=0.9, beta2=0.99, lr=1e-2, weight_decay=1e-2,
+                     eps=1e-3, maximize=False, decoupled_weight_decay=False)
+        fused.masked_adam_step([param], [grad], [mask], *([t] for t in state),
+                               [torch.tensor(0.0)], **hyper)
+        reference.masked_adam_step([small[0]], [small[1]], [small[2]], *([t] for t in small[3:]),
+                                   [torch.tensor(0.0)], **hyper)
+    expected = [small[0], *small[3:]]
+    _assert_close_lists([t[window] for t in (param, *state)], expected, atol, rtol)
+
 def _model(device):
     model = torch.nn.Sequential(MaskedLinear(13, 9), torch.nn.Tanh(), MaskedLinear(9, 3))
     model.to(device)

@@ -66,3 +66,27 @@ def test_without_gpu_or_interpreter_the_backend_says_why(monkeypatch):
 @pytest.mark.skipif(HAS_TRITON, reason="triton is installed here")
 def test_without_triton_the_backend_says_why():
     assert TritonBackend().unavailable_reason().startswith("triton is not installed")
+
+
+def _shape_only(*shape, dtype=torch.float16):
+    """A tensor of ``shape`` with no memory behind it (an expanded scalar)."""
+    return torch.zeros((), dtype=dtype).expand(*shape)
+
+
+@needs_triton
+@pytest.mark.parametrize("op,tensors", [
+    # An input past 2^31 elements.
+    ("masked_linear", [_shape_only(65536, 32769), _shape_only(8, 32769),
+                       _shape_only(8, 32769, dtype=torch.bool)]),
+    # Inputs under 2^31, the output of 65,536 x 50,304 past it.
+    ("masked_linear", [_shape_only(65536, 64), _shape_only(50304, 64),
+                       _shape_only(50304, 64, dtype=torch.bool)]),
+    # An input of 2^28 elements, its im2col buffer (64 x 254 x 254 rows x 576) past 2^31.
+    ("masked_conv2d", [_shape_only(64, 64, 256, 256), _shape_only(64, 64, 3, 3),
+                       _shape_only(64, 64, 3, 3, dtype=torch.bool)]),
+], ids=["input", "output", "im2col"])
+def test_tensors_past_2_31_elements_are_served(op, tensors, monkeypatch):
+    # The kernels' offsets are 64-bit (tests/kernels/test_masked_matmul.py runs them past
+    # 2^31): no size is a reason to refuse.
+    monkeypatch.setenv("TRITON_INTERPRET", "1")
+    assert TritonBackend().not_supported_reasons(op, tensors) == []
