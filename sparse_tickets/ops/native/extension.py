@@ -230,9 +230,7 @@ def _raise_remembered_failure(spec: ExtensionSpec) -> None:
     try:
         record = json.loads(path.read_text())
         error = str(record["error"])
-    except FileNotFoundError:
-        return
-    except (OSError, ValueError, KeyError, TypeError):  # unreadable: as if never written
+    except (OSError, ValueError, KeyError, TypeError):  # none, or unreadable: as if none
         return
     raise _BuildFailure(
         f"the {spec.kind} extension failed to build with {_compiler_names(spec)} in an earlier "
