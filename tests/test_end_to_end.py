@@ -1,6 +1,5 @@
 """The foundation's pieces together: one pruning level of LeNet-300-100 on the real digits."""
 
-import pytest
 import torch
 import torch.nn.functional as F
 
