@@ -40,6 +40,7 @@ from .lottery.export import load_masks
 from .lottery.hparams import Hparams, HparamsError, validate
 from .lottery.presets import DEFAULT_PRESET, PRESETS, preset_for
 from .lottery.runs import BRANCHES
+from .ops.native.extension import ExtensionUnavailable
 from .progress import LogLines, ProgressBars
 
 PROG = "sparse-tickets"
@@ -79,6 +80,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except locking.RunLocked as error:
         return _fail(f"{PROG}: {error}")
     except files.WriteError as error:
+        return _fail_with(error, FAILURE)
+    except ExtensionUnavailable as error:  # a failed build under SPARSE_TICKETS_*_EXTENSION=force
         return _fail_with(error, FAILURE)
     except (ValueError, FileNotFoundError, NotADirectoryError, IsADirectoryError,
             ModuleNotFoundError, ops.BackendError, distributed.DistributedError) as error:
@@ -413,7 +416,7 @@ def _run_build(args) -> int:
     from .ops.native import extension
     failed = False
     for spec in (extension.CPU, extension.CUDA):
-        reason = extension.unavailable_reason(spec)
+        reason = extension.unavailable_reason(spec, retry=True)  # a remembered failure too
         if reason is None:
             record = extension.build_record(spec)
             when = ("already built" if record.build_seconds is None
@@ -602,7 +605,9 @@ def _build_parser() -> argparse.ArgumentParser:
     build = commands.add_parser(
         "build", help="build the compiled kernels now, instead of on first use",
         description="Build (or find cached) the C++ extension, and the CUDA extension where "
-                    "nvcc and a CUDA build of torch exist; then list the backends.")
+                    "nvcc and a CUDA build of torch exist; then list the backends. A build "
+                    "that failed before (remembered per compiler and kernel sources, so that "
+                    "other commands do not retry it) is tried again.")
     build.set_defaults(handler=_run_build)
 
     listing = commands.add_parser("list", help="models, datasets, presets and backends",

@@ -1,9 +1,26 @@
+"""What the whole suite shares: the devices it runs on, what may skip, and a summary of the
+skips by reason.
+
+Only two kinds of test may skip: one that needs a CUDA GPU (marked ``cuda``) on a machine
+without one, and one that needs an optional peer that is not a requirement of the package
+(SparseProp; triton where it has no wheel). Everything the README's install command installs
+is required: a test that needs the compiled CPU kernels, mlxtend, transformers or (on Linux
+x86-64 and aarch64) triton fails where it is missing, never skips. Under
+``SPARSE_TICKETS_CPU_EXTENSION=force`` (as CI runs) the session starts by building the CPU
+extension, a failure remembered from an earlier run included, and stops at once if it fails.
+"""
+
+import collections
 import os
+import platform
 
 import pytest
 import torch
 
 CUDA = torch.cuda.is_available()
+
+# setup.py requires triton where it has wheels; elsewhere it is an optional peer.
+TRITON_IS_REQUIRED = platform.system() == "Linux" and platform.machine() in ("x86_64", "aarch64")
 
 # Every device the suite can run on here: CUDA cases are collected everywhere, so a GPU machine
 # runs them and a CPU machine reports them as skipped, never silently absent.
@@ -15,6 +32,42 @@ def pytest_configure(config):
     # it starts in a subprocess) asks, and cache them beside the build: the suite takes the
     # instruction-set rule instead; tests/compact runs the measurement and its cache itself.
     os.environ.setdefault("SPARSE_TICKETS_CALIBRATION", "off")
+
+
+def pytest_sessionstart(session):
+    from sparse_tickets.ops.native import extension  # after pytest_configure's settings
+
+    if extension.mode(extension.CPU) != "force":
+        return
+    try:
+        extension.load(extension.CPU, retry=True)
+    except extension.ExtensionUnavailable as error:
+        pytest.exit(f"{extension.CPU.env_var}=force: {error}", returncode=1)
+
+
+def import_triton_or_skip():
+    """Import triton for a test module: a failure where the package requires it, a skip of the
+    module where triton has no wheel and is not installed."""
+    if TRITON_IS_REQUIRED:
+        import triton  # noqa: F401  (missing here: the install is broken, the tests fail)
+    else:
+        pytest.importorskip("triton", reason=f"triton has no wheel for {platform.system()} "
+                                             f"{platform.machine()} and is not installed")
+
+
+def pytest_terminal_summary(terminalreporter):
+    """The skipped tests grouped by reason, with how many in each file."""
+    by_reason = collections.defaultdict(collections.Counter)
+    for report in terminalreporter.stats.get("skipped", []):
+        reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
+        by_reason[reason.removeprefix("Skipped: ")][report.nodeid.split("::")[0]] += 1
+    if not by_reason:
+        return
+    terminalreporter.section("skipped tests by reason")
+    for reason, files in sorted(by_reason.items(), key=lambda item: -sum(item[1].values())):
+        terminalreporter.write_line(f"{sum(files.values()):5d}  {reason}")
+        terminalreporter.write_line("       " + ", ".join(
+            f"{name} ({count})" for name, count in sorted(files.items())))
 
 
 def pytest_collection_modifyitems(config, items):

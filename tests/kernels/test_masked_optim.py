@@ -12,8 +12,9 @@ import torch
 from sparse_tickets import MaskedLinear, masked_layers, ops
 from sparse_tickets.ops.reference import optim as reference
 from sparse_tickets.optim import MaskedAdam, MaskedSGD
+from tests.conftest import import_triton_or_skip
 
-pytest.importorskip("triton", reason="triton is not installed (its wheels exist for Linux x86-64 and aarch64)")
+import_triton_or_skip()  # required where it has wheels: fails there, never skips
 from sparse_tickets.kernels.triton import masked_optim as fused  # noqa: E402  (after the guard)
 
 # Awkward against the interpreter's 128-element chunk and the GPU's 1024: one element, the

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 from dataclasses import dataclass
 from typing import Callable
 
@@ -11,10 +10,8 @@ import pytest
 import torch
 from torch import nn
 
-HAS_TRANSFORMERS = importlib.util.find_spec("transformers") is not None
-needs_transformers = pytest.mark.skipif(not HAS_TRANSFORMERS,
-                                        reason="transformers is not installed (pip install "
-                                               "-e .[test])")
+# transformers is a test requirement (pip install -e .[test]): without it these tests fail.
+needs_transformers = pytest.mark.transformers
 
 
 @dataclass

@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -31,8 +32,10 @@ except ImportError:  # Windows: no flock; builds there rely on torch's own lock 
     fcntl = None
 
 _WORKER = Path(__file__).with_name("build_worker.py")
-_TORCH_LOCK_FILE = "lock"
-_GRACE_S = 10.0  # for ninja to stop its compilers after SIGTERM  # cpp_extension's FileBaton, inside the build directory
+_TORCH_LOCK_FILE = "lock"  # cpp_extension's FileBaton, inside the build directory
+_GRACE_S = 10.0  # for ninja to stop its compilers after SIGTERM
+# A diagnostic as gcc, clang, nvcc and the linker driver print it: "file:12:3: error: ...".
+_COMPILER_ERROR = re.compile(r"(^|[\s:])error:")
 
 
 class BuildFailed(RuntimeError):
@@ -103,7 +106,7 @@ def compile_in_worker(*, name: str, sources: list[str], build_directory: Path,
             _kill_group(worker)
             raise
     if returncode != 0:
-        raise BuildFailed(f"{_last_line(log_path) or f'exit status {returncode}'} "
+        raise BuildFailed(f"{_summary_line(log_path) or f'exit status {returncode}'} "
                           f"(full log: {log_path})")
 
 
@@ -118,8 +121,12 @@ def _kill_group(worker: subprocess.Popen) -> None:
     worker.wait()
 
 
-def _last_line(path: Path) -> Optional[str]:
+def _summary_line(path: Path) -> Optional[str]:
+    """The compiler's first error (the later ones often follow from it), else the log's last
+    line: ninja's own last words ("build stopped: subcommand failed") say nothing."""
     lines = [line.strip() for line in path.read_text(errors="replace").splitlines()]
     lines = [line for line in lines if line]
+    for line in lines:
+        if _COMPILER_ERROR.search(line):
+            return line
     return lines[-1] if lines else None
-

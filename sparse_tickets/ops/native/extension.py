@@ -18,25 +18,36 @@ Each is controlled by an environment variable (``SPARSE_TICKETS_CPU_EXTENSION``,
 ``SPARSE_TICKETS_CUDA_EXTENSION``): ``auto`` (default) builds it when it can and otherwise
 leaves the reference backend to serve, with the reason shown by ``sparse_tickets.backends()``;
 ``skip`` (or ``0``) never builds it; ``force`` (or ``1``) turns a failed build into an error.
+
+A failed build is tried once per process and remembered on disk, per build key and compiler
+(``failed-<compiler>.json`` in the build directory): the dispatcher asks for the extension
+before every call, and a compile error that takes minutes must not cost minutes per optimizer
+step, nor per command. A process that meets the failure says so in one line on stderr, naming
+the build log; another compiler (``CXX``, or the same path upgraded) or other sources try
+again, and ``sparse-tickets build`` retries whatever is remembered.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
+import json
 import os
 import platform
 import shutil
 import sys
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
+from typing import Optional, Union
 
 import torch
 
 import sparse_tickets.kernels
 
+from ... import files
 from . import build
 from . import library  # noqa: F401  (defines the op schemas the extensions implement)
 
@@ -74,6 +85,13 @@ class ExtensionUnavailable(RuntimeError):
     """An extension cannot be built or loaded here; the message says why, in one line."""
 
 
+class _BuildFailure(ExtensionUnavailable):
+    """The compiler failed, now or in an earlier process (remembered on disk)."""
+
+
+RETRY_COMMAND = "sparse-tickets build"
+
+
 def mode(spec: ExtensionSpec) -> str:
     """``auto``, ``skip`` or ``force``, from the spec's environment variable."""
     raw = os.environ.get(spec.env_var, "auto").strip().lower()
@@ -82,13 +100,13 @@ def mode(spec: ExtensionSpec) -> str:
     return _MODES[raw]
 
 
-def unavailable_reason(spec: ExtensionSpec) -> Optional[str]:
+def unavailable_reason(spec: ExtensionSpec, *, retry: bool = False) -> Optional[str]:
     """Why ``spec`` cannot be loaded (building it first if needed), or None once it is loaded.
 
-    Under ``force`` a failure raises instead.
+    Under ``force`` a failure raises instead. ``retry``: see :func:`build_record`.
     """
     try:
-        load(spec)
+        load(spec, retry=retry)
         return None
     except ExtensionUnavailable as error:
         if mode(spec) == "force":
@@ -96,9 +114,9 @@ def unavailable_reason(spec: ExtensionSpec) -> Optional[str]:
         return str(error)
 
 
-def load(spec: ExtensionSpec) -> None:
+def load(spec: ExtensionSpec, *, retry: bool = False) -> None:
     """Build (if not cached) and load ``spec``'s extension; raises ExtensionUnavailable."""
-    build_record(spec)
+    build_record(spec, retry=retry)
 
 
 @dataclass(frozen=True)
@@ -109,9 +127,28 @@ class BuildRecord:
     build_seconds: Optional[float]
 
 
-def build_record(spec: ExtensionSpec) -> BuildRecord:
-    """Build (if not cached) and load ``spec``'s extension; raises ExtensionUnavailable."""
-    return _load_cached(spec, mode(spec))
+# What this process got for each (spec, mode): the loaded build, or why there is none. Failures
+# are kept as well as successes: the dispatcher asks before every call.
+_outcomes: dict[tuple[ExtensionSpec, str], Union[BuildRecord, str]] = {}
+_outcomes_lock = threading.Lock()
+
+
+def build_record(spec: ExtensionSpec, *, retry: bool = False) -> BuildRecord:
+    """Build (if not cached) and load ``spec``'s extension; raises ExtensionUnavailable.
+
+    Asked once per process; later calls give the same answer. ``retry`` builds again a build
+    that failed, in this process or in an earlier one.
+    """
+    key = (spec, mode(spec))
+    outcome = _outcomes.get(key)
+    if outcome is None or (retry and isinstance(outcome, str)):
+        with _outcomes_lock:  # one attempt, whichever thread asks first
+            outcome = _outcomes.get(key)
+            if outcome is None or (retry and isinstance(outcome, str)):
+                outcome = _outcomes[key] = _attempt(spec, key[1], retry)
+    if isinstance(outcome, str):
+        raise ExtensionUnavailable(outcome)
+    return outcome
 
 
 def build_directory(spec: ExtensionSpec) -> Path:
@@ -119,8 +156,25 @@ def build_directory(spec: ExtensionSpec) -> Path:
     return _build_root() / _build_name(spec)
 
 
-@functools.lru_cache(maxsize=None)
-def _load_cached(spec: ExtensionSpec, current_mode: str) -> BuildRecord:
+def failure_record_path(spec: ExtensionSpec) -> Path:
+    """Where a failed build of ``spec`` with the current compiler is remembered."""
+    return build_directory(spec) / f"failed-{_compiler_key(spec)}.json"
+
+
+def _attempt(spec: ExtensionSpec, current_mode: str, retry: bool) -> Union[BuildRecord, str]:
+    try:
+        return _load(spec, current_mode, retry)
+    except _BuildFailure as error:
+        # Said once, here: under force the error itself is the message, and one who retries
+        # reports the outcome.
+        if current_mode == "auto" and not retry:
+            _say(f"{error}; meanwhile the slower reference backend serves")
+        return str(error)
+    except ExtensionUnavailable as error:
+        return str(error)
+
+
+def _load(spec: ExtensionSpec, current_mode: str, retry: bool) -> BuildRecord:
     if current_mode == "skip":
         raise ExtensionUnavailable(f"the {spec.kind} extension is skipped ({spec.env_var}=skip)")
     missing = _missing_prerequisite(spec)
@@ -131,7 +185,9 @@ def _load_cached(spec: ExtensionSpec, current_mode: str) -> BuildRecord:
     directory.mkdir(parents=True, exist_ok=True)
     seconds = None
     if not build.is_built(directory, name):
-        seconds = _build(spec, name, directory)
+        if not retry:
+            _raise_remembered_failure(spec)
+        seconds = _build(spec, name, directory, retry)
     library_path = build.library_path(directory, name)
     try:
         torch.ops.load_library(str(library_path))
@@ -141,10 +197,12 @@ def _load_cached(spec: ExtensionSpec, current_mode: str) -> BuildRecord:
     return BuildRecord(library_path, seconds)
 
 
-def _build(spec: ExtensionSpec, name: str, directory: Path) -> Optional[float]:
+def _build(spec: ExtensionSpec, name: str, directory: Path, retry: bool) -> Optional[float]:
     with build.exclusive(directory, announce=_say):
         if build.is_built(directory, name):  # another process built it while we waited
             return None
+        if not retry:  # or failed to, while we waited
+            _raise_remembered_failure(spec)
         if build.remove_stale_torch_lock(directory):
             _say(f"removed a lock file left in {directory} by a build that was killed")
         _say(f"building the {spec.kind} extension on first use, once per machine, torch "
@@ -157,11 +215,43 @@ def _build(spec: ExtensionSpec, name: str, directory: Path) -> Optional[float]:
                 ld_flags=["-fopenmp"] if spec.kind == "cpu" else [],
                 with_cuda=spec.kind == "cuda")
         except build.BuildFailed as error:
-            raise ExtensionUnavailable(
-                f"the {spec.kind} extension failed to build in {directory}: {error}") from error
+            _remember_failure(spec, error)
+            raise _BuildFailure(
+                f"the {spec.kind} extension failed to build with {_compiler_names(spec)}: "
+                f"{error}; `{RETRY_COMMAND}` retries") from error
+        _forget_failures(directory)
         seconds = time.perf_counter() - started
         _say(f"built the {spec.kind} extension in {seconds:.0f} s")
         return seconds
+
+
+def _raise_remembered_failure(spec: ExtensionSpec) -> None:
+    path = failure_record_path(spec)
+    try:
+        record = json.loads(path.read_text())
+        error = str(record["error"])
+    except (OSError, ValueError, KeyError, TypeError):  # none, or unreadable: as if none
+        return
+    raise _BuildFailure(
+        f"the {spec.kind} extension failed to build with {_compiler_names(spec)} in an earlier "
+        f"run: {error}; not tried again until the compiler or the kernel sources change "
+        f"(remembered in {path}), or `{RETRY_COMMAND}` retries")
+
+
+def _remember_failure(spec: ExtensionSpec, error: build.BuildFailed) -> None:
+    record = {"compiler": _compiler_identity(spec), "error": str(error),
+              "failed_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+    data = (json.dumps(record, indent=2) + "\n").encode()
+    # Not remembering costs the next process a retry, no more: never hide the build's error.
+    with contextlib.suppress(OSError):
+        files.write_atomically(failure_record_path(spec), lambda file: file.write(data))
+
+
+def _forget_failures(directory: Path) -> None:
+    # Built now: what failed before, with any compiler, no longer matters.
+    for record in directory.glob("failed-*.json"):
+        with contextlib.suppress(OSError):
+            record.unlink()
 
 
 def _say(line: str) -> None:
@@ -187,6 +277,37 @@ def _missing_prerequisite(spec: ExtensionSpec) -> Optional[str]:
         if CUDA_HOME is None:
             return "nvcc not found (set CUDA_HOME)"
     return None
+
+
+def _compilers(spec: ExtensionSpec) -> list[str]:
+    """The compilers a build of ``spec`` runs, as named (CXX, then nvcc for CUDA)."""
+    compilers = [os.environ.get("CXX", "c++")]
+    if spec.kind == "cuda":
+        from torch.utils.cpp_extension import CUDA_HOME
+        compilers.append(str(Path(CUDA_HOME or "") / "bin" / "nvcc"))
+    return compilers
+
+
+def _compiler_names(spec: ExtensionSpec) -> str:
+    return " and ".join(shutil.which(name) or name for name in _compilers(spec))
+
+
+def _compiler_identity(spec: ExtensionSpec) -> str:
+    """Each compiler's real file (through symlinks and alternatives), size and modification
+    time: another compiler, or the same path upgraded, is another identity."""
+    parts = []
+    for name in _compilers(spec):
+        real = os.path.realpath(shutil.which(name) or name)
+        try:
+            status = os.stat(real)
+            parts.append(f"{real} {status.st_size} {status.st_mtime_ns}")
+        except OSError:
+            parts.append(real)
+    return "; ".join(parts)
+
+
+def _compiler_key(spec: ExtensionSpec) -> str:
+    return hashlib.sha256(_compiler_identity(spec).encode()).hexdigest()[:12]
 
 
 def _cxx_flags() -> list[str]:
