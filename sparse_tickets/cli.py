@@ -36,14 +36,14 @@ import torch
 
 from . import __version__, data, files, models, ops
 from .compact.choice import MODES, default_mode_set_to
-from .nn import MaskedConv2d, masked_layers
 from .lottery import distributed, locking
 from .lottery.export import load_masks
 from .lottery.hparams import MAX_POINTS, Hparams, HparamsError, validate, validate_lengths
 from .lottery.presets import DEFAULT_PRESET, PRESETS, preset_for
 from .lottery.runs import BRANCHES
-from .pruning import parse_nm
+from .nn import MaskedConv2d, masked_layers
 from .progress import LogLines, ProgressBars
+from .pruning import parse_nm
 
 PROG = "sparse-tickets"
 USAGE_ERROR = 2
@@ -550,11 +550,11 @@ def _add_hparam_flags(parser: argparse.ArgumentParser) -> None:
 
 def _add_run_options(parser: argparse.ArgumentParser, runs_dir: bool = True) -> None:
     group = parser.add_argument_group("where and how")
-    group.add_argument("--data-dir", type=_path("a directory"), help="directory of the mnist IDX files or the cifar10 "
-                                          "pickle batches")
+    group.add_argument("--data-dir", type=_path("a directory"),
+                       help="directory of the mnist IDX files or the cifar10 pickle batches")
     if runs_dir:
-        group.add_argument("--runs-dir", default="runs", type=_path("a directory"), help="where run directories are made "
-                                                             "(default: ./runs)")
+        group.add_argument("--runs-dir", default="runs", type=_path("a directory"),
+                           help="where run directories are made (default: ./runs)")
     group.add_argument("--device", help="cpu, cuda or cuda:N (default: cuda when available)")
     group.add_argument("--checkpoint-every", type=_positive, default=500, metavar="N",
                        help="checkpoint every N iterations, so a kill loses at most N "
@@ -622,8 +622,8 @@ def _build_parser() -> argparse.ArgumentParser:
         description="Train once (level 0 only, no controls): dense, or with --masks from a "
                     "ticket written by `export`, a level's masks.safetensors, or a file of "
                     "Masks.save.")
-    train.add_argument("--masks", type=_path("a masks file"), help="a ticket or masks file (.safetensors or .pt) to train "
-                                       "with")
+    train.add_argument("--masks", type=_path("a masks file"),
+                       help="a ticket or masks file (.safetensors or .pt) to train with")
     _add_hparam_flags(train)
     _add_run_options(train)
     train.set_defaults(handler=_run_train)
@@ -657,8 +657,9 @@ def _build_parser() -> argparse.ArgumentParser:
         description="Write accuracy and early-stop plots (PNG), report.md and summary.csv. "
                     "Runs of one configuration with different seeds are averaged.")
     report.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", type=_path("a run directory"))
-    report.add_argument("--output", type=_path("a directory"), help="output directory (default: RUN_DIR/report for one "
-                                         "run, ./report for several)")
+    report.add_argument("--output", type=_path("a directory"),
+                        help="output directory (default: RUN_DIR/report for one run, ./report "
+                             "for several)")
     report.set_defaults(handler=_run_report)
 
     export = commands.add_parser(
@@ -671,8 +672,9 @@ def _build_parser() -> argparse.ArgumentParser:
                         help="the level to export")
     export.add_argument("--branch", default="main", choices=BRANCHES,
                         help="main (the ticket), reinit or random_pruning (default: main)")
-    export.add_argument("--output", type=_path("a file path"), help="file to write (default: "
-                                         "RUN_DIR/ticket_<branch>_level_<L>.safetensors)")
+    export.add_argument("--output", type=_path("a file path"),
+                        help="file to write (default: "
+                             "RUN_DIR/ticket_<branch>_level_<L>.safetensors)")
     export.set_defaults(handler=_run_export)
 
     build = commands.add_parser(

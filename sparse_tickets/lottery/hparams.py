@@ -186,9 +186,9 @@ OPTIMIZERS = ("adam", "sgd")
 SEED_FIELDS = ("model_seed", "data_seed", "control_seed")
 # torch seeds its generators with an unsigned 64-bit integer.
 MAX_SEED = 2 ** 64 - 1
-# Bounds far past any real experiment (the paper's longest run is 112,480 iterations, its
-# deepest 30 levels) that keep every count a machine int and every per-level list small: a
-# typo of extra digits is refused up front instead of failing deep inside a run.
+# Bounds far past any real experiment (the presets' longest run is VGG-19's 160 epochs, 112,480
+# iterations; their deepest, 20 levels) that keep every count a machine int and every list
+# per level small: a typo of extra digits is refused up front, not deep inside a run.
 MAX_ITERATIONS = 10 ** 9
 MAX_LEVELS = 1000
 MAX_POINTS = 1000
