@@ -25,6 +25,7 @@ import argparse
 import contextlib
 import dataclasses
 import hashlib
+import math
 import os
 import shlex
 import sys
@@ -37,11 +38,13 @@ from . import __version__, data, files, models, ops
 from .compact.choice import MODES, default_mode_set_to
 from .lottery import distributed, locking
 from .lottery.export import load_masks
-from .lottery.hparams import Hparams, HparamsError, validate
+from .lottery.hparams import MAX_POINTS, Hparams, HparamsError, validate, validate_lengths
 from .lottery.presets import DEFAULT_PRESET, PRESETS, preset_for
 from .lottery.runs import BRANCHES
+from .nn import MaskedConv2d, masked_layers
 from .ops.native.extension import ExtensionUnavailable
 from .progress import LogLines, ProgressBars
+from .pruning import parse_nm
 
 PROG = "sparse-tickets"
 USAGE_ERROR = 2
@@ -171,7 +174,13 @@ def _execute_in_mode(args, hp: Hparams, initial_masks) -> int:
     splits = _load_data(hp, args.data_dir)
     device = _device(args.device)
     # Everything that can be refused is refused before the run directory exists.
-    _, model = check(hp, splits)
+    schedule, model = check(hp, splits)
+    try:
+        validate_lengths(hp, schedule.iterations_per_epoch)
+    except HparamsError as error:
+        raise UsageError(f"{PROG}: {error}") from None
+    _check_fractions_apply(_given(args), hp.model, model)
+    _check_nm_fits(hp, model)
     if initial_masks is not None:
         initial_masks.apply_to(model)  # names and shapes must be the model's
     directory = None
@@ -234,9 +243,44 @@ def _execute_with_progress(args, hp: Hparams, initial_masks, splits, device: tor
     return 0
 
 
+def _given(args) -> dict:
+    """The hyperparameters given on the command line (the preset supplies the others)."""
+    return {field.name: getattr(args, field.name) for field in _flag_fields()
+            if getattr(args, field.name) is not None}
+
+
+def _check_fractions_apply(given: dict, model_name: str, model) -> None:
+    """A pruning rate given for a kind of layer the model does not have would prune nothing:
+    refused, as it is surely meant for another model. A preset's rate is not the user's
+    mistake, and a rate of 0 asks for nothing, so both pass."""
+    output = models.output_layer(model) + ".weight"
+    kinds = {"conv_fraction": "conv", "fc_fraction": "hidden fc"}
+    present = set()
+    for name, layer in masked_layers(model):
+        if f"{name}.weight" != output:
+            present.add("conv" if isinstance(layer, MaskedConv2d) else "hidden fc")
+    for field_name, kind in kinds.items():
+        if given.get(field_name) and kind not in present:
+            flag = f"--{field_name.replace('_', '-')}"
+            raise UsageError(f"{PROG}: {flag} {given[field_name]} given, but {model_name} has "
+                             f"no {kind} layer to prune; expected no {flag} for this model")
+
+
+def _check_nm_fits(hp: Hparams, model) -> None:
+    """An N:M group longer than every row of the model would only pad each row with zeros
+    (a group of 10**20 cannot even be allocated)."""
+    if not hp.nm:
+        return
+    pattern = parse_nm(hp.nm)
+    longest = max(math.prod(layer.weight.shape[1:]) for _, layer in masked_layers(model))
+    if pattern.m > longest:
+        raise UsageError(f"{PROG}: nm {hp.nm} groups {pattern.m} weights, more than the "
+                         f"longest row of {hp.model} ({longest} weights); expected m at most "
+                         f"{longest}")
+
+
 def _hparams(args) -> Hparams:
-    given = {field.name: getattr(args, field.name) for field in _flag_fields()
-             if getattr(args, field.name) is not None}
+    given = _given(args)
     if args.lr_rewind:
         if given.get("rewind", "lr") != "lr":
             raise UsageError(f"{PROG}: --lr-rewind and --rewind {given['rewind']} contradict "
@@ -261,6 +305,10 @@ def _hparams(args) -> Hparams:
     if hp.dataset not in data.names():
         raise UsageError(f"{PROG}: unknown dataset {hp.dataset!r}; expected one of "
                          f"{', '.join(data.names())}")
+    if given.get("momentum") and hp.optimizer != "sgd":
+        raise UsageError(f"{PROG}: --momentum {given['momentum']} given, but optimizer "
+                         f"{hp.optimizer} takes no momentum; expected --optimizer sgd or no "
+                         f"--momentum")
     try:
         validate(hp)
     except HparamsError as error:
@@ -331,13 +379,27 @@ def _device(name: Optional[str]) -> torch.device:
     return torch.device("cuda", local)
 
 
+_DEVICES = "cpu, cuda or cuda:N"
+
+
 def _named_device(name: Optional[str]) -> torch.device:
     if name is None:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
         device = torch.device(name)
     except RuntimeError:
-        raise UsageError(f"{PROG}: unknown device {name!r}; expected cpu, cuda or cuda:N") from None
+        raise UsageError(f"{PROG}: unknown device {name!r}; expected {_DEVICES}") from None
+    if device.type == "meta":
+        raise UsageError(f"{PROG}: device {name} holds no data, so nothing can train on it; "
+                         f"expected {_DEVICES}")
+    if device.type not in ("cpu", "cuda"):
+        raise UsageError(f"{PROG}: device {name} is not supported; expected {_DEVICES}")
+    if device.type == "cpu":
+        # torch accepts any CPU index and ignores it: one CPU device, index 0.
+        if device.index not in (None, 0):
+            raise UsageError(f"{PROG}: device {name}: torch has one CPU device, cpu:0; "
+                             f"expected {_DEVICES}")
+        return torch.device("cpu")
     if device.type == "cuda" and not torch.cuda.is_available():
         raise UsageError(f"{PROG}: device {name} asked for, but torch sees no CUDA GPU")
     if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
@@ -491,11 +553,11 @@ def _add_hparam_flags(parser: argparse.ArgumentParser) -> None:
 
 def _add_run_options(parser: argparse.ArgumentParser, runs_dir: bool = True) -> None:
     group = parser.add_argument_group("where and how")
-    group.add_argument("--data-dir", help="directory of the mnist IDX files or the cifar10 "
-                                          "pickle batches")
+    group.add_argument("--data-dir", type=_path("a directory"),
+                       help="directory of the mnist IDX files or the cifar10 pickle batches")
     if runs_dir:
-        group.add_argument("--runs-dir", default="runs", help="where run directories are made "
-                                                             "(default: ./runs)")
+        group.add_argument("--runs-dir", default="runs", type=_path("a directory"),
+                           help="where run directories are made (default: ./runs)")
     group.add_argument("--device", help="cpu, cuda or cuda:N (default: cuda when available)")
     group.add_argument("--checkpoint-every", type=_positive, default=500, metavar="N",
                        help="checkpoint every N iterations, so a kill loses at most N "
@@ -512,8 +574,9 @@ def _add_run_options(parser: argparse.ArgumentParser, runs_dir: bool = True) -> 
                        help="do not write the report at the end")
 
 
-def _integer_at_least(minimum: int, what: str):
-    """An argparse type: an int >= ``minimum``, refused as ``what`` in the message."""
+def _integer_at_least(minimum: int, what: str, maximum: Optional[int] = None):
+    """An argparse type: an int >= ``minimum`` (and <= ``maximum``), refused as ``what`` in the
+    message."""
     def parse(text: str) -> int:
         try:
             value = int(text)
@@ -521,12 +584,24 @@ def _integer_at_least(minimum: int, what: str):
             raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
         if value < minimum:
             raise argparse.ArgumentTypeError(f"expected {what}, got {value}")
+        if maximum is not None and value > maximum:
+            raise argparse.ArgumentTypeError(f"expected at most {maximum}, got {value}")
         return value
     return parse
 
 
 _non_negative = _integer_at_least(0, "a level >= 0")
 _positive = _integer_at_least(1, "a positive integer")
+
+
+def _path(what: str):
+    """An argparse type: a path, refused when empty or blank (``--runs-dir ""`` from an unset
+    shell variable would otherwise mean the current directory)."""
+    def parse(text: str) -> str:
+        if not text.strip():
+            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}")
+        return text
+    return parse
 
 
 def _build_parser() -> argparse.ArgumentParser:
@@ -550,8 +625,8 @@ def _build_parser() -> argparse.ArgumentParser:
         description="Train once (level 0 only, no controls): dense, or with --masks from a "
                     "ticket written by `export`, a level's masks.safetensors, or a file of "
                     "Masks.save.")
-    train.add_argument("--masks", help="a ticket or masks file (.safetensors or .pt) to train "
-                                       "with")
+    train.add_argument("--masks", type=_path("a masks file"),
+                       help="a ticket or masks file (.safetensors or .pt) to train with")
     _add_hparam_flags(train)
     _add_run_options(train)
     train.set_defaults(handler=_run_train)
@@ -564,7 +639,7 @@ def _build_parser() -> argparse.ArgumentParser:
                     "path between them; report the error barrier (Frankle et al., ICML 2020, "
                     "'Linear mode connectivity and the lottery ticket hypothesis'). The run's "
                     "hyperparameters are used; rerunning resumes; the report is rewritten.")
-    instability.add_argument("run_dir", metavar="RUN_DIR")
+    instability.add_argument("run_dir", metavar="RUN_DIR", type=_path("a run directory"))
     instability.add_argument("--level", type=_non_negative, required=True,
                              help="the level to analyse")
     instability.add_argument("--branch", default="main", choices=BRANCHES,
@@ -573,7 +648,8 @@ def _build_parser() -> argparse.ArgumentParser:
                              help="spawn iterations, in iterations (500) or epochs (2ep), each "
                                   "at least the level's start (default: the level's start "
                                   "iteration)")
-    instability.add_argument("--points", type=_integer_at_least(2, "at least 2 points"),
+    instability.add_argument("--points", type=_integer_at_least(2, "at least 2 points",
+                                                                MAX_POINTS),
                              default=11, help="points on the linear path, ends included "
                                               "(default: 11)")
     _add_run_options(instability, runs_dir=False)
@@ -583,9 +659,10 @@ def _build_parser() -> argparse.ArgumentParser:
         "report", help="tables and plots from run directories",
         description="Write accuracy and early-stop plots (PNG), report.md and summary.csv. "
                     "Runs of one configuration with different seeds are averaged.")
-    report.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
-    report.add_argument("--output", help="output directory (default: RUN_DIR/report for one "
-                                         "run, ./report for several)")
+    report.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", type=_path("a run directory"))
+    report.add_argument("--output", type=_path("a directory"),
+                        help="output directory (default: RUN_DIR/report for one run, ./report "
+                             "for several)")
     report.set_defaults(handler=_run_report)
 
     export = commands.add_parser(
@@ -593,13 +670,14 @@ def _build_parser() -> argparse.ArgumentParser:
         description="Write one level's ticket as safetensors: masks, the weights it started "
                     "from and the trained weights, with the hyperparameters as metadata. "
                     "Load it back with sparse_tickets.lottery.export.load_ticket.")
-    export.add_argument("run_dir", metavar="RUN_DIR")
+    export.add_argument("run_dir", metavar="RUN_DIR", type=_path("a run directory"))
     export.add_argument("--level", type=_non_negative, required=True,
                         help="the level to export")
     export.add_argument("--branch", default="main", choices=BRANCHES,
                         help="main (the ticket), reinit or random_pruning (default: main)")
-    export.add_argument("--output", help="file to write (default: "
-                                         "RUN_DIR/ticket_<branch>_level_<L>.safetensors)")
+    export.add_argument("--output", type=_path("a file path"),
+                        help="file to write (default: "
+                             "RUN_DIR/ticket_<branch>_level_<L>.safetensors)")
     export.set_defaults(handler=_run_export)
 
     build = commands.add_parser(

@@ -8,6 +8,7 @@ the data in C order. The magic is ``0x00 0x00 <dtype code> <number of dims>``, s
 from __future__ import annotations
 
 import gzip
+import math
 import os
 import zlib
 
@@ -17,6 +18,8 @@ from .errors import DatasetError
 
 UINT8_IMAGES_MAGIC = 0x00000803
 UINT8_LABELS_MAGIC = 0x00000801
+# No array (numpy's sizes are int64) or file can be larger.
+_MAX_BYTES = 2 ** 63 - 1
 
 # IDX dtype code -> numpy dtype; multi-byte types are stored big-endian.
 _DTYPES = {
@@ -62,7 +65,14 @@ def read_idx(path: str | os.PathLike, expected_magic: int | None = None) -> np.n
                                  f"bytes for {ndim} dims")
     shape = tuple(int.from_bytes(raw[4 + 4 * i:8 + 4 * i], "big") for i in range(ndim))
     dtype = _DTYPES[code]
-    expected_bytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    # Python ints: numpy's int64 product wraps past 2**63, and a crafted header could wrap
+    # to the size of the data that follows it.
+    elements = math.prod(shape)
+    if elements * dtype.itemsize > _MAX_BYTES:
+        raise DatasetError(path, f"header dimensions {shape} ({describe_magic(magic)}) "
+                                 f"multiply to {elements} elements, past 2**63 bytes; expected "
+                                 f"the dimensions of the data that follows")
+    expected_bytes = elements * dtype.itemsize
     data_bytes = len(raw) - header_size
     if data_bytes != expected_bytes:
         state = "truncated" if data_bytes < expected_bytes else "has trailing bytes"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+import os
 from numbers import Integral
 from typing import Sequence
 
@@ -39,6 +41,8 @@ def synthetic(input_shape: Sequence[int] = (1, 28, 28), num_classes: int = 10,
     _check_int("seed", seed, minimum=0)
     if isinstance(noise, bool) or not isinstance(noise, (int, float)) or not noise >= 0:
         raise ValueError(f"noise must be a non-negative number; got {noise!r}")
+
+    _check_fits_in_memory(input_shape, (train_size, val_size, test_size))
 
     prototype_seed, *split_seeds = _stream_seeds(seed, 4)
     prototypes = torch.rand((num_classes, *input_shape),
@@ -84,6 +88,24 @@ def _validated_shape(input_shape: Sequence[int]) -> tuple[int, int, int]:
         raise ValueError(f"input_shape must be three positive ints (C, H, W); got "
                          f"{input_shape!r}")
     return tuple(int(d) for d in shape)
+
+
+def _check_fits_in_memory(input_shape: tuple[int, int, int], sizes: Sequence[int]) -> None:
+    """Refuse, before allocating, a dataset larger than the machine's memory: torch would fail
+    deep in the allocator (or with an int64 overflow) instead of naming the size."""
+    needed = sum(sizes) * math.prod(input_shape)  # uint8 images
+    available = _physical_memory()
+    if available is not None and needed > available:
+        raise ValueError(f"synthetic data of {' + '.join(map(str, sizes))} examples of shape "
+                         f"{input_shape} needs {needed / 2 ** 30:.3g} GiB; this machine has "
+                         f"{available / 2 ** 30:.3g} GiB of memory; expected fewer examples")
+
+
+def _physical_memory() -> int | None:
+    try:
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (AttributeError, OSError, ValueError):  # not a POSIX system: no bound
+        return None
 
 
 def _check_int(name: str, value: int, minimum: int) -> None:

@@ -6,6 +6,11 @@ runs go, how often to checkpoint and how much to print are options of the comman
 hyperparameters. Lengths of training (``iterations``, ``milestones``, ``warmup``,
 ``rewind_iteration``) are counted in iterations (``"2000"``, ``"2000it"``) or epochs
 (``"160ep"``), resolved once the dataset's size is known.
+
+Equal settings name one run directory: every length and list is kept in one spelling
+(``" 10 ep"``, ``"0010ep"`` -> ``"10ep"``; ``"2000it"`` -> ``"2000"``; levels sorted), so the
+hash sees values, not how they were typed. A spelling that was already the one spelling keeps
+its hash.
 """
 
 from __future__ import annotations
@@ -117,6 +122,15 @@ class Hparams:
     control_seed: int = field(default=1, metadata=_help(
         "seed of the controls' fresh initialisation and random masks"))
 
+    def __post_init__(self):
+        # Stored in one spelling so that equal settings hash equal; a value that does not
+        # parse is kept as given, for validate() to name.
+        for name, canonical in _CANONICAL_FORMS.items():
+            try:
+                object.__setattr__(self, name, canonical(getattr(self, name)))
+            except (ValueError, TypeError):
+                pass
+
     def as_dict(self) -> dict:
         return dataclasses.asdict(self)
 
@@ -172,22 +186,97 @@ OPTIMIZERS = ("adam", "sgd")
 SEED_FIELDS = ("model_seed", "data_seed", "control_seed")
 # torch seeds its generators with an unsigned 64-bit integer.
 MAX_SEED = 2 ** 64 - 1
-_STEPS = re.compile(r"^\s*(\d+)\s*(it|ep)?\s*$")
+# Bounds far past any real experiment (the presets' longest run is VGG-19's 160 epochs, 112,480
+# iterations; their deepest, 20 levels) that keep every count a machine int and every list
+# per level small: a typo of extra digits is refused up front, not deep inside a run.
+MAX_ITERATIONS = 10 ** 9
+MAX_LEVELS = 1000
+MAX_POINTS = 1000
+# ASCII only, like the N:M pattern: int() would take other scripts' digits too.
+_STEPS = re.compile(r"^\s*(\d+)\s*(it|ep)?\s*$", re.ASCII)
 
 
-def parse_steps(text: str, iterations_per_epoch: int, name: str) -> int:
-    """``"2000"``/``"2000it"`` -> 2000; ``"160ep"`` -> 160 epochs in iterations."""
+def _count_and_unit(text: str, name: str) -> tuple[int, str]:
     match = _STEPS.match(str(text))
     if not match:
         raise HparamsError(f"{name} is {text!r}; expected a count of iterations (2000) or epochs "
                            f"(160ep)")
-    count, unit = int(match.group(1)), match.group(2) or "it"
-    return count * iterations_per_epoch if unit == "ep" else count
+    return int(match.group(1)), match.group(2) or "it"
+
+
+def parse_steps(text: str, iterations_per_epoch: int, name: str) -> int:
+    """``"2000"``/``"2000it"`` -> 2000; ``"160ep"`` -> 160 epochs in iterations; at most
+    :data:`MAX_ITERATIONS`."""
+    count, unit = _count_and_unit(text, name)
+    steps = count * iterations_per_epoch if unit == "ep" else count
+    if steps > MAX_ITERATIONS:
+        resolved = f" ({steps} iterations)" if unit == "ep" and iterations_per_epoch > 1 else ""
+        raise HparamsError(f"{name} is {text!r}{resolved}; expected at most {MAX_ITERATIONS:,} "
+                           f"iterations")
+    return steps
 
 
 def parse_step_list(text: str, iterations_per_epoch: int, name: str) -> list[int]:
-    return sorted(parse_steps(part, iterations_per_epoch, name)
-                  for part in text.split(",") if part.strip())
+    return sorted(parse_steps_in_order(text, iterations_per_epoch, name))
+
+
+def parse_steps_in_order(text: str, iterations_per_epoch: int, name: str) -> list[int]:
+    """The comma-separated lengths of ``text`` in iterations, in the order written."""
+    return [parse_steps(part, iterations_per_epoch, name) for part in _items(text)]
+
+
+def _items(text: str) -> list[str]:
+    return [part.strip() for part in str(text).split(",") if part.strip()]
+
+
+# --- the one spelling of each value (see Hparams.__post_init__) ------------------------------
+
+def canonical_steps(text: str) -> str:
+    """``" 10 ep"``, ``"0010ep"`` -> ``"10ep"``; ``"2000it"`` -> ``"2000"``; a zero length in
+    any unit -> ``"0"``. Raises HparamsError for text that is no length."""
+    count, unit = _count_and_unit(text, "length")
+    return f"{count}ep" if unit == "ep" and count else str(count)
+
+
+def _canonical_step_sequence(text: str) -> str:
+    # Milestones keep their order: an order that is not increasing is refused (see
+    # validate_lengths), not silently sorted.
+    return ",".join(canonical_steps(part) for part in _items(text))
+
+
+def _canonical_step_set(text: str) -> str:
+    # Spawn iterations are a set of analyses. Iterations and epochs cannot be ordered against
+    # each other before the data's size is known: iterations first, then epochs.
+    parts = {canonical_steps(part) for part in _items(text)}
+    return ",".join(sorted(parts, key=lambda p: (p.endswith("ep"), int(p.rstrip("ep")))))
+
+
+def _canonical_level_set(text: str) -> str:
+    return ",".join(str(level) for level in sorted({int(part) for part in _items(text)}))
+
+
+def _canonical_controls(text: str) -> str:
+    names = set(_items(text))
+    if not names <= {*CONTROLS, "none"} or (len(names) > 1 and "none" in names):
+        raise HparamsError(f"controls is {text!r}")  # left as given, for validate to name
+    return ",".join(name for name in (*CONTROLS, "none") if name in names)
+
+
+def _canonical_nm(text: str) -> str:
+    return str(parse_nm(text)) if str(text).strip() else ""
+
+
+_CANONICAL_FORMS = {
+    "iterations": canonical_steps,
+    "warmup": canonical_steps,
+    "rewind_iteration": canonical_steps,
+    "milestones": _canonical_step_sequence,
+    "instability_iterations": _canonical_step_set,
+    "controls": _canonical_controls,
+    "control_levels": _canonical_level_set,
+    "instability_levels": _canonical_level_set,
+    "nm": _canonical_nm,
+}
 
 
 def validate(hp: Hparams) -> None:
@@ -208,14 +297,16 @@ def validate(hp: Hparams) -> None:
         require(0 <= seed <= MAX_SEED, f"{name} is {seed}; expected an integer from 0 to "
                                        f"2**64 - 1 ({MAX_SEED})")
     require(hp.lr > 0, f"lr is {hp.lr}; expected a positive learning rate")
-    require(hp.momentum >= 0, f"momentum is {hp.momentum}; expected >= 0")
+    # Momentum 1 or more never forgets a gradient: the velocity grows without bound.
+    require(0 <= hp.momentum < 1, f"momentum is {hp.momentum}; expected a momentum in [0, 1)")
     require(hp.weight_decay >= 0, f"weight_decay is {hp.weight_decay}; expected >= 0")
     require(hp.batch_size >= 1, f"batch_size is {hp.batch_size}; expected >= 1")
     require(hp.gamma > 0, f"gamma is {hp.gamma}; expected > 0")
-    require(hp.eval_every >= 1, f"eval_every is {hp.eval_every}; expected >= 1")
+    require(1 <= hp.eval_every <= MAX_ITERATIONS, f"eval_every is {hp.eval_every}; expected "
+                                                   f"1 to {MAX_ITERATIONS:,} iterations")
     require(hp.train_size >= 0, f"train_size is {hp.train_size}; expected >= 0")
     require(0 <= hp.dropout < 1, f"dropout is {hp.dropout}; expected a rate in [0, 1)")
-    require(hp.levels >= 0, f"levels is {hp.levels}; expected >= 0")
+    require(0 <= hp.levels <= MAX_LEVELS, f"levels is {hp.levels}; expected 0 to {MAX_LEVELS}")
     require(hp.strategy in STRATEGY_NAMES, f"strategy is {hp.strategy!r}; expected one of "
                                            f"{', '.join(STRATEGY_NAMES)}")
     require(hp.scope in ("layerwise", "global"),
@@ -234,6 +325,11 @@ def validate(hp: Hparams) -> None:
             f"iterations is {hp.iterations!r}; expected at least 1 iteration (or epoch) of "
             f"training")
     parse_step_list(hp.milestones, 1, "milestones")
+    controls = _items(hp.controls)
+    require(controls, f"controls is {hp.controls!r}; expected {', '.join(CONTROLS)} "
+                      f"(comma-separated) or none")
+    require("none" not in controls or len(controls) == 1,
+            f"controls is {hp.controls!r}; expected none alone, or controls without none")
     unknown = [c for c in hp.control_names() if c not in CONTROLS]
     require(not unknown, f"unknown control {', '.join(unknown)}; expected "
                          f"{', '.join(CONTROLS)} or none")
@@ -251,9 +347,10 @@ def validate(hp: Hparams) -> None:
                 f"one_shot_density (e.g. 0.1) too")
         require(hp.rewind != "lr", f"strategy {hp.strategy} scores the weights a level starts "
                                    f"from; expected rewind init or iteration, not lr")
-    require(hp.score_batches >= 1, f"score_batches is {hp.score_batches}; expected >= 1")
-    require(hp.synflow_iterations >= 1,
-            f"synflow_iterations is {hp.synflow_iterations}; expected >= 1")
+    require(1 <= hp.score_batches <= MAX_ITERATIONS,
+            f"score_batches is {hp.score_batches}; expected 1 to {MAX_ITERATIONS:,}")
+    require(1 <= hp.synflow_iterations <= MAX_ITERATIONS,
+            f"synflow_iterations is {hp.synflow_iterations}; expected 1 to {MAX_ITERATIONS:,}")
     if hp.nm:
         try:
             parse_nm(hp.nm)
@@ -270,5 +367,38 @@ def validate(hp: Hparams) -> None:
     require(not unstable or parse_step_list(hp.instability_iterations, 1,
                                             "instability_iterations"),
             "instability_iterations is empty; expected at least one iteration K")
-    require(hp.instability_points >= 2,
-            f"instability_points is {hp.instability_points}; expected >= 2 (the two ends)")
+    require(2 <= hp.instability_points <= MAX_POINTS,
+            f"instability_points is {hp.instability_points}; expected 2 (the two ends) to "
+            f"{MAX_POINTS}")
+
+
+def validate_lengths(hp: Hparams, iterations_per_epoch: int) -> None:
+    """Raise HparamsError (one line) for a length that does not fit the run once lengths are in
+    iterations (``iterations_per_epoch`` known from the training set): a warmup longer than
+    training, milestones outside it or out of order, more scoring batches than an epoch."""
+    def steps(name: str) -> int:
+        return parse_steps(getattr(hp, name), iterations_per_epoch, name)
+
+    def in_iterations(name: str) -> str:
+        value = getattr(hp, name)
+        return repr(value) if value == str(steps(name)) else f"{value!r} ({steps(name)} iterations)"
+
+    total = steps("iterations")
+    if steps("warmup") > total:
+        raise HparamsError(f"warmup is {in_iterations('warmup')}; expected at most the "
+                           f"{total} iterations of training")
+    milestones = parse_steps_in_order(hp.milestones, iterations_per_epoch, "milestones")
+    written = repr(hp.milestones)
+    if hp.milestones != ",".join(map(str, milestones)):
+        written += f" ({', '.join(map(str, milestones))} iterations)"
+    outside = [m for m in milestones if not 0 < m < total]
+    if outside:
+        raise HparamsError(f"milestones {written} has {', '.join(map(str, outside))}; expected "
+                           f"milestones after iteration 0 and before the end of training at "
+                           f"{total}")
+    if any(later <= earlier for earlier, later in zip(milestones, milestones[1:])):
+        raise HparamsError(f"milestones {written} are not increasing; expected each after the "
+                           f"one before")
+    if hp.strategy in ("snip", "grasp") and hp.score_batches > iterations_per_epoch:
+        raise HparamsError(f"score_batches is {hp.score_batches}; expected at most the "
+                           f"{iterations_per_epoch} batches of one epoch")

@@ -40,7 +40,8 @@ CASES = [
     (["export", "{missing}", "--level", "1", "--branch", "../x"], "invalid choice: '../x'"),
     # Accepted once, then wrong or late: each refused before anything trains or is made.
     (["imp", "--iterations", "0"], "iterations is '0'; expected at least 1 iteration"),
-    (["imp", "--iterations", "0ep"], "iterations is '0ep'; expected at least 1 iteration"),
+    # Zero epochs are zero iterations, kept in the one spelling of a zero length.
+    (["imp", "--iterations", "0ep"], "iterations is '0'; expected at least 1 iteration"),
     (["imp", "--batch-size", "10000000"], "batch_size is 10000000; the training set has 3500 "
                                           "examples (mnist5k); expected a batch of at most 3500"),
     (["train", "--train-size", "100", "--batch-size", "101"],

@@ -67,3 +67,28 @@ def test_missing_file(tmp_path):
 def test_describe_magic():
     assert describe_magic(UINT8_LABELS_MAGIC) == "uint8, 1 dims"
     assert describe_magic(0x00000D02) == "float32, 2 dims"
+
+
+@pytest.mark.parametrize("shape, data", [
+    # 2**64 elements: numpy's int64 product wraps to 0, the size of no data at all.
+    ((65536, 65536, 65536, 65536), b""),
+    # 2 * 2**64 + 1 elements: the int64 product wraps to 1, the size of the one byte that follows.
+    ((7623851, 1119412321, 4323), b"\x07"),
+])
+def test_dimensions_multiplying_past_2_63_are_refused_naming_the_file(tmp_path, write_idx,
+                                                                       shape, data):
+    header = bytes([0, 0, 0x08, len(shape)]) + b"".join(d.to_bytes(4, "big") for d in shape)
+    path = write_idx(tmp_path / "train-images-idx3-ubyte", header + data)
+    with pytest.raises(DatasetError) as caught:
+        read_idx(path)
+    message = str(caught.value)
+    assert message.startswith(f"{path}: header dimensions {shape} (uint8, {len(shape)} dims) "
+                              f"multiply to ")
+    assert "past 2**63 bytes" in message and "\n" not in message
+
+
+def test_a_large_promise_within_2_63_is_a_truncated_file(tmp_path, write_idx):
+    path = write_idx(tmp_path / "labels", b"\x00\x00\x0e\x01\xff\xff\xff\xff\x00")
+    with pytest.raises(DatasetError, match=f"data truncated: 1 bytes after the header; expected "
+                                           f"{(2 ** 32 - 1) * 8} for shape"):
+        read_idx(path)

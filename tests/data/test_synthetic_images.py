@@ -77,3 +77,10 @@ def test_chunked_generation_covers_large_sets():
 def test_invalid_options(options, error, words):
     with pytest.raises(error, match=words):
         synthetic(**options)
+
+
+def test_a_dataset_larger_than_memory_is_refused_before_allocating():
+    with pytest.raises(ValueError, match=r"synthetic data of 100000000000000000000 \+ 10 \+ 10 "
+                                         r"examples of shape \(3, 32, 32\) needs .* GiB; this "
+                                         r"machine has .* GiB of memory; expected fewer"):
+        synthetic(input_shape=(3, 32, 32), train_size=10 ** 20, val_size=10, test_size=10)
