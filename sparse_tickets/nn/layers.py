@@ -14,7 +14,12 @@ Two execution modes (``layer.mode``), chosen at every mask change (:mod:`..compa
   exactly as in dense mode, so checkpoints, pruning, rewinding and export do not depend on the
   mode. Writing into ``layer.weight`` in place does not reach ``values``: load a state_dict, or
   ``set_mode("dense")`` first. Switching modes changes no value; a masked optimizer built on the
-  model follows the switch (see :mod:`sparse_tickets.optim`).
+  model follows the switch (see :mod:`sparse_tickets.optim`). The index is built at the mode or
+  mask change and at every move of its buffers, never in a forward, so a forward compiled right
+  after a change needs nothing eager first.
+
+On the meta device (a model built there to be materialised later) a layer propagates shapes,
+and its mask is a full one that ``to_empty`` makes all True (:class:`~.mask.MetaFullMask`).
 """
 
 from __future__ import annotations

@@ -87,9 +87,6 @@ class CopiedGradientMasks:
     def track(self, param: torch.Tensor, mask_name: str) -> None:
         self.parameters[mask_name] = param
 
-    def forget(self, mask_name: str) -> None:
-        self.parameters.pop(mask_name, None)
-
     def __reduce__(self):
         # deepcopy and pickle alike: the module and the Parameters are copied through the memo
         # of the copy being made, so they are the copy's own objects.

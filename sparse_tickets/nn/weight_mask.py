@@ -2,7 +2,8 @@
 
 A maskable weight ``<name>`` of a module gets a bool buffer ``<name>_mask`` of its shape. The
 weight is exactly 0.0 where the mask is False: zeroed at :meth:`MaskedWeight.set_mask` and after
-a state_dict is loaded, its gradient masked after every backward (``owners.mask_gradient``),
+a state_dict is loaded, its gradient masked after every backward (``owners.mask_gradient``;
+a deep copy or an unpickled copy from its first backward, see ``owners.CopiedGradientMasks``),
 and the masked optimizers keep it so at every step. So the module's own forward computes with
 ``weight ⊙ mask``, and a plain torch.optim optimizer cannot move a pruned weight off zero either
 (see :mod:`sparse_tickets.optim.plain`). Dense mode only: the compact kernels serve
@@ -87,10 +88,8 @@ def masked_weight_names(module: nn.Module) -> tuple[str, ...]:
 
 def attach(module: nn.Module, attribute: str) -> MaskedWeight:
     """Give ``module``'s Parameter ``attribute`` an all-True mask buffer ``<attribute>_mask``."""
-    param = module._parameters.get(attribute)
-    mask_name = attribute + MASK_SUFFIX
     check_attachable(module, attribute)
-    module.register_buffer(mask_name, full_mask_like(param))
+    module.register_buffer(attribute + MASK_SUFFIX, full_mask_like(module._parameters[attribute]))
     first = not masked_weight_names(module)
     module.__dict__[_NAMES] = (*masked_weight_names(module), attribute)
     if first:
@@ -144,8 +143,9 @@ def _materialise(module: nn.Module, attribute: str) -> None:
 
 
 def _register_copies(module: nn.Module, args) -> None:
-    # A deep copy of the model, or a Parameter replaced by load_state_dict(assign=True), has
-    # Parameters no hook masks yet; registering inside a compiled graph would break it.
+    # A Parameter replaced by hand has no hook yet (copies are registered as they are made,
+    # see owners.CopiedGradientMasks, and loads in _after_load); registering inside a compiled
+    # graph would break it.
     if torch.compiler.is_compiling():
         return
     for attribute in masked_weight_names(module):

@@ -82,6 +82,8 @@ class Masks(Mapping):
         """Prune the plain ``model`` with ``torch.nn.utils.prune.custom_from_mask`` at these
         masks (e.g. after ``sparse_tickets.unmasked(model)``); all names and shapes are checked
         before any module changes."""
+        if any(param.device.type != "meta" for param in model.parameters()):
+            self.check_materialised(f"pruning {type(model).__name__} with torch")
         masks_to_torch_prune(self, model)
 
     @classmethod

@@ -206,7 +206,9 @@ def test_masks_of_a_meta_model_move_and_apply_but_refuse_to_read_values(tmp_path
                 ("comparing masks", lambda: masks == real),
                 ("comparing masks", lambda: real.is_subset_of(masks)),
                 ("copying masks to cpu", lambda: masks.to("cpu")),
-                ("saving masks", lambda: masks.save(tmp_path / "masks.pt"))]
+                ("saving masks", lambda: masks.save(tmp_path / "masks.pt")),
+                ("pruning Sequential with torch",
+                 lambda: masks.to_torch_prune(nn.Sequential(nn.Linear(4, 3), nn.Embedding(5, 2))))]
     for what, call in refusals:
         with pytest.raises(ValueError, match=f"^{what} needs the masks' values, and masks .* "
                                              f"are on the meta device") as error:
