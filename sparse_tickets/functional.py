@@ -317,10 +317,9 @@ def _autocast_inputs(x, weight, bias):
     sees one dtype in forward and backward, and gradients flow back through the casts into
     full-precision parameters, as for torch's own autocast ops.
     """
-    device_type = x.device.type
-    if not torch.is_autocast_enabled(device_type) or not x.is_floating_point():
+    if not _autocast_on(x) or not x.is_floating_point():
         return x, weight, bias
-    dtype = torch.get_autocast_dtype(device_type)
+    dtype = torch.get_autocast_dtype(x.device.type)
     cast = lambda t: None if t is None else t.to(dtype)  # noqa: E731
     return cast(x), cast(weight), cast(bias)
 
@@ -328,10 +327,15 @@ def _autocast_inputs(x, weight, bias):
 def _autocast_off(x: torch.Tensor):
     # Inside the Function the backend computes in the dtype it was chosen for, not a recast one.
     # Entering torch.autocast costs microseconds per call: only when it is on.
-    device_type = x.device.type
-    if not torch.is_autocast_enabled(device_type):
+    if not _autocast_on(x):
         return contextlib.nullcontext()
-    return torch.autocast(device_type, enabled=False)
+    return torch.autocast(x.device.type, enabled=False)
+
+
+def _autocast_on(x: torch.Tensor) -> bool:
+    # The meta device has no autocast (torch asks it nothing, and its own ops ignore an autocast
+    # of any other device): shapes propagate in the inputs' dtypes, as F.linear's do there.
+    return not x.is_meta and torch.is_autocast_enabled(x.device.type)
 
 
 def _check_dtypes(x, weight, bias) -> None:

@@ -14,7 +14,12 @@ Two execution modes (``layer.mode``), chosen at every mask change (:mod:`..compa
   exactly as in dense mode, so checkpoints, pruning, rewinding and export do not depend on the
   mode. Writing into ``layer.weight`` in place does not reach ``values``: load a state_dict, or
   ``set_mode("dense")`` first. Switching modes changes no value; a masked optimizer built on the
-  model follows the switch (see :mod:`sparse_tickets.optim`).
+  model follows the switch (see :mod:`sparse_tickets.optim`). The index is built at the mode or
+  mask change and at every move of its buffers, never in a forward, so a forward compiled right
+  after a change needs nothing eager first.
+
+On the meta device (a model built there to be materialised later) a layer propagates shapes,
+and its mask is a full one that ``to_empty`` makes all True (:class:`~.mask.MetaFullMask`).
 """
 
 from __future__ import annotations
@@ -26,12 +31,16 @@ from torch import nn
 
 from .. import functional
 from ..compact import CompactIndex, choice
+from ..compact.conv_plan import ConvPlan
 from ..compact.index import INDEX_FIELDS
 from ..compact.layer_thresholds import LayerSpec
 from . import owners
-from .mask import validate_mask
+from .mask import count_kept, full_mask_like, materialised_mask, validate_mask
 
 _INDEX_BUFFERS = tuple(f"compact_{field}" for field in INDEX_FIELDS)
+# The conv plan of an index made inside a compiled graph, which never reads it: the compiled
+# op chooses its variant when it runs (see sparse_tickets.compact.compiled).
+_TRACED_PLAN = ConvPlan()
 
 
 class MaskedLayer:
@@ -47,7 +56,7 @@ class MaskedLayer:
     training_input_shape = None
 
     def _init_mask(self) -> None:
-        self.register_buffer("mask", torch.ones_like(self.weight, dtype=torch.bool))
+        self.register_buffer("mask", full_mask_like(self.weight))
         # None: follow the global default (sparse_tickets.compact.set_default_mode).
         self.requested_mode = None
         # Loading a state_dict may bring weights that are nonzero where the loaded mask is False.
@@ -66,6 +75,14 @@ class MaskedLayer:
         self._register_trainable_weight()
         if self.weight_shared_with and self.mode == "dense":
             owners.mask_gradient(self._parameters["weight"], self, "mask")
+        self._cache_compact_index()
+
+    def _apply(self, fn, recurse=True):
+        # .to(), .cuda(), to_empty() replace the index buffers: the index is rebuilt here, at
+        # the change, not at the next forward, where a compiled graph could not build it.
+        module = super()._apply(fn, recurse)
+        self._cache_compact_index()
+        return module
 
     # The weight, in either mode.
 
@@ -99,13 +116,34 @@ class MaskedLayer:
         buffers = self._buffers
         tensors = tuple(buffers[name] for name in _INDEX_BUFFERS)
         cached = self.__dict__.get("_index_cache")
-        # Rebuilt only when a buffer was replaced (a mask change, .to(), load): it is read at
-        # every forward.
+        # Built at every change of the buffers (a mask change, .to(), a copy); this check
+        # catches a buffer replaced by hand. The index is read at every forward.
+        if cached is None or any(a is not b for a, b in zip(cached[0], tensors)):
+            if torch.compiler.is_compiling():
+                # Nothing stored from inside a graph; the next eager read caches it.
+                return CompactIndex(tuple(self.mask.shape), *tensors, conv_plan=_TRACED_PLAN)
+            cached = self._cache_compact_index()
+        return cached[1]
+
+    def _cache_compact_index(self):
+        if self.mode != "compact":
+            self.__dict__.pop("_index_cache", None)
+            return None
+        tensors = tuple(self._buffers[name] for name in _INDEX_BUFFERS)
+        cached = self.__dict__.get("_index_cache")
         if cached is None or any(a is not b for a, b in zip(cached[0], tensors)):
             index = CompactIndex.from_tensors(self.mask.shape, dict(zip(INDEX_FIELDS, tensors)))
-            cached = (tensors, index)
-            self.__dict__["_index_cache"] = cached
-        return cached[1]
+            cached = self.__dict__["_index_cache"] = (tensors, index)
+        return cached
+
+    def _note_input(self, x: torch.Tensor) -> None:
+        # Eager calls only (a compiled graph stores nothing): a mask still on meta beside a
+        # weight loaded tensor by tensor becomes full, and "auto" learns the training input
+        # shape it measures its threshold on.
+        if self._buffers["mask"].is_meta and "weight" in self._parameters:
+            self._materialise_mask()
+        if self.training:
+            self.__dict__["training_input_shape"] = self._training_shape(x)
 
     # Masks and modes.
 
@@ -144,7 +182,14 @@ class MaskedLayer:
         """Zero the weights the mask prunes (restores the invariant after an outside write).
         Compact mode holds only kept weights: nothing to zero."""
         if self.mode == "dense":
+            self._materialise_mask()
             self.weight.masked_fill_(~self.mask, 0.0)
+
+    def _materialise_mask(self) -> None:
+        # A mask still on meta beside a weight given storage (see .mask.materialised_mask).
+        mask = self._buffers["mask"]
+        if mask.is_meta:
+            self._buffers["mask"] = materialised_mask(mask, self._parameters["weight"])
 
     def _choose_mode(self, mask_changed: bool) -> None:
         target = choice.choose(self)
@@ -166,6 +211,8 @@ class MaskedLayer:
         _replace_parameter(self._parameters, "weight", "values", values)
         for name, tensor in zip(_INDEX_BUFFERS, index.tensors().values()):
             self.register_buffer(name, tensor, persistent=False)
+        # Cached now, at the mask change: a compiled forward right after it finds it built.
+        self.__dict__["_index_cache"] = (tuple(index.tensors().values()), index)
         self._register_trainable_weight()
 
     def _become_dense(self) -> None:
@@ -190,12 +237,12 @@ class MaskedLayer:
     @property
     def density(self) -> float:
         """Fraction of the weight's entries the mask keeps, in [0, 1]."""
-        return self.mask.sum().item() / max(self.mask.numel(), 1)
+        return self.num_unpruned / max(self.mask.numel(), 1)
 
     @property
     def num_unpruned(self) -> int:
         """Number of weights the mask keeps."""
-        return int(self.mask.sum().item())
+        return count_kept(self.mask, type(self).__name__)
 
     def reset_parameters(self) -> None:
         if not hasattr(self, "mask"):  # while nn.Linear.__init__ runs
@@ -267,22 +314,21 @@ class MaskedLayer:
         dense.bias = self.bias
         return dense.train(self.training)
 
-    def _adopt(self, dense: nn.Module) -> None:
+    def _adopt(self, dense: nn.Module, choose_mode: bool = True) -> None:
         """Take ``dense``'s parameters (the same Parameter objects) and start with a full mask
-        (or ``dense``'s own mask when it is already a masked layer)."""
-        if not isinstance(dense.weight, nn.Parameter):
-            raise ValueError(f"{type(dense).__name__}.weight is a computed tensor, not a "
-                             f"Parameter (is it pruned with torch.nn.utils.prune or "
-                             f"parametrized?); expected a plain layer: remove that first")
+        (or ``dense``'s own mask when it is already a masked layer), in the mode chosen for it
+        unless ``choose_mode`` is False (then dense: ``masked()`` chooses once every layer of a
+        model is swapped and its ties are known)."""
+        check_adoptable(dense)
         self.weight = dense.weight
         self.bias = dense.bias
         self._register_trainable_weight()
         mask = getattr(dense, "mask", None)
-        self.mask = (mask.clone() if mask is not None
-                     else torch.ones_like(dense.weight, dtype=torch.bool))
+        self.mask = mask.clone() if mask is not None else full_mask_like(dense.weight)
         self.apply_mask()
-        with torch.no_grad():
-            self._choose_mode(mask_changed=True)
+        if choose_mode:
+            with torch.no_grad():
+                self._choose_mode(mask_changed=True)
 
     def extra_repr(self) -> str:
         if self.mask.is_meta:  # no values to count
@@ -291,8 +337,16 @@ class MaskedLayer:
         return f"{super().extra_repr()}, density={self.density:.4f}{mode}"
 
 
+def check_adoptable(dense: nn.Module) -> None:
+    """Raise ValueError in one line when ``dense`` cannot become a masked layer."""
+    if not isinstance(dense._parameters.get("weight"), nn.Parameter):
+        raise ValueError(f"{type(dense).__name__}.weight is a computed tensor, not a "
+                         f"Parameter (is it pruned with torch.nn.utils.prune or "
+                         f"parametrized?); expected a plain layer: remove that first")
+
+
 def _after_load(module: MaskedLayer, incompatible_keys) -> None:
-    module.apply_mask()
+    module.apply_mask()  # which gives a mask left on meta beside a loaded weight its values
     module._register_trainable_weight()  # load_state_dict(assign=True) brings new Parameters
     if module.__dict__.pop("_mode_pending", False):
         with torch.no_grad():
@@ -317,13 +371,16 @@ class MaskedLinear(MaskedLayer, nn.Linear):
         self._init_mask()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.training and not torch.compiler.is_compiling():
-            self.__dict__["training_input_shape"] = (math.prod(x.shape[:-1]),
-                                                     x.shape[-1]) if x.dim() else None
+        if not torch.compiler.is_compiling():
+            self._note_input(x)
         if "values" in self._parameters:
             return functional.compact_linear(x, self._parameters["values"], self.compact_index,
                                              self.bias)
         return functional.masked_linear(x, self._parameters["weight"], self.mask, self.bias)
+
+    @staticmethod
+    def _training_shape(x: torch.Tensor):
+        return (math.prod(x.shape[:-1]), x.shape[-1]) if x.dim() else None
 
     def calibration_spec(self, input_shape: tuple) -> LayerSpec:
         """This layer's class, geometry and ``input_shape`` (for ``auto``'s own threshold)."""
@@ -336,14 +393,16 @@ class MaskedLinear(MaskedLayer, nn.Linear):
                          device="meta", dtype=self.trainable_weight.dtype)
 
     @classmethod
-    def from_dense(cls, module: nn.Linear) -> "MaskedLinear":
-        """A MaskedLinear sharing ``module``'s weight and bias Parameters, with a full mask."""
+    def from_dense(cls, module: nn.Linear, choose_mode: bool = True) -> "MaskedLinear":
+        """A MaskedLinear sharing ``module``'s weight and bias Parameters, with a full mask,
+        in the mode chosen for it (dense when ``choose_mode`` is False)."""
         if not isinstance(module, nn.Linear):
             raise TypeError(f"MaskedLinear.from_dense expects an nn.Linear; got "
                             f"{type(module).__name__}")
+        check_adoptable(module)
         layer = cls(module.in_features, module.out_features, bias=module.bias is not None,
                     device="meta", dtype=module.weight.dtype)
-        layer._adopt(module)
+        layer._adopt(module, choose_mode)
         return layer.train(module.training)
 
 
@@ -362,12 +421,15 @@ class MaskedConv2d(MaskedLayer, nn.Conv2d):
         self.conv_variant = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.training and not torch.compiler.is_compiling():
-            self.__dict__["training_input_shape"] = (tuple(x.shape) if x.dim() == 4
-                                                     else (1, *x.shape))
+        if not torch.compiler.is_compiling():
+            self._note_input(x)
         if "values" in self._parameters:
             return self._compact_forward(x)
         return self._conv_forward(x, self._parameters["weight"], self.bias)
+
+    @staticmethod
+    def _training_shape(x: torch.Tensor) -> tuple:
+        return tuple(x.shape) if x.dim() == 4 else (1, *x.shape)
 
     def calibration_spec(self, input_shape: tuple) -> LayerSpec:
         """This layer's class, geometry and ``input_shape`` (for ``auto``'s own threshold)."""
@@ -404,14 +466,16 @@ class MaskedConv2d(MaskedLayer, nn.Conv2d):
                          padding_mode=self.padding_mode, device="meta", dtype=self.trainable_weight.dtype)
 
     @classmethod
-    def from_dense(cls, module: nn.Conv2d) -> "MaskedConv2d":
-        """A MaskedConv2d sharing ``module``'s weight and bias Parameters, with a full mask."""
+    def from_dense(cls, module: nn.Conv2d, choose_mode: bool = True) -> "MaskedConv2d":
+        """A MaskedConv2d sharing ``module``'s weight and bias Parameters, with a full mask,
+        in the mode chosen for it (dense when ``choose_mode`` is False)."""
         if not isinstance(module, nn.Conv2d):
             raise TypeError(f"MaskedConv2d.from_dense expects an nn.Conv2d; got "
                             f"{type(module).__name__}")
+        check_adoptable(module)
         layer = cls(module.in_channels, module.out_channels, module.kernel_size,
                     stride=module.stride, padding=module.padding, dilation=module.dilation,
                     groups=module.groups, bias=module.bias is not None,
                     padding_mode=module.padding_mode, device="meta", dtype=module.weight.dtype)
-        layer._adopt(module)
+        layer._adopt(module, choose_mode)
         return layer.train(module.training)

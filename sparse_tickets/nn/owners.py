@@ -69,6 +69,41 @@ def forget(param: torch.Tensor) -> None:
     unmask_gradient(param)
 
 
+class CopiedGradientMasks:
+    """The gradient masking of a module's Parameters, carried into its copies.
+
+    A deep copy or an unpickled copy of a module holds new Parameters, which no hook masks yet.
+    A module whose class is ours registers them in ``__setstate__``; a module of any other class
+    (an Embedding, transformers' Conv1D) holds this object in its ``__dict__`` instead, and the
+    copy of this object, made inside the copy of the module with the same memo, registers the
+    copied Parameters as it is made. So the copy masks its gradients from its very first
+    backward, even when its first forward is compiled, where no hook can be registered.
+    """
+
+    def __init__(self, module: nn.Module) -> None:
+        self.module_ref = weakref.ref(module)
+        self.parameters: dict[str, torch.Tensor] = {}  # mask buffer name -> its Parameter
+
+    def track(self, param: torch.Tensor, mask_name: str) -> None:
+        self.parameters[mask_name] = param
+
+    def __reduce__(self):
+        # deepcopy and pickle alike: the module and the Parameters are copied through the memo
+        # of the copy being made, so they are the copy's own objects.
+        return (_copied_gradient_masks, (self.module_ref(), dict(self.parameters)))
+
+
+def _copied_gradient_masks(module: nn.Module, parameters: dict) -> CopiedGradientMasks:
+    # The module may still be half built (its state comes after this object): only a weak
+    # reference to it is kept, and its mask buffers are read at each backward.
+    masks = CopiedGradientMasks(module)
+    for mask_name, param in parameters.items():
+        register(param, module, mask_name)
+        mask_gradient(param, module, mask_name)
+        masks.track(param, mask_name)
+    return masks
+
+
 class _MaskedGradient:
     """After accumulation, in place: no copy of the gradient, and one pass over it."""
 

@@ -23,7 +23,7 @@ class MaskedRow:
     kind: str          # "kernel" (MaskedLinear / MaskedConv2d) or "maskable" (mask buffer)
     mode: str          # "dense" or "compact"
     numel: int
-    density: float
+    density: Optional[float]  # None on the meta device, which holds no values
     shared_with: tuple  # other names of the same Parameter (tied weights)
 
 
@@ -70,8 +70,9 @@ class MaskingReport:
                  f"{self.small_params} biases/norms ({self.small_numel} entries) never masked"]
         for row in self.masked:
             tied = f", tied to {', '.join(row.shared_with)}" if row.shared_with else ""
+            density = "n/a (meta)" if row.density is None else f"{row.density:.4f}"
             lines.append(f"  masked {row.key:<40} {row.layer_type:<20} {row.kind}/{row.mode} "
-                         f"{row.numel:>10} density {row.density:.4f}{tied}")
+                         f"{row.numel:>10} density {density}{tied}")
         for row in self.left:
             lines.append(f"  left   {row.name:<40} {row.layer_type:<20} {row.numel:>10} "
                          f"{row.reason}")
@@ -94,7 +95,7 @@ def masking_report(model: nn.Module) -> MaskingReport:
         masked.append(MaskedRow(key, type(layer).__name__,
                                 "kernel" if isinstance(source, MaskedLayer) else "maskable",
                                 source.mode, mask.numel(),
-                                mask.sum().item() / max(mask.numel(), 1), others))
+                                None if mask.is_meta else source.density, others))
     left, small_params, small_numel = [], 0, 0
     for module_name, module in model.named_modules():
         for attribute, param in module._parameters.items():

@@ -46,3 +46,35 @@ def mark_shared(model: nn.Module) -> None:
 def _module_of(model: nn.Module, parameter_name: str) -> nn.Module:
     module_name = parameter_name.rpartition(".")[0]
     return model.get_submodule(module_name) if module_name else model
+
+
+def masked_parameters(groups: Mapping[str, list]) -> dict[str, torch.Tensor]:
+    """The trainable Parameter of each masked weight of
+    :func:`~sparse_tickets.nn.holders.masked_weight_holders`' ``groups``, by key."""
+    return {key: sources[0].trainable_weight for key, sources in groups.items()}
+
+
+def check_unaliased(parameters: Mapping[str, torch.Tensor]) -> None:
+    """Raise ValueError in one line when two of ``parameters`` (name -> distinct Parameters to
+    mask) share memory (see the module). Meta tensors have no memory to share."""
+    spans = []
+    for name, param in parameters.items():
+        if param.is_meta or param.numel() == 0:
+            continue
+        # Bytes from the first element to one past the last, by the strides: a conservative
+        # span for a strided view (two interleaved views are refused as if they overlapped).
+        extent = 1 + sum((size - 1) * stride
+                         for size, stride in zip(param.shape, param.stride()))
+        start = param.data_ptr()
+        spans.append((start, start + extent * param.element_size(), name))
+    spans.sort()
+    furthest = None  # (end, name) of the span reaching furthest so far
+    for start, end, name in spans:
+        if furthest is not None and start < furthest[0]:
+            raise ValueError(f"masked weights {furthest[1]!r} and {name!r} are different "
+                             f"Parameters over the same memory (views of one tensor, or "
+                             f"nn.Parameter made twice of one tensor), so their masks would "
+                             f"contradict each other; expected one Parameter object shared by "
+                             f"both modules for a tied weight, or separate memory (.clone())")
+        if furthest is None or end > furthest[0]:
+            furthest = (end, name)

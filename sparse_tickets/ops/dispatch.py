@@ -16,7 +16,6 @@ such a backend cannot serve fall through to the next backend.
 
 from __future__ import annotations
 
-import functools
 import os
 from dataclasses import dataclass
 from typing import Iterable, Optional, Sequence
@@ -189,10 +188,21 @@ def opted_in_names() -> frozenset:
     return names
 
 
-@functools.lru_cache(maxsize=16)
+# text of SPARSE_TICKETS_OPT_IN -> its names. A plain dict, not functools.lru_cache: a masked
+# layer traced by torch.compile reads it too, and dynamo traces a dict lookup as it is, where it
+# would warn that it ignores an lru_cache wrapper and traces the function inside.
+_PARSED_NAMES: dict = {}
+
+
 def _parse_names(text: str) -> frozenset:
     # Cached: auto-selection reads the variable at every call of every layer.
-    return frozenset(name.strip() for name in text.split(",") if name.strip())
+    names = _PARSED_NAMES.get(text)
+    if names is None:
+        if len(_PARSED_NAMES) >= 16:  # the variable is rewritten by hand, rarely: keep it small
+            _PARSED_NAMES.clear()
+        names = _PARSED_NAMES[text] = frozenset(
+            name.strip() for name in text.split(",") if name.strip())
+    return names
 
 
 def select(op: str, tensors: Iterable[Optional[torch.Tensor]]) -> Backend:

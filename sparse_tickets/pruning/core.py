@@ -201,10 +201,14 @@ def _checked_masks(weights, masks) -> Masks:
     if missing or unexpected:
         raise ValueError(f"weights and masks name different layers: missing from weights "
                          f"{format_names(missing)}; not in masks {format_names(unexpected)}")
+    masks.check_materialised("pruning")
     for name, mask in masks.items():
         weight = weights[name]
         if not isinstance(weight, torch.Tensor):
             raise TypeError(f"weights[{name!r}] is a {type(weight).__name__}; expected a tensor")
+        if weight.is_meta:
+            raise ValueError(f"weights[{name!r}] is on the meta device, which holds no values to "
+                             f"score; expected the weights of a materialised model")
         if weight.shape != mask.shape:
             raise ValueError(f"weights[{name!r}] has shape {tuple(weight.shape)}; expected its "
                              f"mask's shape {tuple(mask.shape)}")

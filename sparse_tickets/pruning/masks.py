@@ -4,6 +4,10 @@ Keys are the names of the masked weights in the model's state_dict (``"fc1.weigh
 ``"features.0.weight"``, ``"attn.in_proj_weight"``), in module order, one per Parameter (a tied
 weight goes by its first masked holder). A ``Masks`` is a value: pruning builds new ones from
 old ones and never touches a model; :meth:`Masks.apply_to` is the one call that changes a model.
+
+Masks of a model on the meta device (built there to be materialised later) hold no values:
+they can be taken, moved to meta and applied to a meta model; everything that reads values
+(densities, comparisons, saving, a copy to a real device) refuses them in one line.
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ from torch import nn
 from ..compact import choice
 from ..nn import MaskedLayer, validate_mask
 from ..nn.holders import masked_weight_holders
-from ..nn.tied import mark_shared
+from ..nn.tied import check_unaliased, mark_shared, masked_parameters
 from .density import LayerDensity, format_density_table
 from .names import format_names
 from .storage import PathLike, load_tensors, save_tensors
@@ -78,6 +82,8 @@ class Masks(Mapping):
         """Prune the plain ``model`` with ``torch.nn.utils.prune.custom_from_mask`` at these
         masks (e.g. after ``sparse_tickets.unmasked(model)``); all names and shapes are checked
         before any module changes."""
+        if any(param.device.type != "meta" for param in model.parameters()):
+            self.check_materialised(f"pruning {type(model).__name__} with torch")
         masks_to_torch_prune(self, model)
 
     @classmethod
@@ -93,7 +99,13 @@ class Masks(Mapping):
     def save(self, path: PathLike) -> None:
         """Write the masks to ``path`` atomically: safetensors when it ends in ``.safetensors``,
         ``torch.save`` otherwise. The directory must exist."""
+        self.check_materialised("saving masks")
         save_tensors(path, self._masks)
+
+    def check_materialised(self, what: str) -> None:
+        """Raise ValueError in one line when a mask is on the meta device, which holds no
+        values that ``what`` could read."""
+        _check_materialised(self._masks, what)
 
     def apply_to(self, model: nn.Module) -> None:
         """Set these masks on ``model``'s masked weights, which zeroes the weights they prune.
@@ -115,12 +127,15 @@ class Masks(Mapping):
         if missing or unexpected:
             raise ValueError(f"masks do not match the model's masked layers: missing "
                              f"{format_names(missing)}; unexpected {format_names(unexpected)}")
+        check_unaliased(masked_parameters(groups))
         checked = {}
         for name, sources in groups.items():
             like = sources[0].mask
             if self._masks[name].shape != like.shape:
                 raise ValueError(f"masks[{name!r}] has shape {tuple(self._masks[name].shape)}; "
                                  f"expected the layer's weight shape {tuple(like.shape)}")
+            if self._masks[name].is_meta and not like.is_meta:
+                self.check_materialised(f"applying masks to a model on {like.device}")
             checked[name] = validate_mask(self._masks[name].to(like.device), like,
                                           name=f"masks[{name!r}]")
             for source in sources:
@@ -133,6 +148,7 @@ class Masks(Mapping):
     @property
     def num_unpruned(self) -> int:
         """Number of weights the masks keep, over all layers."""
+        self.check_materialised("counting the kept weights")
         return sum(int(mask.sum().item()) for mask in self._masks.values())
 
     @property
@@ -153,6 +169,7 @@ class Masks(Mapping):
 
     def density_rows(self) -> list[LayerDensity]:
         """One :class:`LayerDensity` per layer, in order (``row.as_dict()`` for JSON)."""
+        self.check_materialised("a density table")
         return [LayerDensity.of(name, mask) for name, mask in self._masks.items()]
 
     def density_report(self) -> str:
@@ -163,11 +180,15 @@ class Masks(Mapping):
         """Whether every weight kept here is kept in ``other`` too (``other`` must name the same
         layers with the same shapes)."""
         other = _comparable(self, other)
+        self.check_materialised("comparing masks")
+        other.check_materialised("comparing masks")
         return not any(bool((mask & ~other[name].to(mask.device)).any())
                        for name, mask in self._masks.items())
 
     def to(self, device: Device) -> "Masks":
         """The same masks on ``device``."""
+        if torch.device(device).type != "meta":
+            self.check_materialised(f"copying masks to {device}")
         return Masks({name: mask.to(device) for name, mask in self._masks.items()})
 
     def __eq__(self, other: object) -> bool:
@@ -175,6 +196,8 @@ class Masks(Mapping):
             return NotImplemented
         if set(self._masks) != set(other):
             return False
+        self.check_materialised("comparing masks")
+        _check_materialised(other, "comparing masks")
         return all(isinstance(other[name], torch.Tensor)
                    and torch.equal(mask, other[name].to(mask.device))
                    for name, mask in self._masks.items())
@@ -191,6 +214,8 @@ class Masks(Mapping):
         return len(self._masks)
 
     def __repr__(self) -> str:
+        if any(mask.is_meta for mask in self._masks.values()):
+            return f"Masks({len(self)} layers, on the meta device)"
         return f"Masks({len(self)} layers, density={self.density:.4f})"
 
 
@@ -208,6 +233,16 @@ def _named_masked_weights(model: nn.Module) -> dict:
         raise ValueError(f"{type(model).__name__} has no masked layers; expected a model "
                          f"converted with sparse_tickets.masked(model)")
     return layers
+
+
+def _check_materialised(masks: Mapping, what: str) -> None:
+    on_meta = [name for name, mask in masks.items()
+               if isinstance(mask, torch.Tensor) and mask.is_meta]
+    if on_meta:
+        raise ValueError(f"{what} needs the masks' values, and masks {format_names(on_meta)} "
+                         f"are on the meta device, which holds none; expected the masks of a "
+                         f"materialised model (model.to_empty(device=...), then load its "
+                         f"state_dict)")
 
 
 def _comparable(masks: Masks, other: Mapping[str, torch.Tensor]) -> Mapping[str, torch.Tensor]:

@@ -1,10 +1,11 @@
-"""Small real models for the drop-in tests: transformers' BERT, GPT-2 and ViT from tiny configs
-(random init, no download) and a torchvision-style CNN, each with a fixed batch and its loss."""
+"""Small real models for the drop-in tests: transformers' BERT, GPT-2, ViT and a Llama-style
+decoder from tiny configs (random init, no download) and a torchvision-style CNN, each with a
+fixed batch and its loss."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Optional
 
 import pytest
 import torch
@@ -23,6 +24,8 @@ class RealModel:
     # Module types whose weights count towards the conversion coverage.
     layer_types: tuple
     tied: tuple = ()  # (head, embedding) parameter names of a tied weight
+    # Builds another model of the same architecture (random init), e.g. under torch.device.
+    make: Optional[Callable[[], nn.Module]] = None
 
 
 def _quiet_transformers():
@@ -38,13 +41,14 @@ def bert() -> RealModel:
                                      num_attention_heads=2, intermediate_size=64,
                                      max_position_embeddings=16, hidden_dropout_prob=0.0,
                                      attention_probs_dropout_prob=0.0)
-    model = transformers.BertForMaskedLM(config)
+    make = lambda: transformers.BertForMaskedLM(config)  # noqa: E731
     ids = torch.randint(0, 97, (2, 8))
-    return RealModel(model, {"input_ids": ids, "labels": ids},
+    return RealModel(make(), {"input_ids": ids, "labels": ids},
                      lambda m, batch: m(**batch).loss,
                      lambda m, batch: m(input_ids=batch["input_ids"]).logits,
                      (nn.Linear,),
-                     ("cls.predictions.decoder.weight", "bert.embeddings.word_embeddings.weight"))
+                     ("cls.predictions.decoder.weight", "bert.embeddings.word_embeddings.weight"),
+                     make)
 
 
 def gpt2() -> RealModel:
@@ -52,13 +56,29 @@ def gpt2() -> RealModel:
     config = transformers.GPT2Config(vocab_size=97, n_positions=16, n_embd=32, n_layer=2,
                                      n_head=2, resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0,
                                      bos_token_id=0, eos_token_id=0)
-    model = transformers.GPT2LMHeadModel(config)
+    make = lambda: transformers.GPT2LMHeadModel(config)  # noqa: E731
     ids = torch.randint(0, 97, (2, 8))
     conv1d = transformers.pytorch_utils.Conv1D
-    return RealModel(model, {"input_ids": ids, "labels": ids},
+    return RealModel(make(), {"input_ids": ids, "labels": ids},
                      lambda m, batch: m(**batch).loss,
                      lambda m, batch: m(input_ids=batch["input_ids"]).logits,
-                     (nn.Linear, conv1d), ("lm_head.weight", "transformer.wte.weight"))
+                     (nn.Linear, conv1d), ("lm_head.weight", "transformer.wte.weight"), make)
+
+
+def llama() -> RealModel:
+    """A Llama-style decoder (RMSNorm, rotary positions, grouped-query attention, SwiGLU) with
+    its own output head: kernel layers everywhere but the token embedding, a maskable weight."""
+    transformers = _quiet_transformers()
+    config = transformers.LlamaConfig(vocab_size=97, hidden_size=32, intermediate_size=64,
+                                      num_hidden_layers=1, num_attention_heads=2,
+                                      num_key_value_heads=1, max_position_embeddings=16,
+                                      tie_word_embeddings=False)
+    make = lambda: transformers.LlamaForCausalLM(config)  # noqa: E731
+    ids = torch.randint(0, 97, (2, 8))
+    return RealModel(make(), {"input_ids": ids, "labels": ids},
+                     lambda m, batch: m(**batch).loss,
+                     lambda m, batch: m(input_ids=batch["input_ids"]).logits,
+                     (nn.Linear, nn.Embedding), make=make)
 
 
 def vit() -> RealModel:

@@ -176,3 +176,50 @@ def test_reset_parameters_in_compact_mode_respects_the_mask():
 def test_dense_index_is_unavailable_in_dense_mode():
     with pytest.raises(RuntimeError, match="is in dense mode; it has no compact index"):
         _linear().compact_index
+
+
+class _LinearThenConv(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv, self.fc = MaskedConv2d(3, 4, 3, padding=1), MaskedLinear(4 * 5 * 5, 6)
+
+    def forward(self, x):
+        return self.fc(self.conv(x).flatten(1))
+
+
+def _loss_and_grads(model, run, x):
+    model.zero_grad(set_to_none=True)
+    loss = run(x).square().mean()
+    loss.backward()
+    return loss.detach(), {name: p.grad.clone() for name, p in model.named_parameters()}
+
+
+def _assert_same(got, expected):
+    torch.testing.assert_close(got[0], expected[0])
+    assert got[1].keys() == expected[1].keys()
+    for name, grad in got[1].items():
+        torch.testing.assert_close(grad, expected[1][name], msg=name)
+
+
+def test_a_compiled_model_follows_every_mask_change_and_buffer_move_with_no_eager_call():
+    from torch._dynamo.utils import counters
+
+    model, x = _LinearThenConv(), torch.randn(2, 3, 5, 5)
+    for layer in (model.conv, model.fc):
+        layer.set_mode("compact")
+    torch._dynamo.reset()
+    counters.clear()
+    compiled = torch.compile(model, backend="aot_eager", fullgraph=True)
+    for density in (0.5, 0.2):  # each mask change is followed, the graph rebuilt at once
+        for layer in (model.conv, model.fc):
+            layer.set_mask(layer.mask & (torch.rand(layer.mask.shape) < density))
+        got = _loss_and_grads(model, compiled, x)
+        _assert_same(got, _loss_and_grads(model, model, x))
+    # The index buffers replaced: by .to() (cached again at once) and by hand (built inside
+    # the graph, without storing anything there).
+    model.to(torch.float64)
+    model.fc.compact_col_idx = model.fc.compact_col_idx.clone()
+    x = x.double()
+    got = _loss_and_grads(model, compiled, x)
+    _assert_same(got, _loss_and_grads(model, model, x))
+    assert not counters["graph_break"], dict(counters["graph_break"])

@@ -4,7 +4,8 @@ import pytest
 import torch
 from torch import nn
 
-from sparse_tickets import MaskedConv2d, MaskedLinear, masked, masked_layers, unmasked
+from sparse_tickets import (MaskedConv2d, MaskedLinear, masked, masked_layers, masking_report,
+                            unmasked)
 
 
 class UserModel(nn.Module):
@@ -81,3 +82,69 @@ def test_excluding_a_module_excludes_everything_inside_it():
     model = masked(UserModel(), exclude=["features"])
     assert type(model.features[0]) is nn.Conv2d and type(model.features[3]) is nn.Conv2d
     assert isinstance(model.heads[0], MaskedLinear)
+
+
+def _types_and_buffers(model):
+    return ({name: type(module) for name, module in model.named_modules()},
+            sorted(name for name, _ in model.named_buffers()))
+
+
+def test_a_refusal_leaves_the_model_as_it_was():
+    # The Embedding's mask name is taken; the Linears before it in module order must not be
+    # swapped, nor their weights touched, when masked() refuses.
+    model = nn.Sequential(nn.Linear(4, 4), nn.Linear(4, 4), nn.Embedding(5, 4))
+    model[2].weight_mask = torch.zeros(5, 4)
+    before = _types_and_buffers(model)
+    weights = [layer.weight.detach().clone() for layer in model[:2]]
+    with pytest.raises(ValueError, match=r"^2\.weight: Embedding already has an attribute "
+                                         r"'weight_mask'") as error:
+        masked(model)
+    assert "\n" not in str(error.value)
+    assert _types_and_buffers(model) == before
+    assert all(torch.equal(layer.weight, w) for layer, w in zip(model[:2], weights))
+
+
+def test_parameters_over_one_memory_are_refused_unless_they_do_not_overlap():
+    shared = torch.randn(4, 4)
+    twice = nn.Sequential(nn.Linear(4, 4), nn.Linear(4, 4))
+    twice[0].weight, twice[1].weight = nn.Parameter(shared), nn.Parameter(shared)
+    base = torch.randn(12, 4)
+    overlapping = nn.Sequential(nn.Linear(4, 4), nn.Embedding(4, 4))
+    overlapping[0].weight, overlapping[1].weight = (nn.Parameter(base[:4]),
+                                                    nn.Parameter(base[2:6]))
+    for model, names in ((twice, "'0.weight' and '1.weight'"),
+                         (overlapping, "'0.weight' and '1.weight'")):
+        before = _types_and_buffers(model)
+        with pytest.raises(ValueError, match=f"masked weights {names} are different "
+                                             f"Parameters over the same memory") as error:
+            masked(model)
+        assert "\n" not in str(error.value) and _types_and_buffers(model) == before
+    # Views of separate rows of one tensor share no entry: each keeps its own mask.
+    apart = nn.Sequential(nn.Linear(4, 4), nn.Linear(4, 4))
+    apart[0].weight, apart[1].weight = nn.Parameter(base[:4]), nn.Parameter(base[4:8])
+    masked(apart)
+    assert [name for name, _ in masked_layers(apart)] == ["0", "1"]
+
+
+def test_masks_aliased_after_conversion_are_refused_before_any_change():
+    from sparse_tickets.pruning import Masks
+
+    model = masked(nn.Sequential(nn.Linear(4, 4), nn.Linear(4, 4)))
+    model[1].weight.data = model[0].weight.data  # two Parameters, one memory
+    masks = Masks({"0.weight": torch.rand(4, 4) < 0.5, "1.weight": torch.rand(4, 4) < 0.5})
+    with pytest.raises(ValueError, match="'0.weight' and '1.weight' are different Parameters"):
+        masks.apply_to(model)
+    assert model[0].mask.all() and model[1].mask.all()
+
+
+def test_a_model_built_on_meta_gets_masks_that_materialise_full():
+    with torch.device("meta"):
+        model = nn.Sequential(nn.Linear(4, 5), nn.Embedding(7, 4), nn.Conv2d(2, 3, 3))
+    masked(model)
+    assert [type(layer) for layer in model] == [MaskedLinear, nn.Embedding, MaskedConv2d]
+    masks = [model[0].mask, model[1].weight_mask, model[2].mask]
+    assert all(mask.is_meta for mask in masks)
+    assert "density n/a (meta)" in str(masking_report(model))
+    model.to_empty(device="cpu")
+    masks = [model[0].mask, model[1].weight_mask, model[2].mask]
+    assert all(mask.device.type == "cpu" and bool(mask.all()) for mask in masks)

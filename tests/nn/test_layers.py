@@ -212,3 +212,43 @@ def test_mixed_input_and_weight_dtypes_are_refused():
     with pytest.raises(ValueError, match="input, weight and bias must share one dtype; got "
                                          "input torch.float64, weight torch.float32"):
         layer(torch.randn(1, 3, dtype=torch.float64))
+
+
+@pytest.mark.parametrize("autocast", [False, True])
+def test_meta_layers_propagate_shapes_forward_and_backward(autocast):
+    # As torch's own layers on meta: no values, the shapes and dtypes only, autocast ignored.
+    linear = MaskedLinear(6, 4, device="meta")
+    conv = MaskedConv2d(3, 5, 3, padding=1, device="meta")
+    x = torch.randn(2, 7, 6, device="meta", requires_grad=True)
+    images = torch.randn(2, 3, 8, 8, device="meta")
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+        y, z = linear(x), conv(images)
+    assert (y.shape, y.dtype, y.is_meta) == ((2, 7, 4), torch.float32, True)
+    assert (z.shape, z.dtype, z.is_meta) == ((2, 5, 8, 8), torch.float32, True)
+    (y.sum() + z.sum()).backward()
+    assert linear.weight.grad.shape == (4, 6) and x.grad.shape == x.shape
+
+
+def test_to_empty_gives_a_meta_layer_a_full_mask_not_uninitialised_memory():
+    layer = MaskedLinear(5, 3, device="meta")
+    with pytest.raises(ValueError, match="on the meta device, which holds no values") as error:
+        layer.density
+    assert "\n" not in str(error.value)
+    layer.to_empty(device="cpu")
+    assert layer.mask.dtype == torch.bool and bool(layer.mask.all())
+    assert type(layer.mask) is torch.Tensor and layer.density == 1.0
+
+
+def test_a_mask_left_on_meta_beside_a_loaded_weight_becomes_full():
+    # A checkpoint holding the weights and not the masks, loaded tensor by tensor (as
+    # accelerate does) or with assign=True: the masks are those of a freshly masked layer.
+    layer = MaskedLinear(5, 3, device="meta")
+    layer.weight = nn.Parameter(torch.randn(3, 5))
+    layer.bias = nn.Parameter(torch.randn(3))
+    x = torch.randn(2, 5)
+    torch.testing.assert_close(layer(x), F.linear(x, layer.weight, layer.bias))
+    assert layer.mask.device.type == "cpu" and bool(layer.mask.all())
+    loaded = MaskedLinear(5, 3, device="meta")
+    loaded.load_state_dict({"weight": torch.randn(3, 5), "bias": torch.randn(3)}, strict=False,
+                           assign=True)
+    assert loaded.mask.device.type == "cpu" and bool(loaded.mask.all())

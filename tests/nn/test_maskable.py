@@ -1,6 +1,7 @@
 """Masks on the weights of any registered layer type, kept in place (weight_mask, registry)."""
 
 import copy
+import pickle
 
 import pytest
 import torch
@@ -117,3 +118,24 @@ def test_a_module_pruned_by_torch_is_refused_with_the_way_out():
     assert st.masking_report(model).left[0].reason.startswith(
         "pruned with torch.nn.utils.prune: import it with Masks.from_torch_prune(model, "
         "remove=True)")
+
+
+@pytest.mark.parametrize("copy_with", ["deepcopy", "pickle"])
+def test_a_copy_masks_its_gradients_before_any_forward(copy_with):
+    # A gradient that reaches the weight without the module's forward (which could register
+    # hooks late, but not from inside a compiled graph): the copy must be masked already.
+    register_maskable(Gated, weights=("weight", "gate"))
+    model = st.masked(nn.Sequential(nn.Embedding(7, 3), Gated()))
+    masks = Masks({name: torch.rand(source.mask.shape) < 0.5
+                   for name, source in masked_weights(model).items()})
+    masks.apply_to(model)
+    copied = (copy.deepcopy(model) if copy_with == "deepcopy"
+              else pickle.loads(pickle.dumps(model)))
+    weights = {name: source.weight for name, source in masked_weights(copied).items()}
+    sum((weight * 3.0).sum() for weight in weights.values()).backward()
+    for name, weight in weights.items():
+        assert torch.equal(weight.grad, 3.0 * masks[name]), name
+    # The original's masks are its own: a change to the copy's does not reach it.
+    masked_weights(copied)["0.weight"].set_mask(torch.zeros(7, 3, dtype=torch.bool))
+    model[0].weight.sum().backward()
+    assert torch.equal(model[0].weight.grad, masks["0.weight"].float())

@@ -1,7 +1,8 @@
 """Drop-in on real architectures: transformers' BERT, GPT-2 and ViT (tiny configs, random init)
 and a Conv2d+BatchNorm CNN. Each is converted, pruned to 10% globally by magnitude, compared with
 a plain copy holding ``weight * mask``, run compact, trained with MaskedAdamW, trained with a
-plain AdamW across a mode switch, and compiled with fullgraph=True in both modes."""
+plain AdamW across a mode switch, and built on the meta device then materialised and loaded
+(compiled with fullgraph=True in both modes: test_real_models_compile)."""
 
 import copy
 
@@ -13,7 +14,8 @@ import sparse_tickets as st
 from sparse_tickets.compact.choice import default_mode_set_to
 from sparse_tickets.optim import MaskedAdamW
 from sparse_tickets.pruning import Masks, prune_to_density, weights_of
-from tests.nn.real_models import BUILDERS
+from sparse_tickets.nn.state import mask_keys
+from tests.nn.real_models import BUILDERS, gpt2, llama, needs_transformers
 
 DENSITY = 0.1
 
@@ -134,3 +136,44 @@ def test_a_plain_adamw_keeps_training_across_a_mode_switch(build):
     stalled = [name for name, param in trained.items() if torch.equal(param, before[name])]
     assert not stalled, f"not trained after the switch: {stalled}"
     assert_pruned_weights_are_zero(model, masks, case)
+
+
+def restore_non_persistent_buffers(model, like):
+    """What transformers' loading does after to_empty for the buffers no checkpoint holds
+    (e.g. the rotary embedding's frequencies): computed again, here copied from ``like``."""
+    persistent = like.state_dict()
+    with torch.no_grad():
+        for name, buffer in like.named_buffers():
+            if name not in persistent:
+                model.get_buffer(name).copy_(buffer)
+
+
+@needs_transformers
+@pytest.mark.parametrize("build", [gpt2, llama], ids=["gpt2", "llama"])
+def test_built_on_meta_materialised_with_to_empty_then_loaded(build):
+    """transformers' low-memory loading: the model built on meta (no memory), masked there,
+    given storage by to_empty, then loaded. Its masks are full until a checkpoint says
+    otherwise, and a masked checkpoint brings its masks."""
+    case, source, masks, plain = pruned(build)
+    source.eval()
+    with torch.device("meta"):
+        model = st.masked(case.make())
+    keys = mask_keys(model)
+    assert keys and all(model.get_buffer(key).is_meta for key in keys)
+    model.to_empty(device="cpu")
+    restore_non_persistent_buffers(model, plain)
+    assert all(bool(model.get_buffer(key).all()) for key in keys)
+    # The original (plain) checkpoint: nothing pruned, the plain model's outputs.
+    missing, unexpected = model.load_state_dict(plain.state_dict(), strict=False)
+    assert sorted(missing) == sorted(keys) and not unexpected
+    model.eval(), plain.eval()
+    torch.testing.assert_close(case.output(model, case.inputs), case.output(plain, case.inputs))
+    # A pruned checkpoint: its masks, its outputs.
+    with torch.device("meta"):
+        model = st.masked(case.make())
+    model.to_empty(device="cpu")
+    restore_non_persistent_buffers(model, plain)
+    model.load_state_dict(source.state_dict())
+    model.eval()
+    assert Masks.from_model(model) == masks
+    torch.testing.assert_close(case.output(model, case.inputs), case.output(source, case.inputs))

@@ -220,3 +220,17 @@ def test_opting_in_the_real_backends_leaves_cpu_calls_to_the_others(monkeypatch)
     monkeypatch.setenv(ops.OPT_IN_ENV_VAR, "triton,semi_structured")
     x, weight, mask = _linear_inputs(torch.float32)
     assert ops.select("masked_linear", [x, weight, mask]).name == "reference"
+
+
+def test_a_compiled_call_reads_the_opt_in_without_a_warning(monkeypatch):
+    # Masked layers traced by torch.compile select their backend inside the graph.
+    import warnings
+
+    monkeypatch.setenv(ops.OPT_IN_ENV_VAR, "triton")
+    torch._dynamo.reset()
+    compiled = torch.compile(lambda x: x * len(dispatch.opted_in_names()), backend="eager",
+                             fullgraph=True)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert torch.equal(compiled(torch.ones(2)), torch.ones(2))
+    assert not [str(w.message) for w in caught if "sparse_tickets" in str(w.message)]

@@ -186,3 +186,36 @@ def test_to_moves_every_mask(device):
     masks = Masks({"a": torch.tensor([True, False])})
     moved = masks.to(device)
     assert moved["a"].device.type == device and moved == masks
+
+
+# ---------------------------------------------------------------- the meta device
+
+def test_masks_of_a_meta_model_move_and_apply_but_refuse_to_read_values(tmp_path):
+    with torch.device("meta"):
+        model = masked(nn.Sequential(nn.Linear(4, 3), nn.Embedding(5, 2)))
+    masks = Masks.from_model(model)
+    assert all(mask.is_meta for mask in masks.values())
+    assert repr(masks) == "Masks(2 layers, on the meta device)"
+    assert Masks.ones_like(model).to("meta")["0.weight"].is_meta
+    Masks({"0.weight": torch.ones(3, 4), "1.weight": torch.ones(5, 2)}).apply_to(model)
+    assert Masks({"w": torch.ones(2, 2, device="meta")})["w"].dtype == torch.bool
+    real = Masks({"0.weight": torch.ones(3, 4, dtype=torch.bool),
+                  "1.weight": torch.ones(5, 2, dtype=torch.bool)})
+    refusals = [("counting the kept weights", lambda: masks.density),
+                ("a density table", masks.density_report),
+                ("comparing masks", lambda: masks == real),
+                ("comparing masks", lambda: real.is_subset_of(masks)),
+                ("copying masks to cpu", lambda: masks.to("cpu")),
+                ("saving masks", lambda: masks.save(tmp_path / "masks.pt")),
+                ("pruning Sequential with torch",
+                 lambda: masks.to_torch_prune(nn.Sequential(nn.Linear(4, 3), nn.Embedding(5, 2))))]
+    for what, call in refusals:
+        with pytest.raises(ValueError, match=f"^{what} needs the masks' values, and masks .* "
+                                             f"are on the meta device") as error:
+            call()
+        assert one_line(error)
+    model.to_empty(device="cpu")
+    with pytest.raises(ValueError, match="applying masks to a model on cpu needs the masks'"):
+        masks.apply_to(model)
+    assert Masks.from_model(model) == real  # full, and untouched by the refusal
+    assert not (tmp_path / "masks.pt").exists()
