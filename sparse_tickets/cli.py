@@ -183,6 +183,9 @@ def _execute_in_mode(args, hp: Hparams, initial_masks) -> int:
     _check_nm_fits(hp, model)
     if initial_masks is not None:
         initial_masks.apply_to(model)  # names and shapes must be the model's
+    offsets = _seed_offsets(args)
+    if offsets is not None:
+        return _execute_trials(args, hp, offsets)
     directory = None
     if distributed.launched_rank() == 0:  # the job's one writer
         directory = Run.make_directory(Path(args.runs_dir), hp).directory
@@ -241,6 +244,156 @@ def _execute_with_progress(args, hp: Hparams, initial_masks, splits, device: tor
             progress.message(f"wrote {path}")
         progress.message((run.report_directory / "report.md").read_text())
     return 0
+
+
+# --- trials ------------------------------------------------------------------------------
+
+def _seed_offsets(args) -> Optional[list]:
+    """The seed offsets of --trials/--seeds (None: one run), refused under torchrun."""
+    from .lottery import trials
+    try:
+        offsets = trials.seed_offsets(args.trials, args.seeds)
+    except trials.TrialsError as error:
+        raise UsageError(f"{PROG}: {error}") from None
+    if offsets is not None and distributed.launched_world_size() > 1:
+        raise UsageError(f"{PROG}: --trials/--seeds under torchrun; expected one or the other "
+                         f"(trials run as processes of their own; torchrun runs one big run)")
+    return offsets
+
+
+def _trial_argv(args, hp: Hparams) -> list:
+    """The single-run command line of the trial of ``hp``: the flags given, its seeds."""
+    from .lottery.hparams import SEED_FIELDS
+    argv = [args.command]
+    if args.command == "train" and args.masks:
+        argv += ["--masks", str(Path(args.masks).resolve())]
+    if args.preset is not None:
+        argv += ["--preset", args.preset]
+    for name, value in _given(args).items():
+        if name not in SEED_FIELDS:
+            argv += [f"--{name.replace('_', '-')}", str(value)]
+    if args.lr_rewind:
+        argv.append("--lr-rewind")
+    argv += [item for name in SEED_FIELDS
+             for item in (f"--{name.replace('_', '-')}", str(getattr(hp, name)))]
+    argv += _run_options_argv(args)
+    return argv
+
+
+def _run_options_argv(args) -> list:
+    """The where-and-how options of a trial's command: its log, not a terminal, shows its
+    progress; the trials' report is written once, over all of them."""
+    argv = ["--runs-dir", str(Path(args.runs_dir).resolve())] if hasattr(args, "runs_dir") else []
+    if args.data_dir:
+        argv += ["--data-dir", str(Path(args.data_dir).resolve())]
+    if args.device:
+        argv += ["--device", args.device]
+    if getattr(args, "name", None):
+        argv += ["--name", args.name]
+    return argv + ["--checkpoint-every", str(args.checkpoint_every), "--mode", args.mode,
+                   "--quiet", "--no-report"]
+
+
+def _execute_trials(args, hp: Hparams, offsets: list) -> int:
+    from .lottery import trials
+    from .lottery.runs import Run
+    try:
+        made = []
+        for offset in offsets:
+            trial_hp = trials.offset_seeds(hp, offset)
+            directory = Run.make_directory(Path(args.runs_dir), trial_hp).directory
+            made.append(trials.Trial(offset, directory, tuple(_trial_argv(args, trial_hp))))
+    except trials.TrialsError as error:
+        raise UsageError(f"{PROG}: {error}") from None
+    return _run_trials(args, made, report_name=_trials_report_name(args, hp))
+
+
+def _trials_report_name(args, hp: Hparams) -> str:
+    """The trials' report directory under --runs-dir: named by --name, else by the settings
+    the trials share (their hash with the seeds at the first trial's)."""
+    return f"report-{args.name}" if getattr(args, "name", None) else f"report-{hp.run_name()}"
+
+
+def _run_trials(args, made: list, report_name: str) -> int:
+    """Run the trials with the chosen executor; then, for local ones, their report."""
+    from .lottery import trials
+    if args.executor != "local":
+        return _submit_trials(args, made)
+    parallel, threads = trials.split_cores(len(made), args.parallel, trials.cores())
+    print(f"{PROG}: {len(made)} trials, {parallel} at a time, {threads} thread(s) each; "
+          f"each trial's output in its run directory's {trials.LOG_NAME}", flush=True)
+
+    def started(trial) -> None:
+        print(f"{PROG}: trial +{trial.offset} started: {trial.directory}", flush=True)
+
+    def ended(outcome) -> None:
+        state = ("done" if outcome.returncode == 0 else
+                 f"failed (status {outcome.returncode}): {_last_line(outcome.trial.log)}")
+        print(f"{PROG}: trial +{outcome.trial.offset} {state} after {outcome.seconds:.0f} s",
+              flush=True)
+
+    outcomes = trials.run_local(made, parallel, threads, on_start=started, on_end=ended)
+    failed = [outcome for outcome in outcomes if outcome.returncode]
+    if args.report:
+        _report_trials([trial.directory for trial in made], Path(args.runs_dir) / report_name)
+    if failed:
+        print(f"{PROG}: {len(failed)} of {len(made)} trials failed; the same command resumes "
+              f"them (see each run directory's {trials.LOG_NAME})", file=sys.stderr)
+        return FAILURE
+    return 0
+
+
+def _last_line(log: Path) -> str:
+    try:
+        lines = [line for line in log.read_text(errors="replace").splitlines() if line.strip()]
+    except OSError:
+        return f"see {log}"
+    return f"{lines[-1].strip()} (see {log})" if lines else f"see {log}"
+
+
+def _report_trials(directories: list, output: Path) -> None:
+    """The report over every trial that finished a level; the others are named and left out."""
+    from .lottery.report import write_report
+    from .lottery.runs import Run
+    finished = [d for d in directories if any(Run(d).finished_levels(branch)
+                                              for branch in BRANCHES)]
+    for directory in sorted(set(directories) - set(finished)):
+        print(f"{PROG}: not in the report: {directory} has no finished level", file=sys.stderr)
+    if not finished:
+        return
+    for path in write_report(finished, output):
+        print(f"{PROG}: wrote {path}")
+
+
+def _submit_trials(args, made: list) -> int:
+    from .lottery import trials
+    options = trials.SlurmOptions(partition=args.slurm_partition,
+                                  time_minutes=args.slurm_time, cpus_per_task=args.slurm_cpus,
+                                  gpus_per_task=args.slurm_gpus, mem_gb=args.slurm_mem_gb,
+                                  parallel=args.parallel, account=args.slurm_account)
+    folder = Path(args.runs_dir) / trials.SLURM_FOLDER
+    cluster = "local" if args.executor == "submitit-local" else "slurm"
+    try:
+        jobs = trials.submit(made, folder, options, cluster=cluster)
+    except trials.TrialsError as error:
+        raise UsageError(f"{PROG}: {error}") from None
+    for trial, job in zip(made, jobs):
+        print(f"{PROG}: trial +{trial.offset}: job {job.job_id}: {trial.directory}", flush=True)
+    print(f"{PROG}: submitit's files and logs in {folder}")
+    if cluster == "slurm":
+        print(f"{PROG}: follow them with `{PROG} runs {args.runs_dir}`; rerunning this command "
+              f"resubmits only what is unfinished")
+        return 0
+    failed = 0
+    for trial, job in zip(made, jobs):  # the local executor's jobs are this process's children
+        try:
+            job.result()
+        except Exception as error:  # the job's exception, raised again here
+            failed += 1
+            print(f"{PROG}: trial +{trial.offset} failed: "
+                  f"{str(error).strip().splitlines()[-1] if str(error).strip() else error!r}",
+                  file=sys.stderr)
+    return FAILURE if failed else 0
 
 
 def _given(args) -> dict:
@@ -574,6 +727,36 @@ def _add_run_options(parser: argparse.ArgumentParser, runs_dir: bool = True) -> 
                        help="do not write the report at the end")
 
 
+def _add_trial_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group(
+        "trials (replicates that differ in their seeds, each an ordinary run directory)")
+    group.add_argument("--name", type=_path("a name"),
+                       help="a name for the run (or the trials), shown by `runs` and `report`")
+    group.add_argument("--trials", type=_positive, metavar="N",
+                       help="run N trials: seed offsets 0..N-1 added to the model, data and "
+                            "control seeds (the first is the run without --trials)")
+    group.add_argument("--seeds", metavar="OFFSETS",
+                       help="the trials' seed offsets, like 0-4 or 0,3,7 (instead of --trials)")
+    group.add_argument("--executor", choices=("local", "slurm", "submitit-local"),
+                       default="local",
+                       help="local: processes on this machine sharing its cores (default); "
+                            "slurm: a SLURM job array through submitit, requeued after time "
+                            "limits; submitit-local: that submission run on this machine, "
+                            "to check it without a cluster")
+    group.add_argument("--parallel", type=_positive, metavar="P",
+                       help="trials running at once (default: local, one per core; slurm, "
+                            "no limit)")
+    group.add_argument("--slurm-partition", metavar="NAME", help="SLURM partition")
+    group.add_argument("--slurm-account", metavar="NAME", help="SLURM account")
+    group.add_argument("--slurm-time", type=_positive, metavar="MINUTES",
+                       help="time limit of each task, in minutes (a task stopped by it is "
+                            "requeued and resumes)")
+    group.add_argument("--slurm-cpus", type=_positive, metavar="N", help="CPUs per task")
+    group.add_argument("--slurm-gpus", type=_integer_at_least(0, "a count >= 0"), metavar="N",
+                       help="GPUs per task")
+    group.add_argument("--slurm-mem-gb", type=_positive, metavar="GB", help="memory per task")
+
+
 def _integer_at_least(minimum: int, what: str, maximum: Optional[int] = None):
     """An argparse type: an int >= ``minimum`` (and <= ``maximum``), refused as ``what`` in the
     message."""
@@ -618,6 +801,7 @@ def _build_parser() -> argparse.ArgumentParser:
                     "command resumes an interrupted run.")
     _add_hparam_flags(imp)
     _add_run_options(imp)
+    _add_trial_options(imp)
     imp.set_defaults(handler=_run_imp)
 
     train = commands.add_parser(
@@ -629,6 +813,7 @@ def _build_parser() -> argparse.ArgumentParser:
                        help="a ticket or masks file (.safetensors or .pt) to train with")
     _add_hparam_flags(train)
     _add_run_options(train)
+    _add_trial_options(train)
     train.set_defaults(handler=_run_train)
 
     instability = commands.add_parser(

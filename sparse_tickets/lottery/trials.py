@@ -68,6 +68,17 @@ def seed_offsets(trials: Optional[int], seeds: Optional[str]) -> Optional[list[i
     return parse_seeds(seeds) if seeds is not None else None
 
 
+def offset_seeds(hp, offset: int):
+    """``hp`` (Hparams) with ``offset`` added to its model, data and control seeds."""
+    from .hparams import MAX_SEED, SEED_FIELDS
+    seeds = {name: getattr(hp, name) + offset for name in SEED_FIELDS}
+    too_large = [name for name, seed in seeds.items() if seed > MAX_SEED]
+    if too_large:
+        raise TrialsError(f"seed offset {offset} takes {too_large[0]} past 2**64 - 1; expected "
+                          f"smaller seeds or offsets")
+    return hp.replace(**seeds)
+
+
 @dataclass(frozen=True)
 class Trial:
     """One replicate: its seed offset, run directory and single-run command line (the
