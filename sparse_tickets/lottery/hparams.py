@@ -135,18 +135,39 @@ class Hparams:
         return dataclasses.asdict(self)
 
     def digest(self) -> str:
-        """A hash of every field: equal hyperparameters, equal hash. The fields added after
-        the first release count only when they differ from their defaults, so a run of an
-        earlier version keeps its name and is resumed by this one."""
+        """A hash of every field that shapes the main branch: equal hash, equal main branch.
+
+        The branch fields (:data:`BRANCH_FIELDS`: which controls and instability analyses
+        to run) are not in it: they add branches beside the main one and change nothing in
+        it, so adding a control to a finished run reuses its ticket levels. The fields added
+        after the first release count only when they differ from their defaults, so a run of
+        an earlier version keeps its name and is resumed by this one."""
+        return self._hash(excluded=BRANCH_FIELDS)
+
+    def legacy_digest(self) -> str:
+        """The hash run directories were named by before the branch fields left it (every
+        field in it): such a directory is found and resumed under this name."""
+        return self._hash(excluded=())
+
+    def _hash(self, excluded: tuple) -> str:
         defaults = Hparams().as_dict()
         values = {name: value for name, value in self.as_dict().items()
-                  if name not in ADDED_FIELDS or value != defaults[name]}
+                  if name not in excluded and (name not in ADDED_FIELDS
+                                               or value != defaults[name])}
         text = json.dumps(values, sort_keys=True)
         return hashlib.sha256(text.encode()).hexdigest()[:10]
+
+    def main_branch(self) -> dict:
+        """The fields that shape the main branch (all but :data:`BRANCH_FIELDS`)."""
+        return {name: value for name, value in self.as_dict().items()
+                if name not in BRANCH_FIELDS}
 
     def run_name(self) -> str:
         """The run directory's name: a readable prefix plus the hash."""
         return f"{self.model}-{self.dataset}-{self.digest()}"
+
+    def legacy_run_name(self) -> str:
+        return f"{self.model}-{self.dataset}-{self.legacy_digest()}"
 
     @classmethod
     def from_dict(cls, values: dict) -> "Hparams":
@@ -177,6 +198,9 @@ class Hparams:
 
 
 # Fields added after the first release (see Hparams.digest).
+# Which branches run beside the main one: not in the run's hash (see Hparams.digest).
+BRANCH_FIELDS = ("controls", "control_levels", "instability_levels", "instability_iterations",
+                 "instability_points")
 ADDED_FIELDS = ("nm", "score_batches", "synflow_iterations", "instability_levels",
                 "instability_iterations", "instability_points")
 CONTROLS = ("reinit", "random_pruning")

@@ -80,7 +80,8 @@ def test_a_value_that_does_not_parse_is_kept_for_validate_to_name():
      "lenet_300_100-mnist5k-3c370ccdea"),
 ])
 def test_settings_already_in_their_one_spelling_keep_their_run_name(changes, name):
-    assert Hparams().replace(**changes).run_name() == name
+    # The names directories were made with (every field hashed): found and resumed.
+    assert Hparams().replace(**changes).legacy_run_name() == name
 
 
 @pytest.mark.parametrize("preset, name", [
@@ -91,7 +92,7 @@ def test_settings_already_in_their_one_spelling_keep_their_run_name(changes, nam
     ("vgg19/cifar10", "vgg19-cifar10-230094b9b9"),
 ])
 def test_presets_keep_their_run_names(preset, name):
-    assert PRESETS[preset].run_name() == name
+    assert PRESETS[preset].legacy_run_name() == name
 
 
 def test_digest_is_stable_and_covers_every_field():
@@ -99,7 +100,7 @@ def test_digest_is_stable_and_covers_every_field():
     assert hp.digest() == Hparams().digest()
     assert hp.run_name() == f"lenet_300_100-mnist5k-{hp.digest()}"
     assert len({hp.replace(data_seed=1).digest(), hp.replace(lr=1e-3).digest(),
-                hp.replace(controls="none").digest(), hp.digest()}) == 4
+                hp.replace(control_seed=2).digest(), hp.digest()}) == 4
     assert Hparams.from_dict(hp.as_dict()) == hp
     with pytest.raises(HparamsError, match="unknown hyperparameters colour"):
         Hparams.from_dict({**hp.as_dict(), "colour": "red"})
@@ -172,11 +173,12 @@ def test_fields_added_later_keep_the_names_of_earlier_runs():
     # Names of the presets' runs as the first release wrote them, before nm, score_batches,
     # synflow_iterations and the instability fields existed.
     from sparse_tickets.lottery.presets import PRESETS
-    assert PRESETS["lenet_300_100/mnist5k"].run_name() == "lenet_300_100-mnist5k-550784ce58"
-    assert PRESETS["resnet20/cifar10"].run_name() == "resnet20-cifar10-815eb4f186"
+    assert (PRESETS["lenet_300_100/mnist5k"].legacy_run_name()
+            == "lenet_300_100-mnist5k-550784ce58")
+    assert PRESETS["resnet20/cifar10"].legacy_run_name() == "resnet20-cifar10-815eb4f186"
     # Set, a new field does change the name.
     base = PRESETS["lenet_300_100/mnist5k"]
-    names = {base.replace(**change).run_name() for change in (
+    names = {base.replace(**change).legacy_run_name() for change in (
         {}, {"nm": "2:4"}, {"score_batches": 2}, {"synflow_iterations": 10},
         {"instability_levels": "1"}, {"instability_iterations": "5"},
         {"instability_points": 5})}
@@ -231,3 +233,21 @@ def test_lengths_that_do_not_fit_the_run_are_refused(changes, per_epoch, message
 ])
 def test_lengths_that_fit_the_run_pass(changes):
     validate_lengths(Hparams().replace(**changes), 58)
+
+
+@pytest.mark.parametrize("changes", [
+    dict(controls="none"), dict(controls="reinit,random_pruning"), dict(control_levels="1,2"),
+    dict(instability_levels="0,1", instability_iterations="0,100"),
+    dict(instability_points=5)])
+def test_the_branches_beside_the_main_one_are_not_in_the_run_name(changes):
+    # Adding a control or an instability analysis to a finished run reuses its ticket levels.
+    hp = Hparams()
+    assert hp.replace(**changes).run_name() == hp.run_name()
+    assert hp.replace(**changes).legacy_run_name() != hp.legacy_run_name()
+    assert hp.replace(**changes).main_branch() == hp.main_branch()
+
+
+def test_the_run_name_of_the_default_run_is_pinned():
+    # A change here renames every run directory: keep it, or find the old names as
+    # legacy_run_name does.
+    assert Hparams().run_name() == "lenet_300_100-mnist5k-a4a6b38838"
