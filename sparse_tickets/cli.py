@@ -1,4 +1,4 @@
-"""The ``sparse-tickets`` command line: imp, train, instability, report, export, build, list.
+"""The ``sparse-tickets`` command line: imp, train, instability, report, runs, export, build, list.
 
 The experiment it runs lives in :mod:`sparse_tickets.lottery`; this module turns the
 command line into calls to it. Every hyperparameter of
@@ -189,6 +189,8 @@ def _execute_in_mode(args, hp: Hparams, initial_masks) -> int:
     directory = None
     if distributed.launched_rank() == 0:  # the job's one writer
         directory = Run.make_directory(Path(args.runs_dir), hp).directory
+        if args.name:
+            Run(directory).record_name(args.name)
     with _one_writer(args, directory), distributed.process_group(device):
         return _execute_in_group(args, hp, initial_masks, splits, device)
 
@@ -627,6 +629,20 @@ def _run_export(args) -> int:
     return 0
 
 
+def _run_runs(args) -> int:
+    from .lottery import listing
+    root = Path(args.directory)
+    if not root.is_dir():
+        raise UsageError(f"{PROG} runs: {root} is not a directory; expected a directory of run "
+                         f"directories (--runs-dir of imp and train)")
+    found = listing.find_runs(root)
+    if not found:
+        print(f"no runs under {root}")
+        return 0
+    print(listing.table([listing.read_state(directory) for directory in found], root))
+    return 0
+
+
 def _run_build(args) -> int:
     from .ops.native import extension
     failed = False
@@ -864,6 +880,15 @@ def _build_parser() -> argparse.ArgumentParser:
                         help="file to write (default: "
                              "RUN_DIR/ticket_<branch>_level_<L>.safetensors)")
     export.set_defaults(handler=_run_export)
+
+    runs = commands.add_parser(
+        "runs", help="list the runs under a directory: name, configuration, state, progress",
+        description="List every run directory under DIRECTORY (default: ./runs) with its "
+                    "name, model and dataset, seeds, the settings in which the runs differ, "
+                    "its state (done, stopped, running, diverged) and levels done per "
+                    "branch. Reads files only: safe while runs train.")
+    runs.add_argument("directory", nargs="?", default="runs", metavar="DIRECTORY")
+    runs.set_defaults(handler=_run_runs)
 
     build = commands.add_parser(
         "build", help="build the compiled kernels now, instead of on first use",

@@ -93,6 +93,24 @@ def describe_holder(path: Path) -> str:
     return f"process {pid}{where}{about}"
 
 
+def current_holder(directory: Path) -> Optional[str]:
+    """Who works in ``directory`` now, in words, or None; read from what the holder wrote,
+    without touching the lock (taking it, even briefly, could turn away a starting command).
+    A holder on this host is believed while its process lives; one on another host while
+    its lock file names it (it empties the file when it ends, but a killed one cannot)."""
+    path = Path(directory) / LOCK_FILE
+    try:
+        holder = json.loads(path.read_text() or "null")
+    except (OSError, ValueError):
+        return None
+    if not isinstance(holder, dict) or not isinstance(holder.get("pid"), int):
+        return None
+    host = str(holder.get("host", ""))
+    if host == socket.gethostname():
+        return f"process {holder['pid']}" if _alive(holder["pid"]) else None
+    return f"process {holder['pid']} on {host}, by its lock file"
+
+
 def _open(path: Path) -> Optional[int]:
     flags = os.O_CLOEXEC
     try:

@@ -6,6 +6,8 @@
       hparams.json                 every hyperparameter (the hash is of these)
       .lock                        held by the command working in it (see locking.py)
       model.json                   the model's input shape and class count (from the data)
+      name.json                    the run's name, when given one (--name)
+      trial.log                    the output of a trial run by --trials (see trials.py)
       main/init.safetensors        the weights at iteration 0
       main/rewind_point.safetensors  the weights at the rewind iteration K (K > 0 only)
       <branch>/level_<L>/          branch: main, reinit, random_pruning
@@ -35,6 +37,7 @@ from .hparams import Hparams
 
 HPARAMS = "hparams.json"
 MODEL_SHAPE = "model.json"
+NAME = "name.json"
 MAIN = "main"
 BRANCHES = ("main", "reinit", "random_pruning")
 
@@ -175,6 +178,17 @@ class Run:
         shape = {"input_shape": list(input_shape), "num_classes": int(num_classes)}
         if files.read_json(self.directory / MODEL_SHAPE) != shape:
             files.write_json(self.directory / MODEL_SHAPE, shape)
+
+    @property
+    def name(self) -> Optional[str]:
+        """The run's name (``--name``), if it was given one."""
+        stored = files.read_json(self.directory / NAME)
+        return stored.get("name") if isinstance(stored, dict) else None
+
+    def record_name(self, name: str) -> None:
+        """Name the run (a later name replaces an earlier one; not a hyperparameter)."""
+        if self.name != name:
+            files.write_json(self.directory / NAME, {"name": name})
 
     @property
     def init(self) -> Path:
