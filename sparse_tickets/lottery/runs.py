@@ -126,8 +126,12 @@ class Run:
     @classmethod
     def make_directory(cls, runs_directory: Path, hp: Hparams) -> "Run":
         """The run of ``hp`` under ``runs_directory``, its directory made if new (nothing
-        written in it yet)."""
+        written in it yet). A directory of the name runs had before the branch fields left
+        the hash (:meth:`Hparams.legacy_run_name`) is that run, and is used."""
         run = cls(Path(runs_directory) / hp.run_name())
+        legacy = Path(runs_directory) / hp.legacy_run_name()
+        if not run.directory.exists() and (legacy / HPARAMS).is_file():
+            return cls(legacy)
         try:
             files.make_directory(run.directory)
         except (FileExistsError, NotADirectoryError):
@@ -138,12 +142,15 @@ class Run:
     @classmethod
     def create(cls, runs_directory: Path, hp: Hparams) -> "Run":
         """The run of ``hp`` under ``runs_directory``, made if new; an existing directory of the
-        same name must hold the same hyperparameters."""
+        same name must hold the same main-branch hyperparameters. Its hparams.json records
+        the branches the latest command asked for (a branch added to a finished run)."""
         run = cls.make_directory(runs_directory, hp)
         stored = files.read_json(run.directory / HPARAMS)
-        if stored is None:
+        stored_hp = _as_hparams(stored) if stored is not None else None
+        if stored is None or (stored_hp is not None and stored_hp != hp
+                              and stored_hp.main_branch() == hp.main_branch()):
             files.write_json(run.directory / HPARAMS, hp.as_dict())
-        elif _as_hparams(stored) != hp:
+        elif stored_hp is None or stored_hp.main_branch() != hp.main_branch():
             raise RunError(f"{run.directory} holds other hyperparameters than its name's hash "
                            f"says; move it away or pass another --runs-dir")
         return run
