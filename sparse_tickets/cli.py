@@ -316,11 +316,13 @@ def _trials_report_name(args, hp: Hparams) -> str:
     return f"report-{args.name}" if getattr(args, "name", None) else f"report-{hp.run_name()}"
 
 
-def _run_trials(args, made: list, report_name: str) -> int:
-    """Run the trials with the chosen executor; then, for local ones, their report."""
+def _run_trials(args, made: list, report_name: str, runs_dir: Optional[Path] = None) -> int:
+    """Run the trials with the chosen executor; then, for local ones, their report under
+    ``runs_dir`` (default: --runs-dir)."""
     from .lottery import trials
+    runs_dir = Path(runs_dir if runs_dir is not None else args.runs_dir)
     if args.executor != "local":
-        return _submit_trials(args, made)
+        return _submit_trials(args, made, runs_dir)
     parallel, threads = trials.split_cores(len(made), args.parallel, trials.cores())
     print(f"{PROG}: {len(made)} trials, {parallel} at a time, {threads} thread(s) each; "
           f"each trial's output in its run directory's {trials.LOG_NAME}", flush=True)
@@ -337,7 +339,7 @@ def _run_trials(args, made: list, report_name: str) -> int:
     outcomes = trials.run_local(made, parallel, threads, on_start=started, on_end=ended)
     failed = [outcome for outcome in outcomes if outcome.returncode]
     if args.report:
-        _report_trials([trial.directory for trial in made], Path(args.runs_dir) / report_name)
+        _report_trials([trial.directory for trial in made], runs_dir / report_name)
     if failed:
         print(f"{PROG}: {len(failed)} of {len(made)} trials failed; the same command resumes "
               f"them (see each run directory's {trials.LOG_NAME})", file=sys.stderr)
@@ -367,13 +369,13 @@ def _report_trials(directories: list, output: Path) -> None:
         print(f"{PROG}: wrote {path}")
 
 
-def _submit_trials(args, made: list) -> int:
+def _submit_trials(args, made: list, runs_dir: Path) -> int:
     from .lottery import trials
     options = trials.SlurmOptions(partition=args.slurm_partition,
                                   time_minutes=args.slurm_time, cpus_per_task=args.slurm_cpus,
                                   gpus_per_task=args.slurm_gpus, mem_gb=args.slurm_mem_gb,
                                   parallel=args.parallel, account=args.slurm_account)
-    folder = Path(args.runs_dir) / trials.SLURM_FOLDER
+    folder = runs_dir / trials.SLURM_FOLDER
     cluster = "local" if args.executor == "submitit-local" else "slurm"
     try:
         jobs = trials.submit(made, folder, options, cluster=cluster)
@@ -383,7 +385,7 @@ def _submit_trials(args, made: list) -> int:
         print(f"{PROG}: trial +{trial.offset}: job {job.job_id}: {trial.directory}", flush=True)
     print(f"{PROG}: submitit's files and logs in {folder}")
     if cluster == "slurm":
-        print(f"{PROG}: follow them with `{PROG} runs {args.runs_dir}`; rerunning this command "
+        print(f"{PROG}: follow them with `{PROG} runs {runs_dir}`; rerunning this command "
               f"resubmits only what is unfinished")
         return 0
     failed = 0
@@ -569,11 +571,43 @@ def _run_instability(args) -> int:
     from .lottery.runs import Run
     run = Run.open(Path(args.run_dir))
     hp = run.hparams
+    offsets = _seed_offsets(args)
+    if offsets is not None:
+        return _instability_trials(args, run, hp, offsets)
     with default_mode_set_to(args.mode):
         splits = _load_data(hp, args.data_dir)
         device = _device(args.device)
         with _one_writer(args, run.directory), distributed.process_group(device):
             return _instability_in_group(args, run, hp, splits, device)
+
+
+def _instability_trials(args, run, hp: Hparams, offsets: list) -> int:
+    """The analysis of every trial of RUN_DIR's experiment (its seeds plus each offset): the
+    trials' runs must exist, as ``imp --trials`` made them beside it."""
+    from .lottery import trials
+    from .lottery.runs import HPARAMS
+    made, missing = [], []
+    for offset in offsets:
+        try:
+            trial_hp = trials.offset_seeds(hp, offset)
+        except trials.TrialsError as error:
+            raise UsageError(f"{PROG}: {error}") from None
+        candidates = [run.directory.parent / name for name in (trial_hp.run_name(),
+                                                                trial_hp.legacy_run_name())]
+        found = next((c for c in candidates if (c / HPARAMS).is_file()), None)
+        if found is None:
+            missing.append(f"+{offset} ({candidates[0]})")
+            continue
+        argv = ["instability", str(found.resolve()), "--level", str(args.level),
+                "--branch", args.branch, "--points", str(args.points)]
+        if args.iterations:
+            argv += ["--iterations", *args.iterations]
+        made.append(trials.Trial(offset, found, tuple(argv + _run_options_argv(args))))
+    if missing:
+        raise UsageError(f"{PROG}: no run of trial {', '.join(missing)} beside {run.directory}; "
+                         f"expected the trials made first, by `imp --trials` or `--seeds`")
+    return _run_trials(args, made, report_name=f"report-instability-{run.directory.name}",
+                       runs_dir=run.directory.parent)
 
 
 def _instability_in_group(args, run, hp: Hparams, splits, device: torch.device) -> int:
@@ -743,11 +777,13 @@ def _add_run_options(parser: argparse.ArgumentParser, runs_dir: bool = True) -> 
                        help="do not write the report at the end")
 
 
-def _add_trial_options(parser: argparse.ArgumentParser) -> None:
+def _add_trial_options(parser: argparse.ArgumentParser, named: bool = True) -> None:
     group = parser.add_argument_group(
         "trials (replicates that differ in their seeds, each an ordinary run directory)")
-    group.add_argument("--name", type=_path("a name"),
-                       help="a name for the run (or the trials), shown by `runs` and `report`")
+    if named:
+        group.add_argument("--name", type=_path("a name"),
+                           help="a name for the run (or the trials), shown by `runs` and "
+                                "`report`")
     group.add_argument("--trials", type=_positive, metavar="N",
                        help="run N trials: seed offsets 0..N-1 added to the model, data and "
                             "control seeds (the first is the run without --trials)")
@@ -854,6 +890,7 @@ def _build_parser() -> argparse.ArgumentParser:
                              default=11, help="points on the linear path, ends included "
                                               "(default: 11)")
     _add_run_options(instability, runs_dir=False)
+    _add_trial_options(instability, named=False)
     instability.set_defaults(handler=_run_instability)
 
     report = commands.add_parser(
