@@ -39,6 +39,8 @@ setup(
         "mlxtend>=0.22",
         "tqdm>=4.60",
         "matplotlib>=3.5",
+        # Submits --trials to a SLURM cluster as a job array (--executor slurm).
+        "submitit>=1.5",
         # Builds the C++/CUDA extensions (torch.utils.cpp_extension) on first use.
         "ninja>=1.10",
         # The triton backend's kernels (3.6 on the GPU machines we test, the current release
