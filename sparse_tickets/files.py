@@ -30,6 +30,7 @@ import os
 import re
 import struct
 import uuid
+import warnings
 from pathlib import Path
 from typing import Any, BinaryIO, Callable, Optional
 
@@ -283,7 +284,7 @@ def read_torch(path: Path) -> Optional[Any]:
     if data is None:
         return None
     try:
-        return torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+        return load_torch_quietly(io.BytesIO(data))
     except Exception as error:  # unpickling raises many types; all mean the same here
         raise DamagedArtifact(path, torch_load_reason(error)) from None
 
@@ -291,14 +292,36 @@ def read_torch(path: Path) -> Optional[Any]:
 def torch_load_reason(error: BaseException) -> str:
     """The gist of a ``torch.load(weights_only=True)`` failure, in one line.
 
-    Its refusal of a pickled object opens with advice to load with ``weights_only=False``,
-    which would run whatever code the file holds: the real cause follows the
-    "WeightsUnpickler error:" marker, and that is what a user needs to read."""
+    Its refusal of a pickled object is mostly advice: to load with ``weights_only=False``
+    (which would run whatever code the file holds), to file an issue, to read the docs. The
+    cause is the one line that is none of those, or what follows "WeightsUnpickler error:"."""
     text = str(error).strip()
-    cause = re.search(r"WeightsUnpickler error:\s*(.+?)(?:\.\s|\n|$)", text)
-    if cause:
-        return f"it holds {cause.group(1).rstrip('.')}"
-    return _first_line(error)
+    marked = re.search(r"WeightsUnpickler error:[ \t]*(\S[^\n]*)", text)
+    if marked:
+        return _without_advice(marked.group(1))
+    for line in text.splitlines():
+        line = line.strip()
+        if line and "weights_only" not in line and not line.startswith(_TORCH_ADVICE):
+            return _without_advice(line)
+    return "not a file torch.save wrote" if "weights_only" in text else _first_line(error)
+
+
+def _without_advice(line: str) -> str:
+    """A cause's first sentence, without what follows (how to allow the global anyway)."""
+    return re.split(r"(?<=\.)\s+(?=Please|Check|Re-running)", line.strip())[0].rstrip(".")
+
+
+def load_torch_quietly(source, **kwargs):
+    """``torch.load(source, map_location="cpu", weights_only=True)`` without its warnings
+    about pickle protocols: a file it cannot read raises, and that error says why."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        return torch.load(source, map_location="cpu", weights_only=True, **kwargs)
+
+
+# How the lines of torch.load's advice begin, around the one line that says what went wrong.
+_TORCH_ADVICE = ("Weights only load failed", "Please file an issue", "Check the documentation",
+                 "WeightsUnpickler error", "(1)", "(2)")
 
 
 def _sidecar(path: Path) -> Path:
