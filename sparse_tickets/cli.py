@@ -40,7 +40,7 @@ from .lottery import distributed, locking
 from .lottery.export import load_masks
 from .lottery.hparams import MAX_POINTS, Hparams, HparamsError, validate, validate_lengths
 from .lottery.presets import DEFAULT_PRESET, PRESETS, preset_for
-from .lottery.runs import BRANCHES
+from .lottery.runs import BRANCHES, Diverged
 from .nn import MaskedConv2d, masked_layers
 from .ops.native.extension import ExtensionUnavailable
 from .progress import LogLines, ProgressBars
@@ -85,6 +85,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except files.WriteError as error:
         return _fail_with(error, FAILURE)
     except ExtensionUnavailable as error:  # a failed build under SPARSE_TICKETS_*_EXTENSION=force
+        return _fail_with(error, FAILURE)
+    except Diverged as error:  # the experiment failed, not the command line
         return _fail_with(error, FAILURE)
     except (ValueError, FileNotFoundError, NotADirectoryError, IsADirectoryError,
             ModuleNotFoundError, ops.BackendError, distributed.DistributedError) as error:
@@ -218,17 +220,11 @@ def _execute_in_group(args, hp: Hparams, initial_masks, splits, device: torch.de
 def _execute_with_progress(args, hp: Hparams, initial_masks, splits, device: torch.device,
                            progress) -> int:
     from .lottery.imp import LotteryRun
-    from .lottery.runs import MAIN
 
     main = distributed.is_main()
     lottery = LotteryRun(hp, Path(args.runs_dir), splits, device, args.checkpoint_every,
-                         progress)
+                         progress, initial_masks=initial_masks)
     run = lottery.run
-    if initial_masks is not None:
-        initial_masks.apply_to(lottery.model)
-        level = run.level(MAIN, 0)
-        if main and files.read_tensors(level.masks) is None:  # level 0 trains with these masks
-            files.write_tensors(level.masks, dict(initial_masks))
     if distributed.active():
         processes = distributed.world_size()
         progress.message(f"{processes} processes ({distributed.backend_for(device)}), global "
@@ -237,11 +233,13 @@ def _execute_with_progress(args, hp: Hparams, initial_masks, splits, device: tor
     did_work = lottery.execute()
     if not main:
         return 0
-    report_missing = not (run.report_directory / "report.md").is_file()
+    from .lottery.report import report_problem, write_report
+    report_incomplete = report_problem(run.report_directory)
     if not did_work:
         progress.message(f"{run.directory} is already complete; nothing to do")
-    if args.report and (did_work or report_missing):
-        from .lottery.report import write_report
+        if args.report and report_incomplete:
+            progress.message(f"the report is not whole ({report_incomplete}); writing it again")
+    if args.report and (did_work or report_incomplete):
         for path in write_report([run.directory], run.report_directory):
             progress.message(f"wrote {path}")
         progress.message((run.report_directory / "report.md").read_text())
@@ -652,6 +650,12 @@ def _run_report(args) -> int:
         directories[0] / "report" if len(directories) == 1 else Path("report"))
     for path in write_report(directories, output):
         print(f"wrote {path}")
+    from .lottery.report.results import load_runs
+    for run in load_runs(directories):
+        for level in run.diverged:
+            print(f"{PROG}: note: {level.branch} level {level.level} of {run.directory} "
+                  f"diverged at iteration {level.iteration} ({level.cause}); it is listed "
+                  f"apart in report.md", file=sys.stderr)
     return 0
 
 

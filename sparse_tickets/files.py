@@ -9,6 +9,13 @@ truncated or corrupted file is redone, never silently used.
 A write that the file system refuses (full, read-only, over quota, not permitted) raises
 :class:`WriteError`: one line naming the path and what to do. Nothing is left half-written, so
 the run directory stays resumable once the cause is fixed.
+
+An artifact whose digest matches but whose bytes do not parse as what it should hold (edited
+by hand and its digest recomputed, or written by other code) raises :class:`DamagedArtifact`,
+one line naming the file; what the bytes mean (shapes, values) is for the caller to check.
+
+JSON artifacts stay valid JSON whatever they hold: a non-finite float (a diverged loss) is
+written as the string ``"NaN"``, ``"Infinity"`` or ``"-Infinity"`` and read back as the float.
 """
 
 from __future__ import annotations
@@ -18,9 +25,12 @@ import errno
 import hashlib
 import io
 import json
+import math
 import os
+import re
 import struct
 import uuid
+import warnings
 from pathlib import Path
 from typing import Any, BinaryIO, Callable, Optional
 
@@ -40,6 +50,19 @@ _ADVICE = {
     errno.EACCES: "make it writable for this user, or use a directory you own",
     errno.EPERM: "make it writable for this user, or use a directory you own",
 }
+
+
+class DamagedArtifact(ValueError):
+    """An artifact whose digest matches but whose content is not what this tool writes there;
+    the message is one line naming the file and what to do."""
+
+    def __init__(self, path: Path, reason: str):
+        path = Path(path)
+        super().__init__(f"{path} is not a file this tool wrote, or it is damaged ({reason}); "
+                         f"delete it and its {path.name}{SIDECAR_SUFFIX}, then run the command "
+                         f"again")
+        self.path = path
+        self.reason = reason
 
 
 class WriteError(OSError):
@@ -174,13 +197,52 @@ def remove_artifact(path: Path) -> None:
         path.unlink(missing_ok=True)
 
 
+# How a non-finite float is spelt in JSON artifacts (the spellings ``float()`` reads back).
+_NON_FINITE = {"NaN": math.nan, "Infinity": math.inf, "-Infinity": -math.inf}
+
+
 def write_json(path: Path, value: Any) -> None:
-    write_artifact(path, (json.dumps(value, indent=2, sort_keys=False) + "\n").encode())
+    text = json.dumps(_finite_json(value), indent=2, sort_keys=False, allow_nan=False)
+    write_artifact(path, (text + "\n").encode())
 
 
 def read_json(path: Path) -> Optional[Any]:
+    """The value of a JSON artifact (None when absent); :class:`DamagedArtifact` when its bytes
+    are not JSON."""
     data = read_artifact(path)
-    return None if data is None else json.loads(data)
+    if data is None:
+        return None
+    try:
+        return _from_finite_json(json.loads(data))
+    except (UnicodeDecodeError, ValueError, RecursionError) as error:
+        raise DamagedArtifact(path, f"not JSON: {_first_line(error)}") from None
+
+
+def _finite_json(value: Any) -> Any:
+    """``value`` with every non-finite float replaced by its string spelling: bare ``NaN``
+    tokens are not JSON, and other readers (``jq``, browsers) refuse them."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
+    if isinstance(value, dict):
+        return {key: _finite_json(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite_json(item) for item in value]
+    return value
+
+
+def _from_finite_json(value: Any) -> Any:
+    if isinstance(value, str):
+        return _NON_FINITE.get(value, value)
+    if isinstance(value, dict):
+        return {key: _from_finite_json(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_from_finite_json(item) for item in value]
+    return value
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
 
 
 # safetensors lays tensors out sorted by name ("features.10" before "features.3"); the order of
@@ -198,10 +260,13 @@ def read_tensors(path: Path) -> Optional[dict[str, torch.Tensor]]:
     data = read_artifact(path)
     if data is None:
         return None
-    tensors = safetensors.torch.load(data)
-    (header_size,) = struct.unpack("<Q", data[:8])
-    metadata = json.loads(data[8:8 + header_size]).get("__metadata__") or {}
-    order = json.loads(metadata.get(ORDER_KEY, "null"))
+    try:
+        tensors = safetensors.torch.load(data)
+        (header_size,) = struct.unpack("<Q", data[:8])
+        metadata = json.loads(data[8:8 + header_size]).get("__metadata__") or {}
+        order = json.loads(metadata.get(ORDER_KEY, "null"))
+    except Exception as error:  # safetensors raises its own error types for bad bytes
+        raise DamagedArtifact(path, f"not a safetensors file: {_first_line(error)}") from None
     if not isinstance(order, list) or sorted(order) != sorted(tensors):
         return tensors
     return {name: tensors[name] for name in order}
@@ -218,7 +283,45 @@ def read_torch(path: Path) -> Optional[Any]:
     data = read_artifact(path)
     if data is None:
         return None
-    return torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+    try:
+        return load_torch_quietly(io.BytesIO(data))
+    except Exception as error:  # unpickling raises many types; all mean the same here
+        raise DamagedArtifact(path, torch_load_reason(error)) from None
+
+
+def torch_load_reason(error: BaseException) -> str:
+    """The gist of a ``torch.load(weights_only=True)`` failure, in one line.
+
+    Its refusal of a pickled object is mostly advice: to load with ``weights_only=False``
+    (which would run whatever code the file holds), to file an issue, to read the docs. The
+    cause is the one line that is none of those, or what follows "WeightsUnpickler error:"."""
+    text = str(error).strip()
+    marked = re.search(r"WeightsUnpickler error:[ \t]*(\S[^\n]*)", text)
+    if marked:
+        return _without_advice(marked.group(1))
+    for line in text.splitlines():
+        line = line.strip()
+        if line and "weights_only" not in line and not line.startswith(_TORCH_ADVICE):
+            return _without_advice(line)
+    return "not a file torch.save wrote" if "weights_only" in text else _first_line(error)
+
+
+def _without_advice(line: str) -> str:
+    """A cause's first sentence, without what follows (how to allow the global anyway)."""
+    return re.split(r"(?<=\.)\s+(?=Please|Check|Re-running)", line.strip())[0].rstrip(".")
+
+
+def load_torch_quietly(source, **kwargs):
+    """``torch.load(source, map_location="cpu", weights_only=True)`` without its warnings
+    about pickle protocols: a file it cannot read raises, and that error says why."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        return torch.load(source, map_location="cpu", weights_only=True, **kwargs)
+
+
+# How the lines of torch.load's advice begin, around the one line that says what went wrong.
+_TORCH_ADVICE = ("Weights only load failed", "Please file an issue", "Check the documentation",
+                 "WeightsUnpickler error", "(1)", "(2)")
 
 
 def _sidecar(path: Path) -> Path:

@@ -1,4 +1,6 @@
 import errno
+import json
+import math
 import os
 from pathlib import Path
 
@@ -103,3 +105,56 @@ def test_each_refusal_says_what_to_do(tmp_path, code, advice):
     error = files.WriteError(tmp_path / "x", OSError(code, os.strerror(code)))
     assert str(error).startswith(f"cannot write {tmp_path / 'x'}: {os.strerror(code)}; ")
     assert advice in str(error) and "\n" not in str(error)
+
+
+def _strict_json(text: str):
+    """json.loads refusing the bare NaN / Infinity tokens that are not JSON."""
+    def refuse(token):
+        raise ValueError(f"bare {token} is not JSON")
+    return json.loads(text, parse_constant=refuse)
+
+
+def test_non_finite_numbers_are_valid_json_and_read_back_as_floats(tmp_path):
+    path = tmp_path / "metrics.json"
+    files.write_json(path, {"losses": [math.nan, math.inf, -math.inf, 1.5, None],
+                            "name": "level_1"})
+    stored = _strict_json(path.read_text())
+    assert stored["losses"] == ["NaN", "Infinity", "-Infinity", 1.5, None]
+    loaded = files.read_json(path)
+    assert math.isnan(loaded["losses"][0])
+    assert loaded["losses"][1:] == [math.inf, -math.inf, 1.5, None]
+    assert loaded["name"] == "level_1"
+
+
+@pytest.mark.parametrize("name, read, content, expected", [
+    ("metrics.json", files.read_json, b"{not json", "not JSON"),
+    ("masks.safetensors", files.read_tensors, b"\x08\x00\x00\x00\x00\x00\x00\x00{}garbage",
+     "not a safetensors file"),
+    ("checkpoint.pt", files.read_torch, b"\x80\x04garbage", "")])
+def test_bytes_that_match_their_digest_but_not_their_format_are_named(tmp_path, name, read,
+                                                                      content, expected):
+    path = tmp_path / name
+    files.write_artifact(path, content)  # the digest is right: the content is not
+    with pytest.raises(files.DamagedArtifact) as damaged:
+        read(path)
+    message = str(damaged.value)
+    assert message.startswith(f"{path} is not a file this tool wrote, or it is damaged (")
+    assert expected in message and "\n" not in message and "weights_only" not in message
+    assert message.endswith(f"delete it and its {name}.sha256, then run the command again")
+
+
+class _RunsCode:
+    def __reduce__(self):
+        return os.system, ("echo this must never run",)
+
+
+def test_a_checkpoint_that_would_run_code_is_refused_with_the_cause(tmp_path):
+    import io
+
+    buffer = io.BytesIO()
+    torch.save({"iteration": 3, "payload": _RunsCode()}, buffer)
+    path = tmp_path / "checkpoint.pt"
+    files.write_artifact(path, buffer.getvalue())
+    with pytest.raises(files.DamagedArtifact, match="posix.system") as damaged:
+        files.read_torch(path)
+    assert "weights_only" not in str(damaged.value) and "\n" not in str(damaged.value)

@@ -3,6 +3,11 @@
 The file is safetensors with three prefixes (``masks/``, ``start/``, ``trained/``) and the run's
 hyperparameters, level, branch, input shape and class count as metadata, so
 :func:`load_ticket` can rebuild the model without the run directory.
+
+Only a level that finished without diverging is exported, and only after its files are checked
+against the model the run describes (:mod:`.artifacts`): masks that fit it (a subset of the
+level before's, on the main branch), finite weights that are zero where pruned, metrics that
+agree with the masks. A file that fails is named, for the user to delete and redo.
 """
 
 from __future__ import annotations
@@ -15,9 +20,11 @@ import safetensors.torch
 from torch import nn
 
 from .. import files, models
+from .artifacts import (Reference, divergence_of, masks_relation_problem, metrics_problem,
+                        read_checked)
 from .hparams import Hparams
 from ..pruning import Masks
-from .runs import Run, RunError
+from .runs import MAIN, MODEL_SHAPE, BadArtifact, Level, Run, RunError, redo_remedy
 
 PARTS = ("masks", "start", "trained")
 
@@ -28,15 +35,17 @@ def export_ticket(run_directory: Path, level: int, branch: str = "main",
     ``RUN_DIR/ticket_<branch>_level_<L>.safetensors``); return the path."""
     run = Run.open(run_directory)
     level_files = run.level(branch, level)
-    if not level_files.done():
-        finished = sorted(run.finished_levels(branch))
-        raise RunError(f"{run.directory} has no finished level {level} in branch {branch!r}; "
-                       f"finished levels: {finished or 'none'}")
-    tensors = {}
-    for part, path in zip(PARTS, (level_files.masks, level_files.start, level_files.trained)):
-        stored = files.read_tensors(path)
-        if stored is None:
-            raise RunError(f"{path} is missing or corrupted; rerun the run's command to redo it")
+    metrics = _finished_metrics(run, branch, level)
+    reference = Reference(_model_of(run))
+    remedy = redo_remedy(level_files)
+    masks = _checked_masks(run, branch, level, reference)
+    problem = metrics_problem(metrics, masks=masks)
+    if problem:
+        raise BadArtifact(level_files.masks, problem, remedy)
+    tensors = {f"masks/{name}": mask for name, mask in masks.items()}
+    for part, path in (("start", level_files.start), ("trained", level_files.trained)):
+        stored = read_checked(path, files.read_tensors,
+                              lambda state: reference.state_problem(state, masks), remedy)
         tensors.update({f"{part}/{name}": tensor for name, tensor in stored.items()})
     shape = run.model_shape
     metadata = {"hparams": json.dumps(run.hparams.as_dict()), "level": str(level),
@@ -44,7 +53,7 @@ def export_ticket(run_directory: Path, level: int, branch: str = "main",
                 "num_classes": str(shape["num_classes"]),
                 # Where training of the start weights begins: the learning-rate schedule
                 # resumes here (K for rewinding to iteration K, else 0).
-                "start_iteration": str(level_files.read_metrics()["start_iteration"])}
+                "start_iteration": str(metrics["start_iteration"])}
     output = Path(output) if output else run.directory / (
         f"ticket_{branch}_level_{level}.safetensors")
     if output.is_dir() or not output.name:
@@ -54,6 +63,72 @@ def export_ticket(run_directory: Path, level: int, branch: str = "main",
     files.write_atomically(output, lambda handle: handle.write(
         safetensors.torch.save(tensors, metadata=metadata)))
     return output
+
+
+def _finished_metrics(run: Run, branch: str, level: int) -> dict:
+    """The checked metrics of a level that finished without diverging; else a one-line error
+    saying why there is no ticket (not trained, a file missing, diverged)."""
+    level_files = run.level(branch, level)
+    metrics = level_files.read_metrics()
+    if metrics is None:
+        finished = sorted(number for number in run.finished_levels(branch)
+                          if run.level(branch, number).done())
+        raise RunError(f"{run.directory} has no finished level {level} in branch {branch!r}; "
+                       f"finished levels: {finished or 'none'}")
+    problem = metrics_problem(metrics, level_files)
+    if problem:
+        raise BadArtifact(level_files.metrics, problem, redo_remedy(level_files))
+    divergence = divergence_of(metrics)
+    if divergence is not None:
+        raise RunError(f"{branch} level {level} of {run.directory} diverged at iteration "
+                       f"{divergence['iteration']} ({divergence['cause']}): it has no ticket to "
+                       f"export; rerun with a lower --lr")
+    missing = level_files.missing()
+    if missing:
+        raise RunError(f"{branch} level {level} of {run.directory} is not whole: "
+                       f"{', '.join(path.name for path in missing)} missing or not matching "
+                       f"its .sha256; run the run's command again to redo the level")
+    return metrics
+
+
+def _model_of(run: Run) -> nn.Module:
+    """The run's model, built from its hparams.json and model.json (for shapes only)."""
+    hp, shape = run.hparams, run.model_shape
+    options = {"dropout": hp.dropout} if hp.dropout else {}
+    try:
+        return models.create(hp.model, input_shape=tuple(shape["input_shape"]),
+                             num_classes=shape["num_classes"], **options)
+    except (TypeError, ValueError) as error:
+        raise BadArtifact(run.directory / MODEL_SHAPE, f"does not fit model {hp.model} "
+                          f"({str(error).splitlines()[0]})", "delete it and rerun the run's "
+                          "command (it is written again from the data)") from None
+
+
+def _checked_masks(run: Run, branch: str, level: int, reference: Reference) -> Masks:
+    """The level's masks, checked against the model and, on the main branch, against the
+    level before's."""
+    files_of = run.level(branch, level)
+    previous = None
+    if branch == MAIN and level > 0:
+        previous = _stored_masks(run.level(MAIN, level - 1), reference)
+
+    def problem(stored: dict):
+        return reference.masks_problem(stored) or (
+            previous is not None and masks_relation_problem(Masks(stored), previous)) or None
+
+    return Masks(read_checked(files_of.masks, files.read_tensors, problem,
+                              redo_remedy(files_of)))
+
+
+def _stored_masks(files_of: Level, reference: Reference):
+    """A level's masks when stored and sound, else None (nothing to compare with)."""
+    try:
+        stored = files.read_tensors(files_of.masks)
+    except files.DamagedArtifact:
+        return None
+    if stored is None or reference.masks_problem(stored):
+        return None
+    return Masks(stored)
 
 
 def load_masks(path: Path) -> Masks:

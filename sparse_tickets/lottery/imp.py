@@ -21,7 +21,12 @@ trains masks with the same per-layer densities at random positions, from the wei
 level starts from; with ``nm`` its random masks keep the same structure. After them, the
 instability analysis (:mod:`.instability`) of the main branch at ``instability_levels``.
 Every step returns early when its output exists and is valid, so rerunning a command resumes
-it.
+it. Valid means checked for meaning too (:mod:`.artifacts`): a level's masks must fit the
+model and be a subset of the level before's (the main branch's, for the controls), weights
+must be finite and zero where pruned. A bad file of a finished level is refused, naming it; one
+the run can make again (the masks or checkpoint of a level not finished, the weights at
+initialisation or at the rewind point) is said so and made again. A level that diverged stops
+the run (:class:`~.runs.Diverged`).
 
 Under torchrun every rank runs this loop in step. Rank 0 alone touches the run directory: it
 decides what is left to do, prunes, reads and writes the files, and sends the masks (checked by
@@ -46,8 +51,9 @@ from ..pruning import (AT_INIT_METHODS, Masks, parse_nm, prune, prune_at_init, p
 from . import distributed
 from .hparams import Hparams, parse_step_list
 from .instability import InstabilityAnalysis
-from .levels import CONTROL_IDS, LevelTrainer, derived_seed
-from .runs import MAIN, Level, Run, RunError
+from .artifacts import masks_relation_problem
+from .levels import CONTROL_IDS, LevelTrainer, MasksCheck, derived_seed
+from .runs import MAIN, BadArtifact, Level, Run, RunError, redo_remedy
 from .train import CHECKPOINT, DataOrder, Schedule
 
 
@@ -138,6 +144,8 @@ class LotteryRun(LevelTrainer):
     progress: LogLines
     # An existing run directory to work in, wherever it lies (its name need not be the hash).
     run_directory: Optional[Path] = None
+    # The masks level 0 trains with (`train --masks`); None: every weight.
+    initial_masks: Optional[Masks] = None
 
     def __post_init__(self):
         self.schedule, self.model = check(self.hp, self.splits, self.device)
@@ -186,19 +194,54 @@ class LotteryRun(LevelTrainer):
 
     def _main_level_done(self, level: int) -> bool:
         files_of = self.run.level(MAIN, level)
-        if level == 0 and self.rewinds_to_iteration and not files.artifact_exists(
-                self.run.rewind_point):
+        if level == 0 and self.rewinds_to_iteration and not self._rewind_point_stored():
             _forget(files_of)  # level 0 must run again to record the rewind point
-        return files_of.done()
+        return self.finished(files_of, f"level {level}", self._main_masks_check(level))
+
+    def _rewind_point_stored(self) -> bool:
+        try:
+            return self.read_state(self.run.rewind_point, "") is not None
+        except BadArtifact as error:
+            self.redo(error, "training level 0 again to record it")
+            return False
+
+    def _main_masks_check(self, level: int) -> MasksCheck:
+        """What the masks of main level ``level`` must be: level 0's, every weight (or the
+        masks of `train --masks`); a later level's, a subset of the level before's."""
+        if level == 0:
+            expected = self._level_0_masks()
+            return lambda masks: None if masks == expected else (
+                "are not the masks level 0 trains with (every weight, or those of "
+                "`train --masks`)")
+        try:
+            previous = files.read_tensors(self.run.level(MAIN, level - 1).masks)
+        except files.DamagedArtifact:
+            previous = None
+        if previous is None or self.reference.masks_problem(previous):
+            return lambda masks: None  # that level is made again first, and checked then
+        return lambda masks: masks_relation_problem(masks, Masks(previous))
+
+    def _level_0_masks(self) -> Masks:
+        return self.initial_masks if self.initial_masks is not None else Masks.ones_like(
+            self.model)
 
     def main_masks(self, level: int) -> Masks:
-        """The masks level ``level`` trains with, computed once and stored."""
-        path = self.run.level(MAIN, level).masks
-        stored = files.read_tensors(path)
+        """The masks level ``level`` trains with, computed once and stored. Stored masks that
+        make no sense are computed again, unless the level is finished (refused)."""
+        files_of = self.run.level(MAIN, level)
+        path = files_of.masks
+        try:
+            stored = self.read_masks(path, redo_remedy(files_of),
+                                     self._main_masks_check(level))
+        except BadArtifact as error:
+            if files_of.read_metrics() is not None:
+                raise
+            self.redo(error, "computing them again")
+            stored = None
         if stored is not None:
-            return Masks(stored)
+            return stored
         if level == 0:
-            masks = Masks.ones_like(self.model)
+            masks = self._level_0_masks()
         else:
             previous_masks = self.main_masks(level - 1)
             if self.hp.strategy in AT_INIT_METHODS:
@@ -210,7 +253,7 @@ class LotteryRun(LevelTrainer):
 
     def _prune_trained(self, level: int, previous_masks: Masks) -> Masks:
         """IMP: the previous level's trained weights, pruned by magnitude (or at random)."""
-        self.model.load_state_dict(files.read_tensors(self.run.level(MAIN, level - 1).trained))
+        self.model.load_state_dict(self._trained_state(MAIN, level - 1))
         weights = weights_of(self.model)
         plan = pruning_plan(self.model, self.hp)
         seed = derived_seed(self.hp.model_seed, level)  # used by the random strategy only
@@ -246,22 +289,30 @@ class LotteryRun(LevelTrainer):
                 self.hp.rewind == "iteration" and not self.rewinds_to_iteration):
             return self.initial_state()
         if self.hp.rewind == "iteration":
-            return files.read_tensors(self.run.rewind_point)
-        return files.read_tensors(self.run.level(MAIN, level - 1).trained)  # "lr"
+            return self.read_state(self.run.rewind_point, redo_remedy(self.run.level(MAIN, 0)))
+        return self._trained_state(MAIN, level - 1)  # "lr"
+
+    def _trained_state(self, branch: str, level: int) -> dict:
+        """The trained weights of a finished level (checked when it was found finished)."""
+        files_of = self.run.level(branch, level)
+        return self.read_state(files_of.trained, redo_remedy(files_of))
 
     def initial_state(self) -> dict:
         self.ensure_initial_state()
-        return files.read_tensors(self.run.init)
+        return self.read_state(self.run.init, "delete it and run the same command again")
 
     def ensure_initial_state(self) -> bool:
         """Write the weights at iteration 0 when they are missing or corrupted; True when they
         were. They are rebuilt from the model seed; when level 0 has started already they must
         give exactly its stored start weights, or the run cannot be continued faithfully."""
-        if files.artifact_exists(self.run.init):
-            return False
+        try:
+            if self.read_state(self.run.init, "") is not None:
+                return False
+        except BadArtifact as error:
+            self.redo(error, "made again from model_seed")
         state = build_model(self.hp, self.splits, self.hp.model_seed, "cpu").state_dict()
         level_0 = self.run.level(MAIN, 0)
-        start, masks = files.read_tensors(level_0.start), files.read_tensors(level_0.masks)
+        start, masks = _stored_or_none(level_0.start), _stored_or_none(level_0.masks)
         restoring = start is not None and masks is not None
         if restoring:
             model = build_model(self.hp, self.splits, self.hp.model_seed, "cpu")
@@ -283,7 +334,9 @@ class LotteryRun(LevelTrainer):
     # The controls.
 
     def control_level(self, control: str, level: int) -> bool:
-        if distributed.from_main(lambda: self.run.level(control, level).done()):
+        if distributed.from_main(lambda: self.finished(
+                self.run.level(control, level), f"{control} level {level}",
+                self._control_masks_check(control, level))):
             return False
         seed = derived_seed(self.hp.control_seed, level)
         if control == "reinit":
@@ -297,11 +350,22 @@ class LotteryRun(LevelTrainer):
             # weights, which are zero wherever that level pruned; random positions would start
             # there at 0. The dense trained weights are the same point without that bias.
             start_state = distributed.share_state(
-                lambda: files.read_tensors(self.run.level(MAIN, 0).trained)
+                lambda: self._trained_state(MAIN, 0)
                 if self.hp.rewind == "lr" else self.main_start_state(level))
         self._train(control, level, Masks(masks), start_state,
                     seed_parts=(1 + CONTROL_IDS[control], level))
         return True
+
+    def _control_masks_check(self, control: str, level: int) -> MasksCheck:
+        """What a control's masks must be: the main level's (reinit), or as many weights per
+        layer at other positions (random_pruning)."""
+        main_masks = self.main_masks(level)
+        if control == "reinit":
+            return lambda masks: None if masks == main_masks else (
+                f"are not the masks of main level {level}, which reinit trains")
+        expected = [row.kept for row in main_masks.density_rows()]
+        return lambda masks: None if [row.kept for row in masks.density_rows()] == expected else (
+            f"do not keep as many weights per layer as main level {level}")
 
     # Shared by the branches.
 
@@ -312,6 +376,14 @@ class LotteryRun(LevelTrainer):
                          start_iteration=self._start_iteration(level), seed_parts=seed_parts,
                          label=label, about={"branch": branch, "level": level},
                          record_rewind_point=record_rewind_point)
+
+def _stored_or_none(path: Path) -> Optional[dict]:
+    """The tensors at ``path``, or None when absent or unreadable (made again then)."""
+    try:
+        return files.read_tensors(path)
+    except files.DamagedArtifact:
+        return None
+
 
 def _forget(level: Level) -> None:
     for path in (level.metrics, level.trained, level.directory / CHECKPOINT):

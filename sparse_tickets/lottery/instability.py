@@ -39,8 +39,9 @@ import torch
 from .. import files
 from ..pruning import Masks
 from . import distributed
+from .artifacts import divergence_of
 from .levels import LevelTrainer, derived_seed
-from .runs import BRANCHES, Instability, RunError
+from .runs import BRANCHES, Instability, RunError, redo_remedy
 from .train import evaluate
 
 COPIES = 2
@@ -114,10 +115,7 @@ class InstabilityAnalysis:
                                  f"expected from the level's start iteration {start} to before "
                                  f"the end of training at {end}")
         alphas(points)
-        level_files = lottery.run.level(branch, level)
-        distributed.from_main(lambda: [self._stored(path, branch, level)
-                                       for path in (level_files.masks, level_files.start)]
-                              and None)
+        distributed.from_main(lambda: self._level_masks(branch, level) and None)
 
     def analyse(self, branch: str, level: int, iteration: int, points: int) -> bool:
         lottery = self.lottery
@@ -125,22 +123,22 @@ class InstabilityAnalysis:
         self.check(branch, level, [iteration], points)
         start = lottery.start_iteration(level)
         where = run.instability(branch, level, iteration)
-        if distributed.from_main(lambda: files.read_json(where.path(points)) is not None):
+        if distributed.from_main(lambda: self._path_evaluated(where.path(points))):
             return False
-        level_files = run.level(branch, level)
-        masks = Masks(distributed.share_masks(lambda: self._stored(level_files.masks, branch,
-                                                                   level)))
-        spawn_state = distributed.share_state(lambda: self._stored(level_files.start, branch,
-                                                                   level))
+        masks = Masks(distributed.share_masks(lambda: self._level_masks(branch, level)))
+        spawn_state = distributed.share_state(lambda: self._stored_start(branch, level, masks))
         if iteration > start:
             spawn = where.spawn
-            if not distributed.from_main(spawn.done):
+            if not distributed.from_main(lambda: lottery.finished(
+                    spawn, f"{branch} level {level} to iteration {iteration}",
+                    self._same_masks(masks))):
                 lottery.train_level(
                     spawn, masks, spawn_state, start_iteration=start,
                     end_iteration=iteration, seed_parts=lottery.seed_parts(branch, level),
                     label=f"{branch} level {level} to iteration {iteration}",
                     about={"branch": branch, "level": level, "spawn_iteration": iteration})
-            spawn_state = distributed.share_state(lambda: files.read_tensors(spawn.trained))
+            spawn_state = distributed.share_state(
+                lambda: lottery.read_state(spawn.trained, redo_remedy(spawn), masks))
         ends = [self._copy(where, index, branch, level, iteration, masks, spawn_state)
                 for index in range(COPIES)]
         result = self._linear_path(ends, points)
@@ -156,13 +154,44 @@ class InstabilityAnalysis:
             f"{100 * result['train_barrier']:.2f} ({points} points on the path)")
         return True
 
-    def _stored(self, path, branch: str, level: int) -> dict:
-        stored = files.read_tensors(path)
-        if stored is None:
-            raise RunError(f"{branch} level {level} of {self.lottery.run.directory} has not "
-                           f"started: {path.name} is missing; expected a level that `imp` has "
-                           f"begun training")
-        return stored
+    def _path_evaluated(self, path) -> bool:
+        """Whether the path's evaluation is stored; one that cannot be read is evaluated
+        again (it costs evaluations only)."""
+        try:
+            return files.read_json(path) is not None
+        except files.DamagedArtifact as error:
+            self.lottery.progress.message(f"{path}: {error.reason}; evaluating the path again")
+            return False
+
+    def _level_masks(self, branch: str, level: int) -> Masks:
+        """The masks of the analysed level, checked; a level that diverged is refused."""
+        lottery = self.lottery
+        level_files = lottery.run.level(branch, level)
+        metrics = level_files.read_metrics()
+        if metrics is not None and divergence_of(metrics) is not None:
+            raise lottery.diverged(f"{branch} level {level}", level_files,
+                                   divergence_of(metrics))
+        masks = lottery.read_masks(level_files.masks, redo_remedy(level_files))
+        if masks is None:
+            raise self._not_started(branch, level, level_files.masks)
+        return masks
+
+    def _stored_start(self, branch: str, level: int, masks: Masks) -> dict:
+        level_files = self.lottery.run.level(branch, level)
+        state = self.lottery.read_state(level_files.start, redo_remedy(level_files), masks)
+        if state is None:
+            raise self._not_started(branch, level, level_files.start)
+        return state
+
+    def _not_started(self, branch: str, level: int, path) -> RunError:
+        return RunError(f"{branch} level {level} of {self.lottery.run.directory} has not "
+                        f"started: {path.name} is missing; expected a level that `imp` has "
+                        f"begun training")
+
+    @staticmethod
+    def _same_masks(masks: Masks):
+        return lambda stored: None if stored == masks else (
+            "are not the masks of the analysed level")
 
     def _copy_data_seed(self, branch: str, level: int, iteration: int, index: int) -> int:
         return derived_seed(self.lottery.hp.data_seed, _INSTABILITY_ID, BRANCHES.index(branch),
@@ -173,15 +202,18 @@ class InstabilityAnalysis:
         """The trained weights of copy ``index``, trained now unless done."""
         lottery = self.lottery
         files_of = where.copy(index)
-        if not distributed.from_main(files_of.done):
+        label = f"{branch} level {level} from {iteration}, copy {index}"
+        if not distributed.from_main(lambda: lottery.finished(files_of, label,
+                                                              self._same_masks(masks))):
             seed = self._copy_data_seed(branch, level, iteration, index)
             lottery.train_level(
                 files_of, masks, spawn_state, start_iteration=iteration,
                 seed_parts=(_INSTABILITY_ID, index), hp=lottery.hp.replace(data_seed=seed),
-                label=f"{branch} level {level} from {iteration}, copy {index}",
+                label=label,
                 about={"branch": branch, "level": level, "spawn_iteration": iteration,
                        "copy": index})
-        return distributed.share_state(lambda: files.read_tensors(files_of.trained))
+        return distributed.share_state(
+            lambda: lottery.read_state(files_of.trained, redo_remedy(files_of), masks))
 
     def _linear_path(self, ends: list[dict], points: int) -> dict:
         lottery = self.lottery

@@ -46,6 +46,20 @@ class RunError(ValueError):
     """A run directory that cannot be used as asked."""
 
 
+class BadArtifact(RunError):
+    """A stored file whose checksum matches but whose content cannot be what the run wrote
+    (wrong shapes, NaN weights, masks of another level, missing keys): one line naming the
+    file, what is wrong with it and what to do."""
+
+    def __init__(self, path: Path, problem: str, remedy: str):
+        super().__init__(f"{path}: {problem}; {remedy}")
+        self.path, self.problem = Path(path), problem
+
+
+class Diverged(RunError):
+    """A level whose training diverged: nothing can be pruned from it or rewound to it."""
+
+
 @dataclass(frozen=True)
 class Level:
     """The files of one level of one branch."""
@@ -72,13 +86,29 @@ class Level:
     def metrics_csv(self) -> Path:
         return self.directory / "metrics.csv"
 
+    @property
+    def checkpoint(self) -> Path:
+        return self.directory / "checkpoint.pt"
+
+    @property
+    def outputs(self) -> tuple[Path, ...]:
+        """The files a finished level has (a diverged one has no trained weights)."""
+        return self.masks, self.start, self.trained, self.metrics_csv, self.metrics
+
     def done(self) -> bool:
-        """Every file of a finished level is there and valid."""
-        return all(files.artifact_exists(path) for path in (
-            self.masks, self.start, self.trained, self.metrics_csv, self.metrics))
+        """Every file of a finished level is there and matches its checksum."""
+        return not self.missing()
+
+    def missing(self) -> list[Path]:
+        """The files of a finished level that are absent or do not match their checksum."""
+        return [path for path in self.outputs if not files.artifact_exists(path)]
 
     def read_metrics(self) -> Optional[dict]:
-        return files.read_json(self.metrics)
+        """The level's metrics.json (None when absent or not matching its checksum)."""
+        try:
+            return files.read_json(self.metrics)
+        except files.DamagedArtifact as error:
+            raise BadArtifact(self.metrics, error.reason, redo_remedy(self)) from None
 
     def write_metrics(self, metrics: dict) -> None:
         """The CSV first: metrics.json is the level's completion mark."""
@@ -89,6 +119,12 @@ class Level:
         writer.writerows(rows)
         files.write_artifact(self.metrics_csv, buffer.getvalue().encode())
         files.write_json(self.metrics, metrics)
+
+
+def redo_remedy(level: "Level") -> str:
+    """What to do about a bad file of a finished level: the user decides to redo it."""
+    return (f"delete it and run the run's command (`sparse-tickets imp` or `train`) again to "
+            f"redo the level in {level.directory}")
 
 
 @dataclass(frozen=True)
@@ -119,6 +155,29 @@ def _as_hparams(stored: dict):
         return None
 
 
+def _read_json(path: Path):
+    """A JSON artifact of the run (None when absent); a damaged one is named."""
+    try:
+        return files.read_json(path)
+    except files.DamagedArtifact as error:
+        raise BadArtifact(path, error.reason, "delete it and rerun the run's command") from None
+
+
+def _model_shape_problem(shape) -> Optional[str]:
+    def positive(value) -> bool:
+        return isinstance(value, int) and not isinstance(value, bool) and value > 0
+
+    if not isinstance(shape, dict):
+        return f"holds a {type(shape).__name__}; expected an object"
+    input_shape = shape.get("input_shape")
+    if not isinstance(input_shape, list) or not input_shape or not all(map(positive,
+                                                                          input_shape)):
+        return f"has input_shape {input_shape!r}; expected a list of positive integers"
+    if not positive(shape.get("num_classes")):
+        return f"has num_classes {shape.get('num_classes')!r}; expected a positive integer"
+    return None
+
+
 @dataclass(frozen=True)
 class Run:
     directory: Path
@@ -145,7 +204,7 @@ class Run:
         same name must hold the same main-branch hyperparameters. Its hparams.json records
         the branches the latest command asked for (a branch added to a finished run)."""
         run = cls.make_directory(runs_directory, hp)
-        stored = files.read_json(run.directory / HPARAMS)
+        stored = _read_json(run.directory / HPARAMS)
         stored_hp = _as_hparams(stored) if stored is not None else None
         if stored is None or (stored_hp is not None and stored_hp != hp
                               and stored_hp.main_branch() == hp.main_branch()):
@@ -164,33 +223,50 @@ class Run:
                            f"by `sparse-tickets imp` or `train`")
         if not run.directory.is_dir():
             raise RunError(f"run directory {run.directory} does not exist")
-        if files.read_json(run.directory / HPARAMS) is None:
+        if _read_json(run.directory / HPARAMS) is None:
             raise RunError(f"{run.directory} has no valid {HPARAMS}; expected a directory made "
                            f"by `sparse-tickets imp` or `train`")
         return run
 
     @property
     def hparams(self) -> Hparams:
-        return Hparams.from_dict(files.read_json(self.directory / HPARAMS))
+        path = self.directory / HPARAMS
+        stored = _read_json(path)
+        hp = _as_hparams(stored) if isinstance(stored, dict) else None
+        if hp is None:
+            raise BadArtifact(path, "holds no hyperparameters this version knows", (
+                "expected the hparams.json that `sparse-tickets imp` wrote: restore it, or "
+                "start the run again in a new directory"))
+        return hp
 
     @property
     def model_shape(self) -> dict:
         """``{"input_shape": [C, H, W], "num_classes": N}`` of the run's model."""
-        shape = files.read_json(self.directory / MODEL_SHAPE)
+        path = self.directory / MODEL_SHAPE
+        shape = _read_json(path)
         if shape is None:
             raise RunError(f"{self.directory} has no valid {MODEL_SHAPE}; rerun its command")
+        problem = _model_shape_problem(shape)
+        if problem:
+            raise BadArtifact(path, problem, "delete it and rerun the run's command (it is "
+                                             "written again from the data)")
         return shape
 
     def record_model_shape(self, input_shape, num_classes: int) -> None:
         shape = {"input_shape": list(input_shape), "num_classes": int(num_classes)}
-        if files.read_json(self.directory / MODEL_SHAPE) != shape:
+        try:
+            stored = files.read_json(self.directory / MODEL_SHAPE)
+        except files.DamagedArtifact:
+            stored = None  # written from the data again below
+        if stored != shape:
             files.write_json(self.directory / MODEL_SHAPE, shape)
 
     @property
     def name(self) -> Optional[str]:
         """The run's name (``--name``), if it was given one."""
-        stored = files.read_json(self.directory / NAME)
-        return stored.get("name") if isinstance(stored, dict) else None
+        stored = _read_json(self.directory / NAME)
+        name = stored.get("name") if isinstance(stored, dict) else None
+        return name if isinstance(name, str) else None
 
     def record_name(self, name: str) -> None:
         """Name the run (a later name replaces an earlier one; not a hyperparameter)."""
@@ -222,7 +298,7 @@ class Run:
         found = []
         pattern = "*/level_*/iteration_*/path_*.json"
         for path in sorted((self.directory / "instability").glob(pattern)):
-            result = files.read_json(path)
+            result = _read_json(path)
             if result is not None:
                 found.append(result)
         return sorted(found, key=lambda r: (BRANCHES.index(r["branch"]) if r.get("branch") in

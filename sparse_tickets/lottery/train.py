@@ -13,6 +13,7 @@ checkpoint, which holds every rank's RNG state.
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,7 +28,9 @@ from .. import files
 from ..data import DatasetSplits, ImageSplit
 from ..optim import MaskedAdam, MaskedSGD
 from ..progress import LogLines
+from ..pruning import Masks
 from . import distributed
+from .artifacts import Reference
 from .hparams import Hparams, parse_step_list, parse_steps
 
 EVAL_BATCH = 1000
@@ -129,16 +132,24 @@ def train(model: nn.Module, splits: DatasetSplits, hp: Hparams, schedule: Schedu
           directory: Path, start_iteration: int, *, checkpoint_every: int,
           snapshot_iteration: Optional[int] = None,
           on_snapshot: Optional[Callable[[dict], None]] = None,
-          progress: Optional[LogLines] = None, label: str = "") -> dict:
+          progress: Optional[LogLines] = None, label: str = "",
+          reference: Optional[Reference] = None) -> dict:
     """Train ``model`` from ``start_iteration`` to the schedule's end; return the metrics.
 
-    Resumes from ``directory/checkpoint.pt`` when a valid one is there. ``progress`` shows the
-    run under ``label``. When
+    Resumes from ``directory/checkpoint.pt`` when a valid one is there: one that does not fit
+    this level (see :func:`checkpoint_problem`; ``reference`` describes the model, taken from
+    it when not given) is said so, removed, and training starts from ``start_iteration``.
+    ``progress`` shows the run under ``label``. When
     ``snapshot_iteration`` is given, ``on_snapshot`` receives the model's state_dict after that
     many iterations (the rewind point), before any later checkpoint is written. Metrics: the
     evaluations (iteration, train/validation/test loss and accuracy), the early-stopping
     iteration (minimum validation loss) with its test accuracy, the final test accuracy and the
     wall time.
+
+    Training stops early when it diverges: at an evaluation or a checkpoint, the training loss
+    since the last one, the validation loss or a weight is not finite (see :func:`divergence`).
+    The metrics then say ``diverged`` with the iteration and the cause; early stopping considers
+    only finite validation losses. No checkpoint is written from a diverged state.
 
     Under torchrun every rank calls this with the same model, masks set; each trains on its
     slice of every batch under DistributedDataParallel, and only rank 0 reads and writes the
@@ -151,7 +162,9 @@ def train(model: nn.Module, splits: DatasetSplits, hp: Hparams, schedule: Schedu
     end = schedule.iterations
     checkpoint_path = directory / CHECKPOINT
 
-    state = distributed.from_main(lambda: files.read_torch(checkpoint_path))
+    state = distributed.from_main(lambda: _read_checkpoint(
+        checkpoint_path, model, hp, reference or Reference(model), (start_iteration, end),
+        progress))
     if state is not None:
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
@@ -184,8 +197,9 @@ def train(model: nn.Module, splits: DatasetSplits, hp: Hparams, schedule: Schedu
 
     if iteration == start_iteration and not evaluations:
         record_evaluation()
+    diverged = divergence(model, evaluations[-1] if evaluations else None, None)
     model.train()
-    while iteration < end:
+    while iteration < end and diverged is None:
         if (snapshot_iteration is not None and iteration == snapshot_iteration and on_snapshot
                 and distributed.is_main()):
             on_snapshot(model.state_dict())
@@ -201,11 +215,21 @@ def train(model: nn.Module, splits: DatasetSplits, hp: Hparams, schedule: Schedu
         loss_sum += distributed.mean_over_ranks(loss.detach())
         loss_count += 1
         iteration += 1
-        if iteration % hp.eval_every == 0 or iteration == end:
+        evaluated = iteration % hp.eval_every == 0 or iteration == end
+        checkpointing = iteration % checkpoint_every == 0 and iteration < end
+        if evaluated or checkpointing:
+            # Read before the evaluation resets the sum: the loss of every step since the last.
+            running_loss = loss_sum.item()
+        if evaluated:
             record_evaluation()
         elif progress is not None:
             progress.update(iteration, None)
-        if iteration % checkpoint_every == 0 and iteration < end:
+        if evaluated or checkpointing:
+            diverged = divergence(model, evaluations[-1] if evaluated else None, running_loss)
+            if diverged is not None:
+                diverged["iteration"] = iteration
+                break
+        if checkpointing:
             distributed.sync_buffers(model)
             rng_states = distributed.gather_to_main(_rng_state(device))
             if distributed.is_main():
@@ -218,13 +242,120 @@ def train(model: nn.Module, splits: DatasetSplits, hp: Hparams, schedule: Schedu
                     # Under torchrun: each rank's generators, so its dropout resumes too.
                     **({"rank_rng": rng_states} if distributed.active() else {})})
     if (snapshot_iteration is not None and snapshot_iteration == end and on_snapshot
-            and distributed.is_main()):
+            and distributed.is_main() and diverged is None):
         on_snapshot(model.state_dict())
 
     metrics = summarize(evaluations)
     metrics["start_iteration"], metrics["iterations"] = start_iteration, end
     metrics["wall_time_seconds"] = elapsed + time.perf_counter() - started
+    metrics["diverged"] = diverged is not None
+    metrics["divergence"] = diverged
     return metrics
+
+
+def divergence(model: nn.Module, evaluation: Optional[dict],
+               running_loss: Optional[float]) -> Optional[dict]:
+    """``{"cause": ...}`` when training has diverged, else None.
+
+    Diverged means a number that can never come back: a training loss (``running_loss``, the
+    sum over the steps since the last evaluation), a validation loss or a weight that is NaN or
+    infinite. Finite but exploding losses are only warned about (:func:`explosion`): no bound on
+    a finite loss separates divergence from a hard problem without false alarms.
+    """
+    if running_loss is not None and not math.isfinite(running_loss):
+        return {"cause": f"the training loss became {running_loss}"}
+    if evaluation is not None and not math.isfinite(evaluation["val_loss"]):
+        return {"cause": f"the validation loss became {evaluation['val_loss']}"}
+    for name, tensor in model.state_dict().items():
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            return {"cause": f"the weights became non-finite ({name})"}
+    return None
+
+
+# A trained level whose validation loss ends this many times above the chance level's,
+# ln(classes), is warned about: a loss of 100 ln(10) = 230 needs confident predictions of
+# the wrong class on average, which no learning network makes; an exploding one does.
+EXPLOSION_FACTOR = 100
+
+
+def explosion(metrics: dict, num_classes: int) -> Optional[str]:
+    """A one-line description when a level's final validation loss exploded, else None."""
+    last = metrics["evaluations"][-1]["val_loss"]
+    chance = math.log(num_classes)
+    if metrics["diverged"] or not last > EXPLOSION_FACTOR * chance:
+        return None
+    return (f"the validation loss ended at {last:.3g}, {last / chance:.0f} times that of "
+            f"guessing ({chance:.2f})")
+
+
+def _read_checkpoint(path: Path, model: nn.Module, hp: Hparams, reference: Reference,
+                     span: tuple[int, int], progress: Optional[LogLines]) -> Optional[dict]:
+    """The checkpoint at ``path`` when there is one that fits; a bad one is removed."""
+    try:
+        state = files.read_torch(path)
+        problem = None if state is None else checkpoint_problem(state, model, hp, reference,
+                                                                span)
+    except files.DamagedArtifact as error:
+        state, problem = None, error.reason
+    if problem is None:
+        return state
+    if progress is not None:
+        progress.message(f"{path}: {problem}; discarded, training this level from its start "
+                         f"again")
+    files.remove_artifact(path)
+    return None
+
+
+def checkpoint_problem(state, model: nn.Module, hp: Hparams, reference: Reference,
+                       span: tuple[int, int]) -> Optional[str]:
+    """What is wrong with ``state`` as a checkpoint of the level ``model`` trains (its masks
+    set) between the iterations ``span``, or None."""
+    if not isinstance(state, dict):
+        return f"holds a {type(state).__name__}; expected a checkpoint"
+    missing = [key for key in _CHECKPOINT_KEYS if key not in state]
+    if missing:
+        return f"lacks {', '.join(missing)}; expected a checkpoint of this tool"
+    iteration, (start, end) = state["iteration"], span
+    if not isinstance(iteration, int) or isinstance(iteration, bool) or not (
+            start < iteration < end):
+        return f"is at iteration {iteration!r}; expected one between {start} and {end}"
+    masks = Masks.from_model(model).to("cpu")
+    problem = reference.state_problem(state["model"], masks)
+    if problem:
+        return f"its weights: {problem}"
+    rows = state["evaluations"]
+    if not isinstance(rows, list) or not all(
+            isinstance(row, dict) and isinstance(row.get("iteration"), int)
+            and all(isinstance(row.get(name), float) for name in ("val_loss", "test_accuracy"))
+            for row in rows):
+        return "holds evaluations of another form; expected this tool's"
+    loss_sum = state["loss_sum"]
+    if not isinstance(loss_sum, torch.Tensor) or loss_sum.dim() != 0 or not bool(
+            torch.isfinite(loss_sum)) or not isinstance(state["loss_count"], int):
+        return "holds no finite running loss"
+    if not isinstance(state["rng"], torch.Tensor) or state["rng"].dtype != torch.uint8 or (
+            state["rng"].shape != torch.get_rng_state().shape):
+        return "holds no random generator state of this torch"
+    try:  # a throwaway optimizer: a state that does not fit fails here, not mid-training
+        optimizer = make_optimizer(model, hp)
+        optimizer.load_state_dict(state["optimizer"])
+    except Exception as error:  # load_state_dict raises several types for a bad state
+        return f"its optimizer state does not fit this level ({_first_line(error)})"
+    for per_param in optimizer.state.values():
+        for value in per_param.values():
+            if isinstance(value, torch.Tensor) and value.is_floating_point() and not bool(
+                    torch.isfinite(value).all()):
+                return "its optimizer state holds NaN or infinite values"
+    return None
+
+
+_CHECKPOINT_KEYS = ("iteration", "model", "optimizer", "rng", "evaluations", "loss_sum",
+                    "loss_count", "wall_time_seconds")
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
 
 
 def _rng_state(device: torch.device) -> dict:
@@ -247,8 +378,12 @@ def _restore_rng(state: dict, device: torch.device) -> None:
 
 
 def summarize(evaluations: list[dict]) -> dict:
-    """Early stopping and final figures from the evaluations (the first minimum wins ties)."""
-    best = min(evaluations, key=lambda row: row["val_loss"])
+    """Early stopping and final figures from the evaluations (the first minimum wins ties).
+    Only a finite validation loss can be the minimum: a diverged evaluation is never the
+    early-stop point (None in every early-stop field when no evaluation is finite)."""
+    finite = [row for row in evaluations if math.isfinite(row["val_loss"])]
+    best = min(finite, key=lambda row: row["val_loss"]) if finite else dict.fromkeys(
+        ("iteration", "val_loss", "val_accuracy", "test_accuracy"))
     last = evaluations[-1]
     return {
         "early_stop_iteration": best["iteration"],

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 from pathlib import Path
 from typing import Mapping, Union
 
@@ -18,7 +17,7 @@ import safetensors
 import safetensors.torch
 import torch
 
-from ..files import ORDER_KEY, write_atomically
+from ..files import ORDER_KEY, load_torch_quietly, torch_load_reason, write_atomically
 
 PathLike = Union[str, os.PathLike]
 
@@ -51,8 +50,9 @@ def load_tensors(path: PathLike) -> dict[str, torch.Tensor]:
     try:
         tensors = _read_safetensors(path) if _is_safetensors(path) else _read_torch(path)
     except Exception as error:  # every reader failure means the same thing to the caller
-        raise ValueError(f"cannot read {str(path)!r}: expected {expected} "
-                         f"({_reason(error)})") from None
+        raise ValueError(f"cannot read {str(path)!r}: expected {expected}, but it is not a "
+                         f"file this tool wrote, or it is damaged ({_reason(error)}); write it "
+                         f"again with save_tensors or Masks.save") from None
     if not isinstance(tensors, dict) or not all(
             isinstance(name, str) and isinstance(tensor, torch.Tensor)
             for name, tensor in tensors.items()):
@@ -62,14 +62,9 @@ def load_tensors(path: PathLike) -> dict[str, torch.Tensor]:
 
 
 def _reason(error: Exception) -> str:
-    """The gist of a reader's error, in one line."""
-    text = str(error).strip()
-    # torch.load's weights-only refusal opens with advice to load unsafely; the cause (a
-    # corrupt stream, a pickled class) follows its "WeightsUnpickler error:" marker.
-    cause = re.search(r"WeightsUnpickler error:\s*(.+?)(?:\.\s|\n|$)", text)
-    if cause:
-        return cause.group(1)
-    return text.splitlines()[0] if text else type(error).__name__
+    """The gist of a reader's error, in one line (torch.load's advice to load unsafely left
+    out)."""
+    return torch_load_reason(error)
 
 
 def _is_safetensors(path: Path) -> bool:
@@ -86,4 +81,4 @@ def _read_safetensors(path: Path) -> dict[str, torch.Tensor]:
 
 
 def _read_torch(path: Path):
-    return torch.load(path, map_location="cpu", weights_only=True)
+    return load_torch_quietly(path)

@@ -15,13 +15,17 @@
 
 Runs that differ only in their seeds form one configuration and are shown as the mean over
 seeds with their spread; configurations are labelled by model, dataset and the fields in which
-they differ.
+they differ. Levels whose training diverged are listed apart and flagged in the tables.
+
+Each file is written atomically; temporary files that a killed report left behind are removed
+when the next one is written, and :func:`report_problem` tells whether the files in a report
+directory are whole (``imp`` writes the report again when they are not).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Iterable
+from typing import Iterable, Optional
 
 from ... import files
 from .comparison import OneShotComparison, is_one_shot, one_shot_comparisons
@@ -58,7 +62,8 @@ def write_report(run_directories: Iterable, output_directory: Path) -> list[Path
     output = Path(output_directory)
     if output.exists() and not output.is_dir():
         raise ValueError(f"output directory {output} is a file; expected a directory")
-    output.mkdir(parents=True, exist_ok=True)
+    files.make_directory(output)
+    files.remove_temporaries(output)  # left by a report that was killed while writing
     written = []
     for name, data in contents.items():
         path = output / name
@@ -67,9 +72,33 @@ def write_report(run_directories: Iterable, output_directory: Path) -> list[Path
     return written
 
 
+# How each report file starts when whole: PNG's signature, the markdown title, the CSV header.
+_SIGNATURES = {".png": b"\x89PNG\r\n\x1a\n", ".md": b"# Lottery-ticket report\n",
+               ".csv": ",".join(CSV_COLUMNS).encode() + b"\n"}
+
+
+def report_problem(output_directory: Path) -> Optional[str]:
+    """Why the report in ``output_directory`` is not whole (a file missing, empty, not what it
+    should be, or a temporary file left by a killed writer), or None when it is."""
+    output = Path(output_directory)
+    for name in REPORT_FILES:
+        path = output / name
+        try:
+            with open(path, "rb") as file:
+                head = file.read(64)
+        except OSError:
+            return f"{path} is missing"
+        if not head.startswith(_SIGNATURES[path.suffix][:len(head) or 1]):
+            return f"{path} is not a whole report file"
+    leftovers = sorted(output.glob(f".*{files.TEMPORARY_SUFFIX}"))
+    if leftovers:
+        return f"{leftovers[0]} was left by a report that was killed"
+    return None
+
+
 __all__ = ["BRANCH_LABELS", "CSV_COLUMNS", "Configuration", "INSTABILITY_FILES",
            "InstabilitySummary", "LevelSummary", "ONE_SHOT_FILES", "OneShotComparison",
            "REPORT_FILES", "Spread", "accuracy_png", "configuration_labels", "density_ticks",
            "early_stop_png", "instability_csv", "instability_png", "is_one_shot",
            "load_configurations", "markdown_report", "one_shot_comparisons", "one_shot_png",
-           "summary_csv", "write_report"]
+           "report_problem", "summary_csv", "write_report"]

@@ -4,19 +4,23 @@ Runs whose hyperparameters agree in everything but the seeds (``model_seed``, ``
 ``control_seed``) form one configuration; for each configuration, branch and level the report
 shows statistics over the seeds that finished that level. A run that has not finished every
 level still counts for the levels it has, so ``n_seeds`` can differ from level to level.
+
+A level whose training diverged is kept apart: its numbers are in no statistic, and the report
+lists it (:class:`DivergedLevel`). Every metrics.json is checked before use; one that lacks a
+number or holds one that cannot be (:func:`~..artifacts.metrics_problem`) is refused, named.
 """
 
 from __future__ import annotations
 
 import json
-import math
 import os
 import statistics
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Optional, Sequence
 
-from ..runs import BRANCHES, Run, RunError
+from ..artifacts import divergence_of, metrics_problem
+from ..runs import BRANCHES, BadArtifact, Level, Run, RunError, redo_remedy
 
 SEED_FIELDS = ("model_seed", "data_seed", "control_seed")
 BRANCH_LABELS = {"main": "ticket", "reinit": "random reinit", "random_pruning": "random pruning"}
@@ -33,6 +37,7 @@ class RunResults:
     hparams: dict
     levels: dict[str, dict[int, dict]]  # branch -> level -> metrics; branches with a level only
     instability: tuple = ()  # the run's linear-path evaluations (runs.Run.instability_results)
+    diverged: tuple = ()  # DivergedLevel, in branch and level order
 
     @property
     def seeds(self) -> tuple[int, ...]:
@@ -61,6 +66,18 @@ class Spread:
 
 
 @dataclass(frozen=True)
+class DivergedLevel:
+    """A level of a run whose training diverged: where, when and why."""
+
+    directory: Path
+    branch: str
+    level: int
+    percent_remaining: float
+    iteration: int
+    cause: str
+
+
+@dataclass(frozen=True)
 class LevelSummary:
     """One level of one branch of a configuration, over the seeds that finished it."""
 
@@ -86,8 +103,17 @@ class Configuration:
 
     @property
     def levels(self) -> list[int]:
-        """Every level that some branch finished, in order."""
-        return sorted({level for by_level in self.summaries.values() for level in by_level})
+        """Every level that some branch finished or diverged at, in order."""
+        return sorted({level for by_level in self.summaries.values() for level in by_level}
+                      | {diverged.level for diverged in self.diverged})
+
+    @property
+    def diverged(self) -> list[DivergedLevel]:
+        """The diverged levels of the configuration's runs."""
+        return [diverged for run in self.runs for diverged in run.diverged]
+
+    def diverged_at(self, branch: str, level: int) -> list[DivergedLevel]:
+        return [d for d in self.diverged if (d.branch, d.level) == (branch, level)]
 
 
 def load_configurations(run_directories: Iterable) -> list[Configuration]:
@@ -96,6 +122,11 @@ def load_configurations(run_directories: Iterable) -> list[Configuration]:
     groups: dict[str, list[RunResults]] = {}
     for run in load_runs(run_directories):
         groups.setdefault(_key(run.configuration_hparams), []).append(run)
+    if not any(run.levels for runs in groups.values() for run in runs):
+        first = next(iter(groups.values()))[0].diverged[0]
+        raise RunError(f"every finished level diverged (e.g. {first.branch} level "
+                       f"{first.level} of {first.directory} at iteration {first.iteration}: "
+                       f"{first.cause}); nothing to report: rerun with a lower --lr")
     hparams = [runs[0].configuration_hparams for runs in groups.values()]
     return [Configuration(label, values, tuple(runs), summarize(runs),
                           summarize_instability(runs))
@@ -202,20 +233,28 @@ def configuration_labels(configurations: Sequence[dict]) -> list[str]:
 
 def _load_run(directory: Path) -> RunResults:
     run = Run.open(directory)
-    levels = {}
+    levels, diverged = {}, []
     for branch in BRANCHES:
-        finished = run.finished_levels(branch)
-        for level, metrics in finished.items():
-            _check_metrics(run.directory / branch / f"level_{level}" / "metrics.json", metrics)
+        finished = {}
+        for level, metrics in run.finished_levels(branch).items():
+            _check_metrics(run.level(branch, level), metrics)
+            divergence = divergence_of(metrics)
+            if divergence is None:
+                finished[level] = metrics
+            else:
+                diverged.append(DivergedLevel(run.directory, branch, level,
+                                              metrics["percent_remaining"],
+                                              divergence["iteration"], divergence["cause"]))
         if finished:
             levels[branch] = finished
-    if not levels:
+    if not levels and not diverged:
         raise RunError(f"{run.directory} has no finished level in any branch; expected at "
                        f"least one <branch>/level_<L>/metrics.json (run `sparse-tickets imp` "
                        f"first)")
     instability = tuple(_checked_instability(run.directory, result)
                         for result in run.instability_results())
-    return RunResults(run.directory, run.hparams.as_dict(), levels, instability)
+    return RunResults(run.directory, run.hparams.as_dict(), levels, instability,
+                      tuple(diverged))
 
 
 def _checked_instability(directory: Path, result: dict) -> dict:
@@ -228,17 +267,19 @@ def _checked_instability(directory: Path, result: dict) -> dict:
     return result
 
 
-def _check_metrics(path: Path, metrics: dict) -> None:
+def _check_metrics(level: Level, metrics: dict) -> None:
     # Old or hand-edited metrics would otherwise fail later with a bare KeyError.
     missing = [name for name in REPORTED_METRICS
                if isinstance(metrics.get(name), bool)
                or not isinstance(metrics.get(name), (int, float))]
-    if missing:
-        raise RunError(f"{path} lacks the number(s) {', '.join(missing)}; expected the metrics "
-                       f"of a level finished by `sparse-tickets imp`")
-    if not metrics["percent_remaining"] > 0 or math.isinf(metrics["percent_remaining"]):
-        raise RunError(f"{path} has percent_remaining {metrics['percent_remaining']}; expected "
-                       f"a positive percentage")
+    diverged = metrics.get("diverged") is True
+    if missing and not (diverged and set(missing) <= {"early_stop_test_accuracy",
+                                                      "early_stop_iteration"}):
+        raise BadArtifact(level.metrics, f"lacks the number(s) {', '.join(missing)}",
+                          redo_remedy(level))
+    problem = metrics_problem(metrics, level)
+    if problem:
+        raise BadArtifact(level.metrics, problem, redo_remedy(level))
 
 
 def _summarize_level(branch: str, level: int, metrics: list[dict]) -> LevelSummary:

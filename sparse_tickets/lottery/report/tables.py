@@ -14,7 +14,7 @@ from .results import BRANCH_LABELS, SEED_FIELDS, Configuration, LevelSummary, Sp
 CSV_COLUMNS = ("configuration", "branch", "level", "percent_remaining", "n_seeds",
                "early_stop_test_accuracy_mean", "early_stop_test_accuracy_std",
                "early_stop_iteration_mean", "final_test_accuracy_mean",
-               "wall_time_seconds_mean")
+               "wall_time_seconds_mean", "n_diverged")
 # Shown in each configuration's header whatever their value; the other fields only when they
 # differ from their default, so the header stays short and still names what matters.
 ALWAYS_SHOWN = ("optimizer", "lr", "batch_size", "iterations", "levels", "scope", "rewind",
@@ -25,21 +25,39 @@ MISSING = "—"
 def summary_csv(configurations: Sequence[Configuration]) -> str:
     """One row per configuration, branch and level. Accuracies are fractions and
     percent_remaining a percentage, as in metrics.json; the std is the sample standard
-    deviation over seeds, empty for a single seed."""
+    deviation over seeds, empty for a single seed. ``n_diverged`` counts the seeds whose
+    training diverged at that level, which no other column includes; a level where every seed
+    diverged has only that count."""
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(CSV_COLUMNS)
     for configuration in configurations:
-        for branch, by_level in configuration.summaries.items():
-            for level, summary in by_level.items():
-                accuracy_std = summary.early_stop_test_accuracy.std
-                writer.writerow([
-                    configuration.label, branch, level, summary.percent_remaining,
-                    summary.n_seeds, summary.early_stop_test_accuracy.mean,
-                    "" if accuracy_std is None else accuracy_std,
-                    summary.early_stop_iteration.mean, summary.final_test_accuracy.mean,
-                    summary.wall_time_seconds.mean])
+        for branch, level in _branch_levels(configuration):
+            summary = configuration.summaries.get(branch, {}).get(level)
+            diverged = configuration.diverged_at(branch, level)
+            if summary is None:
+                writer.writerow([configuration.label, branch, level,
+                                 diverged[0].percent_remaining, 0, "", "", "", "", "",
+                                 len(diverged)])
+                continue
+            accuracy_std = summary.early_stop_test_accuracy.std
+            writer.writerow([
+                configuration.label, branch, level, summary.percent_remaining,
+                summary.n_seeds, summary.early_stop_test_accuracy.mean,
+                "" if accuracy_std is None else accuracy_std,
+                summary.early_stop_iteration.mean, summary.final_test_accuracy.mean,
+                summary.wall_time_seconds.mean, len(diverged)])
     return buffer.getvalue()
+
+
+def _branch_levels(configuration: Configuration) -> list[tuple[str, int]]:
+    """(branch, level) of every summary and diverged level, in branch and level order."""
+    from ..runs import BRANCHES
+
+    pairs = {(branch, level) for branch, by_level in configuration.summaries.items()
+             for level in by_level}
+    pairs |= {(diverged.branch, diverged.level) for diverged in configuration.diverged}
+    return sorted(pairs, key=lambda pair: (BRANCHES.index(pair[0]), pair[1]))
 
 
 def markdown_report(configurations: Sequence[Configuration]) -> str:
@@ -52,9 +70,28 @@ def markdown_report(configurations: Sequence[Configuration]) -> str:
              "means. A branch that fewer seeds finished at a level says how many (n=...).", ""]
     for configuration in configurations:
         lines += configuration_section(configuration)
+    lines += diverged_section(configurations)
     lines += one_shot_section(configurations)
     lines += instability_section(configurations)
     return "\n".join(lines)
+
+
+def diverged_section(configurations: Sequence[Configuration]) -> list[str]:
+    """Every level whose training diverged, with where and why; nothing when none did."""
+    rows = [diverged for configuration in configurations for diverged in configuration.diverged]
+    if not rows:
+        return []
+    lines = ["## Diverged levels", "",
+             "These levels' training diverged (a loss or a weight became NaN or infinite): "
+             "their numbers are in no table or plot, nothing was pruned from them or rewound "
+             "to them, and their runs stopped there. Rerun with a lower learning rate.", "",
+             _row(["run", "branch", "level", "% remaining", "diverged at iteration", "cause"]),
+             _row(["---", "---", "---:", "---:", "---:", "---"])]
+    for diverged in rows:
+        lines.append(_row([f"`{diverged.directory}`", BRANCH_LABELS[diverged.branch],
+                           str(diverged.level), f"{diverged.percent_remaining:.2f}",
+                           str(diverged.iteration), diverged.cause]))
+    return lines + [""]
 
 
 def one_shot_section(configurations: Sequence[Configuration]) -> list[str]:
@@ -162,7 +199,8 @@ def key_hyperparameters(hparams: dict) -> str:
 
 def level_table(configuration: Configuration) -> list[str]:
     """A markdown table: level and percent remaining, four columns per branch, then seeds."""
-    branches = list(configuration.summaries)
+    branches = [branch for branch in dict.fromkeys(branch for branch, _ in
+                                                   _branch_levels(configuration))]
     header = ["level", "% remaining"]
     for branch in branches:
         label = BRANCH_LABELS[branch]
@@ -171,14 +209,20 @@ def level_table(configuration: Configuration) -> list[str]:
     header.append("seeds")
     rows = [_row(header), _row(["---:"] * len(header))]
     for level in configuration.levels:
-        summaries = {branch: configuration.summaries[branch].get(level) for branch in branches}
+        summaries = {branch: configuration.summaries.get(branch, {}).get(level)
+                     for branch in branches}
         present = [summary for summary in summaries.values() if summary is not None]
-        seeds = max(summary.n_seeds for summary in present)
+        diverged = {branch: configuration.diverged_at(branch, level) for branch in branches}
+        seeds = max([summary.n_seeds + len(diverged[summary.branch]) for summary in present]
+                    + [len(found) for found in diverged.values()])
         # Controls run at the main level's densities, so the ticket's figure stands for all.
-        remaining = (summaries.get("main") or present[0]).percent_remaining
+        if present:
+            remaining = (summaries.get("main") or present[0]).percent_remaining
+        else:
+            remaining = next(found for found in diverged.values() if found)[0].percent_remaining
         cells = [str(level), f"{remaining:.2f}"]
-        for summary in summaries.values():
-            cells += _branch_cells(summary, seeds)
+        for branch, summary in summaries.items():
+            cells += _branch_cells(summary, seeds, len(diverged[branch]))
         cells.append(str(seeds))
         rows.append(_row(cells))
     return rows
@@ -190,12 +234,16 @@ def format_accuracy(spread: Spread) -> str:
     return mean if spread.std is None else f"{mean} ± {100 * spread.std:.2f}"
 
 
-def _branch_cells(summary: Optional[LevelSummary], row_seeds: int) -> list[str]:
+def _branch_cells(summary: Optional[LevelSummary], row_seeds: int, diverged: int = 0
+                  ) -> list[str]:
     if summary is None:
-        return [MISSING] * 4
+        return ([f"diverged (n={diverged})" if row_seeds > 1 else "diverged"] if diverged
+                else [MISSING]) + [MISSING] * 3
     accuracy = format_accuracy(summary.early_stop_test_accuracy)
     if summary.n_seeds < row_seeds:
         accuracy += f" (n={summary.n_seeds})"
+    if diverged:
+        accuracy += f", {diverged} diverged"
     return [accuracy, f"{summary.early_stop_iteration.mean:.0f}",
             format_accuracy(summary.final_test_accuracy),
             f"{summary.wall_time_seconds.mean:.1f}"]
