@@ -67,16 +67,6 @@ def test_the_trials_report_has_both_seeds(trials_run):
     assert (runs / "report-tiny" / "accuracy.png").stat().st_size > 0
 
 
-def test_a_rerun_of_finished_trials_trains_nothing(trials_run):
-    runs, _, _ = trials_run
-    done = subprocess.run(_command("imp", "--trials", "2", *TINY, "--runs-dir", str(runs),
-                                   "--name", "tiny", "--no-report"),
-                          env=ENVIRONMENT, capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0
-    for directory in _trial_directories(runs):
-        assert "already complete" in (directory / "trial.log").read_text().splitlines()[-1]
-
-
 def test_runs_lists_the_trials_with_their_state(trials_run, capsys):
     runs, _, _ = trials_run
     assert main(["runs", str(runs)]) == 0
