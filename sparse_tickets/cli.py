@@ -353,18 +353,19 @@ def _last_line(log: Path) -> str:
     return f"{lines[-1].strip()} (see {log})" if lines else f"see {log}"
 
 
+def _note(line: str) -> None:
+    print(f"{PROG}: {line}", file=sys.stderr)
+
+
 def _report_trials(directories: list, output: Path) -> None:
     """The report over every trial that finished a level; the others are named and left out."""
     from .lottery.report import write_report
-    from .lottery.runs import Run
-    finished = [d for d in directories if any(Run(d).finished_levels(branch)
-                                              for branch in BRANCHES)]
-    for directory in sorted(set(directories) - set(finished)):
-        print(f"{PROG}: not in the report: {directory} has no finished level", file=sys.stderr)
-    if not finished:
-        return
-    for path in write_report(finished, output):
-        print(f"{PROG}: wrote {path}")
+    from .lottery.runs import RunError
+    try:
+        for path in write_report(directories, output, on_skip=_note):
+            print(f"{PROG}: wrote {path}")
+    except RunError as error:  # no trial finished a level: nothing to report yet
+        _note(f"no report: {error}")
 
 
 def _submit_trials(args, made: list, runs_dir: Path) -> int:
@@ -648,7 +649,7 @@ def _run_report(args) -> int:
     directories = [Run.open(Path(d)).directory for d in args.run_dirs]  # before making output
     output = Path(args.output) if args.output else (
         directories[0] / "report" if len(directories) == 1 else Path("report"))
-    for path in write_report(directories, output):
+    for path in write_report(directories, output, on_skip=_note):
         print(f"wrote {path}")
     from .lottery.report.results import load_runs
     for run in load_runs(directories):

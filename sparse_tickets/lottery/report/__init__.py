@@ -4,6 +4,7 @@
 
 - ``accuracy.png``: test accuracy at early stop against percent of weights remaining;
 - ``early_stop.png``: the early-stop iteration against percent of weights remaining;
+- ``training_curves.png``: test accuracy against iteration, a line per level (up to six);
 - ``report.md``: a table per configuration, a row per level, columns per branch;
 - ``summary.csv``: the same numbers at full precision, a row per configuration, branch and
   level, in the units of metrics.json;
@@ -25,35 +26,39 @@ directory are whole (``imp`` writes the report again when they are not).
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Iterable, Optional
+from typing import Callable, Iterable, Optional
 
 from ... import files
 from .comparison import OneShotComparison, is_one_shot, one_shot_comparisons
-from .figures import accuracy_png, density_ticks, early_stop_png, instability_png, one_shot_png
+from .figures import (accuracy_png, density_ticks, early_stop_png, instability_png, one_shot_png,
+                      training_curves_png)
 from .results import (BRANCH_LABELS, Configuration, InstabilitySummary, LevelSummary, Spread,
                       configuration_labels, load_configurations)
 from .tables import CSV_COLUMNS, instability_csv, markdown_report, summary_csv
 
-REPORT_FILES = ("accuracy.png", "early_stop.png", "report.md", "summary.csv")
+REPORT_FILES = ("accuracy.png", "early_stop.png", "report.md", "summary.csv",
+                "training_curves.png")
 # Written after those, when the runs have what they show.
 ONE_SHOT_FILES = ("one_shot.png",)
 INSTABILITY_FILES = ("instability.png", "instability.csv")
 
 
-def write_report(run_directories: Iterable, output_directory: Path) -> list[Path]:
+def write_report(run_directories: Iterable, output_directory: Path,
+                 on_skip: Callable[[str], None] = lambda line: None) -> list[Path]:
     """Write the report of ``run_directories`` into ``output_directory`` (made if missing);
     return the paths written, in the order of :data:`REPORT_FILES`.
 
     Raises ValueError when no directory is given or the output directory is a file, and
-    :class:`~sparse_tickets.lottery.runs.RunError` for a directory that is not a run or a run
-    with no finished level.
+    :class:`~sparse_tickets.lottery.runs.RunError` for a directory that is not a run, or when no
+    run has a finished level; a run with none yet is left out, said in one line to ``on_skip``.
     """
-    configurations = load_configurations(run_directories)
+    configurations = load_configurations(run_directories, on_skip)
     # Everything is rendered before anything is written, so a failure leaves the previous
     # report whole rather than half replaced.
     contents = dict(zip(REPORT_FILES, (
         accuracy_png(configurations), early_stop_png(configurations),
-        markdown_report(configurations).encode(), summary_csv(configurations).encode())))
+        markdown_report(configurations).encode(), summary_csv(configurations).encode(),
+        training_curves_png(configurations))))
     if any(map(is_one_shot, configurations)):
         contents["one_shot.png"] = one_shot_png(configurations)
     if any(configuration.instability for configuration in configurations):

@@ -1,7 +1,8 @@
 """The report's plots, drawn as Frankle & Carbin draw theirs: percent of weights remaining on a
 reversed log axis, so density falls from left to right, ticked at the densities the runs
-reached; one line per branch, the mean over seeds with a band from the lowest to the highest
-seed.
+reached; one line per branch, the mean over seeds with error bars from the lowest to the
+highest seed, and the dense network's accuracy as a horizontal line; the training curves
+(test accuracy against iteration, a line per level) as their Figure 3.
 
 matplotlib is imported only here, inside the functions, and only through its object API
 (``Figure`` and the Agg canvas): no pyplot, so no global figure registry or backend switch.
@@ -19,7 +20,9 @@ from .results import BRANCH_LABELS, Configuration, LevelSummary, Spread
 DPI = 120
 MAX_TICKS = 8
 # Ticks closer than this factor would print on top of one another.
-MIN_TICK_RATIO = 1.05
+MIN_TICK_RATIO = 1.15
+MAX_CURVES = 6  # levels drawn per configuration in the training curves
+MAX_CURVE_PANELS = 6  # configurations drawn in the training curves
 _BRANCH_STYLES = {"main": ("o", "-"), "reinit": ("s", "--"), "random_pruning": ("^", ":")}
 
 
@@ -36,7 +39,7 @@ def accuracy_figure(configurations: Sequence[Configuration]):
     matplotlib ``Figure``."""
     return _density_figure(configurations, lambda summary: summary.early_stop_test_accuracy,
                            scale=100.0, ylabel="test accuracy at early stop (%)",
-                           title="Test accuracy at early stop")
+                           title="Test accuracy at early stop", dense_line=True)
 
 
 def early_stop_figure(configurations: Sequence[Configuration]):
@@ -75,7 +78,7 @@ def format_percent(percent: float) -> str:
 
 def _density_figure(configurations: Sequence[Configuration],
                     quantity: Callable[[LevelSummary], Spread], scale: float, ylabel: str,
-                    title: str):
+                    title: str, dense_line: bool = False):
     figure_class, canvas_class = _matplotlib()
     several = len(configurations) > 1
     lines = sum(len(configuration.summaries) for configuration in configurations)
@@ -83,7 +86,7 @@ def _density_figure(configurations: Sequence[Configuration],
                           layout="constrained")
     canvas_class(figure)
     axes = figure.add_subplot()
-    percents, banded = [], False
+    percents, banded, drawn = [], False, []
     for index, configuration in enumerate(configurations):
         for branch, by_level in configuration.summaries.items():
             summaries = list(by_level.values())
@@ -93,28 +96,45 @@ def _density_figure(configurations: Sequence[Configuration],
             # the branch in the marker and line style.
             color = f"C{(index if several else BRANCHES.index(branch)) % 10}"
             marker, linestyle = _BRANCH_STYLES[branch]
-            axes.plot(x, [scale * spread.mean for spread in spreads], color=color,
-                      marker=marker, markersize=5, linestyle=linestyle,
-                      label=_line_label(configuration, branch, summaries, several))
+            means = [scale * spread.mean for spread in spreads]
+            label = _line_label(configuration, branch, summaries, several)
+            drawn.append(label)
             if any(summary.n_seeds > 1 for summary in summaries):
-                axes.fill_between(x, [scale * spread.minimum for spread in spreads],
-                                  [scale * spread.maximum for spread in spreads],
-                                  color=color, alpha=0.15, linewidth=0)
+                # The paper's error bars: from the lowest to the highest seed.
+                errors = [[mean - scale * spread.minimum for mean, spread in zip(means, spreads)],
+                          [scale * spread.maximum - mean for mean, spread in zip(means, spreads)]]
+                axes.errorbar(x, means, yerr=errors, color=color, marker=marker, markersize=5,
+                              linestyle=linestyle, capsize=3, elinewidth=1, label=label)
                 banded = True
+            else:
+                axes.plot(x, means, color=color, marker=marker, markersize=5,
+                          linestyle=linestyle, label=label)
             percents += x
+        dense = configuration.summaries.get("main", {}).get(0)
+        if dense_line and dense is not None:
+            drawn.append(f"{configuration.label}: dense (100%)" if several
+                         else "dense network (100%)")
+            axes.axhline(scale * quantity(dense).mean, color=f"C{index % 10}" if several
+                         else "0.4", linestyle=(0, (6, 3)), linewidth=1, alpha=0.7,
+                         label=drawn[-1])
     _density_axis(axes, percents)
     axes.set_ylabel(ylabel)
     axes.grid(alpha=0.3)
     subtitle = [] if several else [configurations[0].label]
     if banded:
-        subtitle.append("mean over seeds, band: min–max")
+        subtitle.append("mean over seeds, error bars: min–max")
     axes.set_title("\n".join([title, "; ".join(subtitle)]) if subtitle else title,
                    fontsize=10)
+    # The legend in drawing order (matplotlib lists plain lines before error-bar lines).
+    handles, labels = axes.get_legend_handles_labels()
+    order = sorted(range(len(labels)), key=lambda i: drawn.index(labels[i]))
+    handles, labels = [handles[i] for i in order], [labels[i] for i in order]
     if several:
         # Long labels would cover the lines: put them under the plot instead.
-        axes.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.14))
+        axes.legend(handles, labels, fontsize=8, loc="upper center",
+                    bbox_to_anchor=(0.5, -0.14))
     else:
-        axes.legend(fontsize=8, loc="best")
+        axes.legend(handles, labels, fontsize=8, loc="best")
     return figure
 
 
@@ -189,9 +209,11 @@ def one_shot_figure(configurations: Sequence[Configuration]):
         color += 1
     for label, summaries in one_shot_curves(configurations).items():
         x = [summary.percent_remaining for summary in summaries]
+        # Hollow and larger than the IMP markers: a one-shot point at an IMP density shows
+        # around the IMP point instead of hiding it.
         axes.plot(x, [100 * s.early_stop_test_accuracy.mean for s in summaries],
-                  color=f"C{color % 10}", marker="s", markersize=6, linestyle="--",
-                  label=f"one-shot {label}")
+                  color=f"C{color % 10}", marker="s", markersize=9, markerfacecolor="none",
+                  markeredgewidth=1.5, linestyle="--", label=f"one-shot {label}")
         percents += x
         color += 1
     _density_axis(axes, percents)
@@ -247,4 +269,44 @@ def instability_figure(configurations: Sequence[Configuration]):
     barrier_axes.set_title("Instability: max error on the path − mean of its ends", fontsize=10)
     barrier_axes.grid(alpha=0.3)
     barrier_axes.legend(fontsize=7, loc="best")
+    return figure
+
+
+def training_curves_png(configurations: Sequence[Configuration]) -> bytes:
+    return png_bytes(training_curves_figure(configurations))
+
+
+def training_curves_figure(configurations: Sequence[Configuration]):
+    """Test accuracy against training iteration, a line per level of the main branch (at
+    most :data:`MAX_CURVES`, spread over the densities), the mean over seeds; a panel per
+    configuration (the first :data:`MAX_CURVE_PANELS`). Frankle & Carbin's Figure 3."""
+    figure_class, canvas_class = _matplotlib()
+    shown = [c for c in configurations if c.summaries.get("main")][:MAX_CURVE_PANELS]
+    columns = min(len(shown), 2) or 1
+    rows = max(1, math.ceil(len(shown) / columns))
+    figure = figure_class(figsize=(6.0 * columns, 4.2 * rows), dpi=DPI, layout="constrained")
+    canvas_class(figure)
+    panels = figure.subplots(rows, columns, squeeze=False).ravel()
+    for axes, configuration in zip(panels, shown):
+        levels = list(configuration.summaries["main"].values())
+        wanted = set(density_ticks([s.percent_remaining for s in levels], MAX_CURVES))
+        chosen = [s for s in levels if s.percent_remaining in wanted and s.curve]
+        for index, summary in enumerate(chosen):
+            iterations = [iteration for iteration, _ in summary.curve]
+            axes.plot(iterations, [100 * accuracy for _, accuracy in summary.curve],
+                      color=f"C{index % 10}", linewidth=1.3,
+                      label=f"{format_percent(summary.percent_remaining)}%"
+                            + (f" ({summary.n_seeds} seeds)" if summary.n_seeds > 1 else ""))
+        axes.set_xlabel("training iteration")
+        axes.set_ylabel("test accuracy (%)")
+        axes.set_title(configuration.label, fontsize=9)
+        axes.grid(alpha=0.3)
+        axes.legend(fontsize=7, loc="lower right", title="weights remaining",
+                    title_fontsize=7)
+    for axes in panels[len(shown):]:
+        axes.set_visible(False)
+    more = len([c for c in configurations if c.summaries.get("main")]) - len(shown)
+    figure.suptitle("Test accuracy during training, per level (mean over seeds)"
+                    + (f"; {more} more configuration(s) in report.md" if more > 0 else ""),
+                    fontsize=10)
     return figure

@@ -17,9 +17,10 @@ import os
 import statistics
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Optional, Sequence
+from typing import Callable, Iterable, Optional, Sequence
 
 from ..artifacts import divergence_of, metrics_problem
+from ..hparams import BRANCH_FIELDS
 from ..runs import BRANCHES, BadArtifact, Level, Run, RunError, redo_remedy
 
 SEED_FIELDS = ("model_seed", "data_seed", "control_seed")
@@ -38,6 +39,7 @@ class RunResults:
     levels: dict[str, dict[int, dict]]  # branch -> level -> metrics; branches with a level only
     instability: tuple = ()  # the run's linear-path evaluations (runs.Run.instability_results)
     diverged: tuple = ()  # DivergedLevel, in branch and level order
+    name: str = ""  # the run's --name, if any
 
     @property
     def seeds(self) -> tuple[int, ...]:
@@ -45,7 +47,11 @@ class RunResults:
 
     @property
     def configuration_hparams(self) -> dict:
-        return {name: value for name, value in self.hparams.items() if name not in SEED_FIELDS}
+        """What makes runs one configuration: every hyperparameter but the seeds and the
+        branch fields (which branches a command asked for; the branches found on disk are
+        what is reported)."""
+        return {name: value for name, value in self.hparams.items()
+                if name not in SEED_FIELDS and name not in BRANCH_FIELDS}
 
 
 @dataclass(frozen=True)
@@ -89,6 +95,8 @@ class LevelSummary:
     early_stop_iteration: Spread
     final_test_accuracy: Spread
     wall_time_seconds: Spread
+    # The mean test accuracy over the seeds at each evaluated iteration: (iteration, mean).
+    curve: tuple = ()
 
 
 @dataclass(frozen=True)
@@ -116,11 +124,14 @@ class Configuration:
         return [d for d in self.diverged if (d.branch, d.level) == (branch, level)]
 
 
-def load_configurations(run_directories: Iterable) -> list[Configuration]:
+def load_configurations(run_directories: Iterable,
+                        on_skip: Callable[[str], None] = lambda line: None
+                        ) -> list[Configuration]:
     """The runs in ``run_directories`` grouped into configurations, in order of first
-    appearance, each with a label that tells it apart from the others."""
+    appearance, each with a label that tells it apart from the others. A run with no finished
+    level yet is left out, with one line to ``on_skip``."""
     groups: dict[str, list[RunResults]] = {}
-    for run in load_runs(run_directories):
+    for run in load_runs(run_directories, on_skip):
         groups.setdefault(_key(run.configuration_hparams), []).append(run)
     if not any(run.levels for runs in groups.values() for run in runs):
         first = next(iter(groups.values()))[0].diverged[0]
@@ -128,30 +139,49 @@ def load_configurations(run_directories: Iterable) -> list[Configuration]:
                        f"{first.level} of {first.directory} at iteration {first.iteration}: "
                        f"{first.cause}); nothing to report: rerun with a lower --lr")
     hparams = [runs[0].configuration_hparams for runs in groups.values()]
+    names = [_shared_name(runs) for runs in groups.values()]
     return [Configuration(label, values, tuple(runs), summarize(runs),
                           summarize_instability(runs))
-            for label, values, runs in zip(configuration_labels(hparams), hparams,
+            for label, values, runs in zip(configuration_labels(hparams, names), hparams,
                                            groups.values())]
 
 
-def load_runs(run_directories: Iterable) -> list[RunResults]:
+def _shared_name(runs: Sequence[RunResults]) -> str:
+    """The --name all of a configuration's runs were given, or ''."""
+    names = {run.name for run in runs}
+    return names.pop() if len(names) == 1 else ""
+
+
+def load_runs(run_directories: Iterable,
+              on_skip: Callable[[str], None] = lambda line: None) -> list[RunResults]:
     """The hyperparameters and finished levels of each run directory; a directory named twice
-    counts once."""
+    counts once; a run with no finished (or diverged) level yet is left out, said in one line
+    to ``on_skip``; when every run is, RunError."""
     if isinstance(run_directories, (str, bytes, os.PathLike)):
         raise TypeError(f"run_directories is the single path {run_directories!r}; expected a "
                         f"list of run directories")
     directories = list({Path(d).resolve(): Path(d) for d in run_directories}.values())
     if not directories:
         raise ValueError("no run directories given; expected at least one")
-    results, seen = [], {}
+    results, seen, unfinished = [], {}, []
     for directory in directories:
         result = _load_run(directory)
+        if result is None:
+            unfinished.append(directory)
+            on_skip(f"left out: {directory} has no finished level yet")
+            continue
         key = _key(result.hparams)
         if key in seen:
             raise RunError(f"{seen[key]} and {directory} hold the same hyperparameters and seeds; "
                            f"expected each seed's run once")
         seen[key] = directory
         results.append(result)
+    if not results:
+        raise RunError(f"{unfinished[0]} has no finished level in any branch"
+                       + (f" (nor have the {len(unfinished) - 1} other runs)"
+                          if len(unfinished) > 1 else "")
+                       + "; expected at least one <branch>/level_<L>/metrics.json (run "
+                         "`sparse-tickets imp` first)")
     return results
 
 
@@ -216,22 +246,48 @@ def summarize_instability(runs: Sequence[RunResults]) -> tuple:
     return tuple(summaries)
 
 
-def configuration_labels(configurations: Sequence[dict]) -> list[str]:
-    """``model/dataset``, then each field in which a configuration differs from another of the
-    same model and dataset (``lenet_300_100/mnist5k rewind=iteration``): short, and still
-    unique, since two configurations differ in at least one field."""
+def configuration_labels(configurations: Sequence[dict],
+                         names: Optional[Sequence[str]] = None) -> list[str]:
+    """A configuration's name (``--name``) when its runs share one that no other
+    configuration has; else ``model/dataset``, then each setting in which it differs from
+    another configuration of the same model and dataset, in words (``lenet_300_100/mnist5k,
+    rewind iteration, lr 0.01``): short, and still unique, since two configurations differ in
+    at least one field."""
+    names = list(names) if names is not None else [""] * len(configurations)
     labels = []
-    for hparams in configurations:
+    for hparams, name in zip(configurations, names):
+        if name and names.count(name) == 1:
+            labels.append(name)
+            continue
         siblings = [other for other in configurations
                     if (other["model"], other["dataset"]) == (hparams["model"], hparams["dataset"])]
-        differing = [f"{name}={value}" for name, value in hparams.items()
-                     if name not in ("model", "dataset")
-                     and any(other.get(name) != value for other in siblings)]
-        labels.append(" ".join([f"{hparams['model']}/{hparams['dataset']}", *differing]))
+        differing = [readable_setting(field, value) for field, value in hparams.items()
+                     if field not in ("model", "dataset")
+                     and any(other.get(field) != value for other in siblings)]
+        labels.append(", ".join([f"{hparams['model']}/{hparams['dataset']}", *differing]))
     return labels
 
 
-def _load_run(directory: Path) -> RunResults:
+# Settings whose field name or value reads badly in a legend.
+_SETTING_WORDS = {"masks_sha256": "masks", "one_shot_density": "one-shot density",
+                  "fc_fraction": "fc rate", "conv_fraction": "conv rate",
+                  "output_fraction": "output rate", "nm": "N:M"}
+
+
+def readable_setting(field: str, value) -> str:
+    """One setting in words: ``lr 0.01``, ``rewind iteration``, ``masks 3f2a9c1e``,
+    ``N:M none``."""
+    words = _SETTING_WORDS.get(field, field.replace("_", " "))
+    if field == "masks_sha256":
+        value = value[:8] if value else "none (dense start)"
+    elif value in ("", None):
+        value = "none"
+    elif isinstance(value, float):
+        value = f"{value:g}"
+    return f"{words} {value}"
+
+
+def _load_run(directory: Path) -> Optional[RunResults]:
     run = Run.open(directory)
     levels, diverged = {}, []
     for branch in BRANCHES:
@@ -248,13 +304,11 @@ def _load_run(directory: Path) -> RunResults:
         if finished:
             levels[branch] = finished
     if not levels and not diverged:
-        raise RunError(f"{run.directory} has no finished level in any branch; expected at "
-                       f"least one <branch>/level_<L>/metrics.json (run `sparse-tickets imp` "
-                       f"first)")
+        return None
     instability = tuple(_checked_instability(run.directory, result)
                         for result in run.instability_results())
     return RunResults(run.directory, run.hparams.as_dict(), levels, instability,
-                      tuple(diverged))
+                      tuple(diverged), run.name or "")
 
 
 def _checked_instability(directory: Path, result: dict) -> dict:
@@ -292,7 +346,18 @@ def _summarize_level(branch: str, level: int, metrics: list[dict]) -> LevelSumma
         early_stop_test_accuracy=spread("early_stop_test_accuracy"),
         early_stop_iteration=spread("early_stop_iteration"),
         final_test_accuracy=spread("final_test_accuracy"),
-        wall_time_seconds=spread("wall_time_seconds"))
+        wall_time_seconds=spread("wall_time_seconds"),
+        curve=_mean_curve(metrics))
+
+
+def _mean_curve(metrics: list[dict]) -> tuple:
+    """(iteration, mean test accuracy) at the iterations every seed evaluated."""
+    per_seed = [{row["iteration"]: row["test_accuracy"] for row in values.get("evaluations", ())
+                 if isinstance(row.get("test_accuracy"), (int, float))}
+                for values in metrics]
+    common = sorted(set.intersection(*(set(seed) for seed in per_seed))) if per_seed else []
+    return tuple((iteration, statistics.fmean(seed[iteration] for seed in per_seed))
+                 for iteration in common)
 
 
 def _key(hparams: dict) -> str:

@@ -13,6 +13,7 @@ from .results import BRANCH_LABELS, SEED_FIELDS, Configuration, LevelSummary, Sp
 
 CSV_COLUMNS = ("configuration", "branch", "level", "percent_remaining", "n_seeds",
                "early_stop_test_accuracy_mean", "early_stop_test_accuracy_std",
+               "early_stop_test_accuracy_min", "early_stop_test_accuracy_max",
                "early_stop_iteration_mean", "final_test_accuracy_mean",
                "wall_time_seconds_mean", "n_diverged")
 # Shown in each configuration's header whatever their value; the other fields only when they
@@ -25,7 +26,7 @@ MISSING = "—"
 def summary_csv(configurations: Sequence[Configuration]) -> str:
     """One row per configuration, branch and level. Accuracies are fractions and
     percent_remaining a percentage, as in metrics.json; the std is the sample standard
-    deviation over seeds, empty for a single seed. ``n_diverged`` counts the seeds whose
+    deviation over seeds, empty for a single seed, and min and max the range over seeds. ``n_diverged`` counts the seeds whose
     training diverged at that level, which no other column includes; a level where every seed
     diverged has only that count."""
     buffer = io.StringIO()
@@ -37,15 +38,16 @@ def summary_csv(configurations: Sequence[Configuration]) -> str:
             diverged = configuration.diverged_at(branch, level)
             if summary is None:
                 writer.writerow([configuration.label, branch, level,
-                                 diverged[0].percent_remaining, 0, "", "", "", "", "",
-                                 len(diverged)])
+                                 diverged[0].percent_remaining, 0, "", "", "", "", "", "",
+                                 "", len(diverged)])
                 continue
             accuracy_std = summary.early_stop_test_accuracy.std
             writer.writerow([
                 configuration.label, branch, level, summary.percent_remaining,
                 summary.n_seeds, summary.early_stop_test_accuracy.mean,
                 "" if accuracy_std is None else accuracy_std,
-                summary.early_stop_iteration.mean, summary.final_test_accuracy.mean,
+                summary.early_stop_test_accuracy.minimum,
+                summary.early_stop_test_accuracy.maximum, summary.early_stop_iteration.mean, summary.final_test_accuracy.mean,
                 summary.wall_time_seconds.mean, len(diverged)])
     return buffer.getvalue()
 
@@ -66,8 +68,8 @@ def markdown_report(configurations: Sequence[Configuration]) -> str:
     lines = ["# Lottery-ticket report", "",
              "Accuracies are on the test set, in percent: at early stopping (the iteration of "
              "minimum validation loss) and at the end of training. With several seeds a cell "
-             "holds the mean ± the sample standard deviation; iterations and wall times are "
-             "means. A branch that fewer seeds finished at a level says how many (n=...).", ""]
+             "holds the mean and, in brackets, the lowest and highest seed (the error bars of "
+             "the plots); iterations and wall times are means. A branch that fewer seeds finished at a level says how many (n=...).", ""]
     for configuration in configurations:
         lines += configuration_section(configuration)
     lines += diverged_section(configurations)
@@ -229,9 +231,12 @@ def level_table(configuration: Configuration) -> list[str]:
 
 
 def format_accuracy(spread: Spread) -> str:
-    """A fraction as a percentage with two decimals, ``± std`` when there are several seeds."""
+    """A fraction as a percentage with two decimals, and ``[min, max]`` over the seeds when
+    there are several (the plots' error bars)."""
     mean = f"{100 * spread.mean:.2f}"
-    return mean if spread.std is None else f"{mean} ± {100 * spread.std:.2f}"
+    if spread.std is None:
+        return mean
+    return f"{mean} [{100 * spread.minimum:.2f}, {100 * spread.maximum:.2f}]"
 
 
 def _branch_cells(summary: Optional[LevelSummary], row_seeds: int, diverged: int = 0

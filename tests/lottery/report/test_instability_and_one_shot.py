@@ -34,7 +34,7 @@ def test_instability_is_averaged_over_seeds_and_tabled(tmp_path):
     assert (output / "instability.png").read_bytes().startswith(PNG_MAGIC)
     report = (output / "report.md").read_text()
     assert "## Instability (linear mode connectivity)" in report
-    assert "| 10.50 ± 0.71 |" in report  # test barrier in points, mean ± std over 2 seeds
+    assert "| 10.50 [10.00, 11.00] |" in report  # test barrier in points: mean [min, max]
     with open(output / "instability.csv", newline="") as file:
         rows = list(csv.DictReader(file))
     assert len(rows) == 3 and float(rows[0]["test_barrier_mean"]) == pytest.approx(0.105)

@@ -19,8 +19,8 @@ def test_runs_that_differ_only_in_seeds_form_one_configuration(tmp_path):
     assert [len(c.runs) for c in configurations] == [3, 1]
     assert [run.directory for run in configurations[0].runs] == seeded
     assert [c.label for c in configurations] == [
-        "lenet_300_100/mnist5k rewind=init rewind_iteration=0",
-        "lenet_300_100/mnist5k rewind=iteration rewind_iteration=100"]
+        "lenet_300_100/mnist5k, rewind init, rewind iteration 0",
+        "lenet_300_100/mnist5k, rewind iteration, rewind iteration 100"]
     assert "model_seed" not in configurations[0].hparams
 
 
@@ -57,7 +57,7 @@ def test_labels_name_only_what_differs_within_a_model_and_dataset():
     rewound = Hparams(rewind="lr").as_dict()
     conv = PRESETS["conv2/cifar10"].as_dict()
     assert configuration_labels([lenet, conv, rewound]) == [
-        "lenet_300_100/mnist5k rewind=init", "conv2/cifar10", "lenet_300_100/mnist5k rewind=lr"]
+        "lenet_300_100/mnist5k, rewind init", "conv2/cifar10", "lenet_300_100/mnist5k, rewind lr"]
 
 
 def test_a_directory_named_twice_counts_once(tmp_path):

@@ -59,11 +59,11 @@ def test_summary_csv_leaves_the_std_of_a_single_seed_empty(tmp_path):
 def test_the_markdown_table_shows_mean_and_std_as_percentages(three_seeds):
     text = markdown_report(load_configurations(three_seeds))
     rows = {line.split(" | ")[0]: line for line in text.splitlines() if line.startswith("| ")}
-    # main level 1: 91.00, 91.20, 91.40 -> 91.20 ± 0.20; reinit level 1: 86.00 .. 86.60.
+    # main level 1: 91.00, 91.20, 91.40 -> 91.20 [91.00, 91.40]; reinit level 1: 86.00 .. 86.60.
     level_1 = rows["| 1"].split(" | ")
     assert level_1[1] == "80.00"
-    assert level_1[2:6] == ["91.20 ± 0.20", "250", "90.70 ± 0.20", "11.5"]
-    assert level_1[6:10] == ["86.30 ± 0.30", "650", "85.80 ± 0.30", "11.5"]
+    assert level_1[2:6] == ["91.20 [91.00, 91.40]", "250", "90.70 [90.50, 90.90]", "11.5"]
+    assert level_1[6:10] == ["86.30 [86.00, 86.60]", "650", "85.80 [85.50, 86.10]", "11.5"]
     assert level_1[10] == "3 |"
     # The controls did not run at level 0.
     assert rows["| 0"].split(" | ")[6:10] == ["—"] * 4
@@ -81,8 +81,8 @@ def test_two_configurations_get_two_tables(tmp_path, three_seeds):
     other = make_run(tmp_path, rewind="iteration", rewind_iteration="100")
     text = markdown_report(load_configurations([*three_seeds, other]))
     headings = [line for line in text.splitlines() if line.startswith("## ")]
-    assert headings == ["## lenet_300_100/mnist5k rewind=init rewind_iteration=0",
-                        "## lenet_300_100/mnist5k rewind=iteration rewind_iteration=100"]
+    assert headings == ["## lenet_300_100/mnist5k, rewind init, rewind iteration 0",
+                        "## lenet_300_100/mnist5k, rewind iteration, rewind iteration 100"]
     assert sum(line.startswith("| level |") for line in text.splitlines()) == 2
 
 

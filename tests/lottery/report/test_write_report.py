@@ -17,7 +17,7 @@ def test_write_report_writes_every_file(tmp_path):
     for path in written[:2]:
         data = path.read_bytes()
         assert data.startswith(PNG_MAGIC) and len(data) > 10_000
-    assert "91.20 ± 0.20" in (output / "report.md").read_text()
+    assert "91.20 [91.00, 91.40]" in (output / "report.md").read_text()
     with open(output / "summary.csv", newline="") as file:
         assert len(list(csv.DictReader(file))) == 7
     assert sorted(p.name for p in output.iterdir()) == sorted(REPORT_FILES)  # no temporaries
