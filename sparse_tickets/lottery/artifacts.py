@@ -167,6 +167,15 @@ def metrics_problem(metrics: Any, level: Optional[Level] = None,
     if not _is_number(percent) or not math.isclose(percent, 100 * metrics["density"]):
         return (f"has percent_remaining {percent!r}; expected 100 times its density "
                 f"{metrics['density']!r}")
+    layers = metrics.get("layers")
+    if isinstance(layers, list) and layers and all(
+            isinstance(row, dict) and _is_count(row.get("kept")) and _is_count(row.get("total"))
+            for row in layers):
+        kept, total = (sum(row[name] for row in layers) for name in ("kept", "total"))
+        # Within one weight: the figure is kept / total, which the counts give exactly.
+        if total and not math.isclose(kept / total, metrics["density"], abs_tol=1 / total):
+            return (f"has density {metrics['density']!r} but its layers keep "
+                    f"{kept} of {total} weights ({kept / total!r})")
     if not diverged and not all(_finite_losses(row) for row in evaluations):
         return "holds NaN or infinite losses but does not say it diverged"
     if level is not None:

@@ -123,8 +123,8 @@ class Level:
 
 def redo_remedy(level: "Level") -> str:
     """What to do about a bad file of a finished level: the user decides to redo it."""
-    return (f"delete it and run the run's command (`sparse-tickets imp` or `train`) again to "
-            f"redo the level in {level.directory}")
+    return (f"delete it, then run the run's `sparse-tickets imp` (or `train`) command again to "
+            f"redo {level.directory.parent.name}/{level.directory.name}")
 
 
 @dataclass(frozen=True)

@@ -198,6 +198,8 @@ def train(model: nn.Module, splits: DatasetSplits, hp: Hparams, schedule: Schedu
     if iteration == start_iteration and not evaluations:
         record_evaluation()
     diverged = divergence(model, evaluations[-1] if evaluations else None, None)
+    if diverged is not None:
+        diverged["iteration"] = iteration
     model.train()
     while iteration < end and diverged is None:
         if (snapshot_iteration is not None and iteration == snapshot_iteration and on_snapshot

@@ -132,7 +132,7 @@ def test_imp_refuses_a_finished_level_with_a_file_that_makes_no_sense(run, capsy
     assert main(_imp(runs)) == 2
     line = _error_line(capsys)
     assert line.startswith(f"{path}: ") and problem in line
-    assert line.endswith(f"again to redo the level in {path.parent}")
+    assert line.endswith(f"command again to redo {path.parent.parent.name}/{path.parent.name}")
 
 
 def test_a_damaged_hparams_json_is_named(run, capsys):

@@ -141,5 +141,8 @@ def test_metrics_must_agree_with_the_masks_they_trained(pruned):
     assert metrics_problem(metrics, masks=pruned) is None
     metrics.update(density=0.64, percent_remaining=64.0)
     assert metrics_problem(metrics, masks=pruned) == (
+        "has density 0.64 but its layers keep 80 of 100 weights (0.8)")  # edited by hand
+    metrics["layers"][0].update(kept=64)  # consistent in itself: the masks are another level's
+    assert metrics_problem(metrics, masks=pruned) == (
         f"records density 0.640000 but the level's masks keep {pruned.density:.6f}: the masks "
         f"are not the ones it trained with")
