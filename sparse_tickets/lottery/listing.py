@@ -16,11 +16,12 @@ from typing import Optional
 from .. import files
 from . import locking
 from .artifacts import divergence_of
-from .hparams import SEED_FIELDS, Hparams
+from .hparams import BRANCH_FIELDS, SEED_FIELDS, Hparams
 from .runs import BRANCHES, HPARAMS, MAIN, Run
 
-# Fields never worth a column: the seeds have their own; the digest of masks says nothing.
-_NOT_SHOWN = (*SEED_FIELDS, "masks_sha256")
+# Fields never worth a column of their own: model, dataset and seeds have theirs, the branches
+# show in the progress, and the digest of a masks file says nothing to a reader.
+_NOT_SHOWN = ("model", "dataset", *SEED_FIELDS, *BRANCH_FIELDS, "masks_sha256")
 
 
 @dataclass(frozen=True)

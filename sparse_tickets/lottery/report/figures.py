@@ -86,7 +86,7 @@ def _density_figure(configurations: Sequence[Configuration],
                           layout="constrained")
     canvas_class(figure)
     axes = figure.add_subplot()
-    percents, banded, drawn = [], False, []
+    percents, banded, drawn, dense_drawn = [], False, [], set()
     for index, configuration in enumerate(configurations):
         for branch, by_level in configuration.summaries.items():
             summaries = list(by_level.values())
@@ -111,7 +111,13 @@ def _density_figure(configurations: Sequence[Configuration],
                           linestyle=linestyle, label=label)
             percents += x
         dense = configuration.summaries.get("main", {}).get(0)
-        if dense_line and dense is not None:
+        # Configurations that share their dense level (one-shot runs beside an IMP run of the
+        # same training) share one line.
+        dense_key = dense is not None and (configuration.hparams.get("model"),
+                                           configuration.hparams.get("dataset"),
+                                           round(quantity(dense).mean, 9))
+        if dense_line and dense is not None and dense_key not in dense_drawn:
+            dense_drawn.add(dense_key)
             drawn.append(f"{configuration.label}: dense (100%)" if several
                          else "dense network (100%)")
             axes.axhline(scale * quantity(dense).mean, color=f"C{index % 10}" if several
