@@ -33,9 +33,12 @@ class RunState:
     levels_planned: dict  # branch -> levels the run's command asks for
     diverged: tuple  # (branch, level, iteration, cause)
     holder: Optional[str]  # who works in it now, in words
+    problem: str = ""  # why its files could not be read
 
     @property
     def state(self) -> str:
+        if self.problem:
+            return f"unreadable: {self.problem}"
         if self.hparams is None:
             return "unreadable hparams.json"
         if self.diverged:
@@ -66,6 +69,15 @@ def planned_levels(hp: Hparams) -> dict:
 
 
 def read_state(directory: Path) -> RunState:
+    """The state of one run; a run whose files cannot be read says so in its state."""
+    try:
+        return _read_state(Path(directory))
+    except (ValueError, KeyError, TypeError, OSError) as error:  # damaged or hand-edited files
+        message = str(error).strip().splitlines()[0] if str(error).strip() else repr(error)
+        return RunState(Path(directory), None, "", {}, {}, (), None, problem=message)
+
+
+def _read_state(directory: Path) -> RunState:
     run = Run(Path(directory))
     stored = files.read_json(run.directory / HPARAMS)
     try:
