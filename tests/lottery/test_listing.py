@@ -1,6 +1,5 @@
 """The runs listing: state and progress read from a run's files."""
 
-
 from sparse_tickets import files
 from sparse_tickets.lottery import listing, locking
 from sparse_tickets.lottery.hparams import Hparams
