@@ -11,11 +11,36 @@ extension, a failure remembered from an earlier run included, and stops at once 
 """
 
 import collections
+import importlib
 import os
 import platform
+import sys
+from pathlib import Path
 
 import pytest
 import torch
+
+
+def _import_the_installed_kernels_package() -> None:
+    """``python -m pytest`` puts the repository root first on sys.path, where the folder
+    kernels/ (installed as sparse_tickets.kernels) would stand in for the package ``kernels``
+    of the Hugging Face hub, which transformers 5.25 and later imports: the installed one is
+    imported first, from the rest of the path, so that transformers finds it."""
+    root = Path(__file__).resolve().parent.parent
+    if "kernels" in sys.modules:
+        return
+    saved = list(sys.path)
+    sys.path[:] = [entry for entry in sys.path
+                   if Path(entry or os.getcwd()).resolve() != root]
+    try:
+        importlib.import_module("kernels")
+    except ImportError:
+        pass  # not installed: nothing imports it
+    finally:
+        sys.path[:] = saved
+
+
+_import_the_installed_kernels_package()
 
 CUDA = torch.cuda.is_available()
 
@@ -103,8 +128,6 @@ def lock_holder():
     """``hold(directory)``: a running process holding ``directory``'s lock (its Popen: close
     its stdin to make it let go, or kill it)."""
     import subprocess
-    import sys
-    from pathlib import Path
 
     import sparse_tickets.lottery.locking
 

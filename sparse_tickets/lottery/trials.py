@@ -167,20 +167,17 @@ def run_local(trials: Sequence[Trial], parallel: int, threads: int,
 
 
 class TrialTask:
-    """A SLURM array task: one trial's command, on the task's cores.
+    """A SLURM array task: one trial's command, as a process of its own on the task's cores
+    (its output in the task's log).
 
     submitit calls :meth:`checkpoint` when SLURM is about to stop the task (its time limit, a
     preemption): the same command is requeued, and as every run resumes from its last
     checkpoint the requeued task goes on where this one stopped."""
 
     def __call__(self, argv: Sequence[str]) -> int:
-        threads = str(cores())
-        for name in _THREAD_VARIABLES:
-            os.environ[name] = threads
-        import torch
-        torch.set_num_threads(int(threads))
-        from ..cli import main
-        status = main(list(argv))
+        command = [sys.executable, "-m", "sparse_tickets", *argv]
+        status = subprocess.run(command, stdin=subprocess.DEVNULL,
+                                env=_environment(cores())).returncode
         if status:
             raise RuntimeError(f"sparse-tickets {' '.join(argv)} exited with status {status}")
         return status
