@@ -584,19 +584,18 @@ def _instability_trials(args, run, hp: Hparams, offsets: list) -> int:
     """The analysis of every trial of RUN_DIR's experiment (its seeds plus each offset): the
     trials' runs must exist, as ``imp --trials`` made them beside it."""
     from .lottery import trials
-    from .lottery.runs import HPARAMS
+    from .lottery.runs import Run
     made, missing = [], []
     for offset in offsets:
         try:
             trial_hp = trials.offset_seeds(hp, offset)
         except trials.TrialsError as error:
             raise UsageError(f"{PROG}: {error}") from None
-        candidates = [run.directory.parent / name for name in (trial_hp.run_name(),
-                                                                trial_hp.legacy_run_name())]
-        found = next((c for c in candidates if (c / HPARAMS).is_file()), None)
-        if found is None:
-            missing.append(f"+{offset} ({candidates[0]})")
+        trial_run = Run.existing(run.directory.parent, trial_hp)
+        if trial_run is None:
+            missing.append(f"+{offset} ({run.directory.parent / trial_hp.run_name()})")
             continue
+        found = trial_run.directory
         argv = ["instability", str(found.resolve()), "--level", str(args.level),
                 "--branch", args.branch, "--points", str(args.points)]
         if args.iterations:

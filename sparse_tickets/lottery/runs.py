@@ -188,15 +188,26 @@ class Run:
         written in it yet). A directory of the name runs had before the branch fields left
         the hash (:meth:`Hparams.legacy_run_name`) is that run, and is used."""
         run = cls(Path(runs_directory) / hp.run_name())
-        legacy = Path(runs_directory) / hp.legacy_run_name()
-        if not run.directory.exists() and (legacy / HPARAMS).is_file():
-            return cls(legacy)
+        if not run.directory.exists():
+            legacy = cls.existing(runs_directory, hp)  # here only the legacy name can hold it
+            if legacy is not None:
+                return legacy
         try:
             files.make_directory(run.directory)
         except (FileExistsError, NotADirectoryError):
             raise RunError(f"cannot make the run directory {run.directory}: a file is in the "
                            f"way; expected --runs-dir to be a directory") from None
         return run
+
+    @classmethod
+    def existing(cls, runs_directory: Path, hp: Hparams) -> Optional["Run"]:
+        """The run of ``hp`` already made under ``runs_directory`` (its hparams.json written),
+        under its name or the legacy one; None when there is none."""
+        for name in (hp.run_name(), hp.legacy_run_name()):
+            directory = Path(runs_directory) / name
+            if (directory / HPARAMS).is_file():
+                return cls(directory)
+        return None
 
     @classmethod
     def create(cls, runs_directory: Path, hp: Hparams) -> "Run":

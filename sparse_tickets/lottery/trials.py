@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import os
 import re
+import shlex
 import subprocess
 import sys
 import time
@@ -93,7 +94,6 @@ class Trial:
         return self.directory / LOG_NAME
 
     def command_line(self) -> str:
-        import shlex
         return " ".join(["sparse-tickets", *map(shlex.quote, self.argv)])
 
 
