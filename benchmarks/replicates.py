@@ -6,9 +6,12 @@ replicates might train faster as one stacked network in one process than as K pr
 measures it for LeNet-300-100 (batch 60, Adam), per density and K, as the throughput of
 replicate-steps (one replicate's training step; K of them per stacked step):
 
-- ``K processes``: K worker processes started together (a barrier after their warm-up), each
-  training one ordinary masked LeNet (our layers, dense mode at 100% and compact below) with
-  MaskedAdam on ``max(1, threads // K)`` threads: what ``--trials K`` runs;
+- ``--trials K``: what ``sparse-tickets imp --trials K`` runs: ``P = min(K, threads)``
+  processes at a time (one per core), each on ``threads // P`` threads, in waves until K
+  replicates have trained (each wave's time is its slowest process's);
+- ``K processes``: all K worker processes started together (a barrier after their warm-up),
+  each training one ordinary masked LeNet (our layers, dense mode at 100% and compact below)
+  with MaskedAdam on ``max(1, threads // K)`` threads (oversubscribed when K > threads);
 - ``K sequential``: one process on all threads training one replicate; K of them one after
   the other (the time of one, times K): what a loop over seeds by hand runs;
 - ``stacked block-diagonal``: one process, one network whose layers hold the K replicates'
@@ -21,13 +24,17 @@ replicate-steps (one replicate's training step; K of them per stacked step):
 The stacked forms compute each replicate's loss on its own batch and sum them, so each block
 gets exactly its replicate's gradient; ``--check`` trains the block-diagonal form and K
 separate networks from the same starts on the same batches and prints the largest weight
-difference. Writes ``replicates.json`` and ``replicates.md`` into
+difference. ``--configs`` picks the configurations (the first is the baseline of the
+ratios). The last table estimates a whole IMP run (LeNet's 20% per level from 100% to 3.5%, 16
+levels of equal length) from the measured densities, interpolated in log density. Writes
+``replicates.json`` and ``replicates.md`` into
 ``benchmarks/results/<device slug>/`` (or ``--output``).
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 import multiprocessing
 import statistics
 import time
@@ -50,7 +57,10 @@ LR = 1.2e-3
 DENSITIES = (1.0, 0.21, 0.035)
 KS = (2, 4)
 BATCHES = 4
-CONFIGS = ("K processes", "K sequential", "stacked block-diagonal", "stacked bmm")
+CONFIGS = ("--trials K", "K processes", "K sequential", "stacked block-diagonal",
+           "stacked bmm")
+# The densities of an IMP run pruning 20% per level to 3.5% (LeNet-300-100 in the paper).
+IMP_RUN_DENSITIES = tuple(0.8 ** level for level in range(16))
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -65,6 +75,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="timed steps per configuration and round (default: 300)")
     parser.add_argument("--rounds", type=int, default=3, help="timed rounds (default: 3)")
     parser.add_argument("--threads", type=int, default=2, help="torch threads (default: 2)")
+    parser.add_argument("--configs", default=",".join(CONFIGS),
+                        help="comma-separated configurations to time, the baseline first "
+                             "(default: all)")
     parser.add_argument("--check", action="store_true",
                         help="also check the block-diagonal form against K separate networks")
     parser.add_argument("--output", type=Path, default=None,
@@ -72,6 +85,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     args.ks = [int(k) for k in args.ks.split(",") if k.strip()]
     args.densities = [float(d) for d in args.densities.split(",") if d.strip()]
+    args.configs = [c.strip() for c in args.configs.split(",") if c.strip()]
+    unknown = [c for c in args.configs if c not in CONFIGS]
+    if unknown or not args.configs:
+        parser.error(f"--configs: {', '.join(unknown) or 'empty'}; expected some of "
+                     f"{', '.join(CONFIGS)}")
     return args
 
 
@@ -240,19 +258,30 @@ def _worker(density: float, seed: int, threads: int, steps: int, barrier, result
     results.put(time.perf_counter() - started)
 
 
-def time_processes(density: float, k: int, threads: int, steps: int) -> float:
-    """Wall seconds for K concurrent worker processes to train ``steps`` steps each, from a
+def _concurrent(density: float, seeds: range, threads_each: int, steps: int) -> float:
+    """Wall seconds for one worker process per seed to train ``steps`` steps each, from a
     common start after their warm-up (the longest worker's time)."""
     context = multiprocessing.get_context("spawn")
-    barrier, results = context.Barrier(k), context.Queue()
-    workers = [context.Process(target=_worker, args=(density, r, max(1, threads // k), steps,
-                                                     barrier, results)) for r in range(k)]
+    barrier, results = context.Barrier(len(seeds)), context.Queue()
+    workers = [context.Process(target=_worker, args=(density, r, threads_each, steps,
+                                                     barrier, results)) for r in seeds]
     for worker in workers:
         worker.start()
     times = [results.get(timeout=600) for _ in workers]
     for worker in workers:
         worker.join()
     return max(times)
+
+
+def time_processes(density: float, k: int, threads: int, steps: int) -> float:
+    return _concurrent(density, range(k), max(1, threads // k), steps)
+
+
+def time_trials(density: float, k: int, threads: int, steps: int) -> float:
+    """As ``--trials K`` runs them: waves of one process per core, the cores split."""
+    at_once = min(k, threads)
+    return sum(_concurrent(density, range(start, min(start + at_once, k)),
+                           threads // at_once, steps) for start in range(0, k, at_once))
 
 
 def time_sequential(density: float, k: int, threads: int, steps: int) -> float:
@@ -283,7 +312,7 @@ def time_bmm(density: float, k: int, threads: int, steps: int) -> float:
     return _timed(lambda batch: bmm_step(model, optimizer, batch), inputs, steps)
 
 
-TIMERS = {"K processes": time_processes, "K sequential": time_sequential,
+TIMERS = {"--trials K": time_trials, "K processes": time_processes, "K sequential": time_sequential,
           "stacked block-diagonal": time_block_diagonal, "stacked bmm": time_bmm}
 
 
@@ -313,40 +342,83 @@ def measure(args) -> list[dict]:
     rows = []
     for density in args.densities:
         for k in args.ks:
-            seconds = {config: [] for config in CONFIGS}
+            configs = args.configs
+            seconds = {config: [] for config in configs}
             for round_ in range(args.rounds):
-                order = CONFIGS[round_ % len(CONFIGS):] + CONFIGS[:round_ % len(CONFIGS)]
+                order = configs[round_ % len(configs):] + configs[:round_ % len(configs)]
                 for config in order:
                     seconds[config].append(TIMERS[config](density, k, args.threads,
                                                           args.steps))
-            for config in CONFIGS:
+            for config in configs:
                 best = min(seconds[config])
                 rows.append({"density": density, "k": k, "config": config,
                              "seconds_min": best,
                              "seconds_median": statistics.median(seconds[config]),
                              "us_per_replicate_step": best / (k * args.steps) * 1e6})
             print(f"density {density:.3f}, K {k}: " + ", ".join(
-                f"{r['config']} {r['us_per_replicate_step']:.0f} us" for r in rows[-4:]),
+                f"{r['config']} {r['us_per_replicate_step']:.0f} us" for r in rows[-len(configs):]),
                 flush=True)
     return rows
 
 
+def per_step(rows: list[dict], density: float, k: int) -> dict:
+    """Microseconds per replicate-step of each configuration at ``density`` and ``k``."""
+    return {r["config"]: r["us_per_replicate_step"] for r in rows
+            if r["density"] == density and r["k"] == k}
+
+
+def whole_run(results: dict, k: int, config: str) -> float:
+    """Seconds per replicate for 1,000 iterations of each level of the IMP run's densities,
+    each level's step time interpolated linearly in log density between the measured ones
+    (the nearest measured one outside their range)."""
+    measured = sorted((math.log(d), per_step(results["rows"], d, k)[config])
+                      for d in results["densities"])
+    total = 0.0
+    for density in IMP_RUN_DENSITIES:
+        x = math.log(density)
+        if x <= measured[0][0]:
+            us = measured[0][1]
+        elif x >= measured[-1][0]:
+            us = measured[-1][1]
+        else:
+            (x0, y0), (x1, y1) = next((a, b) for a, b in zip(measured, measured[1:])
+                                      if a[0] <= x <= b[0])
+            us = y0 + (y1 - y0) * (x - x0) / (x1 - x0)
+        total += us * 1000 / 1e6
+    return total
+
+
 def markdown(results: dict) -> str:
+    configs = results["configs"]
+    baseline = configs[0]
     lines = ["# K replicates in one process against K processes (LeNet-300-100, batch 60, "
              "Adam)", "", *result_files.machine_lines(results["machine"]),
              f"- {results['steps']} timed steps per configuration, min of "
              f"{results['rounds']} rounds (configurations interleaved)", "",
-             "Time per replicate-step (lower is faster); ratio: K processes' time / this "
-             "one's (above 1: faster than K processes).", ""]
-    header = ["density", "K", *[f"{c} us" for c in CONFIGS], *[f"{c} ratio" for c in CONFIGS[1:]]]
+             f"Time per replicate-step (lower is faster); ratio: {baseline}'s time / this "
+             f"one's (above 1: faster than {baseline}).", ""]
+    header = ["density", "K", *[f"{c} us" for c in configs],
+              *[f"{c} ratio" for c in configs[1:]]]
     table = []
     for density in results["densities"]:
         for k in results["ks"]:
-            row = {r["config"]: r["us_per_replicate_step"] for r in results["rows"]
-                   if r["density"] == density and r["k"] == k}
-            table.append([f"{density * 100:.1f}%", k, *[f"{row[c]:.0f}" for c in CONFIGS],
-                          *[f"{row[CONFIGS[0]] / row[c]:.2f}x" for c in CONFIGS[1:]]])
+            row = per_step(results["rows"], density, k)
+            table.append([f"{density * 100:.1f}%", k, *[f"{row[c]:.0f}" for c in configs],
+                          *[f"{row[baseline] / row[c]:.2f}x" for c in configs[1:]]])
     lines += result_files.markdown_table(header, table)
+    if len(results["densities"]) > 1:
+        lines += ["", f"A whole IMP run estimated from these densities ({len(IMP_RUN_DENSITIES)} "
+                      f"levels of equal length, 20% pruned per level, 100% to "
+                      f"{IMP_RUN_DENSITIES[-1] * 100:.1f}%; each level's time interpolated in "
+                      f"log density): seconds per 1,000 iterations of every level, per "
+                      f"replicate.", ""]
+        run_table = []
+        for k in results["ks"]:
+            totals = {c: whole_run(results, k, c) for c in configs}
+            run_table.append([k, *[f"{totals[c]:.1f}" for c in configs],
+                              *[f"{totals[baseline] / totals[c]:.2f}x" for c in configs[1:]]])
+        lines += result_files.markdown_table(["K", *[f"{c} s" for c in configs],
+                                              *[f"{c} ratio" for c in configs[1:]]], run_table)
     if results.get("checks"):
         lines += ["", "Block-diagonal form against K separate networks after 20 steps "
                       "(largest weight difference):", ""]
@@ -369,6 +441,7 @@ def main(argv=None) -> int:
     rows = measure(args)
     results = {"machine": result_files.describe(), "steps": args.steps, "rounds": args.rounds,
                "threads": args.threads, "ks": args.ks, "densities": args.densities,
+               "configs": args.configs,
                "rows": rows, "checks": checks,
                "wall_seconds": time.perf_counter() - started}
     output = result_files.output_directory(args.output)
