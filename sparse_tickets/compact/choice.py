@@ -40,7 +40,9 @@ from typing import Optional
 
 import torch
 
+from .. import ops
 from . import layer_thresholds, thresholds
+from .calibration import LayerSpec
 
 MODES = ("auto", "dense", "compact")
 MODE_ENV_VAR = "SPARSE_TICKETS_MODE"
@@ -87,7 +89,7 @@ def default_mode() -> str:
 
 
 def threshold(device_type: str, kind: str = "linear", dtype: torch.dtype = torch.float32,
-              layer_spec: Optional[layer_thresholds.LayerSpec] = None) -> float:
+              layer_spec: Optional[LayerSpec] = None) -> float:
     """The density at or below which "auto" picks compact for a ``kind`` layer ("linear" or
     "conv2d") of ``dtype`` on ``device_type``: ``SPARSE_TICKETS_COMPACT_BELOW`` when set, else
     the layer's own (:func:`.layer_thresholds.layer_threshold`) when ``layer_spec`` describes
@@ -147,8 +149,6 @@ def choose(layer) -> str:
 
 
 def _compiled_backend_serves(layer) -> bool:
-    from .. import ops  # late: ops imports the functional layer, which imports this package
-
     weight = layer.trainable_weight
     op = "compact_conv2d" if layer.mask.dim() == 4 else "compact_linear"
     try:

@@ -22,7 +22,7 @@ by 1.1-2x). So:
 
 The rule is applied once per layer and input shape, at the first call with that shape after a
 mask change, never again: the choice is recorded in the :class:`ConvPlan` that the layer's
-:class:`~sparse_tickets.compact.CompactIndex` carries (``index.conv_plan.choices``), so a level
+:class:`~.compact_index.CompactIndex` carries (``index.conv_plan.choices``), so a level
 trains with one kernel from its first step to its last, and what was chosen can be read back.
 """
 
