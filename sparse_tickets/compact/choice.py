@@ -35,18 +35,17 @@ its first step to its last.
 from __future__ import annotations
 
 import contextlib
-import os
 from typing import Optional
 
 import torch
 
-from .. import ops
+from .. import ops, settings
 from . import layer_thresholds, thresholds
 from .calibration import LayerSpec
 
-MODES = ("auto", "dense", "compact")
-MODE_ENV_VAR = "SPARSE_TICKETS_MODE"
-THRESHOLD_ENV_VAR = "SPARSE_TICKETS_COMPACT_BELOW"
+MODES = settings.MODES
+MODE_ENV_VAR = settings.MODE
+THRESHOLD_ENV_VAR = settings.COMPACT_BELOW
 
 _default_mode: Optional[str] = None
 
@@ -82,10 +81,7 @@ def default_mode_set_to(mode: Optional[str]):
 def default_mode() -> str:
     if _default_mode is not None:
         return _default_mode
-    raw = os.environ.get(MODE_ENV_VAR, "").strip().lower() or "dense"
-    if raw not in MODES:
-        raise ValueError(f"{MODE_ENV_VAR}={raw!r}; expected one of {', '.join(MODES)}")
-    return raw
+    return settings.mode()
 
 
 def threshold(device_type: str, kind: str = "linear", dtype: torch.dtype = torch.float32,
@@ -94,15 +90,9 @@ def threshold(device_type: str, kind: str = "linear", dtype: torch.dtype = torch
     "conv2d") of ``dtype`` on ``device_type``: ``SPARSE_TICKETS_COMPACT_BELOW`` when set, else
     the layer's own (:func:`.layer_thresholds.layer_threshold`) when ``layer_spec`` describes
     it and one is measured, else this machine's (:func:`.thresholds.machine_thresholds`)."""
-    raw = os.environ.get(THRESHOLD_ENV_VAR, "").strip()
-    if raw:
-        try:
-            value = float(raw)
-        except ValueError:
-            value = -1.0
-        if not 0.0 <= value <= 1.0:
-            raise ValueError(f"{THRESHOLD_ENV_VAR}={raw!r}; expected a density in [0, 1]")
-        return value
+    by_hand = settings.compact_below()
+    if by_hand is not None:
+        return by_hand
     if layer_spec is not None:
         own = layer_thresholds.layer_threshold(layer_spec, device_type, dtype)
         if own is not None:

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import contextlib
 import math
-import os
 import re
 import sys
 from pathlib import Path
@@ -30,14 +29,12 @@ from typing import Callable, Optional
 
 import torch
 
-from .. import files
+from .. import files, settings
 from ..ops.native import extension
 from . import calibration
 from .calibration import KINDS
 
-CALIBRATION_ENV_VAR = "SPARSE_TICKETS_CALIBRATION"
-_CALIBRATION_MODES = {"": "auto", "auto": "auto", "on": "auto", "1": "auto",
-                      "off": "off", "0": "off", "skip": "off"}
+CALIBRATION_ENV_VAR = settings.CALIBRATION
 # Bump when the measurement changes what it measures: older caches are then measured again.
 # 2: the steps run the layers' ops and the masked Adam kernel directly.
 CALIBRATION_METHOD = 2
@@ -59,10 +56,7 @@ _obtained: dict[tuple, dict] = {}
 def calibration_mode() -> str:
     """``auto`` (measure once, cache) or ``off`` (the instruction-set rule), from
     ``SPARSE_TICKETS_CALIBRATION``."""
-    raw = os.environ.get(CALIBRATION_ENV_VAR, "").strip().lower()
-    if raw not in _CALIBRATION_MODES:
-        raise ValueError(f"{CALIBRATION_ENV_VAR}={raw!r}; expected auto or off")
-    return _CALIBRATION_MODES[raw]
+    return settings.calibration()
 
 
 def machine_thresholds(device_type: str, dtype: torch.dtype = torch.float32) -> dict:
