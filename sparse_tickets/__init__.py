@@ -11,7 +11,7 @@ directories, reports, export), which the ``sparse-tickets`` command line (``cli`
 library never imports the experiment, nor does ``import sparse_tickets``; import its modules by
 name, e.g. ``sparse_tickets.lottery.imp``.
 
-The packages import one way, each only from those listed before it (tests/test_layout.py
+The packages import one way, each only from those of an earlier level (tests/test_layout.py
 checks it, imports inside functions included):
 
 1. ``settings``, ``files``, ``progress``, ``conv_geometry``, ``tensor_cache``: helpers that
@@ -24,7 +24,7 @@ checks it, imports inside functions included):
 7. ``nn``: the masked layers;
 8. ``optim``, ``pruning``, ``models``, ``data``: built on the layers, not on each other;
 9. this module, the public API (re-exports only), and ``lottery``, the experiment;
-10. ``cli`` and ``__main__``, the command line.
+10. ``cli``, the command line, and 11. ``__main__``, which runs it.
 """
 
 from . import compact, data, functional, models, ops, optim, pruning

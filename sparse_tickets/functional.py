@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from torch.autograd.function import once_differentiable
 
 from . import ops
+from .conv_geometry import output_size
 from .formats import CompactIndex
 from .formats.conv_plan import check_variant
 from .ops import compiled
@@ -296,7 +297,7 @@ class CompactConv2dFunction(torch.autograd.Function):
 
 
 def _conv_out_size(size: int, kernel: int, stride: int, padding: int, dilation: int) -> int:
-    out = (size + 2 * padding - dilation * (kernel - 1) - 1) // stride + 1
+    out = output_size(size, kernel, stride, padding, dilation)
     if out < 1:
         raise ValueError(f"the convolution's output would be empty: input size {size}, kernel "
                          f"{kernel}, stride {stride}, padding {padding}, dilation {dilation}")

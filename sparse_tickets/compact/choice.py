@@ -17,8 +17,8 @@ dense. ``"auto"`` picks compact when
 - the layer's density is at most its own threshold, once its forward has seen a training
   batch: measured on a layer of its class, geometry and input shape, once per shape
   (:mod:`.layer_thresholds`); before that, the threshold for its device type, dtype and kind
-  (linear or conv2d): the density at and below which a compact training step (forward, both gradients,
-  optimizer step) beats the dense-masked one by a margin, measured on the machine the run is
+  (linear or conv2d): the density at and below which a compact training step (forward, both
+  gradients, optimizer step) beats the dense-masked one by a margin, measured on the machine the run is
   on, with the threads the process uses, the first time it is needed, in a few seconds, and
   cached beside the compiled extension (:mod:`.thresholds`, :mod:`.calibration`); where it is
   not measured (``SPARSE_TICKETS_CALIBRATION=off``), a conservative rule of the CPU's

@@ -454,7 +454,8 @@ class MaskedConv2d(MaskedLayer, nn.Conv2d):
         return nn.Conv2d(self.in_channels, self.out_channels, self.kernel_size,
                          stride=self.stride, padding=self.padding, dilation=self.dilation,
                          groups=self.groups, bias=self.bias is not None,
-                         padding_mode=self.padding_mode, device="meta", dtype=self.trainable_weight.dtype)
+                         padding_mode=self.padding_mode, device="meta",
+                         dtype=self.trainable_weight.dtype)
 
     @classmethod
     def from_dense(cls, module: nn.Conv2d, choose_mode: bool = True) -> "MaskedConv2d":

@@ -19,6 +19,7 @@ from typing import Optional, Sequence
 import torch
 from torch import Tensor
 
+from ..conv_geometry import output_shape
 from ..formats import CompactIndex
 from ..formats.conv_plan import choose_variant
 from .dispatch import select
@@ -107,8 +108,7 @@ def _compact_conv2d(x: Tensor, values: Tensor, bias: Optional[Tensor], row_ptr: 
 @_compact_conv2d.register_fake
 def _compact_conv2d_fake(x, values, bias, row_ptr, col_idx, t_row_ptr, t_col_idx,
                          t_value_index, shape, stride, padding, dilation, groups, variant):
-    out = [(size + 2 * p - d * (k - 1) - 1) // s + 1 for size, k, s, p, d in zip(
-        x.shape[2:], shape[2:], stride, padding, dilation)]
+    out = output_shape(x.shape[2:], shape[2:], stride, padding, dilation)
     return x.new_empty((x.shape[0], shape[0], *out))
 
 
