@@ -8,15 +8,27 @@ build on a GPU machine): the requirement below is a range any recent torch satis
 never replaces the torch you chose.
 """
 
+import re
 from pathlib import Path
 
 from setuptools import find_packages, setup
 
 ROOT = Path(__file__).parent
 
+
+def package_version() -> str:
+    """``__version__`` of sparse_tickets/__init__.py, read as text: importing the package
+    would import torch, which need not be installed yet."""
+    init = (ROOT / "sparse_tickets" / "__init__.py").read_text(encoding="utf-8")
+    found = re.search(r'^__version__ = "([^"]+)"$', init, re.MULTILINE)
+    if found is None:
+        raise RuntimeError('sparse_tickets/__init__.py has no line __version__ = "..."')
+    return found.group(1)
+
+
 setup(
     name="sparse_tickets",
-    version="0.1.0",
+    version=package_version(),
     description="Lottery tickets by iterative magnitude pruning, on masked layers whose cost "
                 "falls with density",
     long_description=(ROOT / "README.md").read_text(encoding="utf-8"),

@@ -1,8 +1,8 @@
 """Measure the density below which a compact layer trains faster than a dense-masked one.
 
-The full measurement behind ``auto``'s short calibration (:mod:`sparse_tickets.nn.
+The full measurement behind ``auto``'s short calibration (:mod:`sparse_tickets.compact.
 calibration`, whose training step and interleaved timing it runs): one training step (forward,
-backward, MaskedAdam step) of a single masked layer, in dense mode and in compact mode, at every
+backward, masked Adam step) of a single masked layer, in dense mode and in compact mode, at every
 density from 100% down to 2%, on the linear layers of the paper's LeNet-300-100 and a
 4096x4096 layer, and the conv layers of ResNet-20 and Conv-6. For each kind (linear, conv2d)
 the threshold is the highest density at and below which compact wins, by the calibration's
@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 
 from benchmarks.machine import REPO_ROOT, device_name, device_slug
-from sparse_tickets.nn import calibration
+from sparse_tickets.compact import calibration
 
 # linear: (batch, in_features, out_features); conv2d: (batch, in, out, image side), 3x3, pad 1
 SHAPES = {"linear": [(60, 784, 300), (60, 300, 100), (64, 4096, 4096)],

@@ -26,7 +26,6 @@ import contextlib
 import dataclasses
 import hashlib
 import math
-import os
 import shlex
 import sys
 from pathlib import Path
@@ -34,7 +33,7 @@ from typing import Optional, Sequence
 
 import torch
 
-from . import __version__, data, files, models, ops
+from . import __version__, data, files, models, ops, settings
 from .compact.choice import MODES, default_mode_set_to
 from .lottery import distributed, locking
 from .lottery.export import load_masks
@@ -101,7 +100,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
 
 def _fail_with(error, status: int) -> int:
-    if os.environ.get("SPARSE_TICKETS_DEBUG"):
+    if settings.debug():
         raise
     message = str(error).strip().splitlines()[0] if str(error).strip() else repr(error)
     rank = distributed.launched_rank()

@@ -17,8 +17,10 @@ import torch.nn.functional as F
 from torch.autograd.function import once_differentiable
 
 from . import ops
-from .compact import CompactIndex, compiled
-from .compact.conv_plan import check_variant
+from .conv_geometry import output_size
+from .formats import CompactIndex
+from .formats.conv_plan import check_variant
+from .ops import compiled
 
 IntPair = Union[int, tuple]
 
@@ -197,7 +199,7 @@ def compact_conv2d(x: torch.Tensor, values: torch.Tensor, index: CompactIndex,
     batch or over the output width, and the gradient of ``values`` is computed only at the kept
     weights. ``variant`` forces one form ("batch", "width", or "im2col": the input unfolded
     around the compact linear kernels, groups=1 only); None takes the one
-    ``index.conv_plan`` chose for this input shape (:mod:`sparse_tickets.compact.conv_plan`).
+    ``index.conv_plan`` chose for this input shape (:mod:`sparse_tickets.formats.conv_plan`).
     The reference backend computes every variant with ``F.conv2d`` on the dense weight.
     """
     x, values, bias = _autocast_inputs(x, values, bias)
@@ -231,6 +233,15 @@ def compact_conv2d(x: torch.Tensor, values: torch.Tensor, index: CompactIndex,
         y = CompactConv2dFunction.apply(x, values, index, bias, stride, padding, dilation,
                                         groups, variant)
     return y.squeeze(0) if unbatched else y
+
+
+def padded_by_mode(x: torch.Tensor, conv: torch.nn.Conv2d) -> tuple:
+    """``(x, padding)`` to convolve with for ``conv``'s geometry: as ``nn.Conv2d`` does, a
+    ``padding_mode`` other than ``"zeros"`` pads ``x`` by that mode first, and the convolution
+    then runs unpadded."""
+    if conv.padding_mode == "zeros":
+        return x, conv.padding
+    return F.pad(x, conv._reversed_padding_repeated_twice, mode=conv.padding_mode), 0
 
 
 class CompactLinearFunction(torch.autograd.Function):
@@ -286,7 +297,7 @@ class CompactConv2dFunction(torch.autograd.Function):
 
 
 def _conv_out_size(size: int, kernel: int, stride: int, padding: int, dilation: int) -> int:
-    out = (size + 2 * padding - dilation * (kernel - 1) - 1) // stride + 1
+    out = output_size(size, kernel, stride, padding, dilation)
     if out < 1:
         raise ValueError(f"the convolution's output would be empty: input size {size}, kernel "
                          f"{kernel}, stride {stride}, padding {padding}, dilation {dilation}")

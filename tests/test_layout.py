@@ -1,4 +1,5 @@
-"""The package's layout: a library wing and an experiment wing, and no import circles.
+"""The package's layout: a library wing and an experiment wing, packages that import one way,
+and no import circles, between modules or between packages.
 
 Every module of the package, its kernels included, is read with ``ast`` (nothing of it is
 imported but the package itself, to find its files). Every import statement counts, those
@@ -7,6 +8,7 @@ each other, it only hides the circle until the function runs.
 """
 
 import ast
+import functools
 import importlib.util
 from pathlib import Path
 
@@ -15,10 +17,30 @@ import sparse_tickets
 PACKAGE = "sparse_tickets"
 # The names at the package's root, by wing: the library a user imports, and the experiment
 # the command runs. A new name must join one of them.
-LIBRARY = {"__init__", "functional", "files", "progress", "nn", "ops", "compact", "optim",
-           "pruning", "models", "data", "kernels"}
+LIBRARY = {"__init__", "functional", "files", "progress", "settings", "conv_geometry",
+           "tensor_cache", "nn", "ops", "formats", "compact", "optim", "pruning", "models",
+           "data", "kernels"}
 EXPERIMENT = {"__main__", "cli", "lottery"}
-ROOT_MODULES = {"__init__", "__main__", "cli", "functional", "files", "progress"}
+ROOT_MODULES = {"__init__", "__main__", "cli", "functional", "files", "progress", "settings",
+                "conv_geometry", "tensor_cache"}
+# The one-way order of the names at the root (subpackages and modules), lowest first: each
+# imports only names of earlier levels, never one of its own level. The package's docstring
+# (sparse_tickets/__init__.py) says what each level holds; a new name must join a level.
+LEVELS = (
+    {"settings", "files", "progress", "conv_geometry", "tensor_cache"},  # import nothing
+    {"kernels"},
+    {"formats"},  # the compact index the backends take
+    {"ops"},
+    {"functional"},
+    {"compact"},  # when a layer runs compact, measured on the functional ops
+    {"nn"},
+    {"optim", "pruning", "models", "data"},
+    {"__init__", "lottery"},  # the public API (re-exports only) and the experiment
+    {"cli"},
+    {"__main__"},
+)
+
+
 def module_files() -> dict[str, Path]:
     """Every module of the package by dotted name; a package is its ``__init__``."""
     roots = {PACKAGE: Path(sparse_tickets.__file__).parent}
@@ -65,8 +87,9 @@ def imports_of(name: str, path: Path, modules: set[str]) -> set[str]:
     return found
 
 
+@functools.lru_cache(maxsize=None)  # the files do not change while the tests run
 def import_graph() -> dict[str, set[str]]:
-    """module -> the modules of the package it imports."""
+    """module -> the modules of the package it imports (shared: read, never changed)."""
     files = module_files()
     modules = set(files)
     return {name: imports_of(name, path, modules) for name, path in files.items()}
@@ -106,8 +129,61 @@ def wing(module: str) -> str:
     return module.split(".")[1] if "." in module else "__init__"
 
 
+def package_graph(graph: dict[str, set[str]]) -> dict[str, set[str]]:
+    """name at the root -> the other names at the root that its modules import."""
+    packages: dict[str, set[str]] = {}
+    for module, targets in graph.items():
+        packages.setdefault(wing(module), set()).update(
+            wing(target) for target in targets if wing(target) != wing(module))
+    return packages
+
+
+def imports_against_the_order(graph: dict[str, set[str]]) -> list[str]:
+    """Each import of a module by one of another name at the root that is not of a lower
+    level than its own, as "module imports module"."""
+    level = {name: depth for depth, names in enumerate(LEVELS) for name in names}
+    return sorted(f"{module} imports {target}" for module, targets in graph.items()
+                  for target in targets if wing(target) != wing(module)
+                  and level[wing(target)] >= level[wing(module)])
+
+
 def test_no_modules_of_the_package_import_each_other_round_a_circle():
     assert circles(import_graph()) == []
+
+
+def test_no_packages_import_each_other_round_a_circle():
+    assert circles(package_graph(import_graph())) == []
+
+
+def test_every_import_between_packages_goes_down_the_order():
+    assert imports_against_the_order(import_graph()) == []
+
+
+def test_every_name_at_the_root_has_one_level():
+    tops = {wing(module) for module in import_graph()}
+    assert tops - set().union(*LEVELS) == set()
+    assert sum(len(names) for names in LEVELS) == len(set().union(*LEVELS))
+
+
+def test_the_order_checks_catch_a_circle_between_packages():
+    # nn importing the optimizers, which import nn: the circle and the upward import are named.
+    graph = {"sparse_tickets.nn.layers": {"sparse_tickets.optim.masked_adam"},
+             "sparse_tickets.optim.masked_adam": {"sparse_tickets.nn.layers"}}
+    assert circles(package_graph(graph)) == [["nn", "optim"]]
+    assert imports_against_the_order(graph) == [
+        "sparse_tickets.nn.layers imports sparse_tickets.optim.masked_adam"]
+
+
+def test_the_package_init_only_re_exports():
+    # No wiring at import: imports, the docstring, __version__ and __all__, nothing that runs.
+    tree = ast.parse((Path(sparse_tickets.__file__)).read_text(encoding="utf-8"))
+    others = [ast.unparse(node).splitlines()[0] for node in tree.body
+              if not isinstance(node, (ast.Import, ast.ImportFrom))
+              and not (isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant))
+              and not (isinstance(node, ast.Assign) and len(node.targets) == 1
+                       and isinstance(node.value, (ast.Constant, ast.List))
+                       and getattr(node.targets[0], "id", None) in ("__version__", "__all__"))]
+    assert others == []
 
 
 def test_the_library_never_imports_the_experiment():

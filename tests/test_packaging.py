@@ -40,3 +40,13 @@ def test_triton_is_a_declared_dependency_where_it_has_wheels():
     requirements = _installed().requires or []
     (triton,) = [r for r in requirements if r.startswith("triton")]
     assert ">=3.6" in triton and "platform_system" in triton
+
+
+def test_the_version_is_written_once_in_the_package_and_setup_reads_it():
+    import sparse_tickets
+
+    assert _installed().version == sparse_tickets.__version__
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    setup = subprocess.run([sys.executable, "setup.py", "--version"], cwd=root, check=True,
+                           capture_output=True, text=True)
+    assert setup.stdout.split()[-1] == sparse_tickets.__version__

@@ -23,6 +23,8 @@ from typing import Optional
 import torch
 import torch.nn.functional as F
 
+from sparse_tickets.conv_geometry import output_shape
+
 from . import masked_matmul
 
 
@@ -35,8 +37,7 @@ def _unfold_rows(x: torch.Tensor, kernel_size: tuple, stride: tuple, padding: tu
 
 def _output_size(x: torch.Tensor, kernel_size: tuple, stride: tuple, padding: tuple,
                  dilation: tuple) -> tuple:
-    return tuple((size + 2 * p - d * (k - 1) - 1) // s + 1 for size, k, s, p, d in
-                 zip(x.shape[2:], kernel_size, stride, padding, dilation))
+    return output_shape(x.shape[2:], kernel_size, stride, padding, dilation)
 
 
 def masked_conv2d_forward(x: torch.Tensor, weight: torch.Tensor, mask: torch.Tensor,

@@ -7,13 +7,13 @@ mask, so it is built once per mask change (once per pruning level) rather than o
 
 from __future__ import annotations
 
-import weakref
-
 import torch
 import torch.nn.functional as F
 
-# (data_ptr, device, shape, strides, block) -> (weak reference to the mask, its _version, table)
-_CACHE: dict = {}
+from sparse_tickets.tensor_cache import TensorCache
+
+# (mask,) and the block sizes -> the table
+_CACHE = TensorCache()
 
 
 def block_occupancy(mask: torch.Tensor, block_rows: int, block_cols: int) -> torch.Tensor:
@@ -35,29 +35,14 @@ def block_occupancy(mask: torch.Tensor, block_rows: int, block_cols: int) -> tor
 def cached_block_occupancy(mask: torch.Tensor, block_rows: int, block_cols: int) -> torch.Tensor:
     """:func:`block_occupancy`, rebuilt only when ``mask`` is a new tensor or changed in place.
 
-    Keyed by the mask's data_ptr and checked against its ``_version`` (bumped by every in-place
-    write, ``copy_`` in ``set_mask`` and ``load_state_dict`` included). A weak reference guards
-    against a freed mask whose memory a new mask reuses: same address, but not the same tensor.
+    Kept per mask tensor, storage and version (bumped by every in-place write, ``copy_`` in
+    ``set_mask`` and ``load_state_dict`` included), and dropped with the mask: see
+    :mod:`sparse_tickets.tensor_cache`.
     """
-    key = (mask.data_ptr(), str(mask.device), tuple(mask.shape), mask.stride(),
-           block_rows, block_cols)
-    entry = _CACHE.get(key)
-    if entry is not None:
-        owner, version, table = entry
-        if owner() is mask and version == mask._version:
-            return table
-    table = block_occupancy(mask, block_rows, block_cols)
-    _drop_dead_entries()
-    _CACHE[key] = (weakref.ref(mask), mask._version, table)
-    return table
+    return _CACHE.get((mask,), lambda: block_occupancy(mask, block_rows, block_cols),
+                      key=(block_rows, block_cols))
 
 
 def clear_occupancy_cache() -> None:
     """Forget every cached table (they are rebuilt on next use)."""
     _CACHE.clear()
-
-
-def _drop_dead_entries() -> None:
-    # Tables of masks that no longer exist would otherwise live as long as the process.
-    for key in [k for k, (owner, _, _) in _CACHE.items() if owner() is None]:
-        del _CACHE[key]

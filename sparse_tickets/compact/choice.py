@@ -17,8 +17,8 @@ dense. ``"auto"`` picks compact when
 - the layer's density is at most its own threshold, once its forward has seen a training
   batch: measured on a layer of its class, geometry and input shape, once per shape
   (:mod:`.layer_thresholds`); before that, the threshold for its device type, dtype and kind
-  (linear or conv2d): the density at and below which a compact training step (forward, both gradients,
-  optimizer step) beats the dense-masked one by a margin, measured on the machine the run is
+  (linear or conv2d): the density at and below which a compact training step (forward, both
+  gradients, optimizer step) beats the dense-masked one by a margin, measured on the machine the run is
   on, with the threads the process uses, the first time it is needed, in a few seconds, and
   cached beside the compiled extension (:mod:`.thresholds`, :mod:`.calibration`); where it is
   not measured (``SPARSE_TICKETS_CALIBRATION=off``), a conservative rule of the CPU's
@@ -35,16 +35,17 @@ its first step to its last.
 from __future__ import annotations
 
 import contextlib
-import os
 from typing import Optional
 
 import torch
 
+from .. import ops, settings
 from . import layer_thresholds, thresholds
+from .calibration import LayerSpec
 
-MODES = ("auto", "dense", "compact")
-MODE_ENV_VAR = "SPARSE_TICKETS_MODE"
-THRESHOLD_ENV_VAR = "SPARSE_TICKETS_COMPACT_BELOW"
+MODES = settings.MODES
+MODE_ENV_VAR = settings.MODE
+THRESHOLD_ENV_VAR = settings.COMPACT_BELOW
 
 _default_mode: Optional[str] = None
 
@@ -80,27 +81,18 @@ def default_mode_set_to(mode: Optional[str]):
 def default_mode() -> str:
     if _default_mode is not None:
         return _default_mode
-    raw = os.environ.get(MODE_ENV_VAR, "").strip().lower() or "dense"
-    if raw not in MODES:
-        raise ValueError(f"{MODE_ENV_VAR}={raw!r}; expected one of {', '.join(MODES)}")
-    return raw
+    return settings.mode()
 
 
 def threshold(device_type: str, kind: str = "linear", dtype: torch.dtype = torch.float32,
-              layer_spec: Optional[layer_thresholds.LayerSpec] = None) -> float:
+              layer_spec: Optional[LayerSpec] = None) -> float:
     """The density at or below which "auto" picks compact for a ``kind`` layer ("linear" or
     "conv2d") of ``dtype`` on ``device_type``: ``SPARSE_TICKETS_COMPACT_BELOW`` when set, else
     the layer's own (:func:`.layer_thresholds.layer_threshold`) when ``layer_spec`` describes
     it and one is measured, else this machine's (:func:`.thresholds.machine_thresholds`)."""
-    raw = os.environ.get(THRESHOLD_ENV_VAR, "").strip()
-    if raw:
-        try:
-            value = float(raw)
-        except ValueError:
-            value = -1.0
-        if not 0.0 <= value <= 1.0:
-            raise ValueError(f"{THRESHOLD_ENV_VAR}={raw!r}; expected a density in [0, 1]")
-        return value
+    by_hand = settings.compact_below()
+    if by_hand is not None:
+        return by_hand
     if layer_spec is not None:
         own = layer_thresholds.layer_threshold(layer_spec, device_type, dtype)
         if own is not None:
@@ -147,8 +139,6 @@ def choose(layer) -> str:
 
 
 def _compiled_backend_serves(layer) -> bool:
-    from .. import ops  # late: ops imports the functional layer, which imports this package
-
     weight = layer.trainable_weight
     op = "compact_conv2d" if layer.mask.dim() == 4 else "compact_linear"
     try:

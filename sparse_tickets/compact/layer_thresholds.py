@@ -9,62 +9,35 @@ faster compact than dense, the two modes interleaved, on this machine with the t
 process uses. The measurement runs once per layer shape and is kept in memory and in a file
 beside the compiled extension (``compact-layer-thresholds-<device>-<dtype>-<N>threads.json``,
 keyed like the kind-wide cache), under the same lock, so the ranks of a distributed run take
-one measurement and agree. ``SPARSE_TICKETS_CALIBRATION=off`` measures nothing: the kind-wide
-rule applies.
-
-The measuring function trains masked layers, which are built on this package, so it is handed
-in from above (:func:`measure_with`), as for the kind-wide thresholds.
+one measurement and agree (:func:`.calibration.measure_layer_threshold` measures).
+``SPARSE_TICKETS_CALIBRATION=off`` measures nothing: the kind-wide rule applies.
 """
 
 from __future__ import annotations
 
 import math
 import sys
-from dataclasses import dataclass
-from typing import Callable, Optional
+from typing import Optional
 
 import torch
 
 from .. import files
-from . import thresholds
-
-
-
-@dataclass(frozen=True)
-class LayerSpec:
-    """What a layer's step costs depend on: its kind ("linear" or "conv2d"), its constructor's
-    arguments (``(name, value)`` pairs) and the shape of its training input."""
-
-    kind: str
-    arguments: tuple
-    input_shape: tuple
-
-    @property
-    def key(self) -> str:
-        arguments = ", ".join(f"{name}={value}" for name, value in self.arguments)
-        return f"{self.kind}({arguments}) input {list(self.input_shape)}"
-
+from . import calibration, thresholds
+from .calibration import LayerSpec
 
 # Bump when the per-layer measurement changes what it measures: older entries are measured
-# again. 2: the scan's last step refined by bisection.
-LAYER_METHOD = 2
+# again. 2: the scan's last step refined by bisection. 3: the steps run the layers' ops and
+# the masked Adam kernel directly.
+LAYER_METHOD = 3
 
-# measure(spec, device_type, dtype) -> density, set by the package (see measure_with).
-_measure: Optional[Callable] = None
 _known: dict = {}
 
 
-def measure_with(measure: Optional[Callable]) -> None:
-    """Set the function that measures one layer's threshold (None: never measure)."""
-    global _measure
-    _measure = measure
-
-
-def layer_threshold(spec, device_type: str, dtype: torch.dtype) -> Optional[float]:
+def layer_threshold(spec: LayerSpec, device_type: str, dtype: torch.dtype) -> Optional[float]:
     """The density at and below which compact wins for the layer ``spec`` describes; None when
-    nothing is measured here (calibration off, no measuring function, no cache directory, or a
-    failed measurement), so the caller falls back to the kind-wide threshold."""
-    if _measure is None or thresholds.calibration_mode() == "off":
+    nothing is measured here (calibration off, no cache directory, or a failed measurement), so
+    the caller falls back to the kind-wide threshold."""
+    if thresholds.calibration_mode() == "off":
         return None
     memory_key = (spec.key, device_type, dtype, torch.get_num_threads())
     if memory_key in _known:
@@ -90,11 +63,12 @@ def layer_threshold(spec, device_type: str, dtype: torch.dtype) -> Optional[floa
     return value
 
 
-def _measure_and_store(path, key: dict, spec, device_type: str, dtype: torch.dtype) -> float:
+def _measure_and_store(path, key: dict, spec: LayerSpec, device_type: str,
+                       dtype: torch.dtype) -> float:
     print(f"sparse_tickets: measuring where compact mode beats dense mode for {spec.key} "
           f"({key['threads']} threads; once per layer shape, cached in {path})",
           file=sys.stderr, flush=True)
-    value = float(_measure(spec, device_type, dtype))
+    value = float(calibration.measure_layer_threshold(spec, device_type, dtype))
     layers = dict(_read(path, key))
     layers[spec.key] = value
     try:

@@ -7,11 +7,10 @@
 1. the cache file beside the compiled extension's build (:func:`cache_path`), trusted only when
    its checksum sidecar vouches for its bytes and its key (the build, torch version, thread
    count, device, dtype and calibration method) is this process's;
-2. else a measurement (the function given to :func:`measure_with`, which the package sets to
-   :func:`sparse_tickets.nn.calibration.measure_thresholds` when it is imported: a few seconds,
-   announced in one line on stderr), written to that file atomically. Processes that start together (the ranks
-   of a distributed run) take a lock beside it, so one measures and the others read its result
-   and every rank runs each layer in the same mode;
+2. else a measurement (:func:`.calibration.measure_thresholds`: a few seconds, announced in
+   one line on stderr), written to that file atomically. Processes that start together (the
+   ranks of a distributed run) take a lock beside it, so one measures and the others read its
+   result and every rank runs each layer in the same mode;
 3. where nothing is measured (``SPARSE_TICKETS_CALIBRATION=off``, or the measurement failed),
    the conservative rule of the instruction set, :data:`DERIVED`.
 
@@ -22,9 +21,7 @@ Deleting the cache file makes the next process measure again.
 from __future__ import annotations
 
 import contextlib
-import json
 import math
-import os
 import re
 import sys
 from pathlib import Path
@@ -32,16 +29,15 @@ from typing import Callable, Optional
 
 import torch
 
-from .. import files
+from .. import files, settings
+from ..ops.native import extension
+from . import calibration
+from .calibration import KINDS
 
-# The kinds of layer a threshold is kept for.
-KINDS = ("linear", "conv2d")
-
-CALIBRATION_ENV_VAR = "SPARSE_TICKETS_CALIBRATION"
-_CALIBRATION_MODES = {"": "auto", "auto": "auto", "on": "auto", "1": "auto",
-                      "off": "off", "0": "off", "skip": "off"}
+CALIBRATION_ENV_VAR = settings.CALIBRATION
 # Bump when the measurement changes what it measures: older caches are then measured again.
-CALIBRATION_METHOD = 1
+# 2: the steps run the layers' ops and the masked Adam kernel directly.
+CALIBRATION_METHOD = 2
 
 # Without a measurement, by the CPU's instruction set (torch.backends.cpu.get_cpu_capability),
 # erring towards dense. AVX-512: `python -m benchmarks.threshold` (AMD EPYC, 2 threads) found
@@ -55,26 +51,12 @@ DERIVED = {"AVX512": {"linear": 0.5, "conv2d": 0.0}}
 NOT_MEASURED = {"linear": 0.0, "conv2d": 0.0}
 
 _obtained: dict[tuple, dict] = {}
-# measure(device_type, dtype) -> {"thresholds": {kind: density}, ...}; see measure_with.
-_measure: Optional[Callable[[str, torch.dtype], dict]] = None
-
-
-def measure_with(measure: Optional[Callable[[str, torch.dtype], dict]]) -> None:
-    """Set the function that measures the thresholds when no cache holds them. It trains
-    masked layers with a masked optimizer, which are built on this package, so it is handed in
-    from above (by ``sparse_tickets/__init__.py``) rather than imported here. None: nothing is
-    measured, the instruction-set rule applies."""
-    global _measure
-    _measure = measure
 
 
 def calibration_mode() -> str:
     """``auto`` (measure once, cache) or ``off`` (the instruction-set rule), from
     ``SPARSE_TICKETS_CALIBRATION``."""
-    raw = os.environ.get(CALIBRATION_ENV_VAR, "").strip().lower()
-    if raw not in _CALIBRATION_MODES:
-        raise ValueError(f"{CALIBRATION_ENV_VAR}={raw!r}; expected auto or off")
-    return _CALIBRATION_MODES[raw]
+    return settings.calibration()
 
 
 def machine_thresholds(device_type: str, dtype: torch.dtype = torch.float32) -> dict:
@@ -94,8 +76,6 @@ def derived(device_type: str) -> dict:
 
 def cache_directory(device_type: str) -> Optional[Path]:
     """The build directory of the extension serving ``device_type``'s compact kernels."""
-    from ..ops.native import extension  # late: ops imports the layers, which import this
-
     spec = {"cpu": extension.CPU, "cuda": extension.CUDA}.get(device_type)
     return None if spec is None else extension.build_directory(spec)
 
@@ -156,8 +136,7 @@ def read_cache(path: Path, key: dict) -> Optional[dict]:
 
 
 def _obtain(device_type: str, dtype: torch.dtype) -> dict:
-    measure = _measure
-    if calibration_mode() == "off" or measure is None:
+    if calibration_mode() == "off":
         return derived(device_type)
     directory = cache_directory(device_type)
     if directory is None:
@@ -165,7 +144,7 @@ def _obtain(device_type: str, dtype: torch.dtype) -> dict:
     try:
         return cached_or_measured(
             cache_path(directory, device_type, dtype), cache_key(directory, device_type, dtype),
-            lambda: measure(device_type, dtype))
+            lambda: calibration.measure_thresholds(device_type, dtype))
     except Exception as error:  # noqa: BLE001  (any failure: fall back to dense-leaning rule)
         print(f"sparse_tickets: measuring the compact-mode thresholds failed "
               f"({type(error).__name__}: {error}); using the instruction-set rule",

@@ -16,14 +16,16 @@ from typing import Optional
 
 import numpy as np
 
-CACHE_ENV_VAR = "SPARSE_TICKETS_CACHE"
+from .. import settings
+
+CACHE_ENV_VAR = settings.CACHE
 
 
 def cache_directory() -> Optional[Path]:
     """``$SPARSE_TICKETS_CACHE`` if set, else ``~/.cache/sparse_tickets``; None without a home."""
-    configured = os.environ.get(CACHE_ENV_VAR)
-    if configured:
-        return Path(configured).expanduser()
+    configured = settings.cache_directory()
+    if configured is not None:
+        return configured
     try:
         return Path.home() / ".cache" / "sparse_tickets"
     except RuntimeError:

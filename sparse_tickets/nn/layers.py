@@ -30,16 +30,15 @@ import torch
 from torch import nn
 
 from .. import functional
-from ..compact import CompactIndex, choice
-from ..compact.conv_plan import ConvPlan
-from ..compact.index import INDEX_FIELDS
-from ..compact.layer_thresholds import LayerSpec
+from ..compact import choice
+from ..compact.calibration import LayerSpec
+from ..formats import INDEX_FIELDS, CompactIndex, ConvPlan
 from . import owners
 from .mask import count_kept, full_mask_like, materialised_mask, validate_mask
 
 _INDEX_BUFFERS = tuple(f"compact_{field}" for field in INDEX_FIELDS)
 # The conv plan of an index made inside a compiled graph, which never reads it: the compiled
-# op chooses its variant when it runs (see sparse_tickets.compact.compiled).
+# op chooses its variant when it runs (see sparse_tickets.ops.compiled).
 _TRACED_PLAN = ConvPlan()
 
 
@@ -441,29 +440,22 @@ class MaskedConv2d(MaskedLayer, nn.Conv2d):
                                     ("padding_mode", self.padding_mode)), tuple(input_shape))
 
     def _compact_forward(self, x: torch.Tensor) -> torch.Tensor:
-        values, padding = self._parameters["values"], self.padding
-        if self.padding_mode != "zeros":
-            x = torch.nn.functional.pad(x, self._reversed_padding_repeated_twice,
-                                        mode=self.padding_mode)
-            padding = 0
-        return functional.compact_conv2d(x, values, self.compact_index, self.bias, self.stride,
-                                         padding, self.dilation, self.groups, self.conv_variant)
+        x, padding = functional.padded_by_mode(x, self)
+        return functional.compact_conv2d(x, self._parameters["values"], self.compact_index,
+                                         self.bias, self.stride, padding, self.dilation,
+                                         self.groups, self.conv_variant)
 
     def _conv_forward(self, x: torch.Tensor, weight: torch.Tensor, bias):
-        if self.padding_mode != "zeros":
-            # As nn.Conv2d does: pad by the mode first, then convolve without padding.
-            x = torch.nn.functional.pad(x, self._reversed_padding_repeated_twice,
-                                        mode=self.padding_mode)
-            return functional.masked_conv2d(x, weight, self.mask, bias, self.stride, 0,
-                                            self.dilation, self.groups)
-        return functional.masked_conv2d(x, weight, self.mask, bias, self.stride, self.padding,
+        x, padding = functional.padded_by_mode(x, self)
+        return functional.masked_conv2d(x, weight, self.mask, bias, self.stride, padding,
                                         self.dilation, self.groups)
 
     def _dense_like(self) -> nn.Conv2d:
         return nn.Conv2d(self.in_channels, self.out_channels, self.kernel_size,
                          stride=self.stride, padding=self.padding, dilation=self.dilation,
                          groups=self.groups, bias=self.bias is not None,
-                         padding_mode=self.padding_mode, device="meta", dtype=self.trainable_weight.dtype)
+                         padding_mode=self.padding_mode, device="meta",
+                         dtype=self.trainable_weight.dtype)
 
     @classmethod
     def from_dense(cls, module: nn.Conv2d, choose_mode: bool = True) -> "MaskedConv2d":

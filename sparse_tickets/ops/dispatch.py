@@ -16,14 +16,15 @@ such a backend cannot serve fall through to the next backend.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from typing import Iterable, Optional, Sequence
 
 import torch
 
-BACKEND_ENV_VAR = "SPARSE_TICKETS_BACKEND"
-OPT_IN_ENV_VAR = "SPARSE_TICKETS_OPT_IN"
+from .. import settings
+
+BACKEND_ENV_VAR = settings.BACKEND
+OPT_IN_ENV_VAR = settings.OPT_IN
 
 # Every op a backend may implement. An op name doubles as the method name on the backend.
 OPS = (
@@ -166,8 +167,7 @@ def registered_names() -> list[str]:
 
 def forced_backend_name() -> Optional[str]:
     """The backend named by ``SPARSE_TICKETS_BACKEND``, or None when it is unset or empty."""
-    name = os.environ.get(BACKEND_ENV_VAR, "").strip()
-    return name or None
+    return settings.backend()
 
 
 def opted_in_names() -> frozenset:
@@ -175,7 +175,7 @@ def opted_in_names() -> frozenset:
 
     Raises BackendError naming the backends one can opt in to when a name is not registered.
     """
-    names = _parse_names(os.environ.get(OPT_IN_ENV_VAR, ""))
+    names = _parse_names(settings.opt_in())
     if not names:
         return names
     unknown = sorted(names - set(registered_names()))
@@ -248,7 +248,7 @@ def backends() -> list[BackendStatus]:
     """Each registered backend, in priority order, with whether it can run here and why not."""
     rows = []
     # Not opted_in_names(): a report of the backends must not fail on a misspelt name.
-    opted_in = _parse_names(os.environ.get(OPT_IN_ENV_VAR, ""))
+    opted_in = _parse_names(settings.opt_in())
     for backend in _REGISTRY:
         reason = backend.unavailable_reason()
         rows.append(BackendStatus(

@@ -16,17 +16,17 @@ from __future__ import annotations
 
 import functools
 import importlib.util
-import os
 from typing import Optional, Sequence
 
 import torch
 
+from .. import settings
 from .dispatch import Backend
 
 
 def interpreter_enabled() -> bool:
     """Whether ``TRITON_INTERPRET`` asks triton to run kernels on the CPU (read at call time)."""
-    return os.environ.get("TRITON_INTERPRET", "0").strip().lower() in ("1", "true", "yes", "on")
+    return settings.triton_interpret()
 
 
 class TritonBackend(Backend):

@@ -5,9 +5,8 @@ import pytest
 import torch
 
 import sparse_tickets as st
-from sparse_tickets.compact import layer_thresholds, thresholds
-from sparse_tickets.compact.layer_thresholds import LayerSpec
-from sparse_tickets.nn import calibration
+from sparse_tickets.compact import calibration, layer_thresholds, thresholds
+from sparse_tickets.compact.calibration import LayerSpec
 from sparse_tickets.ops.native import extension
 
 
@@ -41,7 +40,7 @@ def _trained_once(layer, x):
 
 def test_a_layer_seen_training_runs_by_its_own_threshold(calibrating, monkeypatch):
     measure = LayerMeasurements(0.3)
-    monkeypatch.setattr(layer_thresholds, "_measure", measure)
+    monkeypatch.setattr(calibration, "measure_layer_threshold", measure)
     layer = _trained_once(st.MaskedLinear(50, 40), torch.randn(7, 3, 50))
     layer.set_mode("auto")
     mask = torch.zeros(40, 50, dtype=torch.bool)
@@ -63,7 +62,7 @@ def test_a_layer_seen_training_runs_by_its_own_threshold(calibrating, monkeypatc
 def test_the_measurement_is_cached_beside_the_build_and_read_by_the_next_process(
         calibrating, monkeypatch, capsys):
     measure = LayerMeasurements(0.2)
-    monkeypatch.setattr(layer_thresholds, "_measure", measure)
+    monkeypatch.setattr(calibration, "measure_layer_threshold", measure)
     spec = LayerSpec("conv2d", (("in_channels", 3), ("out_channels", 4)), (2, 3, 5, 5))
     assert layer_thresholds.layer_threshold(spec, "cpu", torch.float32) == 0.2
     assert layer_thresholds.layer_threshold(spec, "cpu", torch.float32) == 0.2
@@ -83,7 +82,7 @@ def test_the_measurement_is_cached_beside_the_build_and_read_by_the_next_process
 def test_without_calibration_or_a_training_input_the_kind_wide_rule_applies(calibrating,
                                                                               monkeypatch):
     measure = LayerMeasurements(1.0)
-    monkeypatch.setattr(layer_thresholds, "_measure", measure)
+    monkeypatch.setattr(calibration, "measure_layer_threshold", measure)
     layer = st.MaskedLinear(20, 10)  # no forward seen yet
     layer.set_mode("auto")
     layer.set_mask(torch.rand(10, 20) < 0.5)
@@ -99,7 +98,7 @@ def test_a_failed_measurement_falls_back_and_says_so(calibrating, monkeypatch, c
     def broken(spec, device_type, dtype):
         raise RuntimeError("out of luck")
 
-    monkeypatch.setattr(layer_thresholds, "_measure", broken)
+    monkeypatch.setattr(calibration, "measure_layer_threshold", broken)
     spec = LayerSpec("linear", (("in_features", 3), ("out_features", 2)), (1, 3))
     assert layer_thresholds.layer_threshold(spec, "cpu", torch.float32) is None
     assert "failed (RuntimeError: out of luck); using the kind-wide threshold" in (

@@ -7,8 +7,7 @@ import pytest
 import torch
 
 from sparse_tickets import files
-from sparse_tickets.compact import thresholds
-from sparse_tickets.nn import calibration
+from sparse_tickets.compact import calibration, thresholds
 from sparse_tickets.ops.native import extension
 
 TINY = {"linear": ((4, 12, 8),), "conv2d": ((2, 3, 4, 5),)}
@@ -173,13 +172,18 @@ def test_without_calibration_nothing_is_measured_or_cached(this_process, monkeyp
     assert list(this_process.iterdir()) == []
 
 
-def test_the_package_hands_its_calibration_to_the_thresholds_and_none_measures_nothing(
-        this_process, monkeypatch, capsys):
-    assert thresholds._measure is calibration.measure_thresholds
-    monkeypatch.setattr(thresholds, "_measure", None)
-    assert thresholds.machine_thresholds("cpu") == thresholds.derived("cpu")
-    assert capsys.readouterr().err == ""
-    assert list(this_process.iterdir()) == []
+def test_a_process_measures_with_the_calibration_for_its_device_and_dtype(this_process,
+                                                                         monkeypatch):
+    asked = []
+
+    def measure(device_type, dtype):
+        asked.append((device_type, dtype))
+        return {"thresholds": {"linear": 0.35, "conv2d": 0.05}, "rows": [], "seconds": 0.0}
+
+    monkeypatch.setattr(calibration, "measure_thresholds", measure)
+    assert thresholds.machine_thresholds("cpu", torch.float64) == {"linear": 0.35,
+                                                                   "conv2d": 0.05}
+    assert asked == [("cpu", torch.float64)]
 
 
 def test_the_instruction_set_rule_leans_dense():

@@ -143,15 +143,16 @@ def test_occupancy_cache_is_reused_then_rebuilt_after_an_in_place_change(monkeyp
     _assert_matches_reference(monkeypatch, x, weight, mask, bias, 1e-5, 1e-5)
 
 
-def test_occupancy_cache_does_not_trust_a_reused_address():
+def test_occupancy_cache_keeps_one_table_per_block_shape_and_drops_them_with_the_mask():
     occupancy.clear_occupancy_cache()
     mask = torch.ones(4, 4, dtype=torch.bool)
-    occupancy.cached_block_occupancy(mask, 2, 2)
-    other = torch.zeros(4, 4, dtype=torch.bool)  # a different tensor under the same key
-    key = next(iter(occupancy._CACHE))
-    owner, version, table = occupancy._CACHE.pop(key)
-    occupancy._CACHE[(other.data_ptr(),) + key[1:]] = (owner, other._version, table)
-    assert not occupancy.cached_block_occupancy(other, 2, 2).any()
+    by_two = occupancy.cached_block_occupancy(mask, 2, 2)
+    by_four = occupancy.cached_block_occupancy(mask, 4, 4)
+    assert by_two.shape == (2, 2) and by_four.shape == (1, 1)
+    assert occupancy.cached_block_occupancy(mask, 2, 2) is by_two
+    assert len(occupancy._CACHE) == 2
+    del mask
+    assert len(occupancy._CACHE) == 0
 
 
 def test_launchers_reject_bad_operands_in_one_line(kernel_device):

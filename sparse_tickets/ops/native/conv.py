@@ -16,6 +16,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from ...conv_geometry import output_shape
+
 DIRECT_VARIANTS = ("batch", "width")
 
 
@@ -70,8 +72,7 @@ def im2col_backward(linear_backward, grad_y, x, index, values, has_bias, needs_g
 
 
 def _out_size(x, index, stride, padding, dilation):
-    return tuple((size + 2 * p - d * (k - 1) - 1) // s + 1 for size, k, s, p, d in zip(
-        x.shape[2:], index.shape[2:], stride, padding, dilation))
+    return output_shape(x.shape[2:], index.shape[2:], stride, padding, dilation)
 
 
 def _check_ungrouped(groups):

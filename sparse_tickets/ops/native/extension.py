@@ -47,7 +47,7 @@ import torch
 
 import sparse_tickets.kernels
 
-from ... import files
+from ... import files, settings
 from . import build
 from . import library  # noqa: F401  (defines the op schemas the extensions implement)
 
@@ -58,8 +58,6 @@ SOURCE_ROOT = Path(sparse_tickets.kernels.__file__).resolve().parent / "csrc"
 _ISA_FLAG_PREFIXES = ("sse", "ssse", "avx", "fma", "f16c", "bmi", "amx", "popcnt", "lzcnt",
                       "movbe", "vnni", "neon", "asimd", "sve", "fp16", "bf16")
 
-_MODES = {"auto": "auto", "": "auto", "skip": "skip", "0": "skip", "off": "skip",
-          "force": "force", "1": "force", "on": "force"}
 
 
 @dataclass(frozen=True)
@@ -74,10 +72,10 @@ class ExtensionSpec:
         return [self.source_root / source for source in self.sources]
 
 
-CPU = ExtensionSpec("cpu", "SPARSE_TICKETS_CPU_EXTENSION",
+CPU = ExtensionSpec("cpu", settings.CPU_EXTENSION,
                     ("cpu/compact_ops.cpp", "cpu/sparse_conv.cpp",
                      "cpu/compact_autograd.cpp"))
-CUDA = ExtensionSpec("cuda", "SPARSE_TICKETS_CUDA_EXTENSION",
+CUDA = ExtensionSpec("cuda", settings.CUDA_EXTENSION,
                      ("cuda/compact_kernels.cu", "cuda/compact_cuda.cpp"))
 
 
@@ -94,10 +92,7 @@ RETRY_COMMAND = "sparse-tickets build"
 
 def mode(spec: ExtensionSpec) -> str:
     """``auto``, ``skip`` or ``force``, from the spec's environment variable."""
-    raw = os.environ.get(spec.env_var, "auto").strip().lower()
-    if raw not in _MODES:
-        raise ValueError(f"{spec.env_var}={raw!r}; expected one of auto, skip (0), force (1)")
-    return _MODES[raw]
+    return settings.extension(spec.env_var)
 
 
 def unavailable_reason(spec: ExtensionSpec, *, retry: bool = False) -> Optional[str]:

@@ -55,6 +55,8 @@ from __future__ import annotations
 
 import torch
 
+from ...conv_geometry import output_shape
+
 NAMESPACE = "sparse_tickets"
 
 SCHEMAS = {
@@ -109,9 +111,7 @@ def _sddmm_fake(grad_out, x, row_ptr, col_idx):
 @torch.library.register_fake(f"{NAMESPACE}::sparse_conv2d")
 def _sparse_conv2d_fake(x, row_ptr, col_idx, values, bias, kernel_size, stride, padding,
                         dilation, groups, variant):
-    height, width = (
-        (size + 2 * pad - dil * (k - 1) - 1) // s + 1
-        for size, k, s, pad, dil in zip(x.shape[2:], kernel_size, stride, padding, dilation))
+    height, width = output_shape(x.shape[2:], kernel_size, stride, padding, dilation)
     return x.new_empty((x.shape[0], row_ptr.shape[0] - 1, height, width))
 
 

@@ -11,7 +11,7 @@ from typing import Optional
 import torch
 import torch.nn.functional as F
 
-from ...compact import CompactIndex
+from ...formats import CompactIndex
 
 
 def compact_linear_forward(x: torch.Tensor, index: CompactIndex, values: torch.Tensor,

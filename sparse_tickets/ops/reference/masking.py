@@ -6,18 +6,19 @@ branch per element, which on CPU is several times slower on a random mask than o
 An AND of the bit patterns with all-ones (kept) or all-zeros (pruned) is exact and vectorises.
 
 A layer's mask changes once per pruning level but is read at every call, so what is derived
-from it (whether it keeps everything, its AND pattern) is cached per mask tensor and version
-(:func:`mask_facts`): an in-place change of the mask bumps its version and is seen at the next
-call.
+from it (whether it keeps everything, its AND pattern) is cached per mask tensor, storage and
+version (:func:`mask_facts`, a :class:`~sparse_tickets.tensor_cache.TensorCache`): an in-place
+change of the mask bumps its version and is seen at the next call.
 """
 
 from __future__ import annotations
 
-import weakref
 from typing import NamedTuple, Optional
 
 import torch
 from torch.autograd.function import once_differentiable
+
+from ...tensor_cache import TensorCache, versions_of
 
 # Each float dtype viewed as the integer of its width, for the bitwise AND.
 _SAME_WIDTH_INT = {torch.float64: torch.int64, torch.float32: torch.int32,
@@ -28,31 +29,20 @@ class MaskFacts(NamedTuple):
     """What a mask's version implies: ``full`` (it keeps every entry) and the AND patterns
     made of it so far, by integer dtype."""
 
-    version: int
     full: bool
     keep_bits: dict
 
 
-# id(mask) -> (weak reference to the mask, its MaskFacts); an entry dies with its mask.
-_FACTS: dict = {}
+# (mask,) -> its MaskFacts; an entry dies with its mask.
+_FACTS = TensorCache()
 
 
 def mask_facts(mask: torch.Tensor) -> Optional[MaskFacts]:
     """The cached facts of ``mask`` at its current version, or None where a mask has no
     version to key them on (inside a compiled graph, an inference tensor, the meta device)."""
-    if torch.compiler.is_compiling() or mask.is_meta or mask.is_inference():
+    if torch.compiler.is_compiling() or mask.is_meta or versions_of((mask,)) is None:
         return None
-    try:
-        version = mask._version
-    except RuntimeError:  # a tensor of a transform (vmap, functionalization) has none
-        return None
-    key = id(mask)
-    entry = _FACTS.get(key)
-    if entry is not None and entry[0]() is mask and entry[1].version == version:
-        return entry[1]
-    facts = MaskFacts(version, bool(mask.all()), {})
-    _FACTS[key] = (weakref.ref(mask, lambda _, key=key: _FACTS.pop(key, None)), facts)
-    return facts
+    return _FACTS.get((mask,), lambda: MaskFacts(bool(mask.all()), {}))
 
 
 def is_full(mask: torch.Tensor) -> bool:

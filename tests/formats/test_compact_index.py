@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from sparse_tickets.compact import CompactIndex
+from sparse_tickets.formats import CompactIndex
 
 SHAPES = [(1, 1), (7, 13), (13, 1), (1, 17), (5, 3, 3, 2)]
 

@@ -1,10 +1,11 @@
-"""The compact linear and conv2d custom ops that compiled graphs call (compact.compiled)."""
+"""The compact linear and conv2d custom ops that compiled graphs call (ops.compiled)."""
 
 import pytest
 import torch
 
 from sparse_tickets import functional
-from sparse_tickets.compact import CompactIndex, compiled
+from sparse_tickets.formats import CompactIndex
+from sparse_tickets.ops import compiled
 
 
 def compact_weight(shape, dtype, density=0.4):

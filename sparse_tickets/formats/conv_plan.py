@@ -22,7 +22,7 @@ by 1.1-2x). So:
 
 The rule is applied once per layer and input shape, at the first call with that shape after a
 mask change, never again: the choice is recorded in the :class:`ConvPlan` that the layer's
-:class:`~sparse_tickets.compact.CompactIndex` carries (``index.conv_plan.choices``), so a level
+:class:`~.compact_index.CompactIndex` carries (``index.conv_plan.choices``), so a level
 trains with one kernel from its first step to its last, and what was chosen can be read back.
 """
 
@@ -35,6 +35,8 @@ from pathlib import Path
 from typing import Optional
 
 import torch
+
+from ..conv_geometry import output_size
 
 VARIANTS = ("batch", "width", "im2col")
 
@@ -70,7 +72,7 @@ def choose_variant(x_shape: tuple, kernel: tuple, stride: tuple, padding: tuple,
         return "im2col"
     batch, _, _, width = x_shape
     lanes = simd_lanes(dtype)
-    out_width = (width + 2 * padding[1] - dilation[1] * (kernel[1] - 1) - 1) // stride[1] + 1
+    out_width = output_size(width, kernel[1], stride[1], padding[1], dilation[1])
     batch_filled = batch / _round_up(max(batch, 1), lanes)
     width_filled = out_width / _round_up(max(out_width, 1), lanes)
     if width_filled >= batch_filled and out_width >= 2 * lanes:

@@ -8,7 +8,7 @@ build checks) never runs inside the compiled region and ``fullgraph=True`` holds
 are those of the eager path: the same backend kernels on the same inputs.
 
 The index travels as its five tensors plus the weight's shape (see
-:class:`~sparse_tickets.compact.CompactIndex`); the conv op runs the backend's compact conv2d
+:class:`~sparse_tickets.formats.CompactIndex`); the conv op runs the backend's compact conv2d
 (the direct sparse convolution on the CPU), any groups, with its variant.
 """
 
@@ -19,8 +19,10 @@ from typing import Optional, Sequence
 import torch
 from torch import Tensor
 
-from .conv_plan import choose_variant
-from .index import CompactIndex
+from ..conv_geometry import output_shape
+from ..formats import CompactIndex
+from ..formats.conv_plan import choose_variant
+from .dispatch import select
 
 NAMESPACE = "sparse_tickets_compiled"
 
@@ -106,8 +108,7 @@ def _compact_conv2d(x: Tensor, values: Tensor, bias: Optional[Tensor], row_ptr: 
 @_compact_conv2d.register_fake
 def _compact_conv2d_fake(x, values, bias, row_ptr, col_idx, t_row_ptr, t_col_idx,
                          t_value_index, shape, stride, padding, dilation, groups, variant):
-    out = [(size + 2 * p - d * (k - 1) - 1) // s + 1 for size, k, s, p, d in zip(
-        x.shape[2:], shape[2:], stride, padding, dilation)]
+    out = output_shape(x.shape[2:], shape[2:], stride, padding, dilation)
     return x.new_empty((x.shape[0], shape[0], *out))
 
 
@@ -161,21 +162,19 @@ def compact_conv2d(x: Tensor, values: Tensor, index: CompactIndex, bias: Optiona
                    variant: Optional[str]) -> Tensor:
     """:func:`sparse_tickets.functional.compact_conv2d` (4-D ``x``, pair geometry, padding
     resolved) through the custom op. The variant (None: the rule of
-    :mod:`~sparse_tickets.compact.conv_plan`) is chosen when the op runs, as in eager mode."""
+    :mod:`~sparse_tickets.formats.conv_plan`) is chosen when the op runs, as in eager mode."""
     return _compact_conv2d(x, values, bias, *index.tensors().values(), list(index.shape),
                            list(stride), list(padding), list(dilation), groups,
                            variant or "auto")
 
 
 def _backend(x: Tensor, values: Tensor, bias: Optional[Tensor]):
-    from .. import ops  # late: ops imports the functional layer, which imports this package
-
-    return ops.select("compact_linear", (x, values, bias))
+    return select("compact_linear", (x, values, bias))
 
 
 class _ConvBackend:
     """The selected backend's compact conv2d, with the variant ``"auto"`` resolved by the
-    rule of :mod:`~sparse_tickets.compact.conv_plan` (the same choice eager mode records)."""
+    rule of :mod:`~sparse_tickets.formats.conv_plan` (the same choice eager mode records)."""
 
     def __init__(self, backend) -> None:
         self.backend = backend
@@ -202,6 +201,4 @@ class _ConvBackend:
 
 
 def _conv_backend(x: Tensor, values: Tensor, bias: Optional[Tensor]) -> _ConvBackend:
-    from .. import ops  # late, as above
-
-    return _ConvBackend(ops.select("compact_conv2d", (x, values, bias)))
+    return _ConvBackend(select("compact_conv2d", (x, values, bias)))

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from sparse_tickets.nn import calibration
+from sparse_tickets.compact import calibration
 from sparse_tickets.ops.native import extension
 
 TINY = {"linear": ((4, 12, 8), (3, 5, 7)), "conv2d": ((2, 3, 4, 5),)}

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from sparse_tickets.compact import CompactIndex, conv_plan
+from sparse_tickets.formats import CompactIndex, conv_plan
 
 GEOMETRY = dict(kernel=(3, 3), stride=(1, 1), padding=(1, 1), dilation=(1, 1))
 

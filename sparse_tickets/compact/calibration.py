@@ -1,16 +1,23 @@
 """Measuring, on the machine the run is on, the density below which compact mode trains faster.
 
 The unit is one training step of a single masked layer (forward, the input and weight
-gradients, a MaskedAdam step), timed in dense mode and in compact mode on the same data. The two
-modes' steps are interleaved, one of each per pair, and a point's speedup is the median of the
-pairs' dense/compact ratios: load that comes and goes on a shared machine hits both modes of a
-pair alike, and a stray slow step moves the median little.
+gradients, an Adam step), timed in dense mode and in compact mode on the same data. A step runs
+the ops a masked layer runs in that mode (:func:`~sparse_tickets.functional.masked_linear` on
+the dense weight and its mask, :func:`~sparse_tickets.functional.compact_linear` on the kept
+values and their index; the conv2d likewise) and the fused masked Adam step of the backend
+:class:`~sparse_tickets.optim.MaskedAdam` selects, on the tensors that optimizer would step: the
+kernels are the layer's and the optimizer's, while the measurement stays below the layers it
+serves (:mod:`.choice` asks for it at a layer's mask change). The two modes' steps are
+interleaved, one of each per pair, and a point's speedup is the median of the pairs'
+dense/compact ratios: load that comes and goes on a shared machine hits both modes of a pair
+alike, and a stray slow step moves the median little.
 
 :func:`measure_thresholds` is the short calibration behind ``auto`` (a few seconds, see
-:mod:`sparse_tickets.compact.thresholds`, which the package hands this function to): a couple of small layer shapes per kind, densities from the lowest up,
+:mod:`.thresholds`): a couple of small layer shapes per kind, densities from the lowest up,
 stopping at the first density where compact does not win on every shape, because the
 threshold is the highest density at and below which it wins everywhere. Compact must win by
 ``MARGIN``: a tie, or noise that looks like a small win, leaves the layer dense.
+:func:`measure_layer_threshold` measures one layer's own shape (see :mod:`.layer_thresholds`).
 ``python -m benchmarks.threshold`` runs the same steps over every density and larger shapes.
 """
 
@@ -19,16 +26,35 @@ from __future__ import annotations
 import contextlib
 import statistics
 import time
+from dataclasses import dataclass
 from typing import Callable, Iterable, Optional, Sequence
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 
-from ..compact.choice import default_mode_set_to
-from ..compact.layer_thresholds import LayerSpec
-from ..compact.thresholds import KINDS
-from ..optim import MaskedAdam
-from .layers import MaskedConv2d, MaskedLinear
+from .. import functional, ops
+from ..formats import CompactIndex
+
+# The kinds of layer a threshold is kept for.
+KINDS = ("linear", "conv2d")
+
+
+@dataclass(frozen=True)
+class LayerSpec:
+    """What a layer's step costs depend on: its kind ("linear" or "conv2d"), its constructor's
+    arguments (``(name, value)`` pairs, those of ``nn.Linear`` / ``nn.Conv2d``) and the shape
+    of its training input."""
+
+    kind: str
+    arguments: tuple
+    input_shape: tuple
+
+    @property
+    def key(self) -> str:
+        arguments = ", ".join(f"{name}={value}" for name, value in self.arguments)
+        return f"{self.kind}({arguments}) input {list(self.input_shape)}"
+
 
 # (batch, in_features, out_features): LeNet-300-100's hidden layers at the paper's batch; the
 # smaller one is where per-call overhead weighs most, so the threshold errs towards dense.
@@ -52,36 +78,118 @@ def training_step(kind: str, shape: Sequence[int], density: float, mode: str,
     """One training step of a masked ``kind`` layer of ``shape`` at ``density`` in ``mode``
     (``"dense"`` or ``"compact"``), as a function to call; the same ``seed`` gives the same
     layer, mask and data in either mode."""
-    generator = torch.Generator().manual_seed(seed)
+    return layer_training_step(stand_in(kind, shape), density, mode, device, dtype, seed)
+
+
+def stand_in(kind: str, shape: Sequence[int]) -> LayerSpec:
+    """The layer a kind-wide ``shape`` of :data:`SHAPES` stands for: ``(batch, in_features,
+    out_features)`` for a linear, ``(batch, in_channels, out_channels, image side)`` for a 3x3
+    conv2d with padding 1."""
     if kind == "linear":
         batch, fan_in, fan_out = shape
-        layer = MaskedLinear(fan_in, fan_out)
-        x = torch.randn(batch, fan_in, generator=generator)
-    elif kind == "conv2d":
+        return LayerSpec(kind, (("in_features", fan_in), ("out_features", fan_out)),
+                         (batch, fan_in))
+    if kind == "conv2d":
         batch, channels_in, channels_out, side = shape
-        layer = MaskedConv2d(channels_in, channels_out, 3, padding=1)
-        x = torch.randn(batch, channels_in, side, side, generator=generator)
+        return LayerSpec(kind, (("in_channels", channels_in), ("out_channels", channels_out),
+                                ("kernel_size", 3), ("padding", 1)),
+                         (batch, channels_in, side, side))
+    raise ValueError(f"layer kind {kind!r} is not one of {', '.join(KINDS)}")
+
+
+_GEOMETRIES = {"linear": nn.Linear, "conv2d": nn.Conv2d}
+
+
+def layer_training_step(spec: LayerSpec, density: float, mode: str, device: str = "cpu",
+                        dtype: torch.dtype = torch.float32,
+                        seed: int = 0) -> Callable[[], None]:
+    """One training step of a layer as ``spec`` describes it (its kind, geometry and input
+    shape) at ``density`` in ``mode`` (``"dense"`` or ``"compact"``), as a function to call;
+    the same ``seed`` gives the same weights, mask and data in either mode."""
+    if spec.kind not in _GEOMETRIES:
+        raise ValueError(f"layer kind {spec.kind!r} is not one of {', '.join(KINDS)}")
+    # The torch layer of the spec's arguments, on meta: its shapes and geometry, no storage.
+    geometry = _GEOMETRIES[spec.kind](**dict(spec.arguments), device="meta")
+    generator = torch.Generator().manual_seed(seed)
+
+    def tensor(shape) -> torch.Tensor:
+        return torch.randn(shape, generator=generator).to(device=device, dtype=dtype)
+
+    weight = tensor(geometry.weight.shape)
+    mask = (torch.rand(weight.shape, generator=generator) < density).to(device)
+    bias = None if geometry.bias is None else nn.Parameter(tensor(geometry.bias.shape))
+    x = tensor(spec.input_shape)
+    if mode == "compact":
+        index = CompactIndex.from_mask(mask)
+        trained = nn.Parameter(index.gather(weight))
+        forward = _compact_forward(geometry, trained, index, bias)
+        masks = [None, None]  # the values are all kept weights
+    elif mode == "dense":
+        trained = nn.Parameter(weight.masked_fill(~mask, 0.0))
+        forward = _dense_forward(geometry, trained, mask, bias)
+        masks = [mask, None]
     else:
-        raise ValueError(f"layer kind {kind!r} is not one of {', '.join(KINDS)}")
-    return _step_of(layer, x, density, mode, device, dtype, generator)
-
-
-def _step_of(layer, x: torch.Tensor, density: float, mode: str, device: str,
-             dtype: torch.dtype, generator: torch.Generator) -> Callable[[], None]:
-    layer = layer.to(device=device, dtype=dtype)
-    layer.set_mask((torch.rand(layer.mask.shape, generator=generator) < density).to(device))
-    layer.set_mode(mode)
-    optimizer = MaskedAdam(layer.parameters(), lr=1e-3, masks=layer)
-    x = x.to(device=device, dtype=dtype)
+        raise ValueError(f"mode {mode!r} is not one of dense, compact")
+    parameters = [trained] if bias is None else [trained, bias]
+    adam = _AdamStep(parameters, masks[:len(parameters)])
     with torch.no_grad():
-        target = torch.randn(layer(x).shape, generator=generator).to(device=device, dtype=dtype)
+        target = tensor(forward(x).shape)
 
     def step() -> None:
-        optimizer.zero_grad(set_to_none=True)
-        F.mse_loss(layer(x), target).backward()
-        optimizer.step()
+        for parameter in parameters:
+            parameter.grad = None
+        F.mse_loss(forward(x), target).backward()
+        adam.step()
 
     return step
+
+
+def _dense_forward(geometry: nn.Module, weight, mask, bias) -> Callable:
+    # What MaskedLinear / MaskedConv2d run in dense mode.
+    if isinstance(geometry, nn.Linear):
+        return lambda x: functional.masked_linear(x, weight, mask, bias)
+
+    def forward(x):
+        x, padding = functional.padded_by_mode(x, geometry)
+        return functional.masked_conv2d(x, weight, mask, bias, geometry.stride, padding,
+                                        geometry.dilation, geometry.groups)
+
+    return forward
+
+
+def _compact_forward(geometry: nn.Module, values, index, bias) -> Callable:
+    # What MaskedLinear / MaskedConv2d run in compact mode (the conv's variant by its rule).
+    if isinstance(geometry, nn.Linear):
+        return lambda x: functional.compact_linear(x, values, index, bias)
+
+    def forward(x):
+        x, padding = functional.padded_by_mode(x, geometry)
+        return functional.compact_conv2d(x, values, index, bias, geometry.stride, padding,
+                                         geometry.dilation, geometry.groups)
+
+    return forward
+
+
+class _AdamStep:
+    """The step :class:`~sparse_tickets.optim.MaskedAdam` takes with its defaults on
+    ``parameters`` (each with its mask, None for an unmasked one): the same backend, selected
+    at each step, and the same fused kernel on the same state tensors."""
+
+    def __init__(self, parameters: list, masks: list) -> None:
+        self.parameters, self.masks = parameters, masks
+        self.exp_avgs = [torch.zeros_like(p) for p in parameters]
+        self.exp_avg_sqs = [torch.zeros_like(p) for p in parameters]
+        self.steps = [torch.tensor(0.0) for _ in parameters]
+
+    @torch.no_grad()
+    def step(self) -> None:
+        grads = [p.grad for p in self.parameters]
+        backend = ops.select("masked_adam_step", [*self.parameters, *grads, *self.masks,
+                                                  *self.exp_avgs, *self.exp_avg_sqs])
+        backend.masked_adam_step(
+            self.parameters, grads, self.masks, self.exp_avgs, self.exp_avg_sqs, [],
+            self.steps, amsgrad=False, beta1=0.9, beta2=0.999, lr=1e-3, weight_decay=0.0,
+            eps=1e-8, maximize=False, decoupled_weight_decay=False)
 
 
 def interleaved_times(steps: dict[str, Callable[[], None]], repeats: int,
@@ -170,18 +278,6 @@ def measure_thresholds(device: str = "cpu", dtype: torch.dtype = torch.float32,
 
 # A layer's own scan (layer_thresholds): finer steps, since its threshold is used as it is.
 LAYER_DENSITIES = (0.02, 0.05, 0.1, 0.2, 0.35, 0.5, 0.7, 1.0)
-_LAYER_CLASSES = {"linear": MaskedLinear, "conv2d": MaskedConv2d}
-
-
-def layer_training_step(spec: LayerSpec, density: float, mode: str, device: str = "cpu",
-                        dtype: torch.dtype = torch.float32,
-                        seed: int = 0) -> Callable[[], None]:
-    """One training step of a layer as ``spec`` describes it (its class, geometry and input
-    shape) at ``density`` in ``mode``."""
-    generator = torch.Generator().manual_seed(seed)
-    layer = _LAYER_CLASSES[spec.kind](**dict(spec.arguments))
-    x = torch.randn(spec.input_shape, generator=generator)
-    return _step_of(layer, x, density, mode, device, dtype, generator)
 
 
 # Halvings of the gap between the last winning and the first losing density of the scan.
@@ -229,13 +325,9 @@ def measure_layer_threshold(spec: LayerSpec, device_type: str = "cpu",
 @contextlib.contextmanager
 def measuring(device: str):
     """Whatever context a mask change happens in (no_grad, inference mode, autocast, a seeded
-    run, a default mode of "auto"), the measurement trains normally and leaves the caller's
-    random streams untouched. The layers it builds follow the default mode "dense" until they
-    are set to the mode they time: under "auto" their own mask changes would ask for the
-    thresholds being measured, and wait on this measurement forever."""
+    run), the measurement trains normally and leaves the caller's random streams untouched."""
     device_type = torch.device(device).type
     devices = [torch.cuda.current_device()] if device_type == "cuda" else []
     with torch.random.fork_rng(devices=devices), torch.inference_mode(False), \
-            torch.enable_grad(), torch.autocast(device_type, enabled=False), \
-            default_mode_set_to("dense"):
+            torch.enable_grad(), torch.autocast(device_type, enabled=False):
         yield
