@@ -182,7 +182,7 @@ def compact_linear(x: torch.Tensor, values: torch.Tensor, index: CompactIndex,
     with _autocast_off(x):
         if backend.compact_linear_autograd is not None:
             x2d = x.reshape(math.prod(x.shape[:-1]), x.shape[-1])
-            y = backend.compact_linear_autograd(x2d, index, values, bias)
+            y = backend.compact_linear_autograd(x2d, values, index, bias)
             return y.reshape(*x.shape[:-1], index.rows)
         return CompactLinearFunction.apply(x, values, index, bias, backend)
 
@@ -251,7 +251,7 @@ class CompactLinearFunction(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, values, index, bias, backend):
         x2d = x.reshape(math.prod(x.shape[:-1]), x.shape[-1])
-        y = backend.compact_linear_forward(x2d, index, values, bias)
+        y = backend.compact_linear_forward(x2d, values, index, bias)
         ctx.backend, ctx.index, ctx.has_bias = backend, index, bias is not None
         ctx.save_for_backward(x2d, values)
         return y.reshape(*x.shape[:-1], index.rows)
@@ -262,7 +262,7 @@ class CompactLinearFunction(torch.autograd.Function):
         x2d, values = ctx.saved_tensors
         needs_x, needs_values, _, needs_bias = ctx.needs_input_grad[:4]
         grad_x, grad_values, grad_bias = ctx.backend.compact_linear_backward(
-            grad_y.reshape(x2d.shape[0], ctx.index.rows), x2d, ctx.index, values, ctx.has_bias,
+            grad_y.reshape(x2d.shape[0], ctx.index.rows), x2d, values, ctx.index, ctx.has_bias,
             (needs_x, needs_values, needs_bias))
         if grad_x is not None:
             grad_x = grad_x.reshape(*grad_y.shape[:-1], ctx.index.cols)
@@ -279,7 +279,7 @@ class CompactConv2dFunction(torch.autograd.Function):
             variant = index.conv_plan.variant(tuple(x.shape), index.shape[2:], stride, padding,
                                               dilation, groups, x.dtype, x.device.type)
         geometry = (stride, padding, dilation, groups, variant)
-        y = backend.compact_conv2d_forward(x, index, values, bias, *geometry)
+        y = backend.compact_conv2d_forward(x, values, index, bias, *geometry)
         ctx.backend, ctx.index, ctx.has_bias = backend, index, bias is not None
         ctx.geometry = geometry
         ctx.save_for_backward(x, values)
@@ -291,7 +291,7 @@ class CompactConv2dFunction(torch.autograd.Function):
         x, values = ctx.saved_tensors
         needs_x, needs_values, _, needs_bias = ctx.needs_input_grad[:4]
         grad_x, grad_values, grad_bias = ctx.backend.compact_conv2d_backward(
-            grad_y, x, ctx.index, values, ctx.has_bias, (needs_x, needs_values, needs_bias),
+            grad_y, x, values, ctx.index, ctx.has_bias, (needs_x, needs_values, needs_bias),
             *ctx.geometry)
         return grad_x, grad_values, None, grad_bias, None, None, None, None, None
 

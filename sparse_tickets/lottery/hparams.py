@@ -23,7 +23,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Optional
 
-from ..pruning import AT_INIT_METHODS, STRATEGIES, parse_nm
+from ..pruning import AT_INIT_METHODS, CRITERIA, STRATEGIES, get_criterion, parse_nm
 
 
 class HparamsError(ValueError):
@@ -32,6 +32,24 @@ class HparamsError(ValueError):
 
 def _help(text: str, **extra) -> dict:
     return {"help": text, **extra}
+
+
+def _listed(names, last: str = "or") -> str:
+    """``a, b or c``: names as a sentence lists them."""
+    names = list(names)
+    return f"{', '.join(names[:-1])} {last} {names[-1]}" if len(names) > 1 else "".join(names)
+
+
+def _strategy_help() -> str:
+    # From the registered criteria, so a criterion the library adds is offered here at once.
+    return (f"which weights to prune: {_listed(STRATEGIES)} (each level, from the trained "
+            f"weights); or {_listed(AT_INIT_METHODS)} (pruning at initialisation: with "
+            f"--one-shot-density, from the weights the pruned level starts from)")
+
+
+def _score_batches_help() -> str:
+    scorers = [name for name, criterion in CRITERIA.items() if criterion.needs_batches]
+    return f"training batches of --batch-size examples that {_listed(scorers, 'and')} score with"
 
 
 @dataclass(frozen=True)
@@ -71,10 +89,7 @@ class Hparams:
     levels: int = field(default=10, metadata=_help("pruning levels after the dense level 0"))
     scope: str = field(default="layerwise", metadata=_help(
         "layerwise (each layer at its own rate) or global (one threshold across layers)"))
-    strategy: str = field(default="magnitude", metadata=_help(
-        "which weights to prune: magnitude or random (each level, from the trained weights); "
-        "or snip, grasp or synflow (pruning at initialisation: with --one-shot-density, from "
-        "the weights the pruned level starts from)"))
+    strategy: str = field(default="magnitude", metadata=_help(_strategy_help()))
     conv_fraction: float = field(default=0.0, metadata=_help(
         "fraction of each conv layer's remaining weights pruned per level (0: not pruned)"))
     fc_fraction: float = field(default=0.2, metadata=_help(
@@ -88,8 +103,7 @@ class Hparams:
         "N:M structure, e.g. 2:4: at most N kept of every M consecutive weights along each "
         "layer's input dimension, tightening level by level as density falls (see "
         "sparse_tickets.pruning.nm); empty for unstructured"))
-    score_batches: int = field(default=1, metadata=_help(
-        "training batches of --batch-size examples that snip and grasp score with"))
+    score_batches: int = field(default=1, metadata=_help(_score_batches_help()))
     synflow_iterations: int = field(default=100, metadata=_help(
         "iterations of synflow's exponential pruning schedule"))
     rewind: str = field(default="init", metadata=_help(
@@ -204,7 +218,6 @@ BRANCH_FIELDS = ("controls", "control_levels", "instability_levels", "instabilit
 ADDED_FIELDS = ("nm", "score_batches", "synflow_iterations", "instability_levels",
                 "instability_iterations", "instability_points")
 CONTROLS = ("reinit", "random_pruning")
-STRATEGY_NAMES = (*STRATEGIES, *AT_INIT_METHODS)
 REWINDS = ("init", "iteration", "lr")
 OPTIMIZERS = ("adam", "sgd")
 SEED_FIELDS = ("model_seed", "data_seed", "control_seed")
@@ -331,8 +344,9 @@ def validate(hp: Hparams) -> None:
     require(hp.train_size >= 0, f"train_size is {hp.train_size}; expected >= 0")
     require(0 <= hp.dropout < 1, f"dropout is {hp.dropout}; expected a rate in [0, 1)")
     require(0 <= hp.levels <= MAX_LEVELS, f"levels is {hp.levels}; expected 0 to {MAX_LEVELS}")
-    require(hp.strategy in STRATEGY_NAMES, f"strategy is {hp.strategy!r}; expected one of "
-                                           f"{', '.join(STRATEGY_NAMES)}")
+    criterion = get_criterion(hp.strategy)
+    require(criterion is not None, f"strategy is {hp.strategy!r}; expected one of "
+                                   f"{', '.join(CRITERIA)}")
     require(hp.scope in ("layerwise", "global"),
             f"scope is {hp.scope!r}; expected layerwise or global")
     for name in ("conv_fraction", "fc_fraction", "output_fraction"):
@@ -365,7 +379,7 @@ def validate(hp: Hparams) -> None:
     last = 1 if hp.one_shot_density is not None else hp.levels
     bad = [level for level in levels if not 1 <= level <= last]
     require(not bad, f"control_levels names {bad}; expected pruned levels 1..{last}")
-    if hp.strategy in AT_INIT_METHODS:
+    if criterion.at_initialisation:
         require(hp.one_shot_density is not None,
                 f"strategy {hp.strategy} prunes at initialisation, once; expected "
                 f"one_shot_density (e.g. 0.1) too")
@@ -423,6 +437,8 @@ def validate_lengths(hp: Hparams, iterations_per_epoch: int) -> None:
     if any(later <= earlier for earlier, later in zip(milestones, milestones[1:])):
         raise HparamsError(f"milestones {written} are not increasing; expected each after the "
                            f"one before")
-    if hp.strategy in ("snip", "grasp") and hp.score_batches > iterations_per_epoch:
+    criterion = get_criterion(hp.strategy)
+    if criterion is not None and criterion.needs_batches and (
+            hp.score_batches > iterations_per_epoch):
         raise HparamsError(f"score_batches is {hp.score_batches}; expected at most the "
                            f"{iterations_per_epoch} batches of one epoch")

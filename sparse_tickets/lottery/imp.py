@@ -46,8 +46,8 @@ from .. import files, models
 from ..data import DatasetSplits
 from ..nn import MaskedConv2d, masked_layers
 from ..progress import LogLines
-from ..pruning import (AT_INIT_METHODS, Masks, parse_nm, prune, prune_at_init, prune_to_density,
-                      random_like, weights_of)
+from ..pruning import (CRITERIA, Criterion, Masks, get_criterion, parse_nm, prune, prune_at_init,
+                      prune_to_density, random_like, weights_of)
 from . import distributed
 from .hparams import Hparams, parse_step_list
 from .instability import InstabilityAnalysis
@@ -244,7 +244,7 @@ class LotteryRun(LevelTrainer):
             masks = self._level_0_masks()
         else:
             previous_masks = self.main_masks(level - 1)
-            if self.hp.strategy in AT_INIT_METHODS:
+            if self.criterion.at_initialisation:
                 masks = self._prune_at_start(level, previous_masks)
             else:
                 masks = self._prune_trained(level, previous_masks)
@@ -252,11 +252,12 @@ class LotteryRun(LevelTrainer):
         return masks
 
     def _prune_trained(self, level: int, previous_masks: Masks) -> Masks:
-        """IMP: the previous level's trained weights, pruned by magnitude (or at random)."""
+        """IMP: the previous level's trained weights, pruned by the strategy's scores
+        (magnitude, random, or another criterion of the weights alone)."""
         self.model.load_state_dict(self._trained_state(MAIN, level - 1))
         weights = weights_of(self.model)
         plan = pruning_plan(self.model, self.hp)
-        seed = derived_seed(self.hp.model_seed, level)  # used by the random strategy only
+        seed = derived_seed(self.hp.model_seed, level)  # for a criterion that draws numbers
         if self.hp.one_shot_density is not None:
             return prune_to_density(weights, previous_masks, self.hp.one_shot_density,
                                     strategy=self.hp.strategy, scope=self.hp.scope,
@@ -266,17 +267,28 @@ class LotteryRun(LevelTrainer):
 
     def _prune_at_start(self, level: int, previous_masks: Masks) -> Masks:
         """Pruning at initialisation: the weights this level starts from (the initialisation,
-        or the rewind point), scored by SNIP or GraSP on the first training batches of the
-        run's data order, or by SynFlow without data, pruned once to the density."""
+        or the rewind point), scored by the strategy's criterion (on the first training
+        batches of the run's data order when it needs batches), pruned once to the density."""
         self.model.load_state_dict(self.main_start_state(level))
-        order = DataOrder(len(self.splits.train), self.hp.batch_size, self.hp.data_seed)
-        batches = [self.splits.train.batch(order.indices(index))
-                   for index in range(self.hp.score_batches)]
+        batches = []
+        if self.criterion.needs_batches:
+            order = DataOrder(len(self.splits.train), self.hp.batch_size, self.hp.data_seed)
+            batches = [self.splits.train.batch(order.indices(index))
+                       for index in range(self.hp.score_batches)]
         return prune_at_init(self.model, previous_masks, self.hp.one_shot_density,
                              method=self.hp.strategy, batches=batches,
                              input_shape=self.splits.input_shape, scope=self.hp.scope,
                              exclude=pruning_plan(self.model, self.hp)["exclude"],
                              iterations=self.hp.synflow_iterations, nm=self.nm)
+
+    @property
+    def criterion(self) -> Criterion:
+        """The registered criterion the run's strategy names."""
+        criterion = get_criterion(self.hp.strategy)
+        if criterion is None:
+            raise ValueError(f"strategy is {self.hp.strategy!r}; expected one of "
+                             f"{', '.join(CRITERIA)}")
+        return criterion
 
     @property
     def nm(self):

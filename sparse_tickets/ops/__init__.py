@@ -7,6 +7,7 @@ until measured on a GPU), the compiled ``cuda`` and ``cpu`` backends (the compac
 fused optimizer steps), and ``reference`` (plain torch) last: it serves every op, device and
 float dtype, so auto-selection always has a fallback.
 
+Every backend subclasses :class:`Backend` (:mod:`.base`: one typed signature per op method).
 ``SPARSE_TICKETS_BACKEND=<name>`` forces one backend for every call;
 ``SPARSE_TICKETS_OPT_IN=semi_structured[,triton]`` lets backends that serve only when asked take
 part in auto-selection, where the calls they cannot serve fall through to the next backend.
@@ -26,6 +27,7 @@ from .dispatch import (
     registered_names,
     select,
 )
+from .base import OP_METHODS, signature_problems
 from .native import cpu_backend, cuda_backend
 from .reference import ReferenceBackend
 from .semi_structured import SemiStructuredBackend
@@ -39,6 +41,7 @@ register(cpu_backend, before="reference")
 register(SemiStructuredBackend(), before="triton")
 
 __all__ = [
-    "BACKEND_ENV_VAR", "OPS", "OPT_IN_ENV_VAR", "Backend", "BackendError", "BackendStatus",
-    "backends", "get", "opted_in_names", "register", "registered_names", "select",
+    "BACKEND_ENV_VAR", "OPS", "OPT_IN_ENV_VAR", "OP_METHODS", "Backend", "BackendError",
+    "BackendStatus", "backends", "get", "opted_in_names", "register", "registered_names",
+    "select", "signature_problems",
 ]

@@ -33,7 +33,7 @@ def _compact_linear(x: Tensor, values: Tensor, bias: Optional[Tensor], row_ptr: 
                     t_value_index: Tensor, shape: Sequence[int]) -> Tensor:
     # y = x W^T + b for the 2-D x, W the compact weight
     index = CompactIndex(tuple(shape), row_ptr, col_idx, t_row_ptr, t_col_idx, t_value_index)
-    return _backend(x, values, bias).compact_linear_forward(x, index, values, bias)
+    return _backend(x, values, bias).compact_linear_forward(x, values, index, bias)
 
 
 @_compact_linear.register_fake
@@ -52,7 +52,7 @@ def _compact_linear_backward(grad_y: Tensor, x: Tensor, values: Tensor, row_ptr:
     # needed comes back empty: a custom op cannot return None.
     index = CompactIndex(tuple(shape), row_ptr, col_idx, t_row_ptr, t_col_idx, t_value_index)
     grads = _backend(x, values, None).compact_linear_backward(
-        grad_y, x, index, values, needs_bias, (needs_x, needs_values, needs_bias))
+        grad_y, x, values, index, needs_bias, (needs_x, needs_values, needs_bias))
     return tuple(grad_y.new_empty(0) if grad is None else grad for grad in grads)
 
 
@@ -102,7 +102,7 @@ def _compact_conv2d(x: Tensor, values: Tensor, bias: Optional[Tensor], row_ptr: 
     # y = conv2d(x, W) + b, W the compact weight, by the backend's kernels for ``variant``
     index = CompactIndex(tuple(shape), row_ptr, col_idx, t_row_ptr, t_col_idx, t_value_index)
     return _conv_backend(x, values, bias).compact_conv2d_forward(
-        x, index, values, bias, tuple(stride), tuple(padding), tuple(dilation), groups, variant)
+        x, values, index, bias, tuple(stride), tuple(padding), tuple(dilation), groups, variant)
 
 
 @_compact_conv2d.register_fake
@@ -123,7 +123,7 @@ def _compact_conv2d_backward(grad_y: Tensor, x: Tensor, values: Tensor, row_ptr:
     # dx = conv2d^T(dy, W);  dvalues = the weight gradient at the kept entries;  db = sum dy
     index = CompactIndex(tuple(shape), row_ptr, col_idx, t_row_ptr, t_col_idx, t_value_index)
     grads = _conv_backend(x, values, None).compact_conv2d_backward(
-        grad_y, x, index, values, needs_bias, (needs_x, needs_values, needs_bias),
+        grad_y, x, values, index, needs_bias, (needs_x, needs_values, needs_bias),
         tuple(stride), tuple(padding), tuple(dilation), groups, variant)
     return tuple(grad_y.new_empty(0) if grad is None else grad for grad in grads)
 
@@ -179,16 +179,16 @@ class _ConvBackend:
     def __init__(self, backend) -> None:
         self.backend = backend
 
-    def compact_conv2d_forward(self, x, index, values, bias, stride, padding, dilation, groups,
+    def compact_conv2d_forward(self, x, values, index, bias, stride, padding, dilation, groups,
                                variant):
         variant = self._resolve(variant, x, index, stride, padding, dilation)
-        return self.backend.compact_conv2d_forward(x, index, values, bias, stride, padding,
+        return self.backend.compact_conv2d_forward(x, values, index, bias, stride, padding,
                                                    dilation, groups, variant)
 
-    def compact_conv2d_backward(self, grad_y, x, index, values, has_bias, needs_grad, stride,
+    def compact_conv2d_backward(self, grad_y, x, values, index, has_bias, needs_grad, stride,
                                 padding, dilation, groups, variant):
         variant = self._resolve(variant, x, index, stride, padding, dilation)
-        return self.backend.compact_conv2d_backward(grad_y, x, index, values, has_bias,
+        return self.backend.compact_conv2d_backward(grad_y, x, values, index, has_bias,
                                                     needs_grad, stride, padding, dilation,
                                                     groups, variant)
 

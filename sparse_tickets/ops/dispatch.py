@@ -22,94 +22,16 @@ from typing import Iterable, Optional, Sequence
 import torch
 
 from .. import settings
+from .base import OPS, Backend, signature_problems
+from .base import dtype_name as _dtype_name
+from .base import sorted_names as _names
 
 BACKEND_ENV_VAR = settings.BACKEND
 OPT_IN_ENV_VAR = settings.OPT_IN
 
-# Every op a backend may implement. An op name doubles as the method name on the backend.
-OPS = (
-    "masked_linear",
-    "masked_conv2d",
-    "compact_linear",
-    "compact_conv2d",
-    "masked_sgd_step",
-    "masked_adam_step",
-)
-
 
 class BackendError(RuntimeError):
     """No backend can serve a call, or a forced backend cannot."""
-
-
-class Backend:
-    """What every backend declares: its name, the ops, devices and dtypes it serves.
-
-    Subclasses implement each op in ``ops`` as a method of that name and may add reasons in
-    :meth:`not_supported_reasons` (a kernel's shape limits, a minimum compute capability).
-    """
-
-    name: str = ""
-    ops: frozenset = frozenset()
-    device_types: frozenset = frozenset()
-    dtypes: frozenset = frozenset()
-    # False for a backend that serves only when forced: one not yet validated and measured
-    # faster where auto-selection would pick it.
-    auto_select: bool = True
-    # Optional: ``(x2d, index, values, bias) -> y``, the compact linear with its derivative
-    # already attached (an op whose backward runs no Python); None: the autograd Function of
-    # sparse_tickets.functional calls ``compact_linear_forward`` / ``_backward``.
-    compact_linear_autograd = None
-    # Likewise for the masked linear and conv2d: ``(x2d, weight, mask, bias) -> y`` and
-    # ``(x, weight, mask, bias, stride, padding, dilation, groups) -> y``, composed of torch's
-    # own autograd (the reference's), so a step runs no Python backward.
-    masked_linear_autograd = None
-    masked_conv2d_autograd = None
-
-    def unavailable_reason(self) -> Optional[str]:
-        """Why this backend cannot run on this machine at all (None when it can)."""
-        return None
-
-    def not_supported_reasons(self, op: str, tensors: Sequence[torch.Tensor]) -> list[str]:
-        """Every reason this backend cannot serve ``op`` on ``tensors``; empty when it can."""
-        unavailable = self.unavailable_reason()
-        if unavailable is not None:
-            return [unavailable]
-        if op not in self.ops:
-            return [f"does not implement {op}"]
-        if self._serves_kinds(tensors):  # the usual answer, without building any message
-            return []
-        reasons = []
-        kinds = {(t.device, t.dtype) for t in tensors}
-        devices = sorted({str(device) for device, _ in kinds})
-        if len(devices) > 1:
-            reasons.append(f"tensors are on several devices ({', '.join(devices)})")
-        for device_type in sorted({device.type for device, _ in kinds} - self.device_types):
-            reasons.append(
-                f"device type {device_type} not supported (supports {_names(self.device_types)})"
-            )
-        float_dtypes = {dtype for _, dtype in kinds if dtype != torch.bool}
-        for dtype in sorted(float_dtypes - self.dtypes, key=str):
-            reasons.append(f"dtype {_dtype_name(dtype)} not supported (supports "
-                           f"{_names(_dtype_name(d) for d in self.dtypes)})")
-        return reasons
-
-    def _serves_kinds(self, tensors: Sequence[torch.Tensor]) -> bool:
-        # One device of a served type, every dtype served (bool masks aside): one pass over the
-        # tensors, since an optimizer step asks about dozens at every step.
-        if not tensors:
-            return True
-        device = tensors[0].device
-        if device.type not in self.device_types:
-            return False
-        dtypes = self.dtypes
-        for tensor in tensors:
-            if tensor.device != device or (tensor.dtype not in dtypes
-                                           and tensor.dtype != torch.bool):
-                return False
-        return True
-
-    def __repr__(self) -> str:
-        return f"<backend {self.name}>"
 
 
 @dataclass(frozen=True)
@@ -144,6 +66,13 @@ def register(backend: Backend, *, before: Optional[str] = None) -> Backend:
     """Add ``backend`` to the priority list (at the end, or just before backend ``before``)."""
     if not backend.name:
         raise ValueError("a backend needs a non-empty name")
+    if not backend.ops:
+        raise ValueError(f"backend {backend.name!r} defines no op; expected the methods of at "
+                         f"least one of {_names(OPS)}")
+    problems = signature_problems(backend)
+    if problems:
+        raise TypeError(f"backend {backend.name!r} does not follow the Backend contract: "
+                        f"{'; '.join(problems)}")
     if any(b.name == backend.name for b in _REGISTRY):
         raise ValueError(f"backend {backend.name!r} is already registered")
     index = len(_REGISTRY)
@@ -262,14 +191,6 @@ def backends() -> list[BackendStatus]:
             opted_in=not backend.auto_select and backend.name in opted_in,
         ))
     return rows
-
-
-def _dtype_name(dtype: torch.dtype) -> str:
-    return str(dtype).removeprefix("torch.")
-
-
-def _names(items: Iterable[str]) -> str:
-    return ", ".join(sorted(items))
 
 
 def _describe(tensors: Sequence[torch.Tensor]) -> str:

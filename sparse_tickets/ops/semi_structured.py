@@ -44,7 +44,7 @@ from typing import Callable, Optional, Sequence
 import torch
 import torch.nn.functional as F
 
-from .dispatch import Backend
+from .base import Backend
 from .reference import linear as reference_linear
 from .reference.masking import apply_mask
 
@@ -126,7 +126,6 @@ def clear_caches() -> None:
 
 class SemiStructuredBackend(Backend):
     name = "semi_structured"
-    ops = frozenset({"masked_linear"})
     device_types = frozenset({"cuda"})
     dtypes = frozenset({torch.float16, torch.bfloat16})
     auto_select = False  # opt in with SPARSE_TICKETS_OPT_IN=semi_structured (see the module)
@@ -155,10 +154,10 @@ class SemiStructuredBackend(Backend):
             reasons += _call_reasons(*tensors[:3])
         return reasons
 
-    def masked_linear_forward(self, x2d, weight, mask, bias):
+    def masked_linear_forward(self, x, weight, mask, bias):
         # y = x @ (W ⊙ M)^T + b, W ⊙ M compressed to 2:4 (once per weight and mask version)
         sparse_weight = _COMPRESSED.get((weight, mask), lambda: _compress(weight, mask))
-        return F.linear(x2d.contiguous(), sparse_weight, bias)
+        return F.linear(x.contiguous(), sparse_weight, bias)
 
     # dx = dy @ (W ⊙ M);  dW = (dy^T @ x) ⊙ M;  db = sum_n dy  (dense: see the module)
     masked_linear_backward = staticmethod(reference_linear.masked_linear_backward)

@@ -21,7 +21,7 @@ from typing import Optional, Sequence
 import torch
 
 from .. import settings
-from .dispatch import Backend
+from .base import Backend
 
 
 def interpreter_enabled() -> bool:
@@ -31,7 +31,6 @@ def interpreter_enabled() -> bool:
 
 class TritonBackend(Backend):
     name = "triton"
-    ops = frozenset({"masked_linear", "masked_conv2d", "masked_sgd_step", "masked_adam_step"})
     dtypes = frozenset({torch.float32, torch.float16, torch.bfloat16})
     auto_select = False  # until validated and measured on a GPU (see the module docstring)
 
@@ -63,16 +62,16 @@ class TritonBackend(Backend):
                            "groups == 1")
         return reasons
 
-    def masked_linear_forward(self, x2d, weight, mask, bias):
+    def masked_linear_forward(self, x, weight, mask, bias):
         # y = x @ (W ⊙ M)^T + b
-        return _kernels().masked_linear_forward(x2d, weight, mask, bias)
+        return _kernels().masked_linear_forward(x, weight, mask, bias)
 
-    def masked_linear_backward(self, grad_y, x2d, weight, mask, has_bias, needs_grad):
+    def masked_linear_backward(self, grad_y, x, weight, mask, has_bias, needs_grad):
         # dx = dy @ (W ⊙ M);  dW = (dy^T @ x) ⊙ M;  db = sum_n dy
         needs_x, needs_weight, needs_bias = needs_grad
         kernels = _kernels()
         grad_x = kernels.masked_linear_input_grad(grad_y, weight, mask) if needs_x else None
-        grad_weight = kernels.masked_linear_weight_grad(grad_y, x2d, mask) if needs_weight else None
+        grad_weight = kernels.masked_linear_weight_grad(grad_y, x, mask) if needs_weight else None
         # A plain column sum: nothing masked about it, and torch's reduction is already fast.
         grad_bias = grad_y.sum(0) if has_bias and needs_bias else None
         return grad_x, grad_weight, grad_bias
@@ -95,17 +94,21 @@ class TritonBackend(Backend):
         grad_bias = grad_y.sum((0, 2, 3)) if has_bias and needs_bias else None
         return grad_x, grad_weight, grad_bias
 
-    def masked_sgd_step(self, *args, **kwargs):
-        # The reference's signature (ops/reference/optim.py); one launch per parameter dtype.
-        _kernels()  # imports the kernels package, or fails saying how to get it
-        from sparse_tickets.kernels.triton import masked_optim
-        return masked_optim.masked_sgd_step(*args, **kwargs)
+    def masked_sgd_step(self, params, grads, masks, momentum_buffer_list, *, weight_decay,
+                        momentum, lr, dampening, nesterov, maximize):
+        # One launch per parameter dtype.
+        _optim_kernels().masked_sgd_step(
+            params, grads, masks, momentum_buffer_list, weight_decay=weight_decay,
+            momentum=momentum, lr=lr, dampening=dampening, nesterov=nesterov, maximize=maximize)
 
-    def masked_adam_step(self, *args, **kwargs):
-        # The reference's signature (ops/reference/optim.py); one launch per parameter dtype.
-        _kernels()  # imports the kernels package, or fails saying how to get it
-        from sparse_tickets.kernels.triton import masked_optim
-        return masked_optim.masked_adam_step(*args, **kwargs)
+    def masked_adam_step(self, params, grads, masks, exp_avgs, exp_avg_sqs, max_exp_avg_sqs,
+                         state_steps, *, amsgrad, beta1, beta2, lr, weight_decay, eps, maximize,
+                         decoupled_weight_decay):
+        # One launch per parameter dtype.
+        _optim_kernels().masked_adam_step(
+            params, grads, masks, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, state_steps,
+            amsgrad=amsgrad, beta1=beta1, beta2=beta2, lr=lr, weight_decay=weight_decay,
+            eps=eps, maximize=maximize, decoupled_weight_decay=decoupled_weight_decay)
 
 
 @functools.lru_cache(maxsize=None)
@@ -113,6 +116,13 @@ def _importable(module: str) -> bool:
     # Cached: auto-selection asks on every call of every layer, and a search of sys.path for a
     # missing module is not free; what is installed does not change while the process runs.
     return importlib.util.find_spec(module) is not None
+
+
+def _optim_kernels():
+    """The fused optimizer steps, imported (with triton) on first use."""
+    _kernels()  # the same import, with its error message
+    from sparse_tickets.kernels.triton import masked_optim
+    return masked_optim
 
 
 def _conv_kernels():

@@ -1,4 +1,5 @@
-"""Pruning at initialisation: SNIP, GraSP and SynFlow scores, and ``prune_at_init``.
+"""Pruning at initialisation: SNIP, GraSP and SynFlow scores, their criteria, and
+``prune_at_init``, which runs any criterion that prunes at initialisation (:mod:`.criteria`).
 
 Each method scores every weight of the masked layers before any training; ``prune_at_init``
 then keeps the highest-scoring ones through :func:`~.core.prune_to_density`, which removes the
@@ -20,6 +21,7 @@ the per-batch mean losses, so each batch weighs the same whatever its size.
 from __future__ import annotations
 
 import copy
+import functools
 import math
 import numbers
 from collections.abc import Iterable, Iterator, Mapping
@@ -32,14 +34,10 @@ from torch import nn
 from ..nn import masked_layers, unmasked
 from .core import (SCOPES, _check_density, _checked_masks, _checked_overrides,
                    prune_to_density)
+from .criteria import AT_INIT_METHODS, Batch, Criterion, PruneStep, ScoringContext, Scores
 from .masks import Masks, weights_of
 from .names import format_names, mask_key
 from .nm import PatternLike
-
-AT_INIT_METHODS = ("snip", "grasp", "synflow")
-
-Scores = dict[str, torch.Tensor]
-Batch = tuple[torch.Tensor, torch.Tensor]
 _DROPOUT = (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout,
             nn.FeatureAlphaDropout)
 
@@ -104,6 +102,55 @@ def synflow_scores(model: nn.Module, masks: Mapping[str, torch.Tensor],
     return _SynFlow(model, masks, _checked_input_shape(input_shape)).scores()
 
 
+class SNIP(Criterion):
+    """:func:`snip_scores` on the run's first training batches."""
+
+    name = "snip"
+    at_initialisation = True
+    needs_batches = True
+
+    def scores(self, context: ScoringContext) -> Scores:
+        return snip_scores(context.model, context.masks, context.batches)
+
+
+class GraSP(Criterion):
+    """:func:`grasp_scores` on the run's first training batches (temperature 200)."""
+
+    name = "grasp"
+    at_initialisation = True
+    needs_batches = True
+
+    def scores(self, context: ScoringContext) -> Scores:
+        return grasp_scores(context.model, context.masks, context.batches)
+
+
+class SynFlow(Criterion):
+    """:func:`synflow_scores`, data-free, iterated ``context.iterations`` times on the paper's
+    exponential schedule (see :func:`prune_at_init`)."""
+
+    name = "synflow"
+    at_initialisation = True
+
+    def scores(self, context: ScoringContext) -> Scores:
+        return synflow_scores(context.model, context.masks, context.input_shape)
+
+    def prune_once(self, context: ScoringContext, density: float,
+                   layer_densities: Optional[Mapping[str, float]], prune: PruneStep) -> Masks:
+        input_shape = _checked_input_shape(context.input_shape)
+        iterations = _checked_iterations(context.iterations)
+        flow = _SynFlow(context.model, context.masks, input_shape)
+        current = flow.masks
+        # Float64 weights make the pruning rank in float64 too, where the scores live.
+        weights = {name: weight.to(torch.float64) for name, weight in context.weights.items()}
+        for k in range(1, iterations + 1):
+            exponent = k / iterations
+            overrides = (None if layer_densities is None
+                         else {name: value ** exponent for name, value in layer_densities.items()})
+            current = prune(weights, current, density ** exponent, layer_densities=overrides,
+                            scores=flow.scores(current))
+        return current
+
+
 def prune_at_init(model: nn.Module, masks: Mapping[str, torch.Tensor], density: float, *,
                   method: str, batches: Iterable[Batch] = (),
                   input_shape: Union[int, Iterable[int], None] = None, scope: str = "global",
@@ -111,7 +158,8 @@ def prune_at_init(model: nn.Module, masks: Mapping[str, torch.Tensor], density: 
                   exclude: Iterable[str] = (), iterations: int = 100,
                   nm: Optional[PatternLike] = None, allow_empty: bool = False) -> Masks:
     """New masks, subsets of ``masks``, that keep ``density`` of the weights by ``method``'s
-    scores (a name in ``AT_INIT_METHODS``).
+    scores (a name in ``AT_INIT_METHODS``: a registered criterion that prunes at
+    initialisation).
 
     ``"snip"`` and ``"grasp"`` score once on ``batches`` and prune to ``density`` in one shot.
     ``"synflow"`` needs ``input_shape`` and prunes in ``iterations`` rounds, rescoring with the
@@ -121,7 +169,8 @@ def prune_at_init(model: nn.Module, masks: Mapping[str, torch.Tensor], density: 
     ``nm`` and ``allow_empty`` are those of :func:`~.core.prune_to_density`. The model is left
     as it was: apply the result with ``Masks.apply_to``.
     """
-    if method not in AT_INIT_METHODS:
+    criterion = AT_INIT_METHODS.get(method) if isinstance(method, str) else None
+    if criterion is None:
         raise ValueError(f"unknown method {method!r}; expected one of "
                          f"{format_names(AT_INIT_METHODS, limit=len(AT_INIT_METHODS))}")
     _check_density("density", density)
@@ -131,31 +180,12 @@ def prune_at_init(model: nn.Module, masks: Mapping[str, torch.Tensor], density: 
     # powers.
     layer_densities = (None if layer_densities is None else _checked_overrides(
         "layer_densities", layer_densities, Masks(masks), _check_density))
-    prune = dict(scope=scope, exclude=exclude, allow_empty=allow_empty, nm=nm)
-    if method == "synflow":
-        return _iterative_synflow(model, masks, density, _checked_input_shape(input_shape),
-                                  _checked_iterations(iterations), layer_densities, prune)
-    scores = (snip_scores(model, masks, batches) if method == "snip"
-              else grasp_scores(model, masks, batches))
-    return prune_to_density(weights_of(model), masks, density, layer_densities=layer_densities,
-                            scores=scores, **prune)
-
-
-def _iterative_synflow(model: nn.Module, masks: Mapping[str, torch.Tensor], density: float,
-                       input_shape: tuple[int, ...], iterations: int,
-                       layer_densities: Optional[dict[str, float]], prune: dict) -> Masks:
-    flow = _SynFlow(model, masks, input_shape)
-    current = flow.masks
-    # Float64 weights make prune_to_density rank in float64 too, where the scores live.
-    weights = {name: weight.to(torch.float64) for name, weight in weights_of(model).items()}
-    for k in range(1, iterations + 1):
-        exponent = k / iterations
-        overrides = (None if layer_densities is None
-                     else {name: value ** exponent for name, value in layer_densities.items()})
-        current = prune_to_density(weights, current, density ** exponent,
-                                   layer_densities=overrides, scores=flow.scores(current),
-                                   **prune)
-    return current
+    _masked_layer_names(model)  # a model that cannot be scored, said before anything else
+    context = ScoringContext(weights=weights_of(model), masks=masks, model=model,
+                             batches=batches, input_shape=input_shape, iterations=iterations)
+    prune = functools.partial(prune_to_density, scope=scope, exclude=exclude,
+                              allow_empty=allow_empty, nm=nm)
+    return criterion.prune_once(context, density, layer_densities, prune)
 
 
 class _ScoringCopy:

@@ -1,6 +1,7 @@
 """``prune`` and ``prune_to_density``: masks in, masks out.
 
-Both score the weights (``weights_of(model)``) with a strategy from ``STRATEGIES``, remove the
+Both score the weights (``weights_of(model)``) with a criterion from ``STRATEGIES`` (those that
+score from the weights alone, :mod:`.criteria`), or with given scores, remove the
 lowest-scoring weights that the current masks keep, and return new masks, each a subset of its
 old one; neither touches a model (``Masks.apply_to`` does). Counts and ties follow the one rule
 in :mod:`.select`.
@@ -31,12 +32,12 @@ from typing import Callable, Optional
 import torch
 from torch import nn
 
+from .criteria import STRATEGIES, ScoringContext
 from .masks import Masks
 from .names import check_known, format_names
 from .nm import NMPattern, PatternLike, as_pattern, forced_removals, relaxed_n, satisfies
 from .random import seeded_generator
 from .select import kept_count, pruned_count, remove_lowest
-from .strategies import STRATEGIES, ScoreFunction
 
 SCOPES = ("layerwise", "global")
 
@@ -44,6 +45,9 @@ SCOPES = ("layerwise", "global")
 Group = tuple[tuple[str, ...], float]
 # (fraction or density, weights remaining in the group, weights in total) -> how many to remove.
 Count = Callable[[float, int, int], int]
+# (a group's layer names, all weights, the group's masks, generator) -> the group's scores.
+ScoreFunction = Callable[[tuple, Mapping, list, Optional[torch.Generator]],
+                         Mapping[str, torch.Tensor]]
 
 
 def prune(weights: Mapping[str, torch.Tensor], masks: Mapping[str, torch.Tensor],
@@ -60,7 +64,8 @@ def prune(weights: Mapping[str, torch.Tensor], masks: Mapping[str, torch.Tensor]
         masks: the current masks (a ``Masks`` or a mapping that validates as one).
         fraction: in [0, 1); of each layer's remaining weights (layerwise), or of all included
             layers' remaining weights together (global).
-        strategy: a name in ``STRATEGIES``: ``"magnitude"`` or ``"random"``.
+        strategy: a name in ``STRATEGIES``: ``"magnitude"``, ``"random"`` or a criterion
+            registered since (:mod:`.criteria`).
         scope: ``"layerwise"`` or ``"global"``.
         layer_fractions: per-layer fractions that replace ``fraction`` for those layers, e.g.
             the output layer at half the rate of the others.
@@ -142,7 +147,8 @@ def _remove(weights: Mapping[str, torch.Tensor], masks: Masks, groups: list[Grou
         n_keep = _n_keep(pattern, old, remaining - removed, total)
         if removed == 0 and n_keep is None:
             continue
-        ranked = [_scores(score, strategy, name, weights[name], mask, generator, dtype)
+        scored = score(names, weights, old, generator)
+        ranked = [_scores(scored, strategy, name, weights[name], mask, dtype)
                   for name, mask in zip(names, old)]
         candidates, rest = old, removed
         if n_keep is not None:
@@ -172,10 +178,12 @@ def _n_keep(pattern: Optional[NMPattern], masks: list[torch.Tensor], kept_after:
     return n_keep
 
 
-def _scores(score: ScoreFunction, strategy: str, name: str, weight: torch.Tensor,
-            mask: torch.Tensor, generator: Optional[torch.Generator],
-            dtype: torch.dtype) -> torch.Tensor:
-    scores = score(name, weight, generator)
+def _scores(scored: Mapping[str, torch.Tensor], strategy: str, name: str, weight: torch.Tensor,
+            mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    scores = scored.get(name)
+    if not isinstance(scores, torch.Tensor):
+        raise ValueError(f"{strategy} gave no score tensor for {name!r}; expected one for "
+                         f"every layer it is given")
     if tuple(scores.shape) != tuple(weight.shape):
         raise ValueError(f"{strategy} gave scores of shape {tuple(scores.shape)} "
                          f"for {name!r}; expected the weight's shape {tuple(weight.shape)}")
@@ -215,14 +223,18 @@ def _checked_masks(weights, masks) -> Masks:
     return masks
 
 
-def _score_function(strategy: str, scores: Optional[Mapping[str, torch.Tensor]]):
-    """(layer name, weight, generator) -> scores: the strategy's, or a lookup in ``scores``."""
+def _score_function(strategy: str,
+                    scores: Optional[Mapping[str, torch.Tensor]]) -> ScoreFunction:
+    """A pruning group's scores: the strategy's criterion's, or a lookup in ``scores``."""
     if scores is not None:
         if not isinstance(scores, Mapping):
             raise TypeError(f"scores must be a mapping of layer name -> score tensor; got "
                             f"{type(scores).__name__}")
 
-        def given(name: str, weight: torch.Tensor, generator) -> torch.Tensor:
+        def given(names: tuple, weights: Mapping, masks: list, generator) -> dict:
+            return {name: given_layer(name, weights[name]) for name in names}
+
+        def given_layer(name: str, weight: torch.Tensor) -> torch.Tensor:
             if name not in scores:
                 raise ValueError(f"scores has no entry for {name!r}; expected a score tensor "
                                  f"for every layer that is pruned")
@@ -235,11 +247,20 @@ def _score_function(strategy: str, scores: Optional[Mapping[str, torch.Tensor]])
                                  f"expected the weight's shape {tuple(weight.shape)}")
             return given_scores.detach()
         return given
-    if not isinstance(strategy, str) or strategy not in STRATEGIES:
+    criterion = STRATEGIES.get(strategy) if isinstance(strategy, str) else None
+    if criterion is None:
         raise ValueError(f"unknown strategy {strategy!r}; expected one of "
                          f"{format_names(STRATEGIES, limit=len(STRATEGIES))}")
-    function = STRATEGIES[strategy]
-    return lambda name, weight, generator: function(weight, generator)
+
+    def by_criterion(names: tuple, weights: Mapping, masks: list, generator) -> Mapping:
+        scored = criterion.scores(ScoringContext(
+            weights={name: weights[name] for name in names}, masks=dict(zip(names, masks)),
+            generator=generator))
+        if not isinstance(scored, Mapping):
+            raise TypeError(f"criterion {strategy!r} gave a {type(scored).__name__}; expected "
+                            f"a mapping of layer name -> score tensor")
+        return scored
+    return by_criterion
 
 
 def _check_number(argument: str, value) -> None:

@@ -7,9 +7,20 @@ from typing import Optional
 
 import torch
 
+from .criteria import Criterion, ScoringContext, Scores
+
 
 def magnitude_scores(weight: torch.Tensor,
                      generator: Optional[torch.Generator] = None) -> torch.Tensor:
     """``|weight|``, detached, in the weight's dtype (exact in every float format). The
     ``generator`` is unused: magnitude needs no randomness."""
     return weight.detach().abs()
+
+
+class Magnitude(Criterion):
+    """``|w|`` of the trained weights, level after level: iterative magnitude pruning."""
+
+    name = "magnitude"
+
+    def scores(self, context: ScoringContext) -> Scores:
+        return {name: magnitude_scores(weight) for name, weight in context.weights.items()}

@@ -12,6 +12,7 @@ from typing import Mapping, Optional
 
 import torch
 
+from .criteria import Criterion, ScoringContext, Scores
 from .masks import Masks
 from .nm import NMPattern, PatternLike, as_pattern, forced_removals, relaxed_n
 from .select import remove_lowest
@@ -31,6 +32,17 @@ def random_scores(weight: torch.Tensor,
     """Uniform random scores of the weight's shape, on its device: pruning by them removes a
     uniformly random subset of the remaining weights."""
     return torch.rand(weight.shape, generator=generator).to(weight.device)
+
+
+class Random(Criterion):
+    """Uniform random scores: the random-pruning control, from the step's generator (the
+    layers drawn in the order given)."""
+
+    name = "random"
+
+    def scores(self, context: ScoringContext) -> Scores:
+        return {name: random_scores(weight, context.generator)
+                for name, weight in context.weights.items()}
 
 
 def random_like(masks: Mapping[str, torch.Tensor], seed: Optional[int] = None,

@@ -1,23 +1,15 @@
-"""The registry of pruning strategies: name -> score function.
+"""The criteria the library ships, registered in the order the command line lists them.
 
-A score function maps a weight tensor (and a CPU ``torch.Generator``, or None, for strategies
-that draw random numbers) to a score tensor of the weight's shape on its device; pruning removes
-the lowest scores. The names are the ones the command line accepts; register a new strategy by
-adding it here.
+A criterion is one class (:class:`~.criteria.Criterion`) plus its entry here;
+register one of your own with :func:`~.criteria.register_criterion` from anywhere.
 """
 
-from __future__ import annotations
+from .at_init import SNIP, GraSP, SynFlow
+from .criteria import register_criterion
+from .magnitude import Magnitude
+from .random import Random
 
-from typing import Callable, Optional
+BUILT_IN = (Magnitude, Random, SNIP, GraSP, SynFlow)
 
-import torch
-
-from .magnitude import magnitude_scores
-from .random import random_scores
-
-ScoreFunction = Callable[[torch.Tensor, Optional[torch.Generator]], torch.Tensor]
-
-STRATEGIES: dict[str, ScoreFunction] = {
-    "magnitude": magnitude_scores,
-    "random": random_scores,
-}
+for _criterion in BUILT_IN:
+    register_criterion(_criterion)

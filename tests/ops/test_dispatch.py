@@ -22,13 +22,13 @@ class Float64OnlyBackend(ReferenceBackend):
     def __init__(self):
         self.calls = []
 
-    def masked_linear_forward(self, *args):
+    def masked_linear_forward(self, x, weight, mask, bias):
         self.calls.append("forward")
-        return super().masked_linear_forward(*args)
+        return super().masked_linear_forward(x, weight, mask, bias)
 
-    def masked_linear_backward(self, *args):
+    def masked_linear_backward(self, grad_y, x, weight, mask, has_bias, needs_grad):
         self.calls.append("backward")
-        return super().masked_linear_backward(*args)
+        return super().masked_linear_backward(grad_y, x, weight, mask, has_bias, needs_grad)
 
 
 @pytest.fixture

@@ -203,13 +203,21 @@ class Float64StepBackend(ReferenceBackend):
     def __init__(self):
         self.calls = []
 
-    def masked_sgd_step(self, params, *args, **kwargs):
+    def masked_sgd_step(self, params, grads, masks, momentum_buffer_list, *, weight_decay,
+                        momentum, lr, dampening, nesterov, maximize):
         self.calls.append(len(params))
-        return super().masked_sgd_step(params, *args, **kwargs)
+        super().masked_sgd_step(params, grads, masks, momentum_buffer_list,
+                                weight_decay=weight_decay, momentum=momentum, lr=lr,
+                                dampening=dampening, nesterov=nesterov, maximize=maximize)
 
-    def masked_adam_step(self, params, *args, **kwargs):
+    def masked_adam_step(self, params, grads, masks, exp_avgs, exp_avg_sqs, max_exp_avg_sqs,
+                         state_steps, *, amsgrad, beta1, beta2, lr, weight_decay, eps, maximize,
+                         decoupled_weight_decay):
         self.calls.append(len(params))
-        return super().masked_adam_step(params, *args, **kwargs)
+        super().masked_adam_step(params, grads, masks, exp_avgs, exp_avg_sqs, max_exp_avg_sqs,
+                                 state_steps, amsgrad=amsgrad, beta1=beta1, beta2=beta2, lr=lr,
+                                 weight_decay=weight_decay, eps=eps, maximize=maximize,
+                                 decoupled_weight_decay=decoupled_weight_decay)
 
 
 @pytest.mark.parametrize("name", OPTIMIZERS)

@@ -1,6 +1,7 @@
 import torch
 
-from sparse_tickets.pruning import STRATEGIES, magnitude_scores
+from sparse_tickets.pruning import STRATEGIES, ScoringContext, magnitude_scores
+from sparse_tickets.pruning.magnitude import Magnitude
 
 
 def test_magnitude_scores_are_absolute_values_and_detached():
@@ -17,4 +18,13 @@ def test_magnitude_scores_keep_low_precision_values_exactly():
 
 def test_registry_names_the_strategies_of_the_command_line():
     assert list(STRATEGIES) == ["magnitude", "random"]
-    assert STRATEGIES["magnitude"] is magnitude_scores
+    assert isinstance(STRATEGIES["magnitude"], Magnitude)
+
+
+def test_the_criterion_scores_each_layer_it_is_given_by_magnitude():
+    weights = {"a": torch.tensor([-2.0, 1.0]), "b": torch.tensor([[0.5], [-0.25]])}
+    masks = {name: torch.ones_like(weight, dtype=torch.bool) for name, weight in weights.items()}
+    scores = Magnitude().scores(ScoringContext(weights=weights, masks=masks))
+    assert list(scores) == ["a", "b"]
+    for name, weight in weights.items():
+        assert torch.equal(scores[name], magnitude_scores(weight))

@@ -7,6 +7,7 @@ import math
 from dataclasses import dataclass
 from typing import Optional, Sequence
 
+from ...pruning.magnitude import Magnitude
 from ..runs import MAIN
 from .results import Configuration, LevelSummary
 
@@ -43,7 +44,7 @@ def is_one_shot(configuration: Configuration) -> bool:
 
 def is_imp(configuration: Configuration) -> bool:
     return (configuration.hparams.get("one_shot_density") is None
-            and configuration.hparams.get("strategy") == "magnitude"
+            and configuration.hparams.get("strategy") == Magnitude.name
             and len(configuration.summaries.get(MAIN, {})) > 1)
 
 

@@ -19,20 +19,32 @@ from typing import Optional, Sequence
 
 import torch
 
-from ..dispatch import Backend
+from ..base import Backend
 from . import conv, extension
+
+_STEPS = ("masked_sgd_step", "masked_adam_step")
 
 
 class NativeBackend(Backend):
-    ops = frozenset({"compact_linear", "compact_conv2d", "masked_sgd_step", "masked_adam_step"})
+    """One compiled extension's backend: ``cpu`` or ``cuda``, named by its device type."""
 
     def __init__(self, spec: extension.ExtensionSpec, dtypes: frozenset) -> None:
         self.spec = spec
-        self.name = spec.kind
-        self.device_types = frozenset({spec.kind})
-        self.dtypes = dtypes
+        self._dtypes = dtypes
         if spec.kind == "cpu":  # the derivative in C++ (kernels/csrc/cpu/compact_autograd.cpp)
             self.compact_linear_autograd = _compact_linear_with_derivative
+
+    @property
+    def name(self) -> str:
+        return self.spec.kind
+
+    @property
+    def device_types(self) -> frozenset:
+        return frozenset({self.spec.kind})
+
+    @property
+    def dtypes(self) -> frozenset:
+        return self._dtypes
 
     def unavailable_reason(self) -> Optional[str]:
         if self.spec.kind == "cuda" and not torch.cuda.is_available():
@@ -48,7 +60,7 @@ class NativeBackend(Backend):
             return [f"device type {tensors[0].device.type} not supported (supports "
                     f"{self.spec.kind})"]
         reasons = super().not_supported_reasons(op, tensors)
-        if not reasons and op in ("masked_sgd_step", "masked_adam_step") and not all(
+        if not reasons and op in _STEPS and not all(
                 t.is_contiguous() for t in tensors):
             reasons.append("a parameter, gradient or state tensor is not contiguous")
         return reasons
@@ -56,11 +68,11 @@ class NativeBackend(Backend):
     # The compact linear: x is (N, C), values (nnz,), y is (N, R).
 
     @staticmethod
-    def compact_linear_forward(x, index, values, bias):
+    def compact_linear_forward(x, values, index, bias):
         return torch.ops.sparse_tickets.spmm(x, index.row_ptr, index.col_idx, values, None, bias)
 
     @staticmethod
-    def compact_linear_backward(grad_y, x, index, values, has_bias: bool, needs_grad: tuple):
+    def compact_linear_backward(grad_y, x, values, index, has_bias: bool, needs_grad: tuple):
         needs_x, needs_values, needs_bias = needs_grad
         grad_y = grad_y.contiguous()
         grad_x = (torch.ops.sparse_tickets.spmm(grad_y, index.t_row_ptr, index.t_col_idx, values,
@@ -73,20 +85,20 @@ class NativeBackend(Backend):
 
     # The compact conv2d: x is (N, C, H, W), values (nnz,), y is (N, O, OH, OW).
 
-    def compact_conv2d_forward(self, x, index, values, bias, stride, padding, dilation, groups,
+    def compact_conv2d_forward(self, x, values, index, bias, stride, padding, dilation, groups,
                                variant):
         if self._direct_conv(variant):
-            return conv.direct_forward(x, index, values, bias, stride, padding, dilation, groups,
+            return conv.direct_forward(x, values, index, bias, stride, padding, dilation, groups,
                                        variant)
-        return conv.im2col_forward(self.compact_linear_forward, x, index, values, bias, stride,
+        return conv.im2col_forward(self.compact_linear_forward, x, values, index, bias, stride,
                                    padding, dilation, groups)
 
-    def compact_conv2d_backward(self, grad_y, x, index, values, has_bias, needs_grad, stride,
+    def compact_conv2d_backward(self, grad_y, x, values, index, has_bias, needs_grad, stride,
                                 padding, dilation, groups, variant):
         if self._direct_conv(variant):
-            return conv.direct_backward(grad_y.contiguous(), x, index, values, has_bias,
+            return conv.direct_backward(grad_y.contiguous(), x, values, index, has_bias,
                                         needs_grad, stride, padding, dilation, groups, variant)
-        return conv.im2col_backward(self.compact_linear_backward, grad_y, x, index, values,
+        return conv.im2col_backward(self.compact_linear_backward, grad_y, x, values, index,
                                     has_bias, needs_grad, stride, padding, dilation, groups)
 
     def _direct_conv(self, variant: str) -> bool:
@@ -130,7 +142,7 @@ class NativeBackend(Backend):
                 decoupled_weight_decay)
 
 
-def _compact_linear_with_derivative(x, index, values, bias):
+def _compact_linear_with_derivative(x, values, index, bias):
     return torch.ops.sparse_tickets.compact_linear(x, index.row_ptr, index.col_idx,
                                                    index.t_row_ptr, index.t_col_idx,
                                                    index.t_value_index, values, bias)

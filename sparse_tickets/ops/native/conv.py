@@ -21,13 +21,13 @@ from ...conv_geometry import output_shape
 DIRECT_VARIANTS = ("batch", "width")
 
 
-def direct_forward(x, index, values, bias, stride, padding, dilation, groups, variant):
+def direct_forward(x, values, index, bias, stride, padding, dilation, groups, variant):
     return torch.ops.sparse_tickets.sparse_conv2d(
         x, index.row_ptr, index.col_idx, values, bias, list(index.shape[2:]), list(stride),
         list(padding), list(dilation), groups, variant)
 
 
-def direct_backward(grad_y, x, index, values, has_bias, needs_grad, stride, padding, dilation,
+def direct_backward(grad_y, x, values, index, has_bias, needs_grad, stride, padding, dilation,
                     groups, variant):
     needs_x, needs_values, needs_bias = needs_grad
     grad_x = grad_values = None
@@ -40,19 +40,19 @@ def direct_backward(grad_y, x, index, values, has_bias, needs_grad, stride, padd
     return (grad_x if needs_x else None), (grad_values if needs_values else None), grad_bias
 
 
-def im2col_forward(linear_forward, x, index, values, bias, stride, padding, dilation, groups):
+def im2col_forward(linear_forward, x, values, index, bias, stride, padding, dilation, groups):
     _check_ungrouped(groups)
     batch = x.shape[0]
     out_h, out_w = _out_size(x, index, stride, padding, dilation)
     # (N, C*kH*kW, L) -> (N*L, C*kH*kW): one row per output pixel.
     patches = F.unfold(x, index.shape[2:], dilation=dilation, padding=padding, stride=stride)
     patches = patches.transpose(1, 2).reshape(batch * out_h * out_w, index.cols)
-    y = linear_forward(patches, index, values, bias)
+    y = linear_forward(patches, values, index, bias)
     return y.reshape(batch, out_h * out_w, index.rows).transpose(1, 2).reshape(
         batch, index.rows, out_h, out_w)
 
 
-def im2col_backward(linear_backward, grad_y, x, index, values, has_bias, needs_grad, stride,
+def im2col_backward(linear_backward, grad_y, x, values, index, has_bias, needs_grad, stride,
                     padding, dilation, groups):
     _check_ungrouped(groups)
     batch = x.shape[0]
@@ -61,7 +61,7 @@ def im2col_backward(linear_backward, grad_y, x, index, values, has_bias, needs_g
     patches = patches.transpose(1, 2).reshape(batch * out_h * out_w, index.cols)
     grad_rows = grad_y.reshape(batch, index.rows, out_h * out_w).transpose(1, 2)
     grad_rows = grad_rows.reshape(batch * out_h * out_w, index.rows)
-    grad_patches, grad_values, grad_bias = linear_backward(grad_rows, patches, index, values,
+    grad_patches, grad_values, grad_bias = linear_backward(grad_rows, patches, values, index,
                                                            has_bias, needs_grad)
     grad_x = None
     if grad_patches is not None:

@@ -4,14 +4,12 @@ from __future__ import annotations
 
 import torch
 
-from ..dispatch import Backend
+from ..base import Backend
 from . import compact, conv, linear, optim
 
 
 class ReferenceBackend(Backend):
     name = "reference"
-    ops = frozenset({"masked_linear", "masked_conv2d", "compact_linear", "compact_conv2d",
-                     "masked_sgd_step", "masked_adam_step"})
     # Whatever device torch itself runs on: the reference is the fallback everywhere.
     device_types = frozenset({"cpu", "cuda", "mps", "xpu", "meta"})
     dtypes = frozenset({torch.float64, torch.float32, torch.float16, torch.bfloat16})

@@ -14,14 +14,14 @@ import torch.nn.functional as F
 from ...formats import CompactIndex
 
 
-def compact_linear_forward(x: torch.Tensor, index: CompactIndex, values: torch.Tensor,
+def compact_linear_forward(x: torch.Tensor, values: torch.Tensor, index: CompactIndex,
                            bias: Optional[torch.Tensor]) -> torch.Tensor:
     # y = x W^T + b, W the (R, C) matrix holding ``values`` at the mask's kept entries
     return F.linear(x, _matrix(index, values), bias)
 
 
-def compact_linear_backward(grad_y: torch.Tensor, x: torch.Tensor, index: CompactIndex,
-                            values: torch.Tensor, has_bias: bool, needs_grad: tuple):
+def compact_linear_backward(grad_y: torch.Tensor, x: torch.Tensor, values: torch.Tensor,
+                            index: CompactIndex, has_bias: bool, needs_grad: tuple):
     # dx = dy W;  dvalues = (dy^T x) at the kept entries;  db = sum_n dy
     needs_x, needs_values, needs_bias = needs_grad
     grad_x = grad_y @ _matrix(index, values) if needs_x else None
@@ -31,15 +31,15 @@ def compact_linear_backward(grad_y: torch.Tensor, x: torch.Tensor, index: Compac
     return grad_x, grad_values, grad_bias
 
 
-def compact_conv2d_forward(x: torch.Tensor, index: CompactIndex, values: torch.Tensor,
+def compact_conv2d_forward(x: torch.Tensor, values: torch.Tensor, index: CompactIndex,
                            bias: Optional[torch.Tensor], stride: tuple, padding: tuple,
                            dilation: tuple, groups: int, variant: str) -> torch.Tensor:
     # y = conv2d(x, W) + b, W holding ``values`` at the mask's kept entries (any variant)
     return F.conv2d(x, index.to_dense(values), bias, stride, padding, dilation, groups)
 
 
-def compact_conv2d_backward(grad_y: torch.Tensor, x: torch.Tensor, index: CompactIndex,
-                            values: torch.Tensor, has_bias: bool, needs_grad: tuple,
+def compact_conv2d_backward(grad_y: torch.Tensor, x: torch.Tensor, values: torch.Tensor,
+                            index: CompactIndex, has_bias: bool, needs_grad: tuple,
                             stride: tuple, padding: tuple, dilation: tuple, groups: int,
                             variant: str):
     # dx = conv2d^T(dy, W);  dvalues = conv2d_weight_grad(x, dy) at the kept entries;  db = sum dy
