@@ -32,8 +32,9 @@ def note(line: str) -> None:
 
 
 def working_options(args) -> dict:
-    """The options of a command that trains, for :func:`~sparse_tickets.lottery.session.
-    working_in`: its command line names it in the run directory's lock, ``--wait`` waits for
-    another command there (saying so), ``--quiet`` shows log lines instead of bars."""
+    """How a command that trains works in its run directory (the options of
+    :func:`~sparse_tickets.lottery.session.working_in`): its command line names it in the
+    directory's lock, ``--wait`` waits for another command there (saying so), ``--quiet``
+    shows log lines instead of bars."""
     return {"quiet": args.quiet, "command": args.command_line, "wait": args.wait,
             "on_wait": lambda text: print(f"{PROG}: {text}", file=sys.stderr, flush=True)}
