@@ -15,5 +15,10 @@ needs one module does not load the others):
 - ``instability``: the linear-mode-connectivity analysis of a level;
 - ``distributed``: the same loop under torchrun, rank 0 alone touching the run directory;
 - ``export``: a level's ticket as one safetensors file, and loading it back;
-- ``report``: tables and plots from run directories.
+- ``report``: tables and plots from run directories;
+- ``datasets``: the data a run trains on, from its hyperparameters;
+- ``session``: what the training commands share (checks, lock, progress, report), and the
+  runs they start;
+- ``trials``: replicates that differ in their seeds, as processes or a SLURM array;
+- ``catalogue``: what the command line can name, as ``sparse-tickets list`` shows it.
 """

@@ -27,6 +27,7 @@ import torch.distributed as dist
 from torch import nn
 
 from ..nn import MaskedLayer
+from .hparams import Hparams, HparamsError
 
 T = TypeVar("T")
 
@@ -60,6 +61,22 @@ def launched_world_size() -> int:
 def launched_rank() -> int:
     """This process's rank as torchrun set it (``RANK``; 0 without torchrun)."""
     return _environment_integer("RANK", 0)
+
+
+def global_batch(hp: Hparams, scale: bool) -> Hparams:
+    """The hyperparameters a torchrun job of N processes trains with: the same global
+    batch (each process a 1/N slice of it), or with ``scale`` a global batch N times larger and
+    the learning rate N times larger (the linear scaling rule of Goyal et al., 2017). The
+    scaled values are the run's hyperparameters: its directory is that of a single process
+    given ``--batch-size`` and ``--lr`` of those values."""
+    processes = launched_world_size()
+    if scale:
+        return hp.replace(batch_size=hp.batch_size * processes, lr=hp.lr * processes)
+    if hp.batch_size % processes:
+        raise HparamsError(f"batch_size {hp.batch_size} does not divide by the {processes} "
+                           f"processes of this job; expected a multiple of {processes}, or "
+                           f"--scale-batch ({hp.batch_size} per process)")
+    return hp
 
 
 def local_rank() -> int:

@@ -1,14 +1,18 @@
 """The paper's hyperparameters (Frankle & Carbin, ICLR 2019, Figure 2 and Appendix), by name.
 
 A preset is a complete :class:`~sparse_tickets.lottery.hparams.Hparams`; every field can be
-overridden by its command-line flag. ``lenet_300_100/mnist5k`` is the embedded default: the
-paper's LeNet settings on the 3,500 training digits shipped with the package, with a schedule
-short enough to find tickets on two CPU cores in minutes.
+overridden by its command-line flag (:func:`resolve`). ``lenet_300_100/mnist5k`` is the
+embedded default: the paper's LeNet settings on the 3,500 training digits shipped with the
+package, with a schedule short enough to find tickets on two CPU cores in minutes.
 """
 
 from __future__ import annotations
 
-from .hparams import Hparams
+from typing import Optional
+
+from .. import data, models
+from .distributed import global_batch
+from .hparams import Hparams, HparamsError, validate
 
 _LENET = dict(model="lenet_300_100", optimizer="adam", lr=1.2e-3, batch_size=60,
               scope="layerwise", conv_fraction=0.0, fc_fraction=0.2, output_fraction=0.1)
@@ -57,3 +61,34 @@ def preset_for(model: str, dataset: str) -> str:
         if hp.model == model:
             return name
     return DEFAULT_PRESET
+
+
+def resolve(given: dict, preset: Optional[str] = None, scale_batch: bool = False) -> Hparams:
+    """The hyperparameters of a run: ``preset`` (by default the paper's for the model and
+    dataset ``given``) with the values ``given`` replacing its own, checked; HparamsError (one
+    line) for a value that cannot be used.
+
+    Naming a rewind iteration means rewinding to it. Under torchrun the batch is the job's
+    global batch, or with ``scale_batch`` each process's (:func:`.distributed.global_batch`).
+    """
+    if preset is not None and preset not in PRESETS:
+        raise HparamsError(f"unknown preset {preset!r}; expected one of {', '.join(PRESETS)}")
+    if preset is None:
+        default = PRESETS[DEFAULT_PRESET]
+        preset = preset_for(given.get("model", default.model),
+                            given.get("dataset", default.dataset))
+    hp = PRESETS[preset].replace(**given)
+    if "rewind_iteration" in given and "rewind" not in given and hp.rewind == "init":
+        hp = hp.replace(rewind="iteration")
+    hp = global_batch(hp, scale_batch)
+    if hp.model not in models.names():
+        raise HparamsError(f"unknown model {hp.model!r}; expected one of "
+                           f"{', '.join(models.names())}")
+    if hp.dataset not in data.names():
+        raise HparamsError(f"unknown dataset {hp.dataset!r}; expected one of "
+                           f"{', '.join(data.names())}")
+    if given.get("momentum") and hp.optimizer != "sgd":
+        raise HparamsError(f"--momentum {given['momentum']} given, but optimizer {hp.optimizer} "
+                           f"takes no momentum; expected --optimizer sgd or no --momentum")
+    validate(hp)
+    return hp

@@ -26,6 +26,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional, Sequence
 
+from .hparams import MAX_SEED, SEED_FIELDS, Hparams
+from .runs import Run
+
 # The environment variables the thread pools of torch, OpenMP and MKL read at start-up.
 _THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS")
 _RANGE = re.compile(r"^\s*(\d+)\s*(?:-\s*(\d+)\s*)?$")
@@ -69,9 +72,8 @@ def seed_offsets(trials: Optional[int], seeds: Optional[str]) -> Optional[list[i
     return parse_seeds(seeds) if seeds is not None else None
 
 
-def offset_seeds(hp, offset: int):
-    """``hp`` (Hparams) with ``offset`` added to its model, data and control seeds."""
-    from .hparams import MAX_SEED, SEED_FIELDS
+def offset_seeds(hp: Hparams, offset: int) -> Hparams:
+    """``hp`` with ``offset`` added to its model, data and control seeds."""
     seeds = {name: getattr(hp, name) + offset for name in SEED_FIELDS}
     too_large = [name for name, seed in seeds.items() if seed > MAX_SEED]
     if too_large:
@@ -95,6 +97,50 @@ class Trial:
 
     def command_line(self) -> str:
         return " ".join(["sparse-tickets", *map(shlex.quote, self.argv)])
+
+
+def make_trials(runs_directory: Path, hp: Hparams, offsets: Sequence[int],
+                argv_of: Callable[[Hparams], Sequence[str]]) -> list[Trial]:
+    """The trials of ``hp`` at each seed offset, their run directories made under
+    ``runs_directory`` (an existing one is reused); ``argv_of`` gives the single-run command
+    line of a trial's hyperparameters."""
+    made = []
+    for offset in offsets:
+        trial_hp = offset_seeds(hp, offset)
+        directory = Run.make_directory(runs_directory, trial_hp).directory
+        made.append(Trial(offset, directory, tuple(argv_of(trial_hp))))
+    return made
+
+
+def existing_trials(run: Run, offsets: Sequence[int],
+                    argv_of: Callable[[Path], Sequence[str]]) -> list[Trial]:
+    """The trials of ``run``'s experiment (its seeds plus each offset), which must exist beside
+    it, as ``--trials`` made them; ``argv_of`` gives the command line that works on a trial's
+    run directory."""
+    hp, beside = run.hparams, run.directory.parent
+    found, missing = [], []
+    for offset in offsets:
+        trial_hp = offset_seeds(hp, offset)
+        trial_run = Run.existing(beside, trial_hp)
+        if trial_run is None:
+            missing.append(f"+{offset} ({beside / trial_hp.run_name()})")
+            continue
+        found.append(Trial(offset, trial_run.directory, tuple(argv_of(trial_run.directory))))
+    if missing:
+        raise TrialsError(f"no run of trial {', '.join(missing)} beside {run.directory}; "
+                          f"expected the trials made first, by `imp --trials` or `--seeds`")
+    return found
+
+
+def report_name(hp: Hparams, name: Optional[str] = None) -> str:
+    """The trials' report directory's name: by their ``name``, else by the settings they
+    share (the hash of ``hp``, the first trial's hyperparameters)."""
+    return f"report-{name}" if name else f"report-{hp.run_name()}"
+
+
+def instability_report_name(run: Run) -> str:
+    """The report directory's name of the instability analyses of ``run``'s trials."""
+    return f"report-instability-{run.directory.name}"
 
 
 def cores() -> int:
@@ -126,6 +172,16 @@ class Outcome:
     trial: Trial
     returncode: int
     seconds: float
+
+    def last_line(self) -> str:
+        """The trial log's last line, to say why a trial failed, with where to read more."""
+        log = self.trial.log
+        try:
+            lines = [line for line in log.read_text(errors="replace").splitlines()
+                     if line.strip()]
+        except OSError:
+            return f"see {log}"
+        return f"{lines[-1].strip()} (see {log})" if lines else f"see {log}"
 
 
 def run_local(trials: Sequence[Trial], parallel: int, threads: int,

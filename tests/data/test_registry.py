@@ -1,3 +1,5 @@
+import inspect
+
 import pytest
 
 from sparse_tickets import data
@@ -49,3 +51,25 @@ def test_root_reaches_the_loader(tmp_path):
 def test_mnist5k_by_name(tmp_path):
     splits = data.load("mnist5k", cache_dir=tmp_path)
     assert splits.name == "mnist5k" and len(splits.train) == 3_500
+
+
+def test_a_dataset_reads_a_directory_exactly_when_its_loader_takes_one():
+    for spec in data.DATASETS.values():
+        first = next(iter(inspect.signature(spec.loader).parameters))
+        assert spec.reads_directory == (first == "root"), spec.name
+        assert "root" not in spec.options
+
+
+def test_spec_by_name():
+    assert data.spec("mnist").source == "files" and data.spec("mnist").reads_directory
+    assert data.spec("mnist5k").source == "embedded"
+    assert data.spec("synthetic").options == ("input_shape", "num_classes", "train_size",
+                                              "val_size", "test_size", "seed", "noise")
+    with pytest.raises(ValueError, match="unknown dataset 'imagenet'; expected one of"):
+        data.spec("imagenet")
+
+
+def test_a_spec_of_an_unknown_source_is_refused():
+    with pytest.raises(ValueError, match="source 'web'; expected one of files, embedded, "
+                                         "generated"):
+        data.DatasetSpec("web", data.synthetic, "web", "downloaded")
