@@ -21,10 +21,13 @@ same code path (no rule splits anything), so that column checks that nothing els
 2 threads a case whose call the two rules split differently shows which rule was right, and
 the 1-thread time of the new tree is what a rule that left it on one thread would get.
 
-    python -m benchmarks.thread_rule [--baseline REV] [--rounds 5] [--output DIR]
+    python -m benchmarks.thread_rule [--baseline REV] [--rounds 5] [--tag TAG] [--output DIR]
 
-writes ``thread_rule.json`` and ``thread_rule.md`` into ``benchmarks/results/<device>/`` (the
-first build of each tree takes minutes; later runs reuse them).
+writes ``thread_rule.json`` and ``thread_rule.md`` (``thread_rule-TAG.*`` with ``--tag``) into
+``benchmarks/results/<device>/`` (the first build of each tree takes minutes; later runs reuse
+them). The table's head gives the machine's load average before and after: on a machine
+shared with other work, a call on two threads can wait for a core another process holds, and
+the 2-thread figures say more about that than about the kernels.
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 import subprocess
 import sys
 import tarfile
@@ -213,6 +217,8 @@ def main(argv=None) -> None:
     parser.add_argument("--baseline", default="main",
                         help="the commit whose kernel sources are the old rule (default: main)")
     parser.add_argument("--rounds", type=int, default=5, help="interleaved rounds (default 5)")
+    parser.add_argument("--tag", default=None,
+                        help="name the files thread_rule-TAG.* (e.g. the rule measured)")
     parser.add_argument("--output", type=Path, default=None,
                         help="directory for the results (default benchmarks/results/<device>/)")
     parser.add_argument("--child", type=Path, default=None, help=argparse.SUPPRESS)
@@ -223,6 +229,7 @@ def main(argv=None) -> None:
         return
     if args.rounds < 1:
         parser.error(f"--rounds must be at least 1, got {args.rounds}")
+    load_before = os.getloadavg()[0]
     with tempfile.TemporaryDirectory() as directory:
         trees = {"old": extract_sources(args.baseline, Path(directory)),
                  "new": REPO_ROOT / "kernels" / "csrc"}
@@ -230,18 +237,21 @@ def main(argv=None) -> None:
     described = result_files.describe()
     seconds = {tree: {str(threads): by_case for threads, by_case in by_threads.items()}
                for tree, by_threads in best.items()}
+    load_after = os.getloadavg()[0]
     results = {**described, "baseline": args.baseline, "rounds": args.rounds,
-               "seconds": seconds}
+               "load_average": [load_before, load_after], "seconds": seconds}
     lines = ["# Thread rule: old kernel sources against new", ""]
     lines += result_files.machine_lines(described)
     lines += [f"- old: the kernel sources of `{args.baseline}`; new: the measured tree",
               f"- {args.rounds} interleaved rounds, one process per (tree, threads) each; "
               f"the minimum over rounds of the fastest of at least {MIN_CALLS} calls "
-              f"({BUDGET_SECONDS} s per case and round)", ""]
+              f"({BUDGET_SECONDS} s per case and round)",
+              f"- load average (1 min) before and after: {load_before:.1f}, {load_after:.1f} "
+              f"on {os.cpu_count()} logical CPUs", ""]
     lines += table(best) + [""]
     output = result_files.output_directory(args.output)
-    result_files.write_results(output, "thread_rule.json", results, "thread_rule.md",
-                               "\n".join(lines))
+    stem = f"thread_rule-{args.tag}" if args.tag else "thread_rule"
+    result_files.write_results(output, f"{stem}.json", results, f"{stem}.md", "\n".join(lines))
     print("\n".join(lines))
 
 

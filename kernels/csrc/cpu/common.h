@@ -77,14 +77,21 @@ inline void check_row_ptr(const char* op, const char* name, const at::Tensor& ro
 // The work of a call is counted in multiply-adds of its inner loops (one per kept weight and
 // output element, plus one per output element for its store); a thread is worth starting only
 // for kMinMultiplyAddsPerThread of them, so a call takes min(threads, work / that) threads.
-// A count of operations rather than a time or a size, so that it scales with what a thread must
-// amortise: an OpenMP fork and join costs a few microseconds on any current x86 or Arm server,
-// about what one core takes for this many vectorised multiply-adds read from cache.
-// The value: measured with benchmarks/thread_rule.py on an AMD EPYC (AVX2 + FMA, 2 cores); see
-// benchmarks/results/cpu-amd-epyc-avx2-2threads/thread_rule.md. On a core with twice the
-// vector width (AVX-512) the same count takes about half the time, so the rule is a little
-// conservative there, never eager.
-constexpr int64_t kMinMultiplyAddsPerThread = 16384;
+// A count of operations rather than a time or a size, so that it follows what a thread must
+// amortise: a fork and join of the OpenMP pool (a few microseconds on any current server core,
+// much more when another process holds a core the join must wait for) against the vectorised
+// multiply-adds it is given. A core with wider vectors (AVX-512) does its share faster, so
+// there the rule errs towards fewer threads, never towards more.
+// The value was measured, not derived: on an AMD EPYC (AVX2 + FMA, 2 cores, shared with other
+// work while measured), benchmarks/thread_rule.py compared the two cut-offs the kernels had
+// before this rule (16384 per thread for the compact linear, 32768 for the conv): every call of
+// either family between the two (LeNet-300-100's 300->100 layer at 2% density, ResNet-20's
+// layers on one image at 2%) ran faster on one thread, by 9% to 3x (see
+// benchmarks/results/cpu-amd-epyc-avx2-2threads/thread_rule.md). It is the larger of the two:
+// too few threads on an idle machine costs at most the speedup of a call of a few tens of
+// microseconds, too many on a busy one costs a wait for a core. Measure again on a machine of
+// another kind before changing it.
+constexpr int64_t kMinMultiplyAddsPerThread = 32768;
 
 // Element loops with no multiply-adds to speak of (the batch-minor copies, the optimizer steps)
 // go through at::parallel_for with a grain of this many elements per thread.

@@ -8,9 +8,10 @@
 // Layout idea (spmm / sddmm): the dense operands are transposed once per call into "batch-minor"
 // buffers xT[C][Bp] (Bp = B rounded up to a SIMD width, padding zero), so that every nonzero
 // touches one contiguous Bp-wide row: spmm does out_T[r, :] += v * xT[c, :] with the accumulator
-// in registers, sddmm does dot(gT[r, :], xT[c, :]). Rows are split between threads in blocks of
-// one SIMD width, balanced by nnz (common.h's rule); each block's results are transposed back in registers and
-// stored straight into out[B][R], so no transposed output is ever materialised.
+// in registers, sddmm does dot(gT[r, :], xT[c, :]). Rows are split between threads (common.h's
+// rule) in blocks of one SIMD width, balanced by nnz; each block's results are transposed back
+// in registers and stored straight into out[B][R], so no transposed output is ever
+// materialised.
 //
 // The vectors are those of simd.h: AVX-512 or AVX2 + FMA intrinsics where the build targets them
 // (-march=native), else a plain array of lanes, which compilers vectorise as they can.

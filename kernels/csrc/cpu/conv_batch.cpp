@@ -126,7 +126,6 @@ void batch_grad_weight_block(const Geometry& g, const GradPadding& pad, const T*
   }
 }
 
-
 // The laid-out extents of one block of BW images: the padded input [C][Hp][Wp][BW] and, in the
 // backward, dy padded for the input gradient's gather [O][pad.rows][pad.cols][BW].
 struct BatchLayout {

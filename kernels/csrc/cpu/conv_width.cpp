@@ -194,7 +194,6 @@ void width_grad_weight_image(const Geometry& g, const WidthLayout& l, const Grad
   }
 }
 
-
 // Multiply-adds of a call (the columns of the last, partial vector of a row included).
 int64_t width_work(const Geometry& g, const WidthLayout& l, int64_t kept_per_output) {
   return kept_per_output * g.N * g.OH * l.OWv;
