@@ -2,14 +2,16 @@
 //
 // Registers implementations only; the schemas and their semantics live in
 // sparse_tickets/ops/native/library.py. The direct sparse convolution is in sparse_conv.cpp;
-// the SIMD layer (simd.h) and the scratch buffers (scratch.h) are shared.
+// the SIMD layer (simd.h), the scratch buffers (scratch.h), the checks, the thread partition and
+// the batch-minor transpose (common.h) are shared.
 //
 // Layout idea (spmm / sddmm): the dense operands are transposed once per call into "batch-minor"
 // buffers xT[C][Bp] (Bp = B rounded up to a SIMD width, padding zero), so that every nonzero
 // touches one contiguous Bp-wide row: spmm does out_T[r, :] += v * xT[c, :] with the accumulator
-// in registers, sddmm does dot(gT[r, :], xT[c, :]). Rows are split between threads in blocks of
-// one SIMD width, balanced by nnz; each block's results are transposed back in registers and
-// stored straight into out[B][R], so no transposed output is ever materialised.
+// in registers, sddmm does dot(gT[r, :], xT[c, :]). Rows are split between threads (common.h's
+// rule) in blocks of one SIMD width, balanced by nnz; each block's results are transposed back
+// in registers and stored straight into out[B][R], so no transposed output is ever
+// materialised.
 //
 // The vectors are those of simd.h: AVX-512 or AVX2 + FMA intrinsics where the build targets them
 // (-march=native), else a plain array of lanes, which compilers vectorise as they can.
@@ -37,6 +39,7 @@
 #include <type_traits>
 #include <vector>
 
+#include "common.h"
 #include "scratch.h"
 #include "simd.h"
 
@@ -49,75 +52,23 @@ void vmdSqrt(long long n, const double* a, double* r, long long mode) __attribut
 namespace sparse_tickets_cpu {
 namespace {
 
-using index_t = int32_t;
-
 // ---------------------------------------------------------------------------------------------
 // Batch-minor copies of the dense operands.
 
 // dst[c][0:Bp] = src[0:B][c] for c < C, zero in the padding columns b >= B and in `extra_rows`
-// all-zero rows after the last one. src rows are `src_stride` apart, columns contiguous.
+// all-zero rows after the last one. src rows are `src_stride` apart, columns contiguous. In
+// parallel over blocks of W columns, at least kMinCopiedPerThread elements to a thread.
 template <typename T>
 void transpose_to_batch_minor(const T* src, int64_t src_stride, int64_t B, int64_t C, T* dst,
                               int64_t Bp, int64_t extra_rows) {
-  using S = Simd<T>;
-  constexpr int W = S::W;
-  const BlockTranspose<T> transpose;
-  const int64_t column_blocks = (C + W - 1) / W;
-  const int64_t grain = std::max<int64_t>(1, 32768 / (W * std::max<int64_t>(Bp, 1)));
+  constexpr int W = Simd<T>::W;
+  const int64_t column_blocks = ceil_div(C, W);
+  const int64_t grain = std::max<int64_t>(1, kMinCopiedPerThread / (W * std::max<int64_t>(Bp, 1)));
   at::parallel_for(0, column_blocks, grain, [&](int64_t begin, int64_t end) {
-    typename S::V r[W];
-    for (int64_t block = begin; block < end; ++block) {
-      const int64_t c0 = block * W, nc = std::min<int64_t>(W, C - c0);
-      const auto column_lanes = S::lanes(nc);
-      for (int64_t b0 = 0; b0 < Bp; b0 += W) {
-        const int64_t nb = std::max<int64_t>(0, std::min<int64_t>(W, B - b0));
-        for (int i = 0; i < W; ++i)
-          r[i] = i < nb ? S::load(src + (b0 + i) * src_stride + c0, column_lanes) : S::zero();
-        transpose(r);
-        for (int64_t k = 0; k < nc; ++k) S::store(dst + (c0 + k) * Bp + b0, r[k]);
-      }
-    }
+    const int64_t c0 = begin * W, c1 = std::min(C, end * W);
+    to_batch_minor_panel<T>(src + c0, src_stride, B, c1 - c0, dst + c0 * Bp, Bp, Bp);
   });
   std::fill(dst + C * Bp, dst + (C + extra_rows) * Bp, T(0));
-}
-
-// The thread partition: row blocks of W rows, the cut points chosen so that each part holds
-// about the same nnz + rows (a row costs about one nonzero on its own: its transpose and store).
-std::vector<int64_t> balanced_row_cuts(const index_t* row_ptr, int64_t rows, int64_t block,
-                                       int64_t parts) {
-  std::vector<int64_t> cuts(parts + 1, rows);
-  cuts[0] = 0;
-  const int64_t blocks = (rows + block - 1) / block;
-  auto cost = [&](int64_t b) {
-    const int64_t r = std::min(rows, b * block);
-    return int64_t(row_ptr[r]) + r;
-  };
-  const int64_t total = cost(blocks);
-  for (int64_t p = 1; p < parts; ++p) {
-    const int64_t target = total * p / parts;
-    int64_t lo = 0, hi = blocks;  // first block boundary whose cost reaches the target
-    while (lo < hi) {
-      const int64_t mid = (lo + hi) / 2;
-      if (cost(mid) < target) lo = mid + 1; else hi = mid;
-    }
-    cuts[p] = std::max(cuts[p - 1], std::min(rows, lo * block));
-  }
-  return cuts;
-}
-
-// Runs body(row_begin, row_end) over the balanced parts, in parallel when the work is worth it.
-template <typename F>
-void for_row_parts(const index_t* row_ptr, int64_t rows, int64_t block, int64_t work, F body) {
-  const int64_t threads = work < 32768 ? 1 : std::max(1, at::get_num_threads());
-  const auto cuts = balanced_row_cuts(row_ptr, rows, block, threads);
-  if (threads == 1) {
-    body(int64_t(0), rows);
-    return;
-  }
-  at::parallel_for(0, threads, 1, [&](int64_t begin, int64_t end) {
-    for (int64_t part = begin; part < end; ++part)
-      if (cuts[part] < cuts[part + 1]) body(cuts[part], cuts[part + 1]);
-  });
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -166,14 +117,11 @@ template <typename T, bool INDIRECT>
 void spmm_rows(const T* xT, int64_t Bp, int64_t B, const index_t* row_ptr, const index_t* col,
                const T* values, const index_t* value_index, const T* bias, int64_t R,
                int64_t row_begin, int64_t row_end, T* out) {
-  using S = Simd<T>;
-  constexpr int W = S::W;
-  const BlockTranspose<T> transpose;
+  constexpr int W = Simd<T>::W;
   // The batch in passes of CH vectors (64 fp32 / 32 fp64 columns), outermost, so that a pass
   // reads only its own slice of every xT row.
   constexpr int64_t CH = 4, ld = CH * W;
   alignas(64) T tile[W * ld];  // tile[i][b]: row r0 + i of the block, batch b0 + b
-  typename S::V r[W];
   for (int64_t b0 = 0; b0 < Bp; b0 += ld) {
     const int64_t nv = std::min<int64_t>(CH, (Bp - b0) / W);
     const T* x = xT + b0;
@@ -192,12 +140,7 @@ void spmm_rows(const T* xT, int64_t Bp, int64_t B, const index_t* row_ptr, const
           default: spmm_row<T, 1, INDIRECT>(x, Bp, col, v, vi, begin, end, b, dst);
         }
       }
-      for (int64_t bb = 0; bb < nv * W && b0 + bb < B; bb += W) {
-        for (int i = 0; i < W; ++i) r[i] = i < nr ? S::load(tile + i * ld + bb) : S::zero();
-        transpose(r);
-        const int64_t nb = std::min<int64_t>(W, B - b0 - bb);
-        for (int64_t k = 0; k < nb; ++k) store_lanes<T>(out + (b0 + bb + k) * R + r0, r[k], nr);
-      }
+      from_batch_minor_panel<T>(tile, ld, std::min(nv * W, B - b0), nr, out + b0 * R + r0, R);
     }
   }
 }
@@ -293,8 +236,8 @@ inline void for_vectors(int64_t begin, int64_t end, F&& body) {
 // Runs body(begin, end) over [0, n) in parallel, in pieces of whole chunks of `chunk` elements.
 template <typename F>
 void for_chunks(int64_t n, int64_t chunk, F&& body) {
-  const int64_t chunks = (n + chunk - 1) / chunk;
-  const int64_t grain = std::max<int64_t>(1, 32768 / chunk);
+  const int64_t chunks = ceil_div(n, chunk);
+  const int64_t grain = std::max<int64_t>(1, kMinCopiedPerThread / chunk);
   at::parallel_for(0, chunks, grain, [&](int64_t first, int64_t last) {
     body(first * chunk, std::min(n, last * chunk));
   });
@@ -492,48 +435,6 @@ void adam_step_kernel(T* param, const T* grad, T* exp_avg, T* exp_avg_sq, T* max
 // ---------------------------------------------------------------------------------------------
 // Input checks and the op entry points.
 
-int64_t round_up(int64_t n, int64_t multiple) { return (n + multiple - 1) / multiple * multiple; }
-
-void check_float_dtype(const char* op, const char* name, const at::Tensor& t) {
-  TORCH_CHECK(t.scalar_type() == at::kFloat || t.scalar_type() == at::kDouble, op, ": ", name,
-              " must be float32 or float64, got ", t.scalar_type());
-}
-
-void check_cpu(const char* op, const char* name, const at::Tensor& t) {
-  TORCH_CHECK(t.device().is_cpu(), op, ": ", name, " must be on the CPU, got ", t.device());
-}
-
-void check_same_dtype(const char* op, const char* name, const at::Tensor& t,
-                      const char* like_name, const at::Tensor& like) {
-  TORCH_CHECK(t.scalar_type() == like.scalar_type(), op, ": ", name, " must have ", like_name,
-              "'s dtype ", like.scalar_type(), ", got ", t.scalar_type());
-}
-
-// An int32 1-D index vector, made contiguous.
-at::Tensor checked_index(const char* op, const char* name, const at::Tensor& t) {
-  check_cpu(op, name, t);
-  TORCH_CHECK(t.scalar_type() == at::kInt, op, ": ", name, " must be int32, got ",
-              t.scalar_type());
-  TORCH_CHECK(t.dim() == 1, op, ": ", name, " must be 1-D, got ", t.dim(), "-D");
-  return t.contiguous();
-}
-
-// row_ptr must be a valid CSR row pointer for nnz nonzeros: 0 first, nnz last, nondecreasing.
-// (col_idx entries are not range-checked: that would cost a pass over the index per call.)
-void check_row_ptr(const char* op, const at::Tensor& row_ptr, int64_t nnz) {
-  TORCH_CHECK(row_ptr.numel() >= 1, op, ": row_ptr must have rows + 1 >= 1 entries, got 0");
-  TORCH_CHECK(nnz <= std::numeric_limits<index_t>::max(), op,
-              ": nnz must fit in int32, got ", nnz);
-  const index_t* p = row_ptr.data_ptr<index_t>();
-  const int64_t rows = row_ptr.numel() - 1;
-  TORCH_CHECK(p[0] == 0, op, ": row_ptr[0] must be 0, got ", p[0]);
-  TORCH_CHECK(p[rows] == nnz, op, ": row_ptr[-1] must equal col_idx's length ", nnz, ", got ",
-              p[rows]);
-  for (int64_t r = 0; r < rows; ++r)
-    TORCH_CHECK(p[r] <= p[r + 1], op, ": row_ptr must be nondecreasing, but row_ptr[", r,
-                "] = ", p[r], " > row_ptr[", r + 1, "] = ", p[r + 1]);
-}
-
 // A 2-D float matrix whose rows may be strided but whose columns are contiguous.
 at::Tensor row_major(const at::Tensor& t) {
   return t.size(1) <= 1 || t.stride(1) == 1 ? t : t.contiguous();
@@ -555,7 +456,7 @@ at::Tensor spmm_cpu(const at::Tensor& x_in, const at::Tensor& row_ptr_in,
   const int64_t nnz = col_idx.numel();
   TORCH_CHECK(values_in.numel() == nnz, op, ": values must have one entry per nonzero (",
               nnz, "), got ", values_in.numel());
-  check_row_ptr(op, row_ptr, nnz);
+  check_row_ptr(op, "row_ptr", row_ptr, "col_idx", nnz);
   at::Tensor value_index;
   if (value_index_in.has_value()) {
     value_index = checked_index(op, "value_index", *value_index_in);
@@ -584,7 +485,7 @@ at::Tensor spmm_cpu(const at::Tensor& x_in, const at::Tensor& row_ptr_in,
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "sparse_tickets_spmm", [&] {
     constexpr int W = Simd<scalar_t>::W;
     const int64_t Bp = round_up(B, W);
-    scalar_t* xT = scratch<scalar_t>(0, C * Bp);
+    scalar_t* xT = scratch<scalar_t>(ScratchSlot::kInput, C * Bp);
     transpose_to_batch_minor<scalar_t>(x.data_ptr<scalar_t>(), x.stride(0), B, C, xT, Bp, 0);
     const index_t* rp = row_ptr.data_ptr<index_t>();
     const index_t* ci = col_idx.data_ptr<index_t>();
@@ -593,7 +494,7 @@ at::Tensor spmm_cpu(const at::Tensor& x_in, const at::Tensor& row_ptr_in,
     const scalar_t* b = bias.defined() ? bias.data_ptr<scalar_t>() : nullptr;
     const scalar_t* xt = xT;
     scalar_t* o = out.data_ptr<scalar_t>();
-    for_row_parts(rp, R, W, (nnz + R) * Bp, [&](int64_t begin, int64_t end) {
+    for_balanced_parts(R, W, CsrRowCost{rp}, (nnz + R) * Bp, [&](int64_t begin, int64_t end) {
       if (vi != nullptr)
         spmm_rows<scalar_t, true>(xt, Bp, B, rp, ci, v, vi, b, R, begin, end, o);
       else
@@ -616,7 +517,7 @@ at::Tensor sddmm_cpu(const at::Tensor& grad_out_in, const at::Tensor& x_in,
   const at::Tensor row_ptr = checked_index(op, "row_ptr", row_ptr_in);
   const at::Tensor col_idx = checked_index(op, "col_idx", col_idx_in);
   const int64_t nnz = col_idx.numel();
-  check_row_ptr(op, row_ptr, nnz);
+  check_row_ptr(op, "row_ptr", row_ptr, "col_idx", nnz);
   const int64_t B = x_in.size(0), C = x_in.size(1), R = row_ptr.numel() - 1;
   TORCH_CHECK(grad_out_in.size(0) == B, op, ": grad_out and x must have the same batch size, got ",
               grad_out_in.size(0), " and ", B);
@@ -630,8 +531,8 @@ at::Tensor sddmm_cpu(const at::Tensor& grad_out_in, const at::Tensor& x_in,
     constexpr int W = Simd<scalar_t>::W;
     const int64_t Bp = round_up(B, W);
     // xT gets one extra zero row: the target of the unused slots of a last, partial group.
-    scalar_t* xT = scratch<scalar_t>(0, (C + 1) * Bp);
-    scalar_t* gT = scratch<scalar_t>(1, R * Bp);
+    scalar_t* xT = scratch<scalar_t>(ScratchSlot::kInput, (C + 1) * Bp);
+    scalar_t* gT = scratch<scalar_t>(ScratchSlot::kGradOutput, R * Bp);
     transpose_to_batch_minor<scalar_t>(x.data_ptr<scalar_t>(), x.stride(0), B, C, xT, Bp, 1);
     transpose_to_batch_minor<scalar_t>(grad_out.data_ptr<scalar_t>(), grad_out.stride(0), B, R,
                                        gT, Bp, 0);
@@ -640,7 +541,7 @@ at::Tensor sddmm_cpu(const at::Tensor& grad_out_in, const at::Tensor& x_in,
     const scalar_t* xt = xT;
     const scalar_t* gt = gT;
     scalar_t* o = out.data_ptr<scalar_t>();
-    for_row_parts(rp, R, 1, (nnz + R) * Bp, [&](int64_t begin, int64_t end) {
+    for_balanced_parts(R, 1, CsrRowCost{rp}, (nnz + R) * Bp, [&](int64_t begin, int64_t end) {
       switch (Bp / W) {
         case 1: sddmm_rows_one_chunk<scalar_t, 1>(xt, gt, Bp, rp, ci, C, begin, end, o); break;
         case 2: sddmm_rows_one_chunk<scalar_t, 2>(xt, gt, Bp, rp, ci, C, begin, end, o); break;

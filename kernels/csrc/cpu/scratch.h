@@ -1,5 +1,5 @@
-// Scratch memory of the CPU kernels (compact_ops.cpp, sparse_conv.cpp): a few numbered buffers
-// per calling thread, only ever grown.
+// Scratch memory of the CPU kernels (compact_ops.cpp and the conv units): a few buffers per
+// calling thread, one per role (ScratchSlot), only ever grown.
 //
 // Fresh megabyte buffers on every call make glibc trim its heap and grow it again, and the
 // page faults that follow cost more than the copies the kernels make into them. A buffer is
@@ -14,13 +14,19 @@
 
 namespace sparse_tickets_cpu {
 
+// What a buffer holds within one op call. Two operands an op needs at once take two slots.
+enum class ScratchSlot : int {
+  kInput = 0,       // the input (x) laid out for the kernel: batch-minor, padded
+  kOutput = 1,      // an output staged before it is copied to its tensor
+  kGradOutput = 2,  // the output's gradient laid out for the kernel
+  kPhaseSplit = 3,  // the padded input split by column phase (strided conv)
+};
 constexpr int kScratchSlots = 4;
 
 template <typename T>
-T* scratch(int slot, int64_t elements) {
+T* scratch(ScratchSlot slot, int64_t elements) {
   static thread_local at::Tensor buffers[kScratchSlots];
-  TORCH_CHECK(slot >= 0 && slot < kScratchSlots, "scratch slot ", slot, " out of range");
-  at::Tensor& buffer = buffers[slot];
+  at::Tensor& buffer = buffers[static_cast<int>(slot)];
   const int64_t bytes = elements * int64_t(sizeof(T)) + 64;
   if (!buffer.defined() || buffer.numel() < bytes) {
     buffer = at::Tensor();  // free the old one first

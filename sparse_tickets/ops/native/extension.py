@@ -73,8 +73,8 @@ class ExtensionSpec:
 
 
 CPU = ExtensionSpec("cpu", settings.CPU_EXTENSION,
-                    ("cpu/compact_ops.cpp", "cpu/sparse_conv.cpp",
-                     "cpu/compact_autograd.cpp"))
+                    ("cpu/compact_ops.cpp", "cpu/sparse_conv.cpp", "cpu/conv_batch.cpp",
+                     "cpu/conv_width.cpp", "cpu/compact_autograd.cpp"))
 CUDA = ExtensionSpec("cuda", settings.CUDA_EXTENSION,
                      ("cuda/compact_kernels.cu", "cuda/compact_cuda.cpp"))
 

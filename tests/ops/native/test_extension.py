@@ -185,3 +185,24 @@ def test_the_cli_with_a_broken_compiler_tries_once_and_build_retries(tmp_path):
     assert retried.stderr.count(BUILDING) == 1
     assert "cpu extension: the cpu extension failed to build with /bin/false" in retried.stdout
     assert record.is_file()
+
+
+@pytest.mark.parametrize("spec", [extension.CPU, extension.CUDA], ids=["cpu-units", "gpu-units"])
+def test_every_unit_of_the_kernel_sources_is_built(spec):
+    # A unit left out of the list compiles nowhere, and its ops fail only when first called.
+    suffix = ".cpp" if spec.kind == "cpu" else (".cu", ".cpp")
+    directory = spec.source_root / spec.kind
+    units = {f"{spec.kind}/{path.name}" for path in directory.iterdir()
+             if path.name.endswith(suffix)}
+    assert set(spec.sources) == units
+
+
+def test_an_edited_header_changes_the_build_key(tmp_path):
+    # The units include headers the key must cover, or a cached build of old headers is loaded.
+    spec = _spec(tmp_path)
+    header = spec.source_root / "cpu" / "shared.h"
+    header.write_text("#pragma once\n")
+    before = extension._fingerprint(spec)
+    header.write_text("#pragma once\nconstexpr int kChanged = 1;\n")
+    extension._fingerprint.cache_clear()
+    assert extension._fingerprint(spec) != before
