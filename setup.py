@@ -30,18 +30,25 @@ setup(
     name="sparse_tickets",
     version=package_version(),
     description="Lottery tickets by iterative magnitude pruning, on masked layers whose cost "
-                "falls with density",
+    "falls with density",
     long_description=(ROOT / "README.md").read_text(encoding="utf-8"),
     long_description_content_type="text/markdown",
     python_requires=">=3.10",
     # The repository's top-level kernels/ folder installs as sparse_tickets.kernels: no
     # generic top-level package name lands in site-packages.
-    packages=find_packages(include=["sparse_tickets", "sparse_tickets.*"]) + [
-        "sparse_tickets.kernels", "sparse_tickets.kernels.triton"],
+    packages=find_packages(include=["sparse_tickets", "sparse_tickets.*"])
+    + ["sparse_tickets.kernels", "sparse_tickets.kernels.triton"],
     package_dir={"sparse_tickets.kernels": "kernels"},
     # The compiled kernels' sources: built on first use (see sparse_tickets/ops/native).
-    package_data={"sparse_tickets.kernels": ["csrc/cpu/*.cpp", "csrc/cpu/*.h", "csrc/cuda/*.cu",
-                                             "csrc/cuda/*.cuh", "csrc/cuda/*.cpp"]},
+    package_data={
+        "sparse_tickets.kernels": [
+            "csrc/cpu/*.cpp",
+            "csrc/cpu/*.h",
+            "csrc/cuda/*.cu",
+            "csrc/cuda/*.cuh",
+            "csrc/cuda/*.cpp",
+        ]
+    },
     entry_points={"console_scripts": ["sparse-tickets = sparse_tickets.cli:main"]},
     install_requires=[
         "torch>=2.4",

@@ -1,7 +1,7 @@
 """Options of the benchmark suites and the machine fields of their JSON.
 
-    --bench-device cpu|cuda   where the suites run (default cpu)
-    --bench-quick             tiny shapes: every benchmark runs in seconds (the smoke test)
+--bench-device cpu|cuda   where the suites run (default cpu)
+--bench-quick             tiny shapes: every benchmark runs in seconds (the smoke test)
 """
 
 import pytest
@@ -14,16 +14,24 @@ from sparse_tickets.compact import choice
 
 def pytest_addoption(parser):
     group = parser.getgroup("sparse_tickets benchmarks")
-    group.addoption("--bench-device", default="cpu", choices=DEVICES,
-                    help="device the suites run on (default: cpu)")
-    group.addoption("--bench-quick", action="store_true",
-                    help="tiny shapes, for checking that every benchmark runs")
+    group.addoption(
+        "--bench-device",
+        default="cpu",
+        choices=DEVICES,
+        help="device the suites run on (default: cpu)",
+    )
+    group.addoption(
+        "--bench-quick",
+        action="store_true",
+        help="tiny shapes, for checking that every benchmark runs",
+    )
 
 
 def pytest_configure(config):
     # Building a CSR weight is the point of the torch_csr baseline; its beta notice is noise.
-    config.addinivalue_line("filterwarnings",
-                            "ignore:Sparse CSR tensor support is in beta:UserWarning")
+    config.addinivalue_line(
+        "filterwarnings", "ignore:Sparse CSR tensor support is in beta:UserWarning"
+    )
     if config.getoption("bench_device") == "cuda" and not torch.cuda.is_available():
         raise pytest.UsageError("--bench-device cuda: torch sees no CUDA GPU on this machine")
 

@@ -6,15 +6,25 @@ compute, for each row, its ratio to the dense and the prune-style rows of the sa
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 
 from .providers import provider_kind
 
 
-def time_row(benchmark, fn: Callable[[], object], *, op: str, provider: str, shape: str,
-             dtype: torch.dtype, sparsity: float, device: str, **extra) -> None:
+def time_row(
+    benchmark,
+    fn: Callable[[], object],
+    *,
+    op: str,
+    provider: str,
+    shape: str,
+    dtype: torch.dtype,
+    sparsity: float,
+    device: str,
+    **extra,
+) -> None:
     """Time ``fn`` as the row ``(op, provider, shape, dtype, sparsity)``.
 
     ``extra`` adds fields of the op's own (the iterations a call runs, say). On CUDA the
@@ -22,13 +32,21 @@ def time_row(benchmark, fn: Callable[[], object], *, op: str, provider: str, sha
     """
     benchmark.group = f"{op} | {shape} | {str(dtype).removeprefix('torch.')}"
     benchmark.extra_info.update(
-        op=op, provider=provider, provider_kind=provider_kind(provider), shape=shape,
-        dtype=str(dtype).removeprefix("torch."), sparsity=float(sparsity), device=device,
-        **extra)
+        op=op,
+        provider=provider,
+        provider_kind=provider_kind(provider),
+        shape=shape,
+        dtype=str(dtype).removeprefix("torch."),
+        sparsity=float(sparsity),
+        device=device,
+        **extra,
+    )
     if device == "cuda":
+
         def timed():
             fn()
             torch.cuda.synchronize()
+
         benchmark(timed)
     else:
         benchmark(fn)

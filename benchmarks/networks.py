@@ -66,15 +66,15 @@ def set_compact(network: nn.Module) -> None:
         layer.set_mode("compact")
 
 
-def trained_with_adam(network: nn.Module, provider: str,
-                      learning_rate: float) -> tuple[nn.Module, torch.optim.Optimizer]:
+def trained_with_adam(
+    network: nn.Module, provider: str, learning_rate: float
+) -> tuple[nn.Module, torch.optim.Optimizer]:
     """``(network, optimizer)`` as ``provider`` trains ``network`` (masked layers, masks
     applied): the plain layers (dense) or their prune-style copy with torch.optim.Adam; the
     masked layers, switched to the compact mode for ``compact``, with MaskedAdam. Converts
     ``network`` in place."""
     if provider in (DENSE, PRUNE_STYLE):
-        plain = (sparse_tickets.unmasked(network) if provider == DENSE
-                 else prune_style_copy(network))
+        plain = sparse_tickets.unmasked(network) if provider == DENSE else prune_style_copy(network)
         return plain, torch.optim.Adam(plain.parameters(), lr=learning_rate)
     if provider == COMPACT:
         set_compact(network)
@@ -87,5 +87,9 @@ def compact_training_info(provider: str, network: nn.Module, x: torch.Tensor) ->
     if provider != COMPACT:
         return {}
     values = [layer.trainable_weight for _, layer in sparse_tickets.masked_layers(network)]
-    return {"backend": backend_label(selected_backend("compact_linear", [x] + values),
-                                     selected_backend("masked_adam_step", values))}
+    return {
+        "backend": backend_label(
+            selected_backend("compact_linear", [x] + values),
+            selected_backend("masked_adam_step", values),
+        )
+    }

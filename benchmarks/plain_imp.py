@@ -48,15 +48,16 @@ def initialised_model(seed: int) -> nn.Module:
     return model
 
 
-def batch_indices(iteration: int, size: int, batch_size: int, data_seed: int,
-                  cache: dict) -> torch.Tensor:
+def batch_indices(
+    iteration: int, size: int, batch_size: int, data_seed: int, cache: dict
+) -> torch.Tensor:
     """Epoch ``e`` visits the training set in a permutation seeded by (data seed, ``e``)."""
     per_epoch = size // batch_size
     epoch, position = divmod(iteration, per_epoch)
     if cache.get("epoch") != epoch:
         generator = torch.Generator().manual_seed(seed_of(data_seed, epoch))
         cache.update(epoch=epoch, permutation=torch.randperm(size, generator=generator))
-    return cache["permutation"][position * batch_size:(position + 1) * batch_size]
+    return cache["permutation"][position * batch_size : (position + 1) * batch_size]
 
 
 @torch.no_grad()
@@ -87,8 +88,9 @@ def train_level(model: nn.Module, splits, args: argparse.Namespace) -> dict:
     record(0)
     model.train()
     for iteration in range(1, args.iterations + 1):
-        x, y = splits.train.batch(batch_indices(iteration - 1, len(splits.train),
-                                                args.batch_size, args.data_seed, cache))
+        x, y = splits.train.batch(
+            batch_indices(iteration - 1, len(splits.train), args.batch_size, args.data_seed, cache)
+        )
         optimizer.zero_grad(set_to_none=True)
         loss = F.cross_entropy(model(x), y)
         loss.backward()
@@ -97,10 +99,12 @@ def train_level(model: nn.Module, splits, args: argparse.Namespace) -> dict:
         if iteration % args.eval_every == 0 or iteration == args.iterations:
             record(iteration)
     best = min(evaluations, key=lambda row: row["val_loss"])
-    return {"early_stop_iteration": best["iteration"],
-            "early_stop_test_accuracy": best["test_accuracy"],
-            "final_test_accuracy": evaluations[-1]["test_accuracy"],
-            "wall_time_seconds": time.perf_counter() - started}
+    return {
+        "early_stop_iteration": best["iteration"],
+        "early_stop_test_accuracy": best["test_accuracy"],
+        "final_test_accuracy": evaluations[-1]["test_accuracy"],
+        "wall_time_seconds": time.perf_counter() - started,
+    }
 
 
 @torch.no_grad()
@@ -134,8 +138,11 @@ def density(masks: dict) -> float:
 def run(args: argparse.Namespace) -> dict:
     started = time.perf_counter()
     splits = load("mnist5k")
-    fractions = {"hidden.1": args.fc_fraction, "hidden.3": args.fc_fraction,
-                 "output": args.output_fraction}
+    fractions = {
+        "hidden.1": args.fc_fraction,
+        "hidden.3": args.fc_fraction,
+        "output": args.output_fraction,
+    }
     model = initialised_model(args.model_seed)
     masks = {name: layer.mask.clone() for name, layer in prunable_layers(model).items()}
     levels, level_masks = [], {}
@@ -149,14 +156,18 @@ def run(args: argparse.Namespace) -> dict:
     for level in range(1, args.levels + 1):
         model = start_level(seed_of(args.control_seed, level), level_masks[level])
         metrics = train_level(model, splits, args)
-        levels.append({"branch": "reinit", "level": level,
-                       "density": density(level_masks[level]), **metrics})
+        levels.append(
+            {"branch": "reinit", "level": level, "density": density(level_masks[level]), **metrics}
+        )
     return {"levels": levels, "wall_seconds": time.perf_counter() - started}
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.plain_imp", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.plain_imp",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--json", type=Path, required=True, help="where the results go")
     parser.add_argument("--levels", type=int, default=10)
     parser.add_argument("--iterations", type=int, default=1000)

@@ -12,7 +12,7 @@ the same module names as ``sparse_tickets.models`` so that a mask named ``hidden
 
 from __future__ import annotations
 
-from typing import Mapping
+from collections.abc import Mapping
 
 import torch
 import torch.nn.functional as F
@@ -52,8 +52,13 @@ class LeNet300100(nn.Module):
         super().__init__()
         linear, _ = LAYERS[kind]
         channels, height, width = input_shape
-        self.hidden = nn.Sequential(nn.Flatten(), linear(channels * height * width, 300),
-                                    nn.ReLU(), linear(300, 100), nn.ReLU())
+        self.hidden = nn.Sequential(
+            nn.Flatten(),
+            linear(channels * height * width, 300),
+            nn.ReLU(),
+            linear(300, 100),
+            nn.ReLU(),
+        )
         self.output = linear(100, num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -63,19 +68,30 @@ class LeNet300100(nn.Module):
 class ConvNet(nn.Module):
     """Conv-2 / Conv-6: pairs of 3x3 convs (ReLU) and a max-pool per pair, then fc 256, 256."""
 
-    def __init__(self, kind: str, pair_widths: tuple, input_shape=(3, 32, 32),
-                 num_classes: int = 10) -> None:
+    def __init__(
+        self, kind: str, pair_widths: tuple, input_shape=(3, 32, 32), num_classes: int = 10
+    ) -> None:
         super().__init__()
         linear, conv = LAYERS[kind]
         layers, channels = [], input_shape[0]
         for width in pair_widths:
-            layers += [conv(channels, width, 3, padding=1), nn.ReLU(),
-                       conv(width, width, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2)]
+            layers += [
+                conv(channels, width, 3, padding=1),
+                nn.ReLU(),
+                conv(width, width, 3, padding=1),
+                nn.ReLU(),
+                nn.MaxPool2d(2),
+            ]
             channels = width
         self.features = nn.Sequential(*layers)
         side = input_shape[1] // 2 ** len(pair_widths), input_shape[2] // 2 ** len(pair_widths)
-        self.hidden = nn.Sequential(nn.Flatten(), linear(channels * side[0] * side[1], 256),
-                                    nn.ReLU(), linear(256, 256), nn.ReLU())
+        self.hidden = nn.Sequential(
+            nn.Flatten(),
+            linear(channels * side[0] * side[1], 256),
+            nn.ReLU(),
+            linear(256, 256),
+            nn.ReLU(),
+        )
         self.output = linear(256, num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -92,8 +108,10 @@ class BasicBlock(nn.Module):
         self.bn2 = nn.BatchNorm2d(out_channels)
         self.shortcut = nn.Identity()
         if stride != 1 or in_channels != out_channels:
-            self.shortcut = nn.Sequential(conv(in_channels, out_channels, 1, stride=stride,
-                                               bias=False), nn.BatchNorm2d(out_channels))
+            self.shortcut = nn.Sequential(
+                conv(in_channels, out_channels, 1, stride=stride, bias=False),
+                nn.BatchNorm2d(out_channels),
+            )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = F.relu(self.bn1(self.conv1(x)))
@@ -104,14 +122,16 @@ class ResNet20(nn.Module):
     def __init__(self, kind: str, input_shape=(3, 32, 32), num_classes: int = 10) -> None:
         super().__init__()
         linear, conv = LAYERS[kind]
-        self.stem = nn.Sequential(conv(input_shape[0], 16, 3, padding=1, bias=False),
-                                  nn.BatchNorm2d(16), nn.ReLU())
+        self.stem = nn.Sequential(
+            conv(input_shape[0], 16, 3, padding=1, bias=False), nn.BatchNorm2d(16), nn.ReLU()
+        )
         stages, channels = [], 16
         for index, width in enumerate((16, 32, 64)):
             blocks = []
             for block in range(3):
-                blocks.append(BasicBlock(kind, channels, width,
-                                         2 if index > 0 and block == 0 else 1))
+                blocks.append(
+                    BasicBlock(kind, channels, width, 2 if index > 0 and block == 0 else 1)
+                )
                 channels = width
             stages.append(nn.Sequential(*blocks))
         self.stages = nn.Sequential(*stages)
@@ -132,14 +152,18 @@ def build(model: str, kind: str, input_shape: tuple) -> nn.Module:
         return ConvNet(kind, (64, 128, 256), input_shape)
     if model == "resnet20":
         return ResNet20(kind, input_shape)
-    raise ValueError(f"no plain-PyTorch twin of {model!r}; expected lenet_300_100, conv2, "
-                     f"conv6 or resnet20")
+    raise ValueError(
+        f"no plain-PyTorch twin of {model!r}; expected lenet_300_100, conv2, conv6 or resnet20"
+    )
 
 
 def prunable_layers(network: nn.Module) -> dict[str, nn.Module]:
     """Name -> every Linear and Conv2d of ``network``: the layers a mask can name."""
-    return {name: module for name, module in network.named_modules()
-            if isinstance(module, (nn.Linear, nn.Conv2d))}
+    return {
+        name: module
+        for name, module in network.named_modules()
+        if isinstance(module, (nn.Linear, nn.Conv2d))
+    }
 
 
 @torch.no_grad()

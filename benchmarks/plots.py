@@ -25,12 +25,16 @@ def plot_family(rows: list[Row], family: str, title: str, path: Path) -> Path:
     rows = [row for row in rows if row.family == family and row.vs_dense is not None]
     panels = list(dict.fromkeys((row.shape, row.dtype) for row in rows))
     passes = list(dict.fromkeys(row.op.split(".", 1)[1] for row in rows))
-    figure, axes = plt.subplots(len(panels), len(passes), squeeze=False,
-                                figsize=(5.5 * len(passes), 3.6 * len(panels)))
+    figure, axes = plt.subplots(
+        len(panels), len(passes), squeeze=False, figsize=(5.5 * len(passes), 3.6 * len(panels))
+    )
     for i, (shape, dtype) in enumerate(panels):
         for j, op_pass in enumerate(passes):
-            panel_rows = [row for row in rows if (row.shape, row.dtype) == (shape, dtype)
-                          and row.op.endswith("." + op_pass)]
+            panel_rows = [
+                row
+                for row in rows
+                if (row.shape, row.dtype) == (shape, dtype) and row.op.endswith("." + op_pass)
+            ]
             _draw_panel(axes[i][j], panel_rows, f"{op_pass}: {shape} ({dtype})")
     figure.suptitle(title, fontsize=12)
     figure.tight_layout(rect=(0, 0, 1, 0.98))
@@ -49,17 +53,24 @@ def _draw_panel(ax, rows: list[Row], title: str) -> None:
         return
     inverse_density = sorted({row.ideal_vs_dense for row in rows})
     provider_of = {row.provider_label: row.provider for row in rows}
-    for label in sorted(provider_of, key=lambda label: (provider_order(provider_of[label]),
-                                                         label)):
-        points = sorted((row.ideal_vs_dense, row.vs_dense) for row in rows
-                        if row.provider_label == label)
+    for label in sorted(provider_of, key=lambda label: (provider_order(provider_of[label]), label)):
+        points = sorted(
+            (row.ideal_vs_dense, row.vs_dense) for row in rows if row.provider_label == label
+        )
         if provider_of[label] == "dense":  # timed once: it is 1 at every sparsity by definition
             points = [(x, 1.0) for x in inverse_density]
         xs, ys = zip(*points)
         ax.plot(xs, ys, marker="o", markersize=3, linewidth=1.2, label=label)
     # Markers too: with a single sparsity (the optimizer step) a line has nothing to draw.
-    ax.plot(inverse_density, inverse_density, "k--", marker="x", markersize=4, linewidth=1,
-            label="ideal (1 / density)")
+    ax.plot(
+        inverse_density,
+        inverse_density,
+        "k--",
+        marker="x",
+        markersize=4,
+        linewidth=1,
+        label="ideal (1 / density)",
+    )
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_xticks(inverse_density)

@@ -59,8 +59,11 @@ class Profile:
 
 
 _PAPER_CONVS = shapes.CONV6_LAYERS + shapes.VGG19_LAYERS + shapes.RESNET20_LAYERS
-_PAPER_GEMMS = ((shapes.LENET_FC1,) + tuple(c.as_gemm() for c in shapes.VGG19_LAYERS)
-                + tuple(c.as_gemm() for c in shapes.RESNET20_LAYERS))
+_PAPER_GEMMS = (
+    (shapes.LENET_FC1,)
+    + tuple(c.as_gemm() for c in shapes.VGG19_LAYERS)
+    + tuple(c.as_gemm() for c in shapes.RESNET20_LAYERS)
+)
 LENET_300_100 = TrainedModel("lenet_300_100", shapes.LENET_BATCH, iterations=20)
 _MLPS = (
     LENET_300_100,
@@ -77,8 +80,10 @@ CONV2 = TrainedModel("conv2", shapes.CONV6_BATCH, iterations=5, input_shape=(3, 
 _CONV_NETS_ON_CPU = "trained end to end on a GPU only: a level takes many minutes on a few cores"
 # The same layers as the masked linear's; the suite keeps those whose weights torch can compress.
 _TWO_FOUR_GEMMS = _PAPER_GEMMS + (shapes.LARGE_BATCH64, shapes.LARGE_BATCH512)
-TWO_FOUR_ON_CPU = ("2:4 rows run on CUDA only (--bench-device cuda): torch's semi-structured "
-                   "sparse kernels need a GPU of compute capability 8.0+")
+TWO_FOUR_ON_CPU = (
+    "2:4 rows run on CUDA only (--bench-device cuda): torch's semi-structured "
+    "sparse kernels need a GPU of compute capability 8.0+"
+)
 
 
 def profile_for(device: str, quick: bool = False) -> Profile:
@@ -87,34 +92,56 @@ def profile_for(device: str, quick: bool = False) -> Profile:
         raise ValueError(f"device must be one of {', '.join(DEVICES)}; got {device!r}")
     if quick:
         return Profile(
-            name="quick", device=device, dtypes=(torch.float32,), sparsities=(0.0, 0.9),
-            linear_shapes=(shapes.TINY_GEMM,), conv_shapes=(shapes.TINY_CONV,),
-            optimizer_models=("lenet_300_100",), optimizer_sparsity=0.8,
+            name="quick",
+            device=device,
+            dtypes=(torch.float32,),
+            sparsities=(0.0, 0.9),
+            linear_shapes=(shapes.TINY_GEMM,),
+            conv_shapes=(shapes.TINY_CONV,),
+            optimizer_models=("lenet_300_100",),
+            optimizer_sparsity=0.8,
             mlp_models=(TrainedModel("tiny_mlp", 4, iterations=2, widths=(784, 8, 10)),),
             conv_net_models=(TrainedModel("conv2", 2, iterations=1, input_shape=(3, 8, 8)),),
-            densities=(1.0, 0.21), train_step_shapes=(shapes.TINY_GEMM,),
-            train_step_sparsities=(0.9,), two_four_shapes=(shapes.TINY_2TO4,),
+            densities=(1.0, 0.21),
+            train_step_shapes=(shapes.TINY_GEMM,),
+            train_step_sparsities=(0.9,),
+            two_four_shapes=(shapes.TINY_2TO4,),
         )
     if device == "cuda":
         return Profile(
-            name="cuda", device=device, dtypes=(torch.float32, torch.bfloat16),
+            name="cuda",
+            device=device,
+            dtypes=(torch.float32, torch.bfloat16),
             sparsities=shapes.SPARSITIES,
             linear_shapes=_PAPER_GEMMS + (shapes.LARGE_BATCH64, shapes.LARGE_BATCH512),
-            conv_shapes=_PAPER_CONVS, optimizer_models=("vgg19", "resnet20"),
-            optimizer_sparsity=0.8, mlp_models=_MLPS, conv_net_models=_CONV_NETS,
-            densities=shapes.IMP_DENSITIES, train_step_shapes=(shapes.LARGE_BATCH64,),
-            train_step_sparsities=shapes.TRAIN_STEP_SPARSITIES, two_four_shapes=_TWO_FOUR_GEMMS,
+            conv_shapes=_PAPER_CONVS,
+            optimizer_models=("vgg19", "resnet20"),
+            optimizer_sparsity=0.8,
+            mlp_models=_MLPS,
+            conv_net_models=_CONV_NETS,
+            densities=shapes.IMP_DENSITIES,
+            train_step_shapes=(shapes.LARGE_BATCH64,),
+            train_step_sparsities=shapes.TRAIN_STEP_SPARSITIES,
+            two_four_shapes=_TWO_FOUR_GEMMS,
         )
     return Profile(
-        name="cpu", device=device, dtypes=(torch.float32,), sparsities=shapes.SPARSITIES,
+        name="cpu",
+        device=device,
+        dtypes=(torch.float32,),
+        sparsities=shapes.SPARSITIES,
         linear_shapes=_PAPER_GEMMS + (shapes.LARGE_BATCH64, shapes.LARGE_BATCH512),
         conv_shapes=_PAPER_CONVS,
-        optimizer_models=("vgg19", "resnet20"), optimizer_sparsity=0.8, mlp_models=_MLPS,
-        conv_net_models=(CONV2,), densities=shapes.IMP_DENSITIES,
+        optimizer_models=("vgg19", "resnet20"),
+        optimizer_sparsity=0.8,
+        mlp_models=_MLPS,
+        conv_net_models=(CONV2,),
+        densities=shapes.IMP_DENSITIES,
         train_step_shapes=(shapes.LARGE_BATCH64,),
         train_step_sparsities=shapes.TRAIN_STEP_SPARSITIES,
-        omitted=(f"end-to-end training of {', '.join(m.name for m in _CONV_NETS)}: "
-                 f"{_CONV_NETS_ON_CPU}", f"the 2:4 masked linear: {TWO_FOUR_ON_CPU}"),
+        omitted=(
+            f"end-to-end training of {', '.join(m.name for m in _CONV_NETS)}: {_CONV_NETS_ON_CPU}",
+            f"the 2:4 masked linear: {TWO_FOUR_ON_CPU}",
+        ),
         two_four_shapes=_TWO_FOUR_GEMMS,
     )
 

@@ -28,8 +28,8 @@ them on 2:4 magnitude masks, against dense and the dense-masked reference.
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable, Optional
 
 import pytest
 import torch
@@ -37,8 +37,7 @@ import torch.nn.functional as F
 
 from sparse_tickets import ops
 from sparse_tickets.compact import CompactIndex
-from sparse_tickets.functional import (compact_conv2d, compact_linear, masked_conv2d,
-                                       masked_linear)
+from sparse_tickets.functional import compact_conv2d, compact_linear, masked_conv2d, masked_linear
 from sparse_tickets.ops import semi_structured
 from sparse_tickets.ops.semi_structured import weight_shape_reasons
 
@@ -65,10 +64,15 @@ TWO_FOUR_PROVIDERS = (SEMI_STRUCTURED, "reference", DENSE)
 def backend_names(op: str, device: str, dtype: torch.dtype) -> list[str]:
     """The available backends that can serve ``op`` for ``dtype`` tensors on ``device``, in
     priority order. Backends registered later are picked up here without any change."""
-    probe = [torch.empty(0, device=device, dtype=dtype),
-             torch.empty(0, device=device, dtype=torch.bool)]
-    return [status.name for status in ops.backends()
-            if status.available and not ops.get(status.name).not_supported_reasons(op, probe)]
+    probe = [
+        torch.empty(0, device=device, dtype=dtype),
+        torch.empty(0, device=device, dtype=torch.bool),
+    ]
+    return [
+        status.name
+        for status in ops.backends()
+        if status.available and not ops.get(status.name).not_supported_reasons(op, probe)
+    ]
 
 
 def compact_providers(device: str, dtype: torch.dtype) -> list[str]:
@@ -116,7 +120,7 @@ class _CompactFormOnDemand:
 
     weight: torch.Tensor
     mask: torch.Tensor
-    compact_form: Optional[tuple]
+    compact_form: tuple | None
 
     def compact(self) -> tuple[torch.Tensor, CompactIndex]:
         """``(values, index)`` of the weight, the values a leaf when the weight is one."""
@@ -137,13 +141,16 @@ class LinearCase(_CompactFormOnDemand):
     csr_crow: torch.Tensor
     csr_col: torch.Tensor
     csr_values: torch.Tensor
-    compact_form: Optional[tuple] = None
+    compact_form: tuple | None = None
 
     def leaves(self) -> list[torch.Tensor]:
         """The tensors a backward writes gradients into (reset before each timed call)."""
         values = self.compact_form[0] if self.compact_form else None
-        return [t for t in (self.x, self.weight, self.csr_values, values)
-                if t is not None and t.requires_grad]
+        return [
+            t
+            for t in (self.x, self.weight, self.csr_values, values)
+            if t is not None and t.requires_grad
+        ]
 
 
 def _compact_form(weight: torch.Tensor, mask: torch.Tensor) -> tuple:
@@ -155,9 +162,16 @@ def _compact_form(weight: torch.Tensor, mask: torch.Tensor) -> tuple:
 # One case at a time (a 4096x4096 case holds hundreds of MB): the suites walk the providers of
 # a shape and sparsity one after another, and all of them time the same tensors.
 @functools.lru_cache(maxsize=1)
-def linear_case(batch: int, in_features: int, out_features: int, sparsity: float,
-                device: str, dtype: torch.dtype, requires_grad: bool,
-                pattern: str = RANDOM) -> LinearCase:
+def linear_case(
+    batch: int,
+    in_features: int,
+    out_features: int,
+    sparsity: float,
+    device: str,
+    dtype: torch.dtype,
+    requires_grad: bool,
+    pattern: str = RANDOM,
+) -> LinearCase:
     """Random inputs, a mask pruning ``sparsity`` of the weight (``RANDOM``; ``TWO_FOUR``: the
     2:4 magnitude mask, 50% whatever ``sparsity`` says), the weight zeroed where pruned (as the
     masked layers keep it), and its CSR form. The same arguments return the same case as the
@@ -168,12 +182,18 @@ def linear_case(batch: int, in_features: int, out_features: int, sparsity: float
     options = dict(device=device, dtype=dtype, generator=generator)
     x = torch.randn(batch, in_features, **options)
     weight = torch.randn(out_features, in_features, **options)
-    mask = (two_four_magnitude_mask(weight) if pattern == TWO_FOUR
-            else torch.rand(weight.shape, device=device, generator=generator) >= sparsity)
+    mask = (
+        two_four_magnitude_mask(weight)
+        if pattern == TWO_FOUR
+        else torch.rand(weight.shape, device=device, generator=generator) >= sparsity
+    )
     weight.mul_(mask)
     csr = weight.to_sparse_csr() if dtype in (torch.float32, torch.float64) else None
-    crow, col, values = ((csr.crow_indices(), csr.col_indices(), csr.values().clone())
-                         if csr is not None else (None, None, None))
+    crow, col, values = (
+        (csr.crow_indices(), csr.col_indices(), csr.values().clone())
+        if csr is not None
+        else (None, None, None)
+    )
     for tensor in (x, weight, values):
         if tensor is not None:
             tensor.requires_grad_(requires_grad)
@@ -184,8 +204,9 @@ def linear_case(batch: int, in_features: int, out_features: int, sparsity: float
 def _csr_linear(case: LinearCase) -> torch.Tensor:
     # (W_csr @ x^T)^T: sparse @ dense is the product torch's CSR serves best on every device,
     # and autograd reaches the CSR values through sparse_csr_tensor.
-    weight = torch.sparse_csr_tensor(case.csr_crow, case.csr_col, case.csr_values,
-                                     case.weight.shape, check_invariants=False)
+    weight = torch.sparse_csr_tensor(
+        case.csr_crow, case.csr_col, case.csr_values, case.weight.shape, check_invariants=False
+    )
     return (weight @ case.x.t()).t()
 
 
@@ -208,17 +229,26 @@ def linear_providers(device: str, dtype: torch.dtype) -> list[str]:
     torch_csr runs in fp32/fp64 only: torch's CSR products (and the sampled product their
     backward needs) do not cover the half types on every device.
     """
-    baselines = [name for name in LINEAR_BASELINES
-                 if name != TORCH_CSR or dtype in (torch.float32, torch.float64)]
-    backends = [name for name in backend_names("masked_linear", device, dtype)
-                if name not in PATTERN_BACKENDS]
+    baselines = [
+        name
+        for name in LINEAR_BASELINES
+        if name != TORCH_CSR or dtype in (torch.float32, torch.float64)
+    ]
+    backends = [
+        name
+        for name in backend_names("masked_linear", device, dtype)
+        if name not in PATTERN_BACKENDS
+    ]
     return backends + compact_providers(device, dtype) + baselines + [SPARSEPROP]
 
 
 def two_four_shapes(shapes: tuple, dtype: torch.dtype) -> list:
     """The GEMM ``shapes`` whose weights torch's 2:4 kernels take in ``dtype``."""
-    return [shape for shape in shapes
-            if not weight_shape_reasons((shape.out_features, shape.in_features), dtype)]
+    return [
+        shape
+        for shape in shapes
+        if not weight_shape_reasons((shape.out_features, shape.in_features), dtype)
+    ]
 
 
 def two_four_magnitude_mask(weight: torch.Tensor) -> torch.Tensor:
@@ -241,6 +271,7 @@ def as_training_step(provider: str, fn):
     def step():
         semi_structured.clear_compressed()
         return fn()
+
     return step
 
 
@@ -258,11 +289,14 @@ def linear_row(provider: str, case: LinearCase, backward: bool) -> tuple[Callabl
     if provider == SPARSEPROP:
         return sparseprop_peer.linear_row(case, backward)
     if backward:
-        step = as_training_step(provider, lambda: backward_into(
-            run_linear(provider, case), case.grad_y, case.leaves()))
+        step = as_training_step(
+            provider, lambda: backward_into(run_linear(provider, case), case.grad_y, case.leaves())
+        )
     else:
+
         def step():
             return run_linear(provider, case)
+
     return step, compact_row_info(provider, case)
 
 
@@ -274,27 +308,28 @@ class ConvCase(_CompactFormOnDemand):
     grad_y: torch.Tensor
     padding: int
     stride: int
-    compact_form: Optional[tuple] = None
+    compact_form: tuple | None = None
 
     def leaves(self) -> list[torch.Tensor]:
         values = self.compact_form[0] if self.compact_form else None
         return [t for t in (self.x, self.weight, values) if t is not None and t.requires_grad]
 
 
-def conv_case(shape, sparsity: float, device: str, dtype: torch.dtype,
-              requires_grad: bool) -> ConvCase:
+def conv_case(
+    shape, sparsity: float, device: str, dtype: torch.dtype, requires_grad: bool
+) -> ConvCase:
     """Random inputs for a :class:`~benchmarks.shapes.ConvShape`, weight zeroed where pruned."""
     generator = torch.Generator(device=device).manual_seed(0)
     options = dict(device=device, dtype=dtype, generator=generator)
     x = torch.randn(shape.batch, shape.in_channels, shape.size, shape.size, **options)
-    weight = torch.randn(shape.out_channels, shape.in_channels, shape.kernel, shape.kernel,
-                         **options)
+    weight = torch.randn(
+        shape.out_channels, shape.in_channels, shape.kernel, shape.kernel, **options
+    )
     mask = torch.rand(weight.shape, device=device, generator=generator) >= sparsity
     weight.mul_(mask)
     x.requires_grad_(requires_grad)
     weight.requires_grad_(requires_grad)
-    grad_y = torch.randn(shape.batch, shape.out_channels, shape.out_size, shape.out_size,
-                         **options)
+    grad_y = torch.randn(shape.batch, shape.out_channels, shape.out_size, shape.out_size, **options)
     return ConvCase(x, weight, mask, grad_y, shape.padding, shape.stride)
 
 
@@ -312,8 +347,12 @@ CONV_BASELINES = {
 def conv_providers(device: str, dtype: torch.dtype) -> list[str]:
     """Backends, compact, then baselines, that can run a masked conv2d of ``dtype`` on
     ``device``."""
-    return (backend_names("masked_conv2d", device, dtype) + compact_providers(device, dtype)
-            + list(CONV_BASELINES) + [SPARSEPROP])
+    return (
+        backend_names("masked_conv2d", device, dtype)
+        + compact_providers(device, dtype)
+        + list(CONV_BASELINES)
+        + [SPARSEPROP]
+    )
 
 
 def run_conv(provider: str, case: ConvCase) -> torch.Tensor:
@@ -322,8 +361,7 @@ def run_conv(provider: str, case: ConvCase) -> torch.Tensor:
     baseline = CONV_BASELINES.get(provider)
     if baseline:
         return baseline(case)
-    return masked_conv2d(case.x, case.weight, case.mask, stride=case.stride,
-                         padding=case.padding)
+    return masked_conv2d(case.x, case.weight, case.mask, stride=case.stride, padding=case.padding)
 
 
 def conv_row(provider: str, case: ConvCase, backward: bool) -> tuple[Callable, dict]:
@@ -332,11 +370,14 @@ def conv_row(provider: str, case: ConvCase, backward: bool) -> tuple[Callable, d
     if provider == SPARSEPROP:
         return sparseprop_peer.conv_row(case, backward)
     if backward:
+
         def step():
             backward_into(run_conv(provider, case), case.grad_y, case.leaves())
     else:
+
         def step():
             return run_conv(provider, case)
+
     return step, compact_row_info(provider, case)
 
 

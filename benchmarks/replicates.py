@@ -57,43 +57,65 @@ LR = 1.2e-3
 DENSITIES = (1.0, 0.21, 0.035)
 KS = (2, 4)
 BATCHES = 4
-CONFIGS = ("--trials K", "K processes", "K sequential", "stacked block-diagonal",
-           "stacked bmm")
+CONFIGS = ("--trials K", "K processes", "K sequential", "stacked block-diagonal", "stacked bmm")
 # The densities of an IMP run pruning 20% per level to 3.5% (LeNet-300-100 in the paper).
-IMP_RUN_DENSITIES = tuple(0.8 ** level for level in range(16))
+IMP_RUN_DENSITIES = tuple(0.8**level for level in range(16))
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.replicates", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--ks", default=",".join(map(str, KS)),
-                        help=f"comma-separated replicate counts K (default: "
-                             f"{','.join(map(str, KS))})")
-    parser.add_argument("--densities", default=",".join(map(str, DENSITIES)),
-                        help="comma-separated densities (default: 1.0,0.21,0.035)")
-    parser.add_argument("--steps", type=int, default=300,
-                        help="timed steps per configuration and round (default: 300)")
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.replicates",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "--ks",
+        default=",".join(map(str, KS)),
+        help=f"comma-separated replicate counts K (default: {','.join(map(str, KS))})",
+    )
+    parser.add_argument(
+        "--densities",
+        default=",".join(map(str, DENSITIES)),
+        help="comma-separated densities (default: 1.0,0.21,0.035)",
+    )
+    parser.add_argument(
+        "--steps",
+        type=int,
+        default=300,
+        help="timed steps per configuration and round (default: 300)",
+    )
     parser.add_argument("--rounds", type=int, default=3, help="timed rounds (default: 3)")
     parser.add_argument("--threads", type=int, default=2, help="torch threads (default: 2)")
-    parser.add_argument("--configs", default=",".join(CONFIGS),
-                        help="comma-separated configurations to time, the baseline first "
-                             "(default: all)")
-    parser.add_argument("--check", action="store_true",
-                        help="also check the block-diagonal form against K separate networks")
-    parser.add_argument("--output", type=Path, default=None,
-                        help="folder for the results (default: benchmarks/results/<device>)")
+    parser.add_argument(
+        "--configs",
+        default=",".join(CONFIGS),
+        help="comma-separated configurations to time, the baseline first (default: all)",
+    )
+    parser.add_argument(
+        "--check",
+        action="store_true",
+        help="also check the block-diagonal form against K separate networks",
+    )
+    parser.add_argument(
+        "--output",
+        type=Path,
+        default=None,
+        help="folder for the results (default: benchmarks/results/<device>)",
+    )
     args = parser.parse_args(argv)
     args.ks = [int(k) for k in args.ks.split(",") if k.strip()]
     args.densities = [float(d) for d in args.densities.split(",") if d.strip()]
     args.configs = [c.strip() for c in args.configs.split(",") if c.strip()]
     unknown = [c for c in args.configs if c not in CONFIGS]
     if unknown or not args.configs:
-        parser.error(f"--configs: {', '.join(unknown) or 'empty'}; expected some of "
-                     f"{', '.join(CONFIGS)}")
+        parser.error(
+            f"--configs: {', '.join(unknown) or 'empty'}; expected some of {', '.join(CONFIGS)}"
+        )
     return args
 
 
 # --- the networks ------------------------------------------------------------------------
+
 
 def replicate_masks(density: float, seed: int) -> Masks:
     """Layerwise magnitude masks of replicate ``seed``'s initialisation at ``density``."""
@@ -152,8 +174,9 @@ def diagonal_blocks(stacked: nn.Sequential, k: int) -> list[list[torch.Tensor]]:
         width_in, width_out = WIDTHS[index], WIDTHS[index + 1]
         weight = layer.weight.detach()
         for r in range(k):
-            blocks[r].append(weight[r * width_out:(r + 1) * width_out,
-                                    r * width_in:(r + 1) * width_in])
+            blocks[r].append(
+                weight[r * width_out : (r + 1) * width_out, r * width_in : (r + 1) * width_in]
+            )
     return blocks
 
 
@@ -165,11 +188,19 @@ class StackedBmm(nn.Module):
         linears = [masked_linears(model) for model in replicates]
         count = len(WIDTHS) - 1
         self.weights = nn.ParameterList(
-            [nn.Parameter(torch.stack([layers[i].weight.detach() for layers in linears]))
-             for i in range(count)])
+            [
+                nn.Parameter(torch.stack([layers[i].weight.detach() for layers in linears]))
+                for i in range(count)
+            ]
+        )
         self.biases = nn.ParameterList(
-            [nn.Parameter(torch.stack([layers[i].bias.detach() for layers in linears])
-                          .unsqueeze(1)) for i in range(count)])
+            [
+                nn.Parameter(
+                    torch.stack([layers[i].bias.detach() for layers in linears]).unsqueeze(1)
+                )
+                for i in range(count)
+            ]
+        )
         for i in range(count):
             self.register_buffer(f"mask_{i}", torch.stack([layers[i].mask for layers in linears]))
 
@@ -184,14 +215,21 @@ class StackedBmm(nn.Module):
 
 # --- the steps ---------------------------------------------------------------------------
 
+
 def batches(k: int, count: int = BATCHES) -> list[list[tuple[torch.Tensor, torch.Tensor]]]:
     """``count`` batches per replicate (replicate r's from seed r), made before timing."""
     result = []
     for r in range(k):
         generator = torch.Generator().manual_seed(100 + r)
-        result.append([(torch.randn(BATCH, WIDTHS[0], generator=generator),
-                        torch.randint(0, WIDTHS[-1], (BATCH,), generator=generator))
-                       for _ in range(count)])
+        result.append(
+            [
+                (
+                    torch.randn(BATCH, WIDTHS[0], generator=generator),
+                    torch.randint(0, WIDTHS[-1], (BATCH,), generator=generator),
+                )
+                for _ in range(count)
+            ]
+        )
     return result
 
 
@@ -263,8 +301,10 @@ def _concurrent(density: float, seeds: range, threads_each: int, steps: int) -> 
     common start after their warm-up (the longest worker's time)."""
     context = multiprocessing.get_context("spawn")
     barrier, results = context.Barrier(len(seeds)), context.Queue()
-    workers = [context.Process(target=_worker, args=(density, r, threads_each, steps,
-                                                     barrier, results)) for r in seeds]
+    workers = [
+        context.Process(target=_worker, args=(density, r, threads_each, steps, barrier, results))
+        for r in seeds
+    ]
     for worker in workers:
         worker.start()
     times = [results.get(timeout=600) for _ in workers]
@@ -280,8 +320,10 @@ def time_processes(density: float, k: int, threads: int, steps: int) -> float:
 def time_trials(density: float, k: int, threads: int, steps: int) -> float:
     """As ``--trials K`` runs them: waves of one process per core, the cores split."""
     at_once = min(k, threads)
-    return sum(_concurrent(density, range(start, min(start + at_once, k)),
-                           threads // at_once, steps) for start in range(0, k, at_once))
+    return sum(
+        _concurrent(density, range(start, min(start + at_once, k)), threads // at_once, steps)
+        for start in range(0, k, at_once)
+    )
 
 
 def time_sequential(density: float, k: int, threads: int, steps: int) -> float:
@@ -312,8 +354,13 @@ def time_bmm(density: float, k: int, threads: int, steps: int) -> float:
     return _timed(lambda batch: bmm_step(model, optimizer, batch), inputs, steps)
 
 
-TIMERS = {"--trials K": time_trials, "K processes": time_processes, "K sequential": time_sequential,
-          "stacked block-diagonal": time_block_diagonal, "stacked bmm": time_bmm}
+TIMERS = {
+    "--trials K": time_trials,
+    "K processes": time_processes,
+    "K sequential": time_sequential,
+    "stacked block-diagonal": time_block_diagonal,
+    "stacked bmm": time_bmm,
+}
 
 
 def check_block_diagonal(density: float, k: int, steps: int = 20) -> float:
@@ -338,6 +385,7 @@ def check_block_diagonal(density: float, k: int, steps: int = 20) -> float:
 
 # --- the run -----------------------------------------------------------------------------
 
+
 def measure(args) -> list[dict]:
     rows = []
     for density in args.densities:
@@ -345,34 +393,48 @@ def measure(args) -> list[dict]:
             configs = args.configs
             seconds = {config: [] for config in configs}
             for round_ in range(args.rounds):
-                order = configs[round_ % len(configs):] + configs[:round_ % len(configs)]
+                order = configs[round_ % len(configs) :] + configs[: round_ % len(configs)]
                 for config in order:
-                    seconds[config].append(TIMERS[config](density, k, args.threads,
-                                                          args.steps))
+                    seconds[config].append(TIMERS[config](density, k, args.threads, args.steps))
             for config in configs:
                 best = min(seconds[config])
-                rows.append({"density": density, "k": k, "config": config,
-                             "seconds_min": best,
-                             "seconds_median": statistics.median(seconds[config]),
-                             "us_per_replicate_step": best / (k * args.steps) * 1e6})
-            print(f"density {density:.3f}, K {k}: " + ", ".join(
-                f"{r['config']} {r['us_per_replicate_step']:.0f} us" for r in rows[-len(configs):]),
-                flush=True)
+                rows.append(
+                    {
+                        "density": density,
+                        "k": k,
+                        "config": config,
+                        "seconds_min": best,
+                        "seconds_median": statistics.median(seconds[config]),
+                        "us_per_replicate_step": best / (k * args.steps) * 1e6,
+                    }
+                )
+            print(
+                f"density {density:.3f}, K {k}: "
+                + ", ".join(
+                    f"{r['config']} {r['us_per_replicate_step']:.0f} us"
+                    for r in rows[-len(configs) :]
+                ),
+                flush=True,
+            )
     return rows
 
 
 def per_step(rows: list[dict], density: float, k: int) -> dict:
     """Microseconds per replicate-step of each configuration at ``density`` and ``k``."""
-    return {r["config"]: r["us_per_replicate_step"] for r in rows
-            if r["density"] == density and r["k"] == k}
+    return {
+        r["config"]: r["us_per_replicate_step"]
+        for r in rows
+        if r["density"] == density and r["k"] == k
+    }
 
 
 def whole_run(results: dict, k: int, config: str) -> float:
     """Seconds per replicate for 1,000 iterations of each level of the IMP run's densities,
     each level's step time interpolated linearly in log density between the measured ones
     (the nearest measured one outside their range)."""
-    measured = sorted((math.log(d), per_step(results["rows"], d, k)[config])
-                      for d in results["densities"])
+    measured = sorted(
+        (math.log(d), per_step(results["rows"], d, k)[config]) for d in results["densities"]
+    )
     total = 0.0
     for density in IMP_RUN_DENSITIES:
         x = math.log(density)
@@ -381,8 +443,9 @@ def whole_run(results: dict, k: int, config: str) -> float:
         elif x >= measured[-1][0]:
             us = measured[-1][1]
         else:
-            (x0, y0), (x1, y1) = next((a, b) for a, b in zip(measured, measured[1:])
-                                      if a[0] <= x <= b[0])
+            (x0, y0), (x1, y1) = next(
+                (a, b) for a, b in zip(measured, measured[1:]) if a[0] <= x <= b[0]
+            )
             us = y0 + (y1 - y0) * (x - x0) / (x1 - x0)
         total += us * 1000 / 1e6
     return total
@@ -391,39 +454,65 @@ def whole_run(results: dict, k: int, config: str) -> float:
 def markdown(results: dict) -> str:
     configs = results["configs"]
     baseline = configs[0]
-    lines = ["# K replicates in one process against K processes (LeNet-300-100, batch 60, "
-             "Adam)", "", *result_files.machine_lines(results["machine"]),
-             f"- {results['steps']} timed steps per configuration, min of "
-             f"{results['rounds']} rounds (configurations interleaved)", "",
-             f"Time per replicate-step (lower is faster); ratio: {baseline}'s time / this "
-             f"one's (above 1: faster than {baseline}).", ""]
-    header = ["density", "K", *[f"{c} us" for c in configs],
-              *[f"{c} ratio" for c in configs[1:]]]
+    lines = [
+        "# K replicates in one process against K processes (LeNet-300-100, batch 60, Adam)",
+        "",
+        *result_files.machine_lines(results["machine"]),
+        f"- {results['steps']} timed steps per configuration, min of "
+        f"{results['rounds']} rounds (configurations interleaved)",
+        "",
+        f"Time per replicate-step (lower is faster); ratio: {baseline}'s time / this "
+        f"one's (above 1: faster than {baseline}).",
+        "",
+    ]
+    header = ["density", "K", *[f"{c} us" for c in configs], *[f"{c} ratio" for c in configs[1:]]]
     table = []
     for density in results["densities"]:
         for k in results["ks"]:
             row = per_step(results["rows"], density, k)
-            table.append([f"{density * 100:.1f}%", k, *[f"{row[c]:.0f}" for c in configs],
-                          *[f"{row[baseline] / row[c]:.2f}x" for c in configs[1:]]])
+            table.append(
+                [
+                    f"{density * 100:.1f}%",
+                    k,
+                    *[f"{row[c]:.0f}" for c in configs],
+                    *[f"{row[baseline] / row[c]:.2f}x" for c in configs[1:]],
+                ]
+            )
     lines += result_files.markdown_table(header, table)
     if len(results["densities"]) > 1:
-        lines += ["", f"A whole IMP run estimated from these densities ({len(IMP_RUN_DENSITIES)} "
-                      f"levels of equal length, 20% pruned per level, 100% to "
-                      f"{IMP_RUN_DENSITIES[-1] * 100:.1f}%; each level's time interpolated in "
-                      f"log density): seconds per 1,000 iterations of every level, per "
-                      f"replicate.", ""]
+        lines += [
+            "",
+            f"A whole IMP run estimated from these densities ({len(IMP_RUN_DENSITIES)} "
+            f"levels of equal length, 20% pruned per level, 100% to "
+            f"{IMP_RUN_DENSITIES[-1] * 100:.1f}%; each level's time interpolated in "
+            f"log density): seconds per 1,000 iterations of every level, per "
+            f"replicate.",
+            "",
+        ]
         run_table = []
         for k in results["ks"]:
             totals = {c: whole_run(results, k, c) for c in configs}
-            run_table.append([k, *[f"{totals[c]:.1f}" for c in configs],
-                              *[f"{totals[baseline] / totals[c]:.2f}x" for c in configs[1:]]])
-        lines += result_files.markdown_table(["K", *[f"{c} s" for c in configs],
-                                              *[f"{c} ratio" for c in configs[1:]]], run_table)
+            run_table.append(
+                [
+                    k,
+                    *[f"{totals[c]:.1f}" for c in configs],
+                    *[f"{totals[baseline] / totals[c]:.2f}x" for c in configs[1:]],
+                ]
+            )
+        lines += result_files.markdown_table(
+            ["K", *[f"{c} s" for c in configs], *[f"{c} ratio" for c in configs[1:]]], run_table
+        )
     if results.get("checks"):
-        lines += ["", "Block-diagonal form against K separate networks after 20 steps "
-                      "(largest weight difference):", ""]
-        lines += [f"- density {c['density'] * 100:.1f}%, K {c['k']}: {c['max_difference']:.2e}"
-                  for c in results["checks"]]
+        lines += [
+            "",
+            "Block-diagonal form against K separate networks after 20 steps "
+            "(largest weight difference):",
+            "",
+        ]
+        lines += [
+            f"- density {c['density'] * 100:.1f}%, K {c['k']}: {c['max_difference']:.2e}"
+            for c in results["checks"]
+        ]
     return "\n".join(lines) + "\n"
 
 
@@ -435,15 +524,23 @@ def main(argv=None) -> int:
     if args.check:
         for density in args.densities:
             for k in args.ks:
-                checks.append({"density": density, "k": k,
-                               "max_difference": check_block_diagonal(density, k)})
+                checks.append(
+                    {"density": density, "k": k, "max_difference": check_block_diagonal(density, k)}
+                )
                 print(f"check density {density}, K {k}: {checks[-1]['max_difference']:.2e}")
     rows = measure(args)
-    results = {"machine": result_files.describe(), "steps": args.steps, "rounds": args.rounds,
-               "threads": args.threads, "ks": args.ks, "densities": args.densities,
-               "configs": args.configs,
-               "rows": rows, "checks": checks,
-               "wall_seconds": time.perf_counter() - started}
+    results = {
+        "machine": result_files.describe(),
+        "steps": args.steps,
+        "rounds": args.rounds,
+        "threads": args.threads,
+        "ks": args.ks,
+        "densities": args.densities,
+        "configs": args.configs,
+        "rows": rows,
+        "checks": checks,
+        "wall_seconds": time.perf_counter() - started,
+    }
     output = result_files.output_directory(args.output)
     result_files.write_results(output, JSON_NAME, results, MARKDOWN_NAME, markdown(results))
     print(markdown(results))

@@ -1,6 +1,6 @@
 """Turn a results JSON into ``results.md`` and one PNG per op family, beside it or elsewhere.
 
-    python -m benchmarks.report benchmarks/results/<device>/results.json [--output DIR]
+python -m benchmarks.report benchmarks/results/<device>/results.json [--output DIR]
 """
 
 from __future__ import annotations
@@ -28,11 +28,18 @@ def write_report(json_path: Path, output: Path) -> list[Path]:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.report", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.report",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("json_path", type=Path, help="results JSON of python -m benchmarks.run")
-    parser.add_argument("--output", type=Path, default=None,
-                        help="folder for results.md and the plots (default: the JSON's folder)")
+    parser.add_argument(
+        "--output",
+        type=Path,
+        default=None,
+        help="folder for results.md and the plots (default: the JSON's folder)",
+    )
     args = parser.parse_args(argv)
     try:
         written = write_report(args.json_path, args.output or args.json_path.parent)

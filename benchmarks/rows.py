@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
 
 from .providers import DENSE, PRUNE_STYLE, SPARSEPROP
 
@@ -29,17 +28,17 @@ class Row:
     sparsity: float
     median_s: float
     rounds: int
-    iterations_per_call: Optional[int] = None
+    iterations_per_call: int | None = None
     # The backend(s) auto-selection gave a row that was not forced onto one (compact).
-    backend: Optional[str] = None
+    backend: str | None = None
     # SparseProp rows: the variant timed (the fastest correct one), the variants that computed
     # the right numbers, and those that did not, with their relative errors.
-    variant: Optional[str] = None
+    variant: str | None = None
     variants_correct: tuple = ()
     variants_wrong: tuple = ()
-    vs_dense: Optional[float] = None
-    vs_prune_style: Optional[float] = None
-    vs_sparseprop: Optional[float] = None
+    vs_dense: float | None = None
+    vs_prune_style: float | None = None
+    vs_sparseprop: float | None = None
 
     @property
     def family(self) -> str:
@@ -79,14 +78,20 @@ def load_results(json_path: Path) -> tuple[dict, list[Row]]:
     try:
         results = json.loads(Path(json_path).read_text())
     except FileNotFoundError:
-        raise FileNotFoundError(f"no benchmark results at {json_path}; expected the JSON "
-                                f"written by python -m benchmarks.run") from None
+        raise FileNotFoundError(
+            f"no benchmark results at {json_path}; expected the JSON "
+            f"written by python -m benchmarks.run"
+        ) from None
     except json.JSONDecodeError as error:
-        raise ValueError(f"{json_path} is not JSON ({error}); expected pytest-benchmark's "
-                         f"--benchmark-json output") from None
+        raise ValueError(
+            f"{json_path} is not JSON ({error}); expected pytest-benchmark's "
+            f"--benchmark-json output"
+        ) from None
     if not isinstance(results, dict) or "benchmarks" not in results:
-        raise ValueError(f"{json_path} has no 'benchmarks' list; expected pytest-benchmark's "
-                         f"--benchmark-json output")
+        raise ValueError(
+            f"{json_path} has no 'benchmarks' list; expected pytest-benchmark's "
+            f"--benchmark-json output"
+        )
     rows = [_row(entry, json_path) for entry in results["benchmarks"]]
     return results.get("machine_info", {}), with_ratios(rows)
 
@@ -95,33 +100,47 @@ def _row(entry: dict, json_path: Path) -> Row:
     extra = entry.get("extra_info", {})
     missing = [field for field in _FIELDS if field not in extra]
     if missing:
-        raise ValueError(f"benchmark {entry.get('name')!r} in {json_path} lacks extra_info "
-                         f"{', '.join(missing)}; expected rows timed by benchmarks.measure")
-    return Row(**{field: extra[field] for field in _FIELDS},
-               median_s=entry["stats"]["median"], rounds=entry["stats"]["rounds"],
-               iterations_per_call=extra.get("iterations_per_call"),
-               backend=extra.get("backend"), variant=extra.get("variant"),
-               variants_correct=tuple(extra.get("variants_correct", ())),
-               variants_wrong=tuple(sorted(extra.get("variants_wrong", {}).items())))
+        raise ValueError(
+            f"benchmark {entry.get('name')!r} in {json_path} lacks extra_info "
+            f"{', '.join(missing)}; expected rows timed by benchmarks.measure"
+        )
+    return Row(
+        **{field: extra[field] for field in _FIELDS},
+        median_s=entry["stats"]["median"],
+        rounds=entry["stats"]["rounds"],
+        iterations_per_call=extra.get("iterations_per_call"),
+        backend=extra.get("backend"),
+        variant=extra.get("variant"),
+        variants_correct=tuple(extra.get("variants_correct", ())),
+        variants_wrong=tuple(sorted(extra.get("variants_wrong", {}).items())),
+    )
 
 
 def with_ratios(rows: list[Row]) -> list[Row]:
     """``rows`` with ``vs_dense``, ``vs_prune_style`` and ``vs_sparseprop`` filled in where
     the group has them."""
     dense = {row.group: row.median_s for row in rows if row.provider == DENSE}
-    prune_style = {(row.group, row.sparsity): row.median_s for row in rows
-                   if row.provider == PRUNE_STYLE}
-    sparseprop = {(row.group, row.sparsity): row.median_s for row in rows
-                  if row.provider == SPARSEPROP}
+    prune_style = {
+        (row.group, row.sparsity): row.median_s for row in rows if row.provider == PRUNE_STYLE
+    }
+    sparseprop = {
+        (row.group, row.sparsity): row.median_s for row in rows if row.provider == SPARSEPROP
+    }
 
-    def ratio(baseline: Optional[float], row: Row) -> Optional[float]:
+    def ratio(baseline: float | None, row: Row) -> float | None:
         return baseline / row.median_s if baseline is not None and row.median_s > 0 else None
 
-    return [Row(**{**row.__dict__,
-                   "vs_dense": ratio(dense.get(row.group), row),
-                   "vs_prune_style": ratio(prune_style.get((row.group, row.sparsity)), row),
-                   "vs_sparseprop": ratio(sparseprop.get((row.group, row.sparsity)), row)})
-            for row in rows]
+    return [
+        Row(
+            **{
+                **row.__dict__,
+                "vs_dense": ratio(dense.get(row.group), row),
+                "vs_prune_style": ratio(prune_style.get((row.group, row.sparsity)), row),
+                "vs_sparseprop": ratio(sparseprop.get((row.group, row.sparsity)), row),
+            }
+        )
+        for row in rows
+    ]
 
 
 def format_seconds(seconds: float) -> str:

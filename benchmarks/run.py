@@ -27,35 +27,69 @@ JSON_NAME = "results.json"
 # CUDA: a GPU call is short and steady, but its first calls pay for autotuning and clocks.
 TIMING_OPTIONS = {
     "cpu": ["--benchmark-min-rounds=3", "--benchmark-max-time=0.2", "--benchmark-warmup=off"],
-    "cuda": ["--benchmark-min-rounds=5", "--benchmark-max-time=0.1", "--benchmark-warmup=on",
-             "--benchmark-warmup-iterations=10"],
+    "cuda": [
+        "--benchmark-min-rounds=5",
+        "--benchmark-max-time=0.1",
+        "--benchmark-warmup=on",
+        "--benchmark-warmup-iterations=10",
+    ],
 }
 # --quick: one call per row, just enough to show that every benchmark runs.
-QUICK_TIMING_OPTIONS = ["--benchmark-min-rounds=1", "--benchmark-max-time=0",
-                        "--benchmark-min-time=0", "--benchmark-warmup=off"]
+QUICK_TIMING_OPTIONS = [
+    "--benchmark-min-rounds=1",
+    "--benchmark-max-time=0",
+    "--benchmark-min-time=0",
+    "--benchmark-warmup=off",
+]
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.run", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--device", choices=DEVICES, default="cpu",
-                        help="where the suites run (default: cpu)")
-    parser.add_argument("--quick", action="store_true",
-                        help="tiny shapes and one call per row: checks the suites, times nothing")
-    parser.add_argument("--output", type=Path, default=None,
-                        help="folder the results go in (default: benchmarks/results/<device "
-                             "slug>, e.g. cpu-amd-epyc-avx2-2threads)")
-    parser.add_argument("-k", dest="select", default=None,
-                        help="pytest -k expression: run only the matching benchmarks")
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.run",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "--device", choices=DEVICES, default="cpu", help="where the suites run (default: cpu)"
+    )
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="tiny shapes and one call per row: checks the suites, times nothing",
+    )
+    parser.add_argument(
+        "--output",
+        type=Path,
+        default=None,
+        help="folder the results go in (default: benchmarks/results/<device "
+        "slug>, e.g. cpu-amd-epyc-avx2-2threads)",
+    )
+    parser.add_argument(
+        "-k",
+        dest="select",
+        default=None,
+        help="pytest -k expression: run only the matching benchmarks",
+    )
     return parser.parse_args(argv)
 
 
 def pytest_command(args: argparse.Namespace, json_path: Path) -> list[str]:
-    command = [sys.executable, "-m", "pytest", str(BENCHMARK_DIR), "-q", "-p",
-               "no:cacheprovider", "--benchmark-enable", f"--benchmark-json={json_path}",
-               "--benchmark-quiet", f"--bench-device={args.device}"]
-    command += (QUICK_TIMING_OPTIONS + ["--bench-quick"] if args.quick
-                else TIMING_OPTIONS[args.device])
+    command = [
+        sys.executable,
+        "-m",
+        "pytest",
+        str(BENCHMARK_DIR),
+        "-q",
+        "-p",
+        "no:cacheprovider",
+        "--benchmark-enable",
+        f"--benchmark-json={json_path}",
+        "--benchmark-quiet",
+        f"--bench-device={args.device}",
+    ]
+    command += (
+        QUICK_TIMING_OPTIONS + ["--bench-quick"] if args.quick else TIMING_OPTIONS[args.device]
+    )
     if args.select:
         command += ["-k", args.select]
     return command

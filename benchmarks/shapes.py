@@ -45,13 +45,19 @@ class ConvShape:
 
     @property
     def label(self) -> str:
-        return (f"{self.name} {self.batch}x{self.in_channels}x{self.size}x{self.size}"
-                f"->{self.out_channels} k{self.kernel}")
+        return (
+            f"{self.name} {self.batch}x{self.in_channels}x{self.size}x{self.size}"
+            f"->{self.out_channels} k{self.kernel}"
+        )
 
     def as_gemm(self) -> GemmShape:
         """The im2col matrix product of this convolution."""
-        return GemmShape(f"{self.name} (GEMM)", self.batch * self.out_size ** 2,
-                         self.in_channels * self.kernel ** 2, self.out_channels)
+        return GemmShape(
+            f"{self.name} (GEMM)",
+            self.batch * self.out_size**2,
+            self.in_channels * self.kernel**2,
+            self.out_channels,
+        )
 
 
 # Batch sizes of the paper: 60 for LeNet and Conv-2/4/6, 64 for VGG-19, 128 for ResNet-20.

@@ -27,7 +27,7 @@ from __future__ import annotations
 import functools
 import statistics
 import time
-from typing import Callable, Optional
+from collections.abc import Callable
 
 import pytest
 import torch
@@ -43,7 +43,7 @@ _CHOICE_CALLS = 3
 
 
 @functools.lru_cache(maxsize=1)
-def unavailable_reason() -> Optional[str]:
+def unavailable_reason() -> str | None:
     """Why SparseProp cannot be imported here (None when it can)."""
     try:
         import sparseprop.modules  # noqa: F401
@@ -52,7 +52,7 @@ def unavailable_reason() -> Optional[str]:
     return None
 
 
-def skip_reason(device: str, dtype: torch.dtype) -> Optional[str]:
+def skip_reason(device: str, dtype: torch.dtype) -> str | None:
     """Why the sparseprop rows of ``device`` and ``dtype`` are skipped (None: they run)."""
     reason = unavailable_reason()
     if reason is not None:
@@ -66,33 +66,49 @@ def skip_reason(device: str, dtype: torch.dtype) -> Optional[str]:
 
 def linear_module(weight: torch.Tensor, variant: str = "csr"):
     from sparseprop.modules.linear import SparseLinear
+
     if variant not in LINEAR_VARIANTS:
-        raise ValueError(f"SparseProp linear variant {variant!r} is not one of "
-                         f"{', '.join(LINEAR_VARIANTS)}")
+        raise ValueError(
+            f"SparseProp linear variant {variant!r} is not one of {', '.join(LINEAR_VARIANTS)}"
+        )
     return SparseLinear(weight.detach().float().contiguous())
 
 
 def conv_module(weight: torch.Tensor, stride: int, padding: int, variant: str):
     from sparseprop.modules.conv2d import SparseConv2d
+
     if variant not in CONV_VARIANTS:
-        raise ValueError(f"SparseProp conv variant {variant!r} is not one of "
-                         f"{', '.join(CONV_VARIANTS)}")
-    return SparseConv2d(weight.detach().float().contiguous(), padding=padding, stride=stride,
-                        vectorizing_over_on=CONV_VARIANTS[variant])
+        raise ValueError(
+            f"SparseProp conv variant {variant!r} is not one of {', '.join(CONV_VARIANTS)}"
+        )
+    return SparseConv2d(
+        weight.detach().float().contiguous(),
+        padding=padding,
+        stride=stride,
+        vectorizing_over_on=CONV_VARIANTS[variant],
+    )
 
 
 def dense_kept_gradient(module) -> torch.Tensor:
     """The gradient of ``module``'s kept values, laid out as its dense weight."""
     from sparseprop.modules.utils import from_csr_2d, from_sparse_format_conv2d
+
     grad = module.W_val.grad
     if hasattr(module, "OC"):
-        return from_sparse_format_conv2d(grad, module.W_idx,
-                                         (module.OC, module.IC, module.K, module.K))
+        return from_sparse_format_conv2d(
+            grad, module.W_idx, (module.OC, module.IC, module.K, module.K)
+        )
     return from_csr_2d(grad, module.W_idx, (module.N, module.M))
 
 
-def variant_error(module, x: torch.Tensor, weight: torch.Tensor, mask: torch.Tensor,
-                  grad_y: torch.Tensor, reference: Callable) -> float:
+def variant_error(
+    module,
+    x: torch.Tensor,
+    weight: torch.Tensor,
+    mask: torch.Tensor,
+    grad_y: torch.Tensor,
+    reference: Callable,
+) -> float:
     """The largest relative error of ``module``'s output, input gradient and kept-weight
     gradient against ``reference(x, weight)`` computed in float64."""
     x = x.detach().float().requires_grad_(True)
@@ -117,8 +133,10 @@ def _relative_error(ours: torch.Tensor, expected: torch.Tensor) -> float:
 
 def checked_variants(modules: dict, x, weight, mask, grad_y, reference) -> dict:
     """``{variant: relative error}`` of every variant (built modules by name)."""
-    return {name: variant_error(module, x, weight, mask, grad_y, reference)
-            for name, module in modules.items()}
+    return {
+        name: variant_error(module, x, weight, mask, grad_y, reference)
+        for name, module in modules.items()
+    }
 
 
 def _step(module, x: torch.Tensor, grad_y: torch.Tensor, backward: bool) -> Callable[[], None]:
@@ -149,35 +167,49 @@ def _fastest(steps: dict) -> str:
     return min(medians, key=medians.get)
 
 
-def prepared(modules: dict, x, weight, mask, grad_y, reference,
-             backward: bool) -> tuple[Callable[[], None], dict]:
+def prepared(
+    modules: dict, x, weight, mask, grad_y, reference, backward: bool
+) -> tuple[Callable[[], None], dict]:
     """The timed step of the fastest correct variant among ``modules`` and the row's
     ``extra_info``; skips the row when no variant is correct."""
     errors = checked_variants(modules, x, weight, mask, grad_y, reference)
     correct = [name for name, error in errors.items() if error <= TOLERANCE]
     wrong = {name: error for name, error in errors.items() if error > TOLERANCE}
     if not correct:
-        pytest.skip("no SparseProp variant is correct here (relative error "
-                    + ", ".join(f"{name} {error:.3g}" for name, error in wrong.items())
-                    + f"; tolerance {TOLERANCE})")
+        pytest.skip(
+            "no SparseProp variant is correct here (relative error "
+            + ", ".join(f"{name} {error:.3g}" for name, error in wrong.items())
+            + f"; tolerance {TOLERANCE})"
+        )
     steps = {name: _step(modules[name], x, grad_y, backward) for name in correct}
     variant = _fastest(steps) if len(steps) > 1 else correct[0]
-    info = {"variant": variant, "variants_correct": correct,
-            "variants_wrong": {name: float(error) for name, error in wrong.items()}}
+    info = {
+        "variant": variant,
+        "variants_correct": correct,
+        "variants_wrong": {name: float(error) for name, error in wrong.items()},
+    }
     return steps[variant], info
 
 
 def linear_row(case, backward: bool) -> tuple[Callable[[], None], dict]:
     """SparseProp's step on a :class:`~benchmarks.providers.LinearCase` (see the module)."""
     modules = {name: linear_module(case.weight, name) for name in LINEAR_VARIANTS}
-    return prepared(modules, case.x, case.weight, case.mask, case.grad_y,
-                    lambda x, w: F.linear(x, w), backward)
+    return prepared(
+        modules, case.x, case.weight, case.mask, case.grad_y, lambda x, w: F.linear(x, w), backward
+    )
 
 
 def conv_row(case, backward: bool) -> tuple[Callable[[], None], dict]:
     """SparseProp's step on a :class:`~benchmarks.providers.ConvCase` (see the module)."""
-    modules = {name: conv_module(case.weight, case.stride, case.padding, name)
-               for name in CONV_VARIANTS}
-    return prepared(modules, case.x, case.weight, case.mask, case.grad_y,
-                    lambda x, w: F.conv2d(x, w, stride=case.stride, padding=case.padding),
-                    backward)
+    modules = {
+        name: conv_module(case.weight, case.stride, case.padding, name) for name in CONV_VARIANTS
+    }
+    return prepared(
+        modules,
+        case.x,
+        case.weight,
+        case.mask,
+        case.grad_y,
+        lambda x, w: F.conv2d(x, w, stride=case.stride, padding=case.padding),
+        backward,
+    )

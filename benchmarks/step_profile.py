@@ -28,15 +28,20 @@ TOP_OPS = 15
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.step_profile",
-                                     description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.step_profile",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--steps", type=int, default=200, help="profiled steps (default: 200)")
     parser.add_argument("--threads", type=int, default=2, help="torch threads (default: 2)")
     parser.add_argument("--quick", action="store_true", help="5 steps: checks it runs")
-    parser.add_argument("--output", type=Path, default=None,
-                        help="folder for step_profile.md (default: benchmarks/results/<device "
-                             "slug>)")
+    parser.add_argument(
+        "--output",
+        type=Path,
+        default=None,
+        help="folder for step_profile.md (default: benchmarks/results/<device slug>)",
+    )
     args = parser.parse_args(argv)
     if args.quick:
         args.steps = 5
@@ -56,13 +61,20 @@ def profile_setup(setup: step_setups.Setup, data: list, steps: int) -> list[str]
     averages = profiler.key_averages()
     ops_ms = sum(event.self_cpu_time_total for event in averages) / 1e3 / steps
     table = averages.table(sort_by="self_cpu_time_total", row_limit=TOP_OPS)
-    return [f"## {setup.provider} at {100 * setup.density:g}%", "",
-            f"- wall time per step, not profiled: {wall_ms:.3f} ms",
-            f"- self CPU time of all profiled ops per step: {ops_ms:.3f} ms (the profiler's "
-            f"own cost included); outside any op (Python, hooks): about "
-            f"{max(wall_ms - ops_ms, 0):.3f} ms",
-            f"- layer modes: {setup.layer_modes or 'plain torch layers'}", "",
-            "```", table.rstrip(), "```", ""]
+    return [
+        f"## {setup.provider} at {100 * setup.density:g}%",
+        "",
+        f"- wall time per step, not profiled: {wall_ms:.3f} ms",
+        f"- self CPU time of all profiled ops per step: {ops_ms:.3f} ms (the profiler's "
+        f"own cost included); outside any op (Python, hooks): about "
+        f"{max(wall_ms - ops_ms, 0):.3f} ms",
+        f"- layer modes: {setup.layer_modes or 'plain torch layers'}",
+        "",
+        "```",
+        table.rstrip(),
+        "```",
+        "",
+    ]
 
 
 def main(argv=None) -> int:
@@ -72,11 +84,16 @@ def main(argv=None) -> int:
     network = NETWORKS["lenet"]
     data = step_setups.batches(network, 4)
     described = result_files.describe()
-    lines = ["# Where a LeNet-300-100 training step's time goes", "",
-             *result_files.machine_lines(described), "",
-             f"Batch {network.batch_size}, Adam; {args.steps} steps profiled per "
-             f"configuration (torch.profiler, CPU), top {TOP_OPS} ops by self CPU time. Times "
-             f"in the tables are totals over the profiled steps.", ""]
+    lines = [
+        "# Where a LeNet-300-100 training step's time goes",
+        "",
+        *result_files.machine_lines(described),
+        "",
+        f"Batch {network.batch_size}, Adam; {args.steps} steps profiled per "
+        f"configuration (torch.profiler, CPU), top {TOP_OPS} ops by self CPU time. Times "
+        f"in the tables are totals over the profiled steps.",
+        "",
+    ]
     for density in DENSITIES:
         masks = step_setups.masks_at(network, density)
         baseline = TORCH if density == 1.0 else TORCH_MASK_MULTIPLY

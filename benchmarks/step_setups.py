@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -59,15 +60,17 @@ NETWORKS = {
     "lenet": Network("lenet_300_100", (1, 28, 28), 60, "adam", 1.2e-3, IMP_DENSITIES, 200),
     "conv2": Network("conv2", (3, 32, 32), 60, "adam", 2e-4, CONV_DENSITIES, 3),
     "conv6": Network("conv6", (3, 32, 32), 60, "adam", 3e-4, CONV_DENSITIES, 1),
-    "resnet20": Network("resnet20", (3, 32, 32), 128, "sgd", 0.1, CONV_DENSITIES, 1,
-                        momentum=0.9, weight_decay=1e-4),
+    "resnet20": Network(
+        "resnet20", (3, 32, 32), 128, "sgd", 0.1, CONV_DENSITIES, 1, momentum=0.9, weight_decay=1e-4
+    ),
 }
 
 
 def quick(network: Network) -> Network:
     """``network`` shrunk for --quick: batch 4, 100% and the lowest density, 1 step a round."""
-    return dataclasses.replace(network, batch_size=4, steps_per_round=1,
-                               densities=(1.0, network.densities[-1]))
+    return dataclasses.replace(
+        network, batch_size=4, steps_per_round=1, densities=(1.0, network.densities[-1])
+    )
 
 
 @dataclass
@@ -84,8 +87,9 @@ class Setup:
     def record_modes(self) -> None:
         """Read each masked layer's mode again: ``auto`` may decide at the first batch."""
         if self.layer_modes:
-            self.layer_modes = {name: layer.mode
-                                for name, layer in sparse_tickets.masked_layers(self.model)}
+            self.layer_modes = {
+                name: layer.mode for name, layer in sparse_tickets.masked_layers(self.model)
+            }
 
     def step(self, batch: tuple[torch.Tensor, torch.Tensor]) -> None:
         x, y = batch
@@ -95,13 +99,16 @@ class Setup:
         self.optimizer.step()
 
 
-def batches(network: Network, count: int,
-            seed: int = 0) -> list[tuple[torch.Tensor, torch.Tensor]]:
+def batches(network: Network, count: int, seed: int = 0) -> list[tuple[torch.Tensor, torch.Tensor]]:
     """``count`` synthetic batches of the network's input shape, made before any timing."""
     generator = torch.Generator().manual_seed(seed)
-    return [(torch.randn(network.batch_size, *network.input_shape, generator=generator),
-             torch.randint(0, 10, (network.batch_size,), generator=generator))
-            for _ in range(count)]
+    return [
+        (
+            torch.randn(network.batch_size, *network.input_shape, generator=generator),
+            torch.randint(0, 10, (network.batch_size,), generator=generator),
+        )
+        for _ in range(count)
+    ]
 
 
 def masks_at(network: Network, density: float) -> Masks:
@@ -117,16 +124,23 @@ def masks_at(network: Network, density: float) -> Masks:
 def _torch_optimizer(network: Network, parameters) -> torch.optim.Optimizer:
     if network.optimizer == "adam":
         return torch.optim.Adam(parameters, lr=network.lr, weight_decay=network.weight_decay)
-    return torch.optim.SGD(parameters, lr=network.lr, momentum=network.momentum,
-                           weight_decay=network.weight_decay)
+    return torch.optim.SGD(
+        parameters, lr=network.lr, momentum=network.momentum, weight_decay=network.weight_decay
+    )
 
 
 def _masked_optimizer(network: Network, model: nn.Module) -> torch.optim.Optimizer:
     if network.optimizer == "adam":
-        return MaskedAdam(model.parameters(), lr=network.lr, weight_decay=network.weight_decay,
-                          masks=model)
-    return MaskedSGD(model.parameters(), lr=network.lr, momentum=network.momentum,
-                     weight_decay=network.weight_decay, masks=model)
+        return MaskedAdam(
+            model.parameters(), lr=network.lr, weight_decay=network.weight_decay, masks=model
+        )
+    return MaskedSGD(
+        model.parameters(),
+        lr=network.lr,
+        momentum=network.momentum,
+        weight_decay=network.weight_decay,
+        masks=model,
+    )
 
 
 def build(network: Network, provider: str, density: float, masks: Masks) -> Setup:
@@ -138,8 +152,9 @@ def build(network: Network, provider: str, density: float, masks: Masks) -> Setu
         if provider == TORCH_MASK_MULTIPLY:
             plain_torch.set_masks(model, dict(masks))
         model.train()
-        return Setup(network.model, provider, density, model,
-                     _torch_optimizer(network, model.parameters()))
+        return Setup(
+            network.model, provider, density, model, _torch_optimizer(network, model.parameters())
+        )
     mode = provider.removeprefix("ours ")
     model = sparse_tickets.models.create(network.model, input_shape=network.input_shape)
     # As in an IMP run, where level 0 trains before the first pruning: the layers have seen a
@@ -153,8 +168,9 @@ def build(network: Network, provider: str, density: float, masks: Masks) -> Setu
         layer.set_mode(mode)
         layer_modes[name] = layer.mode
     model.train()
-    return Setup(network.model, provider, density, model, _masked_optimizer(network, model),
-                 layer_modes)
+    return Setup(
+        network.model, provider, density, model, _masked_optimizer(network, model), layer_modes
+    )
 
 
 def setups(network: Network) -> list[Setup]:
@@ -171,4 +187,3 @@ def setups(network: Network) -> list[Setup]:
 def baseline_of(density: float) -> str:
     """The plain-PyTorch row a configuration is compared with at its density."""
     return TORCH if density == 1.0 else TORCH_MASK_MULTIPLY
-

@@ -30,18 +30,29 @@ BATCHES = 4
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.steps", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--networks", default=",".join(NETWORKS),
-                        help=f"comma-separated networks (default: {','.join(NETWORKS)})")
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.steps",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "--networks",
+        default=",".join(NETWORKS),
+        help=f"comma-separated networks (default: {','.join(NETWORKS)})",
+    )
     parser.add_argument("--rounds", type=int, default=5, help="timed rounds (default: 5)")
     parser.add_argument("--threads", type=int, default=2, help="torch threads (default: 2)")
-    parser.add_argument("--quick", action="store_true",
-                        help="batch 4, two densities, 2 rounds of 1 step: checks the "
-                             "benchmark runs, times nothing")
-    parser.add_argument("--output", type=Path, default=None,
-                        help="folder for steps.json and steps.md (default: "
-                             "benchmarks/results/<device slug>)")
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="batch 4, two densities, 2 rounds of 1 step: checks the benchmark runs, times nothing",
+    )
+    parser.add_argument(
+        "--output",
+        type=Path,
+        default=None,
+        help="folder for steps.json and steps.md (default: benchmarks/results/<device slug>)",
+    )
     args = parser.parse_args(argv)
     args.networks = [name.strip() for name in args.networks.split(",") if name.strip()]
     unknown = [name for name in args.networks if name not in NETWORKS]
@@ -70,18 +81,33 @@ def time_network(network: Network, rounds: int) -> dict:
             for index in range(steps):
                 setup.step(data[index % BATCHES])
             per_step[id(setup)].append(1e3 * (time.perf_counter() - begin) / steps)
-    rows = [{"provider": s.provider, "density": s.density, "round_ms": per_step[id(s)],
-             "min_ms": min(per_step[id(s)]), "median_ms": statistics.median(per_step[id(s)]),
-             "layer_modes": s.layer_modes} for s in setups]
+    rows = [
+        {
+            "provider": s.provider,
+            "density": s.density,
+            "round_ms": per_step[id(s)],
+            "min_ms": min(per_step[id(s)]),
+            "median_ms": statistics.median(per_step[id(s)]),
+            "layer_modes": s.layer_modes,
+        }
+        for s in setups
+    ]
     add_ratios(rows)
-    return {"model": network.model, "batch_size": network.batch_size,
-            "optimizer": network.optimizer, "lr": network.lr, "steps_per_round": steps,
-            "rounds": rounds, "rows": rows,
-            "wall_seconds": time.perf_counter() - started}
+    return {
+        "model": network.model,
+        "batch_size": network.batch_size,
+        "optimizer": network.optimizer,
+        "lr": network.lr,
+        "steps_per_round": steps,
+        "rounds": rounds,
+        "rows": rows,
+        "wall_seconds": time.perf_counter() - started,
+    }
 
 
 def add_ratios(rows: list[dict]) -> None:
     """Each row's speedups over its density's baseline and over plain torch dense."""
+
     def find(provider: str, density: float) -> dict:
         return next(r for r in rows if r["provider"] == provider and r["density"] == density)
 
@@ -107,27 +133,52 @@ def modes_summary(layer_modes: dict) -> str:
 
 
 def markdown(results: dict) -> str:
-    lines = ["# Whole training steps against plain PyTorch", "",
-             *result_files.machine_lines(results["machine"]), "",
-             "A step: zero_grad, forward, cross-entropy, backward, optimizer step, on batches "
-             "made beforehand. ms per step: min and median over the rounds' means. Ratios: "
-             "baseline time / row time (min), above 1 means faster than the baseline; the "
-             "baseline at a density is plain torch at 100% and torch mask-multiply (weight * "
-             "mask before every forward) below. Masks: layerwise magnitude at initialisation, "
-             "every masked layer at the density.", ""]
-    for name, network in results["networks"].items():
-        lines += [f"## {network['model']} (batch {network['batch_size']}, "
-                  f"{network['optimizer']} lr {network['lr']:g})", "",
-                  f"{network['rounds']} rounds x {network['steps_per_round']} steps per "
-                  f"configuration, interleaved; {network['wall_seconds']:.0f} s in all.", ""]
-        rows = [[f"{100 * r['density']:g}%", r["provider"], f"{r['min_ms']:.3f}",
-                 f"{r['median_ms']:.3f}",
-                 "" if r["baseline"] == r["provider"] else f"{r['vs_baseline_min']:.2f}x",
-                 f"{r['vs_torch_dense_min']:.2f}x", modes_summary(r["layer_modes"])]
-                for r in network["rows"]]
+    lines = [
+        "# Whole training steps against plain PyTorch",
+        "",
+        *result_files.machine_lines(results["machine"]),
+        "",
+        "A step: zero_grad, forward, cross-entropy, backward, optimizer step, on batches "
+        "made beforehand. ms per step: min and median over the rounds' means. Ratios: "
+        "baseline time / row time (min), above 1 means faster than the baseline; the "
+        "baseline at a density is plain torch at 100% and torch mask-multiply (weight * "
+        "mask before every forward) below. Masks: layerwise magnitude at initialisation, "
+        "every masked layer at the density.",
+        "",
+    ]
+    for network in results["networks"].values():
+        lines += [
+            f"## {network['model']} (batch {network['batch_size']}, "
+            f"{network['optimizer']} lr {network['lr']:g})",
+            "",
+            f"{network['rounds']} rounds x {network['steps_per_round']} steps per "
+            f"configuration, interleaved; {network['wall_seconds']:.0f} s in all.",
+            "",
+        ]
+        rows = [
+            [
+                f"{100 * r['density']:g}%",
+                r["provider"],
+                f"{r['min_ms']:.3f}",
+                f"{r['median_ms']:.3f}",
+                "" if r["baseline"] == r["provider"] else f"{r['vs_baseline_min']:.2f}x",
+                f"{r['vs_torch_dense_min']:.2f}x",
+                modes_summary(r["layer_modes"]),
+            ]
+            for r in network["rows"]
+        ]
         lines += result_files.markdown_table(
-            ["density", "provider", "min ms", "median ms", "vs baseline", "vs torch dense",
-             "layer modes"], rows) + [""]
+            [
+                "density",
+                "provider",
+                "min ms",
+                "median ms",
+                "vs baseline",
+                "vs torch dense",
+                "layer modes",
+            ],
+            rows,
+        ) + [""]
     return "\n".join(lines)
 
 
@@ -135,16 +186,22 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     torch.set_num_threads(args.threads)
     output = result_files.output_directory(args.output)
-    results = {"benchmark": "steps", "quick": args.quick, "machine": result_files.describe(),
-               "networks": {}}
+    results = {
+        "benchmark": "steps",
+        "quick": args.quick,
+        "machine": result_files.describe(),
+        "networks": {},
+    }
     for name in args.networks:
         network = step_setups.quick(NETWORKS[name]) if args.quick else NETWORKS[name]
-        print(f"{name}: {args.rounds} rounds x {network.steps_per_round} steps ...",
-              file=sys.stderr, flush=True)
+        print(
+            f"{name}: {args.rounds} rounds x {network.steps_per_round} steps ...",
+            file=sys.stderr,
+            flush=True,
+        )
         results["networks"][name] = time_network(network, args.rounds)
         # Written after each network, so a long run keeps what it has measured.
-        result_files.write_results(output, JSON_NAME, results, MARKDOWN_NAME,
-                                   markdown(results))
+        result_files.write_results(output, JSON_NAME, results, MARKDOWN_NAME, markdown(results))
     print(output / MARKDOWN_NAME)
     return 0
 

@@ -18,8 +18,12 @@ import torch.nn.functional as F
 
 import sparse_tickets
 from benchmarks.measure import time_row
-from benchmarks.networks import (compact_training_info, masked_network, prune_randomly,
-                                 trained_with_adam)
+from benchmarks.networks import (
+    compact_training_info,
+    masked_network,
+    prune_randomly,
+    trained_with_adam,
+)
 from benchmarks.profiles import profile_of
 from benchmarks.providers import DENSE, PRUNE_STYLE, backend_names, compact_providers, prepare
 
@@ -32,9 +36,11 @@ def pytest_generate_tests(metafunc):
     models = profile.mlp_models if mlp else profile.conv_net_models
     # A forced backend runs every masked op of the step, so it must serve them all.
     ops_used = ("masked_linear", "masked_adam_step") + (() if mlp else ("masked_conv2d",))
-    ours = [name for name in backend_names(ops_used[0], profile.device, torch.float32)
-            if all(name in backend_names(op, profile.device, torch.float32)
-                   for op in ops_used[1:])]
+    ours = [
+        name
+        for name in backend_names(ops_used[0], profile.device, torch.float32)
+        if all(name in backend_names(op, profile.device, torch.float32) for op in ops_used[1:])
+    ]
     ours += compact_providers(profile.device, torch.float32)
     cases, ids = [], []
     for model in models:
@@ -47,9 +53,13 @@ def pytest_generate_tests(metafunc):
 
 
 def _batches(model, device):
-    data = sparse_tickets.data.load("synthetic", input_shape=model.input_shape,
-                                    train_size=model.batch * model.iterations, val_size=0,
-                                    test_size=0)
+    data = sparse_tickets.data.load(
+        "synthetic",
+        input_shape=model.input_shape,
+        train_size=model.batch * model.iterations,
+        val_size=0,
+        test_size=0,
+    )
     order = torch.arange(len(data.train)).split(model.batch)
     return [tuple(t.to(device) for t in data.train.batch(indices)) for indices in order]
 
@@ -67,10 +77,19 @@ def _time_training(benchmark, monkeypatch, profile, model, density, provider):
             F.cross_entropy(network(x), y).backward()
             optimizer.step()
 
-    time_row(benchmark, train_iterations, op="end_to_end.train", provider=provider,
-             shape=model.label, dtype=torch.float32, sparsity=round(1.0 - density, 4),
-             device=profile.device, iterations_per_call=model.iterations, density=density,
-             **compact_training_info(provider, network, batches[0][0]))
+    time_row(
+        benchmark,
+        train_iterations,
+        op="end_to_end.train",
+        provider=provider,
+        shape=model.label,
+        dtype=torch.float32,
+        sparsity=round(1.0 - density, 4),
+        device=profile.device,
+        iterations_per_call=model.iterations,
+        density=density,
+        **compact_training_info(provider, network, batches[0][0]),
+    )
 
 
 def test_train_mlp(benchmark, monkeypatch, profile, model, density, provider):

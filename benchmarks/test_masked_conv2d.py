@@ -33,13 +33,31 @@ def test_forward(benchmark, monkeypatch, profile, shape, dtype, sparsity, provid
     case = conv_case(shape, sparsity, profile.device, dtype, requires_grad=False)
     prepare(monkeypatch, provider, "masked_conv2d", (case.x, case.weight, case.mask))
     step, info = conv_row(provider, case, backward=False)
-    time_row(benchmark, step, op="masked_conv2d.forward", provider=provider, shape=shape.label,
-             dtype=dtype, sparsity=sparsity, device=profile.device, **info)
+    time_row(
+        benchmark,
+        step,
+        op="masked_conv2d.forward",
+        provider=provider,
+        shape=shape.label,
+        dtype=dtype,
+        sparsity=sparsity,
+        device=profile.device,
+        **info,
+    )
 
 
 def test_forward_backward(benchmark, monkeypatch, profile, shape, dtype, sparsity, provider):
     case = conv_case(shape, sparsity, profile.device, dtype, requires_grad=True)
     prepare(monkeypatch, provider, "masked_conv2d", (case.x, case.weight, case.mask))
     step, info = conv_row(provider, case, backward=True)
-    time_row(benchmark, step, op="masked_conv2d.forward_backward", provider=provider,
-             shape=shape.label, dtype=dtype, sparsity=sparsity, device=profile.device, **info)
+    time_row(
+        benchmark,
+        step,
+        op="masked_conv2d.forward_backward",
+        provider=provider,
+        shape=shape.label,
+        dtype=dtype,
+        sparsity=sparsity,
+        device=profile.device,
+        **info,
+    )

@@ -19,9 +19,19 @@ import pytest
 
 from benchmarks.measure import time_row
 from benchmarks.profiles import TWO_FOUR_ON_CPU, profile_of
-from benchmarks.providers import (DENSE, RANDOM, TWO_FOUR, TWO_FOUR_PROVIDERS, TWO_FOUR_SPARSITY,
-                                  linear_case, linear_providers, linear_row, prepare,
-                                  times_sparsity, two_four_shapes)
+from benchmarks.providers import (
+    DENSE,
+    RANDOM,
+    TWO_FOUR,
+    TWO_FOUR_PROVIDERS,
+    TWO_FOUR_SPARSITY,
+    linear_case,
+    linear_providers,
+    linear_row,
+    prepare,
+    times_sparsity,
+    two_four_shapes,
+)
 
 
 def pytest_generate_tests(metafunc):
@@ -52,27 +62,55 @@ def _case(shape, dtype, sparsity, pattern, device, requires_grad):
             pytest.skip(TWO_FOUR_ON_CPU)
         # Every provider of a 2:4 group times the one 50% case, dense included.
         sparsity = TWO_FOUR_SPARSITY
-    return linear_case(shape.batch, shape.in_features, shape.out_features, sparsity, device,
-                       dtype, requires_grad, pattern)
+    return linear_case(
+        shape.batch,
+        shape.in_features,
+        shape.out_features,
+        sparsity,
+        device,
+        dtype,
+        requires_grad,
+        pattern,
+    )
 
 
 def _op(op_pass: str, pattern: str) -> str:
-    return f"masked_linear_{TWO_FOUR}.{op_pass}" if pattern == TWO_FOUR else \
-        f"masked_linear.{op_pass}"
+    return (
+        f"masked_linear_{TWO_FOUR}.{op_pass}" if pattern == TWO_FOUR else f"masked_linear.{op_pass}"
+    )
 
 
 def test_forward(benchmark, monkeypatch, profile, shape, dtype, sparsity, provider, pattern):
     case = _case(shape, dtype, sparsity, pattern, profile.device, requires_grad=False)
     prepare(monkeypatch, provider, "masked_linear", (case.x, case.weight, case.mask))
     step, info = linear_row(provider, case, backward=False)
-    time_row(benchmark, step, op=_op("forward", pattern), provider=provider, shape=shape.label,
-             dtype=dtype, sparsity=sparsity, device=profile.device, **info)
+    time_row(
+        benchmark,
+        step,
+        op=_op("forward", pattern),
+        provider=provider,
+        shape=shape.label,
+        dtype=dtype,
+        sparsity=sparsity,
+        device=profile.device,
+        **info,
+    )
 
 
-def test_forward_backward(benchmark, monkeypatch, profile, shape, dtype, sparsity, provider,
-                          pattern):
+def test_forward_backward(
+    benchmark, monkeypatch, profile, shape, dtype, sparsity, provider, pattern
+):
     case = _case(shape, dtype, sparsity, pattern, profile.device, requires_grad=True)
     prepare(monkeypatch, provider, "masked_linear", (case.x, case.weight, case.mask))
     step, info = linear_row(provider, case, backward=True)
-    time_row(benchmark, step, op=_op("forward_backward", pattern), provider=provider,
-             shape=shape.label, dtype=dtype, sparsity=sparsity, device=profile.device, **info)
+    time_row(
+        benchmark,
+        step,
+        op=_op("forward_backward", pattern),
+        provider=provider,
+        shape=shape.label,
+        dtype=dtype,
+        sparsity=sparsity,
+        device=profile.device,
+        **info,
+    )

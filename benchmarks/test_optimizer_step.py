@@ -13,12 +13,20 @@ reused by every step.
 
 import torch
 
-from benchmarks.measure import time_row
 import sparse_tickets
+from benchmarks.measure import time_row
 from benchmarks.networks import masked_parameters, prune_randomly, set_compact
 from benchmarks.profiles import profile_of
-from benchmarks.providers import (COMPACT, DENSE, PRUNE_STYLE, PRUNE_STYLE_FUSED, backend_names,
-                                  compact_providers, prepare, selected_backend)
+from benchmarks.providers import (
+    COMPACT,
+    DENSE,
+    PRUNE_STYLE,
+    PRUNE_STYLE_FUSED,
+    backend_names,
+    compact_providers,
+    prepare,
+    selected_backend,
+)
 from sparse_tickets.optim import MaskedAdam, MaskedSGD
 
 # name -> (our optimizer, torch's, their hyperparameters); SGD as the paper trains VGG/ResNet.
@@ -63,14 +71,16 @@ def _step_function(provider, optimizer, network, weights_and_masks):
         return torch_class(params, foreach=True, **hyperparameters).step
     if provider in (PRUNE_STYLE, PRUNE_STYLE_FUSED):
         fused = provider == PRUNE_STYLE_FUSED
-        step = torch_class(params, **hyperparameters,
-                           **(dict(fused=True) if fused else dict(foreach=True))).step
+        step = torch_class(
+            params, **hyperparameters, **(dict(fused=True) if fused else dict(foreach=True))
+        ).step
 
         @torch.no_grad()
         def step_then_mask():
             step()
             for weight, mask in weights_and_masks:
                 weight.mul_(mask)
+
         return step_then_mask
     return masked_class(params, masks=network, **hyperparameters).step
 
@@ -88,12 +98,26 @@ def test_step(benchmark, monkeypatch, profile, model, optimizer, provider):
         param.grad = torch.randn_like(param)
         if id(param) in mask_of:
             param.grad.mul_(mask_of[id(param)])
-    prepare(monkeypatch, provider, f"masked_{optimizer}_step",
-            list(network.parameters()) + list(mask_of.values()))
+    prepare(
+        monkeypatch,
+        provider,
+        f"masked_{optimizer}_step",
+        list(network.parameters()) + list(mask_of.values()),
+    )
     step = _step_function(provider, optimizer, network, weights_and_masks)
-    extra = ({"backend": selected_backend(f"masked_{optimizer}_step",
-                                          list(network.parameters()))}
-             if provider == COMPACT else {})
-    time_row(benchmark, step, op=f"optimizer.{optimizer}_step", provider=provider,
-             shape=f"{model} ({millions:.2f}M params)", dtype=torch.float32,
-             sparsity=profile.optimizer_sparsity, device=profile.device, **extra)
+    extra = (
+        {"backend": selected_backend(f"masked_{optimizer}_step", list(network.parameters()))}
+        if provider == COMPACT
+        else {}
+    )
+    time_row(
+        benchmark,
+        step,
+        op=f"optimizer.{optimizer}_step",
+        provider=provider,
+        shape=f"{model} ({millions:.2f}M params)",
+        dtype=torch.float32,
+        sparsity=profile.optimizer_sparsity,
+        device=profile.device,
+        **extra,
+    )

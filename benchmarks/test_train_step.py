@@ -24,8 +24,11 @@ LEARNING_RATE = 1e-3
 def pytest_generate_tests(metafunc):
     profile = profile_of(metafunc.config)
     # A forced backend runs both ops of the step, so it must serve both.
-    ours = [name for name in backend_names("masked_linear", profile.device, torch.float32)
-            if name in backend_names("masked_adam_step", profile.device, torch.float32)]
+    ours = [
+        name
+        for name in backend_names("masked_linear", profile.device, torch.float32)
+        if name in backend_names("masked_adam_step", profile.device, torch.float32)
+    ]
     ours += compact_providers(profile.device, torch.float32)
     cases, ids = [], []
     for shape in profile.train_step_shapes:
@@ -41,12 +44,14 @@ def pytest_generate_tests(metafunc):
 def test_adam_step(benchmark, monkeypatch, profile, shape, sparsity, provider):
     device = profile.device
     network = sparse_tickets.masked(
-        nn.Sequential(nn.Linear(shape.in_features, shape.out_features))).to(device)
+        nn.Sequential(nn.Linear(shape.in_features, shape.out_features))
+    ).to(device)
     masks = prune_randomly(network, 1.0 - sparsity)
     network, optimizer = trained_with_adam(network, provider, LEARNING_RATE)
     generator = torch.Generator(device=device).manual_seed(0)
-    x = torch.randn(shape.batch, shape.in_features, device=device, generator=generator,
-                    requires_grad=True)
+    x = torch.randn(
+        shape.batch, shape.in_features, device=device, generator=generator, requires_grad=True
+    )
     grad_y = torch.randn(shape.batch, shape.out_features, device=device, generator=generator)
     prepare(monkeypatch, provider, "masked_linear", [x] + list(masks.values()))
 
@@ -56,6 +61,14 @@ def test_adam_step(benchmark, monkeypatch, profile, shape, sparsity, provider):
         network(x).backward(grad_y)
         optimizer.step()
 
-    time_row(benchmark, step, op="train_step.adam", provider=provider, shape=shape.label,
-             dtype=torch.float32, sparsity=sparsity, device=device,
-             **compact_training_info(provider, network, x))
+    time_row(
+        benchmark,
+        step,
+        op="train_step.adam",
+        provider=provider,
+        shape=shape.label,
+        dtype=torch.float32,
+        sparsity=sparsity,
+        device=device,
+        **compact_training_info(provider, network, x),
+    )

@@ -41,9 +41,9 @@ import sys
 import tarfile
 import tempfile
 import time
+from collections.abc import Callable
 from io import BytesIO
 from pathlib import Path
-from typing import Callable
 
 import torch
 
@@ -51,11 +51,20 @@ from benchmarks import result_files
 from benchmarks.machine import REPO_ROOT
 
 # (batch, in_features, out_features, density): LeNet-300-100's layers at the paper's batch.
-LINEAR_CASES = [(60, 784, 300, 0.02), (60, 300, 100, 0.02), (60, 300, 100, 0.05),
-                (60, 100, 10, 0.2)]
+LINEAR_CASES = [
+    (60, 784, 300, 0.02),
+    (60, 300, 100, 0.02),
+    (60, 300, 100, 0.05),
+    (60, 100, 10, 0.2),
+]
 # (batch, channels, image side, density): ResNet-20's 3x3 stride-1 layers (channels in = out).
-CONV_CASES = [(1, 16, 32, 0.02), (1, 32, 16, 0.02), (1, 64, 8, 0.02), (1, 64, 8, 0.1),
-              (16, 64, 8, 0.05)]
+CONV_CASES = [
+    (1, 16, 32, 0.02),
+    (1, 32, 16, 0.02),
+    (1, 64, 8, 0.02),
+    (1, 64, 8, 0.1),
+    (16, 64, 8, 0.05),
+]
 VARIANTS = ("batch", "width")
 THREADS = (1, 2)
 MIN_CALLS = 20
@@ -71,8 +80,9 @@ def best_seconds(call: Callable[[], object]) -> float:
     for _ in range(3):
         call()
     best, calls, started = float("inf"), 0, time.perf_counter()
-    while calls < MIN_CALLS or (calls < MAX_CALLS
-                                and time.perf_counter() - started < BUDGET_SECONDS):
+    while calls < MIN_CALLS or (
+        calls < MAX_CALLS and time.perf_counter() - started < BUDGET_SECONDS
+    ):
         before = time.perf_counter()
         call()
         best = min(best, time.perf_counter() - before)
@@ -87,6 +97,7 @@ def _mask(shape: tuple, density: float, generator: torch.Generator) -> torch.Ten
 def linear_calls(batch: int, features_in: int, features_out: int, density: float) -> dict:
     """The compact linear's forward and backward as the op calls the extension makes."""
     from sparse_tickets.compact import CompactIndex
+
     generator = torch.Generator().manual_seed(0)
     index = CompactIndex.from_mask(_mask((features_out, features_in), density, generator))
     values = torch.randn(index.nnz, generator=generator)
@@ -108,6 +119,7 @@ def linear_calls(batch: int, features_in: int, features_out: int, density: float
 def conv_calls(batch: int, channels: int, side: int, density: float, variant: str) -> dict:
     """The direct sparse conv's forward and backward (both gradients), 3x3, padding 1."""
     from sparse_tickets.compact import CompactIndex
+
     generator = torch.Generator().manual_seed(0)
     index = CompactIndex.from_mask(_mask((channels, channels, 3, 3), density, generator))
     values = torch.randn(index.nnz, generator=generator)
@@ -118,13 +130,22 @@ def conv_calls(batch: int, channels: int, side: int, density: float, variant: st
     ops = torch.ops.sparse_tickets
 
     def forward():
-        return ops.sparse_conv2d(x, index.row_ptr, index.col_idx, values, bias, *geometry,
-                                 variant)
+        return ops.sparse_conv2d(x, index.row_ptr, index.col_idx, values, bias, *geometry, variant)
 
     def backward():
-        return ops.sparse_conv2d_backward(grad_y, x, index.row_ptr, index.col_idx,
-                                          index.t_row_ptr, index.t_col_idx, index.t_value_index,
-                                          values, *geometry, variant, [True, True])
+        return ops.sparse_conv2d_backward(
+            grad_y,
+            x,
+            index.row_ptr,
+            index.col_idx,
+            index.t_row_ptr,
+            index.t_col_idx,
+            index.t_value_index,
+            values,
+            *geometry,
+            variant,
+            [True, True],
+        )
 
     return {"forward": forward, "backward": backward}
 
@@ -134,19 +155,22 @@ def cases() -> list[tuple[str, Callable[[], dict]]]:
     listed = []
     for batch, features_in, features_out, density in LINEAR_CASES:
         name = f"linear {batch}x{features_in}->{features_out} @{density:g}"
-        listed.append((name, lambda a=(batch, features_in, features_out, density):
-                       linear_calls(*a)))
+        listed.append(
+            (name, lambda a=(batch, features_in, features_out, density): linear_calls(*a))
+        )
     for batch, channels, side, density in CONV_CASES:
         for variant in VARIANTS:
             name = f"conv3x3 {batch}x{channels}x{side}x{side} @{density:g} {variant}"
-            listed.append((name, lambda a=(batch, channels, side, density, variant):
-                           conv_calls(*a)))
+            listed.append(
+                (name, lambda a=(batch, channels, side, density, variant): conv_calls(*a))
+            )
     return listed
 
 
 def load_tree(source_root: Path) -> None:
     """Build (or reuse) and load the CPU extension of the kernel sources under source_root."""
     from sparse_tickets.ops.native import extension
+
     units = tuple(sorted(f"cpu/{path.name}" for path in (source_root / "cpu").glob("*.cpp")))
     spec = dataclasses.replace(extension.CPU, source_root=source_root, sources=units)
     extension.load(spec)
@@ -164,16 +188,24 @@ def measure_tree(source_root: Path, threads: int) -> dict:
 
 def extract_sources(revision: str, directory: Path) -> Path:
     """The kernel sources (kernels/csrc) of a commit, written under directory; their root."""
-    archive = subprocess.run(["git", "archive", revision, "kernels/csrc"], cwd=REPO_ROOT,
-                             capture_output=True, check=True).stdout
+    archive = subprocess.run(
+        ["git", "archive", revision, "kernels/csrc"], cwd=REPO_ROOT, capture_output=True, check=True
+    ).stdout
     with tarfile.open(fileobj=BytesIO(archive)) as tar:
         tar.extractall(directory, filter="data")
     return directory / "kernels" / "csrc"
 
 
 def run_child(source_root: Path, threads: int) -> dict:
-    command = [sys.executable, "-m", "benchmarks.thread_rule", "--child", str(source_root),
-               "--threads", str(threads)]
+    command = [
+        sys.executable,
+        "-m",
+        "benchmarks.thread_rule",
+        "--child",
+        str(source_root),
+        "--threads",
+        str(threads),
+    ]
     result = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True)
     if result.returncode != 0:
         raise SystemExit(f"a measuring process failed ({' '.join(command)}):\n{result.stderr}")
@@ -203,24 +235,40 @@ def table(best: dict) -> list[str]:
     rows = []
     for case, ops in best["new"][THREADS[0]].items():
         for op in ops:
-            figure = {(tree, threads): best[tree][threads][case][op]
-                      for tree in best for threads in THREADS}
+            figure = {
+                (tree, threads): best[tree][threads][case][op]
+                for tree in best
+                for threads in THREADS
+            }
             cells = [f"{1e6 * figure[tree, threads]:.1f}" for threads in THREADS for tree in best]
-            rows.append([case, op] + cells
-                        + [f"{figure['new', 2] / figure['new', 1]:.2f}",
-                           f"{figure['new', 2] / figure['old', 2]:.2f}"])
+            rows.append(
+                [case, op]
+                + cells
+                + [
+                    f"{figure['new', 2] / figure['new', 1]:.2f}",
+                    f"{figure['new', 2] / figure['old', 2]:.2f}",
+                ]
+            )
     return result_files.markdown_table(header, rows)
 
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--baseline", default="main",
-                        help="the commit whose kernel sources are the old rule (default: main)")
+    parser.add_argument(
+        "--baseline",
+        default="main",
+        help="the commit whose kernel sources are the old rule (default: main)",
+    )
     parser.add_argument("--rounds", type=int, default=5, help="interleaved rounds (default 5)")
-    parser.add_argument("--tag", default=None,
-                        help="name the files thread_rule-TAG.* (e.g. the rule measured)")
-    parser.add_argument("--output", type=Path, default=None,
-                        help="directory for the results (default benchmarks/results/<device>/)")
+    parser.add_argument(
+        "--tag", default=None, help="name the files thread_rule-TAG.* (e.g. the rule measured)"
+    )
+    parser.add_argument(
+        "--output",
+        type=Path,
+        default=None,
+        help="directory for the results (default benchmarks/results/<device>/)",
+    )
     parser.add_argument("--child", type=Path, default=None, help=argparse.SUPPRESS)
     parser.add_argument("--threads", type=int, default=1, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -231,23 +279,35 @@ def main(argv=None) -> None:
         parser.error(f"--rounds must be at least 1, got {args.rounds}")
     load_before = os.getloadavg()[0]
     with tempfile.TemporaryDirectory() as directory:
-        trees = {"old": extract_sources(args.baseline, Path(directory)),
-                 "new": REPO_ROOT / "kernels" / "csrc"}
+        trees = {
+            "old": extract_sources(args.baseline, Path(directory)),
+            "new": REPO_ROOT / "kernels" / "csrc",
+        }
         best = measure(trees, args.rounds)
     described = result_files.describe()
-    seconds = {tree: {str(threads): by_case for threads, by_case in by_threads.items()}
-               for tree, by_threads in best.items()}
+    seconds = {
+        tree: {str(threads): by_case for threads, by_case in by_threads.items()}
+        for tree, by_threads in best.items()
+    }
     load_after = os.getloadavg()[0]
-    results = {**described, "baseline": args.baseline, "rounds": args.rounds,
-               "load_average": [load_before, load_after], "seconds": seconds}
+    results = {
+        **described,
+        "baseline": args.baseline,
+        "rounds": args.rounds,
+        "load_average": [load_before, load_after],
+        "seconds": seconds,
+    }
     lines = ["# Thread rule: old kernel sources against new", ""]
     lines += result_files.machine_lines(described)
-    lines += [f"- old: the kernel sources of `{args.baseline}`; new: the measured tree",
-              f"- {args.rounds} interleaved rounds, one process per (tree, threads) each; "
-              f"the minimum over rounds of the fastest of at least {MIN_CALLS} calls "
-              f"({BUDGET_SECONDS} s per case and round)",
-              f"- load average (1 min) before and after: {load_before:.1f}, {load_after:.1f} "
-              f"on {os.cpu_count()} logical CPUs", ""]
+    lines += [
+        f"- old: the kernel sources of `{args.baseline}`; new: the measured tree",
+        f"- {args.rounds} interleaved rounds, one process per (tree, threads) each; "
+        f"the minimum over rounds of the fastest of at least {MIN_CALLS} calls "
+        f"({BUDGET_SECONDS} s per case and round)",
+        f"- load average (1 min) before and after: {load_before:.1f}, {load_after:.1f} "
+        f"on {os.cpu_count()} logical CPUs",
+        "",
+    ]
     lines += table(best) + [""]
     output = result_files.output_directory(args.output)
     stem = f"thread_rule-{args.tag}" if args.tag else "thread_rule"

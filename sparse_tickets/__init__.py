@@ -29,13 +29,41 @@ checks it, imports inside functions included):
 
 from . import compact, data, functional, models, ops, optim, pruning
 from .compact.choice import set_default_mode
-from .nn import (MaskedConv2d, MaskedLayer, MaskedLinear, masked, masked_layers, masked_weights,
-                 masking_report, plain_state_dict, register_maskable, unmasked)
+from .nn import (
+    MaskedConv2d,
+    MaskedLayer,
+    MaskedLinear,
+    masked,
+    masked_layers,
+    masked_weights,
+    masking_report,
+    plain_state_dict,
+    register_maskable,
+    unmasked,
+)
 from .ops import backends
 
 __version__ = "0.1.0"
 
-__all__ = ["MaskedConv2d", "MaskedLayer", "MaskedLinear", "backends", "compact", "data",
-           "functional", "masked", "masked_layers", "masked_weights", "masking_report",
-           "models", "ops", "optim", "plain_state_dict", "pruning", "register_maskable",
-           "set_default_mode", "unmasked", "__version__"]
+__all__ = [
+    "MaskedConv2d",
+    "MaskedLayer",
+    "MaskedLinear",
+    "backends",
+    "compact",
+    "data",
+    "functional",
+    "masked",
+    "masked_layers",
+    "masked_weights",
+    "masking_report",
+    "models",
+    "ops",
+    "optim",
+    "plain_state_dict",
+    "pruning",
+    "register_maskable",
+    "set_default_mode",
+    "unmasked",
+    "__version__",
+]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 
 def output_size(size: int, kernel: int, stride: int, padding: int, dilation: int) -> int:
@@ -11,7 +11,12 @@ def output_size(size: int, kernel: int, stride: int, padding: int, dilation: int
     return (size + 2 * padding - dilation * (kernel - 1) - 1) // stride + 1
 
 
-def output_shape(sizes: Sequence[int], kernel: Sequence[int], stride: Sequence[int],
-                 padding: Sequence[int], dilation: Sequence[int]) -> tuple:
+def output_shape(
+    sizes: Sequence[int],
+    kernel: Sequence[int],
+    stride: Sequence[int],
+    padding: Sequence[int],
+    dilation: Sequence[int],
+) -> tuple:
     """:func:`output_size` along each spatial dimension (e.g. ``(OH, OW)`` of ``(H, W)``)."""
     return tuple(output_size(*dims) for dims in zip(sizes, kernel, stride, padding, dilation))

@@ -31,8 +31,9 @@ import re
 import struct
 import uuid
 import warnings
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, BinaryIO, Callable, Optional
+from typing import Any, BinaryIO
 
 import safetensors.torch
 import torch
@@ -58,9 +59,11 @@ class DamagedArtifact(ValueError):
 
     def __init__(self, path: Path, reason: str):
         path = Path(path)
-        super().__init__(f"{path} is not a file this tool wrote, or it is damaged ({reason}); "
-                         f"delete it and its {path.name}{SIDECAR_SUFFIX}, then run the command "
-                         f"again")
+        super().__init__(
+            f"{path} is not a file this tool wrote, or it is damaged ({reason}); "
+            f"delete it and its {path.name}{SIDECAR_SUFFIX}, then run the command "
+            f"again"
+        )
         self.path = path
         self.reason = reason
 
@@ -73,8 +76,10 @@ class WriteError(OSError):
     def __init__(self, path: Path, error: OSError, action: str = "write"):
         reason = error.strerror or str(error) or type(error).__name__
         advice = _ADVICE.get(error.errno, "fix the cause")
-        super().__init__(f"cannot {action} {Path(path)}: {reason}; {advice}, then run the same "
-                         f"command again (what was written so far is kept)")
+        super().__init__(
+            f"cannot {action} {Path(path)}: {reason}; {advice}, then run the same "
+            f"command again (what was written so far is kept)"
+        )
         self.path = Path(path)
         self.errno = error.errno
 
@@ -86,8 +91,7 @@ def _refused_as_write_error(path: Path, action: str = "write"):
     through as they are."""
     try:
         yield
-    except (WriteError, FileNotFoundError, IsADirectoryError, NotADirectoryError,
-            FileExistsError):
+    except (WriteError, FileNotFoundError, IsADirectoryError, NotADirectoryError, FileExistsError):
         raise
     except OSError as error:
         raise WriteError(path, error, action) from None
@@ -123,8 +127,9 @@ def _staged(path: Path, content) -> Path:
     """A complete, synced temporary file beside ``path`` holding ``content`` (bytes, or a
     function writing to a file), ready to be renamed into place."""
     # A unique name per writer, so two processes saving the same path never share a temp file.
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}"
-                               f"{TEMPORARY_SUFFIX}")
+    temporary = path.with_name(
+        f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}{TEMPORARY_SUFFIX}"
+    )
     try:
         with _refused_as_write_error(path), open(temporary, "xb") as file:
             if isinstance(content, bytes):
@@ -174,7 +179,7 @@ def write_artifact(path: Path, data: bytes) -> None:
         raise
 
 
-def read_artifact(path: Path) -> Optional[bytes]:
+def read_artifact(path: Path) -> bytes | None:
     """The bytes at ``path`` when its sidecar vouches for them; None when it is missing,
     incomplete (no sidecar) or corrupted (digest mismatch)."""
     path = Path(path)
@@ -206,7 +211,7 @@ def write_json(path: Path, value: Any) -> None:
     write_artifact(path, (text + "\n").encode())
 
 
-def read_json(path: Path) -> Optional[Any]:
+def read_json(path: Path) -> Any | None:
     """The value of a JSON artifact (None when absent); :class:`DamagedArtifact` when its bytes
     are not JSON."""
     data = read_artifact(path)
@@ -256,14 +261,14 @@ def write_tensors(path: Path, tensors: dict[str, torch.Tensor]) -> None:
     write_artifact(path, safetensors.torch.save(cpu, metadata={ORDER_KEY: json.dumps(list(cpu))}))
 
 
-def read_tensors(path: Path) -> Optional[dict[str, torch.Tensor]]:
+def read_tensors(path: Path) -> dict[str, torch.Tensor] | None:
     data = read_artifact(path)
     if data is None:
         return None
     try:
         tensors = safetensors.torch.load(data)
         (header_size,) = struct.unpack("<Q", data[:8])
-        metadata = json.loads(data[8:8 + header_size]).get("__metadata__") or {}
+        metadata = json.loads(data[8 : 8 + header_size]).get("__metadata__") or {}
         order = json.loads(metadata.get(ORDER_KEY, "null"))
     except Exception as error:  # safetensors raises its own error types for bad bytes
         raise DamagedArtifact(path, f"not a safetensors file: {_first_line(error)}") from None
@@ -279,7 +284,7 @@ def write_torch(path: Path, value: Any) -> None:
     write_artifact(path, buffer.getvalue())
 
 
-def read_torch(path: Path) -> Optional[Any]:
+def read_torch(path: Path) -> Any | None:
     data = read_artifact(path)
     if data is None:
         return None
@@ -320,8 +325,14 @@ def load_torch_quietly(source, **kwargs):
 
 
 # How the lines of torch.load's advice begin, around the one line that says what went wrong.
-_TORCH_ADVICE = ("Weights only load failed", "Please file an issue", "Check the documentation",
-                 "WeightsUnpickler error", "(1)", "(2)")
+_TORCH_ADVICE = (
+    "Weights only load failed",
+    "Please file an issue",
+    "Check the documentation",
+    "WeightsUnpickler error",
+    "(1)",
+    "(2)",
+)
 
 
 def _sidecar(path: Path) -> Path:

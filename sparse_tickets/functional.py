@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import math
-from typing import Optional, Union
 
 import torch
 import torch.nn.functional as F
@@ -22,11 +21,12 @@ from .formats import CompactIndex
 from .formats.conv_plan import check_variant
 from .ops import compiled
 
-IntPair = Union[int, tuple]
+IntPair = int | tuple
 
 
-def masked_linear(x: torch.Tensor, weight: torch.Tensor, mask: torch.Tensor,
-                  bias: Optional[torch.Tensor] = None) -> torch.Tensor:
+def masked_linear(
+    x: torch.Tensor, weight: torch.Tensor, mask: torch.Tensor, bias: torch.Tensor | None = None
+) -> torch.Tensor:
     """``x @ (weight ⊙ mask)^T + bias``, like ``F.linear`` on the masked weight.
 
     Args:
@@ -44,11 +44,14 @@ def masked_linear(x: torch.Tensor, weight: torch.Tensor, mask: torch.Tensor,
     x, weight, bias = _autocast_inputs(x, weight, bias)
     _check_mask(mask, weight)
     if weight.dim() != 2:
-        raise ValueError(f"weight must be 2-D (out_features, in_features); got shape "
-                         f"{tuple(weight.shape)}")
+        raise ValueError(
+            f"weight must be 2-D (out_features, in_features); got shape {tuple(weight.shape)}"
+        )
     if x.dim() == 0 or x.shape[-1] != weight.shape[1]:
-        raise ValueError(f"input has shape {tuple(x.shape)}; expected (*, {weight.shape[1]}) "
-                         f"to match weight {tuple(weight.shape)}")
+        raise ValueError(
+            f"input has shape {tuple(x.shape)}; expected (*, {weight.shape[1]}) "
+            f"to match weight {tuple(weight.shape)}"
+        )
     _check_bias(bias, weight)
     _check_dtypes(x, weight, bias)
     backend = ops.select("masked_linear", (x, weight, mask, bias))
@@ -58,10 +61,16 @@ def masked_linear(x: torch.Tensor, weight: torch.Tensor, mask: torch.Tensor,
         return MaskedLinearFunction.apply(x, weight, mask, bias, backend)
 
 
-def masked_conv2d(x: torch.Tensor, weight: torch.Tensor, mask: torch.Tensor,
-                  bias: Optional[torch.Tensor] = None, stride: IntPair = 1,
-                  padding: Union[IntPair, str] = 0, dilation: IntPair = 1,
-                  groups: int = 1) -> torch.Tensor:
+def masked_conv2d(
+    x: torch.Tensor,
+    weight: torch.Tensor,
+    mask: torch.Tensor,
+    bias: torch.Tensor | None = None,
+    stride: IntPair = 1,
+    padding: IntPair | str = 0,
+    dilation: IntPair = 1,
+    groups: int = 1,
+) -> torch.Tensor:
     """``conv2d(x, weight ⊙ mask, bias, ...)``, with the arguments of ``F.conv2d``.
 
     ``padding`` may be an int, a pair, ``"valid"`` or ``"same"`` (an uneven "same" padding pads
@@ -75,16 +84,20 @@ def masked_conv2d(x: torch.Tensor, weight: torch.Tensor, mask: torch.Tensor,
     x, weight, bias = _autocast_inputs(x, weight, bias)
     _check_mask(mask, weight)
     if weight.dim() != 4:
-        raise ValueError(f"weight must be 4-D (out_channels, in_channels/groups, kH, kW); got "
-                         f"shape {tuple(weight.shape)}")
+        raise ValueError(
+            f"weight must be 4-D (out_channels, in_channels/groups, kH, kW); got "
+            f"shape {tuple(weight.shape)}"
+        )
     _check_bias(bias, weight)
     stride, dilation = _pair(stride, "stride"), _pair(dilation, "dilation")
     if min(stride) < 1 or min(dilation) < 1:
-        raise ValueError(f"stride and dilation must be positive; got stride={stride}, "
-                         f"dilation={dilation}")
+        raise ValueError(
+            f"stride and dilation must be positive; got stride={stride}, dilation={dilation}"
+        )
     if not isinstance(groups, int) or groups < 1 or weight.shape[0] % groups:
-        raise ValueError(f"groups={groups!r} must be a positive int dividing out_channels="
-                         f"{weight.shape[0]}")
+        raise ValueError(
+            f"groups={groups!r} must be a positive int dividing out_channels={weight.shape[0]}"
+        )
     if padding == "same" and stride != (1, 1):
         raise ValueError(f"padding='same' needs stride 1; got stride={stride}")
     unbatched = x.dim() == 3
@@ -92,18 +105,22 @@ def masked_conv2d(x: torch.Tensor, weight: torch.Tensor, mask: torch.Tensor,
         x = x.unsqueeze(0)
     if x.dim() != 4 or x.shape[1] != weight.shape[1] * groups:
         channels = weight.shape[1] * groups
-        raise ValueError(f"input has shape {tuple(x.shape)}; expected (N, {channels}, H, W) "
-                         f"for weight {tuple(weight.shape)} with groups={groups}")
+        raise ValueError(
+            f"input has shape {tuple(x.shape)}; expected (N, {channels}, H, W) "
+            f"for weight {tuple(weight.shape)} with groups={groups}"
+        )
     _check_dtypes(x, weight, bias)
     x, padding = _resolve_padding(x, padding, weight.shape[2:], dilation)
     backend = ops.select("masked_conv2d", (x, weight, mask, bias))
     with _autocast_off(x):
         if backend.masked_conv2d_autograd is not None and not torch.compiler.is_compiling():
-            y = backend.masked_conv2d_autograd(x, weight, mask, bias, stride, padding,
-                                               dilation, groups)
+            y = backend.masked_conv2d_autograd(
+                x, weight, mask, bias, stride, padding, dilation, groups
+            )
         else:
-            y = MaskedConv2dFunction.apply(x, weight, mask, bias, stride, padding, dilation,
-                                           groups, backend)
+            y = MaskedConv2dFunction.apply(
+                x, weight, mask, bias, stride, padding, dilation, groups, backend
+            )
     return y.squeeze(0) if unbatched else y
 
 
@@ -127,8 +144,13 @@ class MaskedLinearFunction(torch.autograd.Function):
         x2d, weight, mask = ctx.saved_tensors
         needs_x, needs_weight, _, needs_bias = ctx.needs_input_grad[:4]
         grad_x, grad_weight, grad_bias = ctx.backend.masked_linear_backward(
-            grad_y.reshape(x2d.shape[0], weight.shape[0]), x2d, weight, mask, ctx.has_bias,
-            (needs_x, needs_weight, needs_bias))
+            grad_y.reshape(x2d.shape[0], weight.shape[0]),
+            x2d,
+            weight,
+            mask,
+            ctx.has_bias,
+            (needs_x, needs_weight, needs_bias),
+        )
         if grad_x is not None:
             grad_x = grad_x.reshape(*grad_y.shape[:-1], weight.shape[1])
         return grad_x, grad_weight, None, grad_bias, None
@@ -154,13 +176,20 @@ class MaskedConv2dFunction(torch.autograd.Function):
         x, weight, mask = ctx.saved_tensors
         needs_x, needs_weight, _, needs_bias = ctx.needs_input_grad[:4]
         grad_x, grad_weight, grad_bias = ctx.backend.masked_conv2d_backward(
-            grad_y, x, weight, mask, ctx.has_bias, (needs_x, needs_weight, needs_bias),
-            *ctx.geometry)
+            grad_y,
+            x,
+            weight,
+            mask,
+            ctx.has_bias,
+            (needs_x, needs_weight, needs_bias),
+            *ctx.geometry,
+        )
         return grad_x, grad_weight, None, grad_bias, None, None, None, None, None
 
 
-def compact_linear(x: torch.Tensor, values: torch.Tensor, index: CompactIndex,
-                   bias: Optional[torch.Tensor] = None) -> torch.Tensor:
+def compact_linear(
+    x: torch.Tensor, values: torch.Tensor, index: CompactIndex, bias: torch.Tensor | None = None
+) -> torch.Tensor:
     """``x @ W^T + bias`` for the compact weight ``W`` (``values`` at ``index``'s kept entries).
 
     The same result as :func:`masked_linear` on the dense weight ``index.to_dense(values)``,
@@ -173,8 +202,10 @@ def compact_linear(x: torch.Tensor, values: torch.Tensor, index: CompactIndex,
     x, values, bias = _autocast_inputs(x, values, bias)
     _check_compact(values, index, bias, dims=2)
     if x.dim() == 0 or x.shape[-1] != index.cols:
-        raise ValueError(f"input has shape {tuple(x.shape)}; expected (*, {index.cols}) to "
-                         f"match the compact weight {index.shape}")
+        raise ValueError(
+            f"input has shape {tuple(x.shape)}; expected (*, {index.cols}) to "
+            f"match the compact weight {index.shape}"
+        )
     _check_dtypes(x, values, bias)
     if torch.compiler.is_compiling():  # one opaque op per call: no dispatch inside the graph
         return compiled.compact_linear(x, values, index, bias)
@@ -187,10 +218,17 @@ def compact_linear(x: torch.Tensor, values: torch.Tensor, index: CompactIndex,
         return CompactLinearFunction.apply(x, values, index, bias, backend)
 
 
-def compact_conv2d(x: torch.Tensor, values: torch.Tensor, index: CompactIndex,
-                   bias: Optional[torch.Tensor] = None, stride: IntPair = 1,
-                   padding: Union[IntPair, str] = 0, dilation: IntPair = 1, groups: int = 1,
-                   variant: Optional[str] = None) -> torch.Tensor:
+def compact_conv2d(
+    x: torch.Tensor,
+    values: torch.Tensor,
+    index: CompactIndex,
+    bias: torch.Tensor | None = None,
+    stride: IntPair = 1,
+    padding: IntPair | str = 0,
+    dilation: IntPair = 1,
+    groups: int = 1,
+    variant: str | None = None,
+) -> torch.Tensor:
     """``conv2d(x, W, bias, ...)`` for the compact weight ``W`` of shape
     ``(O, C / groups, kH, kW)``, with the arguments of ``F.conv2d``.
 
@@ -207,11 +245,13 @@ def compact_conv2d(x: torch.Tensor, values: torch.Tensor, index: CompactIndex,
     variant = check_variant(variant)
     stride, dilation = _pair(stride, "stride"), _pair(dilation, "dilation")
     if min(stride) < 1 or min(dilation) < 1:
-        raise ValueError(f"stride and dilation must be positive; got stride={stride}, "
-                         f"dilation={dilation}")
+        raise ValueError(
+            f"stride and dilation must be positive; got stride={stride}, dilation={dilation}"
+        )
     if not isinstance(groups, int) or groups < 1 or index.rows % groups:
-        raise ValueError(f"groups={groups!r} must be a positive int dividing out_channels="
-                         f"{index.rows}")
+        raise ValueError(
+            f"groups={groups!r} must be a positive int dividing out_channels={index.rows}"
+        )
     if padding == "same" and stride != (1, 1):
         raise ValueError(f"padding='same' needs stride 1; got stride={stride}")
     unbatched = x.dim() == 3
@@ -219,19 +259,23 @@ def compact_conv2d(x: torch.Tensor, values: torch.Tensor, index: CompactIndex,
         x = x.unsqueeze(0)
     channels = index.shape[1] * groups
     if x.dim() != 4 or x.shape[1] != channels:
-        raise ValueError(f"input has shape {tuple(x.shape)}; expected (N, {channels}, H, W) "
-                         f"for the compact weight {index.shape} with groups={groups}")
+        raise ValueError(
+            f"input has shape {tuple(x.shape)}; expected (N, {channels}, H, W) "
+            f"for the compact weight {index.shape} with groups={groups}"
+        )
     _check_dtypes(x, values, bias)
     x, padding = _resolve_padding(x, padding, index.shape[2:], dilation)
     for size, k, p, d in zip(x.shape[2:], index.shape[2:], padding, dilation):
         _conv_out_size(size, k, 1, p, d)
     if torch.compiler.is_compiling():  # one opaque op per call: no dispatch inside the graph
-        y = compiled.compact_conv2d(x, values, index, bias, stride, padding, dilation, groups,
-                                    variant)
+        y = compiled.compact_conv2d(
+            x, values, index, bias, stride, padding, dilation, groups, variant
+        )
         return y.squeeze(0) if unbatched else y
     with _autocast_off(x):
-        y = CompactConv2dFunction.apply(x, values, index, bias, stride, padding, dilation,
-                                        groups, variant)
+        y = CompactConv2dFunction.apply(
+            x, values, index, bias, stride, padding, dilation, groups, variant
+        )
     return y.squeeze(0) if unbatched else y
 
 
@@ -262,8 +306,13 @@ class CompactLinearFunction(torch.autograd.Function):
         x2d, values = ctx.saved_tensors
         needs_x, needs_values, _, needs_bias = ctx.needs_input_grad[:4]
         grad_x, grad_values, grad_bias = ctx.backend.compact_linear_backward(
-            grad_y.reshape(x2d.shape[0], ctx.index.rows), x2d, values, ctx.index, ctx.has_bias,
-            (needs_x, needs_values, needs_bias))
+            grad_y.reshape(x2d.shape[0], ctx.index.rows),
+            x2d,
+            values,
+            ctx.index,
+            ctx.has_bias,
+            (needs_x, needs_values, needs_bias),
+        )
         if grad_x is not None:
             grad_x = grad_x.reshape(*grad_y.shape[:-1], ctx.index.cols)
         return grad_x, grad_values, None, grad_bias, None
@@ -276,8 +325,16 @@ class CompactConv2dFunction(torch.autograd.Function):
     def forward(ctx, x, values, index, bias, stride, padding, dilation, groups, variant):
         backend = ops.select("compact_conv2d", (x, values, bias))
         if variant is None:
-            variant = index.conv_plan.variant(tuple(x.shape), index.shape[2:], stride, padding,
-                                              dilation, groups, x.dtype, x.device.type)
+            variant = index.conv_plan.variant(
+                tuple(x.shape),
+                index.shape[2:],
+                stride,
+                padding,
+                dilation,
+                groups,
+                x.dtype,
+                x.device.type,
+            )
         geometry = (stride, padding, dilation, groups, variant)
         y = backend.compact_conv2d_forward(x, values, index, bias, *geometry)
         ctx.backend, ctx.index, ctx.has_bias = backend, index, bias is not None
@@ -291,32 +348,41 @@ class CompactConv2dFunction(torch.autograd.Function):
         x, values = ctx.saved_tensors
         needs_x, needs_values, _, needs_bias = ctx.needs_input_grad[:4]
         grad_x, grad_values, grad_bias = ctx.backend.compact_conv2d_backward(
-            grad_y, x, values, ctx.index, ctx.has_bias, (needs_x, needs_values, needs_bias),
-            *ctx.geometry)
+            grad_y,
+            x,
+            values,
+            ctx.index,
+            ctx.has_bias,
+            (needs_x, needs_values, needs_bias),
+            *ctx.geometry,
+        )
         return grad_x, grad_values, None, grad_bias, None, None, None, None, None
 
 
 def _conv_out_size(size: int, kernel: int, stride: int, padding: int, dilation: int) -> int:
     out = output_size(size, kernel, stride, padding, dilation)
     if out < 1:
-        raise ValueError(f"the convolution's output would be empty: input size {size}, kernel "
-                         f"{kernel}, stride {stride}, padding {padding}, dilation {dilation}")
+        raise ValueError(
+            f"the convolution's output would be empty: input size {size}, kernel "
+            f"{kernel}, stride {stride}, padding {padding}, dilation {dilation}"
+        )
     return out
 
 
 def _check_compact(values, index, bias, dims: int) -> None:
     if not isinstance(index, CompactIndex):
-        raise TypeError(f"index must be a sparse_tickets.compact.CompactIndex; got "
-                        f"{type(index).__name__}")
+        raise TypeError(
+            f"index must be a sparse_tickets.compact.CompactIndex; got {type(index).__name__}"
+        )
     if len(index.shape) != dims:
-        raise ValueError(f"the compact weight has shape {index.shape}; expected {dims} "
-                         f"dimensions")
+        raise ValueError(f"the compact weight has shape {index.shape}; expected {dims} dimensions")
     if not isinstance(values, torch.Tensor):
         raise TypeError(f"values must be a tensor; got {type(values).__name__}")
     index.check_values(values)
     if values.device != index.device:
-        raise ValueError(f"values are on {values.device}; expected the index's device "
-                         f"{index.device}")
+        raise ValueError(
+            f"values are on {values.device}; expected the index's device {index.device}"
+        )
     if bias is not None and tuple(bias.shape) != (index.rows,):
         raise ValueError(f"bias has shape {tuple(bias.shape)}; expected ({index.rows},)")
 
@@ -352,26 +418,31 @@ def _autocast_on(x: torch.Tensor) -> bool:
 def _check_dtypes(x, weight, bias) -> None:
     dtypes = {t.dtype for t in (x, weight, bias) if t is not None}
     if len(dtypes) > 1:
-        raise ValueError(f"input, weight and bias must share one dtype; got input {x.dtype}, "
-                         f"weight {weight.dtype}" + (f", bias {bias.dtype}" if bias is not None
-                                                     else "")
-                         + " (cast them, or use torch.autocast)")
+        raise ValueError(
+            f"input, weight and bias must share one dtype; got input {x.dtype}, "
+            f"weight {weight.dtype}"
+            + (f", bias {bias.dtype}" if bias is not None else "")
+            + " (cast them, or use torch.autocast)"
+        )
 
 
 def _check_mask(mask: torch.Tensor, weight: torch.Tensor) -> None:
     # Cheap checks only (no device sync): the hot path of every training step runs through here.
     if not isinstance(mask, torch.Tensor) or mask.dtype != torch.bool:
         got = mask.dtype if isinstance(mask, torch.Tensor) else type(mask).__name__
-        raise ValueError(f"mask must be a bool tensor; got {got} (convert 0/1 masks with "
-                         f"mask.bool(), or use set_mask on a masked layer)")
+        raise ValueError(
+            f"mask must be a bool tensor; got {got} (convert 0/1 masks with "
+            f"mask.bool(), or use set_mask on a masked layer)"
+        )
     if mask.shape != weight.shape:
-        raise ValueError(f"mask has shape {tuple(mask.shape)}; expected the weight's shape "
-                         f"{tuple(weight.shape)}")
+        raise ValueError(
+            f"mask has shape {tuple(mask.shape)}; expected the weight's shape {tuple(weight.shape)}"
+        )
     if mask.device != weight.device:
         raise ValueError(f"mask is on {mask.device}; expected the weight's device {weight.device}")
 
 
-def _check_bias(bias: Optional[torch.Tensor], weight: torch.Tensor) -> None:
+def _check_bias(bias: torch.Tensor | None, weight: torch.Tensor) -> None:
     if bias is not None and tuple(bias.shape) != (weight.shape[0],):
         raise ValueError(f"bias has shape {tuple(bias.shape)}; expected ({weight.shape[0]},)")
 

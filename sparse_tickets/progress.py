@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import sys
-from typing import Optional
 
 from tqdm import tqdm
 
@@ -21,17 +20,19 @@ class LogLines:
     def start_level(self, label: str, first: int, last: int, done: int) -> None:
         self._label = label
 
-    def update(self, iteration: int, evaluation: Optional[dict]) -> None:
+    def update(self, iteration: int, evaluation: dict | None) -> None:
         pass
 
     def close(self) -> None:
         """End whatever is on screen, so the next line starts on a line of its own."""
 
     def end_level(self, metrics: dict) -> None:
-        self.message(f"{self._label}: early stop at iteration {metrics['early_stop_iteration']}, "
-                     f"test accuracy {metrics['early_stop_test_accuracy']:.4f} (final "
-                     f"{metrics['final_test_accuracy']:.4f}), "
-                     f"{metrics['wall_time_seconds']:.1f} s")
+        self.message(
+            f"{self._label}: early stop at iteration {metrics['early_stop_iteration']}, "
+            f"test accuracy {metrics['early_stop_test_accuracy']:.4f} (final "
+            f"{metrics['final_test_accuracy']:.4f}), "
+            f"{metrics['wall_time_seconds']:.1f} s"
+        )
 
 
 class ProgressBars(LogLines):
@@ -43,13 +44,22 @@ class ProgressBars(LogLines):
         super().start_level(label, first, last, done)
         self.close()
         self._first = first
-        self._bar = tqdm(total=last - first, initial=done - first, desc=label, unit="it",
-                         file=self.stream, dynamic_ncols=True, leave=True)
+        self._bar = tqdm(
+            total=last - first,
+            initial=done - first,
+            desc=label,
+            unit="it",
+            file=self.stream,
+            dynamic_ncols=True,
+            leave=True,
+        )
 
-    def update(self, iteration: int, evaluation: Optional[dict]) -> None:
+    def update(self, iteration: int, evaluation: dict | None) -> None:
         if evaluation is not None:
-            postfix = {"val_loss": f"{evaluation['val_loss']:.3f}",
-                       "val_acc": f"{evaluation['val_accuracy']:.3f}"}
+            postfix = {
+                "val_loss": f"{evaluation['val_loss']:.3f}",
+                "val_acc": f"{evaluation['val_accuracy']:.3f}",
+            }
             if evaluation["train_loss"] is not None:
                 postfix = {"loss": f"{evaluation['train_loss']:.3f}", **postfix}
             self._bar.set_postfix(postfix, refresh=False)

@@ -46,7 +46,6 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Optional
 
 BACKEND = "SPARSE_TICKETS_BACKEND"
 OPT_IN = "SPARSE_TICKETS_OPT_IN"
@@ -60,10 +59,25 @@ DEBUG = "SPARSE_TICKETS_DEBUG"
 TRITON_INTERPRET = "TRITON_INTERPRET"
 
 MODES = ("auto", "dense", "compact")
-_CALIBRATION_MODES = {"": "auto", "auto": "auto", "on": "auto", "1": "auto",
-                      "off": "off", "0": "off", "skip": "off"}
-_EXTENSION_MODES = {"": "auto", "auto": "auto", "skip": "skip", "0": "skip", "off": "skip",
-                    "force": "force", "1": "force", "on": "force"}
+_CALIBRATION_MODES = {
+    "": "auto",
+    "auto": "auto",
+    "on": "auto",
+    "1": "auto",
+    "off": "off",
+    "0": "off",
+    "skip": "off",
+}
+_EXTENSION_MODES = {
+    "": "auto",
+    "auto": "auto",
+    "skip": "skip",
+    "0": "skip",
+    "off": "skip",
+    "force": "force",
+    "1": "force",
+    "on": "force",
+}
 _TRUE = ("1", "true", "yes", "on")
 
 
@@ -71,7 +85,7 @@ def _text(name: str) -> str:
     return os.environ.get(name, "").strip()
 
 
-def backend() -> Optional[str]:
+def backend() -> str | None:
     """The backend ``SPARSE_TICKETS_BACKEND`` forces, or None when it is unset or empty."""
     return _text(BACKEND) or None
 
@@ -89,7 +103,7 @@ def mode() -> str:
     return raw
 
 
-def compact_below() -> Optional[float]:
+def compact_below() -> float | None:
     """``SPARSE_TICKETS_COMPACT_BELOW``: a density in [0, 1], or None when it is unset."""
     raw = _text(COMPACT_BELOW)
     if not raw:
@@ -120,7 +134,7 @@ def extension(name: str) -> str:
     return _EXTENSION_MODES[raw]
 
 
-def cache_directory() -> Optional[Path]:
+def cache_directory() -> Path | None:
     """The directory ``SPARSE_TICKETS_CACHE`` names (``~`` expanded), None when it is unset."""
     raw = os.environ.get(CACHE)
     return Path(raw).expanduser() if raw else None

@@ -16,12 +16,12 @@ from __future__ import annotations
 
 import functools
 import weakref
-from typing import Callable, Hashable, Optional, Sequence
+from collections.abc import Callable, Hashable, Sequence
 
 import torch
 
 
-def versions_of(tensors: Sequence[torch.Tensor]) -> Optional[tuple]:
+def versions_of(tensors: Sequence[torch.Tensor]) -> tuple | None:
     """The version counter of each of ``tensors``, or None when one has none."""
     try:
         return tuple(t._version for t in tensors)
@@ -40,8 +40,9 @@ class TensorCache:
     def __len__(self) -> int:
         return len(self._entries)
 
-    def get(self, tensors: Sequence[torch.Tensor], compute: Callable[[], object],
-            key: Hashable = ()):
+    def get(
+        self, tensors: Sequence[torch.Tensor], compute: Callable[[], object], key: Hashable = ()
+    ):
         """``compute()``'s value for ``tensors`` (and ``key``), computed at the first call and
         again after any of the tensors changed; computed every time for tensors without a
         version counter."""
@@ -50,15 +51,23 @@ class TensorCache:
             return compute()
         entry_key = (id(tensors[0]), key)
         entry = self._entries.get(entry_key)
-        if entry is not None and entry[2] == versions and all(
+        if (
+            entry is not None
+            and entry[2] == versions
+            and all(
                 ref() is tensor and storage() is tensor.untyped_storage()
-                for ref, storage, tensor in zip(entry[0], entry[1], tensors)):
+                for ref, storage, tensor in zip(entry[0], entry[1], tensors)
+            )
+        ):
             return entry[3]
         value = compute()
         drop = functools.partial(self._drop, entry_key)
-        self._entries[entry_key] = (tuple(weakref.ref(t, drop) for t in tensors),
-                                    tuple(weakref.ref(t.untyped_storage()) for t in tensors),
-                                    versions, value)
+        self._entries[entry_key] = (
+            tuple(weakref.ref(t, drop) for t in tensors),
+            tuple(weakref.ref(t.untyped_storage()) for t in tensors),
+            versions,
+            value,
+        )
         return value
 
     def clear(self) -> None:

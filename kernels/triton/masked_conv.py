@@ -18,8 +18,6 @@ No autograd here: see sparse_tickets.ops.
 
 from __future__ import annotations
 
-from typing import Optional
-
 import torch
 import torch.nn.functional as F
 
@@ -28,30 +26,42 @@ from sparse_tickets.conv_geometry import output_shape
 from . import masked_matmul
 
 
-def _unfold_rows(x: torch.Tensor, kernel_size: tuple, stride: tuple, padding: tuple,
-                 dilation: tuple) -> torch.Tensor:
+def _unfold_rows(
+    x: torch.Tensor, kernel_size: tuple, stride: tuple, padding: tuple, dilation: tuple
+) -> torch.Tensor:
     """(N * L, C_in * kH * kW): one row per output pixel, in (n, out_row, out_col) order."""
     cols = F.unfold(x, kernel_size, dilation=dilation, padding=padding, stride=stride)
     return cols.transpose(1, 2).reshape(-1, cols.shape[1])
 
 
-def _output_size(x: torch.Tensor, kernel_size: tuple, stride: tuple, padding: tuple,
-                 dilation: tuple) -> tuple:
+def _output_size(
+    x: torch.Tensor, kernel_size: tuple, stride: tuple, padding: tuple, dilation: tuple
+) -> tuple:
     return output_shape(x.shape[2:], kernel_size, stride, padding, dilation)
 
 
-def masked_conv2d_forward(x: torch.Tensor, weight: torch.Tensor, mask: torch.Tensor,
-                          bias: Optional[torch.Tensor], stride: tuple, padding: tuple,
-                          dilation: tuple) -> torch.Tensor:
+def masked_conv2d_forward(
+    x: torch.Tensor,
+    weight: torch.Tensor,
+    mask: torch.Tensor,
+    bias: torch.Tensor | None,
+    stride: tuple,
+    padding: tuple,
+    dilation: tuple,
+) -> torch.Tensor:
     """y = conv2d(x, W ⊙ mask) + b for groups == 1."""
     kernel_size = tuple(weight.shape[2:])
     out_h, out_w = _output_size(x, kernel_size, stride, padding, dilation)
     rows = _unfold_rows(x, kernel_size, stride, padding, dilation)
     c_out = weight.shape[0]
-    y_rows = masked_matmul.masked_linear_forward(rows, weight.reshape(c_out, -1),
-                                                 mask.reshape(c_out, -1), bias)
-    return y_rows.view(x.shape[0], out_h * out_w, c_out).transpose(1, 2).reshape(
-        x.shape[0], c_out, out_h, out_w)
+    y_rows = masked_matmul.masked_linear_forward(
+        rows, weight.reshape(c_out, -1), mask.reshape(c_out, -1), bias
+    )
+    return (
+        y_rows.view(x.shape[0], out_h * out_w, c_out)
+        .transpose(1, 2)
+        .reshape(x.shape[0], c_out, out_h, out_w)
+    )
 
 
 def _grad_rows(grad_y: torch.Tensor) -> torch.Tensor:
@@ -60,26 +70,45 @@ def _grad_rows(grad_y: torch.Tensor) -> torch.Tensor:
     return grad_y.reshape(n, c_out, -1).transpose(1, 2).reshape(-1, c_out)
 
 
-def masked_conv2d_input_grad(grad_y: torch.Tensor, x_shape: torch.Size, weight: torch.Tensor,
-                             mask: torch.Tensor, stride: tuple, padding: tuple,
-                             dilation: tuple) -> torch.Tensor:
+def masked_conv2d_input_grad(
+    grad_y: torch.Tensor,
+    x_shape: torch.Size,
+    weight: torch.Tensor,
+    mask: torch.Tensor,
+    stride: tuple,
+    padding: tuple,
+    dilation: tuple,
+) -> torch.Tensor:
     """dx = col2im(dy_rows @ (W ⊙ mask))."""
     c_out = weight.shape[0]
-    cols = masked_matmul.masked_linear_input_grad(_grad_rows(grad_y),
-                                                  weight.reshape(c_out, -1),
-                                                  mask.reshape(c_out, -1))
+    cols = masked_matmul.masked_linear_input_grad(
+        _grad_rows(grad_y), weight.reshape(c_out, -1), mask.reshape(c_out, -1)
+    )
     n = grad_y.shape[0]
     cols = cols.view(n, -1, cols.shape[1]).transpose(1, 2)
-    return F.fold(cols, tuple(x_shape[2:]), tuple(weight.shape[2:]), dilation=dilation,
-                  padding=padding, stride=stride)
+    return F.fold(
+        cols,
+        tuple(x_shape[2:]),
+        tuple(weight.shape[2:]),
+        dilation=dilation,
+        padding=padding,
+        stride=stride,
+    )
 
 
-def masked_conv2d_weight_grad(grad_y: torch.Tensor, x: torch.Tensor, weight_shape: torch.Size,
-                              mask: torch.Tensor, stride: tuple, padding: tuple,
-                              dilation: tuple) -> torch.Tensor:
+def masked_conv2d_weight_grad(
+    grad_y: torch.Tensor,
+    x: torch.Tensor,
+    weight_shape: torch.Size,
+    mask: torch.Tensor,
+    stride: tuple,
+    padding: tuple,
+    dilation: tuple,
+) -> torch.Tensor:
     """dW = (dy_rows^T @ cols) ⊙ mask, empty mask tiles skipped."""
     c_out = weight_shape[0]
     rows = _unfold_rows(x, tuple(weight_shape[2:]), stride, padding, dilation)
-    grad = masked_matmul.masked_linear_weight_grad(_grad_rows(grad_y), rows,
-                                                   mask.reshape(c_out, -1))
+    grad = masked_matmul.masked_linear_weight_grad(
+        _grad_rows(grad_y), rows, mask.reshape(c_out, -1)
+    )
     return grad.view(weight_shape)

@@ -40,7 +40,6 @@ _WEIGHT_GRAD_BLOCK_GPU = (64, 64)
 _INPUT_PRECISION = "ieee"
 
 
-
 def _matmul_configs() -> list:
     """Tiles to try for the forward and input-gradient kernels.
 
@@ -49,8 +48,11 @@ def _matmul_configs() -> list:
     """
     if interpreting():
         block = _INTERPRETER_BLOCK
-        return [triton.Config({"BLOCK_M": block, "BLOCK_N": block, "BLOCK_K": block},
-                              num_warps=1, num_stages=1)]
+        return [
+            triton.Config(
+                {"BLOCK_M": block, "BLOCK_N": block, "BLOCK_K": block}, num_warps=1, num_stages=1
+            )
+        ]
     return [
         triton.Config({"BLOCK_M": 128, "BLOCK_N": 128, "BLOCK_K": 32}, num_warps=8, num_stages=3),
         triton.Config({"BLOCK_M": 128, "BLOCK_N": 64, "BLOCK_K": 32}, num_warps=4, num_stages=4),
@@ -101,11 +103,30 @@ def _offsets_from(start, BLOCK: tl.constexpr):
 
 @triton.autotune(configs=_matmul_configs(), key=["M", "N", "K"])
 @triton.jit
-def _masked_linear_fwd_kernel(x_ptr, w_ptr, mask_ptr, bias_ptr, y_ptr, M, N, K,
-                              stride_xm, stride_xk, stride_wn, stride_wk, stride_mn, stride_mk,
-                              stride_b, stride_ym, stride_yn, HAS_BIAS: tl.constexpr,
-                              INPUT_PRECISION: tl.constexpr, BLOCK_M: tl.constexpr,
-                              BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
+def _masked_linear_fwd_kernel(
+    x_ptr,
+    w_ptr,
+    mask_ptr,
+    bias_ptr,
+    y_ptr,
+    M,
+    N,
+    K,
+    stride_xm,
+    stride_xk,
+    stride_wn,
+    stride_wk,
+    stride_mn,
+    stride_mk,
+    stride_b,
+    stride_ym,
+    stride_yn,
+    HAS_BIAS: tl.constexpr,
+    INPUT_PRECISION: tl.constexpr,
+    BLOCK_M: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    BLOCK_K: tl.constexpr,
+):
     # y[m, n] = sum_k x[m, k] * (mask[n, k] ? W[n, k] : 0) + b[n]
     tile_m, tile_n = _tile_coordinates(tl.cdiv(M, BLOCK_M))
     offs_m = _tile_offsets(tile_m, BLOCK_M)
@@ -114,31 +135,54 @@ def _masked_linear_fwd_kernel(x_ptr, w_ptr, mask_ptr, bias_ptr, y_ptr, M, N, K,
     for k_start in range(0, K, BLOCK_K):
         offs_k = _offsets_from(k_start, BLOCK_K)
         x_in = (offs_m[:, None] < M) & (offs_k[None, :] < K)
-        x = tl.load(x_ptr + offs_m[:, None] * stride_xm + offs_k[None, :] * stride_xk,
-                    mask=x_in, other=0.0)
+        x = tl.load(
+            x_ptr + offs_m[:, None] * stride_xm + offs_k[None, :] * stride_xk, mask=x_in, other=0.0
+        )
         # W^T tile (BLOCK_K, BLOCK_N); out-of-range entries load as pruned zeros.
         w_in = (offs_k[:, None] < K) & (offs_n[None, :] < N)
-        w = tl.load(w_ptr + offs_k[:, None] * stride_wk + offs_n[None, :] * stride_wn,
-                    mask=w_in, other=0.0)
-        keep = tl.load(mask_ptr + offs_k[:, None] * stride_mk + offs_n[None, :] * stride_mn,
-                       mask=w_in, other=0)
+        w = tl.load(
+            w_ptr + offs_k[:, None] * stride_wk + offs_n[None, :] * stride_wn, mask=w_in, other=0.0
+        )
+        keep = tl.load(
+            mask_ptr + offs_k[:, None] * stride_mk + offs_n[None, :] * stride_mn, mask=w_in, other=0
+        )
         w = tl.where(keep != 0, w, 0.0)
         acc = tl.dot(x, w, acc, input_precision=INPUT_PRECISION)
     if HAS_BIAS:
-        acc += tl.load(bias_ptr + offs_n * stride_b, mask=offs_n < N,
-                       other=0.0).to(tl.float32)[None, :]
+        acc += tl.load(bias_ptr + offs_n * stride_b, mask=offs_n < N, other=0.0).to(tl.float32)[
+            None, :
+        ]
     y_in = (offs_m[:, None] < M) & (offs_n[None, :] < N)
-    tl.store(y_ptr + offs_m[:, None] * stride_ym + offs_n[None, :] * stride_yn,
-             acc.to(y_ptr.dtype.element_ty), mask=y_in)
+    tl.store(
+        y_ptr + offs_m[:, None] * stride_ym + offs_n[None, :] * stride_yn,
+        acc.to(y_ptr.dtype.element_ty),
+        mask=y_in,
+    )
 
 
 @triton.autotune(configs=_matmul_configs(), key=["M", "N", "K"])
 @triton.jit
-def _masked_linear_input_grad_kernel(dy_ptr, w_ptr, mask_ptr, dx_ptr, M, N, K,
-                                     stride_dym, stride_dyn, stride_wn, stride_wk, stride_mn,
-                                     stride_mk, stride_dxm, stride_dxk,
-                                     INPUT_PRECISION: tl.constexpr, BLOCK_M: tl.constexpr,
-                                     BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
+def _masked_linear_input_grad_kernel(
+    dy_ptr,
+    w_ptr,
+    mask_ptr,
+    dx_ptr,
+    M,
+    N,
+    K,
+    stride_dym,
+    stride_dyn,
+    stride_wn,
+    stride_wk,
+    stride_mn,
+    stride_mk,
+    stride_dxm,
+    stride_dxk,
+    INPUT_PRECISION: tl.constexpr,
+    BLOCK_M: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    BLOCK_K: tl.constexpr,
+):
     # dx[m, k] = sum_n dy[m, n] * (mask[n, k] ? W[n, k] : 0)
     tile_m, tile_k = _tile_coordinates(tl.cdiv(M, BLOCK_M))
     offs_m = _tile_offsets(tile_m, BLOCK_M)
@@ -147,27 +191,53 @@ def _masked_linear_input_grad_kernel(dy_ptr, w_ptr, mask_ptr, dx_ptr, M, N, K,
     for n_start in range(0, N, BLOCK_N):
         offs_n = _offsets_from(n_start, BLOCK_N)
         dy_in = (offs_m[:, None] < M) & (offs_n[None, :] < N)
-        dy = tl.load(dy_ptr + offs_m[:, None] * stride_dym + offs_n[None, :] * stride_dyn,
-                     mask=dy_in, other=0.0)
+        dy = tl.load(
+            dy_ptr + offs_m[:, None] * stride_dym + offs_n[None, :] * stride_dyn,
+            mask=dy_in,
+            other=0.0,
+        )
         w_in = (offs_n[:, None] < N) & (offs_k[None, :] < K)
-        w = tl.load(w_ptr + offs_n[:, None] * stride_wn + offs_k[None, :] * stride_wk,
-                    mask=w_in, other=0.0)
-        keep = tl.load(mask_ptr + offs_n[:, None] * stride_mn + offs_k[None, :] * stride_mk,
-                       mask=w_in, other=0)
+        w = tl.load(
+            w_ptr + offs_n[:, None] * stride_wn + offs_k[None, :] * stride_wk, mask=w_in, other=0.0
+        )
+        keep = tl.load(
+            mask_ptr + offs_n[:, None] * stride_mn + offs_k[None, :] * stride_mk, mask=w_in, other=0
+        )
         w = tl.where(keep != 0, w, 0.0)
         acc = tl.dot(dy, w, acc, input_precision=INPUT_PRECISION)
     dx_in = (offs_m[:, None] < M) & (offs_k[None, :] < K)
-    tl.store(dx_ptr + offs_m[:, None] * stride_dxm + offs_k[None, :] * stride_dxk,
-             acc.to(dx_ptr.dtype.element_ty), mask=dx_in)
+    tl.store(
+        dx_ptr + offs_m[:, None] * stride_dxm + offs_k[None, :] * stride_dxk,
+        acc.to(dx_ptr.dtype.element_ty),
+        mask=dx_in,
+    )
 
 
 @triton.autotune(configs=_weight_grad_configs(), key=["M", "N", "K"])
 @triton.jit
-def _masked_linear_weight_grad_kernel(dy_ptr, x_ptr, mask_ptr, occupancy_ptr, dw_ptr, M, N, K,
-                                      stride_dym, stride_dyn, stride_xm, stride_xk, stride_mn,
-                                      stride_mk, stride_dwn, stride_dwk, occupancy_cols,
-                                      INPUT_PRECISION: tl.constexpr, BLOCK_M: tl.constexpr,
-                                      BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
+def _masked_linear_weight_grad_kernel(
+    dy_ptr,
+    x_ptr,
+    mask_ptr,
+    occupancy_ptr,
+    dw_ptr,
+    M,
+    N,
+    K,
+    stride_dym,
+    stride_dyn,
+    stride_xm,
+    stride_xk,
+    stride_mn,
+    stride_mk,
+    stride_dwn,
+    stride_dwk,
+    occupancy_cols,
+    INPUT_PRECISION: tl.constexpr,
+    BLOCK_M: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    BLOCK_K: tl.constexpr,
+):
     # dW[n, k] = mask[n, k] ? sum_m dy[m, n] * x[m, k] : 0
     tile_n, tile_k = _tile_coordinates(tl.cdiv(N, BLOCK_N))
     offs_n = _tile_offsets(tile_n, BLOCK_N)
@@ -180,22 +250,33 @@ def _masked_linear_weight_grad_kernel(dy_ptr, x_ptr, mask_ptr, occupancy_ptr, dw
             offs_m = _offsets_from(m_start, BLOCK_M)
             # dy^T tile (BLOCK_N, BLOCK_M), read through strides rather than transposed.
             dy_in = (offs_n[:, None] < N) & (offs_m[None, :] < M)
-            dy_t = tl.load(dy_ptr + offs_n[:, None] * stride_dyn + offs_m[None, :] * stride_dym,
-                           mask=dy_in, other=0.0)
+            dy_t = tl.load(
+                dy_ptr + offs_n[:, None] * stride_dyn + offs_m[None, :] * stride_dym,
+                mask=dy_in,
+                other=0.0,
+            )
             x_in = (offs_m[:, None] < M) & (offs_k[None, :] < K)
-            x = tl.load(x_ptr + offs_m[:, None] * stride_xm + offs_k[None, :] * stride_xk,
-                        mask=x_in, other=0.0)
+            x = tl.load(
+                x_ptr + offs_m[:, None] * stride_xm + offs_k[None, :] * stride_xk,
+                mask=x_in,
+                other=0.0,
+            )
             acc = tl.dot(dy_t, x, acc, input_precision=INPUT_PRECISION)
     dw_in = (offs_n[:, None] < N) & (offs_k[None, :] < K)
-    keep = tl.load(mask_ptr + offs_n[:, None] * stride_mn + offs_k[None, :] * stride_mk,
-                   mask=dw_in, other=0)
+    keep = tl.load(
+        mask_ptr + offs_n[:, None] * stride_mn + offs_k[None, :] * stride_mk, mask=dw_in, other=0
+    )
     acc = tl.where(keep != 0, acc, 0.0)
-    tl.store(dw_ptr + offs_n[:, None] * stride_dwn + offs_k[None, :] * stride_dwk,
-             acc.to(dw_ptr.dtype.element_ty), mask=dw_in)
+    tl.store(
+        dw_ptr + offs_n[:, None] * stride_dwn + offs_k[None, :] * stride_dwk,
+        acc.to(dw_ptr.dtype.element_ty),
+        mask=dw_in,
+    )
 
 
-def masked_linear_forward(x: torch.Tensor, weight: torch.Tensor, mask: torch.Tensor,
-                          bias: torch.Tensor | None = None) -> torch.Tensor:
+def masked_linear_forward(
+    x: torch.Tensor, weight: torch.Tensor, mask: torch.Tensor, bias: torch.Tensor | None = None
+) -> torch.Tensor:
     """``x @ (weight ⊙ mask)^T + bias`` for ``x`` (M, K), ``weight`` and ``mask`` (N, K)."""
     _check_operands(x=x, weight=weight)
     (M, K), N = x.shape, weight.shape[0]
@@ -210,15 +291,32 @@ def masked_linear_forward(x: torch.Tensor, weight: torch.Tensor, mask: torch.Ten
     keep = _mask_as_int8(mask)
     grid = _tile_grid(M, N, "BLOCK_M", "BLOCK_N")
     _masked_linear_fwd_kernel[grid](
-        x, weight, keep, bias if bias is not None else y, y, M, N, K,
-        x.stride(0), x.stride(1), weight.stride(0), weight.stride(1),
-        keep.stride(0), keep.stride(1), bias.stride(0) if bias is not None else 0,
-        y.stride(0), y.stride(1), HAS_BIAS=bias is not None, INPUT_PRECISION=_INPUT_PRECISION)
+        x,
+        weight,
+        keep,
+        bias if bias is not None else y,
+        y,
+        M,
+        N,
+        K,
+        x.stride(0),
+        x.stride(1),
+        weight.stride(0),
+        weight.stride(1),
+        keep.stride(0),
+        keep.stride(1),
+        bias.stride(0) if bias is not None else 0,
+        y.stride(0),
+        y.stride(1),
+        HAS_BIAS=bias is not None,
+        INPUT_PRECISION=_INPUT_PRECISION,
+    )
     return y
 
 
-def masked_linear_input_grad(grad_y: torch.Tensor, weight: torch.Tensor,
-                             mask: torch.Tensor) -> torch.Tensor:
+def masked_linear_input_grad(
+    grad_y: torch.Tensor, weight: torch.Tensor, mask: torch.Tensor
+) -> torch.Tensor:
     """``grad_y @ (weight ⊙ mask)`` for ``grad_y`` (M, N), ``weight`` and ``mask`` (N, K)."""
     _check_operands(grad_y=grad_y, weight=weight)
     (M, N), K = grad_y.shape, weight.shape[1]
@@ -230,15 +328,29 @@ def masked_linear_input_grad(grad_y: torch.Tensor, weight: torch.Tensor,
     keep = _mask_as_int8(mask)
     grid = _tile_grid(M, K, "BLOCK_M", "BLOCK_K")
     _masked_linear_input_grad_kernel[grid](
-        grad_y, weight, keep, grad_x, M, N, K,
-        grad_y.stride(0), grad_y.stride(1), weight.stride(0), weight.stride(1),
-        keep.stride(0), keep.stride(1), grad_x.stride(0), grad_x.stride(1),
-        INPUT_PRECISION=_INPUT_PRECISION)
+        grad_y,
+        weight,
+        keep,
+        grad_x,
+        M,
+        N,
+        K,
+        grad_y.stride(0),
+        grad_y.stride(1),
+        weight.stride(0),
+        weight.stride(1),
+        keep.stride(0),
+        keep.stride(1),
+        grad_x.stride(0),
+        grad_x.stride(1),
+        INPUT_PRECISION=_INPUT_PRECISION,
+    )
     return grad_x
 
 
-def masked_linear_weight_grad(grad_y: torch.Tensor, x: torch.Tensor,
-                              mask: torch.Tensor) -> torch.Tensor:
+def masked_linear_weight_grad(
+    grad_y: torch.Tensor, x: torch.Tensor, mask: torch.Tensor
+) -> torch.Tensor:
     """``(grad_y^T @ x) ⊙ mask`` for ``grad_y`` (M, N), ``x`` (M, K) and ``mask`` (N, K).
 
     Output tiles whose mask block is all False (see :func:`weight_grad_block`) skip their
@@ -256,10 +368,27 @@ def masked_linear_weight_grad(grad_y: torch.Tensor, x: torch.Tensor,
     keep = _mask_as_int8(mask)
     grid = (occupancy.numel(),)
     _masked_linear_weight_grad_kernel[grid](
-        grad_y, x, keep, occupancy, grad_weight, M, N, K,
-        grad_y.stride(0), grad_y.stride(1), x.stride(0), x.stride(1),
-        keep.stride(0), keep.stride(1), grad_weight.stride(0), grad_weight.stride(1),
-        occupancy.stride(0), INPUT_PRECISION=_INPUT_PRECISION, BLOCK_N=block_n, BLOCK_K=block_k)
+        grad_y,
+        x,
+        keep,
+        occupancy,
+        grad_weight,
+        M,
+        N,
+        K,
+        grad_y.stride(0),
+        grad_y.stride(1),
+        x.stride(0),
+        x.stride(1),
+        keep.stride(0),
+        keep.stride(1),
+        grad_weight.stride(0),
+        grad_weight.stride(1),
+        occupancy.stride(0),
+        INPUT_PRECISION=_INPUT_PRECISION,
+        BLOCK_N=block_n,
+        BLOCK_K=block_k,
+    )
     return grad_weight
 
 
@@ -283,8 +412,10 @@ def _check_operands(**operands: torch.Tensor) -> None:
             raise ValueError(f"{name} must be a {dims}-D tensor; got {got}")
     for name, tensor in others:
         if tensor.device != first.device or tensor.dtype != first.dtype:
-            raise ValueError(f"{name} is {tensor.dtype} on {tensor.device}; expected "
-                             f"{first_name}'s {first.dtype} on {first.device}")
+            raise ValueError(
+                f"{name} is {tensor.dtype} on {tensor.device}; expected "
+                f"{first_name}'s {first.dtype} on {first.device}"
+            )
 
 
 def _check_shape(name: str, tensor: torch.Tensor, shape: tuple) -> None:
@@ -298,5 +429,7 @@ def _check_mask(mask: torch.Tensor, like: torch.Tensor) -> None:
         got = mask.dtype if isinstance(mask, torch.Tensor) else type(mask).__name__
         raise TypeError(f"mask must be a bool or uint8 tensor; got {got}")
     if mask.shape != like.shape or mask.device != like.device:
-        raise ValueError(f"mask has shape {tuple(mask.shape)} on {mask.device}; expected "
-                         f"{tuple(like.shape)} on {like.device}")
+        raise ValueError(
+            f"mask has shape {tuple(mask.shape)} on {mask.device}; expected "
+            f"{tuple(like.shape)} on {like.device}"
+        )

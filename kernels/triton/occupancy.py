@@ -26,8 +26,9 @@ def block_occupancy(mask: torch.Tensor, block_rows: int, block_cols: int) -> tor
     rows, cols = mask.shape
     row_blocks, col_blocks = -(-rows // block_rows), -(-cols // block_cols)
     # Pad with zeros (empty) to whole blocks, then one reduction per block.
-    padded = F.pad(mask.to(torch.uint8), (0, col_blocks * block_cols - cols,
-                                          0, row_blocks * block_rows - rows))
+    padded = F.pad(
+        mask.to(torch.uint8), (0, col_blocks * block_cols - cols, 0, row_blocks * block_rows - rows)
+    )
     blocks = padded.view(row_blocks, block_rows, col_blocks, block_cols)
     return blocks.amax(dim=(1, 3)).to(torch.int8)
 
@@ -39,8 +40,9 @@ def cached_block_occupancy(mask: torch.Tensor, block_rows: int, block_cols: int)
     ``set_mask`` and ``load_state_dict`` included), and dropped with the mask: see
     :mod:`sparse_tickets.tensor_cache`.
     """
-    return _CACHE.get((mask,), lambda: block_occupancy(mask, block_rows, block_cols),
-                      key=(block_rows, block_cols))
+    return _CACHE.get(
+        (mask,), lambda: block_occupancy(mask, block_rows, block_cols), key=(block_rows, block_cols)
+    )
 
 
 def clear_occupancy_cache() -> None:

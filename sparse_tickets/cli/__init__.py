@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import shlex
 import sys
-from typing import Optional, Sequence
+from collections.abc import Sequence
 
 from .. import files, ops, settings
 from ..lottery import distributed, locking
@@ -44,23 +44,23 @@ _hparams = flags.hparams
 _named_device = devices.named_device
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
+def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
         if not getattr(args, "command", None):
             parser.print_help()
             return USAGE_ERROR
-        args.command_line = " ".join([PROG, *map(shlex.quote, sys.argv[1:] if argv is None
-                                                 else argv)])
+        args.command_line = " ".join(
+            [PROG, *map(shlex.quote, sys.argv[1:] if argv is None else argv)]
+        )
         return args.handler(args) or 0
     except UsageError as error:
         # Every process of a torchrun job parses the same command line: rank 0 tells.
         return _fail(str(error), quiet=distributed.launched_rank() != 0)
     except KeyboardInterrupt:
         if distributed.launched_rank() == 0:
-            print(f"{PROG}: interrupted; run the same command again to resume",
-                  file=sys.stderr)
+            print(f"{PROG}: interrupted; run the same command again to resume", file=sys.stderr)
         return 130
     except distributed.MainRankFailed:
         return FAILURE  # rank 0 has reported its error
@@ -72,8 +72,15 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return _fail_with(error, FAILURE)
     except Diverged as error:  # the experiment failed, not the command line
         return _fail_with(error, FAILURE)
-    except (ValueError, FileNotFoundError, NotADirectoryError, IsADirectoryError,
-            ModuleNotFoundError, ops.BackendError, distributed.DistributedError) as error:
+    except (
+        ValueError,
+        FileNotFoundError,
+        NotADirectoryError,
+        IsADirectoryError,
+        ModuleNotFoundError,
+        ops.BackendError,
+        distributed.DistributedError,
+    ) as error:
         # The library reports bad input as these; anything else is a bug and shows its trace.
         return _fail_with(error, USAGE_ERROR)
     except OSError as error:

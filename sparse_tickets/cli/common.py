@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import sys
-from typing import Iterator
+from collections.abc import Iterator
 
 PROG = "sparse-tickets"
 USAGE_ERROR = 2
@@ -36,5 +36,9 @@ def working_options(args) -> dict:
     :func:`~sparse_tickets.lottery.session.working_in`): its command line names it in the
     directory's lock, ``--wait`` waits for another command there (saying so), ``--quiet``
     shows log lines instead of bars."""
-    return {"quiet": args.quiet, "command": args.command_line, "wait": args.wait,
-            "on_wait": lambda text: print(f"{PROG}: {text}", file=sys.stderr, flush=True)}
+    return {
+        "quiet": args.quiet,
+        "command": args.command_line,
+        "wait": args.wait,
+        "on_wait": lambda text: print(f"{PROG}: {text}", file=sys.stderr, flush=True),
+    }

@@ -10,8 +10,11 @@ from .options import flag_fields
 
 def given(args) -> dict:
     """The hyperparameters given on the command line (the preset supplies the others)."""
-    return {field.name: getattr(args, field.name) for field in flag_fields()
-            if getattr(args, field.name) is not None}
+    return {
+        field.name: getattr(args, field.name)
+        for field in flag_fields()
+        if getattr(args, field.name) is not None
+    }
 
 
 def hparams(args) -> Hparams:
@@ -20,8 +23,10 @@ def hparams(args) -> Hparams:
     values = given(args)
     if args.lr_rewind:
         if values.get("rewind", "lr") != "lr":
-            raise UsageError(f"{PROG}: --lr-rewind and --rewind {values['rewind']} contradict "
-                             f"each other; expected one of them")
+            raise UsageError(
+                f"{PROG}: --lr-rewind and --rewind {values['rewind']} contradict "
+                f"each other; expected one of them"
+            )
         values["rewind"] = "lr"
     with usage_errors(HparamsError):
         return resolve(values, args.preset, scale_batch=args.scale_batch)

@@ -16,6 +16,7 @@ from .devices import device as chosen_device
 
 def run_instability(args) -> int:
     from ..lottery import session  # the training loop: not loaded for other commands
+
     run = Run.open(Path(args.run_dir))
     hp = run.hparams
     offsets = trials.seed_offsets(args)
@@ -27,7 +28,16 @@ def run_instability(args) -> int:
         device = chosen_device(args.device)
         with session.working_in(run.directory, device, **working_options(args)) as progress:
             session.analyse_instability(
-                run, hp, splits, device, args.checkpoint_every, progress, branch=args.branch,
-                level=args.level, iterations=args.iterations, points=args.points,
-                report=args.report)
+                run,
+                hp,
+                splits,
+                device,
+                args.checkpoint_every,
+                progress,
+                branch=args.branch,
+                level=args.level,
+                iterations=args.iterations,
+                points=args.points,
+                report=args.report,
+            )
         return 0

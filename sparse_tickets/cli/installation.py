@@ -7,13 +7,17 @@ from ..lottery import catalogue
 
 def run_build(args) -> int:
     from ..ops.native import extension
+
     failed = False
     for spec in (extension.CPU, extension.CUDA):
         reason = extension.unavailable_reason(spec, retry=True)  # a remembered failure too
         if reason is None:
             record = extension.build_record(spec)
-            when = ("already built" if record.build_seconds is None
-                    else f"built in {record.build_seconds:.0f} s")
+            when = (
+                "already built"
+                if record.build_seconds is None
+                else f"built in {record.build_seconds:.0f} s"
+            )
             print(f"{spec.kind} extension: {when}: {record.library}")
         else:
             print(f"{spec.kind} extension: {reason}")

@@ -29,8 +29,10 @@ def run_train(args) -> int:
     if args.masks:
         path = Path(args.masks)
         if path.is_dir():
-            raise UsageError(f"{PROG} train: masks file {path} is a directory; expected a "
-                             f".safetensors or .pt file of masks")
+            raise UsageError(
+                f"{PROG} train: masks file {path} is a directory; expected a "
+                f".safetensors or .pt file of masks"
+            )
         if not path.is_file():
             raise UsageError(f"{PROG} train: masks file {path} does not exist")
         masks = load_masks(path)
@@ -44,18 +46,23 @@ def _check_not_empty(masks, path: Path) -> None:
     meant (a residual block's skip still carries the signal), so it is only pointed out."""
     kept = {name: int(mask.sum()) for name, mask in masks.items()}
     if not any(kept.values()):
-        raise UsageError(f"{PROG} train: masks file {path} keeps no weight at all (every mask "
-                         f"is all False); expected masks that keep some weights")
+        raise UsageError(
+            f"{PROG} train: masks file {path} keeps no weight at all (every mask "
+            f"is all False); expected masks that keep some weights"
+        )
     empty = [name for name, count in kept.items() if count == 0]
     if empty and distributed.launched_rank() == 0:
-        print(f"{PROG}: note: masks file {path} keeps no weight of {', '.join(empty)}: "
-              f"{'that layer passes' if len(empty) == 1 else 'those layers pass'} nothing on",
-              file=sys.stderr)
+        print(
+            f"{PROG}: note: masks file {path} keeps no weight of {', '.join(empty)}: "
+            f"{'that layer passes' if len(empty) == 1 else 'those layers pass'} nothing on",
+            file=sys.stderr,
+        )
 
 
 def _execute(args, hp: Hparams, initial_masks=None) -> int:
     from ..lottery import session  # the training loop: not loaded for other commands
     from ..lottery.imp import check
+
     # --mode is not a hyperparameter: the modes compute the same numbers (up to rounding),
     # so a run may change mode between resumes and keeps its directory.
     with default_mode_set_to(args.mode):
@@ -77,7 +84,14 @@ def _execute(args, hp: Hparams, initial_masks=None) -> int:
             if args.name:
                 Run(directory).record_name(args.name)
         with session.working_in(directory, device, **working_options(args)) as progress:
-            session.find_tickets(hp, Path(args.runs_dir), splits, device,
-                                 args.checkpoint_every, progress, args.report,
-                                 initial_masks=initial_masks)
+            session.find_tickets(
+                hp,
+                Path(args.runs_dir),
+                splits,
+                device,
+                args.checkpoint_every,
+                progress,
+                args.report,
+                initial_masks=initial_masks,
+            )
         return 0

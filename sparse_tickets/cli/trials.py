@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Optional
 
 from ..lottery import distributed, trials
 from ..lottery.hparams import SEED_FIELDS, Hparams
@@ -15,39 +14,54 @@ from .common import FAILURE, PROG, UsageError, note, usage_errors
 from .flags import given
 
 
-def seed_offsets(args) -> Optional[list]:
+def seed_offsets(args) -> list | None:
     """The seed offsets of --trials/--seeds (None: one run), refused under torchrun."""
     with usage_errors(trials.TrialsError):
         offsets = trials.seed_offsets(args.trials, args.seeds)
     if offsets is not None and distributed.launched_world_size() > 1:
-        raise UsageError(f"{PROG}: --trials/--seeds under torchrun; expected one or the other "
-                         f"(trials run as processes of their own; torchrun runs one big run)")
+        raise UsageError(
+            f"{PROG}: --trials/--seeds under torchrun; expected one or the other "
+            f"(trials run as processes of their own; torchrun runs one big run)"
+        )
     return offsets
 
 
 def run_new(args, hp: Hparams, offsets: list) -> int:
     """The trials of ``imp`` or ``train``: their run directories made under --runs-dir."""
     with usage_errors(trials.TrialsError):
-        made = trials.make_trials(Path(args.runs_dir), hp, offsets,
-                                  lambda trial_hp: _trial_argv(args, trial_hp))
-    return _run(args, made, Path(args.runs_dir),
-                report_name=trials.report_name(hp, getattr(args, "name", None)))
+        made = trials.make_trials(
+            Path(args.runs_dir), hp, offsets, lambda trial_hp: _trial_argv(args, trial_hp)
+        )
+    return _run(
+        args,
+        made,
+        Path(args.runs_dir),
+        report_name=trials.report_name(hp, getattr(args, "name", None)),
+    )
 
 
 def run_existing(args, run: Run, offsets: list) -> int:
     """The instability analyses of every trial of RUN_DIR's experiment (its seeds plus each
     offset): the trials' runs must exist, as ``imp --trials`` made them beside it."""
+
     def argv_of(directory: Path) -> list:
-        argv = ["instability", str(directory.resolve()), "--level", str(args.level),
-                "--branch", args.branch, "--points", str(args.points)]
+        argv = [
+            "instability",
+            str(directory.resolve()),
+            "--level",
+            str(args.level),
+            "--branch",
+            args.branch,
+            "--points",
+            str(args.points),
+        ]
         if args.iterations:
             argv += ["--iterations", *args.iterations]
         return argv + _run_options_argv(args)
 
     with usage_errors(trials.TrialsError):
         found = trials.existing_trials(run, offsets, argv_of)
-    return _run(args, found, run.directory.parent,
-                report_name=trials.instability_report_name(run))
+    return _run(args, found, run.directory.parent, report_name=trials.instability_report_name(run))
 
 
 def _trial_argv(args, hp: Hparams) -> list:
@@ -62,8 +76,11 @@ def _trial_argv(args, hp: Hparams) -> list:
             argv += [f"--{name.replace('_', '-')}", str(value)]
     if args.lr_rewind:
         argv.append("--lr-rewind")
-    argv += [item for name in SEED_FIELDS
-             for item in (f"--{name.replace('_', '-')}", str(getattr(hp, name)))]
+    argv += [
+        item
+        for name in SEED_FIELDS
+        for item in (f"--{name.replace('_', '-')}", str(getattr(hp, name)))
+    ]
     return argv + _run_options_argv(args)
 
 
@@ -77,8 +94,14 @@ def _run_options_argv(args) -> list:
         argv += ["--device", args.device]
     if getattr(args, "name", None):
         argv += ["--name", args.name]
-    return argv + ["--checkpoint-every", str(args.checkpoint_every), "--mode", args.mode,
-                   "--quiet", "--no-report"]
+    return argv + [
+        "--checkpoint-every",
+        str(args.checkpoint_every),
+        "--mode",
+        args.mode,
+        "--quiet",
+        "--no-report",
+    ]
 
 
 def _run(args, made: list, runs_dir: Path, report_name: str) -> int:
@@ -87,25 +110,36 @@ def _run(args, made: list, runs_dir: Path, report_name: str) -> int:
     if args.executor != "local":
         return _submit(args, made, runs_dir)
     parallel, threads = trials.split_cores(len(made), args.parallel, trials.cores())
-    print(f"{PROG}: {len(made)} trials, {parallel} at a time, {threads} thread(s) each; "
-          f"each trial's output in its run directory's {trials.LOG_NAME}", flush=True)
+    print(
+        f"{PROG}: {len(made)} trials, {parallel} at a time, {threads} thread(s) each; "
+        f"each trial's output in its run directory's {trials.LOG_NAME}",
+        flush=True,
+    )
 
     def started(trial) -> None:
         print(f"{PROG}: trial +{trial.offset} started: {trial.directory}", flush=True)
 
     def ended(outcome) -> None:
-        state = ("done" if outcome.returncode == 0 else
-                 f"failed (status {outcome.returncode}): {outcome.last_line()}")
-        print(f"{PROG}: trial +{outcome.trial.offset} {state} after {outcome.seconds:.0f} s",
-              flush=True)
+        state = (
+            "done"
+            if outcome.returncode == 0
+            else f"failed (status {outcome.returncode}): {outcome.last_line()}"
+        )
+        print(
+            f"{PROG}: trial +{outcome.trial.offset} {state} after {outcome.seconds:.0f} s",
+            flush=True,
+        )
 
     outcomes = trials.run_local(made, parallel, threads, on_start=started, on_end=ended)
     failed = [outcome for outcome in outcomes if outcome.returncode]
     if args.report:
         _report([trial.directory for trial in made], runs_dir / report_name)
     if failed:
-        print(f"{PROG}: {len(failed)} of {len(made)} trials failed; the same command resumes "
-              f"them (see each run directory's {trials.LOG_NAME})", file=sys.stderr)
+        print(
+            f"{PROG}: {len(failed)} of {len(made)} trials failed; the same command resumes "
+            f"them (see each run directory's {trials.LOG_NAME})",
+            file=sys.stderr,
+        )
         return FAILURE
     return 0
 
@@ -113,6 +147,7 @@ def _run(args, made: list, runs_dir: Path, report_name: str) -> int:
 def _report(directories: list, output: Path) -> None:
     """The report over every trial that finished a level; the others are named and left out."""
     from ..lottery.report import write_report  # its plots: not loaded for other commands
+
     try:
         for path in write_report(directories, output, on_skip=note):
             print(f"{PROG}: wrote {path}")
@@ -121,10 +156,15 @@ def _report(directories: list, output: Path) -> None:
 
 
 def _submit(args, made: list, runs_dir: Path) -> int:
-    options = trials.SlurmOptions(partition=args.slurm_partition,
-                                  time_minutes=args.slurm_time, cpus_per_task=args.slurm_cpus,
-                                  gpus_per_task=args.slurm_gpus, mem_gb=args.slurm_mem_gb,
-                                  parallel=args.parallel, account=args.slurm_account)
+    options = trials.SlurmOptions(
+        partition=args.slurm_partition,
+        time_minutes=args.slurm_time,
+        cpus_per_task=args.slurm_cpus,
+        gpus_per_task=args.slurm_gpus,
+        mem_gb=args.slurm_mem_gb,
+        parallel=args.parallel,
+        account=args.slurm_account,
+    )
     folder = runs_dir / trials.SLURM_FOLDER
     cluster = "local" if args.executor == "submitit-local" else "slurm"
     with usage_errors(trials.TrialsError):
@@ -133,8 +173,10 @@ def _submit(args, made: list, runs_dir: Path) -> int:
         print(f"{PROG}: trial +{trial.offset}: job {job.job_id}: {trial.directory}", flush=True)
     print(f"{PROG}: submitit's files and logs in {folder}")
     if cluster == "slurm":
-        print(f"{PROG}: follow them with `{PROG} runs {runs_dir}`; rerunning this command "
-              f"resubmits only what is unfinished")
+        print(
+            f"{PROG}: follow them with `{PROG} runs {runs_dir}`; rerunning this command "
+            f"resubmits only what is unfinished"
+        )
         return 0
     failed = 0
     for trial, job in zip(made, jobs):  # the local executor's jobs are this process's children
@@ -142,7 +184,9 @@ def _submit(args, made: list, runs_dir: Path) -> int:
             job.result()
         except Exception as error:  # the job's exception, raised again here
             failed += 1
-            print(f"{PROG}: trial +{trial.offset} failed: "
-                  f"{str(error).strip().splitlines()[-1] if str(error).strip() else error!r}",
-                  file=sys.stderr)
+            print(
+                f"{PROG}: trial +{trial.offset} failed: "
+                f"{str(error).strip().splitlines()[-1] if str(error).strip() else error!r}",
+                file=sys.stderr,
+            )
     return FAILURE if failed else 0

@@ -26,8 +26,8 @@ from __future__ import annotations
 import contextlib
 import statistics
 import time
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Callable, Iterable, Optional, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -72,9 +72,15 @@ BUDGET_S = 5.0
 MARGIN = 1.1
 
 
-def training_step(kind: str, shape: Sequence[int], density: float, mode: str,
-                  device: str = "cpu", dtype: torch.dtype = torch.float32,
-                  seed: int = 0) -> Callable[[], None]:
+def training_step(
+    kind: str,
+    shape: Sequence[int],
+    density: float,
+    mode: str,
+    device: str = "cpu",
+    dtype: torch.dtype = torch.float32,
+    seed: int = 0,
+) -> Callable[[], None]:
     """One training step of a masked ``kind`` layer of ``shape`` at ``density`` in ``mode``
     (``"dense"`` or ``"compact"``), as a function to call; the same ``seed`` gives the same
     layer, mask and data in either mode."""
@@ -87,22 +93,35 @@ def stand_in(kind: str, shape: Sequence[int]) -> LayerSpec:
     conv2d with padding 1."""
     if kind == "linear":
         batch, fan_in, fan_out = shape
-        return LayerSpec(kind, (("in_features", fan_in), ("out_features", fan_out)),
-                         (batch, fan_in))
+        return LayerSpec(
+            kind, (("in_features", fan_in), ("out_features", fan_out)), (batch, fan_in)
+        )
     if kind == "conv2d":
         batch, channels_in, channels_out, side = shape
-        return LayerSpec(kind, (("in_channels", channels_in), ("out_channels", channels_out),
-                                ("kernel_size", 3), ("padding", 1)),
-                         (batch, channels_in, side, side))
+        return LayerSpec(
+            kind,
+            (
+                ("in_channels", channels_in),
+                ("out_channels", channels_out),
+                ("kernel_size", 3),
+                ("padding", 1),
+            ),
+            (batch, channels_in, side, side),
+        )
     raise ValueError(f"layer kind {kind!r} is not one of {', '.join(KINDS)}")
 
 
 _GEOMETRIES = {"linear": nn.Linear, "conv2d": nn.Conv2d}
 
 
-def layer_training_step(spec: LayerSpec, density: float, mode: str, device: str = "cpu",
-                        dtype: torch.dtype = torch.float32,
-                        seed: int = 0) -> Callable[[], None]:
+def layer_training_step(
+    spec: LayerSpec,
+    density: float,
+    mode: str,
+    device: str = "cpu",
+    dtype: torch.dtype = torch.float32,
+    seed: int = 0,
+) -> Callable[[], None]:
     """One training step of a layer as ``spec`` describes it (its kind, geometry and input
     shape) at ``density`` in ``mode`` (``"dense"`` or ``"compact"``), as a function to call;
     the same ``seed`` gives the same weights, mask and data in either mode."""
@@ -131,7 +150,7 @@ def layer_training_step(spec: LayerSpec, density: float, mode: str, device: str 
     else:
         raise ValueError(f"mode {mode!r} is not one of dense, compact")
     parameters = [trained] if bias is None else [trained, bias]
-    adam = _AdamStep(parameters, masks[:len(parameters)])
+    adam = _AdamStep(parameters, masks[: len(parameters)])
     with torch.no_grad():
         target = tensor(forward(x).shape)
 
@@ -151,8 +170,9 @@ def _dense_forward(geometry: nn.Module, weight, mask, bias) -> Callable:
 
     def forward(x):
         x, padding = functional.padded_by_mode(x, geometry)
-        return functional.masked_conv2d(x, weight, mask, bias, geometry.stride, padding,
-                                        geometry.dilation, geometry.groups)
+        return functional.masked_conv2d(
+            x, weight, mask, bias, geometry.stride, padding, geometry.dilation, geometry.groups
+        )
 
     return forward
 
@@ -164,8 +184,9 @@ def _compact_forward(geometry: nn.Module, values, index, bias) -> Callable:
 
     def forward(x):
         x, padding = functional.padded_by_mode(x, geometry)
-        return functional.compact_conv2d(x, values, index, bias, geometry.stride, padding,
-                                         geometry.dilation, geometry.groups)
+        return functional.compact_conv2d(
+            x, values, index, bias, geometry.stride, padding, geometry.dilation, geometry.groups
+        )
 
     return forward
 
@@ -184,16 +205,32 @@ class _AdamStep:
     @torch.no_grad()
     def step(self) -> None:
         grads = [p.grad for p in self.parameters]
-        backend = ops.select("masked_adam_step", [*self.parameters, *grads, *self.masks,
-                                                  *self.exp_avgs, *self.exp_avg_sqs])
+        backend = ops.select(
+            "masked_adam_step",
+            [*self.parameters, *grads, *self.masks, *self.exp_avgs, *self.exp_avg_sqs],
+        )
         backend.masked_adam_step(
-            self.parameters, grads, self.masks, self.exp_avgs, self.exp_avg_sqs, [],
-            self.steps, amsgrad=False, beta1=0.9, beta2=0.999, lr=1e-3, weight_decay=0.0,
-            eps=1e-8, maximize=False, decoupled_weight_decay=False)
+            self.parameters,
+            grads,
+            self.masks,
+            self.exp_avgs,
+            self.exp_avg_sqs,
+            [],
+            self.steps,
+            amsgrad=False,
+            beta1=0.9,
+            beta2=0.999,
+            lr=1e-3,
+            weight_decay=0.0,
+            eps=1e-8,
+            maximize=False,
+            decoupled_weight_decay=False,
+        )
 
 
-def interleaved_times(steps: dict[str, Callable[[], None]], repeats: int,
-                      device: str = "cpu") -> dict[str, list[float]]:
+def interleaved_times(
+    steps: dict[str, Callable[[], None]], repeats: int, device: str = "cpu"
+) -> dict[str, list[float]]:
     """Seconds of each of ``steps``, ``repeats`` times, one of each in turn (after one
     warm-up call each: state allocation, kernel selection)."""
     synchronize = torch.cuda.synchronize if torch.device(device).type == "cuda" else None
@@ -212,19 +249,34 @@ def interleaved_times(steps: dict[str, Callable[[], None]], repeats: int,
     return times
 
 
-def compare(kind: str, shape: Sequence[int], density: float, device: str = "cpu",
-            dtype: torch.dtype = torch.float32, pairs: int = PAIRS) -> dict:
+def compare(
+    kind: str,
+    shape: Sequence[int],
+    density: float,
+    device: str = "cpu",
+    dtype: torch.dtype = torch.float32,
+    pairs: int = PAIRS,
+) -> dict:
     """A row: median dense and compact step seconds of one point, and compact's speedup (the
     median of the pairs' ratios)."""
     with measuring(device):
         times = interleaved_times(
-            {mode: training_step(kind, shape, density, mode, device, dtype)
-             for mode in ("dense", "compact")}, pairs, device)
+            {
+                mode: training_step(kind, shape, density, mode, device, dtype)
+                for mode in ("dense", "compact")
+            },
+            pairs,
+            device,
+        )
     ratios = [dense / compact for dense, compact in zip(times["dense"], times["compact"])]
-    return {"kind": kind, "shape": list(shape), "density": density,
-            "dense_s": statistics.median(times["dense"]),
-            "compact_s": statistics.median(times["compact"]),
-            "speedup": statistics.median(ratios)}
+    return {
+        "kind": kind,
+        "shape": list(shape),
+        "density": density,
+        "dense_s": statistics.median(times["dense"]),
+        "compact_s": statistics.median(times["compact"]),
+        "speedup": statistics.median(ratios),
+    }
 
 
 def compact_wins(row: dict, margin: float = MARGIN) -> bool:
@@ -245,10 +297,15 @@ def threshold_from(rows: Iterable[dict], margin: float = MARGIN) -> float:
     return threshold
 
 
-def measure_thresholds(device: str = "cpu", dtype: torch.dtype = torch.float32,
-                       shapes: Optional[dict] = None, densities: Optional[Sequence[float]] = None,
-                       pairs: int = PAIRS, margin: float = MARGIN,
-                       budget_s: float = BUDGET_S) -> dict:
+def measure_thresholds(
+    device: str = "cpu",
+    dtype: torch.dtype = torch.float32,
+    shapes: dict | None = None,
+    densities: Sequence[float] | None = None,
+    pairs: int = PAIRS,
+    margin: float = MARGIN,
+    budget_s: float = BUDGET_S,
+) -> dict:
     """``{"thresholds": {kind: density}, "rows": [...], "seconds": ...}`` for this machine,
     the threads this process uses, ``device`` and ``dtype`` (``shapes`` by kind and
     ``densities`` default to :data:`SHAPES` and :data:`DENSITIES`); stops each kind at its
@@ -260,8 +317,7 @@ def measure_thresholds(device: str = "cpu", dtype: torch.dtype = torch.float32,
     for kind in KINDS:
         kind_rows, deadline = [], None
         for density in sorted(densities):
-            point = [compare(kind, shape, density, device, dtype, pairs)
-                     for shape in shapes[kind]]
+            point = [compare(kind, shape, density, device, dtype, pairs) for shape in shapes[kind]]
             kind_rows += point
             if not all(compact_wins(row, margin) for row in point):
                 break
@@ -284,9 +340,14 @@ LAYER_DENSITIES = (0.02, 0.05, 0.1, 0.2, 0.35, 0.5, 0.7, 1.0)
 LAYER_BISECTIONS = 2
 
 
-def measure_layer_threshold(spec: LayerSpec, device_type: str = "cpu",
-                            dtype: torch.dtype = torch.float32, pairs: int = PAIRS,
-                            margin: float = MARGIN, budget_s: float = BUDGET_S) -> float:
+def measure_layer_threshold(
+    spec: LayerSpec,
+    device_type: str = "cpu",
+    dtype: torch.dtype = torch.float32,
+    pairs: int = PAIRS,
+    margin: float = MARGIN,
+    budget_s: float = BUDGET_S,
+) -> float:
     """The highest density at and below which compact wins by ``margin`` for the layer
     ``spec`` describes (0.0 when it loses at the lowest of :data:`LAYER_DENSITIES`): the scan
     stops at the first loss (or once it has taken ``budget_s`` past its first density), then
@@ -296,8 +357,13 @@ def measure_layer_threshold(spec: LayerSpec, device_type: str = "cpu",
     def compact_wins_at(density: float) -> bool:
         with measuring(device_type):
             times = interleaved_times(
-                {mode: layer_training_step(spec, density, mode, device_type, dtype)
-                 for mode in ("dense", "compact")}, pairs, device_type)
+                {
+                    mode: layer_training_step(spec, density, mode, device_type, dtype)
+                    for mode in ("dense", "compact")
+                },
+                pairs,
+                device_type,
+            )
         ratios = [dense / compact for dense, compact in zip(times["dense"], times["compact"])]
         return statistics.median(ratios) >= margin
 
@@ -328,6 +394,10 @@ def measuring(device: str):
     run), the measurement trains normally and leaves the caller's random streams untouched."""
     device_type = torch.device(device).type
     devices = [torch.cuda.current_device()] if device_type == "cuda" else []
-    with torch.random.fork_rng(devices=devices), torch.inference_mode(False), \
-            torch.enable_grad(), torch.autocast(device_type, enabled=False):
+    with (
+        torch.random.fork_rng(devices=devices),
+        torch.inference_mode(False),
+        torch.enable_grad(),
+        torch.autocast(device_type, enabled=False),
+    ):
         yield

@@ -18,11 +18,12 @@ dense. ``"auto"`` picks compact when
   batch: measured on a layer of its class, geometry and input shape, once per shape
   (:mod:`.layer_thresholds`); before that, the threshold for its device type, dtype and kind
   (linear or conv2d): the density at and below which a compact training step (forward, both
-  gradients, optimizer step) beats the dense-masked one by a margin, measured on the machine the run is
-  on, with the threads the process uses, the first time it is needed, in a few seconds, and
-  cached beside the compiled extension (:mod:`.thresholds`, :mod:`.calibration`); where it is
-  not measured (``SPARSE_TICKETS_CALIBRATION=off``), a conservative rule of the CPU's
-  instruction set. ``SPARSE_TICKETS_COMPACT_BELOW`` overrides it for every kind.
+  gradients, optimizer step) beats the dense-masked one by a margin, measured on the machine
+  the run is on, with the threads the process uses, the first time it is needed, in a few
+  seconds, and cached beside the compiled extension (:mod:`.thresholds`,
+  :mod:`.calibration`); where it is not measured (``SPARSE_TICKETS_CALIBRATION=off``), a
+  conservative rule of the CPU's instruction set. ``SPARSE_TICKETS_COMPACT_BELOW`` overrides
+  it for every kind.
   ``python -m benchmarks.threshold`` is the full measurement, over more shapes and densities.
 
 Auto must never make a level slower than dense mode: a tie, a doubt or a failed measurement
@@ -35,7 +36,6 @@ its first step to its last.
 from __future__ import annotations
 
 import contextlib
-from typing import Optional
 
 import torch
 
@@ -47,10 +47,10 @@ MODES = settings.MODES
 MODE_ENV_VAR = settings.MODE
 THRESHOLD_ENV_VAR = settings.COMPACT_BELOW
 
-_default_mode: Optional[str] = None
+_default_mode: str | None = None
 
 
-def check_mode(mode, allow_none: bool = False) -> Optional[str]:
+def check_mode(mode, allow_none: bool = False) -> str | None:
     if mode is None and allow_none:
         return None
     if mode not in MODES:
@@ -59,7 +59,7 @@ def check_mode(mode, allow_none: bool = False) -> Optional[str]:
     return mode
 
 
-def set_default_mode(mode: Optional[str]) -> None:
+def set_default_mode(mode: str | None) -> None:
     """The mode of every layer whose own ``requested_mode`` is None, from its next mask change
     (None: back to ``SPARSE_TICKETS_MODE`` or ``"dense"``)."""
     global _default_mode
@@ -67,7 +67,7 @@ def set_default_mode(mode: Optional[str]) -> None:
 
 
 @contextlib.contextmanager
-def default_mode_set_to(mode: Optional[str]):
+def default_mode_set_to(mode: str | None):
     """:func:`set_default_mode` for the duration of a ``with`` block, then back."""
     global _default_mode
     previous = _default_mode
@@ -84,8 +84,12 @@ def default_mode() -> str:
     return settings.mode()
 
 
-def threshold(device_type: str, kind: str = "linear", dtype: torch.dtype = torch.float32,
-              layer_spec: Optional[LayerSpec] = None) -> float:
+def threshold(
+    device_type: str,
+    kind: str = "linear",
+    dtype: torch.dtype = torch.float32,
+    layer_spec: LayerSpec | None = None,
+) -> float:
     """The density at or below which "auto" picks compact for a ``kind`` layer ("linear" or
     "conv2d") of ``dtype`` on ``device_type``: ``SPARSE_TICKETS_COMPACT_BELOW`` when set, else
     the layer's own (:func:`.layer_thresholds.layer_threshold`) when ``layer_spec`` describes
@@ -100,18 +104,22 @@ def threshold(device_type: str, kind: str = "linear", dtype: torch.dtype = torch
     return thresholds.machine_thresholds(device_type, dtype).get(kind, 0.0)
 
 
-def compact_unsupported_reason(layer) -> Optional[str]:
+def compact_unsupported_reason(layer) -> str | None:
     """Why ``layer`` cannot run compact at all (None when it can)."""
     shared = getattr(layer, "weight_shared_with", ())
     if shared:
-        return (f"its weight is shared with {', '.join(shared)} (tied weights), which could not "
-                f"read a compact weight")
+        return (
+            f"its weight is shared with {', '.join(shared)} (tied weights), which could not "
+            f"read a compact weight"
+        )
     if layer.mask.is_meta:
         return "the layer is on the meta device"
     if getattr(layer, "groups", 1) != 1 and layer.mask.device.type != "cpu":
         # Only the CPU's direct sparse convolution (and the reference) index channels by group.
-        return (f"a grouped convolution (groups={layer.groups}) has a compact form on the CPU "
-                f"only, not on {layer.mask.device.type}")
+        return (
+            f"a grouped convolution (groups={layer.groups}) has a compact form on the CPU "
+            f"only, not on {layer.mask.device.type}"
+        )
     return None
 
 

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import math
 import sys
-from typing import Optional
 
 import torch
 
@@ -33,7 +32,7 @@ LAYER_METHOD = 3
 _known: dict = {}
 
 
-def layer_threshold(spec: LayerSpec, device_type: str, dtype: torch.dtype) -> Optional[float]:
+def layer_threshold(spec: LayerSpec, device_type: str, dtype: torch.dtype) -> float | None:
     """The density at and below which compact wins for the layer ``spec`` describes; None when
     nothing is measured here (calibration off, no cache directory, or a failed measurement), so
     the caller falls back to the kind-wide threshold."""
@@ -55,32 +54,42 @@ def layer_threshold(spec: LayerSpec, device_type: str, dtype: torch.dtype) -> Op
                 if value is None:
                     value = _measure_and_store(path, key, spec, device_type, dtype)
     except Exception as error:  # noqa: BLE001  (any failure: the kind-wide rule applies)
-        print(f"sparse_tickets: measuring the compact-mode threshold of {spec.key} failed "
-              f"({type(error).__name__}: {error}); using the kind-wide threshold",
-              file=sys.stderr, flush=True)
+        print(
+            f"sparse_tickets: measuring the compact-mode threshold of {spec.key} failed "
+            f"({type(error).__name__}: {error}); using the kind-wide threshold",
+            file=sys.stderr,
+            flush=True,
+        )
         value = None
     _known[memory_key] = value
     return value
 
 
-def _measure_and_store(path, key: dict, spec: LayerSpec, device_type: str,
-                       dtype: torch.dtype) -> float:
-    print(f"sparse_tickets: measuring where compact mode beats dense mode for {spec.key} "
-          f"({key['threads']} threads; once per layer shape, cached in {path})",
-          file=sys.stderr, flush=True)
+def _measure_and_store(
+    path, key: dict, spec: LayerSpec, device_type: str, dtype: torch.dtype
+) -> float:
+    print(
+        f"sparse_tickets: measuring where compact mode beats dense mode for {spec.key} "
+        f"({key['threads']} threads; once per layer shape, cached in {path})",
+        file=sys.stderr,
+        flush=True,
+    )
     value = float(calibration.measure_layer_threshold(spec, device_type, dtype))
     layers = dict(_read(path, key))
     layers[spec.key] = value
     try:
         files.write_json(path, {"key": key, "layers": layers})
     except OSError as error:
-        print(f"sparse_tickets: could not cache the layer thresholds in {path} "
-              f"({error.strerror or error}); they will be measured again next time",
-              file=sys.stderr, flush=True)
+        print(
+            f"sparse_tickets: could not cache the layer thresholds in {path} "
+            f"({error.strerror or error}); they will be measured again next time",
+            file=sys.stderr,
+            flush=True,
+        )
     return value
 
 
-def _cached(path, key: dict, layer_key: str) -> Optional[float]:
+def _cached(path, key: dict, layer_key: str) -> float | None:
     return _read(path, key).get(layer_key)
 
 
@@ -95,6 +104,11 @@ def _read(path, key: dict) -> dict:
     layers = content.get("layers")
     if not isinstance(layers, dict):
         return {}
-    return {name: float(value) for name, value in layers.items()
-            if isinstance(value, (int, float)) and not isinstance(value, bool)
-            and math.isfinite(value) and 0.0 <= value <= 1.0}
+    return {
+        name: float(value)
+        for name, value in layers.items()
+        if isinstance(value, (int, float))
+        and not isinstance(value, bool)
+        and math.isfinite(value)
+        and 0.0 <= value <= 1.0
+    }

@@ -24,8 +24,8 @@ import contextlib
 import math
 import re
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable, Optional
 
 import torch
 
@@ -74,23 +74,31 @@ def derived(device_type: str) -> dict:
     return dict(DERIVED.get(torch.backends.cpu.get_cpu_capability(), NOT_MEASURED))
 
 
-def cache_directory(device_type: str) -> Optional[Path]:
+def cache_directory(device_type: str) -> Path | None:
     """The build directory of the extension serving ``device_type``'s compact kernels."""
     spec = {"cpu": extension.CPU, "cuda": extension.CUDA}.get(device_type)
     return None if spec is None else extension.build_directory(spec)
 
 
-def cache_path(directory: Path, device_type: str, dtype: torch.dtype,
-               name: str = "compact-thresholds") -> Path:
-    return Path(directory) / (f"{name}-{_device_slug(device_type)}-"
-                              f"{_dtype_name(dtype)}-{torch.get_num_threads()}threads.json")
+def cache_path(
+    directory: Path, device_type: str, dtype: torch.dtype, name: str = "compact-thresholds"
+) -> Path:
+    return Path(directory) / (
+        f"{name}-{_device_slug(device_type)}-"
+        f"{_dtype_name(dtype)}-{torch.get_num_threads()}threads.json"
+    )
 
 
 def cache_key(directory: Path, device_type: str, dtype: torch.dtype) -> dict:
     """What the measured thresholds depend on; a cache recorded under another key is stale."""
-    return {"build": Path(directory).name, "torch": torch.__version__,
-            "threads": torch.get_num_threads(), "device": _device_name(device_type),
-            "dtype": _dtype_name(dtype), "method": CALIBRATION_METHOD}
+    return {
+        "build": Path(directory).name,
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "device": _device_name(device_type),
+        "dtype": _dtype_name(dtype),
+        "method": CALIBRATION_METHOD,
+    }
 
 
 def cached_or_measured(path: Path, key: dict, measure: Callable[[], dict]) -> dict:
@@ -103,20 +111,27 @@ def cached_or_measured(path: Path, key: dict, measure: Callable[[], dict]) -> di
         cached = read_cache(path, key)  # another process may have measured while we waited
         if cached is not None:
             return cached
-        print(f"sparse_tickets: measuring where compact mode beats dense mode on this machine "
-              f"({key['device']}, {key['dtype']}, {key['threads']} threads; once, a few "
-              f"seconds), cached in {path}", file=sys.stderr, flush=True)
+        print(
+            f"sparse_tickets: measuring where compact mode beats dense mode on this machine "
+            f"({key['device']}, {key['dtype']}, {key['threads']} threads; once, a few "
+            f"seconds), cached in {path}",
+            file=sys.stderr,
+            flush=True,
+        )
         measured = measure()
         try:
             files.write_json(path, {"key": key, **measured})
         except OSError as error:
-            print(f"sparse_tickets: could not cache the compact-mode thresholds in {path} "
-                  f"({error.strerror or error}); they will be measured again next time",
-                  file=sys.stderr, flush=True)
+            print(
+                f"sparse_tickets: could not cache the compact-mode thresholds in {path} "
+                f"({error.strerror or error}); they will be measured again next time",
+                file=sys.stderr,
+                flush=True,
+            )
     return measured["thresholds"]
 
 
-def read_cache(path: Path, key: dict) -> Optional[dict]:
+def read_cache(path: Path, key: dict) -> dict | None:
     """The thresholds at ``path`` when they are intact, complete and were measured under
     ``key``; None otherwise (missing, corrupted, stale), so they are measured again."""
     try:
@@ -128,9 +143,13 @@ def read_cache(path: Path, key: dict) -> Optional[dict]:
     thresholds = content.get("thresholds")
     if not isinstance(thresholds, dict) or set(thresholds) != set(KINDS):
         return None
-    if not all(isinstance(value, (int, float)) and not isinstance(value, bool)
-               and math.isfinite(value) and 0.0 <= value <= 1.0
-               for value in thresholds.values()):
+    if not all(
+        isinstance(value, (int, float))
+        and not isinstance(value, bool)
+        and math.isfinite(value)
+        and 0.0 <= value <= 1.0
+        for value in thresholds.values()
+    ):
         return None
     return {kind: float(value) for kind, value in thresholds.items()}
 
@@ -143,12 +162,17 @@ def _obtain(device_type: str, dtype: torch.dtype) -> dict:
         return derived(device_type)
     try:
         return cached_or_measured(
-            cache_path(directory, device_type, dtype), cache_key(directory, device_type, dtype),
-            lambda: calibration.measure_thresholds(device_type, dtype))
+            cache_path(directory, device_type, dtype),
+            cache_key(directory, device_type, dtype),
+            lambda: calibration.measure_thresholds(device_type, dtype),
+        )
     except Exception as error:  # noqa: BLE001  (any failure: fall back to dense-leaning rule)
-        print(f"sparse_tickets: measuring the compact-mode thresholds failed "
-              f"({type(error).__name__}: {error}); using the instruction-set rule",
-              file=sys.stderr, flush=True)
+        print(
+            f"sparse_tickets: measuring the compact-mode thresholds failed "
+            f"({type(error).__name__}: {error}); using the instruction-set rule",
+            file=sys.stderr,
+            flush=True,
+        )
         return derived(device_type)
 
 
@@ -157,6 +181,7 @@ def exclusive(path: Path):
     """Hold a lock file beside ``path`` (POSIX); without one, proceed unlocked."""
     try:
         import fcntl
+
         path.parent.mkdir(parents=True, exist_ok=True)
         handle = open(path.with_name(path.name + ".lock"), "a")
     except (ImportError, OSError):

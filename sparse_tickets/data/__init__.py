@@ -19,6 +19,21 @@ from .registry import DATASETS, DatasetSpec, load, names, spec
 from .splits import DatasetSplits, ImageSplit, channel_statistics
 from .synthetic_images import synthetic
 
-__all__ = ["DATASETS", "DatasetError", "DatasetSpec", "DatasetSplits", "ImageSplit",
-           "channel_statistics", "cifar10", "hold_out_validation", "holdout_indices", "load",
-           "mnist", "mnist5k", "names", "spec", "stratified_indices", "synthetic"]
+__all__ = [
+    "DATASETS",
+    "DatasetError",
+    "DatasetSpec",
+    "DatasetSplits",
+    "ImageSplit",
+    "channel_statistics",
+    "cifar10",
+    "hold_out_validation",
+    "holdout_indices",
+    "load",
+    "mnist",
+    "mnist5k",
+    "names",
+    "spec",
+    "stratified_indices",
+    "synthetic",
+]

@@ -12,7 +12,6 @@ import os
 import tempfile
 import zipfile
 from pathlib import Path
-from typing import Optional
 
 import numpy as np
 
@@ -21,7 +20,7 @@ from .. import settings
 CACHE_ENV_VAR = settings.CACHE
 
 
-def cache_directory() -> Optional[Path]:
+def cache_directory() -> Path | None:
     """``$SPARSE_TICKETS_CACHE`` if set, else ``~/.cache/sparse_tickets``; None without a home."""
     configured = settings.cache_directory()
     if configured is not None:
@@ -38,7 +37,7 @@ def source_fingerprint(path: str | os.PathLike) -> str:
     return f"{status.st_size}-{status.st_mtime_ns}"
 
 
-def load_arrays(directory: Optional[Path], key: str) -> Optional[dict[str, np.ndarray]]:
+def load_arrays(directory: Path | None, key: str) -> dict[str, np.ndarray] | None:
     """The arrays saved under ``key``, or None when there is no readable entry."""
     if directory is None:
         return None
@@ -50,15 +49,16 @@ def load_arrays(directory: Optional[Path], key: str) -> Optional[dict[str, np.nd
         return None
 
 
-def save_arrays(directory: Optional[Path], key: str, arrays: dict[str, np.ndarray]) -> bool:
+def save_arrays(directory: Path | None, key: str, arrays: dict[str, np.ndarray]) -> bool:
     """Save ``arrays`` under ``key`` atomically; False (and nothing written) when not writable."""
     if directory is None:
         return False
     temporary = None
     try:
         directory.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=directory, prefix=f".{key}.", suffix=".tmp",
-                                         delete=False) as handle:
+        with tempfile.NamedTemporaryFile(
+            dir=directory, prefix=f".{key}.", suffix=".tmp", delete=False
+        ) as handle:
             temporary = handle.name
             np.savez(handle, **arrays)
             handle.flush()

@@ -10,8 +10,8 @@ import numpy as np
 import torch
 
 from .errors import DatasetError
-from .paths import existing_directory
 from .partition import hold_out_validation
+from .paths import existing_directory
 from .splits import DatasetSplits, ImageSplit
 
 # The usual constants: per-channel mean and std of the 50,000 training images on [0, 1].
@@ -27,8 +27,9 @@ TEST_FILE = "test_batch"
 _REQUIRED = f"{', '.join(TRAIN_FILES)} and {TEST_FILE}"
 
 
-def cifar10(root: str | os.PathLike | None, validation_size: int = VALIDATION_SIZE
-            ) -> DatasetSplits:
+def cifar10(
+    root: str | os.PathLike | None, validation_size: int = VALIDATION_SIZE
+) -> DatasetSplits:
     """CIFAR-10 from ``root``: the ``cifar-10-batches-py`` directory itself or its parent.
 
     The directory holds data_batch_1 .. data_batch_5 and test_batch, each a pickled dict with
@@ -52,14 +53,14 @@ def cifar10(root: str | os.PathLike | None, validation_size: int = VALIDATION_SI
 
 
 def _batches_directory(root: str | os.PathLike | None) -> Path:
-    root = existing_directory("cifar10", root, f"{_REQUIRED} ({BATCHES_DIRECTORY} or its "
-                                               f"parent)")
+    root = existing_directory("cifar10", root, f"{_REQUIRED} ({BATCHES_DIRECTORY} or its parent)")
     nested = root / BATCHES_DIRECTORY
     directory = nested if not (root / TEST_FILE).is_file() and nested.is_dir() else root
     missing = [name for name in TRAIN_FILES + (TEST_FILE,) if not (directory / name).is_file()]
     if missing:
-        raise FileNotFoundError(f"cifar10 directory {directory} lacks {', '.join(missing)}; "
-                                f"expected {_REQUIRED}")
+        raise FileNotFoundError(
+            f"cifar10 directory {directory} lacks {', '.join(missing)}; expected {_REQUIRED}"
+        )
     return directory
 
 
@@ -113,24 +114,38 @@ def _read_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
     except OSError:
         raise
     except UnsafePickle as error:
-        raise DatasetError(path, f"refused: {error}; expected only the dicts, lists, bytes and "
-                                 f"numpy arrays of a CIFAR-10 batch (a crafted pickle can run "
-                                 f"code)") from None
+        raise DatasetError(
+            path,
+            f"refused: {error}; expected only the dicts, lists, bytes and "
+            f"numpy arrays of a CIFAR-10 batch (a crafted pickle can run "
+            f"code)",
+        ) from None
     except Exception as error:
         # A damaged or foreign pickle can fail in almost any way (UnpicklingError, EOFError,
         # KeyError, ImportError, ...); all of them mean the same thing to the user.
-        raise DatasetError(path, f"not a readable pickle ({type(error).__name__}: "
-                                 f"{str(error).splitlines()[0] if str(error) else ''}); "
-                                 f"expected a CIFAR-10 batch") from None
+        raise DatasetError(
+            path,
+            f"not a readable pickle ({type(error).__name__}: "
+            f"{str(error).splitlines()[0] if str(error) else ''}); "
+            f"expected a CIFAR-10 batch",
+        ) from None
     if not isinstance(batch, dict):
-        raise DatasetError(path, f"pickle holds a {type(batch).__name__}; expected a dict with "
-                                 f"b'data' and b'labels'")
+        raise DatasetError(
+            path,
+            f"pickle holds a {type(batch).__name__}; expected a dict with b'data' and b'labels'",
+        )
     data, labels = _entry(batch, "data", path), _entry(batch, "labels", path)
     row_size = int(np.prod(IMAGE_SHAPE))
-    if not isinstance(data, np.ndarray) or data.dtype != np.uint8 or data.ndim != 2 \
-            or data.shape[1] != row_size:
-        raise DatasetError(path, f"b'data' is {_describe(data)}; expected a uint8 array of "
-                                 f"shape (rows, {row_size})")
+    if (
+        not isinstance(data, np.ndarray)
+        or data.dtype != np.uint8
+        or data.ndim != 2
+        or data.shape[1] != row_size
+    ):
+        raise DatasetError(
+            path,
+            f"b'data' is {_describe(data)}; expected a uint8 array of shape (rows, {row_size})",
+        )
     try:
         labels = np.asarray(labels)
     except (TypeError, ValueError):
@@ -138,11 +153,14 @@ def _read_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
     if labels.ndim != 1 or labels.dtype.kind not in "iu":
         raise DatasetError(path, f"b'labels' is {_describe(labels)}; expected a list of ints")
     if labels.shape[0] != data.shape[0]:
-        raise DatasetError(path, f"{labels.shape[0]} labels for {data.shape[0]} images; "
-                                 f"expected one label per image")
+        raise DatasetError(
+            path,
+            f"{labels.shape[0]} labels for {data.shape[0]} images; expected one label per image",
+        )
     if labels.size and (labels.min() < 0 or labels.max() >= NUM_CLASSES):
-        raise DatasetError(path, f"labels span {labels.min()}..{labels.max()}; expected "
-                                 f"0..{NUM_CLASSES - 1}")
+        raise DatasetError(
+            path, f"labels span {labels.min()}..{labels.max()}; expected 0..{NUM_CLASSES - 1}"
+        )
     return data.reshape(-1, *IMAGE_SHAPE), labels.astype(np.uint8)
 
 
@@ -153,13 +171,18 @@ def _entry(batch: dict, key: str, path: Path):
         if candidate in batch:
             return batch[candidate]
     found = ", ".join(repr(k) for k in list(batch)[:6]) or "none"
-    raise DatasetError(path, f"no {key.encode()!r} key (keys: {found}); expected b'data' and "
-                             f"b'labels'")
+    raise DatasetError(
+        path, f"no {key.encode()!r} key (keys: {found}); expected b'data' and b'labels'"
+    )
 
 
 def _split(images: np.ndarray, labels: np.ndarray) -> ImageSplit:
-    return ImageSplit(torch.from_numpy(np.ascontiguousarray(images)),
-                      torch.from_numpy(labels).to(torch.int64), CIFAR10_MEAN, CIFAR10_STD)
+    return ImageSplit(
+        torch.from_numpy(np.ascontiguousarray(images)),
+        torch.from_numpy(labels).to(torch.int64),
+        CIFAR10_MEAN,
+        CIFAR10_STD,
+    )
 
 
 def _describe(value) -> str:

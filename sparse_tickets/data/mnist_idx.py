@@ -9,9 +9,9 @@ import numpy as np
 import torch
 
 from .errors import DatasetError
-from .paths import existing_directory
 from .idx import UINT8_IMAGES_MAGIC, UINT8_LABELS_MAGIC, read_idx
 from .partition import hold_out_validation
+from .paths import existing_directory
 from .splits import DatasetSplits, ImageSplit
 
 # The usual constants: mean and std of the 60,000 training pixels on the [0, 1] scale.
@@ -32,8 +32,7 @@ FILE_NAMES = {
 _REQUIRED = ", ".join(names[0] for names in FILE_NAMES.values()) + " (each plain or .gz)"
 
 
-def mnist(root: str | os.PathLike | None, validation_size: int = VALIDATION_SIZE
-          ) -> DatasetSplits:
+def mnist(root: str | os.PathLike | None, validation_size: int = VALIDATION_SIZE) -> DatasetSplits:
     """MNIST from the IDX files in ``root`` (or in torchvision's ``root/MNIST/raw``).
 
     ``root`` must hold train-images-idx3-ubyte, train-labels-idx1-ubyte, t10k-images-idx3-ubyte
@@ -51,9 +50,12 @@ def mnist(root: str | os.PathLike | None, validation_size: int = VALIDATION_SIZE
     train = _read_split(paths["train_images"], paths["train_labels"])
     test = _read_split(paths["test_images"], paths["test_labels"])
     if train.image_shape != test.image_shape:
-        raise DatasetError(paths["test_images"], f"images of shape {test.image_shape[1:]}; "
-                                                 f"expected the training shape "
-                                                 f"{train.image_shape[1:]}")
+        raise DatasetError(
+            paths["test_images"],
+            f"images of shape {test.image_shape[1:]}; "
+            f"expected the training shape "
+            f"{train.image_shape[1:]}",
+        )
     train, val = hold_out_validation(train, validation_size, SPLIT_SEED)
     return DatasetSplits("mnist", train, val, test, train.image_shape, NUM_CLASSES)
 
@@ -61,8 +63,10 @@ def mnist(root: str | os.PathLike | None, validation_size: int = VALIDATION_SIZE
 def _data_directory(root: str | os.PathLike | None) -> Path:
     root = existing_directory("mnist", root, _REQUIRED)
     torchvision_layout = root / "MNIST" / "raw"
-    if not _find_file(root, FILE_NAMES["train_images"], required=False) \
-            and torchvision_layout.is_dir():
+    if (
+        not _find_file(root, FILE_NAMES["train_images"], required=False)
+        and torchvision_layout.is_dir()
+    ):
         return torchvision_layout
     return root
 
@@ -75,22 +79,32 @@ def _find_file(directory: Path, names: tuple[str, ...], required: bool = True) -
     if not required:
         return None
     spelled = " or ".join(f"{name}[.gz]" for name in names)
-    raise FileNotFoundError(f"mnist directory {directory} has no {spelled}; expected "
-                            f"{_REQUIRED}")
+    raise FileNotFoundError(f"mnist directory {directory} has no {spelled}; expected {_REQUIRED}")
 
 
 def _read_split(images_path: Path, labels_path: Path) -> ImageSplit:
     images = read_idx(images_path, UINT8_IMAGES_MAGIC)
     labels = read_idx(labels_path, UINT8_LABELS_MAGIC)
     if images.shape[0] == 0 or images.shape[1] == 0 or images.shape[2] == 0:
-        raise DatasetError(images_path, f"images of shape {images.shape}; expected at least one "
-                                        f"non-empty image")
+        raise DatasetError(
+            images_path, f"images of shape {images.shape}; expected at least one non-empty image"
+        )
     if labels.shape[0] != images.shape[0]:
-        raise DatasetError(labels_path, f"{labels.shape[0]} labels; expected one per image of "
-                                        f"{images_path.name} ({images.shape[0]})")
+        raise DatasetError(
+            labels_path,
+            f"{labels.shape[0]} labels; expected one per image of "
+            f"{images_path.name} ({images.shape[0]})",
+        )
     if int(labels.max()) >= NUM_CLASSES:
-        raise DatasetError(labels_path, f"label {int(labels.max())} at index "
-                                        f"{int(np.argmax(labels >= NUM_CLASSES))}; expected "
-                                        f"0..{NUM_CLASSES - 1}")
-    return ImageSplit(torch.from_numpy(images).unsqueeze(1),
-                      torch.from_numpy(labels).to(torch.int64), MNIST_MEAN, MNIST_STD)
+        raise DatasetError(
+            labels_path,
+            f"label {int(labels.max())} at index "
+            f"{int(np.argmax(labels >= NUM_CLASSES))}; expected "
+            f"0..{NUM_CLASSES - 1}",
+        )
+    return ImageSplit(
+        torch.from_numpy(images).unsqueeze(1),
+        torch.from_numpy(labels).to(torch.int64),
+        MNIST_MEAN,
+        MNIST_STD,
+    )

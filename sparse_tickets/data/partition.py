@@ -7,15 +7,14 @@ run, whatever the caller seeded or drew before.
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 
 from .splits import ImageSplit
 
 
-def holdout_indices(count: int, holdout: int, seed: int = 0
-                    ) -> tuple[torch.Tensor, torch.Tensor]:
+def holdout_indices(count: int, holdout: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
     """Split ``range(count)`` into ``(kept, held_out)`` index tensors.
 
     The rule: ``perm = torch.randperm(count, generator=torch.Generator().manual_seed(seed))``;
@@ -23,16 +22,18 @@ def holdout_indices(count: int, holdout: int, seed: int = 0
     sorted, so each split keeps the examples in their original order.
     """
     if not 0 <= holdout <= count:
-        raise ValueError(f"cannot hold out {holdout} of {count} examples; expected 0 <= "
-                         f"holdout <= {count}")
+        raise ValueError(
+            f"cannot hold out {holdout} of {count} examples; expected 0 <= holdout <= {count}"
+        )
     permutation = torch.randperm(count, generator=torch.Generator().manual_seed(seed))
     held_out = permutation[:holdout].sort().values
     kept = permutation[holdout:].sort().values
     return kept, held_out
 
 
-def stratified_indices(labels: torch.Tensor, per_class_counts: Sequence[int], seed: int = 0
-                       ) -> list[torch.Tensor]:
+def stratified_indices(
+    labels: torch.Tensor, per_class_counts: Sequence[int], seed: int = 0
+) -> list[torch.Tensor]:
     """Cut the examples into ``len(per_class_counts)`` splits with exact per-class counts.
 
     The rule: one ``torch.Generator().manual_seed(seed)``; for each class ``c`` in ascending
@@ -51,19 +52,24 @@ def stratified_indices(labels: torch.Tensor, per_class_counts: Sequence[int], se
     for label in torch.unique(labels).tolist():
         positions = torch.nonzero(labels == label).flatten()
         if positions.numel() < needed:
-            raise ValueError(f"class {label} has {positions.numel()} examples; expected at "
-                             f"least {needed} for per-class counts {list(per_class_counts)}")
+            raise ValueError(
+                f"class {label} has {positions.numel()} examples; expected at "
+                f"least {needed} for per-class counts {list(per_class_counts)}"
+            )
         shuffled = positions[torch.randperm(positions.numel(), generator=generator)]
         start = 0
         for split, count in zip(splits, per_class_counts):
-            split.append(shuffled[start:start + count])
+            split.append(shuffled[start : start + count])
             start += count
-    return [torch.cat(parts).sort().values if parts else torch.empty(0, dtype=torch.int64)
-            for parts in splits]
+    return [
+        torch.cat(parts).sort().values if parts else torch.empty(0, dtype=torch.int64)
+        for parts in splits
+    ]
 
 
-def hold_out_validation(train: ImageSplit, validation_size: int, seed: int = 0
-                        ) -> tuple[ImageSplit, ImageSplit]:
+def hold_out_validation(
+    train: ImageSplit, validation_size: int, seed: int = 0
+) -> tuple[ImageSplit, ImageSplit]:
     """``(train, val)``: ``validation_size`` examples of ``train`` moved into a validation split.
 
     The examples are chosen by :func:`holdout_indices` with ``seed``, so the same training set
@@ -72,7 +78,9 @@ def hold_out_validation(train: ImageSplit, validation_size: int, seed: int = 0
     if isinstance(validation_size, bool) or not isinstance(validation_size, int):
         raise TypeError(f"validation_size must be an int; got {type(validation_size).__name__}")
     if not 0 <= validation_size < len(train):
-        raise ValueError(f"validation_size {validation_size} must be in 0..{len(train) - 1}: "
-                         f"the training set has {len(train)} examples and must keep at least one")
+        raise ValueError(
+            f"validation_size {validation_size} must be in 0..{len(train) - 1}: "
+            f"the training set has {len(train)} examples and must keep at least one"
+        )
     kept, held_out = holdout_indices(len(train), validation_size, seed)
     return train.subset(kept), train.subset(held_out)

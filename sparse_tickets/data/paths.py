@@ -12,15 +12,20 @@ def existing_directory(dataset: str, root: str | os.PathLike | None, holding: st
     ``holding`` describes the files the directory must hold, for the error messages.
     """
     if root is None:
-        raise ValueError(f"{dataset} needs a directory (root=...) holding {holding}; nothing is "
-                         f"downloaded")
+        raise ValueError(
+            f"{dataset} needs a directory (root=...) holding {holding}; nothing is downloaded"
+        )
     if not isinstance(root, (str, os.PathLike)):
         raise TypeError(f"{dataset} root must be a path; got {type(root).__name__}")
     directory = Path(root).expanduser()
     if directory.exists() and not directory.is_dir():
-        raise NotADirectoryError(f"{dataset} directory {directory} is not a directory; expected "
-                                 f"a directory holding {holding}")
+        raise NotADirectoryError(
+            f"{dataset} directory {directory} is not a directory; expected "
+            f"a directory holding {holding}"
+        )
     if not directory.is_dir():
-        raise FileNotFoundError(f"{dataset} directory {directory} does not exist; expected a "
-                                f"directory holding {holding}")
+        raise FileNotFoundError(
+            f"{dataset} directory {directory} does not exist; expected a "
+            f"directory holding {holding}"
+        )
     return directory

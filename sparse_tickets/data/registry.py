@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import inspect
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 from .cifar10_pickle import cifar10
 from .mnist5k_csv import mnist5k
@@ -35,8 +35,10 @@ class DatasetSpec:
 
     def __post_init__(self):
         if self.source not in SOURCES:
-            raise ValueError(f"dataset {self.name!r} has source {self.source!r}; expected one "
-                             f"of {', '.join(SOURCES)}")
+            raise ValueError(
+                f"dataset {self.name!r} has source {self.source!r}; expected one "
+                f"of {', '.join(SOURCES)}"
+            )
 
     @property
     def reads_directory(self) -> bool:
@@ -46,16 +48,18 @@ class DatasetSpec:
     @property
     def options(self) -> tuple[str, ...]:
         """The names of the keyword options the loader takes beyond ``root``."""
-        return tuple(name for name in inspect.signature(self.loader).parameters
-                     if name != "root")
+        return tuple(name for name in inspect.signature(self.loader).parameters if name != "root")
 
 
-DATASETS: dict[str, DatasetSpec] = {spec.name: spec for spec in (
-    DatasetSpec("mnist", mnist, FILES, "IDX files"),
-    DatasetSpec("cifar10", cifar10, FILES, "pickle batches"),
-    DatasetSpec("mnist5k", mnist5k, EMBEDDED, "embedded, 5,000 digits"),
-    DatasetSpec("synthetic", synthetic, GENERATED, "generated"),
-)}
+DATASETS: dict[str, DatasetSpec] = {
+    spec.name: spec
+    for spec in (
+        DatasetSpec("mnist", mnist, FILES, "IDX files"),
+        DatasetSpec("cifar10", cifar10, FILES, "pickle batches"),
+        DatasetSpec("mnist5k", mnist5k, EMBEDDED, "embedded, 5,000 digits"),
+        DatasetSpec("synthetic", synthetic, GENERATED, "generated"),
+    )
+}
 
 
 def names() -> list[str]:
@@ -83,11 +87,14 @@ def load(name: str, root: str | os.PathLike | None = None, **options) -> Dataset
     dataset = spec(name)
     unknown = sorted(set(options) - set(dataset.options))
     if unknown:
-        raise TypeError(f"dataset {name!r} has no option {', '.join(unknown)}; expected "
-                        f"{', '.join(dataset.options) or 'no options'}")
+        raise TypeError(
+            f"dataset {name!r} has no option {', '.join(unknown)}; expected "
+            f"{', '.join(dataset.options) or 'no options'}"
+        )
     if dataset.reads_directory:
         return dataset.loader(root, **options)
     if root is not None:
-        raise ValueError(f"dataset {name!r} reads no directory, so root must be None; got "
-                         f"root={root!r}")
+        raise ValueError(
+            f"dataset {name!r} reads no directory, so root must be None; got root={root!r}"
+        )
     return dataset.loader(**options)

@@ -8,8 +8,8 @@ read, one item or one whole batch at a time.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import torch
 from torch.utils.data import Dataset
@@ -32,22 +32,28 @@ class ImageSplit(Dataset):
     is what a training loop that draws its own index batches should use.
     """
 
-    def __init__(self, images: torch.Tensor, labels: torch.Tensor, mean: Sequence[float],
-                 std: Sequence[float]):
+    def __init__(
+        self,
+        images: torch.Tensor,
+        labels: torch.Tensor,
+        mean: Sequence[float],
+        std: Sequence[float],
+    ):
         if not isinstance(images, torch.Tensor) or images.dim() != 4:
-            raise TypeError(f"images must be a 4-D tensor (N, C, H, W); got "
-                            f"{_describe(images)}")
+            raise TypeError(f"images must be a 4-D tensor (N, C, H, W); got {_describe(images)}")
         if images.dtype not in (torch.uint8, torch.float32):
             raise TypeError(f"images must be uint8 or float32; got {images.dtype}")
-        if not isinstance(labels, torch.Tensor) or labels.dim() != 1 \
-                or labels.dtype != torch.int64:
+        if not isinstance(labels, torch.Tensor) or labels.dim() != 1 or labels.dtype != torch.int64:
             raise TypeError(f"labels must be a 1-D int64 tensor; got {_describe(labels)}")
         if labels.shape[0] != images.shape[0]:
-            raise ValueError(f"{images.shape[0]} images but {labels.shape[0]} labels; expected "
-                             f"one label per image")
+            raise ValueError(
+                f"{images.shape[0]} images but {labels.shape[0]} labels; expected "
+                f"one label per image"
+            )
         if labels.device != images.device:
-            raise ValueError(f"labels are on {labels.device} but images on {images.device}; "
-                             f"expected one device")
+            raise ValueError(
+                f"labels are on {labels.device} but images on {images.device}; expected one device"
+            )
         channels = images.shape[1]
         mean = _per_channel(mean, channels, "mean")
         std = _per_channel(std, channels, "std")
@@ -59,10 +65,10 @@ class ImageSplit(Dataset):
         self.std = std
         # (pixel * to_unit - mean) / std folded into one scale and one shift per channel.
         to_unit = 1.0 / 255.0 if images.dtype == torch.uint8 else 1.0
-        self._scale = torch.tensor([to_unit / s for s in std],
-                                   device=images.device).view(-1, 1, 1)
-        self._shift = torch.tensor([-m / s for m, s in zip(mean, std)],
-                                   device=images.device).view(-1, 1, 1)
+        self._scale = torch.tensor([to_unit / s for s in std], device=images.device).view(-1, 1, 1)
+        self._shift = torch.tensor([-m / s for m, s in zip(mean, std)], device=images.device).view(
+            -1, 1, 1
+        )
 
     @property
     def image_shape(self) -> tuple[int, int, int]:
@@ -89,19 +95,23 @@ class ImageSplit(Dataset):
         ``indices`` is a 1-D integer tensor on any device; it is moved to the split's device,
         so a loop can keep a CPU permutation while the split lives on the GPU.
         """
-        if not isinstance(indices, torch.Tensor) or indices.dim() != 1 \
-                or indices.dtype not in (torch.int64, torch.int32):
-            raise TypeError(f"indices must be a 1-D int64 or int32 tensor; got "
-                            f"{_describe(indices)}")
+        if (
+            not isinstance(indices, torch.Tensor)
+            or indices.dim() != 1
+            or indices.dtype not in (torch.int64, torch.int32)
+        ):
+            raise TypeError(
+                f"indices must be a 1-D int64 or int32 tensor; got {_describe(indices)}"
+            )
         indices = indices.to(self.images.device)
         images = self.images[indices].to(torch.float32)
         return images.mul_(self._scale).add_(self._shift), self.labels[indices]
 
-    def subset(self, indices: torch.Tensor) -> "ImageSplit":
+    def subset(self, indices: torch.Tensor) -> ImageSplit:
         """A new split holding the rows at ``indices`` (copied), with the same normalisation."""
         return ImageSplit(self.images[indices], self.labels[indices], self.mean, self.std)
 
-    def to(self, device: torch.device | str) -> "ImageSplit":
+    def to(self, device: torch.device | str) -> ImageSplit:
         """This split with its images and labels on ``device``, in their stored dtype."""
         return ImageSplit(self.images.to(device), self.labels.to(device), self.mean, self.std)
 
@@ -110,8 +120,10 @@ class ImageSplit(Dataset):
         return torch.bincount(self.labels, minlength=num_classes).cpu()
 
     def __repr__(self) -> str:
-        return (f"ImageSplit({len(self)} images of shape {self.image_shape}, "
-                f"{self.images.dtype}, on {self.device})")
+        return (
+            f"ImageSplit({len(self)} images of shape {self.image_shape}, "
+            f"{self.images.dtype}, on {self.device})"
+        )
 
 
 @dataclass(frozen=True)
@@ -129,17 +141,22 @@ class DatasetSplits:
         for split_name in ("train", "val", "test"):
             split = getattr(self, split_name)
             if not isinstance(split, ImageSplit):
-                raise TypeError(f"{self.name} {split_name} must be an ImageSplit; got "
-                                f"{type(split).__name__}")
+                raise TypeError(
+                    f"{self.name} {split_name} must be an ImageSplit; got {type(split).__name__}"
+                )
             if split.image_shape != tuple(self.input_shape):
-                raise ValueError(f"{self.name} {split_name} images have shape "
-                                 f"{split.image_shape}; expected input_shape "
-                                 f"{tuple(self.input_shape)}")
+                raise ValueError(
+                    f"{self.name} {split_name} images have shape "
+                    f"{split.image_shape}; expected input_shape "
+                    f"{tuple(self.input_shape)}"
+                )
 
     def __repr__(self) -> str:
-        return (f"DatasetSplits({self.name!r}: train {len(self.train)}, val {len(self.val)}, "
-                f"test {len(self.test)}, input_shape {self.input_shape}, "
-                f"{self.num_classes} classes)")
+        return (
+            f"DatasetSplits({self.name!r}: train {len(self.train)}, val {len(self.val)}, "
+            f"test {len(self.test)}, input_shape {self.input_shape}, "
+            f"{self.num_classes} classes)"
+        )
 
 
 def channel_statistics(images: torch.Tensor) -> tuple[tuple[float, ...], tuple[float, ...]]:
@@ -150,18 +167,27 @@ def channel_statistics(images: torch.Tensor) -> tuple[tuple[float, ...], tuple[f
     large set is never converted to float as a whole.
     """
     if not isinstance(images, torch.Tensor) or images.dim() != 4 or images.shape[0] == 0:
-        raise ValueError(f"images must be a non-empty 4-D tensor (N, C, H, W); got "
-                         f"{_describe(images)}")
+        raise ValueError(
+            f"images must be a non-empty 4-D tensor (N, C, H, W); got {_describe(images)}"
+        )
     if images.dtype == torch.uint8:
         levels = torch.arange(256, dtype=torch.float64) / 255.0
-        histograms = torch.stack([torch.bincount(images[:, c].reshape(-1), minlength=256)
-                                  for c in range(images.shape[1])]).cpu().to(torch.float64)
+        histograms = (
+            torch.stack(
+                [
+                    torch.bincount(images[:, c].reshape(-1), minlength=256)
+                    for c in range(images.shape[1])
+                ]
+            )
+            .cpu()
+            .to(torch.float64)
+        )
         total, total_squares = histograms @ levels, histograms @ levels.square()
     else:
         total = torch.zeros(images.shape[1], dtype=torch.float64)
         total_squares = torch.zeros(images.shape[1], dtype=torch.float64)
         for start in range(0, images.shape[0], _STATISTICS_CHUNK_ROWS):
-            chunk = images[start:start + _STATISTICS_CHUNK_ROWS].to(torch.float64)
+            chunk = images[start : start + _STATISTICS_CHUNK_ROWS].to(torch.float64)
             total += chunk.sum(dim=(0, 2, 3)).cpu()
             total_squares += chunk.square().sum(dim=(0, 2, 3)).cpu()
     count = images.shape[0] * images.shape[2] * images.shape[3]
@@ -174,11 +200,9 @@ def _per_channel(values: Sequence[float], channels: int, name: str) -> tuple[flo
     try:
         values = tuple(float(v) for v in values)
     except (TypeError, ValueError):
-        raise TypeError(f"{name} must be a sequence of {channels} floats; got "
-                        f"{values!r}") from None
+        raise TypeError(f"{name} must be a sequence of {channels} floats; got {values!r}") from None
     if len(values) != channels:
-        raise ValueError(f"{name} has {len(values)} values; expected one per channel "
-                         f"({channels})")
+        raise ValueError(f"{name} has {len(values)} values; expected one per channel ({channels})")
     return values
 
 

@@ -36,7 +36,7 @@ INDEX_FIELDS = ("row_ptr", "col_idx", "t_row_ptr", "t_col_idx", "t_value_index")
 class CompactIndex:
     """CSR of a mask and of its transpose (see the module); tensors on the mask's device."""
 
-    shape: tuple        # the weight's own shape, e.g. (O, C, kH, kW)
+    shape: tuple  # the weight's own shape, e.g. (O, C, kH, kW)
     row_ptr: torch.Tensor
     col_idx: torch.Tensor
     t_row_ptr: torch.Tensor
@@ -46,19 +46,24 @@ class CompactIndex:
     conv_plan: ConvPlan = field(default_factory=ConvPlan, compare=False, repr=False)
 
     @classmethod
-    def from_mask(cls, mask: torch.Tensor) -> "CompactIndex":
+    def from_mask(cls, mask: torch.Tensor) -> CompactIndex:
         """The index of a bool ``mask`` (the weight's shape, at least 1-D)."""
         if not isinstance(mask, torch.Tensor) or mask.dtype != torch.bool or mask.dim() < 1:
-            got = (f"{mask.dtype} of shape {tuple(mask.shape)}" if isinstance(mask, torch.Tensor)
-                   else type(mask).__name__)
-            raise ValueError(f"a compact index needs a bool mask of at least one dimension; "
-                             f"got {got}")
+            got = (
+                f"{mask.dtype} of shape {tuple(mask.shape)}"
+                if isinstance(mask, torch.Tensor)
+                else type(mask).__name__
+            )
+            raise ValueError(
+                f"a compact index needs a bool mask of at least one dimension; got {got}"
+            )
         rows, cols = matrix_shape(mask.shape)
         matrix = mask.reshape(rows, cols)
         nnz = int(matrix.sum().item())
         if nnz > _MAX_NNZ:
-            raise ValueError(f"the mask keeps {nnz} entries; the compact index holds at most "
-                             f"{_MAX_NNZ} (int32)")
+            raise ValueError(
+                f"the mask keeps {nnz} entries; the compact index holds at most {_MAX_NNZ} (int32)"
+            )
         row_ptr, col_idx = _csr(matrix)
         # Position of each kept entry in ``values`` (row-major order), read in transposed order.
         position = torch.full((rows, cols), -1, dtype=torch.int32, device=mask.device)
@@ -69,7 +74,7 @@ class CompactIndex:
         return cls(tuple(mask.shape), row_ptr, col_idx, t_row_ptr, t_col_idx, t_value_index)
 
     @classmethod
-    def from_tensors(cls, shape: tuple, tensors: dict) -> "CompactIndex":
+    def from_tensors(cls, shape: tuple, tensors: dict) -> CompactIndex:
         return cls(tuple(shape), *(tensors[name] for name in INDEX_FIELDS))
 
     def tensors(self) -> dict:
@@ -113,20 +118,24 @@ class CompactIndex:
     def gather(self, weight: torch.Tensor) -> torch.Tensor:
         """``weight``'s kept entries in ``values`` order (``weight[mask]``), a new tensor."""
         if tuple(weight.shape) != self.shape:
-            raise ValueError(f"weight has shape {tuple(weight.shape)}; expected the index's "
-                             f"shape {self.shape}")
+            raise ValueError(
+                f"weight has shape {tuple(weight.shape)}; expected the index's shape {self.shape}"
+            )
         return weight.reshape(-1)[self._flat_positions()]
 
     def check_values(self, values: torch.Tensor) -> None:
         if values.dim() != 1 or values.shape[0] != self.nnz:
-            raise ValueError(f"values has shape {tuple(values.shape)}; expected ({self.nnz},), "
-                             f"one per kept entry of the {self.shape} mask")
+            raise ValueError(
+                f"values has shape {tuple(values.shape)}; expected ({self.nnz},), "
+                f"one per kept entry of the {self.shape} mask"
+            )
 
     def _flat_positions(self) -> torch.Tensor:
         # Row of each nonzero from the CSR row pointers; row-major flat index = row * C + col.
         counts = (self.row_ptr[1:] - self.row_ptr[:-1]).long()
-        rows = torch.repeat_interleave(torch.arange(self.rows, device=self.device), counts,
-                                       output_size=self.nnz)
+        rows = torch.repeat_interleave(
+            torch.arange(self.rows, device=self.device), counts, output_size=self.nnz
+        )
         return rows * self.cols + self.col_idx.long()
 
 

@@ -32,7 +32,6 @@ import functools
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional
 
 import torch
 
@@ -48,25 +47,40 @@ class ConvPlan:
     # (device type, dtype, input shape, stride, padding, dilation, groups) -> variant
     choices: dict = field(default_factory=dict)
 
-    def variant(self, x_shape: tuple, kernel: tuple, stride: tuple, padding: tuple,
-                dilation: tuple, groups: int, dtype: torch.dtype, device_type: str) -> str:
+    def variant(
+        self,
+        x_shape: tuple,
+        kernel: tuple,
+        stride: tuple,
+        padding: tuple,
+        dilation: tuple,
+        groups: int,
+        dtype: torch.dtype,
+        device_type: str,
+    ) -> str:
         key = (device_type, dtype, tuple(x_shape), stride, padding, dilation, groups)
         chosen = self.choices.get(key)
         if chosen is None:
-            chosen = choose_variant(x_shape, kernel, stride, padding, dilation, dtype,
-                                    device_type)
+            chosen = choose_variant(x_shape, kernel, stride, padding, dilation, dtype, device_type)
             self.choices[key] = chosen
         return chosen
 
 
-def check_variant(variant: Optional[str]) -> Optional[str]:
+def check_variant(variant: str | None) -> str | None:
     if variant is not None and variant not in VARIANTS:
         raise ValueError(f"conv variant {variant!r} is not one of {', '.join(VARIANTS)} or None")
     return variant
 
 
-def choose_variant(x_shape: tuple, kernel: tuple, stride: tuple, padding: tuple,
-                   dilation: tuple, dtype: torch.dtype, device_type: str) -> str:
+def choose_variant(
+    x_shape: tuple,
+    kernel: tuple,
+    stride: tuple,
+    padding: tuple,
+    dilation: tuple,
+    dtype: torch.dtype,
+    device_type: str,
+) -> str:
     """The rule of the module for an ``(N, C, H, W)`` input (padding already symmetric ints)."""
     if device_type != "cpu":
         return "im2col"
@@ -85,7 +99,7 @@ def simd_lanes(dtype: torch.dtype) -> int:
     return _vector_bytes() // torch.empty(0, dtype=dtype).element_size()
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _vector_bytes() -> int:
     # As kernels/csrc/cpu/simd.h picks its path under -march=native: AVX-512 (F, BW, VL, DQ),
     # AVX2 with FMA, else 64-byte arrays of lanes.

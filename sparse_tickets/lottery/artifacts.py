@@ -15,8 +15,9 @@ named (:class:`~.runs.BadArtifact`), for the user to delete once they know why i
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any, Callable, Mapping, Optional, TypeVar
+from typing import Any, TypeVar
 
 import torch
 from torch import nn
@@ -42,12 +43,12 @@ class Reference:
 
     def __init__(self, model: nn.Module):
         state = model.state_dict()
-        self.layout = {name: (tuple(tensor.shape), tensor.dtype) for name, tensor in
-                       state.items()}
+        self.layout = {name: (tuple(tensor.shape), tensor.dtype) for name, tensor in state.items()}
         self.mask_buffers = _mask_buffers(model)
 
-    def state_problem(self, state: Any, masks: Optional[Mapping[str, torch.Tensor]] = None
-                      ) -> Optional[str]:
+    def state_problem(
+        self, state: Any, masks: Mapping[str, torch.Tensor] | None = None
+    ) -> str | None:
         """What is wrong with ``state`` as a state_dict of the model (with ``masks`` set, when
         given), or None."""
         if not isinstance(state, Mapping):
@@ -55,8 +56,10 @@ class Reference:
         missing = [name for name in self.layout if name not in state]
         unexpected = [name for name in state if name not in self.layout]
         if missing or unexpected:
-            return (f"holds other tensors than the model's (missing {format_names(missing)}; "
-                    f"unexpected {format_names(unexpected)})")
+            return (
+                f"holds other tensors than the model's (missing {format_names(missing)}; "
+                f"unexpected {format_names(unexpected)})"
+            )
         for name, (shape, dtype) in self.layout.items():
             problem = _tensor_problem(name, state[name], shape, dtype)
             if problem:
@@ -65,20 +68,21 @@ class Reference:
             return self._masked_problem(state, masks)
         return None
 
-    def _masked_problem(self, state: Mapping, masks: Mapping[str, torch.Tensor]
-                        ) -> Optional[str]:
+    def _masked_problem(self, state: Mapping, masks: Mapping[str, torch.Tensor]) -> str | None:
         for buffer, weight in self.mask_buffers.items():
             mask = masks.get(weight)
             if mask is None:
                 continue
             if not torch.equal(state[buffer], mask):
-                return (f"its mask {buffer!r} is not the level's ({_kept(state[buffer])} where "
-                        f"the level's masks keep {_kept(mask)}): it belongs to another level")
+                return (
+                    f"its mask {buffer!r} is not the level's ({_kept(state[buffer])} where "
+                    f"the level's masks keep {_kept(mask)}): it belongs to another level"
+                )
             if bool(state[weight][~mask].any()):
                 return f"{weight!r} is nonzero where the level's masks prune it"
         return None
 
-    def masks_problem(self, masks: Any) -> Optional[str]:
+    def masks_problem(self, masks: Any) -> str | None:
         """What is wrong with ``masks`` as the masks of the model, or None."""
         if not isinstance(masks, Mapping):
             return f"holds a {type(masks).__name__}; expected a dict of bool tensors"
@@ -86,8 +90,10 @@ class Reference:
         missing = [name for name in expected if name not in masks]
         unexpected = [name for name in masks if name not in expected]
         if missing or unexpected:
-            return (f"holds masks of other layers than the model's (missing "
-                    f"{format_names(missing)}; unexpected {format_names(unexpected)})")
+            return (
+                f"holds masks of other layers than the model's (missing "
+                f"{format_names(missing)}; unexpected {format_names(unexpected)})"
+            )
         for name, shape in expected.items():
             problem = _tensor_problem(name, masks[name], shape, torch.bool)
             if problem:
@@ -107,7 +113,7 @@ def _mask_buffers(model: nn.Module) -> dict[str, str]:
     return buffers
 
 
-def _tensor_problem(name: str, tensor: Any, shape: tuple, dtype: torch.dtype) -> Optional[str]:
+def _tensor_problem(name: str, tensor: Any, shape: tuple, dtype: torch.dtype) -> str | None:
     if not isinstance(tensor, torch.Tensor):
         return f"{name!r} is a {type(tensor).__name__}; expected a tensor"
     if tuple(tensor.shape) != shape:
@@ -123,16 +129,19 @@ def _kept(mask: torch.Tensor) -> str:
     return f"{100 * float(mask.float().mean()):.1f}%" if mask.numel() else "0 weights"
 
 
-def masks_relation_problem(masks: Masks, previous: Masks) -> Optional[str]:
+def masks_relation_problem(masks: Masks, previous: Masks) -> str | None:
     """What is wrong with ``masks`` as a pruning of ``previous`` (the level before), or None."""
     if not masks.is_subset_of(previous):
-        return (f"keeps weights that the level before pruned ({100 * masks.density:.1f}% kept, "
-                f"{100 * previous.density:.1f}% before): pruning only removes")
+        return (
+            f"keeps weights that the level before pruned ({100 * masks.density:.1f}% kept, "
+            f"{100 * previous.density:.1f}% before): pruning only removes"
+        )
     return None
 
 
-def metrics_problem(metrics: Any, level: Optional[Level] = None,
-                    masks: Optional[Masks] = None) -> Optional[str]:
+def metrics_problem(
+    metrics: Any, level: Level | None = None, masks: Masks | None = None
+) -> str | None:
     """What is wrong with ``metrics`` as a finished level's metrics.json (of ``level``, with
     ``masks`` when given), or None. A diverged level may hold non-finite losses; nothing else
     may."""
@@ -156,8 +165,10 @@ def metrics_problem(metrics: Any, level: Optional[Level] = None,
         return f"has early_stop_iteration {early_stop!r}; expected an iteration"
     for name in ("early_stop_test_accuracy", *_FRACTIONS):
         value = metrics.get(name)
-        if not (_is_fraction(value) or (value is None and name.startswith("early") and
-                                        early_stop is None)):
+        if not (
+            _is_fraction(value)
+            or (value is None and name.startswith("early") and early_stop is None)
+        ):
             return f"has {name} {value!r}; expected a number from 0 to 1"
     if not _is_number(metrics.get("wall_time_seconds")) or metrics["wall_time_seconds"] < 0:
         return f"has wall_time_seconds {metrics.get('wall_time_seconds')!r}; expected seconds"
@@ -165,43 +176,56 @@ def metrics_problem(metrics: Any, level: Optional[Level] = None,
         return f"has density {metrics['density']!r}; expected a positive fraction"
     percent = metrics.get("percent_remaining")
     if not _is_number(percent) or not math.isclose(percent, 100 * metrics["density"]):
-        return (f"has percent_remaining {percent!r}; expected 100 times its density "
-                f"{metrics['density']!r}")
+        return (
+            f"has percent_remaining {percent!r}; expected 100 times its density "
+            f"{metrics['density']!r}"
+        )
     layers = metrics.get("layers")
-    if isinstance(layers, list) and layers and all(
+    if (
+        isinstance(layers, list)
+        and layers
+        and all(
             isinstance(row, dict) and _is_count(row.get("kept")) and _is_count(row.get("total"))
-            for row in layers):
+            for row in layers
+        )
+    ):
         kept, total = (sum(row[name] for row in layers) for name in ("kept", "total"))
         # Within one weight: the figure is kept / total, which the counts give exactly.
         if total and not math.isclose(kept / total, metrics["density"], abs_tol=1 / total):
-            return (f"has density {metrics['density']!r} but its layers keep "
-                    f"{kept} of {total} weights ({kept / total!r})")
+            return (
+                f"has density {metrics['density']!r} but its layers keep "
+                f"{kept} of {total} weights ({kept / total!r})"
+            )
     if not diverged and not all(_finite_losses(row) for row in evaluations):
         return "holds NaN or infinite losses but does not say it diverged"
     if level is not None:
         problem = _level_problem(metrics, level)
         if problem:
             return problem
-    if masks is not None and not math.isclose(masks.density, metrics["density"],
-                                              rel_tol=1e-9, abs_tol=1e-12):
-        return (f"records density {metrics['density']:.6f} but the level's masks keep "
-                f"{masks.density:.6f}: the masks are not the ones it trained with")
+    if masks is not None and not math.isclose(
+        masks.density, metrics["density"], rel_tol=1e-9, abs_tol=1e-12
+    ):
+        return (
+            f"records density {metrics['density']:.6f} but the level's masks keep "
+            f"{masks.density:.6f}: the masks are not the ones it trained with"
+        )
     return None
 
 
-def _evaluation_problem(row: Any) -> Optional[str]:
+def _evaluation_problem(row: Any) -> str | None:
     if not isinstance(row, dict) or not _is_count(row.get("iteration")):
         return f"has an evaluation {_short(row)}; expected one with an iteration"
     for name in _EVALUATION_NUMBERS:
         if not _is_number(row.get(name)):
-            return (f"has {name} {row.get(name)!r} at iteration {row['iteration']}; expected a "
-                    f"number")
+            return (
+                f"has {name} {row.get(name)!r} at iteration {row['iteration']}; expected a number"
+            )
     if row.get("train_loss") is not None and not _is_number(row["train_loss"]):
         return f"has train_loss {row['train_loss']!r} at iteration {row['iteration']}"
     return None
 
 
-def _level_problem(metrics: dict, level: Level) -> Optional[str]:
+def _level_problem(metrics: dict, level: Level) -> str | None:
     """The level and branch a metrics.json names must be where it lies (when it names them)."""
     branch, name = level.directory.parent.name, level.directory.name
     if not name.startswith("level_"):
@@ -220,8 +244,7 @@ def _diverged_by_old_code(evaluations: list) -> bool:
 
 def _finite_losses(row: dict) -> bool:
     values = [row.get("val_loss"), row.get("test_loss"), row.get("train_loss")]
-    return all(value is None or (_is_number(value) and math.isfinite(value))
-               for value in values)
+    return all(value is None or (_is_number(value) and math.isfinite(value)) for value in values)
 
 
 def _is_number(value: Any) -> bool:
@@ -241,7 +264,7 @@ def _short(value: Any) -> str:
     return text if len(text) <= 60 else text[:57] + "..."
 
 
-def divergence_of(metrics: dict) -> Optional[dict]:
+def divergence_of(metrics: dict) -> dict | None:
     """``{"iteration": ..., "cause": ...}`` of a diverged level's metrics (a level recorded by
     code that did not record divergence: its first non-finite evaluation), else None."""
     if not metrics.get("diverged", _diverged_by_old_code(metrics["evaluations"])):
@@ -249,13 +272,16 @@ def divergence_of(metrics: dict) -> Optional[dict]:
     recorded = metrics.get("divergence")
     if isinstance(recorded, dict) and "iteration" in recorded and "cause" in recorded:
         return recorded
-    first = next((row for row in metrics["evaluations"] if not _finite_losses(row)),
-                 metrics["evaluations"][-1])
+    first = next(
+        (row for row in metrics["evaluations"] if not _finite_losses(row)),
+        metrics["evaluations"][-1],
+    )
     return {"iteration": first["iteration"], "cause": "a loss became NaN or infinite"}
 
 
-def read_checked(path: Path, read: Callable[[Path], Optional[T]],
-                 check: Callable[[T], Optional[str]], remedy: str) -> Optional[T]:
+def read_checked(
+    path: Path, read: Callable[[Path], T | None], check: Callable[[T], str | None], remedy: str
+) -> T | None:
     """``read(path)`` (None when absent), raising :class:`~.runs.BadArtifact` with ``remedy``
     when it cannot be parsed or ``check`` finds something wrong with it."""
     try:

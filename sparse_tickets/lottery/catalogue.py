@@ -25,8 +25,9 @@ def dataset_lines() -> list[str]:
     listed = ["datasets:"]
     for name in data.names():
         spec = data.spec(name)
-        where = f"{spec.description} from --data-dir" if spec.reads_directory else (
-            spec.description)
+        where = (
+            f"{spec.description} from --data-dir" if spec.reads_directory else (spec.description)
+        )
         listed.append(f"  {name:<15} {where}")
     return listed
 
@@ -34,9 +35,11 @@ def dataset_lines() -> list[str]:
 def preset_lines() -> list[str]:
     listed = ["presets:"]
     for name, hp in PRESETS.items():
-        listed.append(f"  {name:<22} {hp.optimizer} lr {hp.lr:g}, batch {hp.batch_size}, "
-                      f"length {hp.iterations}, {hp.levels} levels, {hp.scope}"
-                      + (" (default)" if name == DEFAULT_PRESET else ""))
+        listed.append(
+            f"  {name:<22} {hp.optimizer} lr {hp.lr:g}, batch {hp.batch_size}, "
+            f"length {hp.iterations}, {hp.levels} levels, {hp.scope}"
+            + (" (default)" if name == DEFAULT_PRESET else "")
+        )
     return listed
 
 

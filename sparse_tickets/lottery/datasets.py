@@ -16,7 +16,6 @@ see the same examples, in another order.
 from __future__ import annotations
 
 import os
-from typing import Optional
 
 import torch
 
@@ -34,30 +33,39 @@ class DataChoiceError(ValueError):
     """A dataset and a data directory or training-set size that do not go together."""
 
 
-def load_splits(hp: Hparams, data_dir: Optional[str | os.PathLike]) -> DatasetSplits:
+def load_splits(hp: Hparams, data_dir: str | os.PathLike | None) -> DatasetSplits:
     """The splits ``hp`` trains on; ``data_dir`` is the directory of a dataset read from files
     (``--data-dir``), None for the others."""
     reads_directory = check_data_dir(hp.dataset, data_dir)
     if hp.dataset == "synthetic":
-        return data.load("synthetic", input_shape=models.spec(hp.model).default_input_shape,
-                         **synthetic_sizes(hp.train_size), seed=SYNTHETIC_SEED)
+        return data.load(
+            "synthetic",
+            input_shape=models.spec(hp.model).default_input_shape,
+            **synthetic_sizes(hp.train_size),
+            seed=SYNTHETIC_SEED,
+        )
     splits = data.load(hp.dataset, root=data_dir if reads_directory else None)
     return training_subset(splits, hp.train_size) if hp.train_size else splits
 
 
-def check_data_dir(dataset: str, data_dir: Optional[str | os.PathLike]) -> bool:
+def check_data_dir(dataset: str, data_dir: str | os.PathLike | None) -> bool:
     """Whether ``dataset`` reads ``data_dir``; DataChoiceError when it needs one and has none,
     or has one and reads none."""
     spec = data.spec(dataset)
     if spec.reads_directory and not data_dir:
-        raise DataChoiceError(f"dataset {dataset} is read from its standard files: pass "
-                              f"--data-dir DIR (nothing is downloaded)")
+        raise DataChoiceError(
+            f"dataset {dataset} is read from its standard files: pass "
+            f"--data-dir DIR (nothing is downloaded)"
+        )
     if data_dir and not spec.reads_directory:
-        readers = " and ".join(name for name, other in data.DATASETS.items()
-                               if other.reads_directory)
-        raise DataChoiceError(f"dataset {dataset} is {spec.source} and reads no directory, but "
-                              f"--data-dir {data_dir} was given; expected no --data-dir (the "
-                              f"{readers} datasets read one)")
+        readers = " and ".join(
+            name for name, other in data.DATASETS.items() if other.reads_directory
+        )
+        raise DataChoiceError(
+            f"dataset {dataset} is {spec.source} and reads no directory, but "
+            f"--data-dir {data_dir} was given; expected no --data-dir (the "
+            f"{readers} datasets read one)"
+        )
     return spec.reads_directory
 
 
@@ -73,9 +81,16 @@ def training_subset(splits: DatasetSplits, size: int) -> DatasetSplits:
     """``splits`` with ``size`` training examples, a fixed random subset; the validation and
     test sets are whole."""
     if size > len(splits.train):
-        raise DataChoiceError(f"train_size is {size}; {splits.name} has {len(splits.train)} "
-                              f"training examples")
+        raise DataChoiceError(
+            f"train_size is {size}; {splits.name} has {len(splits.train)} training examples"
+        )
     generator = torch.Generator().manual_seed(SUBSET_SEED)
     order = torch.randperm(len(splits.train), generator=generator)
-    return DatasetSplits(splits.name, splits.train.subset(order[:size]), splits.val,
-                         splits.test, splits.input_shape, splits.num_classes)
+    return DatasetSplits(
+        splits.name,
+        splits.train.subset(order[:size]),
+        splits.val,
+        splits.test,
+        splits.input_shape,
+        splits.num_classes,
+    )

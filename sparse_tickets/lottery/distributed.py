@@ -19,8 +19,8 @@ import gc
 import hashlib
 import inspect
 import os
-from collections.abc import Mapping
-from typing import Any, Callable, Iterator, Optional, TypeVar
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any, TypeVar
 
 import torch
 import torch.distributed as dist
@@ -42,6 +42,7 @@ class MainRankFailed(DistributedError):
 
 # --- torchrun's environment (read without a process group) ----------------------------------
 
+
 def _environment_integer(name: str, default: int) -> int:
     text = os.environ.get(name)
     if text is None or text == "":
@@ -49,8 +50,9 @@ def _environment_integer(name: str, default: int) -> int:
     try:
         return int(text)
     except ValueError:
-        raise DistributedError(f"{name}={text!r} in the environment; expected an integer (as "
-                               f"torchrun sets it)") from None
+        raise DistributedError(
+            f"{name}={text!r} in the environment; expected an integer (as torchrun sets it)"
+        ) from None
 
 
 def launched_world_size() -> int:
@@ -73,9 +75,11 @@ def global_batch(hp: Hparams, scale: bool) -> Hparams:
     if scale:
         return hp.replace(batch_size=hp.batch_size * processes, lr=hp.lr * processes)
     if hp.batch_size % processes:
-        raise HparamsError(f"batch_size {hp.batch_size} does not divide by the {processes} "
-                           f"processes of this job; expected a multiple of {processes}, or "
-                           f"--scale-batch ({hp.batch_size} per process)")
+        raise HparamsError(
+            f"batch_size {hp.batch_size} does not divide by the {processes} "
+            f"processes of this job; expected a multiple of {processes}, or "
+            f"--scale-batch ({hp.batch_size} per process)"
+        )
     return hp
 
 
@@ -116,6 +120,7 @@ def process_group(device: torch.device) -> Iterator[None]:
 
 # --- who am I -------------------------------------------------------------------------------
 
+
 def active() -> bool:
     """True inside a process group of more than one process."""
     return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
@@ -147,6 +152,7 @@ def _collective_device() -> torch.device:
 
 
 # --- rank 0 computes, everyone receives -----------------------------------------------------
+
 
 class _Failure:
     """What rank 0 sends in place of a result when computing it raised."""
@@ -182,7 +188,7 @@ def from_main(compute: Callable[[], T]) -> T:
     return received
 
 
-def gather_to_main(value: T) -> Optional[list[T]]:
+def gather_to_main(value: T) -> list[T] | None:
     """Every rank's ``value`` (picklable, CPU tensors) as a list on rank 0, None elsewhere."""
     if not active():
         return [value]
@@ -193,14 +199,18 @@ def gather_to_main(value: T) -> Optional[list[T]]:
 
 # --- masks: pruned on rank 0, broadcast, verified by checksum -------------------------------
 
+
 def checksum(tensors: Mapping[str, torch.Tensor]) -> str:
     """SHA-256 of the names, dtypes, shapes and bytes of ``tensors``, in their order."""
     digest = hashlib.sha256()
     for name, tensor in tensors.items():
         tensor = tensor.detach().to("cpu").contiguous()
         digest.update(f"{name}|{tensor.dtype}|{tuple(tensor.shape)}|".encode())
-        digest.update(tensor.view(torch.uint8).numpy().tobytes() if tensor.dtype == torch.bool
-                      else tensor.numpy().tobytes())
+        digest.update(
+            tensor.view(torch.uint8).numpy().tobytes()
+            if tensor.dtype == torch.bool
+            else tensor.numpy().tobytes()
+        )
     return digest.hexdigest()
 
 
@@ -215,9 +225,11 @@ def verify_identical(tensors: Mapping[str, torch.Tensor], what: str = "masks") -
     different = [r for r, digest in enumerate(digests) if digest != digests[0]]
     if different:
         other = different[0]
-        raise DistributedError(f"{what} differ across ranks: rank {other} has sha256 "
-                               f"{digests[other][:16]}, rank 0 has {digests[0][:16]}; expected "
-                               f"identical {what} on every rank")
+        raise DistributedError(
+            f"{what} differ across ranks: rank {other} has sha256 "
+            f"{digests[other][:16]}, rank 0 has {digests[0][:16]}; expected "
+            f"identical {what} on every rank"
+        )
     return mine
 
 
@@ -227,39 +239,46 @@ def share_masks(compute: Callable[[], Mapping[str, torch.Tensor]]) -> Mapping[st
     in the same order. Single process: just ``compute()``."""
     if not active():
         return compute()
-    masks = from_main(lambda: {name: mask.detach().to("cpu")
-                               for name, mask in compute().items()})
+    masks = from_main(lambda: {name: mask.detach().to("cpu") for name, mask in compute().items()})
     verify_identical(masks, "masks")
     return masks
 
 
-def share_state(compute: Callable[[], Optional[Mapping[str, torch.Tensor]]]):
+def share_state(compute: Callable[[], Mapping[str, torch.Tensor] | None]):
     """A state_dict (or None) computed on rank 0, on every rank, as CPU tensors."""
     if not active():
         return compute()
+
     def on_cpu():
         state = compute()
-        return None if state is None else {name: value.detach().to("cpu")
-                                           for name, value in state.items()}
+        return (
+            None
+            if state is None
+            else {name: value.detach().to("cpu") for name, value in state.items()}
+        )
+
     return from_main(on_cpu)
 
 
 # --- training: batches, gradients, evaluation sums ------------------------------------------
+
 
 def check_batch(batch_size: int) -> None:
     """Each rank trains on an equal slice of the global batch: ``batch_size`` must divide by the
     number of processes."""
     processes = world_size()
     if batch_size % processes:
-        raise ValueError(f"batch_size is {batch_size}, which does not divide by the "
-                         f"{processes} processes of this job; expected a multiple of "
-                         f"{processes} (or --scale-batch: {batch_size} per process)")
+        raise ValueError(
+            f"batch_size is {batch_size}, which does not divide by the "
+            f"{processes} processes of this job; expected a multiple of "
+            f"{processes} (or --scale-batch: {batch_size} per process)"
+        )
 
 
 def my_slice(indices: torch.Tensor) -> torch.Tensor:
     """This rank's examples of a global batch: every ``world_size``-th from its rank on, as
     DistributedSampler deals an epoch; the union over ranks is the whole batch."""
-    return indices[rank()::world_size()] if active() else indices
+    return indices[rank() :: world_size()] if active() else indices
 
 
 def my_share(count: int) -> range:
@@ -302,18 +321,25 @@ def wrap(model: nn.Module, device: torch.device) -> nn.Module:
     if device.type == "cuda":
         _use_sync_batch_norm(model)
     # torch 2.13 renamed broadcast_buffers to forward_sync_buffers.
-    no_forward_sync = ({"forward_sync_buffers": False} if "forward_sync_buffers" in
-                       inspect.signature(nn.parallel.DistributedDataParallel).parameters
-                       else {"broadcast_buffers": False})
+    no_forward_sync = (
+        {"forward_sync_buffers": False}
+        if "forward_sync_buffers"
+        in inspect.signature(nn.parallel.DistributedDataParallel).parameters
+        else {"broadcast_buffers": False}
+    )
     return nn.parallel.DistributedDataParallel(
-        model, device_ids=[device] if device.type == "cuda" else None, **no_forward_sync)
+        model, device_ids=[device] if device.type == "cuda" else None, **no_forward_sync
+    )
 
 
 def _check_modes(model: nn.Module) -> None:
     """Every rank must train the same Parameters: ``auto`` picks compact only where a compiled
     backend serves, which one machine of a job may lack."""
-    mine = {name: module.mode for name, module in model.named_modules()
-            if isinstance(module, MaskedLayer)}
+    mine = {
+        name: module.mode
+        for name, module in model.named_modules()
+        if isinstance(module, MaskedLayer)
+    }
     everyone = [None] * world_size()
     dist.all_gather_object(everyone, mine)
     for other, theirs in enumerate(everyone):
@@ -323,17 +349,21 @@ def _check_modes(model: nn.Module) -> None:
                     f"masked layer {name or 'model'} runs {theirs.get(name)} on rank {other} but "
                     f"{mode} on rank {rank()}; expected one mode on every rank (under --mode "
                     f"auto a machine without the compiled kernels runs dense: pass --mode "
-                    f"dense or --mode compact)")
+                    f"dense or --mode compact)"
+                )
 
 
 def _use_sync_batch_norm(model: nn.Module) -> None:
     batch_norms = nn.modules.batchnorm._BatchNorm
-    if any(isinstance(m, batch_norms) and not isinstance(m, nn.SyncBatchNorm)
-           for m in model.modules()):
+    if any(
+        isinstance(m, batch_norms) and not isinstance(m, nn.SyncBatchNorm) for m in model.modules()
+    ):
         converted = nn.SyncBatchNorm.convert_sync_batchnorm(model)
         if converted is not model:
-            raise DistributedError(f"cannot convert a {type(model).__name__} that is itself a "
-                                   f"BatchNorm; expected a model containing its BatchNorm layers")
+            raise DistributedError(
+                f"cannot convert a {type(model).__name__} that is itself a "
+                f"BatchNorm; expected a model containing its BatchNorm layers"
+            )
 
 
 def sync_buffers(model: nn.Module) -> None:

@@ -37,7 +37,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
 
 import torch
 from torch import nn
@@ -46,25 +45,35 @@ from .. import files, models
 from ..data import DatasetSplits
 from ..nn import MaskedConv2d, masked_layers
 from ..progress import LogLines
-from ..pruning import (CRITERIA, Criterion, Masks, get_criterion, parse_nm, prune, prune_at_init,
-                      prune_to_density, random_like, weights_of)
+from ..pruning import (
+    CRITERIA,
+    Criterion,
+    Masks,
+    get_criterion,
+    parse_nm,
+    prune,
+    prune_at_init,
+    prune_to_density,
+    random_like,
+    weights_of,
+)
 from . import distributed
+from .artifacts import masks_relation_problem
 from .hparams import Hparams, parse_step_list
 from .instability import InstabilityAnalysis
-from .artifacts import masks_relation_problem
 from .levels import CONTROL_IDS, LevelTrainer, MasksCheck, derived_seed
 from .runs import MAIN, BadArtifact, Level, Run, RunError, redo_remedy
 from .train import CHECKPOINT, DataOrder, Schedule
 
 
-def build_model(hp: Hparams, splits: DatasetSplits, seed: int,
-                device: torch.device) -> nn.Module:
+def build_model(hp: Hparams, splits: DatasetSplits, seed: int, device: torch.device) -> nn.Module:
     """The model of ``hp`` for ``splits``, initialised from ``seed``."""
     options = {"dropout": hp.dropout} if hp.dropout else {}
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        model = models.create(hp.model, input_shape=splits.input_shape,
-                              num_classes=splits.num_classes, **options)
+        model = models.create(
+            hp.model, input_shape=splits.input_shape, num_classes=splits.num_classes, **options
+        )
     return model.to(device)
 
 
@@ -86,29 +95,42 @@ def pruning_plan(model: nn.Module, hp: Hparams) -> dict:
             rates[key] = hp.conv_fraction if isinstance(layer, MaskedConv2d) else hp.fc_fraction
     exclude = [name for name, rate in rates.items() if rate == 0]
     if hp.scope == "layerwise":
-        return dict(fraction=0.0, scope="layerwise", exclude=exclude,
-                    layer_fractions={n: r for n, r in rates.items() if r > 0})
+        return dict(
+            fraction=0.0,
+            scope="layerwise",
+            exclude=exclude,
+            layer_fractions={n: r for n, r in rates.items() if r > 0},
+        )
     pooled = {rate for name, rate in rates.items() if rate > 0 and name != output}
     if len(pooled) > 1:
-        raise ValueError(f"global scope ranks conv and fc layers together at one rate; got "
-                         f"conv_fraction={hp.conv_fraction} and fc_fraction={hp.fc_fraction} "
-                         f"(set one of them to 0 or make them equal)")
+        raise ValueError(
+            f"global scope ranks conv and fc layers together at one rate; got "
+            f"conv_fraction={hp.conv_fraction} and fc_fraction={hp.fc_fraction} "
+            f"(set one of them to 0 or make them equal)"
+        )
     overrides = {output: rates[output]} if rates.get(output, 0) > 0 else {}
-    return dict(fraction=pooled.pop() if pooled else 0.0, scope="global", exclude=exclude,
-                layer_fractions=overrides)
+    return dict(
+        fraction=pooled.pop() if pooled else 0.0,
+        scope="global",
+        exclude=exclude,
+        layer_fractions=overrides,
+    )
 
 
-def check(hp: Hparams, splits: DatasetSplits,
-          device: torch.device = torch.device("cpu")) -> tuple[Schedule, nn.Module]:
+def check(
+    hp: Hparams, splits: DatasetSplits, device: torch.device = torch.device("cpu")
+) -> tuple[Schedule, nn.Module]:
     """The schedule and model of ``hp`` on ``splits``, after every check that can fail before
     training: lengths, the model against the data's shape, the pruning plan."""
     if hp.batch_size > len(splits.train):
         # An error, not a quiet cap: the batch size is in hparams.json and the run's hash, so
         # the run must train with the batch it is named by.
         subset = f", train_size {hp.train_size}" if hp.train_size else ""
-        raise ValueError(f"batch_size is {hp.batch_size}; the training set has "
-                         f"{len(splits.train)} examples ({splits.name}{subset}); expected a "
-                         f"batch of at most {len(splits.train)}")
+        raise ValueError(
+            f"batch_size is {hp.batch_size}; the training set has "
+            f"{len(splits.train)} examples ({splits.name}{subset}); expected a "
+            f"batch of at most {len(splits.train)}"
+        )
     schedule = Schedule.resolve(hp, len(splits.train))
     try:
         model = build_model(hp, splits, hp.model_seed, device)
@@ -119,16 +141,23 @@ def check(hp: Hparams, splits: DatasetSplits,
         start = 0 if level == 0 or hp.rewind == "init" else schedule.rewind_iteration
         for iteration in instability_iterations(hp, schedule):
             if not start <= iteration < schedule.iterations:
-                raise ValueError(f"instability_iterations has {iteration}; expected iterations "
-                                 f"from level {level}'s start at {start} to before the end of "
-                                 f"training at {schedule.iterations}")
+                raise ValueError(
+                    f"instability_iterations has {iteration}; expected iterations "
+                    f"from level {level}'s start at {start} to before the end of "
+                    f"training at {schedule.iterations}"
+                )
     return schedule, model
 
 
 def instability_iterations(hp: Hparams, schedule: Schedule) -> list[int]:
     """The spawn iterations K of the run's instability analyses, resolved to iterations."""
-    return sorted(set(parse_step_list(hp.instability_iterations, schedule.iterations_per_epoch,
-                                      "instability_iterations")))
+    return sorted(
+        set(
+            parse_step_list(
+                hp.instability_iterations, schedule.iterations_per_epoch, "instability_iterations"
+            )
+        )
+    )
 
 
 @dataclass
@@ -143,9 +172,9 @@ class LotteryRun(LevelTrainer):
     checkpoint_every: int
     progress: LogLines
     # An existing run directory to work in, wherever it lies (its name need not be the hash).
-    run_directory: Optional[Path] = None
+    run_directory: Path | None = None
     # The masks level 0 trains with (`train --masks`); None: every weight.
-    initial_masks: Optional[Masks] = None
+    initial_masks: Masks | None = None
 
     def __post_init__(self):
         self.schedule, self.model = check(self.hp, self.splits, self.device)
@@ -177,8 +206,12 @@ class LotteryRun(LevelTrainer):
         if self.hp.instability_level_numbers():
             analysis = InstabilityAnalysis(self)
             for level in self.hp.instability_level_numbers():
-                did_work |= analysis.execute(MAIN, level, instability_iterations(
-                    self.hp, self.schedule), self.hp.instability_points)
+                did_work |= analysis.execute(
+                    MAIN,
+                    level,
+                    instability_iterations(self.hp, self.schedule),
+                    self.hp.instability_points,
+                )
         return did_work
 
     # The main branch.
@@ -188,8 +221,14 @@ class LotteryRun(LevelTrainer):
             return False
         masks = Masks(distributed.share_masks(lambda: self.main_masks(level)))
         start_state = distributed.share_state(lambda: self.main_start_state(level))
-        self._train(MAIN, level, masks, start_state, seed_parts=(0, level),
-                    record_rewind_point=level == 0 and self.rewinds_to_iteration)
+        self._train(
+            MAIN,
+            level,
+            masks,
+            start_state,
+            seed_parts=(0, level),
+            record_rewind_point=level == 0 and self.rewinds_to_iteration,
+        )
         return True
 
     def _main_level_done(self, level: int) -> bool:
@@ -210,9 +249,14 @@ class LotteryRun(LevelTrainer):
         masks of `train --masks`); a later level's, a subset of the level before's."""
         if level == 0:
             expected = self._level_0_masks()
-            return lambda masks: None if masks == expected else (
-                "are not the masks level 0 trains with (every weight, or those of "
-                "`train --masks`)")
+            return lambda masks: (
+                None
+                if masks == expected
+                else (
+                    "are not the masks level 0 trains with (every weight, or those of "
+                    "`train --masks`)"
+                )
+            )
         try:
             previous = files.read_tensors(self.run.level(MAIN, level - 1).masks)
         except files.DamagedArtifact:
@@ -222,8 +266,7 @@ class LotteryRun(LevelTrainer):
         return lambda masks: masks_relation_problem(masks, Masks(previous))
 
     def _level_0_masks(self) -> Masks:
-        return self.initial_masks if self.initial_masks is not None else Masks.ones_like(
-            self.model)
+        return self.initial_masks if self.initial_masks is not None else Masks.ones_like(self.model)
 
     def main_masks(self, level: int) -> Masks:
         """The masks level ``level`` trains with, computed once and stored. Stored masks that
@@ -231,8 +274,7 @@ class LotteryRun(LevelTrainer):
         files_of = self.run.level(MAIN, level)
         path = files_of.masks
         try:
-            stored = self.read_masks(path, redo_remedy(files_of),
-                                     self._main_masks_check(level))
+            stored = self.read_masks(path, redo_remedy(files_of), self._main_masks_check(level))
         except BadArtifact as error:
             if files_of.read_metrics() is not None:
                 raise
@@ -259,11 +301,25 @@ class LotteryRun(LevelTrainer):
         plan = pruning_plan(self.model, self.hp)
         seed = derived_seed(self.hp.model_seed, level)  # for a criterion that draws numbers
         if self.hp.one_shot_density is not None:
-            return prune_to_density(weights, previous_masks, self.hp.one_shot_density,
-                                    strategy=self.hp.strategy, scope=self.hp.scope,
-                                    exclude=plan["exclude"], seed=seed, nm=self.nm)
-        return prune(weights, previous_masks, plan.pop("fraction"), strategy=self.hp.strategy,
-                     seed=seed, nm=self.nm, **plan)
+            return prune_to_density(
+                weights,
+                previous_masks,
+                self.hp.one_shot_density,
+                strategy=self.hp.strategy,
+                scope=self.hp.scope,
+                exclude=plan["exclude"],
+                seed=seed,
+                nm=self.nm,
+            )
+        return prune(
+            weights,
+            previous_masks,
+            plan.pop("fraction"),
+            strategy=self.hp.strategy,
+            seed=seed,
+            nm=self.nm,
+            **plan,
+        )
 
     def _prune_at_start(self, level: int, previous_masks: Masks) -> Masks:
         """Pruning at initialisation: the weights this level starts from (the initialisation,
@@ -273,21 +329,31 @@ class LotteryRun(LevelTrainer):
         batches = []
         if self.criterion.needs_batches:
             order = DataOrder(len(self.splits.train), self.hp.batch_size, self.hp.data_seed)
-            batches = [self.splits.train.batch(order.indices(index))
-                       for index in range(self.hp.score_batches)]
-        return prune_at_init(self.model, previous_masks, self.hp.one_shot_density,
-                             method=self.hp.strategy, batches=batches,
-                             input_shape=self.splits.input_shape, scope=self.hp.scope,
-                             exclude=pruning_plan(self.model, self.hp)["exclude"],
-                             iterations=self.hp.synflow_iterations, nm=self.nm)
+            batches = [
+                self.splits.train.batch(order.indices(index))
+                for index in range(self.hp.score_batches)
+            ]
+        return prune_at_init(
+            self.model,
+            previous_masks,
+            self.hp.one_shot_density,
+            method=self.hp.strategy,
+            batches=batches,
+            input_shape=self.splits.input_shape,
+            scope=self.hp.scope,
+            exclude=pruning_plan(self.model, self.hp)["exclude"],
+            iterations=self.hp.synflow_iterations,
+            nm=self.nm,
+        )
 
     @property
     def criterion(self) -> Criterion:
         """The registered criterion the run's strategy names."""
         criterion = get_criterion(self.hp.strategy)
         if criterion is None:
-            raise ValueError(f"strategy is {self.hp.strategy!r}; expected one of "
-                             f"{', '.join(CRITERIA)}")
+            raise ValueError(
+                f"strategy is {self.hp.strategy!r}; expected one of {', '.join(CRITERIA)}"
+            )
         return criterion
 
     @property
@@ -297,8 +363,11 @@ class LotteryRun(LevelTrainer):
 
     def main_start_state(self, level: int) -> dict:
         """The weights level ``level`` starts from, before its masks are applied."""
-        if level == 0 or self.hp.rewind == "init" or (
-                self.hp.rewind == "iteration" and not self.rewinds_to_iteration):
+        if (
+            level == 0
+            or self.hp.rewind == "init"
+            or (self.hp.rewind == "iteration" and not self.rewinds_to_iteration)
+        ):
             return self.initial_state()
         if self.hp.rewind == "iteration":
             return self.read_state(self.run.rewind_point, redo_remedy(self.run.level(MAIN, 0)))
@@ -332,40 +401,56 @@ class LotteryRun(LevelTrainer):
             Masks(masks).apply_to(model)
             rebuilt = model.state_dict()
             if rebuilt.keys() != start.keys() or not all(
-                    torch.equal(rebuilt[name], start[name]) for name in start):
-                raise RunError(f"{self.run.init} is missing or corrupted, and the weights "
-                               f"model_seed {self.hp.model_seed} gives here differ from level "
-                               f"0's start weights (another torch version?); expected the "
-                               f"original file back, or start the run again elsewhere")
+                torch.equal(rebuilt[name], start[name]) for name in start
+            ):
+                raise RunError(
+                    f"{self.run.init} is missing or corrupted, and the weights "
+                    f"model_seed {self.hp.model_seed} gives here differ from level "
+                    f"0's start weights (another torch version?); expected the "
+                    f"original file back, or start the run again elsewhere"
+                )
         files.write_tensors(self.run.init, state)
         if restoring:
-            self.progress.message(f"restored {self.run.init} (missing or corrupted), checked "
-                                  f"against level 0's start weights")
+            self.progress.message(
+                f"restored {self.run.init} (missing or corrupted), checked "
+                f"against level 0's start weights"
+            )
         return True
 
     # The controls.
 
     def control_level(self, control: str, level: int) -> bool:
-        if distributed.from_main(lambda: self.finished(
-                self.run.level(control, level), f"{control} level {level}",
-                self._control_masks_check(control, level))):
+        if distributed.from_main(
+            lambda: self.finished(
+                self.run.level(control, level),
+                f"{control} level {level}",
+                self._control_masks_check(control, level),
+            )
+        ):
             return False
         seed = derived_seed(self.hp.control_seed, level)
         if control == "reinit":
             masks = distributed.share_masks(lambda: self.main_masks(level))
             start_state = distributed.share_state(
-                lambda: build_model(self.hp, self.splits, seed, "cpu").state_dict())
+                lambda: build_model(self.hp, self.splits, seed, "cpu").state_dict()
+            )
         else:  # random_pruning
-            masks = distributed.share_masks(lambda: random_like(self.main_masks(level),
-                                                                seed=seed, nm=self.nm))
+            masks = distributed.share_masks(
+                lambda: random_like(self.main_masks(level), seed=seed, nm=self.nm)
+            )
             # With learning-rate rewinding the ticket starts from the previous level's trained
             # weights, which are zero wherever that level pruned; random positions would start
             # there at 0. The dense trained weights are the same point without that bias.
             start_state = distributed.share_state(
-                lambda: self._trained_state(MAIN, 0)
-                if self.hp.rewind == "lr" else self.main_start_state(level))
-        self._train(control, level, Masks(masks), start_state,
-                    seed_parts=(1 + CONTROL_IDS[control], level))
+                lambda: (
+                    self._trained_state(MAIN, 0)
+                    if self.hp.rewind == "lr"
+                    else self.main_start_state(level)
+                )
+            )
+        self._train(
+            control, level, Masks(masks), start_state, seed_parts=(1 + CONTROL_IDS[control], level)
+        )
         return True
 
     def _control_masks_check(self, control: str, level: int) -> MasksCheck:
@@ -373,23 +458,43 @@ class LotteryRun(LevelTrainer):
         layer at other positions (random_pruning)."""
         main_masks = self.main_masks(level)
         if control == "reinit":
-            return lambda masks: None if masks == main_masks else (
-                f"are not the masks of main level {level}, which reinit trains")
+            return lambda masks: (
+                None
+                if masks == main_masks
+                else (f"are not the masks of main level {level}, which reinit trains")
+            )
         expected = [row.kept for row in main_masks.density_rows()]
-        return lambda masks: None if [row.kept for row in masks.density_rows()] == expected else (
-            f"do not keep as many weights per layer as main level {level}")
+        return lambda masks: (
+            None
+            if [row.kept for row in masks.density_rows()] == expected
+            else (f"do not keep as many weights per layer as main level {level}")
+        )
 
     # Shared by the branches.
 
-    def _train(self, branch: str, level: int, masks: Masks, start_state: dict,
-               seed_parts: tuple, record_rewind_point: bool = False) -> None:
+    def _train(
+        self,
+        branch: str,
+        level: int,
+        masks: Masks,
+        start_state: dict,
+        seed_parts: tuple,
+        record_rewind_point: bool = False,
+    ) -> None:
         label = f"level {level}" if branch == MAIN else f"{branch} level {level}"
-        self.train_level(self.run.level(branch, level), masks, start_state,
-                         start_iteration=self._start_iteration(level), seed_parts=seed_parts,
-                         label=label, about={"branch": branch, "level": level},
-                         record_rewind_point=record_rewind_point)
+        self.train_level(
+            self.run.level(branch, level),
+            masks,
+            start_state,
+            start_iteration=self._start_iteration(level),
+            seed_parts=seed_parts,
+            label=label,
+            about={"branch": branch, "level": level},
+            record_rewind_point=record_rewind_point,
+        )
 
-def _stored_or_none(path: Path) -> Optional[dict]:
+
+def _stored_or_none(path: Path) -> dict | None:
     """The tensors at ``path``, or None when absent or unreadable (made again then)."""
     try:
         return files.read_tensors(path)

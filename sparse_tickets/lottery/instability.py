@@ -32,7 +32,7 @@ when done, so rerunning resumes, and asking for another number of points only re
 
 from __future__ import annotations
 
-from typing import Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 import torch
 
@@ -49,24 +49,30 @@ COPIES = 2
 _INSTABILITY_ID = 3
 
 
-def interpolate(state_0: Mapping[str, torch.Tensor], state_1: Mapping[str, torch.Tensor],
-                alpha: float) -> dict[str, torch.Tensor]:
+def interpolate(
+    state_0: Mapping[str, torch.Tensor], state_1: Mapping[str, torch.Tensor], alpha: float
+) -> dict[str, torch.Tensor]:
     """``(1 − alpha) · state_0 + alpha · state_1`` for every floating tensor; other tensors
     (masks, counters) must agree or are taken from ``state_0``: masks must be equal."""
     if list(state_0) != list(state_1):
-        raise ValueError("the two states hold different tensors; expected two copies of one "
-                         "network")
+        raise ValueError(
+            "the two states hold different tensors; expected two copies of one network"
+        )
     mixed = {}
     for name, first in state_0.items():
         second = state_1[name]
         if first.shape != second.shape:
-            raise ValueError(f"{name!r} has shapes {tuple(first.shape)} and "
-                             f"{tuple(second.shape)}; expected two copies of one network")
+            raise ValueError(
+                f"{name!r} has shapes {tuple(first.shape)} and "
+                f"{tuple(second.shape)}; expected two copies of one network"
+            )
         if first.is_floating_point():
             mixed[name] = torch.lerp(first, second.to(first.dtype), float(alpha))
         elif first.dtype == torch.bool and not torch.equal(first, second):
-            raise ValueError(f"{name!r} differs between the copies; expected the same masks at "
-                             f"both ends of the path")
+            raise ValueError(
+                f"{name!r} differs between the copies; expected the same masks at "
+                f"both ends of the path"
+            )
         else:
             mixed[name] = first.clone()
     return mixed
@@ -111,9 +117,11 @@ class InstabilityAnalysis:
         start, end = lottery.start_iteration(level), lottery.schedule.iterations
         for iteration in iterations:
             if not start <= iteration < end:
-                raise ValueError(f"instability iteration {iteration} of level {level}: "
-                                 f"expected from the level's start iteration {start} to before "
-                                 f"the end of training at {end}")
+                raise ValueError(
+                    f"instability iteration {iteration} of level {level}: "
+                    f"expected from the level's start iteration {start} to before "
+                    f"the end of training at {end}"
+                )
         alphas(points)
         distributed.from_main(lambda: self._level_masks(branch, level) and None)
 
@@ -129,29 +137,49 @@ class InstabilityAnalysis:
         spawn_state = distributed.share_state(lambda: self._stored_start(branch, level, masks))
         if iteration > start:
             spawn = where.spawn
-            if not distributed.from_main(lambda: lottery.finished(
-                    spawn, f"{branch} level {level} to iteration {iteration}",
-                    self._same_masks(masks))):
+            if not distributed.from_main(
+                lambda: lottery.finished(
+                    spawn,
+                    f"{branch} level {level} to iteration {iteration}",
+                    self._same_masks(masks),
+                )
+            ):
                 lottery.train_level(
-                    spawn, masks, spawn_state, start_iteration=start,
-                    end_iteration=iteration, seed_parts=lottery.seed_parts(branch, level),
+                    spawn,
+                    masks,
+                    spawn_state,
+                    start_iteration=start,
+                    end_iteration=iteration,
+                    seed_parts=lottery.seed_parts(branch, level),
                     label=f"{branch} level {level} to iteration {iteration}",
-                    about={"branch": branch, "level": level, "spawn_iteration": iteration})
+                    about={"branch": branch, "level": level, "spawn_iteration": iteration},
+                )
             spawn_state = distributed.share_state(
-                lambda: lottery.read_state(spawn.trained, redo_remedy(spawn), masks))
-        ends = [self._copy(where, index, branch, level, iteration, masks, spawn_state)
-                for index in range(COPIES)]
+                lambda: lottery.read_state(spawn.trained, redo_remedy(spawn), masks)
+            )
+        ends = [
+            self._copy(where, index, branch, level, iteration, masks, spawn_state)
+            for index in range(COPIES)
+        ]
         result = self._linear_path(ends, points)
-        result.update(branch=branch, level=level, iteration=iteration, points=points,
-                      density=masks.density, percent_remaining=100 * masks.density,
-                      data_seeds=[self._copy_data_seed(branch, level, iteration, index)
-                                  for index in range(COPIES)])
+        result.update(
+            branch=branch,
+            level=level,
+            iteration=iteration,
+            points=points,
+            density=masks.density,
+            percent_remaining=100 * masks.density,
+            data_seeds=[
+                self._copy_data_seed(branch, level, iteration, index) for index in range(COPIES)
+            ],
+        )
         if distributed.is_main():
             files.write_json(where.path(points), result)
         lottery.progress.message(
             f"instability of {branch} level {level} from iteration {iteration}: test error "
             f"barrier {100 * result['test_barrier']:.2f} points, train "
-            f"{100 * result['train_barrier']:.2f} ({points} points on the path)")
+            f"{100 * result['train_barrier']:.2f} ({points} points on the path)"
+        )
         return True
 
     def _path_evaluated(self, path) -> bool:
@@ -169,8 +197,7 @@ class InstabilityAnalysis:
         level_files = lottery.run.level(branch, level)
         metrics = level_files.read_metrics()
         if metrics is not None and divergence_of(metrics) is not None:
-            raise lottery.diverged(f"{branch} level {level}", level_files,
-                                   divergence_of(metrics))
+            raise lottery.diverged(f"{branch} level {level}", level_files, divergence_of(metrics))
         masks = lottery.read_masks(level_files.masks, redo_remedy(level_files))
         if masks is None:
             raise self._not_started(branch, level, level_files.masks)
@@ -184,42 +211,75 @@ class InstabilityAnalysis:
         return state
 
     def _not_started(self, branch: str, level: int, path) -> RunError:
-        return RunError(f"{branch} level {level} of {self.lottery.run.directory} has not "
-                        f"started: {path.name} is missing; expected a level that `imp` has "
-                        f"begun training")
+        return RunError(
+            f"{branch} level {level} of {self.lottery.run.directory} has not "
+            f"started: {path.name} is missing; expected a level that `imp` has "
+            f"begun training"
+        )
 
     @staticmethod
     def _same_masks(masks: Masks):
-        return lambda stored: None if stored == masks else (
-            "are not the masks of the analysed level")
+        return lambda stored: (
+            None if stored == masks else ("are not the masks of the analysed level")
+        )
 
     def _copy_data_seed(self, branch: str, level: int, iteration: int, index: int) -> int:
-        return derived_seed(self.lottery.hp.data_seed, _INSTABILITY_ID, BRANCHES.index(branch),
-                            level, iteration, index)
+        return derived_seed(
+            self.lottery.hp.data_seed,
+            _INSTABILITY_ID,
+            BRANCHES.index(branch),
+            level,
+            iteration,
+            index,
+        )
 
-    def _copy(self, where: Instability, index: int, branch: str, level: int, iteration: int,
-              masks: Masks, spawn_state: dict) -> dict:
+    def _copy(
+        self,
+        where: Instability,
+        index: int,
+        branch: str,
+        level: int,
+        iteration: int,
+        masks: Masks,
+        spawn_state: dict,
+    ) -> dict:
         """The trained weights of copy ``index``, trained now unless done."""
         lottery = self.lottery
         files_of = where.copy(index)
         label = f"{branch} level {level} from {iteration}, copy {index}"
-        if not distributed.from_main(lambda: lottery.finished(files_of, label,
-                                                              self._same_masks(masks))):
+        if not distributed.from_main(
+            lambda: lottery.finished(files_of, label, self._same_masks(masks))
+        ):
             seed = self._copy_data_seed(branch, level, iteration, index)
             lottery.train_level(
-                files_of, masks, spawn_state, start_iteration=iteration,
-                seed_parts=(_INSTABILITY_ID, index), hp=lottery.hp.replace(data_seed=seed),
+                files_of,
+                masks,
+                spawn_state,
+                start_iteration=iteration,
+                seed_parts=(_INSTABILITY_ID, index),
+                hp=lottery.hp.replace(data_seed=seed),
                 label=label,
-                about={"branch": branch, "level": level, "spawn_iteration": iteration,
-                       "copy": index})
+                about={
+                    "branch": branch,
+                    "level": level,
+                    "spawn_iteration": iteration,
+                    "copy": index,
+                },
+            )
         return distributed.share_state(
-            lambda: lottery.read_state(files_of.trained, redo_remedy(files_of), masks))
+            lambda: lottery.read_state(files_of.trained, redo_remedy(files_of), masks)
+        )
 
     def _linear_path(self, ends: list[dict], points: int) -> dict:
         lottery = self.lottery
         model, splits, device = lottery.model, lottery.splits, lottery.device
-        curves = {"alphas": alphas(points), "test_error": [], "test_loss": [],
-                  "train_error": [], "train_loss": []}
+        curves = {
+            "alphas": alphas(points),
+            "test_error": [],
+            "test_loss": [],
+            "train_error": [],
+            "train_loss": [],
+        }
         for alpha in curves["alphas"]:
             model.load_state_dict(interpolate(ends[0], ends[1], alpha))
             for name, split in (("test", splits.test), ("train", splits.train)):

@@ -16,14 +16,13 @@ it.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
+from functools import cached_property
+from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
-
-from functools import cached_property
-from pathlib import Path
-from typing import Callable, Optional
 
 from .. import files
 from ..data import DatasetSplits
@@ -37,7 +36,7 @@ from .train import CHECKPOINT, Schedule, explosion, train
 
 # Checks a level's masks against what they must be (a subset of the level before, equal to
 # the main branch's...): None when they are right, else what is wrong.
-MasksCheck = Callable[[Masks], Optional[str]]
+MasksCheck = Callable[[Masks], str | None]
 
 # Seeds the controls' levels apart from the main branch (0): a control's parts are 1 + its id.
 CONTROL_IDS = {"reinit": 1, "random_pruning": 2}
@@ -82,18 +81,21 @@ class LevelTrainer:
     def reference(self) -> Reference:
         return Reference(self.model)
 
-    def read_state(self, path: Path, remedy: str, masks: Optional[Masks] = None
-                   ) -> Optional[dict]:
+    def read_state(self, path: Path, remedy: str, masks: Masks | None = None) -> dict | None:
         """The weights stored at ``path`` (None when absent), checked against the model (and
         ``masks``); :class:`~.runs.BadArtifact` with ``remedy`` when they make no sense."""
-        return read_checked(path, files.read_tensors,
-                            lambda state: self.reference.state_problem(state, masks), remedy)
+        return read_checked(
+            path,
+            files.read_tensors,
+            lambda state: self.reference.state_problem(state, masks),
+            remedy,
+        )
 
-    def read_masks(self, path: Path, remedy: str, check: Optional[MasksCheck] = None
-                   ) -> Optional[Masks]:
+    def read_masks(self, path: Path, remedy: str, check: MasksCheck | None = None) -> Masks | None:
         """The masks stored at ``path`` (None when absent), checked against the model and by
         ``check``; :class:`~.runs.BadArtifact` with ``remedy`` when they make no sense."""
-        def problem(stored: dict) -> Optional[str]:
+
+        def problem(stored: dict) -> str | None:
             return self.reference.masks_problem(stored) or (check and check(Masks(stored)))
 
         stored = read_checked(path, files.read_tensors, problem, remedy)
@@ -104,8 +106,7 @@ class LevelTrainer:
         self.progress.message(f"{error.path}: {error.problem}; discarded, {action}")
         files.remove_artifact(error.path)
 
-    def finished(self, files_of: Level, label: str, masks_check: Optional[MasksCheck] = None
-                 ) -> bool:
+    def finished(self, files_of: Level, label: str, masks_check: MasksCheck | None = None) -> bool:
         """Whether the level in ``files_of`` is finished, its files checked: masks against the
         model and ``masks_check``, weights against the model and the masks, metrics against
         the masks. A finished file that makes no sense raises :class:`~.runs.BadArtifact`,
@@ -135,7 +136,8 @@ class LevelTrainer:
             f"{label} diverged at iteration {divergence['iteration']}: {divergence['cause']} "
             f"(recorded in {files_of.metrics}); nothing can be pruned from it or rewound to "
             f"it, so the run stops here: lower --lr (it is {self.hp.lr:g}), or add --warmup, "
-            f"and run again")
+            f"and run again"
+        )
 
     def _write_masks(self, files_of: Level, masks: Masks) -> None:
         """The masks file of a level about to train: written unless it holds ``masks``."""
@@ -144,27 +146,48 @@ class LevelTrainer:
         except files.DamagedArtifact as error:
             stored, problem = None, error.reason
         else:
-            problem = None if stored is None else (
-                self.reference.masks_problem(stored) or (
-                    None if Masks(stored) == masks
-                    else "holds other masks than the ones this level trains with"))
+            problem = (
+                None
+                if stored is None
+                else (
+                    self.reference.masks_problem(stored)
+                    or (
+                        None
+                        if Masks(stored) == masks
+                        else "holds other masks than the ones this level trains with"
+                    )
+                )
+            )
         if stored is not None and problem is None:
             return
         if problem is not None:
             self.progress.message(f"{files_of.masks}: {problem}; written again")
         files.write_tensors(files_of.masks, dict(masks))
 
-    def train_level(self, files_of: Level, masks: Masks, start_state: dict, *,
-                    start_iteration: int, seed_parts: tuple, label: str, about: dict,
-                    hp: Hparams = None, end_iteration: int = None,
-                    record_rewind_point: bool = False) -> dict:
+    def train_level(
+        self,
+        files_of: Level,
+        masks: Masks,
+        start_state: dict,
+        *,
+        start_iteration: int,
+        seed_parts: tuple,
+        label: str,
+        about: dict,
+        hp: Hparams = None,
+        end_iteration: int = None,
+        record_rewind_point: bool = False,
+    ) -> dict:
         """Train from ``start_state`` with ``masks`` into the files of ``files_of``, resuming
         its checkpoint; return the metrics (also written). ``hp`` replaces the run's
         hyperparameters (e.g. another data seed); ``end_iteration`` stops training early (the
         learning rate is still the full schedule's); ``about`` is added to the metrics."""
         hp = hp or self.hp
-        schedule = self.schedule if end_iteration is None else dataclasses.replace(
-            self.schedule, iterations=end_iteration)
+        schedule = (
+            self.schedule
+            if end_iteration is None
+            else dataclasses.replace(self.schedule, iterations=end_iteration)
+        )
         main = distributed.is_main()
         if main:
             files.remove_temporaries(files_of.directory)  # left by a writer that was killed
@@ -179,19 +202,32 @@ class LevelTrainer:
         rank = (distributed.rank(),) if distributed.rank() else ()
         torch.manual_seed(derived_seed(hp.data_seed, *seed_parts, *rank))
         snapshot = self.schedule.rewind_iteration if record_rewind_point else None
-        metrics = train(self.model, self.splits, hp, schedule, files_of.directory,
-                        start_iteration, checkpoint_every=self.checkpoint_every,
-                        snapshot_iteration=snapshot,
-                        on_snapshot=lambda state: files.write_tensors(self.run.rewind_point,
-                                                                      state),
-                        progress=self.progress, label=f"{label} ({100 * masks.density:.1f}%)",
-                        reference=self.reference)
+        metrics = train(
+            self.model,
+            self.splits,
+            hp,
+            schedule,
+            files_of.directory,
+            start_iteration,
+            checkpoint_every=self.checkpoint_every,
+            snapshot_iteration=snapshot,
+            on_snapshot=lambda state: files.write_tensors(self.run.rewind_point, state),
+            progress=self.progress,
+            label=f"{label} ({100 * masks.density:.1f}%)",
+            reference=self.reference,
+        )
         metrics.update(
-            **about, density=masks.density, percent_remaining=100 * masks.density,
+            **about,
+            density=masks.density,
+            percent_remaining=100 * masks.density,
             layers=[row.as_dict() for row in masks.density_rows()],
-            seeds={"model": self.hp.model_seed, "data": hp.data_seed,
-                   "control": self.hp.control_seed},
-            warning=explosion(metrics, self.splits.num_classes))
+            seeds={
+                "model": self.hp.model_seed,
+                "data": hp.data_seed,
+                "control": self.hp.control_seed,
+            },
+            warning=explosion(metrics, self.splits.num_classes),
+        )
         if main:
             if metrics["diverged"]:
                 # Diverged weights are never read: none are kept, so none can be used.
@@ -204,7 +240,9 @@ class LevelTrainer:
             raise self.diverged(label, files_of, metrics["divergence"])
         self.progress.end_level(metrics)
         if metrics["warning"]:
-            self.progress.message(f"warning: {label}: {metrics['warning']}: training is "
-                                  f"unstable; consider a lower --lr (it is {hp.lr:g}) or "
-                                  f"--warmup")
+            self.progress.message(
+                f"warning: {label}: {metrics['warning']}: training is "
+                f"unstable; consider a lower --lr (it is {hp.lr:g}) or "
+                f"--warmup"
+            )
         return metrics

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
 
 from .. import files
 from . import locking
@@ -27,12 +26,12 @@ _NOT_SHOWN = ("model", "dataset", *SEED_FIELDS, *BRANCH_FIELDS, "masks_sha256")
 @dataclass(frozen=True)
 class RunState:
     directory: Path
-    hparams: Optional[Hparams]  # None: hparams.json unreadable
+    hparams: Hparams | None  # None: hparams.json unreadable
     name: str
     levels_done: dict  # branch -> finished levels
     levels_planned: dict  # branch -> levels the run's command asks for
     diverged: tuple  # (branch, level, iteration, cause)
-    holder: Optional[str]  # who works in it now, in words
+    holder: str | None  # who works in it now, in words
     problem: str = ""  # why its files could not be read
 
     @property
@@ -52,8 +51,10 @@ class RunState:
 
     @property
     def progress(self) -> str:
-        return ", ".join(f"{_BRANCH_SHORT[branch]} {self.levels_done.get(branch, 0)}/{planned}"
-                         for branch, planned in self.levels_planned.items())
+        return ", ".join(
+            f"{_BRANCH_SHORT[branch]} {self.levels_done.get(branch, 0)}/{planned}"
+            for branch, planned in self.levels_planned.items()
+        )
 
 
 _BRANCH_SHORT = {"main": "levels", "reinit": "reinit", "random_pruning": "random"}
@@ -93,11 +94,18 @@ def _read_state(directory: Path) -> RunState:
         for level, metrics in finished.items():
             divergence = divergence_of(metrics)
             if divergence is not None:
-                diverged.append((branch, level, divergence.get("iteration"),
-                                 divergence.get("cause", "")))
-    return RunState(run.directory, hp, run.name or "", done,
-                    planned_levels(hp) if hp is not None else {}, tuple(diverged),
-                    locking.current_holder(run.directory))
+                diverged.append(
+                    (branch, level, divergence.get("iteration"), divergence.get("cause", ""))
+                )
+    return RunState(
+        run.directory,
+        hp,
+        run.name or "",
+        done,
+        planned_levels(hp) if hp is not None else {},
+        tuple(diverged),
+        locking.current_holder(run.directory),
+    )
 
 
 def find_runs(directory: Path) -> list[Path]:
@@ -117,8 +125,11 @@ def differing_fields(states: list[RunState]) -> list[str]:
     dicts = [s.hparams.as_dict() for s in states if s.hparams is not None]
     if len(dicts) < 2:
         return []
-    return [name for name in dicts[0] if name not in _NOT_SHOWN
-            and len({repr(d[name]) for d in dicts}) > 1]
+    return [
+        name
+        for name in dicts[0]
+        if name not in _NOT_SHOWN and len({repr(d[name]) for d in dicts}) > 1
+    ]
 
 
 def table(states: list[RunState], root: Path) -> str:
@@ -134,8 +145,11 @@ def table(states: list[RunState], root: Path) -> str:
             continue
         seeds = "/".join(str(getattr(hp, name)) for name in SEED_FIELDS)
         values = [str(getattr(hp, name)) for name in shown]
-        rows.append([where, s.name or "-", f"{hp.model}/{hp.dataset}", seeds, *values,
-                     s.state, s.progress])
+        rows.append(
+            [where, s.name or "-", f"{hp.model}/{hp.dataset}", seeds, *values, s.state, s.progress]
+        )
     widths = [max(len(str(row[i])) for row in [header, *rows]) for i in range(len(header))]
-    return "\n".join("  ".join(str(cell).ljust(width) for cell, width in zip(row, widths))
-                     .rstrip() for row in [header, *rows])
+    return "\n".join(
+        "  ".join(str(cell).ljust(width) for cell, width in zip(row, widths)).rstrip()
+        for row in [header, *rows]
+    )

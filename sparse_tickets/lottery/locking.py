@@ -19,8 +19,8 @@ import json
 import os
 import socket
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Callable, Iterator, Optional
 
 try:
     import fcntl
@@ -36,8 +36,12 @@ class RunLocked(Exception):
 
 
 @contextlib.contextmanager
-def held(directory: Path, command: str = "", wait: bool = False,
-         on_wait: Optional[Callable[[str], None]] = None) -> Iterator[None]:
+def held(
+    directory: Path,
+    command: str = "",
+    wait: bool = False,
+    on_wait: Callable[[str], None] | None = None,
+) -> Iterator[None]:
     """Hold ``directory``'s lock for the block. When another process holds it: raise
     :class:`RunLocked` naming that process, or with ``wait`` call ``on_wait`` with a line saying
     whom it waits for, then block until the lock is free.
@@ -55,11 +59,12 @@ def held(directory: Path, command: str = "", wait: bool = False,
         if not _try_lock(descriptor):
             holder = describe_holder(path)
             if not wait:
-                raise RunLocked(f"run directory {directory} is in use by {holder}; expected one "
-                                f"command at a time per run: wait for it to end, or pass --wait")
+                raise RunLocked(
+                    f"run directory {directory} is in use by {holder}; expected one "
+                    f"command at a time per run: wait for it to end, or pass --wait"
+                )
             if on_wait is not None:
-                on_wait(f"run directory {directory} is in use by {holder}; waiting for it "
-                        f"to end")
+                on_wait(f"run directory {directory} is in use by {holder}; waiting for it to end")
             fcntl.flock(descriptor, fcntl.LOCK_EX)
         _record_holder(descriptor, command)
         try:
@@ -85,15 +90,18 @@ def describe_holder(path: Path) -> str:
     where = f" on {host}" if host and host != socket.gethostname() else ""
     command = str(holder.get("command", ""))
     if len(command) > _COMMAND_SHOWN:
-        command = command[:_COMMAND_SHOWN - 3] + "..."
+        command = command[: _COMMAND_SHOWN - 3] + "..."
     started = holder.get("started")
-    since = (f", since {time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(started))}"
-             if isinstance(started, (int, float)) else "")
+    since = (
+        f", since {time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(started))}"
+        if isinstance(started, (int, float))
+        else ""
+    )
     about = f" ({command}{since})" if command else f" ({since[2:]})" if since else ""
     return f"process {pid}{where}{about}"
 
 
-def current_holder(directory: Path) -> Optional[str]:
+def current_holder(directory: Path) -> str | None:
     """Who works in ``directory`` now, in words, or None; read from what the holder wrote,
     without touching the lock (taking it, even briefly, could turn away a starting command).
     A holder on this host is believed while its process lives; one on another host while
@@ -111,7 +119,7 @@ def current_holder(directory: Path) -> Optional[str]:
     return f"process {holder['pid']} on {host}, by its lock file"
 
 
-def _open(path: Path) -> Optional[int]:
+def _open(path: Path) -> int | None:
     flags = os.O_CLOEXEC
     try:
         return os.open(path, os.O_RDWR | os.O_CREAT | flags, 0o644)
@@ -133,8 +141,17 @@ def _try_lock(descriptor: int) -> bool:
 
 
 def _record_holder(descriptor: int, command: str) -> None:
-    text = json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "command": command,
-                       "started": time.time()}) + "\n"
+    text = (
+        json.dumps(
+            {
+                "pid": os.getpid(),
+                "host": socket.gethostname(),
+                "command": command,
+                "started": time.time(),
+            }
+        )
+        + "\n"
+    )
     # Who holds the lock is for messages only: a full disk or a read-only descriptor must not
     # stop the command, whose own writes report such problems.
     with contextlib.suppress(OSError):

@@ -30,7 +30,6 @@ import csv
 import io
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
 
 from .. import files
 from .hparams import Hparams
@@ -103,7 +102,7 @@ class Level:
         """The files of a finished level that are absent or do not match their checksum."""
         return [path for path in self.outputs if not files.artifact_exists(path)]
 
-    def read_metrics(self) -> Optional[dict]:
+    def read_metrics(self) -> dict | None:
         """The level's metrics.json (None when absent or not matching its checksum)."""
         try:
             return files.read_json(self.metrics)
@@ -121,10 +120,12 @@ class Level:
         files.write_json(self.metrics, metrics)
 
 
-def redo_remedy(level: "Level") -> str:
+def redo_remedy(level: Level) -> str:
     """What to do about a bad file of a finished level: the user decides to redo it."""
-    return (f"delete it, then run the run's `sparse-tickets imp` (or `train`) command again to "
-            f"redo {level.directory.parent.name}/{level.directory.name}")
+    return (
+        f"delete it, then run the run's `sparse-tickets imp` (or `train`) command again to "
+        f"redo {level.directory.parent.name}/{level.directory.name}"
+    )
 
 
 @dataclass(frozen=True)
@@ -163,15 +164,14 @@ def _read_json(path: Path):
         raise BadArtifact(path, error.reason, "delete it and rerun the run's command") from None
 
 
-def _model_shape_problem(shape) -> Optional[str]:
+def _model_shape_problem(shape) -> str | None:
     def positive(value) -> bool:
         return isinstance(value, int) and not isinstance(value, bool) and value > 0
 
     if not isinstance(shape, dict):
         return f"holds a {type(shape).__name__}; expected an object"
     input_shape = shape.get("input_shape")
-    if not isinstance(input_shape, list) or not input_shape or not all(map(positive,
-                                                                          input_shape)):
+    if not isinstance(input_shape, list) or not input_shape or not all(map(positive, input_shape)):
         return f"has input_shape {input_shape!r}; expected a list of positive integers"
     if not positive(shape.get("num_classes")):
         return f"has num_classes {shape.get('num_classes')!r}; expected a positive integer"
@@ -183,7 +183,7 @@ class Run:
     directory: Path
 
     @classmethod
-    def make_directory(cls, runs_directory: Path, hp: Hparams) -> "Run":
+    def make_directory(cls, runs_directory: Path, hp: Hparams) -> Run:
         """The run of ``hp`` under ``runs_directory``, its directory made if new (nothing
         written in it yet). A directory of the name runs had before the branch fields left
         the hash (:meth:`Hparams.legacy_run_name`) is that run, and is used."""
@@ -195,12 +195,14 @@ class Run:
         try:
             files.make_directory(run.directory)
         except (FileExistsError, NotADirectoryError):
-            raise RunError(f"cannot make the run directory {run.directory}: a file is in the "
-                           f"way; expected --runs-dir to be a directory") from None
+            raise RunError(
+                f"cannot make the run directory {run.directory}: a file is in the "
+                f"way; expected --runs-dir to be a directory"
+            ) from None
         return run
 
     @classmethod
-    def existing(cls, runs_directory: Path, hp: Hparams) -> Optional["Run"]:
+    def existing(cls, runs_directory: Path, hp: Hparams) -> Run | None:
         """The run of ``hp`` already made under ``runs_directory`` (its hparams.json written),
         under its name or the legacy one; None when there is none."""
         for name in (hp.run_name(), hp.legacy_run_name()):
@@ -210,33 +212,42 @@ class Run:
         return None
 
     @classmethod
-    def create(cls, runs_directory: Path, hp: Hparams) -> "Run":
+    def create(cls, runs_directory: Path, hp: Hparams) -> Run:
         """The run of ``hp`` under ``runs_directory``, made if new; an existing directory of the
         same name must hold the same main-branch hyperparameters. Its hparams.json records
         the branches the latest command asked for (a branch added to a finished run)."""
         run = cls.make_directory(runs_directory, hp)
         stored = _read_json(run.directory / HPARAMS)
         stored_hp = _as_hparams(stored) if stored is not None else None
-        if stored is None or (stored_hp is not None and stored_hp != hp
-                              and stored_hp.main_branch() == hp.main_branch()):
+        if stored is None or (
+            stored_hp is not None
+            and stored_hp != hp
+            and stored_hp.main_branch() == hp.main_branch()
+        ):
             files.write_json(run.directory / HPARAMS, hp.as_dict())
         elif stored_hp is None or stored_hp.main_branch() != hp.main_branch():
-            raise RunError(f"{run.directory} holds other hyperparameters than its name's hash "
-                           f"says; move it away or pass another --runs-dir")
+            raise RunError(
+                f"{run.directory} holds other hyperparameters than its name's hash "
+                f"says; move it away or pass another --runs-dir"
+            )
         return run
 
     @classmethod
-    def open(cls, directory: Path) -> "Run":
+    def open(cls, directory: Path) -> Run:
         """An existing run directory (for report and export)."""
         run = cls(Path(directory))
         if run.directory.exists() and not run.directory.is_dir():
-            raise RunError(f"{run.directory} is not a directory; expected a run directory made "
-                           f"by `sparse-tickets imp` or `train`")
+            raise RunError(
+                f"{run.directory} is not a directory; expected a run directory made "
+                f"by `sparse-tickets imp` or `train`"
+            )
         if not run.directory.is_dir():
             raise RunError(f"run directory {run.directory} does not exist")
         if _read_json(run.directory / HPARAMS) is None:
-            raise RunError(f"{run.directory} has no valid {HPARAMS}; expected a directory made "
-                           f"by `sparse-tickets imp` or `train`")
+            raise RunError(
+                f"{run.directory} has no valid {HPARAMS}; expected a directory made "
+                f"by `sparse-tickets imp` or `train`"
+            )
         return run
 
     @property
@@ -245,9 +256,14 @@ class Run:
         stored = _read_json(path)
         hp = _as_hparams(stored) if isinstance(stored, dict) else None
         if hp is None:
-            raise BadArtifact(path, "holds no hyperparameters this version knows", (
-                "expected the hparams.json that `sparse-tickets imp` wrote: restore it, or "
-                "start the run again in a new directory"))
+            raise BadArtifact(
+                path,
+                "holds no hyperparameters this version knows",
+                (
+                    "expected the hparams.json that `sparse-tickets imp` wrote: restore it, or "
+                    "start the run again in a new directory"
+                ),
+            )
         return hp
 
     @property
@@ -259,8 +275,11 @@ class Run:
             raise RunError(f"{self.directory} has no valid {MODEL_SHAPE}; rerun its command")
         problem = _model_shape_problem(shape)
         if problem:
-            raise BadArtifact(path, problem, "delete it and rerun the run's command (it is "
-                                             "written again from the data)")
+            raise BadArtifact(
+                path,
+                problem,
+                "delete it and rerun the run's command (it is written again from the data)",
+            )
         return shape
 
     def record_model_shape(self, input_shape, num_classes: int) -> None:
@@ -273,7 +292,7 @@ class Run:
             files.write_json(self.directory / MODEL_SHAPE, shape)
 
     @property
-    def name(self) -> Optional[str]:
+    def name(self) -> str | None:
         """The run's name (``--name``), if it was given one."""
         stored = _read_json(self.directory / NAME)
         name = stored.get("name") if isinstance(stored, dict) else None
@@ -296,12 +315,13 @@ class Run:
     def report_directory(self) -> Path:
         return self.directory / "report"
 
-    def instability(self, branch: str, level: int, iteration: int) -> "Instability":
+    def instability(self, branch: str, level: int, iteration: int) -> Instability:
         """The files of the instability analysis of ``level`` of ``branch`` from iteration
         ``iteration``."""
         self.level(branch, level)  # checks the branch and level
-        return Instability(self.directory / "instability" / branch / f"level_{level}"
-                           / f"iteration_{iteration}")
+        return Instability(
+            self.directory / "instability" / branch / f"level_{level}" / f"iteration_{iteration}"
+        )
 
     def instability_results(self) -> list[dict]:
         """Every finished linear-path evaluation of the run (the contents of each
@@ -312,14 +332,22 @@ class Run:
             result = _read_json(path)
             if result is not None:
                 found.append(result)
-        return sorted(found, key=lambda r: (BRANCHES.index(r["branch"]) if r.get("branch") in
-                                            BRANCHES else len(BRANCHES), r.get("level", 0),
-                                            r.get("iteration", 0), r.get("points", 0)))
+        return sorted(
+            found,
+            key=lambda r: (
+                BRANCHES.index(r["branch"]) if r.get("branch") in BRANCHES else len(BRANCHES),
+                r.get("level", 0),
+                r.get("iteration", 0),
+                r.get("points", 0),
+            ),
+        )
 
     def level(self, branch: str, level: int) -> Level:
         if branch not in BRANCHES or level < 0:
-            raise RunError(f"no level {level} of branch {branch!r}; expected a level >= 0 of "
-                           f"{', '.join(BRANCHES)}")
+            raise RunError(
+                f"no level {level} of branch {branch!r}; expected a level >= 0 of "
+                f"{', '.join(BRANCHES)}"
+            )
         return Level(self.directory / branch / f"level_{level}")
 
     def finished_levels(self, branch: str) -> dict[int, dict]:

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import contextlib
 import math
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Callable, Iterator, Optional, Sequence
 
 import torch
 from torch import nn
@@ -67,8 +67,10 @@ def _check_rates_apply(given: dict, model_name: str, model: nn.Module) -> None:
     for field_name, kind in kinds.items():
         if given.get(field_name) and kind not in present:
             flag = f"--{field_name.replace('_', '-')}"
-            raise HparamsError(f"{flag} {given[field_name]} given, but {model_name} has no "
-                               f"{kind} layer to prune; expected no {flag} for this model")
+            raise HparamsError(
+                f"{flag} {given[field_name]} given, but {model_name} has no "
+                f"{kind} layer to prune; expected no {flag} for this model"
+            )
 
 
 def _check_nm_fits(hp: Hparams, model: nn.Module) -> None:
@@ -79,20 +81,31 @@ def _check_nm_fits(hp: Hparams, model: nn.Module) -> None:
     pattern = parse_nm(hp.nm)
     longest = max(math.prod(layer.weight.shape[1:]) for _, layer in masked_layers(model))
     if pattern.m > longest:
-        raise HparamsError(f"nm {hp.nm} groups {pattern.m} weights, more than the longest row "
-                           f"of {hp.model} ({longest} weights); expected m at most {longest}")
+        raise HparamsError(
+            f"nm {hp.nm} groups {pattern.m} weights, more than the longest row "
+            f"of {hp.model} ({longest} weights); expected m at most {longest}"
+        )
 
 
 @contextlib.contextmanager
-def working_in(directory: Optional[Path], device: torch.device, *, quiet: bool,
-               command: str = "", wait: bool = False,
-               on_wait: Callable[[str], None] = lambda line: None) -> Iterator[LogLines]:
+def working_in(
+    directory: Path | None,
+    device: torch.device,
+    *,
+    quiet: bool,
+    command: str = "",
+    wait: bool = False,
+    on_wait: Callable[[str], None] = lambda line: None,
+) -> Iterator[LogLines]:
     """For the block: rank 0 (the job's one writer) holds ``directory``'s lock, taken before
     the other ranks are waited for; every rank is in the job's process group; the progress
     this process shows is given, and closed at the end, so that a bar cut short (Ctrl-C, an
     error) ends its line before the message that follows it."""
-    lock = (locking.held(directory, command=command, wait=wait, on_wait=on_wait)
-            if distributed.launched_rank() == 0 else contextlib.nullcontext())
+    lock = (
+        locking.held(directory, command=command, wait=wait, on_wait=on_wait)
+        if distributed.launched_rank() == 0
+        else contextlib.nullcontext()
+    )
     with lock, distributed.process_group(device):
         progress = progress_output(quiet)
         with contextlib.closing(progress):
@@ -102,27 +115,39 @@ def working_in(directory: Optional[Path], device: torch.device, *, quiet: bool,
 def write_report(run: Run, progress: LogLines) -> None:
     """The run's report, in its report directory; each file written is named."""
     from .report import write_report as write
+
     for path in write([run.directory], run.report_directory):
         progress.message(f"wrote {path}")
 
 
-def find_tickets(hp: Hparams, runs_directory: Path, splits: DatasetSplits,
-                 device: torch.device, checkpoint_every: int, progress: LogLines,
-                 report: bool, initial_masks: Optional[Masks] = None) -> None:
+def find_tickets(
+    hp: Hparams,
+    runs_directory: Path,
+    splits: DatasetSplits,
+    device: torch.device,
+    checkpoint_every: int,
+    progress: LogLines,
+    report: bool,
+    initial_masks: Masks | None = None,
+) -> None:
     """Run (or resume) the levels and controls of ``hp``; then, with ``report``, its report
     when the run did work or the report is not whole."""
-    lottery = LotteryRun(hp, runs_directory, splits, device, checkpoint_every, progress,
-                         initial_masks=initial_masks)
+    lottery = LotteryRun(
+        hp, runs_directory, splits, device, checkpoint_every, progress, initial_masks=initial_masks
+    )
     run = lottery.run
     if distributed.active():
         processes = distributed.world_size()
-        progress.message(f"{processes} processes ({distributed.backend_for(device)}), global "
-                         f"batch {hp.batch_size}, {hp.batch_size // processes} per process")
+        progress.message(
+            f"{processes} processes ({distributed.backend_for(device)}), global "
+            f"batch {hp.batch_size}, {hp.batch_size // processes} per process"
+        )
     progress.message(f"run directory: {run.directory}")
     did_work = lottery.execute()
     if not distributed.is_main():
         return
     from .report import report_problem
+
     report_incomplete = report_problem(run.report_directory)
     if not did_work:
         progress.message(f"{run.directory} is already complete; nothing to do")
@@ -133,18 +158,38 @@ def find_tickets(hp: Hparams, runs_directory: Path, splits: DatasetSplits,
         progress.message((run.report_directory / "report.md").read_text())
 
 
-def analyse_instability(run: Run, hp: Hparams, splits: DatasetSplits, device: torch.device,
-                        checkpoint_every: int, progress: LogLines, *, branch: str, level: int,
-                        iterations: Optional[Sequence[str]], points: int,
-                        report: bool) -> None:
+def analyse_instability(
+    run: Run,
+    hp: Hparams,
+    splits: DatasetSplits,
+    device: torch.device,
+    checkpoint_every: int,
+    progress: LogLines,
+    *,
+    branch: str,
+    level: int,
+    iterations: Sequence[str] | None,
+    points: int,
+    report: bool,
+) -> None:
     """The instability analyses of ``level`` of ``branch`` of ``run`` (of ``hp``), from each
     spawn iteration of ``iterations`` (in iterations or epochs; None: the level's start);
     then, with ``report``, the run's report."""
-    lottery = LotteryRun(hp, run.directory.parent, splits, device, checkpoint_every, progress,
-                         run_directory=run.directory)
+    lottery = LotteryRun(
+        hp,
+        run.directory.parent,
+        splits,
+        device,
+        checkpoint_every,
+        progress,
+        run_directory=run.directory,
+    )
     per_epoch = lottery.schedule.iterations_per_epoch
-    spawns = ([parse_steps(text, per_epoch, "--iterations") for text in iterations]
-              if iterations else [lottery.start_iteration(level)])
+    spawns = (
+        [parse_steps(text, per_epoch, "--iterations") for text in iterations]
+        if iterations
+        else [lottery.start_iteration(level)]
+    )
     analysis = InstabilityAnalysis(lottery)
     analysis.check(branch, level, spawns, points)
     progress.message(f"run directory: {run.directory}")

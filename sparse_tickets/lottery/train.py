@@ -15,9 +15,9 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Optional
 
 import numpy as np
 import torch
@@ -48,15 +48,20 @@ class Schedule:
     rewind_iteration: int
 
     @classmethod
-    def resolve(cls, hp: Hparams, train_size: int) -> "Schedule":
+    def resolve(cls, hp: Hparams, train_size: int) -> Schedule:
         per_epoch = max(train_size // hp.batch_size, 1)
-        schedule = cls(per_epoch, parse_steps(hp.iterations, per_epoch, "iterations"),
-                       tuple(parse_step_list(hp.milestones, per_epoch, "milestones")),
-                       parse_steps(hp.warmup, per_epoch, "warmup"),
-                       parse_steps(hp.rewind_iteration, per_epoch, "rewind_iteration"))
+        schedule = cls(
+            per_epoch,
+            parse_steps(hp.iterations, per_epoch, "iterations"),
+            tuple(parse_step_list(hp.milestones, per_epoch, "milestones")),
+            parse_steps(hp.warmup, per_epoch, "warmup"),
+            parse_steps(hp.rewind_iteration, per_epoch, "rewind_iteration"),
+        )
         if schedule.rewind_iteration >= schedule.iterations and hp.rewind != "init":
-            raise ValueError(f"rewind_iteration is {schedule.rewind_iteration} iterations; "
-                             f"expected fewer than the {schedule.iterations} of training")
+            raise ValueError(
+                f"rewind_iteration is {schedule.rewind_iteration} iterations; "
+                f"expected fewer than the {schedule.iterations} of training"
+            )
         return schedule
 
     def learning_rate(self, base: float, gamma: float, iteration: int) -> float:
@@ -82,11 +87,12 @@ class DataOrder:
         epoch, position = divmod(iteration, self.per_epoch)
         if epoch != self._epoch:
             seed = int(np.random.SeedSequence([self.data_seed, epoch]).generate_state(1)[0])
-            self._permutation = torch.randperm(self.size,
-                                               generator=torch.Generator().manual_seed(seed))
+            self._permutation = torch.randperm(
+                self.size, generator=torch.Generator().manual_seed(seed)
+            )
             self._epoch = epoch
         start = position * self.batch_size
-        return self._permutation[start:start + self.batch_size]
+        return self._permutation[start : start + self.batch_size]
 
 
 @torch.no_grad()
@@ -122,18 +128,31 @@ def evaluate(model: nn.Module, split: ImageSplit, device: torch.device) -> tuple
 
 def make_optimizer(model: nn.Module, hp: Hparams) -> torch.optim.Optimizer:
     if hp.optimizer == "adam":
-        return MaskedAdam(model.parameters(), lr=hp.lr, weight_decay=hp.weight_decay,
-                          masks=model)
-    return MaskedSGD(model.parameters(), lr=hp.lr, momentum=hp.momentum,
-                     weight_decay=hp.weight_decay, masks=model)
+        return MaskedAdam(model.parameters(), lr=hp.lr, weight_decay=hp.weight_decay, masks=model)
+    return MaskedSGD(
+        model.parameters(),
+        lr=hp.lr,
+        momentum=hp.momentum,
+        weight_decay=hp.weight_decay,
+        masks=model,
+    )
 
 
-def train(model: nn.Module, splits: DatasetSplits, hp: Hparams, schedule: Schedule,
-          directory: Path, start_iteration: int, *, checkpoint_every: int,
-          snapshot_iteration: Optional[int] = None,
-          on_snapshot: Optional[Callable[[dict], None]] = None,
-          progress: Optional[LogLines] = None, label: str = "",
-          reference: Optional[Reference] = None) -> dict:
+def train(
+    model: nn.Module,
+    splits: DatasetSplits,
+    hp: Hparams,
+    schedule: Schedule,
+    directory: Path,
+    start_iteration: int,
+    *,
+    checkpoint_every: int,
+    snapshot_iteration: int | None = None,
+    on_snapshot: Callable[[dict], None] | None = None,
+    progress: LogLines | None = None,
+    label: str = "",
+    reference: Reference | None = None,
+) -> dict:
     """Train ``model`` from ``start_iteration`` to the schedule's end; return the metrics.
 
     Resumes from ``directory/checkpoint.pt`` when a valid one is there: one that does not fit
@@ -162,9 +181,16 @@ def train(model: nn.Module, splits: DatasetSplits, hp: Hparams, schedule: Schedu
     end = schedule.iterations
     checkpoint_path = directory / CHECKPOINT
 
-    state = distributed.from_main(lambda: _read_checkpoint(
-        checkpoint_path, model, hp, reference or Reference(model), (start_iteration, end),
-        progress))
+    state = distributed.from_main(
+        lambda: _read_checkpoint(
+            checkpoint_path,
+            model,
+            hp,
+            reference or Reference(model),
+            (start_iteration, end),
+            progress,
+        )
+    )
     if state is not None:
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
@@ -186,8 +212,10 @@ def train(model: nn.Module, splits: DatasetSplits, hp: Hparams, schedule: Schedu
     def record_evaluation() -> None:
         nonlocal loss_sum, loss_count
         distributed.sync_buffers(model)
-        row = {"iteration": iteration,
-               "train_loss": (loss_sum.item() / loss_count) if loss_count else None}
+        row = {
+            "iteration": iteration,
+            "train_loss": (loss_sum.item() / loss_count) if loss_count else None,
+        }
         for name, split in (("val", splits.val), ("test", splits.test)):
             row[f"{name}_loss"], row[f"{name}_accuracy"] = evaluate(model, split, device)
         evaluations.append(row)
@@ -202,8 +230,12 @@ def train(model: nn.Module, splits: DatasetSplits, hp: Hparams, schedule: Schedu
         diverged["iteration"] = iteration
     model.train()
     while iteration < end and diverged is None:
-        if (snapshot_iteration is not None and iteration == snapshot_iteration and on_snapshot
-                and distributed.is_main()):
+        if (
+            snapshot_iteration is not None
+            and iteration == snapshot_iteration
+            and on_snapshot
+            and distributed.is_main()
+        ):
             on_snapshot(model.state_dict())
         for group in optimizer.param_groups:
             group["lr"] = schedule.learning_rate(hp.lr, hp.gamma, iteration)
@@ -235,16 +267,28 @@ def train(model: nn.Module, splits: DatasetSplits, hp: Hparams, schedule: Schedu
             distributed.sync_buffers(model)
             rng_states = distributed.gather_to_main(_rng_state(device))
             if distributed.is_main():
-                files.write_torch(checkpoint_path, {
-                    "iteration": iteration, "model": model.state_dict(),
-                    "optimizer": optimizer.state_dict(), **rng_states[0],
-                    "evaluations": evaluations, "loss_sum": loss_sum.cpu(),
-                    "loss_count": loss_count,
-                    "wall_time_seconds": elapsed + time.perf_counter() - started,
-                    # Under torchrun: each rank's generators, so its dropout resumes too.
-                    **({"rank_rng": rng_states} if distributed.active() else {})})
-    if (snapshot_iteration is not None and snapshot_iteration == end and on_snapshot
-            and distributed.is_main() and diverged is None):
+                files.write_torch(
+                    checkpoint_path,
+                    {
+                        "iteration": iteration,
+                        "model": model.state_dict(),
+                        "optimizer": optimizer.state_dict(),
+                        **rng_states[0],
+                        "evaluations": evaluations,
+                        "loss_sum": loss_sum.cpu(),
+                        "loss_count": loss_count,
+                        "wall_time_seconds": elapsed + time.perf_counter() - started,
+                        # Under torchrun: each rank's generators, so its dropout resumes too.
+                        **({"rank_rng": rng_states} if distributed.active() else {}),
+                    },
+                )
+    if (
+        snapshot_iteration is not None
+        and snapshot_iteration == end
+        and on_snapshot
+        and distributed.is_main()
+        and diverged is None
+    ):
         on_snapshot(model.state_dict())
 
     metrics = summarize(evaluations)
@@ -255,8 +299,9 @@ def train(model: nn.Module, splits: DatasetSplits, hp: Hparams, schedule: Schedu
     return metrics
 
 
-def divergence(model: nn.Module, evaluation: Optional[dict],
-               running_loss: Optional[float]) -> Optional[dict]:
+def divergence(
+    model: nn.Module, evaluation: dict | None, running_loss: float | None
+) -> dict | None:
     """``{"cause": ...}`` when training has diverged, else None.
 
     Diverged means a number that can never come back: a training loss (``running_loss``, the
@@ -280,36 +325,43 @@ def divergence(model: nn.Module, evaluation: Optional[dict],
 EXPLOSION_FACTOR = 100
 
 
-def explosion(metrics: dict, num_classes: int) -> Optional[str]:
+def explosion(metrics: dict, num_classes: int) -> str | None:
     """A one-line description when a level's final validation loss exploded, else None."""
     last = metrics["evaluations"][-1]["val_loss"]
     chance = math.log(num_classes)
     if metrics["diverged"] or not last > EXPLOSION_FACTOR * chance:
         return None
-    return (f"the validation loss ended at {last:.3g}, {last / chance:.0f} times that of "
-            f"guessing ({chance:.2f})")
+    return (
+        f"the validation loss ended at {last:.3g}, {last / chance:.0f} times that of "
+        f"guessing ({chance:.2f})"
+    )
 
 
-def _read_checkpoint(path: Path, model: nn.Module, hp: Hparams, reference: Reference,
-                     span: tuple[int, int], progress: Optional[LogLines]) -> Optional[dict]:
+def _read_checkpoint(
+    path: Path,
+    model: nn.Module,
+    hp: Hparams,
+    reference: Reference,
+    span: tuple[int, int],
+    progress: LogLines | None,
+) -> dict | None:
     """The checkpoint at ``path`` when there is one that fits; a bad one is removed."""
     try:
         state = files.read_torch(path)
-        problem = None if state is None else checkpoint_problem(state, model, hp, reference,
-                                                                span)
+        problem = None if state is None else checkpoint_problem(state, model, hp, reference, span)
     except files.DamagedArtifact as error:
         state, problem = None, error.reason
     if problem is None:
         return state
     if progress is not None:
-        progress.message(f"{path}: {problem}; discarded, training this level from its start "
-                         f"again")
+        progress.message(f"{path}: {problem}; discarded, training this level from its start again")
     files.remove_artifact(path)
     return None
 
 
-def checkpoint_problem(state, model: nn.Module, hp: Hparams, reference: Reference,
-                       span: tuple[int, int]) -> Optional[str]:
+def checkpoint_problem(
+    state, model: nn.Module, hp: Hparams, reference: Reference, span: tuple[int, int]
+) -> str | None:
     """What is wrong with ``state`` as a checkpoint of the level ``model`` trains (its masks
     set) between the iterations ``span``, or None."""
     if not isinstance(state, dict):
@@ -318,8 +370,11 @@ def checkpoint_problem(state, model: nn.Module, hp: Hparams, reference: Referenc
     if missing:
         return f"lacks {', '.join(missing)}; expected a checkpoint of this tool"
     iteration, (start, end) = state["iteration"], span
-    if not isinstance(iteration, int) or isinstance(iteration, bool) or not (
-            start < iteration < end):
+    if (
+        not isinstance(iteration, int)
+        or isinstance(iteration, bool)
+        or not (start < iteration < end)
+    ):
         return f"is at iteration {iteration!r}; expected one between {start} and {end}"
     masks = Masks.from_model(model).to("cpu")
     problem = reference.state_problem(state["model"], masks)
@@ -327,16 +382,25 @@ def checkpoint_problem(state, model: nn.Module, hp: Hparams, reference: Referenc
         return f"its weights: {problem}"
     rows = state["evaluations"]
     if not isinstance(rows, list) or not all(
-            isinstance(row, dict) and isinstance(row.get("iteration"), int)
-            and all(isinstance(row.get(name), float) for name in ("val_loss", "test_accuracy"))
-            for row in rows):
+        isinstance(row, dict)
+        and isinstance(row.get("iteration"), int)
+        and all(isinstance(row.get(name), float) for name in ("val_loss", "test_accuracy"))
+        for row in rows
+    ):
         return "holds evaluations of another form; expected this tool's"
     loss_sum = state["loss_sum"]
-    if not isinstance(loss_sum, torch.Tensor) or loss_sum.dim() != 0 or not bool(
-            torch.isfinite(loss_sum)) or not isinstance(state["loss_count"], int):
+    if (
+        not isinstance(loss_sum, torch.Tensor)
+        or loss_sum.dim() != 0
+        or not bool(torch.isfinite(loss_sum))
+        or not isinstance(state["loss_count"], int)
+    ):
         return "holds no finite running loss"
-    if not isinstance(state["rng"], torch.Tensor) or state["rng"].dtype != torch.uint8 or (
-            state["rng"].shape != torch.get_rng_state().shape):
+    if (
+        not isinstance(state["rng"], torch.Tensor)
+        or state["rng"].dtype != torch.uint8
+        or (state["rng"].shape != torch.get_rng_state().shape)
+    ):
         return "holds no random generator state of this torch"
     try:  # a throwaway optimizer: a state that does not fit fails here, not mid-training
         optimizer = make_optimizer(model, hp)
@@ -345,14 +409,25 @@ def checkpoint_problem(state, model: nn.Module, hp: Hparams, reference: Referenc
         return f"its optimizer state does not fit this level ({_first_line(error)})"
     for per_param in optimizer.state.values():
         for value in per_param.values():
-            if isinstance(value, torch.Tensor) and value.is_floating_point() and not bool(
-                    torch.isfinite(value).all()):
+            if (
+                isinstance(value, torch.Tensor)
+                and value.is_floating_point()
+                and not bool(torch.isfinite(value).all())
+            ):
                 return "its optimizer state holds NaN or infinite values"
     return None
 
 
-_CHECKPOINT_KEYS = ("iteration", "model", "optimizer", "rng", "evaluations", "loss_sum",
-                    "loss_count", "wall_time_seconds")
+_CHECKPOINT_KEYS = (
+    "iteration",
+    "model",
+    "optimizer",
+    "rng",
+    "evaluations",
+    "loss_sum",
+    "loss_count",
+    "wall_time_seconds",
+)
 
 
 def _first_line(error: BaseException) -> str:
@@ -361,10 +436,15 @@ def _first_line(error: BaseException) -> str:
 
 
 def _rng_state(device: torch.device) -> dict:
-    return {"rng": torch.get_rng_state(),
-            # Dropout on a GPU draws from the device's generator.
-            "cuda_rng": (torch.cuda.get_rng_state(device) if device.type == "cuda"
-                         else torch.empty(0, dtype=torch.uint8))}
+    return {
+        "rng": torch.get_rng_state(),
+        # Dropout on a GPU draws from the device's generator.
+        "cuda_rng": (
+            torch.cuda.get_rng_state(device)
+            if device.type == "cuda"
+            else torch.empty(0, dtype=torch.uint8)
+        ),
+    }
 
 
 def _restore_rng(state: dict, device: torch.device) -> None:
@@ -384,8 +464,11 @@ def summarize(evaluations: list[dict]) -> dict:
     Only a finite validation loss can be the minimum: a diverged evaluation is never the
     early-stop point (None in every early-stop field when no evaluation is finite)."""
     finite = [row for row in evaluations if math.isfinite(row["val_loss"])]
-    best = min(finite, key=lambda row: row["val_loss"]) if finite else dict.fromkeys(
-        ("iteration", "val_loss", "val_accuracy", "test_accuracy"))
+    best = (
+        min(finite, key=lambda row: row["val_loss"])
+        if finite
+        else dict.fromkeys(("iteration", "val_loss", "val_accuracy", "test_accuracy"))
+    )
     last = evaluations[-1]
     return {
         "early_stop_iteration": best["iteration"],

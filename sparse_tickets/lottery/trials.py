@@ -22,9 +22,9 @@ import shlex
 import subprocess
 import sys
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Optional, Sequence
 
 from .hparams import MAX_SEED, SEED_FIELDS, Hparams
 from .runs import Run
@@ -55,16 +55,18 @@ def parse_seeds(text: str) -> list[int]:
     if len(set(offsets)) != len(offsets):
         raise TrialsError(f"--seeds {text!r} names a seed twice; expected each seed once")
     if len(offsets) > MAX_TRIALS:
-        raise TrialsError(f"--seeds {text!r} names {len(offsets)} trials; expected at most "
-                          f"{MAX_TRIALS}")
+        raise TrialsError(
+            f"--seeds {text!r} names {len(offsets)} trials; expected at most {MAX_TRIALS}"
+        )
     return offsets
 
 
-def seed_offsets(trials: Optional[int], seeds: Optional[str]) -> Optional[list[int]]:
+def seed_offsets(trials: int | None, seeds: str | None) -> list[int] | None:
     """The seed offsets of ``--trials N`` or ``--seeds ...``; None for a single run."""
     if trials is not None and seeds is not None:
-        raise TrialsError("--trials and --seeds both given; expected one of them (--trials N "
-                          "is --seeds 0-(N-1))")
+        raise TrialsError(
+            "--trials and --seeds both given; expected one of them (--trials N is --seeds 0-(N-1))"
+        )
     if trials is not None:
         if not 1 <= trials <= MAX_TRIALS:
             raise TrialsError(f"--trials is {trials}; expected 1 to {MAX_TRIALS}")
@@ -77,8 +79,10 @@ def offset_seeds(hp: Hparams, offset: int) -> Hparams:
     seeds = {name: getattr(hp, name) + offset for name in SEED_FIELDS}
     too_large = [name for name, seed in seeds.items() if seed > MAX_SEED]
     if too_large:
-        raise TrialsError(f"seed offset {offset} takes {too_large[0]} past 2**64 - 1; expected "
-                          f"smaller seeds or offsets")
+        raise TrialsError(
+            f"seed offset {offset} takes {too_large[0]} past 2**64 - 1; expected "
+            f"smaller seeds or offsets"
+        )
     return hp.replace(**seeds)
 
 
@@ -99,8 +103,12 @@ class Trial:
         return " ".join(["sparse-tickets", *map(shlex.quote, self.argv)])
 
 
-def make_trials(runs_directory: Path, hp: Hparams, offsets: Sequence[int],
-                argv_of: Callable[[Hparams], Sequence[str]]) -> list[Trial]:
+def make_trials(
+    runs_directory: Path,
+    hp: Hparams,
+    offsets: Sequence[int],
+    argv_of: Callable[[Hparams], Sequence[str]],
+) -> list[Trial]:
     """The trials of ``hp`` at each seed offset, their run directories made under
     ``runs_directory`` (an existing one is reused); ``argv_of`` gives the single-run command
     line of a trial's hyperparameters."""
@@ -112,8 +120,9 @@ def make_trials(runs_directory: Path, hp: Hparams, offsets: Sequence[int],
     return made
 
 
-def existing_trials(run: Run, offsets: Sequence[int],
-                    argv_of: Callable[[Path], Sequence[str]]) -> list[Trial]:
+def existing_trials(
+    run: Run, offsets: Sequence[int], argv_of: Callable[[Path], Sequence[str]]
+) -> list[Trial]:
     """The trials of ``run``'s experiment (its seeds plus each offset), which must exist beside
     it, as ``--trials`` made them; ``argv_of`` gives the command line that works on a trial's
     run directory."""
@@ -127,12 +136,14 @@ def existing_trials(run: Run, offsets: Sequence[int],
             continue
         found.append(Trial(offset, trial_run.directory, tuple(argv_of(trial_run.directory))))
     if missing:
-        raise TrialsError(f"no run of trial {', '.join(missing)} beside {run.directory}; "
-                          f"expected the trials made first, by `imp --trials` or `--seeds`")
+        raise TrialsError(
+            f"no run of trial {', '.join(missing)} beside {run.directory}; "
+            f"expected the trials made first, by `imp --trials` or `--seeds`"
+        )
     return found
 
 
-def report_name(hp: Hparams, name: Optional[str] = None) -> str:
+def report_name(hp: Hparams, name: str | None = None) -> str:
     """The trials' report directory's name: by their ``name``, else by the settings they
     share (the hash of ``hp``, the first trial's hyperparameters)."""
     return f"report-{name}" if name else f"report-{hp.run_name()}"
@@ -151,7 +162,7 @@ def cores() -> int:
         return os.cpu_count() or 1
 
 
-def split_cores(count: int, parallel: Optional[int], available: int) -> tuple[int, int]:
+def split_cores(count: int, parallel: int | None, available: int) -> tuple[int, int]:
     """``(processes at once, threads each)`` for ``count`` trials on ``available`` cores:
     by default one process per core up to the trial count, threads sharing the cores."""
     if parallel is not None and parallel < 1:
@@ -177,16 +188,19 @@ class Outcome:
         """The trial log's last line, to say why a trial failed, with where to read more."""
         log = self.trial.log
         try:
-            lines = [line for line in log.read_text(errors="replace").splitlines()
-                     if line.strip()]
+            lines = [line for line in log.read_text(errors="replace").splitlines() if line.strip()]
         except OSError:
             return f"see {log}"
         return f"{lines[-1].strip()} (see {log})" if lines else f"see {log}"
 
 
-def run_local(trials: Sequence[Trial], parallel: int, threads: int,
-              on_start: Callable[[Trial], None] = lambda trial: None,
-              on_end: Callable[[Outcome], None] = lambda outcome: None) -> list[Outcome]:
+def run_local(
+    trials: Sequence[Trial],
+    parallel: int,
+    threads: int,
+    on_start: Callable[[Trial], None] = lambda trial: None,
+    on_end: Callable[[Outcome], None] = lambda outcome: None,
+) -> list[Outcome]:
     """Run the trials' commands as child processes, ``parallel`` at a time, each on
     ``threads`` threads with its output in its ``trial.log``; their outcomes in trial order.
 
@@ -203,16 +217,21 @@ def run_local(trials: Sequence[Trial], parallel: int, threads: int,
                 log = open(trial.log, "ab")
                 log.write(f"\n$ {trial.command_line()}\n".encode())
                 log.flush()
-                process = subprocess.Popen([sys.executable, "-m", "sparse_tickets",
-                                            *trial.argv], stdout=log, stderr=subprocess.STDOUT,
-                                           stdin=subprocess.DEVNULL, env=environment)
+                process = subprocess.Popen(
+                    [sys.executable, "-m", "sparse_tickets", *trial.argv],
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    stdin=subprocess.DEVNULL,
+                    env=environment,
+                )
                 running[process] = (trial, log, time.monotonic())
                 on_start(trial)
             for process in [p for p in running if p.poll() is not None]:
                 trial, log, started = running.pop(process)
                 log.close()
-                outcomes[trial.offset] = Outcome(trial, process.returncode,
-                                                 time.monotonic() - started)
+                outcomes[trial.offset] = Outcome(
+                    trial, process.returncode, time.monotonic() - started
+                )
                 on_end(outcomes[trial.offset])
             time.sleep(0.05)
     except KeyboardInterrupt:
@@ -232,14 +251,16 @@ class TrialTask:
 
     def __call__(self, argv: Sequence[str]) -> int:
         command = [sys.executable, "-m", "sparse_tickets", *argv]
-        status = subprocess.run(command, stdin=subprocess.DEVNULL,
-                                env=_environment(cores())).returncode
+        status = subprocess.run(
+            command, stdin=subprocess.DEVNULL, env=_environment(cores())
+        ).returncode
         if status:
             raise RuntimeError(f"sparse-tickets {' '.join(argv)} exited with status {status}")
         return status
 
     def checkpoint(self, argv: Sequence[str]):
         import submitit
+
         return submitit.helpers.DelayedSubmission(self, argv)
 
 
@@ -247,17 +268,18 @@ class TrialTask:
 class SlurmOptions:
     """What a SLURM array task asks for; None leaves the cluster's default."""
 
-    partition: Optional[str] = None
-    time_minutes: Optional[int] = None
-    cpus_per_task: Optional[int] = None
-    gpus_per_task: Optional[int] = None
-    mem_gb: Optional[float] = None
-    parallel: Optional[int] = None  # array tasks running at once
-    account: Optional[str] = None
+    partition: str | None = None
+    time_minutes: int | None = None
+    cpus_per_task: int | None = None
+    gpus_per_task: int | None = None
+    mem_gb: float | None = None
+    parallel: int | None = None  # array tasks running at once
+    account: str | None = None
 
 
-def submit(trials: Sequence[Trial], folder: Path, options: SlurmOptions,
-           cluster: str = "slurm") -> list:
+def submit(
+    trials: Sequence[Trial], folder: Path, options: SlurmOptions, cluster: str = "slurm"
+) -> list:
     """Submit the trials as one job array through submitit; its jobs, in trial order.
 
     ``cluster="local"`` is submitit's local executor: the same submission, run as processes
@@ -265,17 +287,30 @@ def submit(trials: Sequence[Trial], folder: Path, options: SlurmOptions,
     try:
         import submitit
     except ImportError:
-        raise TrialsError("--executor slurm needs submitit; expected `pip install submitit`"
-                          ) from None
+        raise TrialsError(
+            "--executor slurm needs submitit; expected `pip install submitit`"
+        ) from None
     # A task stopped by its time limit or a preemption is requeued (up to 20 times): the runs
     # resume from their last checkpoint.
     requeues = {"slurm_max_num_timeout": 20} if cluster == "slurm" else {}
     executor = submitit.AutoExecutor(folder=folder, cluster=cluster, **requeues)
-    shared = {"name": "sparse-tickets", "timeout_min": options.time_minutes,
-              "cpus_per_task": options.cpus_per_task, "gpus_per_node": options.gpus_per_task,
-              "mem_gb": options.mem_gb, "tasks_per_node": 1, "nodes": 1}
-    specific = {"slurm_partition": options.partition, "slurm_account": options.account,
-                "slurm_array_parallelism": options.parallel} if cluster == "slurm" else {}
-    executor.update_parameters(**{k: v for k, v in {**shared, **specific}.items()
-                                  if v is not None})
+    shared = {
+        "name": "sparse-tickets",
+        "timeout_min": options.time_minutes,
+        "cpus_per_task": options.cpus_per_task,
+        "gpus_per_node": options.gpus_per_task,
+        "mem_gb": options.mem_gb,
+        "tasks_per_node": 1,
+        "nodes": 1,
+    }
+    specific = (
+        {
+            "slurm_partition": options.partition,
+            "slurm_account": options.account,
+            "slurm_array_parallelism": options.parallel,
+        }
+        if cluster == "slurm"
+        else {}
+    )
+    executor.update_parameters(**{k: v for k, v in {**shared, **specific}.items() if v is not None})
     return executor.map_array(TrialTask(), [list(trial.argv) for trial in trials])

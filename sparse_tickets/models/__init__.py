@@ -13,6 +13,24 @@ from .registry import MODELS, ModelSpec, create, names, output_layer, spec
 from .resnet import BasicBlock, ResNet20, resnet20
 from .vgg import VGG19, vgg19
 
-__all__ = ["BasicBlock", "ConvNet", "LeNet300100", "MODELS", "ModelSpec", "ResNet20", "VGG19",
-           "conv2", "conv4", "conv6", "create", "glorot_normal_", "kaiming_normal_",
-           "lenet_300_100", "names", "output_layer", "resnet20", "spec", "vgg19"]
+__all__ = [
+    "BasicBlock",
+    "ConvNet",
+    "LeNet300100",
+    "MODELS",
+    "ModelSpec",
+    "ResNet20",
+    "VGG19",
+    "conv2",
+    "conv4",
+    "conv6",
+    "create",
+    "glorot_normal_",
+    "kaiming_normal_",
+    "lenet_300_100",
+    "names",
+    "output_layer",
+    "resnet20",
+    "spec",
+    "vgg19",
+]

@@ -35,12 +35,14 @@ class ConvNet(nn.Module):
 
     output_layer_name = "output"
 
-    def __init__(self, name: str, input_shape=(3, 32, 32), num_classes: int = 10,
-                 dropout: float = 0.0) -> None:
+    def __init__(
+        self, name: str, input_shape=(3, 32, 32), num_classes: int = 10, dropout: float = 0.0
+    ) -> None:
         super().__init__()
         if name not in PAIR_WIDTHS:
-            raise ValueError(f"unknown conv network {name!r}; expected one of "
-                             f"{', '.join(PAIR_WIDTHS)}")
+            raise ValueError(
+                f"unknown conv network {name!r}; expected one of {', '.join(PAIR_WIDTHS)}"
+            )
         widths = PAIR_WIDTHS[name]
         self.input_shape = as_input_shape(name, input_shape)
         num_classes = check_num_classes(name, num_classes)
@@ -49,9 +51,13 @@ class ConvNet(nn.Module):
 
         layers, channels = [], self.input_shape[0]
         for pair_width in widths:
-            layers += [MaskedConv2d(channels, pair_width, 3, padding=1), nn.ReLU(),
-                       MaskedConv2d(pair_width, pair_width, 3, padding=1), nn.ReLU(),
-                       nn.MaxPool2d(2)]
+            layers += [
+                MaskedConv2d(channels, pair_width, 3, padding=1),
+                nn.ReLU(),
+                MaskedConv2d(pair_width, pair_width, 3, padding=1),
+                nn.ReLU(),
+                nn.MaxPool2d(2),
+            ]
             channels = pair_width
         self.features = nn.Sequential(*layers)
 

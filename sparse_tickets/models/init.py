@@ -26,8 +26,9 @@ def glorot_normal_(model: nn.Module) -> nn.Module:
 def kaiming_normal_(model: nn.Module) -> nn.Module:
     """Kaiming (He) normal weights, fan-in with the ReLU gain, as in the VGG and ResNet
     experiments. In place; returns ``model``."""
-    return _initialise(model, lambda weight: nn.init.kaiming_normal_(weight, mode="fan_in",
-                                                                     nonlinearity="relu"))
+    return _initialise(
+        model, lambda weight: nn.init.kaiming_normal_(weight, mode="fan_in", nonlinearity="relu")
+    )
 
 
 def _initialise(model: nn.Module, init_weight) -> nn.Module:

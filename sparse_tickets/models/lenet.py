@@ -26,8 +26,10 @@ class LeNet300100(nn.Module):
         channels, height, width = self.input_shape
         self.hidden = nn.Sequential(
             nn.Flatten(),
-            MaskedLinear(channels * height * width, 300), nn.ReLU(),
-            MaskedLinear(300, 100), nn.ReLU(),
+            MaskedLinear(channels * height * width, 300),
+            nn.ReLU(),
+            MaskedLinear(300, 100),
+            nn.ReLU(),
         )
         self.output = MaskedLinear(100, num_classes)
         glorot_normal_(self)

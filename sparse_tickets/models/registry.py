@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import inspect
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable, Optional
 
 from torch import nn
 
@@ -36,21 +36,47 @@ class ModelSpec:
         return tuple(name for name in parameters if name not in _COMMON_ARGUMENTS)
 
 
-MODELS: dict[str, ModelSpec] = {spec.name: spec for spec in (
-    ModelSpec("lenet_300_100", lenet_300_100, (1, 28, 28),
-              "MNIST LeNet: fc 300, fc 100, fc 10; Glorot normal init"),
-    ModelSpec("conv2", conv2, (3, 32, 32),
-              "CIFAR-10 Conv-2: 64, 64, pool, fc 256, 256, 10; Glorot normal init"),
-    ModelSpec("conv4", conv4, (3, 32, 32),
-              "CIFAR-10 Conv-4: 64, 64, pool, 128, 128, pool, fc 256, 256, 10"),
-    ModelSpec("conv6", conv6, (3, 32, 32),
-              "CIFAR-10 Conv-6: 64, 64, pool, 128, 128, pool, 256, 256, pool, fc 256, 256, 10"),
-    ModelSpec("vgg19", vgg19, (3, 32, 32),
-              "CIFAR-10 VGG-19 with batch norm, average pool, fc 512 -> 10; Kaiming normal init"),
-    ModelSpec("resnet20", resnet20, (3, 32, 32),
-              "CIFAR-10 ResNet-20 (the paper's 'Resnet-18'), 16/32/64 channels; Kaiming normal "
-              "init"),
-)}
+MODELS: dict[str, ModelSpec] = {
+    spec.name: spec
+    for spec in (
+        ModelSpec(
+            "lenet_300_100",
+            lenet_300_100,
+            (1, 28, 28),
+            "MNIST LeNet: fc 300, fc 100, fc 10; Glorot normal init",
+        ),
+        ModelSpec(
+            "conv2",
+            conv2,
+            (3, 32, 32),
+            "CIFAR-10 Conv-2: 64, 64, pool, fc 256, 256, 10; Glorot normal init",
+        ),
+        ModelSpec(
+            "conv4",
+            conv4,
+            (3, 32, 32),
+            "CIFAR-10 Conv-4: 64, 64, pool, 128, 128, pool, fc 256, 256, 10",
+        ),
+        ModelSpec(
+            "conv6",
+            conv6,
+            (3, 32, 32),
+            "CIFAR-10 Conv-6: 64, 64, pool, 128, 128, pool, 256, 256, pool, fc 256, 256, 10",
+        ),
+        ModelSpec(
+            "vgg19",
+            vgg19,
+            (3, 32, 32),
+            "CIFAR-10 VGG-19 with batch norm, average pool, fc 512 -> 10; Kaiming normal init",
+        ),
+        ModelSpec(
+            "resnet20",
+            resnet20,
+            (3, 32, 32),
+            "CIFAR-10 ResNet-20 (the paper's 'Resnet-18'), 16/32/64 channels; Kaiming normal init",
+        ),
+    )
+}
 
 
 def names() -> list[str]:
@@ -67,8 +93,9 @@ def spec(name: str) -> ModelSpec:
     return MODELS[name]
 
 
-def create(name: str, input_shape: Optional[tuple[int, int, int]] = None,
-           num_classes: int = 10, **options) -> nn.Module:
+def create(
+    name: str, input_shape: tuple[int, int, int] | None = None, num_classes: int = 10, **options
+) -> nn.Module:
     """Build the model registered as ``name`` from masked layers, freshly initialised.
 
     ``input_shape`` is ``(channels, height, width)``, the model's default when None;
@@ -79,8 +106,9 @@ def create(name: str, input_shape: Optional[tuple[int, int, int]] = None,
     unknown = sorted(set(options) - set(model_spec.options))
     if unknown:
         accepted = ", ".join(model_spec.options) or "none"
-        raise TypeError(f"model {name!r} has no option {', '.join(map(repr, unknown))}; its "
-                        f"options: {accepted}")
+        raise TypeError(
+            f"model {name!r} has no option {', '.join(map(repr, unknown))}; its options: {accepted}"
+        )
     if input_shape is None:
         input_shape = model_spec.default_input_shape
     return model_spec.builder(input_shape=input_shape, num_classes=num_classes, **options)
@@ -91,12 +119,16 @@ def output_layer(model: nn.Module) -> str:
     ``output_layer_name``), for pruning presets that treat that layer apart."""
     name = getattr(model, "output_layer_name", None)
     if not isinstance(name, str):
-        raise ValueError(f"{type(model).__name__} has no output_layer_name; expected a model "
-                         f"from sparse_tickets.models or one that sets output_layer_name to a "
-                         f"qualified module name")
+        raise ValueError(
+            f"{type(model).__name__} has no output_layer_name; expected a model "
+            f"from sparse_tickets.models or one that sets output_layer_name to a "
+            f"qualified module name"
+        )
     try:
         model.get_submodule(name)
     except AttributeError:
-        raise ValueError(f"{type(model).__name__}.output_layer_name is {name!r}, which names no "
-                         f"module of the model") from None
+        raise ValueError(
+            f"{type(model).__name__}.output_layer_name is {name!r}, which names no "
+            f"module of the model"
+        ) from None
     return name

@@ -28,15 +28,17 @@ class BasicBlock(nn.Module):
 
     def __init__(self, in_channels: int, out_channels: int, stride: int = 1) -> None:
         super().__init__()
-        self.conv1 = MaskedConv2d(in_channels, out_channels, 3, stride=stride, padding=1,
-                                  bias=False)
+        self.conv1 = MaskedConv2d(
+            in_channels, out_channels, 3, stride=stride, padding=1, bias=False
+        )
         self.bn1 = nn.BatchNorm2d(out_channels)
         self.conv2 = MaskedConv2d(out_channels, out_channels, 3, padding=1, bias=False)
         self.bn2 = nn.BatchNorm2d(out_channels)
         if stride != 1 or in_channels != out_channels:
             self.shortcut = nn.Sequential(
                 MaskedConv2d(in_channels, out_channels, 1, stride=stride, bias=False),
-                nn.BatchNorm2d(out_channels))
+                nn.BatchNorm2d(out_channels),
+            )
         else:
             self.shortcut = nn.Identity()
 
@@ -60,7 +62,9 @@ class ResNet20(nn.Module):
         channels = STAGE_WIDTHS[0]
         self.stem = nn.Sequential(
             MaskedConv2d(self.input_shape[0], channels, 3, padding=1, bias=False),
-            nn.BatchNorm2d(channels), nn.ReLU())
+            nn.BatchNorm2d(channels),
+            nn.ReLU(),
+        )
         stages = []
         for index, width in enumerate(STAGE_WIDTHS):
             blocks = []

@@ -18,8 +18,10 @@ def as_input_shape(model_name: str, input_shape) -> InputShape:
     except TypeError:
         dims = None
     if dims is None or len(dims) != 3 or min(dims) < 1:
-        raise ValueError(f"{model_name} cannot take input_shape {input_shape!r}; expected "
-                         f"(channels, height, width) as three positive ints")
+        raise ValueError(
+            f"{model_name} cannot take input_shape {input_shape!r}; expected "
+            f"(channels, height, width) as three positive ints"
+        )
     return dims
 
 
@@ -30,17 +32,22 @@ def check_num_classes(model_name: str, num_classes) -> int:
     except TypeError:
         count = 0
     if count < 1:
-        raise ValueError(f"{model_name} cannot take num_classes={num_classes!r}; expected a "
-                         f"positive int")
+        raise ValueError(
+            f"{model_name} cannot take num_classes={num_classes!r}; expected a positive int"
+        )
     return count
 
 
 def check_dropout(model_name: str, dropout) -> float:
     """``dropout`` as a float probability in [0, 1); ValueError naming the model otherwise."""
-    if isinstance(dropout, bool) or not isinstance(dropout, (int, float)) \
-            or not 0.0 <= dropout < 1.0:
-        raise ValueError(f"{model_name} cannot take dropout={dropout!r}; expected a probability "
-                         f"in [0, 1)")
+    if (
+        isinstance(dropout, bool)
+        or not isinstance(dropout, (int, float))
+        or not 0.0 <= dropout < 1.0
+    ):
+        raise ValueError(
+            f"{model_name} cannot take dropout={dropout!r}; expected a probability in [0, 1)"
+        )
     return float(dropout)
 
 
@@ -60,9 +67,11 @@ def check_poolable(model_name: str, input_shape: InputShape, halvings: int) -> t
     _, height, width = input_shape
     left = pooled_side(height, halvings), pooled_side(width, halvings)
     if min(left) < 1:
-        raise ValueError(f"{model_name} cannot take input_shape {input_shape}: its {halvings} "
-                         f"2x2 poolings leave {left[0]}x{left[1]}; it needs height and width of "
-                         f"at least {2 ** halvings}")
+        raise ValueError(
+            f"{model_name} cannot take input_shape {input_shape}: its {halvings} "
+            f"2x2 poolings leave {left[0]}x{left[1]}; it needs height and width of "
+            f"at least {2**halvings}"
+        )
     return left
 
 

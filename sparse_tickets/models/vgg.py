@@ -15,8 +15,28 @@ from .init import kaiming_normal_
 from .shapes import as_input_shape, check_num_classes, check_poolable
 
 MAX_POOL = "M"
-VGG19_PLAN = (64, 64, MAX_POOL, 128, 128, MAX_POOL, 256, 256, 256, 256, MAX_POOL,
-              512, 512, 512, 512, MAX_POOL, 512, 512, 512, 512)
+VGG19_PLAN = (
+    64,
+    64,
+    MAX_POOL,
+    128,
+    128,
+    MAX_POOL,
+    256,
+    256,
+    256,
+    256,
+    MAX_POOL,
+    512,
+    512,
+    512,
+    512,
+    MAX_POOL,
+    512,
+    512,
+    512,
+    512,
+)
 
 
 class VGG19(nn.Module):
@@ -36,16 +56,20 @@ class VGG19(nn.Module):
         self.input_shape = as_input_shape("vgg19", input_shape)
         num_classes = check_num_classes("vgg19", num_classes)
         # The max-pools of the plan and the final average pool each halve the sides.
-        height, width = check_poolable("vgg19", self.input_shape,
-                                       halvings=VGG19_PLAN.count(MAX_POOL) + 1)
+        height, width = check_poolable(
+            "vgg19", self.input_shape, halvings=VGG19_PLAN.count(MAX_POOL) + 1
+        )
 
         layers, channels = [], self.input_shape[0]
         for step in VGG19_PLAN:
             if step == MAX_POOL:
                 layers.append(nn.MaxPool2d(2))
                 continue
-            layers += [MaskedConv2d(channels, step, 3, padding=1, bias=False),
-                       nn.BatchNorm2d(step), nn.ReLU()]
+            layers += [
+                MaskedConv2d(channels, step, 3, padding=1, bias=False),
+                nn.BatchNorm2d(step),
+                nn.ReLU(),
+            ]
             channels = step
         self.features = nn.Sequential(*layers)
         self.pool = nn.AvgPool2d(2)

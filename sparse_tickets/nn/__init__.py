@@ -10,6 +10,19 @@ from .report import MaskingReport, masking_report
 from .state import plain_state_dict
 from .weight_mask import MaskedWeight
 
-__all__ = ["MaskedConv2d", "MaskedLayer", "MaskedLinear", "MaskedWeight", "MaskingReport",
-           "maskable_weights", "masked", "masked_layers", "masked_weights", "masking_report",
-           "plain_state_dict", "register_maskable", "unmasked", "validate_mask"]
+__all__ = [
+    "MaskedConv2d",
+    "MaskedLayer",
+    "MaskedLinear",
+    "MaskedWeight",
+    "MaskingReport",
+    "maskable_weights",
+    "masked",
+    "masked_layers",
+    "masked_weights",
+    "masking_report",
+    "plain_state_dict",
+    "register_maskable",
+    "unmasked",
+    "validate_mask",
+]

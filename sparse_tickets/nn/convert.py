@@ -10,7 +10,7 @@ left, and why.
 from __future__ import annotations
 
 import warnings
-from typing import Callable, Iterable, Optional, Union
+from collections.abc import Callable, Iterable
 
 import torch
 from torch import nn
@@ -27,7 +27,7 @@ from .report import masking_report
 # buffer instead (registry).
 _TO_MASKED = {nn.Linear: MaskedLinear, nn.Conv2d: MaskedConv2d}
 
-Exclude = Union[Iterable[str], Callable[[str, nn.Module], bool], None]
+Exclude = Iterable[str] | Callable[[str, nn.Module], bool] | None
 
 
 def masked(model: nn.Module, exclude: Exclude = None) -> nn.Module:
@@ -71,9 +71,11 @@ Swap = tuple[nn.Module, str, str, nn.Module]
 
 
 def _planned_swaps(model: nn.Module, skip) -> list[Swap]:
-    return [(parent, child_name, qualified, child)
-            for qualified, parent, child_name, child in _children(model)
-            if type(child) in _TO_MASKED and not skip(qualified, child)]
+    return [
+        (parent, child_name, qualified, child)
+        for qualified, parent, child_name, child in _children(model)
+        if type(child) in _TO_MASKED and not skip(qualified, child)
+    ]
 
 
 def _planned_attachments(model: nn.Module, skip, swaps: list[Swap]) -> list[tuple]:
@@ -88,10 +90,14 @@ def _planned_attachments(model: nn.Module, skip, swaps: list[Swap]) -> list[tupl
             continue
         for attribute in maskable_weights(module) or ():
             param = module._parameters.get(attribute)
-            if (isinstance(param, nn.Parameter) and id(param) not in masked_params
-                    and attribute not in weight_mask.masked_weight_names(module)):
-                attachments.append((f"{name}.{attribute}" if name else attribute, module,
-                                    attribute))
+            if (
+                isinstance(param, nn.Parameter)
+                and id(param) not in masked_params
+                and attribute not in weight_mask.masked_weight_names(module)
+            ):
+                attachments.append(
+                    (f"{name}.{attribute}" if name else attribute, module, attribute)
+                )
                 masked_params.add(id(param))
     return attachments
 
@@ -155,19 +161,25 @@ def _warn_unregistered(model: nn.Module, skip) -> None:
 
     unregistered = masking_report(model).unregistered_types(not_excluded)
     if unregistered:
-        warnings.warn(f"masked() left the weights of unregistered layer types: "
-                      f"{'; '.join(unregistered)}; register a type with "
-                      f"sparse_tickets.register_maskable (see masking_report(model) for the "
-                      f"reasons)", stacklevel=3)
+        warnings.warn(
+            f"masked() left the weights of unregistered layer types: "
+            f"{'; '.join(unregistered)}; register a type with "
+            f"sparse_tickets.register_maskable (see masking_report(model) for the "
+            f"reasons)",
+            stacklevel=3,
+        )
 
 
 def _children(model: nn.Module) -> list[tuple[str, nn.Module, str, nn.Module]]:
     """``(qualified name, parent, child name, child)`` of every child under every name,
     collected first: replacing children while named_modules() walks them would skip some."""
-    return [(f"{name}.{child_name}" if name else child_name, module, child_name, child)
-            for name, module in model.named_modules(remove_duplicate=False)
-            # _modules, not named_children(): the latter skips a child registered twice.
-            for child_name, child in module._modules.items() if child is not None]
+    return [
+        (f"{name}.{child_name}" if name else child_name, module, child_name, child)
+        for name, module in model.named_modules(remove_duplicate=False)
+        # _modules, not named_children(): the latter skips a child registered twice.
+        for child_name, child in module._modules.items()
+        if child is not None
+    ]
 
 
 def _exclusion(exclude: Exclude, model: nn.Module) -> Callable[[str, nn.Module], bool]:
@@ -179,7 +191,9 @@ def _exclusion(exclude: Exclude, model: nn.Module) -> Callable[[str, nn.Module],
     known = {name for name, _ in model.named_modules()}
     unknown = sorted(names - known)
     if unknown:
-        raise ValueError(f"exclude names modules not in the model: {', '.join(unknown)}; "
-                         f"expected qualified names such as {sorted(known - {''})[:3]}")
+        raise ValueError(
+            f"exclude names modules not in the model: {', '.join(unknown)}; "
+            f"expected qualified names such as {sorted(known - {''})[:3]}"
+        )
     prefixes = tuple(f"{name}." for name in names)
     return lambda name, module: name in names or name.startswith(prefixes)

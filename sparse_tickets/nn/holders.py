@@ -7,14 +7,14 @@ have several holders, all given the same mask (:mod:`.tied`).
 
 from __future__ import annotations
 
-from typing import Iterator, Union
+from collections.abc import Iterator
 
 from torch import nn
 
 from . import weight_mask
 from .layers import MaskedLayer
 
-MaskSource = Union[MaskedLayer, weight_mask.MaskedWeight]
+MaskSource = MaskedLayer | weight_mask.MaskedWeight
 
 
 def masked_layers(model: nn.Module) -> Iterator[tuple[str, MaskedLayer]]:
@@ -42,8 +42,12 @@ def masked_weight_holders(model: nn.Module) -> dict[str, list[MaskSource]]:
         if isinstance(module, MaskedLayer):
             sources.append((f"{name}.weight" if name else "weight", module))
         for attribute in weight_mask.masked_weight_names(module):
-            sources.append((f"{name}.{attribute}" if name else attribute,
-                            weight_mask.MaskedWeight(module, attribute)))
+            sources.append(
+                (
+                    f"{name}.{attribute}" if name else attribute,
+                    weight_mask.MaskedWeight(module, attribute),
+                )
+            )
         for key, source in sources:
             param_id = id(source.trainable_weight)
             if param_id in key_of:

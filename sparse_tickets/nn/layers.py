@@ -167,8 +167,10 @@ class MaskedLayer:
         Takes effect now and changes no value, but a switch replaces the trainable Parameter
         (``weight`` <-> ``values``): the masked optimizers follow it, other optimizers must be
         built after it."""
-        previous, self.requested_mode = self.requested_mode, choice.check_mode(mode,
-                                                                                allow_none=True)
+        previous, self.requested_mode = (
+            self.requested_mode,
+            choice.check_mode(mode, allow_none=True),
+        )
         try:
             with torch.no_grad():
                 self._choose_mode(mask_changed=True)
@@ -268,8 +270,9 @@ class MaskedLayer:
         destination[prefix + "weight"] = weight
         destination.update(own)
 
-    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys,
-                              unexpected_keys, error_msgs):
+    def _load_from_state_dict(
+        self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs
+    ):
         key, weight_key = prefix + "mask", prefix + "weight"
         assign = local_metadata.get("assign_to_params_buffers", False)
         mask_changed = False
@@ -278,16 +281,25 @@ class MaskedLayer:
             # so the mask must match the incoming weight, not the one about to be dropped.
             like = state_dict[weight_key] if assign and weight_key in state_dict else self.mask
             # A float or int mask would otherwise be cast to bool silently (0.5 -> True).
-            state_dict[key] = validate_mask(state_dict[key].to(like.device), like,
-                                            name=f"state_dict[{key!r}]")
+            state_dict[key] = validate_mask(
+                state_dict[key].to(like.device), like, name=f"state_dict[{key!r}]"
+            )
             incoming_mask = state_dict[key]
-            mask_changed = (assign or incoming_mask.is_meta or self.mask.is_meta
-                            or incoming_mask.shape != self.mask.shape
-                            or not torch.equal(incoming_mask, self.mask))
+            mask_changed = (
+                assign
+                or incoming_mask.is_meta
+                or self.mask.is_meta
+                or incoming_mask.shape != self.mask.shape
+                or not torch.equal(incoming_mask, self.mask)
+            )
         if self.mode == "compact":
             incoming = state_dict.get(weight_key)
-            if (not mask_changed and not assign and isinstance(incoming, torch.Tensor)
-                    and incoming.shape == self.mask.shape):
+            if (
+                not mask_changed
+                and not assign
+                and isinstance(incoming, torch.Tensor)
+                and incoming.shape == self.mask.shape
+            ):
                 # Same mask: load into ``values`` in place, so the Parameter an optimizer holds
                 # stays the one the layer trains.
                 state_dict[prefix + "values"] = incoming.to(self.mask.device)[self.mask]
@@ -297,8 +309,9 @@ class MaskedLayer:
                     self._become_dense()
                 mask_changed = True
         self.__dict__["_mode_pending"] = mask_changed
-        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys,
-                                      unexpected_keys, error_msgs)
+        super()._load_from_state_dict(
+            state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs
+        )
 
     def to_dense(self) -> nn.Module:
         """The plain torch layer (``nn.Linear`` / ``nn.Conv2d``) holding this layer's zeroed
@@ -307,9 +320,13 @@ class MaskedLayer:
         with torch.no_grad():
             self.apply_mask()
         dense = self._dense_like()
-        dense.weight = (self.weight if self.mode == "dense"
-                        else nn.Parameter(self.weight.detach(),
-                                          requires_grad=self.trainable_weight.requires_grad))
+        dense.weight = (
+            self.weight
+            if self.mode == "dense"
+            else nn.Parameter(
+                self.weight.detach(), requires_grad=self.trainable_weight.requires_grad
+            )
+        )
         dense.bias = self.bias
         return dense.train(self.training)
 
@@ -339,9 +356,11 @@ class MaskedLayer:
 def check_adoptable(dense: nn.Module) -> None:
     """Raise ValueError in one line when ``dense`` cannot become a masked layer."""
     if not isinstance(dense._parameters.get("weight"), nn.Parameter):
-        raise ValueError(f"{type(dense).__name__}.weight is a computed tensor, not a "
-                         f"Parameter (is it pruned with torch.nn.utils.prune or "
-                         f"parametrized?); expected a plain layer: remove that first")
+        raise ValueError(
+            f"{type(dense).__name__}.weight is a computed tensor, not a "
+            f"Parameter (is it pruned with torch.nn.utils.prune or "
+            f"parametrized?); expected a plain layer: remove that first"
+        )
 
 
 def _after_load(module: MaskedLayer, incompatible_keys) -> None:
@@ -355,8 +374,9 @@ def _after_load(module: MaskedLayer, incompatible_keys) -> None:
 def _replace_parameter(parameters: dict, old: str, new: str, parameter: nn.Parameter) -> None:
     """Put ``parameter`` under ``new`` where ``old`` was, keeping the order (weight, then
     bias), in the same dict object."""
-    items = [(new, parameter) if name == old else (name, value)
-             for name, value in parameters.items()]
+    items = [
+        (new, parameter) if name == old else (name, value) for name, value in parameters.items()
+    ]
     parameters.clear()
     parameters.update(items)
 
@@ -364,8 +384,9 @@ def _replace_parameter(parameters: dict, old: str, new: str, parameter: nn.Param
 class MaskedLinear(MaskedLayer, nn.Linear):
     """``nn.Linear`` with a bool ``mask`` buffer (all True at construction); see the module."""
 
-    def __init__(self, in_features: int, out_features: int, bias: bool = True,
-                 device=None, dtype=None) -> None:
+    def __init__(
+        self, in_features: int, out_features: int, bias: bool = True, device=None, dtype=None
+    ) -> None:
         super().__init__(in_features, out_features, bias=bias, device=device, dtype=dtype)
         self._init_mask()
 
@@ -373,8 +394,9 @@ class MaskedLinear(MaskedLayer, nn.Linear):
         if not torch.compiler.is_compiling():
             self._note_input(x)
         if "values" in self._parameters:
-            return functional.compact_linear(x, self._parameters["values"], self.compact_index,
-                                             self.bias)
+            return functional.compact_linear(
+                x, self._parameters["values"], self.compact_index, self.bias
+            )
         return functional.masked_linear(x, self._parameters["weight"], self.mask, self.bias)
 
     @staticmethod
@@ -383,24 +405,41 @@ class MaskedLinear(MaskedLayer, nn.Linear):
 
     def calibration_spec(self, input_shape: tuple) -> LayerSpec:
         """This layer's class, geometry and ``input_shape`` (for ``auto``'s own threshold)."""
-        return LayerSpec("linear", (("in_features", self.in_features),
-                                    ("out_features", self.out_features),
-                                    ("bias", self.bias is not None)), tuple(input_shape))
+        return LayerSpec(
+            "linear",
+            (
+                ("in_features", self.in_features),
+                ("out_features", self.out_features),
+                ("bias", self.bias is not None),
+            ),
+            tuple(input_shape),
+        )
 
     def _dense_like(self) -> nn.Linear:
-        return nn.Linear(self.in_features, self.out_features, bias=self.bias is not None,
-                         device="meta", dtype=self.trainable_weight.dtype)
+        return nn.Linear(
+            self.in_features,
+            self.out_features,
+            bias=self.bias is not None,
+            device="meta",
+            dtype=self.trainable_weight.dtype,
+        )
 
     @classmethod
-    def from_dense(cls, module: nn.Linear, choose_mode: bool = True) -> "MaskedLinear":
+    def from_dense(cls, module: nn.Linear, choose_mode: bool = True) -> MaskedLinear:
         """A MaskedLinear sharing ``module``'s weight and bias Parameters, with a full mask,
         in the mode chosen for it (dense when ``choose_mode`` is False)."""
         if not isinstance(module, nn.Linear):
-            raise TypeError(f"MaskedLinear.from_dense expects an nn.Linear; got "
-                            f"{type(module).__name__}")
+            raise TypeError(
+                f"MaskedLinear.from_dense expects an nn.Linear; got {type(module).__name__}"
+            )
         check_adoptable(module)
-        layer = cls(module.in_features, module.out_features, bias=module.bias is not None,
-                    device="meta", dtype=module.weight.dtype)
+        layer = cls(
+            module.in_features,
+            module.out_features,
+            bias=module.bias is not None,
+            device="meta",
+            dtype=module.weight.dtype,
+        )
         layer._adopt(module, choose_mode)
         return layer.train(module.training)
 
@@ -408,12 +447,33 @@ class MaskedLinear(MaskedLayer, nn.Linear):
 class MaskedConv2d(MaskedLayer, nn.Conv2d):
     """``nn.Conv2d`` with a bool ``mask`` buffer (all True at construction); see the module."""
 
-    def __init__(self, in_channels: int, out_channels: int, kernel_size, stride=1, padding=0,
-                 dilation=1, groups: int = 1, bias: bool = True, padding_mode: str = "zeros",
-                 device=None, dtype=None) -> None:
-        super().__init__(in_channels, out_channels, kernel_size, stride=stride, padding=padding,
-                         dilation=dilation, groups=groups, bias=bias, padding_mode=padding_mode,
-                         device=device, dtype=dtype)
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size,
+        stride=1,
+        padding=0,
+        dilation=1,
+        groups: int = 1,
+        bias: bool = True,
+        padding_mode: str = "zeros",
+        device=None,
+        dtype=None,
+    ) -> None:
+        super().__init__(
+            in_channels,
+            out_channels,
+            kernel_size,
+            stride=stride,
+            padding=padding,
+            dilation=dilation,
+            groups=groups,
+            bias=bias,
+            padding_mode=padding_mode,
+            device=device,
+            dtype=dtype,
+        )
         self._init_mask()
         # The compact form's vectorisation: None lets the index's plan choose per input shape
         # (compact_index.conv_plan.choices records it); "batch", "width" or "im2col" forces one.
@@ -432,42 +492,78 @@ class MaskedConv2d(MaskedLayer, nn.Conv2d):
 
     def calibration_spec(self, input_shape: tuple) -> LayerSpec:
         """This layer's class, geometry and ``input_shape`` (for ``auto``'s own threshold)."""
-        return LayerSpec("conv2d", (("in_channels", self.in_channels),
-                                    ("out_channels", self.out_channels),
-                                    ("kernel_size", self.kernel_size), ("stride", self.stride),
-                                    ("padding", self.padding), ("dilation", self.dilation),
-                                    ("groups", self.groups), ("bias", self.bias is not None),
-                                    ("padding_mode", self.padding_mode)), tuple(input_shape))
+        return LayerSpec(
+            "conv2d",
+            (
+                ("in_channels", self.in_channels),
+                ("out_channels", self.out_channels),
+                ("kernel_size", self.kernel_size),
+                ("stride", self.stride),
+                ("padding", self.padding),
+                ("dilation", self.dilation),
+                ("groups", self.groups),
+                ("bias", self.bias is not None),
+                ("padding_mode", self.padding_mode),
+            ),
+            tuple(input_shape),
+        )
 
     def _compact_forward(self, x: torch.Tensor) -> torch.Tensor:
         x, padding = functional.padded_by_mode(x, self)
-        return functional.compact_conv2d(x, self._parameters["values"], self.compact_index,
-                                         self.bias, self.stride, padding, self.dilation,
-                                         self.groups, self.conv_variant)
+        return functional.compact_conv2d(
+            x,
+            self._parameters["values"],
+            self.compact_index,
+            self.bias,
+            self.stride,
+            padding,
+            self.dilation,
+            self.groups,
+            self.conv_variant,
+        )
 
     def _conv_forward(self, x: torch.Tensor, weight: torch.Tensor, bias):
         x, padding = functional.padded_by_mode(x, self)
-        return functional.masked_conv2d(x, weight, self.mask, bias, self.stride, padding,
-                                        self.dilation, self.groups)
+        return functional.masked_conv2d(
+            x, weight, self.mask, bias, self.stride, padding, self.dilation, self.groups
+        )
 
     def _dense_like(self) -> nn.Conv2d:
-        return nn.Conv2d(self.in_channels, self.out_channels, self.kernel_size,
-                         stride=self.stride, padding=self.padding, dilation=self.dilation,
-                         groups=self.groups, bias=self.bias is not None,
-                         padding_mode=self.padding_mode, device="meta",
-                         dtype=self.trainable_weight.dtype)
+        return nn.Conv2d(
+            self.in_channels,
+            self.out_channels,
+            self.kernel_size,
+            stride=self.stride,
+            padding=self.padding,
+            dilation=self.dilation,
+            groups=self.groups,
+            bias=self.bias is not None,
+            padding_mode=self.padding_mode,
+            device="meta",
+            dtype=self.trainable_weight.dtype,
+        )
 
     @classmethod
-    def from_dense(cls, module: nn.Conv2d, choose_mode: bool = True) -> "MaskedConv2d":
+    def from_dense(cls, module: nn.Conv2d, choose_mode: bool = True) -> MaskedConv2d:
         """A MaskedConv2d sharing ``module``'s weight and bias Parameters, with a full mask,
         in the mode chosen for it (dense when ``choose_mode`` is False)."""
         if not isinstance(module, nn.Conv2d):
-            raise TypeError(f"MaskedConv2d.from_dense expects an nn.Conv2d; got "
-                            f"{type(module).__name__}")
+            raise TypeError(
+                f"MaskedConv2d.from_dense expects an nn.Conv2d; got {type(module).__name__}"
+            )
         check_adoptable(module)
-        layer = cls(module.in_channels, module.out_channels, module.kernel_size,
-                    stride=module.stride, padding=module.padding, dilation=module.dilation,
-                    groups=module.groups, bias=module.bias is not None,
-                    padding_mode=module.padding_mode, device="meta", dtype=module.weight.dtype)
+        layer = cls(
+            module.in_channels,
+            module.out_channels,
+            module.kernel_size,
+            stride=module.stride,
+            padding=module.padding,
+            dilation=module.dilation,
+            groups=module.groups,
+            bias=module.bias is not None,
+            padding_mode=module.padding_mode,
+            device="meta",
+            dtype=module.weight.dtype,
+        )
         layer._adopt(module, choose_mode)
         return layer.train(module.training)

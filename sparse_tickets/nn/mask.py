@@ -17,15 +17,21 @@ def validate_mask(mask, weight: torch.Tensor, name: str = "mask") -> torch.Tenso
         try:
             mask = torch.as_tensor(mask)
         except (TypeError, ValueError, RuntimeError) as error:
-            raise ValueError(f"{name} must be a tensor of 0/1 or bool values; got "
-                             f"{type(mask).__name__} ({error})") from None
+            raise ValueError(
+                f"{name} must be a tensor of 0/1 or bool values; got "
+                f"{type(mask).__name__} ({error})"
+            ) from None
         mask = mask.to(weight.device)
     if tuple(mask.shape) != tuple(weight.shape):
-        raise ValueError(f"{name} has shape {tuple(mask.shape)}; expected the weight's shape "
-                         f"{tuple(weight.shape)}")
+        raise ValueError(
+            f"{name} has shape {tuple(mask.shape)}; expected the weight's shape "
+            f"{tuple(weight.shape)}"
+        )
     if mask.device != weight.device:
-        raise ValueError(f"{name} is on {mask.device}; expected the weight's device "
-                         f"{weight.device} (move it with .to({str(weight.device)!r}))")
+        raise ValueError(
+            f"{name} is on {mask.device}; expected the weight's device "
+            f"{weight.device} (move it with .to({str(weight.device)!r}))"
+        )
     if mask.dtype == torch.bool:
         return mask
     if mask.is_complex():
@@ -35,8 +41,9 @@ def validate_mask(mask, weight: torch.Tensor, name: str = "mask") -> torch.Tenso
     binary = (mask == 0) | (mask == 1)
     if not bool(binary.all()):
         bad = mask[~binary].flatten()[0].item()
-        raise ValueError(f"{name} holds the value {bad!r}; expected only 0 and 1 (or a bool "
-                         f"tensor)")
+        raise ValueError(
+            f"{name} holds the value {bad!r}; expected only 0 and 1 (or a bool tensor)"
+        )
     return mask != 0
 
 
@@ -44,9 +51,11 @@ def count_kept(mask: torch.Tensor, what: str) -> int:
     """The number of True entries of ``mask`` (the mask of ``what``); a one-line error on the
     meta device, which holds no values."""
     if mask.is_meta:
-        raise ValueError(f"the mask of {what} is on the meta device, which holds no values; "
-                         f"expected a materialised model (model.to_empty(device=...), then "
-                         f"load its state_dict)")
+        raise ValueError(
+            f"the mask of {what} is on the meta device, which holds no values; "
+            f"expected a materialised model (model.to_empty(device=...), then "
+            f"load its state_dict)"
+        )
     return int(mask.sum().item())
 
 

@@ -10,7 +10,6 @@ buffer: a kernel layer's ``weight`` and ``values`` (``"mask"``), a maskable laye
 from __future__ import annotations
 
 import weakref
-from typing import Optional
 
 import torch
 from torch import nn
@@ -39,7 +38,7 @@ def register(param: torch.Tensor, module: nn.Module, mask_name: str) -> None:
     _OWNERS[param] = (weakref.ref(module), mask_name)
 
 
-def owner_of(param: torch.Tensor) -> Optional[tuple[nn.Module, str]]:
+def owner_of(param: torch.Tensor) -> tuple[nn.Module, str] | None:
     """``(module, mask buffer name)`` for a registered Parameter whose module is alive."""
     entry = _OWNERS.get(param)
     if entry is None:
@@ -54,7 +53,8 @@ def mask_gradient(param: torch.Tensor, module: nn.Module, mask_name: str) -> Non
     if param in _GRAD_HOOKS:
         return
     _GRAD_HOOKS[param] = param.register_post_accumulate_grad_hook(
-        _MaskedGradient(weakref.ref(module), mask_name))
+        _MaskedGradient(weakref.ref(module), mask_name)
+    )
 
 
 def unmask_gradient(param: torch.Tensor) -> None:

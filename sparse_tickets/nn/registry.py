@@ -20,11 +20,11 @@ installed). Register your own layer with :func:`register_maskable`::
 
 from __future__ import annotations
 
-from typing import Iterable, Optional, Union
+from collections.abc import Iterable
 
 from torch import nn
 
-LayerType = Union[type, str]
+LayerType = type | str
 
 # type, or "module.QualName" for a class we must not import -> names of its weight Parameters
 _MASKABLE: dict[LayerType, tuple[str, ...]] = {}
@@ -38,14 +38,19 @@ def register_maskable(layer_type: LayerType, weights: Iterable[str] = ("weight",
     if isinstance(weights, str):
         weights = (weights,)
     weights = tuple(weights)
-    if not isinstance(layer_type, (type, str)) or not weights or not all(
-            isinstance(name, str) and name.isidentifier() for name in weights):
-        raise TypeError(f"register_maskable expects a class (or 'module.ClassName') and a tuple "
-                        f"of Parameter names; got {layer_type!r}, {weights!r}")
+    if (
+        not isinstance(layer_type, (type, str))
+        or not weights
+        or not all(isinstance(name, str) and name.isidentifier() for name in weights)
+    ):
+        raise TypeError(
+            f"register_maskable expects a class (or 'module.ClassName') and a tuple "
+            f"of Parameter names; got {layer_type!r}, {weights!r}"
+        )
     _MASKABLE[layer_type] = weights
 
 
-def maskable_weights(module: nn.Module) -> Optional[tuple[str, ...]]:
+def maskable_weights(module: nn.Module) -> tuple[str, ...] | None:
     """The registered weight names of ``module``'s type (its nearest registered class), or None
     when no class of its type is registered."""
     for cls in type(module).__mro__:
@@ -57,10 +62,21 @@ def maskable_weights(module: nn.Module) -> Optional[tuple[str, ...]]:
     return None
 
 
-for _layer_type in (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1d,
-                    nn.ConvTranspose2d, nn.ConvTranspose3d, nn.Embedding, nn.EmbeddingBag,
-                    nn.Bilinear, "transformers.pytorch_utils.Conv1D"):
+for _layer_type in (
+    nn.Linear,
+    nn.Conv1d,
+    nn.Conv2d,
+    nn.Conv3d,
+    nn.ConvTranspose1d,
+    nn.ConvTranspose2d,
+    nn.ConvTranspose3d,
+    nn.Embedding,
+    nn.EmbeddingBag,
+    nn.Bilinear,
+    "transformers.pytorch_utils.Conv1D",
+):
     register_maskable(_layer_type)
 # in_proj_weight when query, key and value share one size; the three others when they do not.
-register_maskable(nn.MultiheadAttention,
-                  ("in_proj_weight", "q_proj_weight", "k_proj_weight", "v_proj_weight"))
+register_maskable(
+    nn.MultiheadAttention, ("in_proj_weight", "q_proj_weight", "k_proj_weight", "v_proj_weight")
+)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional
 
 from torch import nn
 from torch.nn.utils import prune as torch_prune
@@ -20,10 +19,10 @@ class MaskedRow:
 
     key: str
     layer_type: str
-    kind: str          # "kernel" (MaskedLinear / MaskedConv2d) or "maskable" (mask buffer)
-    mode: str          # "dense" or "compact"
+    kind: str  # "kernel" (MaskedLinear / MaskedConv2d) or "maskable" (mask buffer)
+    mode: str  # "dense" or "compact"
     numel: int
-    density: Optional[float]  # None on the meta device, which holds no values
+    density: float | None  # None on the meta device, which holds no values
     shared_with: tuple  # other names of the same Parameter (tied weights)
 
 
@@ -39,8 +38,8 @@ class LeftRow:
 
 @dataclass(frozen=True)
 class MaskingReport:
-    masked: tuple      # MaskedRow, in module order
-    left: tuple        # LeftRow, in module order
+    masked: tuple  # MaskedRow, in module order
+    left: tuple  # LeftRow, in module order
     small_params: int  # 0-D and 1-D Parameters (biases, norms): never masked
     small_numel: int
 
@@ -61,21 +60,28 @@ class MaskingReport:
         for row in self.left:
             if row.reason.startswith(("unregistered", "pruned with torch")) and keep(row):
                 found.setdefault(row.layer_type, []).append(row.name.rpartition(".")[2])
-        return [f"{layer_type} ({', '.join(dict.fromkeys(names))})"
-                for layer_type, names in found.items()]
+        return [
+            f"{layer_type} ({', '.join(dict.fromkeys(names))})"
+            for layer_type, names in found.items()
+        ]
 
     def __str__(self) -> str:
-        lines = [f"masked {len(self.masked)} weights, {self.masked_numel} entries "
-                 f"({self.coverage:.1%} of the entries of 2-D+ weights); left {len(self.left)}; "
-                 f"{self.small_params} biases/norms ({self.small_numel} entries) never masked"]
+        lines = [
+            f"masked {len(self.masked)} weights, {self.masked_numel} entries "
+            f"({self.coverage:.1%} of the entries of 2-D+ weights); left {len(self.left)}; "
+            f"{self.small_params} biases/norms ({self.small_numel} entries) never masked"
+        ]
         for row in self.masked:
             tied = f", tied to {', '.join(row.shared_with)}" if row.shared_with else ""
             density = "n/a (meta)" if row.density is None else f"{row.density:.4f}"
-            lines.append(f"  masked {row.key:<40} {row.layer_type:<20} {row.kind}/{row.mode} "
-                         f"{row.numel:>10} density {density}{tied}")
+            lines.append(
+                f"  masked {row.key:<40} {row.layer_type:<20} {row.kind}/{row.mode} "
+                f"{row.numel:>10} density {density}{tied}"
+            )
         for row in self.left:
-            lines.append(f"  left   {row.name:<40} {row.layer_type:<20} {row.numel:>10} "
-                         f"{row.reason}")
+            lines.append(
+                f"  left   {row.name:<40} {row.layer_type:<20} {row.numel:>10} {row.reason}"
+            )
         return "\n".join(lines)
 
 
@@ -92,10 +98,17 @@ def masking_report(model: nn.Module) -> MaskingReport:
         masked_ids.add(id(weight))
         mask = source.mask
         others = tuple(name for name in holders.get(id(weight), ()) if name != key)
-        masked.append(MaskedRow(key, type(layer).__name__,
-                                "kernel" if isinstance(source, MaskedLayer) else "maskable",
-                                source.mode, mask.numel(),
-                                None if mask.is_meta else source.density, others))
+        masked.append(
+            MaskedRow(
+                key,
+                type(layer).__name__,
+                "kernel" if isinstance(source, MaskedLayer) else "maskable",
+                source.mode,
+                mask.numel(),
+                None if mask.is_meta else source.density,
+                others,
+            )
+        )
     left, small_params, small_numel = [], 0, 0
     for module_name, module in model.named_modules():
         for attribute, param in module._parameters.items():
@@ -107,22 +120,29 @@ def masking_report(model: nn.Module) -> MaskingReport:
                 continue
             masked_ids.add(id(param))  # a tie of two unmasked holders is one row
             name = f"{module_name}.{attribute}" if module_name else attribute
-            left.append(LeftRow(name, type(module).__name__, param.numel(),
-                                _reason(module, attribute)))
+            left.append(
+                LeftRow(name, type(module).__name__, param.numel(), _reason(module, attribute))
+            )
     return MaskingReport(tuple(masked), tuple(left), small_params, small_numel)
 
 
 def _reason(module: nn.Module, attribute: str) -> str:
-    registered: Optional[tuple] = maskable_weights(module)
-    if any(isinstance(hook, torch_prune.BasePruningMethod)
-           for hook in module._forward_pre_hooks.values()):
-        return ("pruned with torch.nn.utils.prune: import it with "
-                "Masks.from_torch_prune(model, remove=True), then masked(model)")
+    registered: tuple | None = maskable_weights(module)
+    if any(
+        isinstance(hook, torch_prune.BasePruningMethod)
+        for hook in module._forward_pre_hooks.values()
+    ):
+        return (
+            "pruned with torch.nn.utils.prune: import it with "
+            "Masks.from_torch_prune(model, remove=True), then masked(model)"
+        )
     if isinstance(module, MaskedLayer):
         return "the compact values of a kernel layer"
     if registered is None:
-        return (f"unregistered layer type {type(module).__name__}: "
-                f"register_maskable({type(module).__name__}, weights=({attribute!r},))")
+        return (
+            f"unregistered layer type {type(module).__name__}: "
+            f"register_maskable({type(module).__name__}, weights=({attribute!r},))"
+        )
     if attribute not in registered:
         return f"not a registered weight of {type(module).__name__} ({', '.join(registered)})"
     if attribute in weight_mask.masked_weight_names(module):

@@ -10,6 +10,9 @@ read (see :func:`sparse_tickets.compact.choice.compact_unsupported_reason`).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
+import torch
 from torch import nn
 
 from . import owners
@@ -36,8 +39,7 @@ def mark_shared(model: nn.Module) -> None:
         own = f"{module_name}.weight" if module_name else "weight"
         others = tuple(name for name in shared.get(id(weight), ()) if name != own)
         # A layer registered under two names is one holder, not a tie.
-        others = tuple(name for name in others
-                       if _module_of(model, name) is not module)
+        others = tuple(name for name in others if _module_of(model, name) is not module)
         module.__dict__["weight_shared_with"] = others
         if others:
             owners.mask_gradient(weight, module, "mask")
@@ -63,18 +65,19 @@ def check_unaliased(parameters: Mapping[str, torch.Tensor]) -> None:
             continue
         # Bytes from the first element to one past the last, by the strides: a conservative
         # span for a strided view (two interleaved views are refused as if they overlapped).
-        extent = 1 + sum((size - 1) * stride
-                         for size, stride in zip(param.shape, param.stride()))
+        extent = 1 + sum((size - 1) * stride for size, stride in zip(param.shape, param.stride()))
         start = param.data_ptr()
         spans.append((start, start + extent * param.element_size(), name))
     spans.sort()
     furthest = None  # (end, name) of the span reaching furthest so far
     for start, end, name in spans:
         if furthest is not None and start < furthest[0]:
-            raise ValueError(f"masked weights {furthest[1]!r} and {name!r} are different "
-                             f"Parameters over the same memory (views of one tensor, or "
-                             f"nn.Parameter made twice of one tensor), so their masks would "
-                             f"contradict each other; expected one Parameter object shared by "
-                             f"both modules for a tied weight, or separate memory (.clone())")
+            raise ValueError(
+                f"masked weights {furthest[1]!r} and {name!r} are different "
+                f"Parameters over the same memory (views of one tensor, or "
+                f"nn.Parameter made twice of one tensor), so their masks would "
+                f"contradict each other; expected one Parameter object shared by "
+                f"both modules for a tied weight, or separate memory (.clone())"
+            )
         if furthest is None or end > furthest[0]:
             furthest = (end, name)

@@ -71,8 +71,11 @@ class MaskedWeight:
         return self.num_unpruned / max(self.mask.numel(), 1)
 
     def __eq__(self, other) -> bool:
-        return (isinstance(other, MaskedWeight) and other.module is self.module
-                and other.attribute == self.attribute)
+        return (
+            isinstance(other, MaskedWeight)
+            and other.module is self.module
+            and other.attribute == self.attribute
+        )
 
     def __hash__(self) -> int:
         return hash((id(self.module), self.attribute))
@@ -103,13 +106,17 @@ def attach(module: nn.Module, attribute: str) -> MaskedWeight:
 def check_attachable(module: nn.Module, attribute: str) -> None:
     """Raise ValueError in one line when :func:`attach` cannot mask ``module.<attribute>``."""
     if not isinstance(module._parameters.get(attribute), nn.Parameter):
-        raise ValueError(f"{type(module).__name__}.{attribute} is not a Parameter; expected a "
-                         f"weight Parameter to mask")
+        raise ValueError(
+            f"{type(module).__name__}.{attribute} is not a Parameter; expected a "
+            f"weight Parameter to mask"
+        )
     mask_name = attribute + MASK_SUFFIX
     if hasattr(module, mask_name):
-        raise ValueError(f"{type(module).__name__} already has an attribute {mask_name!r} (is it "
-                         f"pruned with torch.nn.utils.prune? import it with "
-                         f"Masks.from_torch_prune); expected a plain layer")
+        raise ValueError(
+            f"{type(module).__name__} already has an attribute {mask_name!r} (is it "
+            f"pruned with torch.nn.utils.prune? import it with "
+            f"Masks.from_torch_prune); expected a plain layer"
+        )
 
 
 def detach(module: nn.Module) -> None:

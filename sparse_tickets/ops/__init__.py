@@ -13,6 +13,7 @@ Every backend subclasses :class:`Backend` (:mod:`.base`: one typed signature per
 part in auto-selection, where the calls they cannot serve fall through to the next backend.
 """
 
+from .base import OP_METHODS, signature_problems
 from .dispatch import (
     BACKEND_ENV_VAR,
     OPS,
@@ -27,7 +28,6 @@ from .dispatch import (
     registered_names,
     select,
 )
-from .base import OP_METHODS, signature_problems
 from .native import cpu_backend, cuda_backend
 from .reference import ReferenceBackend
 from .semi_structured import SemiStructuredBackend
@@ -41,7 +41,18 @@ register(cpu_backend, before="reference")
 register(SemiStructuredBackend(), before="triton")
 
 __all__ = [
-    "BACKEND_ENV_VAR", "OPS", "OPT_IN_ENV_VAR", "OP_METHODS", "Backend", "BackendError",
-    "BackendStatus", "backends", "get", "opted_in_names", "register", "registered_names",
-    "select", "signature_problems",
+    "BACKEND_ENV_VAR",
+    "OPS",
+    "OPT_IN_ENV_VAR",
+    "OP_METHODS",
+    "Backend",
+    "BackendError",
+    "BackendStatus",
+    "backends",
+    "get",
+    "opted_in_names",
+    "register",
+    "registered_names",
+    "select",
+    "signature_problems",
 ]

@@ -19,7 +19,8 @@ from __future__ import annotations
 
 import abc
 import inspect
-from typing import TYPE_CHECKING, Callable, Optional, Sequence
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor
@@ -30,7 +31,7 @@ if TYPE_CHECKING:
 Pair = tuple[int, int]
 # (input, weight or values, bias): which gradients the backward must return.
 NeedsGrad = tuple[bool, bool, bool]
-Gradients = tuple[Optional[Tensor], Optional[Tensor], Optional[Tensor]]
+Gradients = tuple[Tensor | None, Tensor | None, Tensor | None]
 
 # Every op a backend may serve, and the methods that serve it.
 OP_METHODS = {
@@ -70,9 +71,9 @@ class Backend(abc.ABC):
     # The one-call forms of AUTOGRAD_FORMS, composed of torch's autograd or with a compiled
     # derivative; None: the autograd Functions of sparse_tickets.functional call the forward
     # and backward methods.
-    masked_linear_autograd: Optional[Callable[..., Tensor]] = None
-    masked_conv2d_autograd: Optional[Callable[..., Tensor]] = None
-    compact_linear_autograd: Optional[Callable[..., Tensor]] = None
+    masked_linear_autograd: Callable[..., Tensor] | None = None
+    masked_conv2d_autograd: Callable[..., Tensor] | None = None
+    compact_linear_autograd: Callable[..., Tensor] | None = None
 
     @property
     @abc.abstractmethod
@@ -92,13 +93,15 @@ class Backend(abc.ABC):
     def __init_subclass__(cls, **kwargs) -> None:
         super().__init_subclass__(**kwargs)
         if "ops" in cls.__dict__:
-            raise TypeError(f"{cls.__name__} sets ops; a backend serves the ops whose methods "
-                            f"it defines (see OP_METHODS), so define those instead")
+            raise TypeError(
+                f"{cls.__name__} sets ops; a backend serves the ops whose methods "
+                f"it defines (see OP_METHODS), so define those instead"
+            )
         cls.ops = frozenset(op for op in OPS if _defines_op(cls, op))
 
     # --- what it can serve ---------------------------------------------------------------
 
-    def unavailable_reason(self) -> Optional[str]:
+    def unavailable_reason(self) -> str | None:
         """Why this backend cannot run on this machine at all (None when it can)."""
         return None
 
@@ -121,12 +124,16 @@ class Backend(abc.ABC):
         if len(devices) > 1:
             reasons.append(f"tensors are on several devices ({', '.join(devices)})")
         for device_type in sorted({device.type for device, _ in kinds} - self.device_types):
-            reasons.append(f"device type {device_type} not supported (supports "
-                           f"{sorted_names(self.device_types)})")
+            reasons.append(
+                f"device type {device_type} not supported (supports "
+                f"{sorted_names(self.device_types)})"
+            )
         float_dtypes = {dtype for _, dtype in kinds if dtype != torch.bool}
         for dtype in sorted(float_dtypes - self.dtypes, key=str):
-            reasons.append(f"dtype {dtype_name(dtype)} not supported (supports "
-                           f"{sorted_names(dtype_name(d) for d in self.dtypes)})")
+            reasons.append(
+                f"dtype {dtype_name(dtype)} not supported (supports "
+                f"{sorted_names(dtype_name(d) for d in self.dtypes)})"
+            )
         return reasons
 
     def _serves_kinds(self, tensors: Sequence[Tensor]) -> bool:
@@ -139,91 +146,166 @@ class Backend(abc.ABC):
             return False
         dtypes = self.dtypes
         for tensor in tensors:
-            if tensor.device != device or (tensor.dtype not in dtypes
-                                           and tensor.dtype != torch.bool):
+            if tensor.device != device or (
+                tensor.dtype not in dtypes and tensor.dtype != torch.bool
+            ):
                 return False
         return True
 
     # --- masked linear: x (N, in), weight and mask (out, in), bias (out,) or None ----------
 
-    def masked_linear_forward(self, x: Tensor, weight: Tensor, mask: Tensor,
-                              bias: Optional[Tensor]) -> Tensor:
+    def masked_linear_forward(
+        self, x: Tensor, weight: Tensor, mask: Tensor, bias: Tensor | None
+    ) -> Tensor:
         """``x @ (weight ⊙ mask)^T + bias``, of shape ``(N, out)``."""
         raise _not_implemented(self, "masked_linear")
 
-    def masked_linear_backward(self, grad_y: Tensor, x: Tensor, weight: Tensor, mask: Tensor,
-                               has_bias: bool, needs_grad: NeedsGrad) -> Gradients:
+    def masked_linear_backward(
+        self,
+        grad_y: Tensor,
+        x: Tensor,
+        weight: Tensor,
+        mask: Tensor,
+        has_bias: bool,
+        needs_grad: NeedsGrad,
+    ) -> Gradients:
         """``(dx (N, in), dW (out, in) exactly 0 where mask is False, db (out,))`` for
         ``grad_y`` of shape ``(N, out)``."""
         raise _not_implemented(self, "masked_linear")
 
     # --- masked conv2d: x (N, C, H, W), weight and mask (O, C / groups, kH, kW) -------------
 
-    def masked_conv2d_forward(self, x: Tensor, weight: Tensor, mask: Tensor,
-                              bias: Optional[Tensor], stride: Pair, padding: Pair,
-                              dilation: Pair, groups: int) -> Tensor:
+    def masked_conv2d_forward(
+        self,
+        x: Tensor,
+        weight: Tensor,
+        mask: Tensor,
+        bias: Tensor | None,
+        stride: Pair,
+        padding: Pair,
+        dilation: Pair,
+        groups: int,
+    ) -> Tensor:
         """``conv2d(x, weight ⊙ mask, bias, stride, padding, dilation, groups)``, of shape
         ``(N, O, OH, OW)``."""
         raise _not_implemented(self, "masked_conv2d")
 
-    def masked_conv2d_backward(self, grad_y: Tensor, x: Tensor, weight: Tensor, mask: Tensor,
-                               has_bias: bool, needs_grad: NeedsGrad, stride: Pair,
-                               padding: Pair, dilation: Pair, groups: int) -> Gradients:
+    def masked_conv2d_backward(
+        self,
+        grad_y: Tensor,
+        x: Tensor,
+        weight: Tensor,
+        mask: Tensor,
+        has_bias: bool,
+        needs_grad: NeedsGrad,
+        stride: Pair,
+        padding: Pair,
+        dilation: Pair,
+        groups: int,
+    ) -> Gradients:
         """``(dx (N, C, H, W), dW exactly 0 where mask is False, db (O,))`` for ``grad_y`` of
         shape ``(N, O, OH, OW)``."""
         raise _not_implemented(self, "masked_conv2d")
 
     # --- compact linear: values (nnz,) at index's kept entries of the (R, C) weight -------
 
-    def compact_linear_forward(self, x: Tensor, values: Tensor, index: CompactIndex,
-                               bias: Optional[Tensor]) -> Tensor:
+    def compact_linear_forward(
+        self, x: Tensor, values: Tensor, index: CompactIndex, bias: Tensor | None
+    ) -> Tensor:
         """``x @ W^T + bias`` for ``x`` of shape ``(N, C)``, ``W`` holding ``values`` at
         ``index``'s kept entries: shape ``(N, R)``."""
         raise _not_implemented(self, "compact_linear")
 
-    def compact_linear_backward(self, grad_y: Tensor, x: Tensor, values: Tensor,
-                                index: CompactIndex, has_bias: bool,
-                                needs_grad: NeedsGrad) -> Gradients:
+    def compact_linear_backward(
+        self,
+        grad_y: Tensor,
+        x: Tensor,
+        values: Tensor,
+        index: CompactIndex,
+        has_bias: bool,
+        needs_grad: NeedsGrad,
+    ) -> Gradients:
         """``(dx (N, C), dvalues (nnz,) at the kept entries only, db (R,))`` for ``grad_y`` of
         shape ``(N, R)``."""
         raise _not_implemented(self, "compact_linear")
 
     # --- compact conv2d: values (nnz,) of the (O, C / groups, kH, kW) weight --------------
 
-    def compact_conv2d_forward(self, x: Tensor, values: Tensor, index: CompactIndex,
-                               bias: Optional[Tensor], stride: Pair, padding: Pair,
-                               dilation: Pair, groups: int, variant: str) -> Tensor:
+    def compact_conv2d_forward(
+        self,
+        x: Tensor,
+        values: Tensor,
+        index: CompactIndex,
+        bias: Tensor | None,
+        stride: Pair,
+        padding: Pair,
+        dilation: Pair,
+        groups: int,
+        variant: str,
+    ) -> Tensor:
         """``conv2d(x, W, bias, ...)`` for ``x`` of shape ``(N, C, H, W)``: ``(N, O, OH,
         OW)``. ``variant`` (``"batch"``, ``"width"``, ``"im2col"``) names the kernel form;
         a backend with one form computes every variant with it."""
         raise _not_implemented(self, "compact_conv2d")
 
-    def compact_conv2d_backward(self, grad_y: Tensor, x: Tensor, values: Tensor,
-                                index: CompactIndex, has_bias: bool, needs_grad: NeedsGrad,
-                                stride: Pair, padding: Pair, dilation: Pair, groups: int,
-                                variant: str) -> Gradients:
+    def compact_conv2d_backward(
+        self,
+        grad_y: Tensor,
+        x: Tensor,
+        values: Tensor,
+        index: CompactIndex,
+        has_bias: bool,
+        needs_grad: NeedsGrad,
+        stride: Pair,
+        padding: Pair,
+        dilation: Pair,
+        groups: int,
+        variant: str,
+    ) -> Gradients:
         """``(dx (N, C, H, W), dvalues (nnz,), db (O,))`` for ``grad_y`` of shape
         ``(N, O, OH, OW)``."""
         raise _not_implemented(self, "compact_conv2d")
 
     # --- optimizer steps: lists with one entry per parameter, updated in place ------------
 
-    def masked_sgd_step(self, params: list[Tensor], grads: list[Tensor],
-                        masks: list[Optional[Tensor]],
-                        momentum_buffer_list: list[Optional[Tensor]], *, weight_decay: float,
-                        momentum: float, lr: float, dampening: float, nesterov: bool,
-                        maximize: bool) -> None:
+    def masked_sgd_step(
+        self,
+        params: list[Tensor],
+        grads: list[Tensor],
+        masks: list[Tensor | None],
+        momentum_buffer_list: list[Tensor | None],
+        *,
+        weight_decay: float,
+        momentum: float,
+        lr: float,
+        dampening: float,
+        nesterov: bool,
+        maximize: bool,
+    ) -> None:
         """One step of ``torch.optim.SGD`` (``foreach=False``), then every pruned entry of each
         parameter and momentum buffer set to +0.0 (a None mask: unmasked). A None buffer is
         created on the parameter's first step with momentum and stored in the list."""
         raise _not_implemented(self, "masked_sgd_step")
 
-    def masked_adam_step(self, params: list[Tensor], grads: list[Tensor],
-                         masks: list[Optional[Tensor]], exp_avgs: list[Tensor],
-                         exp_avg_sqs: list[Tensor], max_exp_avg_sqs: list[Tensor],
-                         state_steps: list[Tensor], *, amsgrad: bool, beta1: float,
-                         beta2: float, lr: float, weight_decay: float, eps: float,
-                         maximize: bool, decoupled_weight_decay: bool) -> None:
+    def masked_adam_step(
+        self,
+        params: list[Tensor],
+        grads: list[Tensor],
+        masks: list[Tensor | None],
+        exp_avgs: list[Tensor],
+        exp_avg_sqs: list[Tensor],
+        max_exp_avg_sqs: list[Tensor],
+        state_steps: list[Tensor],
+        *,
+        amsgrad: bool,
+        beta1: float,
+        beta2: float,
+        lr: float,
+        weight_decay: float,
+        eps: float,
+        maximize: bool,
+        decoupled_weight_decay: bool,
+    ) -> None:
         """One step of ``torch.optim.Adam`` (AdamW with ``decoupled_weight_decay``), then every
         pruned entry of each parameter and state tensor set to +0.0. ``state_steps`` (scalar
         tensors) are incremented here; ``max_exp_avg_sqs`` is read only with ``amsgrad``."""
@@ -259,8 +341,10 @@ def _signature_problem(backend: Backend, attribute: str, contract_method: str) -
     actual = _parameters(inspect.signature(getattr(backend, attribute)))  # bound: no self
     if actual == expected:
         return []
-    return [f"{backend.name}.{attribute}({_spelled(actual)}) differs from the contract's "
-            f"({_spelled(expected)}), that of Backend.{contract_method}"]
+    return [
+        f"{backend.name}.{attribute}({_spelled(actual)}) differs from the contract's "
+        f"({_spelled(expected)}), that of Backend.{contract_method}"
+    ]
 
 
 def _parameters(signature: inspect.Signature) -> list[tuple]:
@@ -273,8 +357,9 @@ def _spelled(parameters: list[tuple]) -> str:
         if kind == inspect.Parameter.KEYWORD_ONLY and not keyword_only:
             words.append("*")
             keyword_only = True
-        prefix = {inspect.Parameter.VAR_POSITIONAL: "*",
-                  inspect.Parameter.VAR_KEYWORD: "**"}.get(kind, "")
+        prefix = {inspect.Parameter.VAR_POSITIONAL: "*", inspect.Parameter.VAR_KEYWORD: "**"}.get(
+            kind, ""
+        )
         words.append(prefix + name)
     return ", ".join(words)
 
@@ -285,11 +370,15 @@ def _defines_op(cls: type, op: str) -> bool:
     defined = [m for m in methods if getattr(cls, m) is not getattr(Backend, m)]
     if defined and len(defined) < len(methods):
         missing = [m for m in methods if m not in defined]
-        raise TypeError(f"{cls.__name__} defines {', '.join(defined)} but not "
-                        f"{', '.join(missing)}; op {op} needs all of {', '.join(methods)}")
+        raise TypeError(
+            f"{cls.__name__} defines {', '.join(defined)} but not "
+            f"{', '.join(missing)}; op {op} needs all of {', '.join(methods)}"
+        )
     return bool(defined)
 
 
 def _not_implemented(backend: Backend, op: str) -> NotImplementedError:
-    return NotImplementedError(f"backend {backend.name!r} does not implement {op} (it serves "
-                               f"{sorted_names(backend.ops) or 'no op'})")
+    return NotImplementedError(
+        f"backend {backend.name!r} does not implement {op} (it serves "
+        f"{sorted_names(backend.ops) or 'no op'})"
+    )

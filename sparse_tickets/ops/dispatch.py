@@ -16,8 +16,8 @@ such a backend cannot serve fall through to the next backend.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Iterable, Optional, Sequence
 
 import torch
 
@@ -40,7 +40,7 @@ class BackendStatus:
 
     name: str
     available: bool
-    reason: Optional[str]
+    reason: str | None
     ops: tuple
     device_types: tuple
     dtypes: tuple
@@ -51,28 +51,36 @@ class BackendStatus:
     def __str__(self) -> str:
         state = "available" if self.available else f"unavailable: {self.reason}"
         if not self.auto_select:
-            state += (f" (auto-selected: opted in with {OPT_IN_ENV_VAR})" if self.opted_in
-                      else f" (only when forced with {BACKEND_ENV_VAR}={self.name} or opted in "
-                           f"with {OPT_IN_ENV_VAR}={self.name})")
-        return (f"{self.name:<15} {state}; devices {', '.join(self.device_types)}; "
-                f"dtypes {', '.join(self.dtypes)}")
+            state += (
+                f" (auto-selected: opted in with {OPT_IN_ENV_VAR})"
+                if self.opted_in
+                else f" (only when forced with {BACKEND_ENV_VAR}={self.name} or opted in "
+                f"with {OPT_IN_ENV_VAR}={self.name})"
+            )
+        return (
+            f"{self.name:<15} {state}; devices {', '.join(self.device_types)}; "
+            f"dtypes {', '.join(self.dtypes)}"
+        )
 
 
 # Priority order: the first backend with no reason serves an auto-selected call.
 _REGISTRY: list[Backend] = []
 
 
-def register(backend: Backend, *, before: Optional[str] = None) -> Backend:
+def register(backend: Backend, *, before: str | None = None) -> Backend:
     """Add ``backend`` to the priority list (at the end, or just before backend ``before``)."""
     if not backend.name:
         raise ValueError("a backend needs a non-empty name")
     if not backend.ops:
-        raise ValueError(f"backend {backend.name!r} defines no op; expected the methods of at "
-                         f"least one of {_names(OPS)}")
+        raise ValueError(
+            f"backend {backend.name!r} defines no op; expected the methods of at "
+            f"least one of {_names(OPS)}"
+        )
     problems = signature_problems(backend)
     if problems:
-        raise TypeError(f"backend {backend.name!r} does not follow the Backend contract: "
-                        f"{'; '.join(problems)}")
+        raise TypeError(
+            f"backend {backend.name!r} does not follow the Backend contract: {'; '.join(problems)}"
+        )
     if any(b.name == backend.name for b in _REGISTRY):
         raise ValueError(f"backend {backend.name!r} is already registered")
     index = len(_REGISTRY)
@@ -94,7 +102,7 @@ def registered_names() -> list[str]:
     return [b.name for b in _REGISTRY]
 
 
-def forced_backend_name() -> Optional[str]:
+def forced_backend_name() -> str | None:
     """The backend named by ``SPARSE_TICKETS_BACKEND``, or None when it is unset or empty."""
     return settings.backend()
 
@@ -110,10 +118,12 @@ def opted_in_names() -> frozenset:
     unknown = sorted(names - set(registered_names()))
     if unknown:
         opt_in = [b.name for b in _REGISTRY if not b.auto_select]
-        raise BackendError(f"{OPT_IN_ENV_VAR} names unknown backend "
-                           f"{', '.join(map(repr, unknown))}; expected a comma-separated list "
-                           f"of backend names (those that serve only when opted in: "
-                           f"{_names(opt_in) or 'none registered'})")
+        raise BackendError(
+            f"{OPT_IN_ENV_VAR} names unknown backend "
+            f"{', '.join(map(repr, unknown))}; expected a comma-separated list "
+            f"of backend names (those that serve only when opted in: "
+            f"{_names(opt_in) or 'none registered'})"
+        )
     return names
 
 
@@ -130,11 +140,12 @@ def _parse_names(text: str) -> frozenset:
         if len(_PARSED_NAMES) >= 16:  # the variable is rewritten by hand, rarely: keep it small
             _PARSED_NAMES.clear()
         names = _PARSED_NAMES[text] = frozenset(
-            name.strip() for name in text.split(",") if name.strip())
+            name.strip() for name in text.split(",") if name.strip()
+        )
     return names
 
 
-def select(op: str, tensors: Iterable[Optional[torch.Tensor]]) -> Backend:
+def select(op: str, tensors: Iterable[torch.Tensor | None]) -> Backend:
     """The backend that serves ``op`` on ``tensors`` (None entries, e.g. a missing bias, skipped).
 
     Auto-selection skips a backend with ``auto_select = False`` unless
@@ -158,19 +169,23 @@ def select(op: str, tensors: Iterable[Optional[torch.Tensor]]) -> Backend:
     opted_in = opted_in_names()
     for backend in _REGISTRY:
         if (backend.auto_select or backend.name in opted_in) and not (
-                backend.not_supported_reasons(op, tensors)):
+            backend.not_supported_reasons(op, tensors)
+        ):
             return backend
     # Nothing serves: ask again, this time for the words of the error.
     rejected = []
     for backend in _REGISTRY:
         if not backend.auto_select and backend.name not in opted_in:
-            rejected.append(f"{backend.name}: serves only when forced with {BACKEND_ENV_VAR}"
-                            f"={backend.name} or opted in with {OPT_IN_ENV_VAR}={backend.name}")
+            rejected.append(
+                f"{backend.name}: serves only when forced with {BACKEND_ENV_VAR}"
+                f"={backend.name} or opted in with {OPT_IN_ENV_VAR}={backend.name}"
+            )
             continue
-        rejected.append(f"{backend.name}: "
-                        f"{'; '.join(backend.not_supported_reasons(op, tensors))}")
-    raise BackendError(f"no backend can run {op} on {_describe(tensors)} "
-                       f"({' | '.join(rejected) or 'no backend registered'})")
+        rejected.append(f"{backend.name}: {'; '.join(backend.not_supported_reasons(op, tensors))}")
+    raise BackendError(
+        f"no backend can run {op} on {_describe(tensors)} "
+        f"({' | '.join(rejected) or 'no backend registered'})"
+    )
 
 
 def backends() -> list[BackendStatus]:
@@ -180,16 +195,18 @@ def backends() -> list[BackendStatus]:
     opted_in = _parse_names(settings.opt_in())
     for backend in _REGISTRY:
         reason = backend.unavailable_reason()
-        rows.append(BackendStatus(
-            name=backend.name,
-            available=reason is None,
-            reason=reason,
-            ops=tuple(op for op in OPS if op in backend.ops),
-            device_types=tuple(sorted(backend.device_types)),
-            dtypes=tuple(sorted(_dtype_name(d) for d in backend.dtypes)),
-            auto_select=backend.auto_select,
-            opted_in=not backend.auto_select and backend.name in opted_in,
-        ))
+        rows.append(
+            BackendStatus(
+                name=backend.name,
+                available=reason is None,
+                reason=reason,
+                ops=tuple(op for op in OPS if op in backend.ops),
+                device_types=tuple(sorted(backend.device_types)),
+                dtypes=tuple(sorted(_dtype_name(d) for d in backend.dtypes)),
+                auto_select=backend.auto_select,
+                opted_in=not backend.auto_select and backend.name in opted_in,
+            )
+        )
     return rows
 
 

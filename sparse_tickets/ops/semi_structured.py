@@ -39,7 +39,7 @@ import functools
 import math
 import warnings
 import weakref
-from typing import Callable, Optional, Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -62,8 +62,9 @@ def is_two_four(mask: torch.Tensor) -> bool:
         got = mask.dtype if isinstance(mask, torch.Tensor) else type(mask).__name__
         raise TypeError(f"mask must be a bool tensor; got {got}")
     if mask.dim() != 2:
-        raise ValueError(f"mask must be 2-D (out_features, in_features); got shape "
-                         f"{tuple(mask.shape)}")
+        raise ValueError(
+            f"mask must be 2-D (out_features, in_features); got shape {tuple(mask.shape)}"
+        )
     rows, cols = mask.shape
     if cols % GROUP:
         return False
@@ -82,8 +83,9 @@ def sparse_layout() -> type:
     return sparse.SparseSemiStructuredTensorCUSPARSELT
 
 
-def weight_shape_reasons(shape: Sequence[int], dtype: torch.dtype,
-                         layout: Optional[type] = None) -> list[str]:
+def weight_shape_reasons(
+    shape: Sequence[int], dtype: torch.dtype, layout: type | None = None
+) -> list[str]:
     """Why torch cannot compress a weight of ``shape`` (out_features, in_features) and
     ``dtype`` to ``layout`` (default :func:`sparse_layout`): both dimensions must be positive
     multiples of the layout's minimum block (cuSPARSELt 16 x 16, CUTLASS 32 x 64 for the half
@@ -99,13 +101,15 @@ def weight_shape_reasons(shape: Sequence[int], dtype: torch.dtype,
     rows, cols = shape
     min_rows, min_cols = constraint.sparse_min_rows, constraint.sparse_min_cols
     if rows < min_rows or rows % min_rows or cols < min_cols or cols % min_cols:
-        return [f"weight {rows}x{cols} does not fit torch's 2:4 {name} kernels in "
-                f"{str(dtype).removeprefix('torch.')} (out_features a positive multiple of "
-                f"{min_rows}, in_features of {min_cols})"]
+        return [
+            f"weight {rows}x{cols} does not fit torch's 2:4 {name} kernels in "
+            f"{str(dtype).removeprefix('torch.')} (out_features a positive multiple of "
+            f"{min_rows}, in_features of {min_cols})"
+        ]
     return []
 
 
-def device_capability(device: torch.device) -> Optional[tuple]:
+def device_capability(device: torch.device) -> tuple | None:
     """``(major, minor)`` of a CUDA device; None for any other device."""
     if device.type != "cuda":
         return None
@@ -130,10 +134,12 @@ class SemiStructuredBackend(Backend):
     dtypes = frozenset({torch.float16, torch.bfloat16})
     auto_select = False  # opt in with SPARSE_TICKETS_OPT_IN=semi_structured (see the module)
 
-    def unavailable_reason(self) -> Optional[str]:
+    def unavailable_reason(self) -> str | None:
         if not hasattr(torch.sparse, "to_sparse_semi_structured"):
-            return "this torch has no semi-structured sparse tensors " \
-                   "(torch.sparse.to_sparse_semi_structured)"
+            return (
+                "this torch has no semi-structured sparse tensors "
+                "(torch.sparse.to_sparse_semi_structured)"
+            )
         if not torch.cuda.is_available():
             return "no CUDA GPU"
         if torch.version.cuda is None:
@@ -146,8 +152,10 @@ class SemiStructuredBackend(Backend):
             return reasons
         capability = device_capability(tensors[0].device) if tensors else None
         if capability is not None and tuple(capability) < MIN_CAPABILITY:
-            reasons.append(f"needs sparse tensor cores (compute capability 8.0+), found "
-                           f"{capability[0]}.{capability[1]}")
+            reasons.append(
+                f"needs sparse tensor cores (compute capability 8.0+), found "
+                f"{capability[0]}.{capability[1]}"
+            )
         # A masked linear call passes (x, weight, mask[, bias]); fewer is a probe of the
         # device and dtype alone.
         if len(tensors) >= 3:
@@ -165,14 +173,17 @@ class SemiStructuredBackend(Backend):
 
 def _call_reasons(x: torch.Tensor, weight: torch.Tensor, mask: torch.Tensor) -> list[str]:
     if weight.dim() != 2 or mask.shape != weight.shape or mask.dtype != torch.bool:
-        return [f"expects a 2-D weight and a bool mask of its shape; got weight "
-                f"{tuple(weight.shape)}, mask {mask.dtype} {tuple(mask.shape)}"]
+        return [
+            f"expects a 2-D weight and a bool mask of its shape; got weight "
+            f"{tuple(weight.shape)}, mask {mask.dtype} {tuple(mask.shape)}"
+        ]
     reasons = weight_shape_reasons(tuple(weight.shape), weight.dtype)
     if x.dim() == 0 or math.prod(x.shape[:-1]) == 0:
         reasons.append("the input has no rows (torch's 2:4 matmul needs at least one)")
     if weight.shape[1] % GROUP == 0 and not _TWO_FOUR.get((mask,), lambda: is_two_four(mask)):
-        reasons.append("mask is not 2:4 (at most 2 kept in each group of 4 consecutive inputs "
-                       "of every row)")
+        reasons.append(
+            "mask is not 2:4 (at most 2 kept in each group of 4 consecutive inputs of every row)"
+        )
     return reasons
 
 
@@ -185,7 +196,8 @@ def _compress(weight: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         # Said once per process by torch; the backend's own docs say what it rests on.
         warnings.filterwarnings("ignore", message=_PROTOTYPE_WARNING, category=UserWarning)
         if layout is not torch.sparse.SparseSemiStructuredTensorCUSPARSELT and not (
-                torch.sparse.SparseSemiStructuredTensor._FORCE_CUTLASS):
+            torch.sparse.SparseSemiStructuredTensor._FORCE_CUTLASS
+        ):
             # No cuSPARSELt in this torch: CUTLASS, which to_sparse_semi_structured would only
             # pick under _FORCE_CUTLASS, a global we leave to the user.
             return layout.from_dense(dense)
@@ -216,15 +228,23 @@ class _TensorCache:
             return compute()
         key = id(tensors[0])
         entry = self._entries.get(key)
-        if entry is not None and entry[2] == versions and all(
+        if (
+            entry is not None
+            and entry[2] == versions
+            and all(
                 ref() is tensor and storage() is tensor.untyped_storage()
-                for ref, storage, tensor in zip(entry[0], entry[1], tensors)):
+                for ref, storage, tensor in zip(entry[0], entry[1], tensors)
+            )
+        ):
             return entry[3]
         value = compute()
         drop = functools.partial(self._drop, key)
-        self._entries[key] = (tuple(weakref.ref(t, drop) for t in tensors),
-                              tuple(weakref.ref(t.untyped_storage()) for t in tensors),
-                              versions, value)
+        self._entries[key] = (
+            tuple(weakref.ref(t, drop) for t in tensors),
+            tuple(weakref.ref(t.untyped_storage()) for t in tensors),
+            versions,
+            value,
+        )
         return value
 
     def clear(self) -> None:
@@ -237,7 +257,7 @@ class _TensorCache:
             del self._entries[key]
 
 
-def _versions(tensors: tuple) -> Optional[tuple]:
+def _versions(tensors: tuple) -> tuple | None:
     try:
         return tuple(t._version for t in tensors)
     except RuntimeError:  # an inference tensor
@@ -248,12 +268,12 @@ _COMPRESSED = _TensorCache()  # (weight, mask) -> the compressed W ⊙ M
 _TWO_FOUR = _TensorCache()  # (mask,) -> is_two_four(mask)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _capability(index: int) -> tuple:
     return tuple(torch.cuda.get_device_capability(index))
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _cusparselt_available() -> bool:
     cusparselt = getattr(torch.backends, "cusparselt", None)
     return bool(cusparselt is not None and cusparselt.is_available())

@@ -10,10 +10,10 @@ The step itself is a multi-tensor call chosen by :func:`sparse_tickets.ops.selec
 in one launch.
 """
 
+from . import plain  # noqa: F401  (installs the plain-optimizer step hooks)
 from .masked_adam import MaskedAdam, MaskedAdamW
 from .masked_optimizer import MaskedOptimizer
 from .masked_sgd import MaskedSGD
 from .param_masks import MaskSource
-from . import plain  # noqa: F401  (installs the plain-optimizer step hooks)
 
 __all__ = ["MaskedAdam", "MaskedAdamW", "MaskedOptimizer", "MaskedSGD", "MaskSource"]

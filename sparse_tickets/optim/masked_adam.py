@@ -30,13 +30,28 @@ class MaskedAdam(MaskedOptimizer):
     parameter's dtype and device.
     """
 
-    def __init__(self, params, lr: float = 1e-3, betas: tuple = (0.9, 0.999),
-                 eps: float = 1e-8, weight_decay: float = 0, amsgrad: bool = False, *,
-                 masks: MaskSource = None, decoupled_weight_decay: bool = False,
-                 maximize: bool = False) -> None:
-        defaults = dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay,
-                        amsgrad=amsgrad, maximize=maximize,
-                        decoupled_weight_decay=decoupled_weight_decay)
+    def __init__(
+        self,
+        params,
+        lr: float = 1e-3,
+        betas: tuple = (0.9, 0.999),
+        eps: float = 1e-8,
+        weight_decay: float = 0,
+        amsgrad: bool = False,
+        *,
+        masks: MaskSource = None,
+        decoupled_weight_decay: bool = False,
+        maximize: bool = False,
+    ) -> None:
+        defaults = dict(
+            lr=lr,
+            betas=betas,
+            eps=eps,
+            weight_decay=weight_decay,
+            amsgrad=amsgrad,
+            maximize=maximize,
+            decoupled_weight_decay=decoupled_weight_decay,
+        )
         super().__init__(params, defaults, masks)
 
     @staticmethod
@@ -74,12 +89,24 @@ class MaskedAdam(MaskedOptimizer):
         state_steps = [state["step"] for state in states]
         # The step counters stay out of the choice: they live on the CPU whatever the device of
         # the parameters, and are read, not computed on, by every backend.
-        backend = ops.select("masked_adam_step", [*params, *grads, *masks, *exp_avgs,
-                                                  *exp_avg_sqs, *max_exp_avg_sqs])
+        backend = ops.select(
+            "masked_adam_step", [*params, *grads, *masks, *exp_avgs, *exp_avg_sqs, *max_exp_avg_sqs]
+        )
         backend.masked_adam_step(
-            params, grads, masks, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, state_steps,
-            amsgrad=amsgrad, beta1=beta1, beta2=beta2, lr=group["lr"],
-            weight_decay=group["weight_decay"], eps=group["eps"], maximize=group["maximize"],
+            params,
+            grads,
+            masks,
+            exp_avgs,
+            exp_avg_sqs,
+            max_exp_avg_sqs,
+            state_steps,
+            amsgrad=amsgrad,
+            beta1=beta1,
+            beta2=beta2,
+            lr=group["lr"],
+            weight_decay=group["weight_decay"],
+            eps=group["eps"],
+            maximize=group["maximize"],
             decoupled_weight_decay=group["decoupled_weight_decay"],
         )
 
@@ -94,8 +121,7 @@ class MaskedAdam(MaskedOptimizer):
         if amsgrad and "max_exp_avg_sq" not in state:
             # Also when amsgrad is switched on mid-run (torch fails then): a zero maximum makes
             # the next step's maximum the current exp_avg_sq.
-            state["max_exp_avg_sq"] = torch.zeros_like(param,
-                                                       memory_format=torch.preserve_format)
+            state["max_exp_avg_sq"] = torch.zeros_like(param, memory_format=torch.preserve_format)
         return state
 
 
@@ -103,11 +129,29 @@ class MaskedAdamW(MaskedAdam):
     """:class:`MaskedAdam` with decoupled weight decay, defaulting to ``weight_decay=1e-2``, as
     ``torch.optim.AdamW`` is ``torch.optim.Adam``'s."""
 
-    def __init__(self, params, lr: float = 1e-3, betas: tuple = (0.9, 0.999),
-                 eps: float = 1e-8, weight_decay: float = 1e-2, amsgrad: bool = False, *,
-                 masks: MaskSource = None, maximize: bool = False) -> None:
-        super().__init__(params, lr, betas, eps, weight_decay, amsgrad, masks=masks,
-                         decoupled_weight_decay=True, maximize=maximize)
+    def __init__(
+        self,
+        params,
+        lr: float = 1e-3,
+        betas: tuple = (0.9, 0.999),
+        eps: float = 1e-8,
+        weight_decay: float = 1e-2,
+        amsgrad: bool = False,
+        *,
+        masks: MaskSource = None,
+        maximize: bool = False,
+    ) -> None:
+        super().__init__(
+            params,
+            lr,
+            betas,
+            eps,
+            weight_decay,
+            amsgrad,
+            masks=masks,
+            decoupled_weight_decay=True,
+            maximize=maximize,
+        )
 
     def __setstate__(self, state: dict) -> None:
         super().__setstate__(state)

@@ -4,7 +4,6 @@ param group's tensors for one multi-tensor step."""
 from __future__ import annotations
 
 from abc import ABCMeta, abstractmethod
-from typing import Optional
 
 import torch
 
@@ -70,8 +69,10 @@ class MaskedOptimizer(torch.optim.Optimizer, metaclass=ABCMeta):
             new = layer.trainable_weight
             state = self.state.pop(old, None)
             if state:
-                self.state[new] = {key: convert_state(value, old, layer, key, self._describe(old))
-                                   for key, value in state.items()}
+                self.state[new] = {
+                    key: convert_state(value, old, layer, key, self._describe(old))
+                    for key, value in state.items()
+                }
             for group in self.param_groups:
                 group["params"] = [new if param is old else param for param in group["params"]]
             self._masks.rebind(old, new)
@@ -92,12 +93,14 @@ class MaskedOptimizer(torch.optim.Optimizer, metaclass=ABCMeta):
             if param.grad is None:
                 continue
             if param.grad.is_sparse:
-                raise ValueError(f"{self._describe(param)} has a sparse gradient; "
-                                 f"{type(self).__name__} needs dense gradients")
+                raise ValueError(
+                    f"{self._describe(param)} has a sparse gradient; "
+                    f"{type(self).__name__} needs dense gradients"
+                )
             by_device.setdefault(param.device, []).append(param)
         return list(by_device.values())
 
-    def _mask_of(self, param: torch.Tensor) -> Optional[torch.Tensor]:
+    def _mask_of(self, param: torch.Tensor) -> torch.Tensor | None:
         """``param``'s current bool mask, or None when it is not masked."""
         return self._masks.mask_of(param, self._describe)
 
@@ -122,8 +125,10 @@ def convert_state(value, old: torch.Tensor, layer, key: str, name: str):
     else:
         retired = layer.__dict__.get("_retired_compact")
         if retired is None or retired[0] is not old:
-            raise RuntimeError(f"state {key!r} of {name} belongs to a compact layout the layer "
-                               f"has since left twice; step the optimizer between mode "
-                               f"switches, or build a new optimizer")
+            raise RuntimeError(
+                f"state {key!r} of {name} belongs to a compact layout the layer "
+                f"has since left twice; step the optimizer between mode "
+                f"switches, or build a new optimizer"
+            )
         dense = retired[1].to_dense(value)
     return dense if layer.mode == "dense" else layer.compact_index.gather(dense)

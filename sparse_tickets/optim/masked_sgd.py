@@ -27,11 +27,26 @@ class MaskedSGD(MaskedOptimizer):
     State layout (``state[p]['momentum_buffer']``) and state_dicts are torch's.
     """
 
-    def __init__(self, params, lr: float = 1e-3, momentum: float = 0, dampening: float = 0,
-                 weight_decay: float = 0, nesterov: bool = False, *, masks: MaskSource = None,
-                 maximize: bool = False) -> None:
-        defaults = dict(lr=lr, momentum=momentum, dampening=dampening,
-                        weight_decay=weight_decay, nesterov=nesterov, maximize=maximize)
+    def __init__(
+        self,
+        params,
+        lr: float = 1e-3,
+        momentum: float = 0,
+        dampening: float = 0,
+        weight_decay: float = 0,
+        nesterov: bool = False,
+        *,
+        masks: MaskSource = None,
+        maximize: bool = False,
+    ) -> None:
+        defaults = dict(
+            lr=lr,
+            momentum=momentum,
+            dampening=dampening,
+            weight_decay=weight_decay,
+            nesterov=nesterov,
+            maximize=maximize,
+        )
         super().__init__(params, defaults, masks)
 
     @staticmethod
@@ -44,8 +59,10 @@ class MaskedSGD(MaskedOptimizer):
         check_flag("nesterov", group["nesterov"])
         check_flag("maximize", group["maximize"])
         if group["nesterov"] and (group["momentum"] <= 0 or group["dampening"] != 0):
-            raise ValueError(f"nesterov=True needs momentum > 0 and dampening == 0; got "
-                             f"momentum={group['momentum']}, dampening={group['dampening']}")
+            raise ValueError(
+                f"nesterov=True needs momentum > 0 and dampening == 0; got "
+                f"momentum={group['momentum']}, dampening={group['dampening']}"
+            )
 
     def __setstate__(self, state: dict) -> None:
         super().__setstate__(state)
@@ -58,13 +75,21 @@ class MaskedSGD(MaskedOptimizer):
         uses_momentum = group["momentum"] != 0
         grads = [param.grad for param in params]
         masks = [self._mask_of(param) for param in params]
-        momentum_buffers = [self.state[param].get("momentum_buffer") if uses_momentum else None
-                            for param in params]
+        momentum_buffers = [
+            self.state[param].get("momentum_buffer") if uses_momentum else None for param in params
+        ]
         backend = ops.select("masked_sgd_step", [*params, *grads, *masks, *momentum_buffers])
         backend.masked_sgd_step(
-            params, grads, masks, momentum_buffers, weight_decay=group["weight_decay"],
-            momentum=group["momentum"], lr=group["lr"], dampening=group["dampening"],
-            nesterov=group["nesterov"], maximize=group["maximize"],
+            params,
+            grads,
+            masks,
+            momentum_buffers,
+            weight_decay=group["weight_decay"],
+            momentum=group["momentum"],
+            lr=group["lr"],
+            dampening=group["dampening"],
+            nesterov=group["nesterov"],
+            maximize=group["maximize"],
         )
         if uses_momentum:
             # The step created the buffers of first-time parameters in the list.

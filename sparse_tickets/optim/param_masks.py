@@ -16,7 +16,7 @@ Every other parameter has no mask.
 
 from __future__ import annotations
 
-from typing import Callable, Iterable, Mapping, Optional, Union
+from collections.abc import Callable, Iterable, Mapping
 
 import torch
 from torch import nn
@@ -25,7 +25,7 @@ from ..nn import MaskedLayer, MaskedWeight, owners
 from ..nn.holders import masked_weight_holders
 from ..nn.weight_mask import MASK_SUFFIX
 
-MaskSource = Union[None, nn.Module, Mapping[torch.Tensor, torch.Tensor]]
+MaskSource = nn.Module | Mapping[torch.Tensor, torch.Tensor] | None
 
 
 class ParamMasks:
@@ -44,8 +44,11 @@ class ParamMasks:
     def switched(self) -> list:
         """``(old, layer)`` for each masked layer whose trainable Parameter is no longer the one
         the optimizer holds: it switched between dense and compact mode since the last step."""
-        return [(param, source) for param, source in self._sources.items()
-                if isinstance(source, MaskedLayer) and source.trainable_weight is not param]
+        return [
+            (param, source)
+            for param, source in self._sources.items()
+            if isinstance(source, MaskedLayer) and source.trainable_weight is not param
+        ]
 
     def rebind(self, old: torch.Tensor, new: torch.Tensor) -> None:
         """Follow a switch: ``new`` takes ``old``'s place and name."""
@@ -55,8 +58,9 @@ class ParamMasks:
             prefix, attribute = name.rpartition(".")[0], new_name(self._sources[new])
             self._names[new] = f"{prefix}.{attribute}" if prefix else attribute
 
-    def mask_of(self, param: torch.Tensor,
-                describe: Callable[[torch.Tensor], str]) -> Optional[torch.Tensor]:
+    def mask_of(
+        self, param: torch.Tensor, describe: Callable[[torch.Tensor], str]
+    ) -> torch.Tensor | None:
         """``param``'s current mask (None when it has none), checked against ``param``;
         ``describe(param)`` names the parameter in an error (called only on one)."""
         source = self._sources.get(param)
@@ -69,12 +73,16 @@ class ParamMasks:
         else:
             mask = source
         # Once per parameter per step: the cheap test first, the message only on failure.
-        if not (isinstance(mask, torch.Tensor) and mask.dtype == torch.bool
-                and mask.shape == param.shape and mask.device == param.device):
+        if not (
+            isinstance(mask, torch.Tensor)
+            and mask.dtype == torch.bool
+            and mask.shape == param.shape
+            and mask.device == param.device
+        ):
             check_mask(mask, param, describe(param))
         return mask
 
-    def name_of(self, param: torch.Tensor) -> Optional[str]:
+    def name_of(self, param: torch.Tensor) -> str | None:
         """``param``'s qualified name in the model the masks came from, if known."""
         return self._names.get(param)
 
@@ -88,9 +96,11 @@ def resolve_masks(masks: MaskSource, param_groups: list[dict]) -> ParamMasks:
         return _from_model(masks, _params_of(param_groups))
     if isinstance(masks, Mapping):
         return _from_mapping(masks, param_groups)
-    raise TypeError(f"masks must be None (the parameters' own masks), the model (an nn.Module "
-                    f"whose masked layers hold the masks) or a mapping {{Parameter: bool mask}}; "
-                    f"got {type(masks).__name__}")
+    raise TypeError(
+        f"masks must be None (the parameters' own masks), the model (an nn.Module "
+        f"whose masked layers hold the masks) or a mapping {{Parameter: bool mask}}; "
+        f"got {type(masks).__name__}"
+    )
 
 
 def check_mask(mask, param: torch.Tensor, name: str) -> None:
@@ -103,11 +113,14 @@ def check_mask(mask, param: torch.Tensor, name: str) -> None:
         found = mask.dtype if isinstance(mask, torch.Tensor) else type(mask).__name__
         raise TypeError(f"mask of {name} must be a bool tensor; got {found}")
     if mask.shape != param.shape:
-        raise ValueError(f"mask of {name} has shape {tuple(mask.shape)}; expected the "
-                         f"parameter's shape {tuple(param.shape)}")
+        raise ValueError(
+            f"mask of {name} has shape {tuple(mask.shape)}; expected the "
+            f"parameter's shape {tuple(param.shape)}"
+        )
     if mask.device != param.device:
-        raise ValueError(f"mask of {name} is on {mask.device}; expected the parameter's device "
-                         f"{param.device}")
+        raise ValueError(
+            f"mask of {name} is on {mask.device}; expected the parameter's device {param.device}"
+        )
 
 
 def _from_owners(params: list[torch.Tensor]) -> ParamMasks:
@@ -120,7 +133,7 @@ def _from_owners(params: list[torch.Tensor]) -> ParamMasks:
         if isinstance(module, MaskedLayer):
             sources[param] = module
         elif mask_name in module._buffers:  # not unmasked since
-            sources[param] = MaskedWeight(module, mask_name[:-len(MASK_SUFFIX)])
+            sources[param] = MaskedWeight(module, mask_name[: -len(MASK_SUFFIX)])
     return ParamMasks(sources, {})
 
 
@@ -130,36 +143,48 @@ def _from_model(model: nn.Module, params: list[torch.Tensor]) -> ParamMasks:
         first = holders[0]
         for other in holders[1:]:
             if first.mode == "dense" and not torch.equal(other.mask, first.mask):
-                raise ValueError(f"masks: {name} is one Parameter in several masked layers with "
-                                 f"different masks; expected one mask (set it on the model "
-                                 f"with Masks.apply_to)")
+                raise ValueError(
+                    f"masks: {name} is one Parameter in several masked layers with "
+                    f"different masks; expected one mask (set it on the model "
+                    f"with Masks.apply_to)"
+                )
         sources[first.trainable_weight] = first
     if not sources:
-        raise ValueError("masks: the model has no masked layers; convert it with "
-                         "sparse_tickets.masked(model) first, or pass masks={} to mask nothing")
+        raise ValueError(
+            "masks: the model has no masked layers; convert it with "
+            "sparse_tickets.masked(model) first, or pass masks={} to mask nothing"
+        )
     if not any(param in sources for param in params):
         # Most likely the optimizer was built on a copy of the model: its pruned weights would
         # silently grow back, so this is an error rather than a plain optimizer.
-        raise ValueError(f"masks: none of the model's {len(sources)} masked-layer weights is "
-                         f"among the optimizer's parameters; pass the model these parameters "
-                         f"belong to, or masks={{}} to mask nothing")
+        raise ValueError(
+            f"masks: none of the model's {len(sources)} masked-layer weights is "
+            f"among the optimizer's parameters; pass the model these parameters "
+            f"belong to, or masks={{}} to mask nothing"
+        )
     names = {param: name for name, param in model.named_parameters()}
     return ParamMasks(sources, names)
 
 
 def _from_mapping(masks: Mapping, param_groups: list[dict]) -> ParamMasks:
-    positions = {param: f"param_groups[{g}]['params'][{k}]"
-                 for g, group in enumerate(param_groups)
-                 for k, param in enumerate(group["params"])}
+    positions = {
+        param: f"param_groups[{g}]['params'][{k}]"
+        for g, group in enumerate(param_groups)
+        for k, param in enumerate(group["params"])
+    }
     sources = {}
     for param, mask in masks.items():
         if not isinstance(param, torch.Tensor):
-            raise TypeError(f"masks keys must be the optimizer's Parameters; got "
-                            f"{type(param).__name__} {param!r} (to mask by layer, pass the model "
-                            f"itself as masks)")
+            raise TypeError(
+                f"masks keys must be the optimizer's Parameters; got "
+                f"{type(param).__name__} {param!r} (to mask by layer, pass the model "
+                f"itself as masks)"
+            )
         if param not in positions:
-            raise ValueError(f"masks has an entry for a tensor of shape {tuple(param.shape)} "
-                             f"that is not among the optimizer's parameters")
+            raise ValueError(
+                f"masks has an entry for a tensor of shape {tuple(param.shape)} "
+                f"that is not among the optimizer's parameters"
+            )
         check_mask(mask, param, positions[param])
         sources[param] = mask
     return ParamMasks(sources, {})

@@ -23,13 +23,15 @@ from __future__ import annotations
 import warnings
 
 import torch
-from torch.optim.optimizer import (register_optimizer_step_post_hook,
-                                   register_optimizer_step_pre_hook)
+from torch.optim.optimizer import (
+    register_optimizer_step_post_hook,
+    register_optimizer_step_pre_hook,
+)
 
 from ..nn import MaskedLayer, owners
 from .masked_optimizer import MaskedOptimizer, convert_state
 
-_SEEN = "_sparse_tickets_seen"      # optimizer.__dict__: the owners.changes() last checked at
+_SEEN = "_sparse_tickets_seen"  # optimizer.__dict__: the owners.changes() last checked at
 _MASKED = "_sparse_tickets_masked"  # optimizer.__dict__: [(param, mask owner, mask name)]
 
 
@@ -67,19 +69,23 @@ def _before_step(optimizer, args, kwargs) -> None:
 
 def _follow_switch(optimizer, old: torch.Tensor, layer: MaskedLayer) -> torch.Tensor:
     new = layer.trainable_weight
-    name = (f"a {layer.mode}-mode switched {type(layer).__name__} weight of shape "
-            f"{tuple(layer.mask.shape)}")
+    name = (
+        f"a {layer.mode}-mode switched {type(layer).__name__} weight of shape "
+        f"{tuple(layer.mask.shape)}"
+    )
     state = optimizer.state.pop(old, None)
     if state:
         try:
-            optimizer.state[new] = {key: convert_state(value, old, layer, key, name)
-                                    for key, value in state.items()}
+            optimizer.state[new] = {
+                key: convert_state(value, old, layer, key, name) for key, value in state.items()
+            }
         except RuntimeError as error:
             optimizer.state[old] = state
-            raise RuntimeError(f"{type(optimizer).__name__} holds {name} whose layer switched to "
-                               f"{layer.mode} mode and its state cannot follow ({error}); build "
-                               f"the optimizer after the switch, or use sparse_tickets.optim") \
-                from None
+            raise RuntimeError(
+                f"{type(optimizer).__name__} holds {name} whose layer switched to "
+                f"{layer.mode} mode and its state cannot follow ({error}); build "
+                f"the optimizer after the switch, or use sparse_tickets.optim"
+            ) from None
     return new
 
 
@@ -100,10 +106,16 @@ def _after_step(optimizer, args, kwargs) -> None:
             return
         for param, mask in checks:
             param.masked_fill_(~mask, 0.0)
-    warnings.warn(f"{type(optimizer).__name__} moved {int(revived)} pruned weights off zero; "
-                  f"they were zeroed again (use sparse_tickets.optim's masked optimizers, whose "
-                  f"step keeps them at zero)", RuntimeWarning, stacklevel=3)
+    warnings.warn(
+        f"{type(optimizer).__name__} moved {int(revived)} pruned weights off zero; "
+        f"they were zeroed again (use sparse_tickets.optim's masked optimizers, whose "
+        f"step keeps them at zero)",
+        RuntimeWarning,
+        stacklevel=3,
+    )
 
 
-_HOOKS = (register_optimizer_step_pre_hook(_before_step),
-          register_optimizer_step_post_hook(_after_step))
+_HOOKS = (
+    register_optimizer_step_pre_hook(_before_step),
+    register_optimizer_step_post_hook(_after_step),
+)

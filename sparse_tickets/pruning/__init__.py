@@ -17,8 +17,16 @@ SNIP, GraSP or SynFlow (``prune_at_init``), and :mod:`.nm` keeps masks N:M struc
 
 from .at_init import grasp_scores, prune_at_init, snip_scores, synflow_scores
 from .core import SCOPES, prune, prune_to_density
-from .criteria import (AT_INIT_METHODS, CRITERIA, STRATEGIES, Criterion, ScoringContext,
-                       get_criterion, register_criterion, unregister_criterion)
+from .criteria import (
+    AT_INIT_METHODS,
+    CRITERIA,
+    STRATEGIES,
+    Criterion,
+    ScoringContext,
+    get_criterion,
+    register_criterion,
+    unregister_criterion,
+)
 from .density import LayerDensity
 from .magnitude import magnitude_scores
 from .masks import Masks, weights_of
@@ -27,9 +35,32 @@ from .random import random_like, random_scores
 from .select import kept_count, pruned_count
 from .strategies import BUILT_IN
 
-__all__ = ["AT_INIT_METHODS", "BUILT_IN", "CRITERIA", "Criterion", "LayerDensity", "Masks",
-           "NMPattern", "SCOPES", "STRATEGIES", "ScoringContext", "get_criterion",
-           "grasp_scores", "kept_count", "magnitude_scores", "parse_nm", "prune", "prune_at_init",
-           "prune_to_density", "pruned_count", "random_like", "random_scores",
-           "register_criterion", "satisfies", "snip_scores", "synflow_scores",
-           "unregister_criterion", "weights_of"]
+__all__ = [
+    "AT_INIT_METHODS",
+    "BUILT_IN",
+    "CRITERIA",
+    "Criterion",
+    "LayerDensity",
+    "Masks",
+    "NMPattern",
+    "SCOPES",
+    "STRATEGIES",
+    "ScoringContext",
+    "get_criterion",
+    "grasp_scores",
+    "kept_count",
+    "magnitude_scores",
+    "parse_nm",
+    "prune",
+    "prune_at_init",
+    "prune_to_density",
+    "pruned_count",
+    "random_like",
+    "random_scores",
+    "register_criterion",
+    "satisfies",
+    "snip_scores",
+    "synflow_scores",
+    "unregister_criterion",
+    "weights_of",
+]

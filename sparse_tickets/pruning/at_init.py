@@ -25,25 +25,31 @@ import functools
 import math
 import numbers
 from collections.abc import Iterable, Iterator, Mapping
-from typing import Optional, Union
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from ..nn import masked_layers, unmasked
-from .core import (SCOPES, _check_density, _checked_masks, _checked_overrides,
-                   prune_to_density)
-from .criteria import AT_INIT_METHODS, Batch, Criterion, PruneStep, ScoringContext, Scores
+from .core import SCOPES, _check_density, _checked_masks, _checked_overrides, prune_to_density
+from .criteria import AT_INIT_METHODS, Batch, Criterion, PruneStep, Scores, ScoringContext
 from .masks import Masks, weights_of
 from .names import format_names, mask_key
 from .nm import PatternLike
-_DROPOUT = (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout,
-            nn.FeatureAlphaDropout)
+
+_DROPOUT = (
+    nn.Dropout,
+    nn.Dropout1d,
+    nn.Dropout2d,
+    nn.Dropout3d,
+    nn.AlphaDropout,
+    nn.FeatureAlphaDropout,
+)
 
 
-def snip_scores(model: nn.Module, masks: Mapping[str, torch.Tensor],
-                batches: Iterable[Batch]) -> Scores:
+def snip_scores(
+    model: nn.Module, masks: Mapping[str, torch.Tensor], batches: Iterable[Batch]
+) -> Scores:
     """SNIP's connection sensitivity ``|w ⊙ ∂L/∂w|`` of every masked layer's weight.
 
     Lee, Ajanthan & Torr, "SNIP: Single-shot Network Pruning based on Connection Sensitivity",
@@ -54,12 +60,18 @@ def snip_scores(model: nn.Module, masks: Mapping[str, torch.Tensor],
     scorer = _ScoringCopy(model, masks)
     scorer.data_mode()
     gradients = scorer.gradient(_checked_batches(batches, "snip", scorer.device, scorer.dtype))
-    return scorer.scores({name: (weight.detach() * gradients[name]).abs()
-                          for name, weight in scorer.weights.items()})
+    return scorer.scores(
+        {name: (weight.detach() * gradients[name]).abs() for name, weight in scorer.weights.items()}
+    )
 
 
-def grasp_scores(model: nn.Module, masks: Mapping[str, torch.Tensor], batches: Iterable[Batch],
-                 *, temperature: float = 200.0) -> Scores:
+def grasp_scores(
+    model: nn.Module,
+    masks: Mapping[str, torch.Tensor],
+    batches: Iterable[Batch],
+    *,
+    temperature: float = 200.0,
+) -> Scores:
     """GraSP's scores under the remove-lowest convention: ``θ ⊙ Hg``.
 
     Wang, Zhang & Grosse, "Picking Winning Tickets Before Training by Preserving Gradient Flow",
@@ -83,12 +95,14 @@ def grasp_scores(model: nn.Module, masks: Mapping[str, torch.Tensor], batches: I
     gradient = scorer.gradient(held, temperature)
     direction = {name: gradient[name] * scorer.masks[name] for name in scorer.weights}
     hessian_gradient = scorer.hessian_vector_product(held, direction, temperature)
-    return scorer.scores({name: weight.detach() * hessian_gradient[name]
-                          for name, weight in scorer.weights.items()})
+    return scorer.scores(
+        {name: weight.detach() * hessian_gradient[name] for name, weight in scorer.weights.items()}
+    )
 
 
-def synflow_scores(model: nn.Module, masks: Mapping[str, torch.Tensor],
-                   input_shape: Union[int, Iterable[int]]) -> Scores:
+def synflow_scores(
+    model: nn.Module, masks: Mapping[str, torch.Tensor], input_shape: int | Iterable[int]
+) -> Scores:
     """SynFlow's synaptic saliency ``|θ ⊙ ∂R/∂θ|`` of every masked layer's weight (float64).
 
     Tanaka, Kunin, Yamins & Ganguli, "Pruning neural networks without any data by iteratively
@@ -134,8 +148,13 @@ class SynFlow(Criterion):
     def scores(self, context: ScoringContext) -> Scores:
         return synflow_scores(context.model, context.masks, context.input_shape)
 
-    def prune_once(self, context: ScoringContext, density: float,
-                   layer_densities: Optional[Mapping[str, float]], prune: PruneStep) -> Masks:
+    def prune_once(
+        self,
+        context: ScoringContext,
+        density: float,
+        layer_densities: Mapping[str, float] | None,
+        prune: PruneStep,
+    ) -> Masks:
         input_shape = _checked_input_shape(context.input_shape)
         iterations = _checked_iterations(context.iterations)
         flow = _SynFlow(context.model, context.masks, input_shape)
@@ -144,19 +163,36 @@ class SynFlow(Criterion):
         weights = {name: weight.to(torch.float64) for name, weight in context.weights.items()}
         for k in range(1, iterations + 1):
             exponent = k / iterations
-            overrides = (None if layer_densities is None
-                         else {name: value ** exponent for name, value in layer_densities.items()})
-            current = prune(weights, current, density ** exponent, layer_densities=overrides,
-                            scores=flow.scores(current))
+            overrides = (
+                None
+                if layer_densities is None
+                else {name: value**exponent for name, value in layer_densities.items()}
+            )
+            current = prune(
+                weights,
+                current,
+                density**exponent,
+                layer_densities=overrides,
+                scores=flow.scores(current),
+            )
         return current
 
 
-def prune_at_init(model: nn.Module, masks: Mapping[str, torch.Tensor], density: float, *,
-                  method: str, batches: Iterable[Batch] = (),
-                  input_shape: Union[int, Iterable[int], None] = None, scope: str = "global",
-                  layer_densities: Optional[Mapping[str, float]] = None,
-                  exclude: Iterable[str] = (), iterations: int = 100,
-                  nm: Optional[PatternLike] = None, allow_empty: bool = False) -> Masks:
+def prune_at_init(
+    model: nn.Module,
+    masks: Mapping[str, torch.Tensor],
+    density: float,
+    *,
+    method: str,
+    batches: Iterable[Batch] = (),
+    input_shape: int | Iterable[int] | None = None,
+    scope: str = "global",
+    layer_densities: Mapping[str, float] | None = None,
+    exclude: Iterable[str] = (),
+    iterations: int = 100,
+    nm: PatternLike | None = None,
+    allow_empty: bool = False,
+) -> Masks:
     """New masks, subsets of ``masks``, that keep ``density`` of the weights by ``method``'s
     scores (a name in ``AT_INIT_METHODS``: a registered criterion that prunes at
     initialisation).
@@ -171,20 +207,32 @@ def prune_at_init(model: nn.Module, masks: Mapping[str, torch.Tensor], density: 
     """
     criterion = AT_INIT_METHODS.get(method) if isinstance(method, str) else None
     if criterion is None:
-        raise ValueError(f"unknown method {method!r}; expected one of "
-                         f"{format_names(AT_INIT_METHODS, limit=len(AT_INIT_METHODS))}")
+        raise ValueError(
+            f"unknown method {method!r}; expected one of "
+            f"{format_names(AT_INIT_METHODS, limit=len(AT_INIT_METHODS))}"
+        )
     _check_density("density", density)
     if scope not in SCOPES:
         raise ValueError(f"scope must be one of {format_names(SCOPES)}; got {scope!r}")
     # Checked before any scoring, which may be long, and before synflow raises the values to
     # powers.
-    layer_densities = (None if layer_densities is None else _checked_overrides(
-        "layer_densities", layer_densities, Masks(masks), _check_density))
+    layer_densities = (
+        None
+        if layer_densities is None
+        else _checked_overrides("layer_densities", layer_densities, Masks(masks), _check_density)
+    )
     _masked_layer_names(model)  # a model that cannot be scored, said before anything else
-    context = ScoringContext(weights=weights_of(model), masks=masks, model=model,
-                             batches=batches, input_shape=input_shape, iterations=iterations)
-    prune = functools.partial(prune_to_density, scope=scope, exclude=exclude,
-                              allow_empty=allow_empty, nm=nm)
+    context = ScoringContext(
+        weights=weights_of(model),
+        masks=masks,
+        model=model,
+        batches=batches,
+        input_shape=input_shape,
+        iterations=iterations,
+    )
+    prune = functools.partial(
+        prune_to_density, scope=scope, exclude=exclude, allow_empty=allow_empty, nm=nm
+    )
     return criterion.prune_once(context, density, layer_densities, prune)
 
 
@@ -192,8 +240,9 @@ class _ScoringCopy:
     """``unmasked(copy.deepcopy(model))`` with ``masks`` applied, and the gradients the scores
     need; ``weights`` are its plain layers' weights under the masks' keys."""
 
-    def __init__(self, model: nn.Module, masks: Mapping[str, torch.Tensor],
-                 dtype: Optional[torch.dtype] = None) -> None:
+    def __init__(
+        self, model: nn.Module, masks: Mapping[str, torch.Tensor], dtype: torch.dtype | None = None
+    ) -> None:
         names = _masked_layer_names(model)
         self.masks = _checked_masks(weights_of(model), masks)
         self.network = unmasked(copy.deepcopy(model))
@@ -206,8 +255,9 @@ class _ScoringCopy:
         for key, module_name in names.items():
             weight = self.network.get_submodule(module_name).weight
             self.weights[key] = weight.requires_grad_(True)
-        self.masks = Masks({name: self.masks[name].to(weight.device)
-                            for name, weight in self.weights.items()})
+        self.masks = Masks(
+            {name: self.masks[name].to(weight.device) for name, weight in self.weights.items()}
+        )
         self.apply(self.masks)
         first = next(iter(self.weights.values()))
         self.device, self.dtype = first.device, first.dtype
@@ -235,8 +285,9 @@ class _ScoringCopy:
             _add(total, self.grad(self.loss(batch, temperature)))
         return total
 
-    def hessian_vector_product(self, batches: list[Batch], vector: Scores,
-                               temperature: float) -> Scores:
+    def hessian_vector_product(
+        self, batches: list[Batch], vector: Scores, temperature: float
+    ) -> Scores:
         """``H v`` of the same ``L``, by double backprop one batch at a time (``H`` is the sum of
         the batches' Hessians, so the graphs need not all be held at once)."""
         total = _zeros_like(self.weights)
@@ -249,10 +300,13 @@ class _ScoringCopy:
 
     def grad(self, output: torch.Tensor, create_graph: bool = False) -> Scores:
         names, weights = list(self.weights), list(self.weights.values())
-        gradients = torch.autograd.grad(output, weights, allow_unused=True,
-                                        create_graph=create_graph)
-        return {name: (torch.zeros_like(weight) if gradient is None else gradient)
-                for name, weight, gradient in zip(names, weights, gradients)}
+        gradients = torch.autograd.grad(
+            output, weights, allow_unused=True, create_graph=create_graph
+        )
+        return {
+            name: (torch.zeros_like(weight) if gradient is None else gradient)
+            for name, weight, gradient in zip(names, weights, gradients)
+        }
 
     def scores(self, scores: Scores) -> Scores:
         """Detached, in the masks' order, on each weight's device."""
@@ -263,20 +317,22 @@ class _SynFlow:
     """The float64, all-positive copy SynFlow scores on; :meth:`scores` rescores it under new
     masks, so iterating needs one copy, not one per round."""
 
-    def __init__(self, model: nn.Module, masks: Mapping[str, torch.Tensor],
-                 input_shape: tuple[int, ...]) -> None:
+    def __init__(
+        self, model: nn.Module, masks: Mapping[str, torch.Tensor], input_shape: tuple[int, ...]
+    ) -> None:
         self.scorer = _ScoringCopy(model, masks, dtype=torch.float64)
         self.scorer.network.eval()
         with torch.no_grad():
             for tensor in self.scorer.network.state_dict().values():
                 if tensor.is_floating_point():
                     tensor.abs_()
-        self.magnitudes = {name: weight.detach().clone()
-                           for name, weight in self.scorer.weights.items()}
+        self.magnitudes = {
+            name: weight.detach().clone() for name, weight in self.scorer.weights.items()
+        }
         self.masks = self.scorer.masks
         self.input_shape = input_shape
 
-    def scores(self, masks: Optional[Mapping[str, torch.Tensor]] = None) -> Scores:
+    def scores(self, masks: Mapping[str, torch.Tensor] | None = None) -> Scores:
         scorer = self.scorer
         with torch.no_grad():
             for name, weight in scorer.weights.items():
@@ -284,8 +340,12 @@ class _SynFlow:
         scorer.apply(self.masks if masks is None else masks)
         ones = torch.ones((1, *self.input_shape), dtype=torch.float64, device=scorer.device)
         gradient = scorer.grad(scorer.network(ones).sum())
-        return scorer.scores({name: (weight.detach() * gradient[name]).abs()
-                              for name, weight in scorer.weights.items()})
+        return scorer.scores(
+            {
+                name: (weight.detach() * gradient[name]).abs()
+                for name, weight in scorer.weights.items()
+            }
+        )
 
 
 def _masked_layer_names(model: nn.Module) -> dict[str, str]:
@@ -294,52 +354,75 @@ def _masked_layer_names(model: nn.Module) -> dict[str, str]:
         raise TypeError(f"model must be a torch.nn.Module; got {type(model).__name__}")
     names = {mask_key(name): name for name, _ in masked_layers(model)}
     if not names:
-        raise ValueError(f"{type(model).__name__} has no masked layers; expected a model "
-                         f"converted with sparse_tickets.masked(model)")
+        raise ValueError(
+            f"{type(model).__name__} has no masked layers; expected a model "
+            f"converted with sparse_tickets.masked(model)"
+        )
     return names
 
 
-def _checked_batches(batches: Iterable[Batch], method: str, device: torch.device,
-                     dtype: torch.dtype) -> Iterator[Batch]:
+def _checked_batches(
+    batches: Iterable[Batch], method: str, device: torch.device, dtype: torch.dtype
+) -> Iterator[Batch]:
     """The (inputs, targets) pairs on the model's device, floating inputs in its dtype; a
     one-line error for anything else, or for no batch at all."""
     if isinstance(batches, torch.Tensor) or not isinstance(batches, Iterable):
-        raise TypeError(f"batches must be an iterable of (inputs, targets) tensor pairs; got "
-                        f"{type(batches).__name__}")
+        raise TypeError(
+            f"batches must be an iterable of (inputs, targets) tensor pairs; got "
+            f"{type(batches).__name__}"
+        )
     count = 0
     for count, batch in enumerate(batches, start=1):
-        if (not isinstance(batch, (tuple, list)) or len(batch) != 2
-                or not all(isinstance(tensor, torch.Tensor) for tensor in batch)):
-            raise TypeError(f"batch {count - 1} is a {type(batch).__name__}; expected an "
-                            f"(inputs, targets) pair of tensors")
+        if (
+            not isinstance(batch, (tuple, list))
+            or len(batch) != 2
+            or not all(isinstance(tensor, torch.Tensor) for tensor in batch)
+        ):
+            raise TypeError(
+                f"batch {count - 1} is a {type(batch).__name__}; expected an "
+                f"(inputs, targets) pair of tensors"
+            )
         inputs, targets = batch
-        yield (inputs.to(device=device, dtype=dtype if inputs.is_floating_point() else None),
-               targets.to(device))
+        yield (
+            inputs.to(device=device, dtype=dtype if inputs.is_floating_point() else None),
+            targets.to(device),
+        )
     if count == 0:
         raise ValueError(f"{method} needs at least one (inputs, targets) batch; got none")
 
 
 def _checked_input_shape(input_shape) -> tuple[int, ...]:
     shape = (input_shape,) if isinstance(input_shape, numbers.Integral) else input_shape
-    if (isinstance(shape, Iterable) and not isinstance(shape, (str, torch.Tensor))):
+    if isinstance(shape, Iterable) and not isinstance(shape, (str, torch.Tensor)):
         shape = tuple(shape)
-        if shape and all(isinstance(size, numbers.Integral) and not isinstance(size, bool)
-                         and size > 0 for size in shape):
+        if shape and all(
+            isinstance(size, numbers.Integral) and not isinstance(size, bool) and size > 0
+            for size in shape
+        ):
             return tuple(int(size) for size in shape)
-    raise ValueError(f"synflow needs input_shape, the shape of one input without the batch "
-                     f"dimension, e.g. (3, 32, 32) or 784; got {input_shape!r}")
+    raise ValueError(
+        f"synflow needs input_shape, the shape of one input without the batch "
+        f"dimension, e.g. (3, 32, 32) or 784; got {input_shape!r}"
+    )
 
 
 def _checked_iterations(iterations) -> int:
-    if (isinstance(iterations, bool) or not isinstance(iterations, numbers.Integral)
-            or iterations < 1):
+    if (
+        isinstance(iterations, bool)
+        or not isinstance(iterations, numbers.Integral)
+        or iterations < 1
+    ):
         raise ValueError(f"iterations must be an integer >= 1; got {iterations!r}")
     return int(iterations)
 
 
 def _check_temperature(temperature) -> None:
-    if (isinstance(temperature, bool) or not isinstance(temperature, numbers.Real)
-            or not math.isfinite(temperature) or temperature <= 0):
+    if (
+        isinstance(temperature, bool)
+        or not isinstance(temperature, numbers.Real)
+        or not math.isfinite(temperature)
+        or temperature <= 0
+    ):
         raise ValueError(f"temperature must be a finite number > 0; got {temperature!r}")
 
 

@@ -25,9 +25,8 @@ count, the step removes more than asked: the forced ones all go, nothing else.
 from __future__ import annotations
 
 import numbers
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from fractions import Fraction
-from typing import Callable, Optional
 
 import torch
 from torch import nn
@@ -46,16 +45,23 @@ Group = tuple[tuple[str, ...], float]
 # (fraction or density, weights remaining in the group, weights in total) -> how many to remove.
 Count = Callable[[float, int, int], int]
 # (a group's layer names, all weights, the group's masks, generator) -> the group's scores.
-ScoreFunction = Callable[[tuple, Mapping, list, Optional[torch.Generator]],
-                         Mapping[str, torch.Tensor]]
+ScoreFunction = Callable[[tuple, Mapping, list, torch.Generator | None], Mapping[str, torch.Tensor]]
 
 
-def prune(weights: Mapping[str, torch.Tensor], masks: Mapping[str, torch.Tensor],
-          fraction: float, *, strategy: str = "magnitude", scope: str = "layerwise",
-          layer_fractions: Optional[Mapping[str, float]] = None, exclude: Iterable[str] = (),
-          allow_empty: bool = False, seed: Optional[int] = None,
-          scores: Optional[Mapping[str, torch.Tensor]] = None,
-          nm: Optional[PatternLike] = None) -> Masks:
+def prune(
+    weights: Mapping[str, torch.Tensor],
+    masks: Mapping[str, torch.Tensor],
+    fraction: float,
+    *,
+    strategy: str = "magnitude",
+    scope: str = "layerwise",
+    layer_fractions: Mapping[str, float] | None = None,
+    exclude: Iterable[str] = (),
+    allow_empty: bool = False,
+    seed: int | None = None,
+    scores: Mapping[str, torch.Tensor] | None = None,
+    nm: PatternLike | None = None,
+) -> Masks:
     """Remove ``fraction`` of the weights the masks still keep: one level of iterative pruning.
 
     Args:
@@ -85,17 +91,33 @@ def prune(weights: Mapping[str, torch.Tensor], masks: Mapping[str, torch.Tensor]
     overrides = _checked_overrides("layer_fractions", layer_fractions, masks, _check_fraction)
     excluded = _checked_exclude(exclude, masks, overrides, "layer_fractions")
     groups = _groups(masks, scope, fraction, overrides, excluded)
-    return _remove(weights, masks, groups, _count_for_fraction, _source(strategy, scores), score,
-                   allow_empty, seed, pattern)
+    return _remove(
+        weights,
+        masks,
+        groups,
+        _count_for_fraction,
+        _source(strategy, scores),
+        score,
+        allow_empty,
+        seed,
+        pattern,
+    )
 
 
-def prune_to_density(weights: Mapping[str, torch.Tensor], masks: Mapping[str, torch.Tensor],
-                     density: float, *, strategy: str = "magnitude", scope: str = "layerwise",
-                     layer_densities: Optional[Mapping[str, float]] = None,
-                     exclude: Iterable[str] = (), allow_empty: bool = False,
-                     seed: Optional[int] = None,
-                     scores: Optional[Mapping[str, torch.Tensor]] = None,
-                     nm: Optional[PatternLike] = None) -> Masks:
+def prune_to_density(
+    weights: Mapping[str, torch.Tensor],
+    masks: Mapping[str, torch.Tensor],
+    density: float,
+    *,
+    strategy: str = "magnitude",
+    scope: str = "layerwise",
+    layer_densities: Mapping[str, float] | None = None,
+    exclude: Iterable[str] = (),
+    allow_empty: bool = False,
+    seed: int | None = None,
+    scores: Mapping[str, torch.Tensor] | None = None,
+    nm: PatternLike | None = None,
+) -> Masks:
     """Prune in one shot to ``density`` of the weights, counted against the TOTAL size.
 
     Layerwise, each included layer keeps ``density`` of its weights; global, the included
@@ -112,8 +134,17 @@ def prune_to_density(weights: Mapping[str, torch.Tensor], masks: Mapping[str, to
     overrides = _checked_overrides("layer_densities", layer_densities, masks, _check_density)
     excluded = _checked_exclude(exclude, masks, overrides, "layer_densities")
     groups = _groups(masks, scope, density, overrides, excluded)
-    return _remove(weights, masks, groups, _count_for_density, _source(strategy, scores), score,
-                   allow_empty, seed, pattern)
+    return _remove(
+        weights,
+        masks,
+        groups,
+        _count_for_density,
+        _source(strategy, scores),
+        score,
+        allow_empty,
+        seed,
+        pattern,
+    )
 
 
 def _source(strategy: str, scores) -> str:
@@ -129,14 +160,25 @@ def _count_for_density(density: float, remaining: int, total: int) -> int:
     return max(0, remaining - kept_count(density, total))
 
 
-def _remove(weights: Mapping[str, torch.Tensor], masks: Masks, groups: list[Group],
-            count: Count, strategy: str, score: ScoreFunction, allow_empty: bool,
-            seed: Optional[int], pattern: Optional[NMPattern] = None) -> Masks:
+def _remove(
+    weights: Mapping[str, torch.Tensor],
+    masks: Masks,
+    groups: list[Group],
+    count: Count,
+    strategy: str,
+    score: ScoreFunction,
+    allow_empty: bool,
+    seed: int | None,
+    pattern: NMPattern | None = None,
+) -> Masks:
     generator = seeded_generator(seed)
     # One score dtype for all layers, so a global ranking compares like with like, and wide
     # enough that bf16/fp16 magnitudes rank exactly.
-    dtype = (torch.float64 if any(weights[name].dtype == torch.float64
-                                  for names, _ in groups for name in names) else torch.float32)
+    dtype = (
+        torch.float64
+        if any(weights[name].dtype == torch.float64 for names, _ in groups for name in names)
+        else torch.float32
+    )
     new = {name: mask.clone() for name, mask in masks.items()}
     for names, value in groups:
         device = weights[names[0]].device
@@ -148,26 +190,33 @@ def _remove(weights: Mapping[str, torch.Tensor], masks: Masks, groups: list[Grou
         if removed == 0 and n_keep is None:
             continue
         scored = score(names, weights, old, generator)
-        ranked = [_scores(scored, strategy, name, weights[name], mask, dtype)
-                  for name, mask in zip(names, old)]
+        ranked = [
+            _scores(scored, strategy, name, weights[name], mask, dtype)
+            for name, mask in zip(names, old)
+        ]
         candidates, rest = old, removed
         if n_keep is not None:
-            forced = [forced_removals(scores, mask, n_keep, pattern.m)
-                      for scores, mask in zip(ranked, old)]
+            forced = [
+                forced_removals(scores, mask, n_keep, pattern.m)
+                for scores, mask in zip(ranked, old)
+            ]
             candidates = [mask & ~gone for mask, gone in zip(old, forced)]
             # Forced removals count towards the step; beyond it, they go all the same.
             rest = max(0, removed - sum(int(gone.sum().item()) for gone in forced))
         for name, before, after in zip(names, old, remove_lowest(ranked, candidates, rest)):
             if not allow_empty and bool(before.any()) and not bool(after.any()):
-                raise ValueError(f"pruning would leave {name!r} with no weights (all "
-                                 f"{int(before.sum().item())} remaining removed); pass "
-                                 f"allow_empty=True to allow an empty layer")
+                raise ValueError(
+                    f"pruning would leave {name!r} with no weights (all "
+                    f"{int(before.sum().item())} remaining removed); pass "
+                    f"allow_empty=True to allow an empty layer"
+                )
             new[name] = after.to(masks[name].device)
     return Masks(new)
 
 
-def _n_keep(pattern: Optional[NMPattern], masks: list[torch.Tensor], kept_after: int,
-            total: int) -> Optional[int]:
+def _n_keep(
+    pattern: NMPattern | None, masks: list[torch.Tensor], kept_after: int, total: int
+) -> int | None:
     """How many of every ``m`` weights the group's masks may keep after the step, or None when
     that constrains nothing the masks do not already meet."""
     if pattern is None or total == 0:
@@ -178,20 +227,32 @@ def _n_keep(pattern: Optional[NMPattern], masks: list[torch.Tensor], kept_after:
     return n_keep
 
 
-def _scores(scored: Mapping[str, torch.Tensor], strategy: str, name: str, weight: torch.Tensor,
-            mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+def _scores(
+    scored: Mapping[str, torch.Tensor],
+    strategy: str,
+    name: str,
+    weight: torch.Tensor,
+    mask: torch.Tensor,
+    dtype: torch.dtype,
+) -> torch.Tensor:
     scores = scored.get(name)
     if not isinstance(scores, torch.Tensor):
-        raise ValueError(f"{strategy} gave no score tensor for {name!r}; expected one for "
-                         f"every layer it is given")
+        raise ValueError(
+            f"{strategy} gave no score tensor for {name!r}; expected one for "
+            f"every layer it is given"
+        )
     if tuple(scores.shape) != tuple(weight.shape):
-        raise ValueError(f"{strategy} gave scores of shape {tuple(scores.shape)} "
-                         f"for {name!r}; expected the weight's shape {tuple(weight.shape)}")
+        raise ValueError(
+            f"{strategy} gave scores of shape {tuple(scores.shape)} "
+            f"for {name!r}; expected the weight's shape {tuple(weight.shape)}"
+        )
     scores = scores.to(device=mask.device, dtype=dtype)
     # NaN sorts last, so a diverged weight would silently survive every level.
     if bool((scores.isnan() & mask).any()):
-        raise ValueError(f"{strategy}: scores of {name!r} hold NaN; expected finite "
-                         f"weights (did training diverge?)")
+        raise ValueError(
+            f"{strategy}: scores of {name!r} hold NaN; expected finite "
+            f"weights (did training diverge?)"
+        )
     return scores
 
 
@@ -199,67 +260,94 @@ def _checked_masks(weights, masks) -> Masks:
     """``masks`` as Masks, after checking that ``weights`` names the same layers, same shapes."""
     masks = masks if isinstance(masks, Masks) else Masks(masks)
     if isinstance(weights, nn.Module):
-        raise TypeError("weights must be a mapping of layer name -> weight tensor; got a model "
-                        "(pass weights_of(model))")
+        raise TypeError(
+            "weights must be a mapping of layer name -> weight tensor; got a model "
+            "(pass weights_of(model))"
+        )
     if not isinstance(weights, Mapping):
-        raise TypeError(f"weights must be a mapping of layer name -> weight tensor; got "
-                        f"{type(weights).__name__}")
+        raise TypeError(
+            f"weights must be a mapping of layer name -> weight tensor; got "
+            f"{type(weights).__name__}"
+        )
     missing = [name for name in masks if name not in weights]
     unexpected = [name for name in weights if name not in masks]
     if missing or unexpected:
-        raise ValueError(f"weights and masks name different layers: missing from weights "
-                         f"{format_names(missing)}; not in masks {format_names(unexpected)}")
+        raise ValueError(
+            f"weights and masks name different layers: missing from weights "
+            f"{format_names(missing)}; not in masks {format_names(unexpected)}"
+        )
     masks.check_materialised("pruning")
     for name, mask in masks.items():
         weight = weights[name]
         if not isinstance(weight, torch.Tensor):
             raise TypeError(f"weights[{name!r}] is a {type(weight).__name__}; expected a tensor")
         if weight.is_meta:
-            raise ValueError(f"weights[{name!r}] is on the meta device, which holds no values to "
-                             f"score; expected the weights of a materialised model")
+            raise ValueError(
+                f"weights[{name!r}] is on the meta device, which holds no values to "
+                f"score; expected the weights of a materialised model"
+            )
         if weight.shape != mask.shape:
-            raise ValueError(f"weights[{name!r}] has shape {tuple(weight.shape)}; expected its "
-                             f"mask's shape {tuple(mask.shape)}")
+            raise ValueError(
+                f"weights[{name!r}] has shape {tuple(weight.shape)}; expected its "
+                f"mask's shape {tuple(mask.shape)}"
+            )
     return masks
 
 
-def _score_function(strategy: str,
-                    scores: Optional[Mapping[str, torch.Tensor]]) -> ScoreFunction:
+def _score_function(strategy: str, scores: Mapping[str, torch.Tensor] | None) -> ScoreFunction:
     """A pruning group's scores: the strategy's criterion's, or a lookup in ``scores``."""
     if scores is not None:
         if not isinstance(scores, Mapping):
-            raise TypeError(f"scores must be a mapping of layer name -> score tensor; got "
-                            f"{type(scores).__name__}")
+            raise TypeError(
+                f"scores must be a mapping of layer name -> score tensor; got "
+                f"{type(scores).__name__}"
+            )
 
         def given(names: tuple, weights: Mapping, masks: list, generator) -> dict:
             return {name: given_layer(name, weights[name]) for name in names}
 
         def given_layer(name: str, weight: torch.Tensor) -> torch.Tensor:
             if name not in scores:
-                raise ValueError(f"scores has no entry for {name!r}; expected a score tensor "
-                                 f"for every layer that is pruned")
+                raise ValueError(
+                    f"scores has no entry for {name!r}; expected a score tensor "
+                    f"for every layer that is pruned"
+                )
             given_scores = scores[name]
             if not isinstance(given_scores, torch.Tensor):
-                raise TypeError(f"scores[{name!r}] is a {type(given_scores).__name__}; expected "
-                                f"a tensor of the weight's shape {tuple(weight.shape)}")
+                raise TypeError(
+                    f"scores[{name!r}] is a {type(given_scores).__name__}; expected "
+                    f"a tensor of the weight's shape {tuple(weight.shape)}"
+                )
             if given_scores.shape != weight.shape:
-                raise ValueError(f"scores[{name!r}] has shape {tuple(given_scores.shape)}; "
-                                 f"expected the weight's shape {tuple(weight.shape)}")
+                raise ValueError(
+                    f"scores[{name!r}] has shape {tuple(given_scores.shape)}; "
+                    f"expected the weight's shape {tuple(weight.shape)}"
+                )
             return given_scores.detach()
+
         return given
     criterion = STRATEGIES.get(strategy) if isinstance(strategy, str) else None
     if criterion is None:
-        raise ValueError(f"unknown strategy {strategy!r}; expected one of "
-                         f"{format_names(STRATEGIES, limit=len(STRATEGIES))}")
+        raise ValueError(
+            f"unknown strategy {strategy!r}; expected one of "
+            f"{format_names(STRATEGIES, limit=len(STRATEGIES))}"
+        )
 
     def by_criterion(names: tuple, weights: Mapping, masks: list, generator) -> Mapping:
-        scored = criterion.scores(ScoringContext(
-            weights={name: weights[name] for name in names}, masks=dict(zip(names, masks)),
-            generator=generator))
+        scored = criterion.scores(
+            ScoringContext(
+                weights={name: weights[name] for name in names},
+                masks=dict(zip(names, masks)),
+                generator=generator,
+            )
+        )
         if not isinstance(scored, Mapping):
-            raise TypeError(f"criterion {strategy!r} gave a {type(scored).__name__}; expected "
-                            f"a mapping of layer name -> score tensor")
+            raise TypeError(
+                f"criterion {strategy!r} gave a {type(scored).__name__}; expected "
+                f"a mapping of layer name -> score tensor"
+            )
         return scored
+
     return by_criterion
 
 
@@ -280,44 +368,55 @@ def _check_density(argument: str, value) -> None:
         raise ValueError(f"{argument} must be in (0, 1]; got {value!r}")
 
 
-def _checked_overrides(argument: str, overrides: Optional[Mapping[str, float]], masks: Masks,
-                       check: Callable[[str, float], None]) -> dict[str, float]:
+def _checked_overrides(
+    argument: str,
+    overrides: Mapping[str, float] | None,
+    masks: Masks,
+    check: Callable[[str, float], None],
+) -> dict[str, float]:
     if overrides is None:
         return {}
     if not isinstance(overrides, Mapping):
-        raise TypeError(f"{argument} must be a mapping of layer name -> value; got "
-                        f"{type(overrides).__name__}")
+        raise TypeError(
+            f"{argument} must be a mapping of layer name -> value; got {type(overrides).__name__}"
+        )
     check_known(argument, overrides, masks)
     for name, value in overrides.items():
         check(f"{argument}[{name!r}]", value)
     return dict(overrides)
 
 
-def _checked_exclude(exclude: Iterable[str], masks: Masks, overrides: Mapping[str, float],
-                     overrides_argument: str) -> set[str]:
+def _checked_exclude(
+    exclude: Iterable[str], masks: Masks, overrides: Mapping[str, float], overrides_argument: str
+) -> set[str]:
     if exclude is None:
         return set()
     # A lone string is one name, not an iterable of one-letter names.
     names = [exclude] if isinstance(exclude, str) else exclude
     if not isinstance(names, Iterable):
-        raise TypeError(f"exclude must be a collection of layer names; got "
-                        f"{type(exclude).__name__}")
+        raise TypeError(
+            f"exclude must be a collection of layer names; got {type(exclude).__name__}"
+        )
     names = list(names)
     check_known("exclude", names, masks)
     both = [name for name in names if name in overrides]
     if both:
-        raise ValueError(f"{format_names(both)} both excluded and given a value in "
-                         f"{overrides_argument}; expected one or the other")
+        raise ValueError(
+            f"{format_names(both)} both excluded and given a value in "
+            f"{overrides_argument}; expected one or the other"
+        )
     return set(names)
 
 
-def _groups(masks: Masks, scope: str, value: float, overrides: Mapping[str, float],
-            excluded: set[str]) -> list[Group]:
+def _groups(
+    masks: Masks, scope: str, value: float, overrides: Mapping[str, float], excluded: set[str]
+) -> list[Group]:
     if scope not in SCOPES:
         raise ValueError(f"scope must be one of {format_names(SCOPES)}; got {scope!r}")
     included = [name for name in masks if name not in excluded]
     if scope == "layerwise":
         return [((name,), overrides.get(name, value)) for name in included]
     pooled = tuple(name for name in included if name not in overrides)
-    return (([(pooled, value)] if pooled else [])
-            + [((name,), overrides[name]) for name in included if name in overrides])
+    return ([(pooled, value)] if pooled else []) + [
+        ((name,), overrides[name]) for name in included if name in overrides
+    ]

@@ -22,9 +22,9 @@ from __future__ import annotations
 
 import abc
 import re
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import Callable, ClassVar, Optional, Union
+from typing import ClassVar
 
 import torch
 from torch import nn
@@ -49,14 +49,14 @@ class ScoringContext:
     weights: Mapping[str, torch.Tensor]
     masks: Mapping[str, torch.Tensor]
     # A CPU generator for criteria that draw random numbers (None: torch's global one).
-    generator: Optional[torch.Generator] = None
+    generator: torch.Generator | None = None
     # The masked model (never to be modified: score a copy), at the weights being pruned.
-    model: Optional[nn.Module] = None
+    model: nn.Module | None = None
     # (inputs, class targets) training batches, for a criterion with needs_batches.
     batches: Iterable[Batch] = ()
     # One input's shape without the batch dimension, e.g. (1, 28, 28): for a data-free
     # forward pass (SynFlow's).
-    input_shape: Union[int, Iterable[int], None] = None
+    input_shape: int | Iterable[int] | None = None
     # Rounds of an iterative criterion's schedule (SynFlow's); one-shot criteria ignore it.
     iterations: int = 1
 
@@ -80,12 +80,22 @@ class Criterion(abc.ABC):
         ``context.weights``; any device and float dtype (the caller casts). Finite where the
         mask keeps a weight."""
 
-    def prune_once(self, context: ScoringContext, density: float,
-                   layer_densities: Optional[Mapping[str, float]], prune: PruneStep) -> Masks:
+    def prune_once(
+        self,
+        context: ScoringContext,
+        density: float,
+        layer_densities: Mapping[str, float] | None,
+        prune: PruneStep,
+    ) -> Masks:
         """Masks keeping ``density`` of ``context.weights`` (``layer_densities`` per layer), the
         lowest scores removed: one step of ``prune``. Override for a schedule of several."""
-        return prune(context.weights, context.masks, density, layer_densities=layer_densities,
-                     scores=self.scores(context))
+        return prune(
+            context.weights,
+            context.masks,
+            density,
+            layer_densities=layer_densities,
+            scores=self.scores(context),
+        )
 
     def __repr__(self) -> str:
         return f"<criterion {self.name}>"
@@ -102,11 +112,14 @@ def register_criterion(criterion_class: type) -> type:
         raise TypeError(f"expected a Criterion subclass; got {criterion_class!r}")
     name = criterion_class.name
     if not isinstance(name, str) or not _NAME.fullmatch(name):
-        raise ValueError(f"{criterion_class.__name__}.name is {name!r}; expected lower-case "
-                         f"letters, digits and underscores, starting with a letter")
+        raise ValueError(
+            f"{criterion_class.__name__}.name is {name!r}; expected lower-case "
+            f"letters, digits and underscores, starting with a letter"
+        )
     if name in _REGISTRY:
-        raise ValueError(f"criterion {name!r} is already registered "
-                         f"({type(_REGISTRY[name]).__name__})")
+        raise ValueError(
+            f"criterion {name!r} is already registered ({type(_REGISTRY[name]).__name__})"
+        )
     _REGISTRY[name] = criterion_class()
     return criterion_class
 
@@ -118,7 +131,7 @@ def unregister_criterion(name: str) -> None:
     del _REGISTRY[name]
 
 
-def get_criterion(name: str) -> Optional[Criterion]:
+def get_criterion(name: str) -> Criterion | None:
     """The criterion registered under ``name``, or None."""
     return _REGISTRY.get(name) if isinstance(name, str) else None
 
@@ -127,12 +140,15 @@ class CriteriaView(Mapping):
     """The registered criteria of one kind, name -> criterion, in registration order: a live
     view, so a criterion registered later is in it."""
 
-    def __init__(self, at_initialisation: Optional[bool] = None) -> None:
+    def __init__(self, at_initialisation: bool | None = None) -> None:
         self._at_initialisation = at_initialisation
 
     def _selected(self) -> dict[str, Criterion]:
-        return {name: criterion for name, criterion in _REGISTRY.items()
-                if self._at_initialisation in (None, criterion.at_initialisation)}
+        return {
+            name: criterion
+            for name, criterion in _REGISTRY.items()
+            if self._at_initialisation in (None, criterion.at_initialisation)
+        }
 
     def __getitem__(self, name: str) -> Criterion:
         return self._selected()[name]

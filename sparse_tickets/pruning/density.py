@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import torch
 
@@ -18,7 +18,7 @@ class LayerDensity:
     total: int
 
     @classmethod
-    def of(cls, name: str, mask: torch.Tensor) -> "LayerDensity":
+    def of(cls, name: str, mask: torch.Tensor) -> LayerDensity:
         """The figures of ``mask`` (a bool tensor) under ``name``."""
         return cls(name, tuple(mask.shape), int(mask.sum().item()), mask.numel())
 
@@ -29,8 +29,13 @@ class LayerDensity:
 
     def as_dict(self) -> dict:
         """The row as plain JSON-ready values, density included."""
-        return {"name": self.name, "shape": list(self.shape), "kept": self.kept,
-                "total": self.total, "density": self.density}
+        return {
+            "name": self.name,
+            "shape": list(self.shape),
+            "kept": self.kept,
+            "total": self.total,
+            "density": self.density,
+        }
 
 
 def format_density_table(rows: Sequence[LayerDensity]) -> str:
@@ -39,11 +44,14 @@ def format_density_table(rows: Sequence[LayerDensity]) -> str:
     kept = sum(row.kept for row in rows)
     total = sum(row.total for row in rows)
     lines = [("layer", "shape", "kept", "total", "density")]
-    lines += [(row.name, str(row.shape), str(row.kept), str(row.total), f"{row.density:.2%}")
-              for row in rows]
+    lines += [
+        (row.name, str(row.shape), str(row.kept), str(row.total), f"{row.density:.2%}")
+        for row in rows
+    ]
     lines.append(("total", "", str(kept), str(total), f"{kept / total if total else 0.0:.2%}"))
     widths = [max(len(line[column]) for line in lines) for column in range(5)]
     return "\n".join(
         f"{name:<{widths[0]}}  {shape:<{widths[1]}}  {kept:>{widths[2]}}  "
         f"{total:>{widths[3]}}  {density:>{widths[4]}}"
-        for name, shape, kept, total, density in lines)
+        for name, shape, kept, total, density in lines
+    )

@@ -3,15 +3,14 @@ smallest magnitudes go first."""
 
 from __future__ import annotations
 
-from typing import Optional
-
 import torch
 
-from .criteria import Criterion, ScoringContext, Scores
+from .criteria import Criterion, Scores, ScoringContext
 
 
-def magnitude_scores(weight: torch.Tensor,
-                     generator: Optional[torch.Generator] = None) -> torch.Tensor:
+def magnitude_scores(
+    weight: torch.Tensor, generator: torch.Generator | None = None
+) -> torch.Tensor:
     """``|weight|``, detached, in the weight's dtype (exact in every float format). The
     ``generator`` is unused: magnitude needs no randomness."""
     return weight.detach().abs()

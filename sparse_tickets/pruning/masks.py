@@ -12,8 +12,7 @@ they can be taken, moved to meta and applied to a meta model; everything that re
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Iterator, Optional, Union
+from collections.abc import Iterator, Mapping
 
 import torch
 from torch import nn
@@ -27,7 +26,7 @@ from .names import format_names
 from .storage import PathLike, load_tensors, save_tensors
 from .torch_prune import masks_from_torch_prune, masks_to_torch_prune
 
-Device = Union[str, torch.device]
+Device = str | torch.device
 
 
 class Masks(Mapping):
@@ -37,37 +36,48 @@ class Masks(Mapping):
     bool); anything else raises a one-line error naming the key. The tensors are not copied.
     """
 
-    def __init__(self, masks: Optional[Mapping[str, torch.Tensor]] = None) -> None:
+    def __init__(self, masks: Mapping[str, torch.Tensor] | None = None) -> None:
         if masks is None:
             masks = {}
         if not isinstance(masks, Mapping):
-            raise TypeError(f"Masks expects a mapping of layer name -> mask tensor; got "
-                            f"{type(masks).__name__}")
+            raise TypeError(
+                f"Masks expects a mapping of layer name -> mask tensor; got {type(masks).__name__}"
+            )
         self._masks: dict[str, torch.Tensor] = {}
         for name, mask in masks.items():
             if not isinstance(name, str) or not name:
                 raise TypeError(f"mask names must be non-empty strings; got {name!r}")
             if not isinstance(mask, torch.Tensor):
-                raise TypeError(f"masks[{name!r}] is a {type(mask).__name__}; expected a bool "
-                                f"tensor (or one of 0/1 values)")
+                raise TypeError(
+                    f"masks[{name!r}] is a {type(mask).__name__}; expected a bool "
+                    f"tensor (or one of 0/1 values)"
+                )
             # Checked against itself, validate_mask only checks the values (bool, or 0/1).
             self._masks[name] = validate_mask(mask, mask, name=f"masks[{name!r}]")
 
     @classmethod
-    def from_model(cls, model: nn.Module) -> "Masks":
+    def from_model(cls, model: nn.Module) -> Masks:
         """A snapshot (copies, not views of the live buffers) of the masks of every masked layer
         of ``model``, on the layers' devices."""
-        return cls({name: layer.mask.detach().clone()
-                    for name, layer in _named_masked_weights(model).items()})
+        return cls(
+            {
+                name: layer.mask.detach().clone()
+                for name, layer in _named_masked_weights(model).items()
+            }
+        )
 
     @classmethod
-    def ones_like(cls, model: nn.Module) -> "Masks":
+    def ones_like(cls, model: nn.Module) -> Masks:
         """All-True masks for every masked layer of ``model``: nothing pruned."""
-        return cls({name: torch.ones_like(layer.mask)
-                    for name, layer in _named_masked_weights(model).items()})
+        return cls(
+            {
+                name: torch.ones_like(layer.mask)
+                for name, layer in _named_masked_weights(model).items()
+            }
+        )
 
     @classmethod
-    def from_torch_prune(cls, model: nn.Module, remove: bool = False) -> "Masks":
+    def from_torch_prune(cls, model: nn.Module, remove: bool = False) -> Masks:
         """The masks of every tensor of ``model`` pruned with ``torch.nn.utils.prune``, under
         the tensor's name (``"fc1.weight"``). With ``remove=True`` the torch pruning is also
         made permanent (plain Parameters holding ``orig * mask``), ready for::
@@ -87,7 +97,7 @@ class Masks(Mapping):
         masks_to_torch_prune(self, model)
 
     @classmethod
-    def load(cls, path: PathLike, device: Optional[Device] = None) -> "Masks":
+    def load(cls, path: PathLike, device: Device | None = None) -> Masks:
         """Masks saved by :meth:`save`, on the CPU unless ``device`` is given."""
         tensors = load_tensors(path)
         try:
@@ -120,24 +130,31 @@ class Masks(Mapping):
         mark_shared(model)  # ties made since masked() keep their layers dense
         groups = masked_weight_holders(model)
         if not groups:
-            raise ValueError(f"{type(model).__name__} has no masked layers; expected a model "
-                             f"converted with sparse_tickets.masked(model)")
+            raise ValueError(
+                f"{type(model).__name__} has no masked layers; expected a model "
+                f"converted with sparse_tickets.masked(model)"
+            )
         missing = [name for name in groups if name not in self._masks]
         unexpected = [name for name in self._masks if name not in groups]
         if missing or unexpected:
-            raise ValueError(f"masks do not match the model's masked layers: missing "
-                             f"{format_names(missing)}; unexpected {format_names(unexpected)}")
+            raise ValueError(
+                f"masks do not match the model's masked layers: missing "
+                f"{format_names(missing)}; unexpected {format_names(unexpected)}"
+            )
         check_unaliased(masked_parameters(groups))
         checked = {}
         for name, sources in groups.items():
             like = sources[0].mask
             if self._masks[name].shape != like.shape:
-                raise ValueError(f"masks[{name!r}] has shape {tuple(self._masks[name].shape)}; "
-                                 f"expected the layer's weight shape {tuple(like.shape)}")
+                raise ValueError(
+                    f"masks[{name!r}] has shape {tuple(self._masks[name].shape)}; "
+                    f"expected the layer's weight shape {tuple(like.shape)}"
+                )
             if self._masks[name].is_meta and not like.is_meta:
                 self.check_materialised(f"applying masks to a model on {like.device}")
-            checked[name] = validate_mask(self._masks[name].to(like.device), like,
-                                          name=f"masks[{name!r}]")
+            checked[name] = validate_mask(
+                self._masks[name].to(like.device), like, name=f"masks[{name!r}]"
+            )
             for source in sources:
                 if isinstance(source, MaskedLayer):
                     choice.choose(source)  # raises where the layer's own mode cannot be kept
@@ -182,10 +199,11 @@ class Masks(Mapping):
         other = _comparable(self, other)
         self.check_materialised("comparing masks")
         other.check_materialised("comparing masks")
-        return not any(bool((mask & ~other[name].to(mask.device)).any())
-                       for name, mask in self._masks.items())
+        return not any(
+            bool((mask & ~other[name].to(mask.device)).any()) for name, mask in self._masks.items()
+        )
 
-    def to(self, device: Device) -> "Masks":
+    def to(self, device: Device) -> Masks:
         """The same masks on ``device``."""
         if torch.device(device).type != "meta":
             self.check_materialised(f"copying masks to {device}")
@@ -198,9 +216,10 @@ class Masks(Mapping):
             return False
         self.check_materialised("comparing masks")
         _check_materialised(other, "comparing masks")
-        return all(isinstance(other[name], torch.Tensor)
-                   and torch.equal(mask, other[name].to(mask.device))
-                   for name, mask in self._masks.items())
+        return all(
+            isinstance(other[name], torch.Tensor) and torch.equal(mask, other[name].to(mask.device))
+            for name, mask in self._masks.items()
+        )
 
     __hash__ = None  # mutable tensors inside: equal now need not mean equal later
 
@@ -230,19 +249,24 @@ def _named_masked_weights(model: nn.Module) -> dict:
         raise TypeError(f"expected a torch.nn.Module; got {type(model).__name__}")
     layers = {name: sources[0] for name, sources in masked_weight_holders(model).items()}
     if not layers:
-        raise ValueError(f"{type(model).__name__} has no masked layers; expected a model "
-                         f"converted with sparse_tickets.masked(model)")
+        raise ValueError(
+            f"{type(model).__name__} has no masked layers; expected a model "
+            f"converted with sparse_tickets.masked(model)"
+        )
     return layers
 
 
 def _check_materialised(masks: Mapping, what: str) -> None:
-    on_meta = [name for name, mask in masks.items()
-               if isinstance(mask, torch.Tensor) and mask.is_meta]
+    on_meta = [
+        name for name, mask in masks.items() if isinstance(mask, torch.Tensor) and mask.is_meta
+    ]
     if on_meta:
-        raise ValueError(f"{what} needs the masks' values, and masks {format_names(on_meta)} "
-                         f"are on the meta device, which holds none; expected the masks of a "
-                         f"materialised model (model.to_empty(device=...), then load its "
-                         f"state_dict)")
+        raise ValueError(
+            f"{what} needs the masks' values, and masks {format_names(on_meta)} "
+            f"are on the meta device, which holds none; expected the masks of a "
+            f"materialised model (model.to_empty(device=...), then load its "
+            f"state_dict)"
+        )
 
 
 def _comparable(masks: Masks, other: Mapping[str, torch.Tensor]) -> Mapping[str, torch.Tensor]:
@@ -251,10 +275,14 @@ def _comparable(masks: Masks, other: Mapping[str, torch.Tensor]) -> Mapping[str,
     missing = [name for name in masks if name not in other]
     unexpected = [name for name in other if name not in masks]
     if missing or unexpected:
-        raise ValueError(f"cannot compare masks over different layers: missing from the other "
-                         f"{format_names(missing)}; only in the other {format_names(unexpected)}")
+        raise ValueError(
+            f"cannot compare masks over different layers: missing from the other "
+            f"{format_names(missing)}; only in the other {format_names(unexpected)}"
+        )
     for name, mask in masks.items():
         if other[name].shape != mask.shape:
-            raise ValueError(f"cannot compare masks[{name!r}]: shape {tuple(mask.shape)} here, "
-                             f"{tuple(other[name].shape)} in the other")
+            raise ValueError(
+                f"cannot compare masks[{name!r}]: shape {tuple(mask.shape)} here, "
+                f"{tuple(other[name].shape)} in the other"
+            )
     return other

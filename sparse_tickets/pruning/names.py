@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Iterable, Mapping
+from collections.abc import Iterable, Mapping
 
 
 def mask_key(module_name: str) -> str:
@@ -28,7 +28,10 @@ def check_known(argument: str, names: Iterable[str], masks: Mapping) -> None:
     if not unknown:
         return
     # The usual slip is a module name ("fc1") where the weight's name ("fc1.weight") is meant.
-    hint = next((f" (did you mean {mask_key(name)!r}?)" for name in unknown
-                 if mask_key(name) in masks), "")
-    raise ValueError(f"{argument} names layers not in the masks: {format_names(unknown)}{hint}; "
-                     f"expected names such as {format_names(masks)}")
+    hint = next(
+        (f" (did you mean {mask_key(name)!r}?)" for name in unknown if mask_key(name) in masks), ""
+    )
+    raise ValueError(
+        f"{argument} names layers not in the masks: {format_names(unknown)}{hint}; "
+        f"expected names such as {format_names(masks)}"
+    )

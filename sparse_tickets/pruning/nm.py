@@ -32,7 +32,6 @@ import math
 import numbers
 from dataclasses import dataclass
 from fractions import Fraction
-from typing import Union
 
 import torch
 
@@ -47,17 +46,17 @@ class NMPattern:
     def __post_init__(self) -> None:
         for field, value in (("n", self.n), ("m", self.m)):
             if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-                raise TypeError(f"N:M pattern {field} must be an int; got "
-                                f"{type(value).__name__}")
+                raise TypeError(f"N:M pattern {field} must be an int; got {type(value).__name__}")
         if not 1 <= self.n <= self.m:
-            raise ValueError(f"N:M pattern {self.n}:{self.m} is invalid; expected "
-                             f"1 <= n <= m, e.g. 2:4")
+            raise ValueError(
+                f"N:M pattern {self.n}:{self.m} is invalid; expected 1 <= n <= m, e.g. 2:4"
+            )
 
     def __str__(self) -> str:
         return f"{self.n}:{self.m}"
 
 
-PatternLike = Union[NMPattern, tuple[int, int]]
+PatternLike = NMPattern | tuple[int, int]
 
 
 def parse_nm(text: str) -> NMPattern:
@@ -66,10 +65,13 @@ def parse_nm(text: str) -> NMPattern:
     if not isinstance(text, str):
         raise TypeError(f"N:M pattern must be a string such as '2:4'; got {type(text).__name__}")
     parts = text.strip().split(":")
-    if len(parts) != 2 or not all(part.strip().isascii() and part.strip().isdigit()
-                                  for part in parts):
-        raise ValueError(f"N:M pattern {text!r} is not of the form 'n:m'; expected two "
-                         f"positive integers such as '2:4'")
+    if len(parts) != 2 or not all(
+        part.strip().isascii() and part.strip().isdigit() for part in parts
+    ):
+        raise ValueError(
+            f"N:M pattern {text!r} is not of the form 'n:m'; expected two "
+            f"positive integers such as '2:4'"
+        )
     return NMPattern(int(parts[0]), int(parts[1]))
 
 
@@ -82,8 +84,10 @@ def as_pattern(pattern: PatternLike, argument: str = "nm") -> NMPattern:
             return NMPattern(*pattern)
         except (TypeError, ValueError) as error:
             raise type(error)(f"{argument}: {error}") from None
-    raise TypeError(f"{argument} must be an NMPattern or an (n, m) tuple such as (2, 4); got "
-                    f"{type(pattern).__name__} (parse_nm reads text such as '2:4')")
+    raise TypeError(
+        f"{argument} must be an NMPattern or an (n, m) tuple such as (2, 4); got "
+        f"{type(pattern).__name__} (parse_nm reads text such as '2:4')"
+    )
 
 
 def group_counts(mask: torch.Tensor, pattern: PatternLike) -> torch.Tensor:
@@ -99,7 +103,7 @@ def satisfies(mask: torch.Tensor, pattern: PatternLike) -> bool:
     return bool((group_counts(mask, pattern) <= pattern.n).all())
 
 
-def relaxed_n(pattern: PatternLike, density: Union[float, Fraction]) -> int:
+def relaxed_n(pattern: PatternLike, density: float | Fraction) -> int:
     """How many weights of each group of ``m`` a mask at ``density`` may keep under the
     tightening schedule: ``min(m, max(n, ceil(density * m)))``.
 
@@ -109,15 +113,19 @@ def relaxed_n(pattern: PatternLike, density: Union[float, Fraction]) -> int:
     pattern = as_pattern(pattern, "pattern")
     if isinstance(density, bool) or not isinstance(density, numbers.Real):
         raise TypeError(f"density must be a number; got {type(density).__name__}")
-    exact = (Fraction(density) if isinstance(density, numbers.Rational)
-             else Fraction(repr(float(density))) if math.isfinite(density) else None)
+    exact = (
+        Fraction(density)
+        if isinstance(density, numbers.Rational)
+        else Fraction(repr(float(density)))
+        if math.isfinite(density)
+        else None
+    )
     if exact is None or not 0 <= exact <= 1:
         raise ValueError(f"density must be in [0, 1]; got {density!r}")
     return min(pattern.m, max(pattern.n, math.ceil(exact * pattern.m)))
 
 
-def forced_removals(scores: torch.Tensor, mask: torch.Tensor, n_keep: int,
-                    m: int) -> torch.Tensor:
+def forced_removals(scores: torch.Tensor, mask: torch.Tensor, n_keep: int, m: int) -> torch.Tensor:
     """The kept weights beyond the ``n_keep`` highest-scoring in their group of ``m``: a bool
     tensor of the mask's shape, True where a weight must go for ``mask`` to keep at most
     ``n_keep`` per group.
@@ -134,8 +142,9 @@ def forced_removals(scores: torch.Tensor, mask: torch.Tensor, n_keep: int,
     mask = _as_bool(mask)
     if not isinstance(scores, torch.Tensor) or scores.shape != mask.shape:
         shape = tuple(scores.shape) if isinstance(scores, torch.Tensor) else type(scores).__name__
-        raise ValueError(f"scores must be a tensor of the mask's shape {tuple(mask.shape)}; "
-                         f"got {shape}")
+        raise ValueError(
+            f"scores must be a tensor of the mask's shape {tuple(mask.shape)}; got {shape}"
+        )
     if bool((scores.isnan() & mask).any()):
         raise ValueError("scores hold NaN at kept weights; expected finite scores")
     kept = _grouped(mask, m)

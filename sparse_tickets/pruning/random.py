@@ -7,18 +7,18 @@ torch's global generator (reproducible under ``torch.manual_seed``).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from fractions import Fraction
-from typing import Mapping, Optional
 
 import torch
 
-from .criteria import Criterion, ScoringContext, Scores
+from .criteria import Criterion, Scores, ScoringContext
 from .masks import Masks
 from .nm import NMPattern, PatternLike, as_pattern, forced_removals, relaxed_n
 from .select import remove_lowest
 
 
-def seeded_generator(seed: Optional[int]) -> Optional[torch.Generator]:
+def seeded_generator(seed: int | None) -> torch.Generator | None:
     """A CPU generator seeded with ``seed``, or None (torch's global one) when ``seed`` is None."""
     if seed is None:
         return None
@@ -27,8 +27,7 @@ def seeded_generator(seed: Optional[int]) -> Optional[torch.Generator]:
     return torch.Generator().manual_seed(seed)
 
 
-def random_scores(weight: torch.Tensor,
-                  generator: Optional[torch.Generator] = None) -> torch.Tensor:
+def random_scores(weight: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
     """Uniform random scores of the weight's shape, on its device: pruning by them removes a
     uniformly random subset of the remaining weights."""
     return torch.rand(weight.shape, generator=generator).to(weight.device)
@@ -41,12 +40,15 @@ class Random(Criterion):
     name = "random"
 
     def scores(self, context: ScoringContext) -> Scores:
-        return {name: random_scores(weight, context.generator)
-                for name, weight in context.weights.items()}
+        return {
+            name: random_scores(weight, context.generator)
+            for name, weight in context.weights.items()
+        }
 
 
-def random_like(masks: Mapping[str, torch.Tensor], seed: Optional[int] = None,
-                nm: Optional[PatternLike] = None) -> Masks:
+def random_like(
+    masks: Mapping[str, torch.Tensor], seed: int | None = None, nm: PatternLike | None = None
+) -> Masks:
     """For each layer a uniformly random mask keeping exactly as many weights as ``masks``
     does: the control that tells a ticket's structure from its mere sparsity.
 
@@ -79,8 +81,9 @@ def random_like(masks: Mapping[str, torch.Tensor], seed: Optional[int] = None,
     return Masks(shuffled)
 
 
-def _random_nm_mask(shape: tuple[int, ...], kept: int, pattern: NMPattern,
-                    generator: Optional[torch.Generator]) -> torch.Tensor:
+def _random_nm_mask(
+    shape: tuple[int, ...], kept: int, pattern: NMPattern, generator: torch.Generator | None
+) -> torch.Tensor:
     """A random CPU mask of ``shape`` keeping ``kept`` weights, at most ``relaxed_n`` per group.
 
     The forced removals never exceed the weights to remove, since ``relaxed_n`` is at least

@@ -16,8 +16,8 @@ result never depends on the sort's whims.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from fractions import Fraction
-from typing import Sequence
 
 import torch
 
@@ -38,8 +38,9 @@ def kept_count(density: float, total: int) -> int:
     return _nearest_count(density, total)
 
 
-def remove_lowest(scores: Sequence[torch.Tensor], masks: Sequence[torch.Tensor],
-                  count: int) -> list[torch.Tensor]:
+def remove_lowest(
+    scores: Sequence[torch.Tensor], masks: Sequence[torch.Tensor], count: int
+) -> list[torch.Tensor]:
     """New masks with the ``count`` lowest-scoring weights that ``masks`` keep removed, chosen
     across all the given layers together (one layer: layerwise; several: a global threshold).
 
@@ -60,7 +61,8 @@ def remove_lowest(scores: Sequence[torch.Tensor], masks: Sequence[torch.Tensor],
     removed[lowest] = True
     new_masks = []
     for mask, flat, where, removed_here in zip(
-            masks, flat_masks, positions, removed.split([len(where) for where in positions])):
+        masks, flat_masks, positions, removed.split([len(where) for where in positions])
+    ):
         new = flat.clone()
         new[where[removed_here]] = False
         new_masks.append(new.view(mask.shape))

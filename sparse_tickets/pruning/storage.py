@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Mapping, Union
 
 import safetensors
 import safetensors.torch
@@ -19,8 +19,7 @@ import torch
 
 from ..files import ORDER_KEY, load_torch_quietly, torch_load_reason, write_atomically
 
-PathLike = Union[str, os.PathLike]
-
+PathLike = str | os.PathLike
 
 
 def save_tensors(path: PathLike, tensors: Mapping[str, torch.Tensor]) -> None:
@@ -28,14 +27,17 @@ def save_tensors(path: PathLike, tensors: Mapping[str, torch.Tensor]) -> None:
     names; the directory must exist."""
     path = Path(path)
     if not path.parent.is_dir():
-        raise FileNotFoundError(f"cannot save to {str(path)!r}: directory "
-                                f"{str(path.parent)!r} does not exist")
-    cpu = {name: tensor.detach().to("cpu", copy=True).contiguous()
-           for name, tensor in tensors.items()}
+        raise FileNotFoundError(
+            f"cannot save to {str(path)!r}: directory {str(path.parent)!r} does not exist"
+        )
+    cpu = {
+        name: tensor.detach().to("cpu", copy=True).contiguous() for name, tensor in tensors.items()
+    }
     if _is_safetensors(path):
         metadata = {ORDER_KEY: json.dumps(list(cpu))}
-        write_atomically(path, lambda file: file.write(
-            safetensors.torch.save(cpu, metadata=metadata)))
+        write_atomically(
+            path, lambda file: file.write(safetensors.torch.save(cpu, metadata=metadata))
+        )
     else:
         write_atomically(path, lambda file: torch.save(cpu, file))
 
@@ -45,19 +47,25 @@ def load_tensors(path: PathLike) -> dict[str, torch.Tensor]:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no file at {str(path)!r}")
-    expected = ("a safetensors file" if _is_safetensors(path)
-                else "a torch.save'd dict of name -> tensor")
+    expected = (
+        "a safetensors file" if _is_safetensors(path) else "a torch.save'd dict of name -> tensor"
+    )
     try:
         tensors = _read_safetensors(path) if _is_safetensors(path) else _read_torch(path)
     except Exception as error:  # every reader failure means the same thing to the caller
-        raise ValueError(f"cannot read {str(path)!r}: expected {expected}, but it is not a "
-                         f"file this tool wrote, or it is damaged ({_reason(error)}); write it "
-                         f"again with save_tensors or Masks.save") from None
+        raise ValueError(
+            f"cannot read {str(path)!r}: expected {expected}, but it is not a "
+            f"file this tool wrote, or it is damaged ({_reason(error)}); write it "
+            f"again with save_tensors or Masks.save"
+        ) from None
     if not isinstance(tensors, dict) or not all(
-            isinstance(name, str) and isinstance(tensor, torch.Tensor)
-            for name, tensor in tensors.items()):
-        raise ValueError(f"{str(path)!r} holds a {type(tensors).__name__} that is not a dict "
-                         f"of name -> tensor; expected {expected}")
+        isinstance(name, str) and isinstance(tensor, torch.Tensor)
+        for name, tensor in tensors.items()
+    ):
+        raise ValueError(
+            f"{str(path)!r} holds a {type(tensors).__name__} that is not a dict "
+            f"of name -> tensor; expected {expected}"
+        )
     return tensors
 
 

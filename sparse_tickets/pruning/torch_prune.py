@@ -33,10 +33,13 @@ def masks_from_torch_prune(model: nn.Module, remove: bool) -> dict[str, torch.Te
     ``orig * mask``), so ``sparse_tickets.masked(model)`` can convert the layers."""
     pruned = torch_pruned(model)
     if not pruned:
-        raise ValueError(f"{type(model).__name__} has no tensor pruned with "
-                         f"torch.nn.utils.prune; expected a model pruned with it")
-    masks = {key: module._buffers[f"{name}_mask"].detach() != 0
-             for key, (module, name) in pruned.items()}
+        raise ValueError(
+            f"{type(model).__name__} has no tensor pruned with "
+            f"torch.nn.utils.prune; expected a model pruned with it"
+        )
+    masks = {
+        key: module._buffers[f"{name}_mask"].detach() != 0 for key, (module, name) in pruned.items()
+    }
     if remove:
         for module, name in pruned.values():
             torch_prune.remove(module, name)
@@ -55,15 +58,21 @@ def masks_to_torch_prune(masks, model: nn.Module) -> None:
             module = None
         param = None if module is None else module._parameters.get(name)
         if param is None:
-            raise ValueError(f"masks[{key!r}] names no Parameter of the model; expected keys "
-                             f"such as {format_names(n for n, _ in model.named_parameters())}")
+            raise ValueError(
+                f"masks[{key!r}] names no Parameter of the model; expected keys "
+                f"such as {format_names(n for n, _ in model.named_parameters())}"
+            )
         if isinstance(module, MaskedLayer) or masked_weight_names(module):
-            raise ValueError(f"{module_name or 'the model'} carries sparse_tickets masks; "
-                             f"expected a plain model (take them out with "
-                             f"sparse_tickets.unmasked(model) first)")
+            raise ValueError(
+                f"{module_name or 'the model'} carries sparse_tickets masks; "
+                f"expected a plain model (take them out with "
+                f"sparse_tickets.unmasked(model) first)"
+            )
         if tuple(param.shape) != tuple(mask.shape):
-            raise ValueError(f"masks[{key!r}] has shape {tuple(mask.shape)}; expected the "
-                             f"Parameter's shape {tuple(param.shape)}")
+            raise ValueError(
+                f"masks[{key!r}] has shape {tuple(mask.shape)}; expected the "
+                f"Parameter's shape {tuple(param.shape)}"
+            )
         targets[key] = (module, name, mask.to(param.device))
     for module, name, mask in targets.values():
         torch_prune.custom_from_mask(module, name, mask)

@@ -25,26 +25,41 @@ directory are whole (``imp`` writes the report again when they are not).
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Callable, Iterable, Optional
 
 from ... import files
 from .comparison import OneShotComparison, is_one_shot, one_shot_comparisons
-from .figures import (accuracy_png, density_ticks, early_stop_png, instability_png, one_shot_png,
-                      training_curves_png)
-from .results import (BRANCH_LABELS, Configuration, InstabilitySummary, LevelSummary, Spread,
-                      configuration_labels, load_configurations)
+from .figures import (
+    accuracy_png,
+    density_ticks,
+    early_stop_png,
+    instability_png,
+    one_shot_png,
+    training_curves_png,
+)
+from .results import (
+    BRANCH_LABELS,
+    Configuration,
+    InstabilitySummary,
+    LevelSummary,
+    Spread,
+    configuration_labels,
+    load_configurations,
+)
 from .tables import CSV_COLUMNS, instability_csv, markdown_report, summary_csv
 
-REPORT_FILES = ("accuracy.png", "early_stop.png", "report.md", "summary.csv",
-                "training_curves.png")
+REPORT_FILES = ("accuracy.png", "early_stop.png", "report.md", "summary.csv", "training_curves.png")
 # Written after those, when the runs have what they show.
 ONE_SHOT_FILES = ("one_shot.png",)
 INSTABILITY_FILES = ("instability.png", "instability.csv")
 
 
-def write_report(run_directories: Iterable, output_directory: Path,
-                 on_skip: Callable[[str], None] = lambda line: None) -> list[Path]:
+def write_report(
+    run_directories: Iterable,
+    output_directory: Path,
+    on_skip: Callable[[str], None] = lambda line: None,
+) -> list[Path]:
     """Write the report of ``run_directories`` into ``output_directory`` (made if missing);
     return the paths written, in the order of :data:`REPORT_FILES`.
 
@@ -55,10 +70,18 @@ def write_report(run_directories: Iterable, output_directory: Path,
     configurations = load_configurations(run_directories, on_skip)
     # Everything is rendered before anything is written, so a failure leaves the previous
     # report whole rather than half replaced.
-    contents = dict(zip(REPORT_FILES, (
-        accuracy_png(configurations), early_stop_png(configurations),
-        markdown_report(configurations).encode(), summary_csv(configurations).encode(),
-        training_curves_png(configurations))))
+    contents = dict(
+        zip(
+            REPORT_FILES,
+            (
+                accuracy_png(configurations),
+                early_stop_png(configurations),
+                markdown_report(configurations).encode(),
+                summary_csv(configurations).encode(),
+                training_curves_png(configurations),
+            ),
+        )
+    )
     if any(map(is_one_shot, configurations)):
         contents["one_shot.png"] = one_shot_png(configurations)
     if any(configuration.instability for configuration in configurations):
@@ -78,11 +101,14 @@ def write_report(run_directories: Iterable, output_directory: Path,
 
 
 # How each report file starts when whole: PNG's signature, the markdown title, the CSV header.
-_SIGNATURES = {".png": b"\x89PNG\r\n\x1a\n", ".md": b"# Lottery-ticket report\n",
-               ".csv": ",".join(CSV_COLUMNS).encode() + b"\n"}
+_SIGNATURES = {
+    ".png": b"\x89PNG\r\n\x1a\n",
+    ".md": b"# Lottery-ticket report\n",
+    ".csv": ",".join(CSV_COLUMNS).encode() + b"\n",
+}
 
 
-def report_problem(output_directory: Path) -> Optional[str]:
+def report_problem(output_directory: Path) -> str | None:
     """Why the report in ``output_directory`` is not whole (a file missing, empty, not what it
     should be, or a temporary file left by a killed writer), or None when it is."""
     output = Path(output_directory)
@@ -93,7 +119,7 @@ def report_problem(output_directory: Path) -> Optional[str]:
                 head = file.read(64)
         except OSError:
             return f"{path} is missing"
-        if not head.startswith(_SIGNATURES[path.suffix][:len(head) or 1]):
+        if not head.startswith(_SIGNATURES[path.suffix][: len(head) or 1]):
             return f"{path} is not a whole report file"
     leftovers = sorted(output.glob(f".*{files.TEMPORARY_SUFFIX}"))
     if leftovers:
@@ -101,9 +127,29 @@ def report_problem(output_directory: Path) -> Optional[str]:
     return None
 
 
-__all__ = ["BRANCH_LABELS", "CSV_COLUMNS", "Configuration", "INSTABILITY_FILES",
-           "InstabilitySummary", "LevelSummary", "ONE_SHOT_FILES", "OneShotComparison",
-           "REPORT_FILES", "Spread", "accuracy_png", "configuration_labels", "density_ticks",
-           "early_stop_png", "instability_csv", "instability_png", "is_one_shot",
-           "load_configurations", "markdown_report", "one_shot_comparisons", "one_shot_png",
-           "report_problem", "summary_csv", "write_report"]
+__all__ = [
+    "BRANCH_LABELS",
+    "CSV_COLUMNS",
+    "Configuration",
+    "INSTABILITY_FILES",
+    "InstabilitySummary",
+    "LevelSummary",
+    "ONE_SHOT_FILES",
+    "OneShotComparison",
+    "REPORT_FILES",
+    "Spread",
+    "accuracy_png",
+    "configuration_labels",
+    "density_ticks",
+    "early_stop_png",
+    "instability_csv",
+    "instability_png",
+    "is_one_shot",
+    "load_configurations",
+    "markdown_report",
+    "one_shot_comparisons",
+    "one_shot_png",
+    "report_problem",
+    "summary_csv",
+    "write_report",
+]

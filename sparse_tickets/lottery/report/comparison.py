@@ -4,8 +4,8 @@ pruning) set against IMP tickets of the same model and dataset at equal density.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Optional, Sequence
 
 from ...pruning.magnitude import Magnitude
 from ..runs import MAIN
@@ -16,8 +16,14 @@ from .results import Configuration, LevelSummary
 _CURVE_FIELDS = ("one_shot_density",)
 # Hyperparameters of the other branches only: the main branch's numbers do not depend on them,
 # so they do not tell its curves apart.
-_OTHER_BRANCH_FIELDS = ("controls", "control_levels", "control_seed", "instability_levels",
-                        "instability_iterations", "instability_points")
+_OTHER_BRANCH_FIELDS = (
+    "controls",
+    "control_levels",
+    "control_seed",
+    "instability_levels",
+    "instability_iterations",
+    "instability_points",
+)
 
 
 @dataclass(frozen=True)
@@ -28,8 +34,8 @@ class OneShotComparison:
 
     one_shot: Configuration
     pruned: LevelSummary
-    imp: Optional[Configuration]
-    imp_level: Optional[LevelSummary]
+    imp: Configuration | None
+    imp_level: LevelSummary | None
 
     @property
     def method(self) -> str:
@@ -38,14 +44,17 @@ class OneShotComparison:
 
 
 def is_one_shot(configuration: Configuration) -> bool:
-    return (configuration.hparams.get("one_shot_density") is not None
-            and 1 in configuration.summaries.get(MAIN, {}))
+    return configuration.hparams.get(
+        "one_shot_density"
+    ) is not None and 1 in configuration.summaries.get(MAIN, {})
 
 
 def is_imp(configuration: Configuration) -> bool:
-    return (configuration.hparams.get("one_shot_density") is None
-            and configuration.hparams.get("strategy") == Magnitude.name
-            and len(configuration.summaries.get(MAIN, {})) > 1)
+    return (
+        configuration.hparams.get("one_shot_density") is None
+        and configuration.hparams.get("strategy") == Magnitude.name
+        and len(configuration.summaries.get(MAIN, {})) > 1
+    )
 
 
 def one_shot_comparisons(configurations: Sequence[Configuration]) -> list[OneShotComparison]:
@@ -56,11 +65,18 @@ def one_shot_comparisons(configurations: Sequence[Configuration]) -> list[OneSho
     rows = []
     for one_shot in filter(is_one_shot, configurations):
         pruned = one_shot.summaries[MAIN][1]
-        candidates = [(abs(math.log(level.percent_remaining / pruned.percent_remaining)),
-                       index, level.level, imp, level)
-                      for index, imp in enumerate(configurations)
-                      if is_imp(imp) and _same_task(imp, one_shot)
-                      for level in imp.summaries[MAIN].values()]
+        candidates = [
+            (
+                abs(math.log(level.percent_remaining / pruned.percent_remaining)),
+                index,
+                level.level,
+                imp,
+                level,
+            )
+            for index, imp in enumerate(configurations)
+            if is_imp(imp) and _same_task(imp, one_shot)
+            for level in imp.summaries[MAIN].values()
+        ]
         if not candidates:
             rows.append(OneShotComparison(one_shot, pruned, None, None))
             continue
@@ -76,13 +92,16 @@ def one_shot_curves(configurations: Sequence[Configuration]) -> dict[str, list[L
     for configuration in filter(is_one_shot, configurations):
         label = _curve_label(configuration, configurations)
         curves.setdefault(label, []).append(configuration.summaries[MAIN][1])
-    return {label: sorted(levels, key=lambda s: -s.percent_remaining)
-            for label, levels in curves.items()}
+    return {
+        label: sorted(levels, key=lambda s: -s.percent_remaining)
+        for label, levels in curves.items()
+    }
 
 
 def _same_task(first: Configuration, second: Configuration) -> bool:
-    return all(first.hparams.get(name) == second.hparams.get(name)
-               for name in ("model", "dataset", "nm"))
+    return all(
+        first.hparams.get(name) == second.hparams.get(name) for name in ("model", "dataset", "nm")
+    )
 
 
 def imp_label(configuration: Configuration, configurations: Sequence[Configuration]) -> str:
@@ -94,18 +113,26 @@ def imp_label(configuration: Configuration, configurations: Sequence[Configurati
 def _curve_label(configuration: Configuration, configurations: Sequence[Configuration]) -> str:
     """The strategy, then every other field in which one-shot configurations of the same task
     differ (besides their density), and the task when there are several."""
-    return _short_label(configuration, list(filter(is_one_shot, configurations)),
-                        configuration.hparams["strategy"], ("strategy", *_CURVE_FIELDS))
+    return _short_label(
+        configuration,
+        list(filter(is_one_shot, configurations)),
+        configuration.hparams["strategy"],
+        ("strategy", *_CURVE_FIELDS),
+    )
 
 
-def _short_label(configuration: Configuration, siblings: Sequence[Configuration], name: str,
-                 ignored: tuple) -> str:
+def _short_label(
+    configuration: Configuration, siblings: Sequence[Configuration], name: str, ignored: tuple
+) -> str:
     hparams = configuration.hparams
     task_of = lambda values: (values["model"], values["dataset"])  # noqa: E731
     same_task = [c.hparams for c in siblings if task_of(c.hparams) == task_of(hparams)]
-    differing = [f"{field}={value if value != '' else 'none'}" for field, value in hparams.items()
-                 if field not in ("model", "dataset", *ignored, *_OTHER_BRANCH_FIELDS)
-                 and any(other.get(field) != value for other in same_task)]
+    differing = [
+        f"{field}={value if value != '' else 'none'}"
+        for field, value in hparams.items()
+        if field not in ("model", "dataset", *ignored, *_OTHER_BRANCH_FIELDS)
+        and any(other.get(field) != value for other in same_task)
+    ]
     tasks = {task_of(c.hparams) for c in siblings}
     task = [f"{hparams['model']}/{hparams['dataset']}"] if len(tasks) > 1 else []
     return " ".join([*task, name, *differing])

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import io
 import math
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 from ..runs import BRANCHES
 from .results import BRANCH_LABELS, Configuration, LevelSummary, Spread
@@ -37,17 +37,26 @@ def early_stop_png(configurations: Sequence[Configuration]) -> bytes:
 def accuracy_figure(configurations: Sequence[Configuration]):
     """Test accuracy at early stop (percent) against percent of weights remaining: a
     matplotlib ``Figure``."""
-    return _density_figure(configurations, lambda summary: summary.early_stop_test_accuracy,
-                           scale=100.0, ylabel="test accuracy at early stop (%)",
-                           title="Test accuracy at early stop", dense_line=True)
+    return _density_figure(
+        configurations,
+        lambda summary: summary.early_stop_test_accuracy,
+        scale=100.0,
+        ylabel="test accuracy at early stop (%)",
+        title="Test accuracy at early stop",
+        dense_line=True,
+    )
 
 
 def early_stop_figure(configurations: Sequence[Configuration]):
     """The early-stop iteration (minimum validation loss) against percent of weights
     remaining: a matplotlib ``Figure``."""
-    return _density_figure(configurations, lambda summary: summary.early_stop_iteration,
-                           scale=1.0, ylabel="early-stop iteration",
-                           title="Early-stop iteration (minimum validation loss)")
+    return _density_figure(
+        configurations,
+        lambda summary: summary.early_stop_iteration,
+        scale=1.0,
+        ylabel="early-stop iteration",
+        title="Early-stop iteration (minimum validation loss)",
+    )
 
 
 def png_bytes(figure) -> bytes:
@@ -76,14 +85,20 @@ def format_percent(percent: float) -> str:
     return f"{percent:.3g}"
 
 
-def _density_figure(configurations: Sequence[Configuration],
-                    quantity: Callable[[LevelSummary], Spread], scale: float, ylabel: str,
-                    title: str, dense_line: bool = False):
+def _density_figure(
+    configurations: Sequence[Configuration],
+    quantity: Callable[[LevelSummary], Spread],
+    scale: float,
+    ylabel: str,
+    title: str,
+    dense_line: bool = False,
+):
     figure_class, canvas_class = _matplotlib()
     several = len(configurations) > 1
     lines = sum(len(configuration.summaries) for configuration in configurations)
-    figure = figure_class(figsize=(7.0, _height(lines if several else 0)), dpi=DPI,
-                          layout="constrained")
+    figure = figure_class(
+        figsize=(7.0, _height(lines if several else 0)), dpi=DPI, layout="constrained"
+    )
     canvas_class(figure)
     axes = figure.add_subplot()
     percents, banded, drawn, dense_drawn = [], False, [], set()
@@ -101,44 +116,69 @@ def _density_figure(configurations: Sequence[Configuration],
             drawn.append(label)
             if any(summary.n_seeds > 1 for summary in summaries):
                 # The paper's error bars: from the lowest to the highest seed.
-                errors = [[mean - scale * spread.minimum for mean, spread in zip(means, spreads)],
-                          [scale * spread.maximum - mean for mean, spread in zip(means, spreads)]]
-                axes.errorbar(x, means, yerr=errors, color=color, marker=marker, markersize=5,
-                              linestyle=linestyle, capsize=3, elinewidth=1, label=label)
+                errors = [
+                    [mean - scale * spread.minimum for mean, spread in zip(means, spreads)],
+                    [scale * spread.maximum - mean for mean, spread in zip(means, spreads)],
+                ]
+                axes.errorbar(
+                    x,
+                    means,
+                    yerr=errors,
+                    color=color,
+                    marker=marker,
+                    markersize=5,
+                    linestyle=linestyle,
+                    capsize=3,
+                    elinewidth=1,
+                    label=label,
+                )
                 banded = True
             else:
-                axes.plot(x, means, color=color, marker=marker, markersize=5,
-                          linestyle=linestyle, label=label)
+                axes.plot(
+                    x,
+                    means,
+                    color=color,
+                    marker=marker,
+                    markersize=5,
+                    linestyle=linestyle,
+                    label=label,
+                )
             percents += x
         dense = configuration.summaries.get("main", {}).get(0)
         # Configurations that share their dense level (one-shot runs beside an IMP run of the
         # same training) share one line.
-        dense_key = dense is not None and (configuration.hparams.get("model"),
-                                           configuration.hparams.get("dataset"),
-                                           round(quantity(dense).mean, 9))
+        dense_key = dense is not None and (
+            configuration.hparams.get("model"),
+            configuration.hparams.get("dataset"),
+            round(quantity(dense).mean, 9),
+        )
         if dense_line and dense is not None and dense_key not in dense_drawn:
             dense_drawn.add(dense_key)
-            drawn.append(f"{configuration.label}: dense (100%)" if several
-                         else "dense network (100%)")
-            axes.axhline(scale * quantity(dense).mean, color=f"C{index % 10}" if several
-                         else "0.4", linestyle=(0, (6, 3)), linewidth=1, alpha=0.7,
-                         label=drawn[-1])
+            drawn.append(
+                f"{configuration.label}: dense (100%)" if several else "dense network (100%)"
+            )
+            axes.axhline(
+                scale * quantity(dense).mean,
+                color=f"C{index % 10}" if several else "0.4",
+                linestyle=(0, (6, 3)),
+                linewidth=1,
+                alpha=0.7,
+                label=drawn[-1],
+            )
     _density_axis(axes, percents)
     axes.set_ylabel(ylabel)
     axes.grid(alpha=0.3)
     subtitle = [] if several else [configurations[0].label]
     if banded:
         subtitle.append("mean over seeds, error bars: min–max")
-    axes.set_title("\n".join([title, "; ".join(subtitle)]) if subtitle else title,
-                   fontsize=10)
+    axes.set_title("\n".join([title, "; ".join(subtitle)]) if subtitle else title, fontsize=10)
     # The legend in drawing order (matplotlib lists plain lines before error-bar lines).
     handles, labels = axes.get_legend_handles_labels()
     order = sorted(range(len(labels)), key=lambda i: drawn.index(labels[i]))
     handles, labels = [handles[i] for i in order], [labels[i] for i in order]
     if several:
         # Long labels would cover the lines: put them under the plot instead.
-        axes.legend(handles, labels, fontsize=8, loc="upper center",
-                    bbox_to_anchor=(0.5, -0.14))
+        axes.legend(handles, labels, fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.14))
     else:
         axes.legend(handles, labels, fontsize=8, loc="best")
     return figure
@@ -150,8 +190,9 @@ def _height(legend_lines: int) -> float:
     return 4.8 + 0.2 * legend_lines
 
 
-def _line_label(configuration: Configuration, branch: str, summaries: list[LevelSummary],
-                several: bool) -> str:
+def _line_label(
+    configuration: Configuration, branch: str, summaries: list[LevelSummary], several: bool
+) -> str:
     label = BRANCH_LABELS[branch]
     if several:
         label = f"{configuration.label}: {label}"
@@ -179,8 +220,9 @@ def _matplotlib():
         from matplotlib.backends.backend_agg import FigureCanvasAgg
         from matplotlib.figure import Figure
     except ImportError:
-        raise ImportError("the report's plots need matplotlib; install it with "
-                          "`pip install matplotlib`") from None
+        raise ImportError(
+            "the report's plots need matplotlib; install it with `pip install matplotlib`"
+        ) from None
     return Figure, FigureCanvasAgg
 
 
@@ -199,8 +241,7 @@ def one_shot_figure(configurations: Sequence[Configuration]):
     from .comparison import imp_label, is_imp, one_shot_curves
 
     figure_class, canvas_class = _matplotlib()
-    lines = (len(list(filter(is_imp, configurations)))
-             + len(one_shot_curves(configurations)))
+    lines = len(list(filter(is_imp, configurations))) + len(one_shot_curves(configurations))
     figure = figure_class(figsize=(7.0, _height(lines)), dpi=DPI, layout="constrained")
     canvas_class(figure)
     axes = figure.add_subplot()
@@ -208,25 +249,37 @@ def one_shot_figure(configurations: Sequence[Configuration]):
     for configuration in filter(is_imp, configurations):
         summaries = list(configuration.summaries["main"].values())
         x = [summary.percent_remaining for summary in summaries]
-        axes.plot(x, [100 * s.early_stop_test_accuracy.mean for s in summaries],
-                  color=f"C{color % 10}", marker="o", markersize=5,
-                  label=imp_label(configuration, configurations))
+        axes.plot(
+            x,
+            [100 * s.early_stop_test_accuracy.mean for s in summaries],
+            color=f"C{color % 10}",
+            marker="o",
+            markersize=5,
+            label=imp_label(configuration, configurations),
+        )
         percents += x
         color += 1
     for label, summaries in one_shot_curves(configurations).items():
         x = [summary.percent_remaining for summary in summaries]
         # Hollow and larger than the IMP markers: a one-shot point at an IMP density shows
         # around the IMP point instead of hiding it.
-        axes.plot(x, [100 * s.early_stop_test_accuracy.mean for s in summaries],
-                  color=f"C{color % 10}", marker="s", markersize=9, markerfacecolor="none",
-                  markeredgewidth=1.5, linestyle="--", label=f"one-shot {label}")
+        axes.plot(
+            x,
+            [100 * s.early_stop_test_accuracy.mean for s in summaries],
+            color=f"C{color % 10}",
+            marker="s",
+            markersize=9,
+            markerfacecolor="none",
+            markeredgewidth=1.5,
+            linestyle="--",
+            label=f"one-shot {label}",
+        )
         percents += x
         color += 1
     _density_axis(axes, percents)
     axes.set_ylabel("test accuracy at early stop (%)")
     axes.grid(alpha=0.3)
-    axes.set_title("One-shot pruning against IMP at equal density\n(mean over seeds)",
-                   fontsize=10)
+    axes.set_title("One-shot pruning against IMP at equal density\n(mean over seeds)", fontsize=10)
     axes.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.14))
     return figure
 
@@ -244,12 +297,19 @@ def instability_figure(configurations: Sequence[Configuration]):
     for configuration in configurations:
         by_iteration: dict[tuple, list] = {}
         for summary in configuration.instability:
-            label = (f"{BRANCH_LABELS[summary.branch]} {summary.percent_remaining:.3g}%"
-                     f", K={summary.iteration}")
+            label = (
+                f"{BRANCH_LABELS[summary.branch]} {summary.percent_remaining:.3g}%"
+                f", K={summary.iteration}"
+            )
             if several:
                 label = f"{configuration.label}: {label}"
-            path_axes.plot(summary.alphas, [100 * e for e in summary.test_error],
-                           color=f"C{line % 10}", marker=".", label=label)
+            path_axes.plot(
+                summary.alphas,
+                [100 * e for e in summary.test_error],
+                color=f"C{line % 10}",
+                marker=".",
+                label=label,
+            )
             line += 1
             by_iteration.setdefault((summary.branch, summary.iteration), []).append(summary)
         for (branch, iteration), summaries in by_iteration.items():
@@ -258,12 +318,17 @@ def instability_figure(configurations: Sequence[Configuration]):
             label = f"{BRANCH_LABELS[branch]}, K={iteration}"
             if several:
                 label = f"{configuration.label}: {label}"
-            barrier_axes.plot(x, [100 * s.test_barrier.mean for s in summaries], marker="o",
-                              label=label)
+            barrier_axes.plot(
+                x, [100 * s.test_barrier.mean for s in summaries], marker="o", label=label
+            )
             if any(s.n_seeds > 1 for s in summaries):
-                barrier_axes.fill_between(x, [100 * s.test_barrier.minimum for s in summaries],
-                                          [100 * s.test_barrier.maximum for s in summaries],
-                                          alpha=0.15, linewidth=0)
+                barrier_axes.fill_between(
+                    x,
+                    [100 * s.test_barrier.minimum for s in summaries],
+                    [100 * s.test_barrier.maximum for s in summaries],
+                    alpha=0.15,
+                    linewidth=0,
+                )
             percents += x
     path_axes.set_xlabel("interpolation α (0: copy 0, 1: copy 1)")
     path_axes.set_ylabel("test error (%)")
@@ -299,20 +364,25 @@ def training_curves_figure(configurations: Sequence[Configuration]):
         chosen = [s for s in levels if s.percent_remaining in wanted and s.curve]
         for index, summary in enumerate(chosen):
             iterations = [iteration for iteration, _ in summary.curve]
-            axes.plot(iterations, [100 * accuracy for _, accuracy in summary.curve],
-                      color=f"C{index % 10}", linewidth=1.3,
-                      label=f"{format_percent(summary.percent_remaining)}%"
-                            + (f" ({summary.n_seeds} seeds)" if summary.n_seeds > 1 else ""))
+            axes.plot(
+                iterations,
+                [100 * accuracy for _, accuracy in summary.curve],
+                color=f"C{index % 10}",
+                linewidth=1.3,
+                label=f"{format_percent(summary.percent_remaining)}%"
+                + (f" ({summary.n_seeds} seeds)" if summary.n_seeds > 1 else ""),
+            )
         axes.set_xlabel("training iteration")
         axes.set_ylabel("test accuracy (%)")
         axes.set_title(configuration.label, fontsize=9)
         axes.grid(alpha=0.3)
-        axes.legend(fontsize=7, loc="lower right", title="weights remaining",
-                    title_fontsize=7)
-    for axes in panels[len(shown):]:
+        axes.legend(fontsize=7, loc="lower right", title="weights remaining", title_fontsize=7)
+    for axes in panels[len(shown) :]:
         axes.set_visible(False)
     more = len([c for c in configurations if c.summaries.get("main")]) - len(shown)
-    figure.suptitle("Test accuracy during training, per level (mean over seeds)"
-                    + (f"; {more} more configuration(s) in report.md" if more > 0 else ""),
-                    fontsize=10)
+    figure.suptitle(
+        "Test accuracy during training, per level (mean over seeds)"
+        + (f"; {more} more configuration(s) in report.md" if more > 0 else ""),
+        fontsize=10,
+    )
     return figure

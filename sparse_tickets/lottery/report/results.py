@@ -15,9 +15,9 @@ from __future__ import annotations
 import json
 import os
 import statistics
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable, Optional, Sequence
 
 from ..artifacts import divergence_of, metrics_problem
 from ..hparams import BRANCH_FIELDS
@@ -26,8 +26,13 @@ from ..runs import BRANCHES, BadArtifact, Level, Run, RunError, redo_remedy
 SEED_FIELDS = ("model_seed", "data_seed", "control_seed")
 BRANCH_LABELS = {"main": "ticket", "reinit": "random reinit", "random_pruning": "random pruning"}
 # The numbers of a level's metrics.json that the report reads.
-REPORTED_METRICS = ("percent_remaining", "early_stop_test_accuracy", "early_stop_iteration",
-                    "final_test_accuracy", "wall_time_seconds")
+REPORTED_METRICS = (
+    "percent_remaining",
+    "early_stop_test_accuracy",
+    "early_stop_iteration",
+    "final_test_accuracy",
+    "wall_time_seconds",
+)
 
 
 @dataclass(frozen=True)
@@ -50,8 +55,11 @@ class RunResults:
         """What makes runs one configuration: every hyperparameter but the seeds and the
         branch fields (which branches a command asked for; the branches found on disk are
         what is reported)."""
-        return {name: value for name, value in self.hparams.items()
-                if name not in SEED_FIELDS and name not in BRANCH_FIELDS}
+        return {
+            name: value
+            for name, value in self.hparams.items()
+            if name not in SEED_FIELDS and name not in BRANCH_FIELDS
+        }
 
 
 @dataclass(frozen=True)
@@ -60,12 +68,12 @@ class Spread:
     and range."""
 
     mean: float
-    std: Optional[float]
+    std: float | None
     minimum: float
     maximum: float
 
     @classmethod
-    def of(cls, values: Sequence[float]) -> "Spread":
+    def of(cls, values: Sequence[float]) -> Spread:
         values = [float(value) for value in values]
         std = statistics.stdev(values) if len(values) > 1 else None
         return cls(statistics.fmean(values), std, min(values), max(values))
@@ -112,8 +120,10 @@ class Configuration:
     @property
     def levels(self) -> list[int]:
         """Every level that some branch finished or diverged at, in order."""
-        return sorted({level for by_level in self.summaries.values() for level in by_level}
-                      | {diverged.level for diverged in self.diverged})
+        return sorted(
+            {level for by_level in self.summaries.values() for level in by_level}
+            | {diverged.level for diverged in self.diverged}
+        )
 
     @property
     def diverged(self) -> list[DivergedLevel]:
@@ -124,9 +134,9 @@ class Configuration:
         return [d for d in self.diverged if (d.branch, d.level) == (branch, level)]
 
 
-def load_configurations(run_directories: Iterable,
-                        on_skip: Callable[[str], None] = lambda line: None
-                        ) -> list[Configuration]:
+def load_configurations(
+    run_directories: Iterable, on_skip: Callable[[str], None] = lambda line: None
+) -> list[Configuration]:
     """The runs in ``run_directories`` grouped into configurations, in order of first
     appearance, each with a label that tells it apart from the others. A run with no finished
     level yet is left out, with one line to ``on_skip``."""
@@ -135,15 +145,19 @@ def load_configurations(run_directories: Iterable,
         groups.setdefault(_key(run.configuration_hparams), []).append(run)
     if not any(run.levels for runs in groups.values() for run in runs):
         first = next(iter(groups.values()))[0].diverged[0]
-        raise RunError(f"every finished level diverged (e.g. {first.branch} level "
-                       f"{first.level} of {first.directory} at iteration {first.iteration}: "
-                       f"{first.cause}); nothing to report: rerun with a lower --lr")
+        raise RunError(
+            f"every finished level diverged (e.g. {first.branch} level "
+            f"{first.level} of {first.directory} at iteration {first.iteration}: "
+            f"{first.cause}); nothing to report: rerun with a lower --lr"
+        )
     hparams = [runs[0].configuration_hparams for runs in groups.values()]
     names = [_shared_name(runs) for runs in groups.values()]
-    return [Configuration(label, values, tuple(runs), summarize(runs),
-                          summarize_instability(runs))
-            for label, values, runs in zip(configuration_labels(hparams, names), hparams,
-                                           groups.values())]
+    return [
+        Configuration(label, values, tuple(runs), summarize(runs), summarize_instability(runs))
+        for label, values, runs in zip(
+            configuration_labels(hparams, names), hparams, groups.values()
+        )
+    ]
 
 
 def _shared_name(runs: Sequence[RunResults]) -> str:
@@ -152,14 +166,17 @@ def _shared_name(runs: Sequence[RunResults]) -> str:
     return names.pop() if len(names) == 1 else ""
 
 
-def load_runs(run_directories: Iterable,
-              on_skip: Callable[[str], None] = lambda line: None) -> list[RunResults]:
+def load_runs(
+    run_directories: Iterable, on_skip: Callable[[str], None] = lambda line: None
+) -> list[RunResults]:
     """The hyperparameters and finished levels of each run directory; a directory named twice
     counts once; a run with no finished (or diverged) level yet is left out, said in one line
     to ``on_skip``; when every run is, RunError."""
     if isinstance(run_directories, (str, bytes, os.PathLike)):
-        raise TypeError(f"run_directories is the single path {run_directories!r}; expected a "
-                        f"list of run directories")
+        raise TypeError(
+            f"run_directories is the single path {run_directories!r}; expected a "
+            f"list of run directories"
+        )
     directories = list({Path(d).resolve(): Path(d) for d in run_directories}.values())
     if not directories:
         raise ValueError("no run directories given; expected at least one")
@@ -172,16 +189,19 @@ def load_runs(run_directories: Iterable,
             continue
         key = _key(result.hparams)
         if key in seen:
-            raise RunError(f"{seen[key]} and {directory} hold the same hyperparameters and seeds; "
-                           f"expected each seed's run once")
+            raise RunError(
+                f"{seen[key]} and {directory} hold the same hyperparameters and seeds; "
+                f"expected each seed's run once"
+            )
         seen[key] = directory
         results.append(result)
     if not results:
-        raise RunError(f"{unfinished[0]} has no finished level in any branch"
-                       + (f" (nor have the {len(unfinished) - 1} other runs)"
-                          if len(unfinished) > 1 else "")
-                       + "; expected at least one <branch>/level_<L>/metrics.json (run "
-                         "`sparse-tickets imp` first)")
+        raise RunError(
+            f"{unfinished[0]} has no finished level in any branch"
+            + (f" (nor have the {len(unfinished) - 1} other runs)" if len(unfinished) > 1 else "")
+            + "; expected at least one <branch>/level_<L>/metrics.json (run "
+            "`sparse-tickets imp` first)"
+        )
     return results
 
 
@@ -192,10 +212,17 @@ def summarize(runs: Sequence[RunResults]) -> dict[str, dict[int, LevelSummary]]:
         levels = sorted({level for run in runs for level in run.levels.get(branch, {})})
         if levels:
             summaries[branch] = {
-                level: _summarize_level(branch, level, [
-                    run.levels[branch][level] for run in runs
-                    if level in run.levels.get(branch, {})])
-                for level in levels}
+                level: _summarize_level(
+                    branch,
+                    level,
+                    [
+                        run.levels[branch][level]
+                        for run in runs
+                        if level in run.levels.get(branch, {})
+                    ],
+                )
+                for level in levels
+            }
     return summaries
 
 
@@ -217,8 +244,18 @@ class InstabilitySummary:
     train_error: tuple
 
 
-INSTABILITY_FIELDS = ("branch", "level", "iteration", "points", "percent_remaining", "alphas",
-                      "test_error", "train_error", "test_barrier", "train_barrier")
+INSTABILITY_FIELDS = (
+    "branch",
+    "level",
+    "iteration",
+    "points",
+    "percent_remaining",
+    "alphas",
+    "test_error",
+    "train_error",
+    "test_barrier",
+    "train_barrier",
+)
 
 
 def summarize_instability(runs: Sequence[RunResults]) -> tuple:
@@ -231,23 +268,33 @@ def summarize_instability(runs: Sequence[RunResults]) -> tuple:
             groups.setdefault(key, []).append(result)
     summaries = []
     for (branch, level, iteration, points), results in sorted(
-            groups.items(), key=lambda item: (BRANCHES.index(item[0][0]), *item[0][1:])):
-        summaries.append(InstabilitySummary(
-            branch=branch, level=level, iteration=iteration, points=points,
-            n_seeds=len(results),
-            percent_remaining=statistics.fmean(r["percent_remaining"] for r in results),
-            test_barrier=Spread.of([r["test_barrier"] for r in results]),
-            train_barrier=Spread.of([r["train_barrier"] for r in results]),
-            alphas=tuple(results[0]["alphas"]),
-            test_error=tuple(statistics.fmean(values)
-                             for values in zip(*(r["test_error"] for r in results))),
-            train_error=tuple(statistics.fmean(values)
-                              for values in zip(*(r["train_error"] for r in results)))))
+        groups.items(), key=lambda item: (BRANCHES.index(item[0][0]), *item[0][1:])
+    ):
+        summaries.append(
+            InstabilitySummary(
+                branch=branch,
+                level=level,
+                iteration=iteration,
+                points=points,
+                n_seeds=len(results),
+                percent_remaining=statistics.fmean(r["percent_remaining"] for r in results),
+                test_barrier=Spread.of([r["test_barrier"] for r in results]),
+                train_barrier=Spread.of([r["train_barrier"] for r in results]),
+                alphas=tuple(results[0]["alphas"]),
+                test_error=tuple(
+                    statistics.fmean(values) for values in zip(*(r["test_error"] for r in results))
+                ),
+                train_error=tuple(
+                    statistics.fmean(values) for values in zip(*(r["train_error"] for r in results))
+                ),
+            )
+        )
     return tuple(summaries)
 
 
-def configuration_labels(configurations: Sequence[dict],
-                         names: Optional[Sequence[str]] = None) -> list[str]:
+def configuration_labels(
+    configurations: Sequence[dict], names: Sequence[str] | None = None
+) -> list[str]:
     """A configuration's name (``--name``) when its runs share one that no other
     configuration has; else ``model/dataset``, then each setting in which it differs from
     another configuration of the same model and dataset, in words (``lenet_300_100/mnist5k,
@@ -259,19 +306,30 @@ def configuration_labels(configurations: Sequence[dict],
         if name and names.count(name) == 1:
             labels.append(name)
             continue
-        siblings = [other for other in configurations
-                    if (other["model"], other["dataset"]) == (hparams["model"], hparams["dataset"])]
-        differing = [readable_setting(field, value) for field, value in hparams.items()
-                     if field not in ("model", "dataset")
-                     and any(other.get(field) != value for other in siblings)]
+        siblings = [
+            other
+            for other in configurations
+            if (other["model"], other["dataset"]) == (hparams["model"], hparams["dataset"])
+        ]
+        differing = [
+            readable_setting(field, value)
+            for field, value in hparams.items()
+            if field not in ("model", "dataset")
+            and any(other.get(field) != value for other in siblings)
+        ]
         labels.append(", ".join([f"{hparams['model']}/{hparams['dataset']}", *differing]))
     return labels
 
 
 # Settings whose field name or value reads badly in a legend.
-_SETTING_WORDS = {"masks_sha256": "masks", "one_shot_density": "one-shot density",
-                  "fc_fraction": "fc rate", "conv_fraction": "conv rate",
-                  "output_fraction": "output rate", "nm": "N:M"}
+_SETTING_WORDS = {
+    "masks_sha256": "masks",
+    "one_shot_density": "one-shot density",
+    "fc_fraction": "fc rate",
+    "conv_fraction": "conv rate",
+    "output_fraction": "output rate",
+    "nm": "N:M",
+}
 
 
 def readable_setting(field: str, value) -> str:
@@ -287,7 +345,7 @@ def readable_setting(field: str, value) -> str:
     return f"{words} {value}"
 
 
-def _load_run(directory: Path) -> Optional[RunResults]:
+def _load_run(directory: Path) -> RunResults | None:
     run = Run.open(directory)
     levels, diverged = {}, []
     for branch in BRANCHES:
@@ -298,39 +356,54 @@ def _load_run(directory: Path) -> Optional[RunResults]:
             if divergence is None:
                 finished[level] = metrics
             else:
-                diverged.append(DivergedLevel(run.directory, branch, level,
-                                              metrics["percent_remaining"],
-                                              divergence["iteration"], divergence["cause"]))
+                diverged.append(
+                    DivergedLevel(
+                        run.directory,
+                        branch,
+                        level,
+                        metrics["percent_remaining"],
+                        divergence["iteration"],
+                        divergence["cause"],
+                    )
+                )
         if finished:
             levels[branch] = finished
     if not levels and not diverged:
         return None
-    instability = tuple(_checked_instability(run.directory, result)
-                        for result in run.instability_results())
-    return RunResults(run.directory, run.hparams.as_dict(), levels, instability,
-                      tuple(diverged), run.name or "")
+    instability = tuple(
+        _checked_instability(run.directory, result) for result in run.instability_results()
+    )
+    return RunResults(
+        run.directory, run.hparams.as_dict(), levels, instability, tuple(diverged), run.name or ""
+    )
 
 
 def _checked_instability(directory: Path, result: dict) -> dict:
     missing = [name for name in INSTABILITY_FIELDS if name not in result]
     lengths = {len(result.get(name) or ()) for name in ("alphas", "test_error", "train_error")}
     if missing or len(lengths) != 1 or result.get("branch") not in BRANCHES:
-        raise RunError(f"an instability result in {directory / 'instability'} lacks "
-                       f"{', '.join(missing) or 'equal-length curves'}; expected a path_<N>.json "
-                       f"written by `sparse-tickets instability`")
+        raise RunError(
+            f"an instability result in {directory / 'instability'} lacks "
+            f"{', '.join(missing) or 'equal-length curves'}; expected a path_<N>.json "
+            f"written by `sparse-tickets instability`"
+        )
     return result
 
 
 def _check_metrics(level: Level, metrics: dict) -> None:
     # Old or hand-edited metrics would otherwise fail later with a bare KeyError.
-    missing = [name for name in REPORTED_METRICS
-               if isinstance(metrics.get(name), bool)
-               or not isinstance(metrics.get(name), (int, float))]
+    missing = [
+        name
+        for name in REPORTED_METRICS
+        if isinstance(metrics.get(name), bool) or not isinstance(metrics.get(name), (int, float))
+    ]
     diverged = metrics.get("diverged") is True
-    if missing and not (diverged and set(missing) <= {"early_stop_test_accuracy",
-                                                      "early_stop_iteration"}):
-        raise BadArtifact(level.metrics, f"lacks the number(s) {', '.join(missing)}",
-                          redo_remedy(level))
+    if missing and not (
+        diverged and set(missing) <= {"early_stop_test_accuracy", "early_stop_iteration"}
+    ):
+        raise BadArtifact(
+            level.metrics, f"lacks the number(s) {', '.join(missing)}", redo_remedy(level)
+        )
     problem = metrics_problem(metrics, level)
     if problem:
         raise BadArtifact(level.metrics, problem, redo_remedy(level))
@@ -341,23 +414,32 @@ def _summarize_level(branch: str, level: int, metrics: list[dict]) -> LevelSumma
         return Spread.of([values[name] for values in metrics])
 
     return LevelSummary(
-        branch=branch, level=level, n_seeds=len(metrics),
+        branch=branch,
+        level=level,
+        n_seeds=len(metrics),
         percent_remaining=statistics.fmean(values["percent_remaining"] for values in metrics),
         early_stop_test_accuracy=spread("early_stop_test_accuracy"),
         early_stop_iteration=spread("early_stop_iteration"),
         final_test_accuracy=spread("final_test_accuracy"),
         wall_time_seconds=spread("wall_time_seconds"),
-        curve=_mean_curve(metrics))
+        curve=_mean_curve(metrics),
+    )
 
 
 def _mean_curve(metrics: list[dict]) -> tuple:
     """(iteration, mean test accuracy) at the iterations every seed evaluated."""
-    per_seed = [{row["iteration"]: row["test_accuracy"] for row in values.get("evaluations", ())
-                 if isinstance(row.get("test_accuracy"), (int, float))}
-                for values in metrics]
+    per_seed = [
+        {
+            row["iteration"]: row["test_accuracy"]
+            for row in values.get("evaluations", ())
+            if isinstance(row.get("test_accuracy"), (int, float))
+        }
+        for values in metrics
+    ]
     common = sorted(set.intersection(*(set(seed) for seed in per_seed))) if per_seed else []
-    return tuple((iteration, statistics.fmean(seed[iteration] for seed in per_seed))
-                 for iteration in common)
+    return tuple(
+        (iteration, statistics.fmean(seed[iteration] for seed in per_seed)) for iteration in common
+    )
 
 
 def _key(hparams: dict) -> str:

@@ -24,7 +24,6 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Optional
 
 try:
     import fcntl
@@ -44,12 +43,14 @@ class BuildFailed(RuntimeError):
 
 def library_path(build_directory: Path, name: str) -> Path:
     from torch.utils.cpp_extension import LIB_EXT
+
     return build_directory / f"{name}{LIB_EXT}"
 
 
 def is_built(build_directory: Path, name: str) -> bool:
-    return ((build_directory / f"{name}.built").is_file()
-            and library_path(build_directory, name).is_file())
+    return (build_directory / f"{name}.built").is_file() and library_path(
+        build_directory, name
+    ).is_file()
 
 
 @contextlib.contextmanager
@@ -65,8 +66,9 @@ def exclusive(build_directory: Path, announce):
         except BlockingIOError:
             lock_file.seek(0)
             holder = lock_file.read().strip() or "another process"
-            announce(f"waiting for {holder}, which is building in {build_directory} "
-                     f"(lock {lock_path})")
+            announce(
+                f"waiting for {holder}, which is building in {build_directory} (lock {lock_path})"
+            )
             fcntl.flock(lock_file, fcntl.LOCK_EX)
         lock_file.seek(0)
         lock_file.truncate()
@@ -88,26 +90,44 @@ def remove_stale_torch_lock(build_directory: Path) -> bool:
         return False
 
 
-def compile_in_worker(*, name: str, sources: list[str], build_directory: Path,
-                      cxx_flags: list[str], cuda_flags: list[str], ld_flags: list[str],
-                      with_cuda: bool) -> None:
+def compile_in_worker(
+    *,
+    name: str,
+    sources: list[str],
+    build_directory: Path,
+    cxx_flags: list[str],
+    cuda_flags: list[str],
+    ld_flags: list[str],
+    with_cuda: bool,
+) -> None:
     """Run the compiler in its own process group; raises BuildFailed. Writes ``build.log``."""
-    arguments = dict(name=name, sources=sources, build_directory=str(build_directory),
-                     cxx_flags=cxx_flags, cuda_flags=cuda_flags, ld_flags=ld_flags,
-                     with_cuda=with_cuda, parent_pid=os.getpid())
+    arguments = dict(
+        name=name,
+        sources=sources,
+        build_directory=str(build_directory),
+        cxx_flags=cxx_flags,
+        cuda_flags=cuda_flags,
+        ld_flags=ld_flags,
+        with_cuda=with_cuda,
+        parent_pid=os.getpid(),
+    )
     log_path = build_directory / "build.log"
     with open(log_path, "w") as log:
-        worker = subprocess.Popen([sys.executable, str(_WORKER), json.dumps(arguments)],
-                                  stdout=log, stderr=subprocess.STDOUT,
-                                  start_new_session=True)
+        worker = subprocess.Popen(
+            [sys.executable, str(_WORKER), json.dumps(arguments)],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
         try:
             returncode = worker.wait()
         except BaseException:  # Ctrl-C or any exit: the compiler goes down with us
             _kill_group(worker)
             raise
     if returncode != 0:
-        raise BuildFailed(f"{_summary_line(log_path) or f'exit status {returncode}'} "
-                          f"(full log: {log_path})")
+        raise BuildFailed(
+            f"{_summary_line(log_path) or f'exit status {returncode}'} (full log: {log_path})"
+        )
 
 
 def _kill_group(worker: subprocess.Popen) -> None:
@@ -121,7 +141,7 @@ def _kill_group(worker: subprocess.Popen) -> None:
     worker.wait()
 
 
-def _summary_line(path: Path) -> Optional[str]:
+def _summary_line(path: Path) -> str | None:
     """The compiler's first error (the later ones often follow from it), else the log's last
     line: ninja's own last words ("build stopped: subcommand failed") say nothing."""
     lines = [line.strip() for line in path.read_text(errors="replace").splitlines()]

@@ -58,6 +58,7 @@ def _prefer_this_environments_tools() -> None:
     directories = [str(Path(sys.executable).parent)]
     try:
         import ninja
+
         directories.insert(0, ninja.BIN_DIR)
     except (ImportError, AttributeError):
         pass
@@ -68,18 +69,26 @@ def main(arguments: dict) -> int:
     # The worker itself outlives the SIGTERM to its group (a no-op handler, not SIG_IGN, which
     # ninja would inherit), so that it can finish the job with SIGKILL.
     signal.signal(signal.SIGTERM, lambda signum, frame: None)
-    threading.Thread(target=_stop_build_when_orphaned, args=(arguments["parent_pid"],),
-                     daemon=True).start()
+    threading.Thread(
+        target=_stop_build_when_orphaned, args=(arguments["parent_pid"],), daemon=True
+    ).start()
     _prefer_this_environments_tools()
     from torch.utils import cpp_extension
+
     build_directory = Path(arguments["build_directory"])
     name = arguments["name"]
     try:
         cpp_extension.load(
-            name=name, sources=arguments["sources"], build_directory=str(build_directory),
-            extra_cflags=arguments["cxx_flags"], extra_cuda_cflags=arguments["cuda_flags"],
-            extra_ldflags=arguments["ld_flags"], is_python_module=False,
-            with_cuda=arguments["with_cuda"], verbose=False)
+            name=name,
+            sources=arguments["sources"],
+            build_directory=str(build_directory),
+            extra_cflags=arguments["cxx_flags"],
+            extra_cuda_cflags=arguments["cuda_flags"],
+            extra_ldflags=arguments["ld_flags"],
+            is_python_module=False,
+            with_cuda=arguments["with_cuda"],
+            verbose=False,
+        )
     except Exception as error:  # the compiler's message: the caller shows its last line
         print(str(error).strip() or type(error).__name__, file=sys.stderr)
         return 1

@@ -23,19 +23,43 @@ DIRECT_VARIANTS = ("batch", "width")
 
 def direct_forward(x, values, index, bias, stride, padding, dilation, groups, variant):
     return torch.ops.sparse_tickets.sparse_conv2d(
-        x, index.row_ptr, index.col_idx, values, bias, list(index.shape[2:]), list(stride),
-        list(padding), list(dilation), groups, variant)
+        x,
+        index.row_ptr,
+        index.col_idx,
+        values,
+        bias,
+        list(index.shape[2:]),
+        list(stride),
+        list(padding),
+        list(dilation),
+        groups,
+        variant,
+    )
 
 
-def direct_backward(grad_y, x, values, index, has_bias, needs_grad, stride, padding, dilation,
-                    groups, variant):
+def direct_backward(
+    grad_y, x, values, index, has_bias, needs_grad, stride, padding, dilation, groups, variant
+):
     needs_x, needs_values, needs_bias = needs_grad
     grad_x = grad_values = None
     if needs_x or needs_values:
         grad_x, grad_values = torch.ops.sparse_tickets.sparse_conv2d_backward(
-            grad_y, x, index.row_ptr, index.col_idx, index.t_row_ptr, index.t_col_idx,
-            index.t_value_index, values, list(index.shape[2:]), list(stride), list(padding),
-            list(dilation), groups, variant, [needs_x, needs_values])
+            grad_y,
+            x,
+            index.row_ptr,
+            index.col_idx,
+            index.t_row_ptr,
+            index.t_col_idx,
+            index.t_value_index,
+            values,
+            list(index.shape[2:]),
+            list(stride),
+            list(padding),
+            list(dilation),
+            groups,
+            variant,
+            [needs_x, needs_values],
+        )
     grad_bias = grad_y.sum((0, 2, 3)) if has_bias and needs_bias else None
     return (grad_x if needs_x else None), (grad_values if needs_values else None), grad_bias
 
@@ -48,12 +72,26 @@ def im2col_forward(linear_forward, x, values, index, bias, stride, padding, dila
     patches = F.unfold(x, index.shape[2:], dilation=dilation, padding=padding, stride=stride)
     patches = patches.transpose(1, 2).reshape(batch * out_h * out_w, index.cols)
     y = linear_forward(patches, values, index, bias)
-    return y.reshape(batch, out_h * out_w, index.rows).transpose(1, 2).reshape(
-        batch, index.rows, out_h, out_w)
+    return (
+        y.reshape(batch, out_h * out_w, index.rows)
+        .transpose(1, 2)
+        .reshape(batch, index.rows, out_h, out_w)
+    )
 
 
-def im2col_backward(linear_backward, grad_y, x, values, index, has_bias, needs_grad, stride,
-                    padding, dilation, groups):
+def im2col_backward(
+    linear_backward,
+    grad_y,
+    x,
+    values,
+    index,
+    has_bias,
+    needs_grad,
+    stride,
+    padding,
+    dilation,
+    groups,
+):
     _check_ungrouped(groups)
     batch = x.shape[0]
     out_h, out_w = grad_y.shape[2:]
@@ -61,13 +99,20 @@ def im2col_backward(linear_backward, grad_y, x, values, index, has_bias, needs_g
     patches = patches.transpose(1, 2).reshape(batch * out_h * out_w, index.cols)
     grad_rows = grad_y.reshape(batch, index.rows, out_h * out_w).transpose(1, 2)
     grad_rows = grad_rows.reshape(batch * out_h * out_w, index.rows)
-    grad_patches, grad_values, grad_bias = linear_backward(grad_rows, patches, values, index,
-                                                           has_bias, needs_grad)
+    grad_patches, grad_values, grad_bias = linear_backward(
+        grad_rows, patches, values, index, has_bias, needs_grad
+    )
     grad_x = None
     if grad_patches is not None:
         grad_patches = grad_patches.reshape(batch, out_h * out_w, index.cols)
-        grad_x = F.fold(grad_patches.transpose(1, 2), x.shape[2:], index.shape[2:],
-                        dilation=dilation, padding=padding, stride=stride)
+        grad_x = F.fold(
+            grad_patches.transpose(1, 2),
+            x.shape[2:],
+            index.shape[2:],
+            dilation=dilation,
+            padding=padding,
+            stride=stride,
+        )
     return grad_x, grad_values, grad_bias
 
 
@@ -77,5 +122,7 @@ def _out_size(x, index, stride, padding, dilation):
 
 def _check_ungrouped(groups):
     if groups != 1:
-        raise ValueError(f"the im2col compact conv2d serves groups=1 only, got groups={groups}; "
-                         f"use a direct variant (batch or width) on the CPU")
+        raise ValueError(
+            f"the im2col compact conv2d serves groups=1 only, got groups={groups}; "
+            f"use a direct variant (batch or width) on the CPU"
+        )

@@ -41,30 +41,46 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional, Union
 
 import torch
 
 import sparse_tickets.kernels
 
 from ... import files, settings
-from . import build
-from . import library  # noqa: F401  (defines the op schemas the extensions implement)
+from . import (
+    build,
+    library,  # noqa: F401  (defines the op schemas the extensions implement)
+)
 
 SOURCE_ROOT = Path(sparse_tickets.kernels.__file__).resolve().parent / "csrc"
 
 # CPU features that change what -march=native compiles: the instruction set, not the rest of
 # /proc/cpuinfo's flags (which differ between hosts of one CPU model and would split the cache).
-_ISA_FLAG_PREFIXES = ("sse", "ssse", "avx", "fma", "f16c", "bmi", "amx", "popcnt", "lzcnt",
-                      "movbe", "vnni", "neon", "asimd", "sve", "fp16", "bf16")
-
+_ISA_FLAG_PREFIXES = (
+    "sse",
+    "ssse",
+    "avx",
+    "fma",
+    "f16c",
+    "bmi",
+    "amx",
+    "popcnt",
+    "lzcnt",
+    "movbe",
+    "vnni",
+    "neon",
+    "asimd",
+    "sve",
+    "fp16",
+    "bf16",
+)
 
 
 @dataclass(frozen=True)
 class ExtensionSpec:
-    kind: str          # "cpu" or "cuda"
+    kind: str  # "cpu" or "cuda"
     env_var: str
-    sources: tuple     # relative to source_root
+    sources: tuple  # relative to source_root
     source_root: Path = SOURCE_ROOT
 
     @property
@@ -72,11 +88,20 @@ class ExtensionSpec:
         return [self.source_root / source for source in self.sources]
 
 
-CPU = ExtensionSpec("cpu", settings.CPU_EXTENSION,
-                    ("cpu/compact_ops.cpp", "cpu/sparse_conv.cpp", "cpu/conv_batch.cpp",
-                     "cpu/conv_width.cpp", "cpu/compact_autograd.cpp"))
-CUDA = ExtensionSpec("cuda", settings.CUDA_EXTENSION,
-                     ("cuda/compact_kernels.cu", "cuda/compact_cuda.cpp"))
+CPU = ExtensionSpec(
+    "cpu",
+    settings.CPU_EXTENSION,
+    (
+        "cpu/compact_ops.cpp",
+        "cpu/sparse_conv.cpp",
+        "cpu/conv_batch.cpp",
+        "cpu/conv_width.cpp",
+        "cpu/compact_autograd.cpp",
+    ),
+)
+CUDA = ExtensionSpec(
+    "cuda", settings.CUDA_EXTENSION, ("cuda/compact_kernels.cu", "cuda/compact_cuda.cpp")
+)
 
 
 class ExtensionUnavailable(RuntimeError):
@@ -95,7 +120,7 @@ def mode(spec: ExtensionSpec) -> str:
     return settings.extension(spec.env_var)
 
 
-def unavailable_reason(spec: ExtensionSpec, *, retry: bool = False) -> Optional[str]:
+def unavailable_reason(spec: ExtensionSpec, *, retry: bool = False) -> str | None:
     """Why ``spec`` cannot be loaded (building it first if needed), or None once it is loaded.
 
     Under ``force`` a failure raises instead. ``retry``: see :func:`build_record`.
@@ -118,13 +143,14 @@ def load(spec: ExtensionSpec, *, retry: bool = False) -> None:
 class BuildRecord:
     """Where a loaded extension's library lives, and the seconds this process spent building it
     (None: it was already built)."""
+
     library: Path
-    build_seconds: Optional[float]
+    build_seconds: float | None
 
 
 # What this process got for each (spec, mode): the loaded build, or why there is none. Failures
 # are kept as well as successes: the dispatcher asks before every call.
-_outcomes: dict[tuple[ExtensionSpec, str], Union[BuildRecord, str]] = {}
+_outcomes: dict[tuple[ExtensionSpec, str], BuildRecord | str] = {}
 _outcomes_lock = threading.Lock()
 
 
@@ -156,7 +182,7 @@ def failure_record_path(spec: ExtensionSpec) -> Path:
     return build_directory(spec) / f"failed-{_compiler_key(spec)}.json"
 
 
-def _attempt(spec: ExtensionSpec, current_mode: str, retry: bool) -> Union[BuildRecord, str]:
+def _attempt(spec: ExtensionSpec, current_mode: str, retry: bool) -> BuildRecord | str:
     try:
         return _load(spec, current_mode, retry)
     except _BuildFailure as error:
@@ -187,12 +213,14 @@ def _load(spec: ExtensionSpec, current_mode: str, retry: bool) -> BuildRecord:
     try:
         torch.ops.load_library(str(library_path))
     except OSError as error:
-        raise ExtensionUnavailable(f"the {spec.kind} extension in {directory} does not load "
-                                   f"({error}); delete that directory to rebuild it") from error
+        raise ExtensionUnavailable(
+            f"the {spec.kind} extension in {directory} does not load "
+            f"({error}); delete that directory to rebuild it"
+        ) from error
     return BuildRecord(library_path, seconds)
 
 
-def _build(spec: ExtensionSpec, name: str, directory: Path, retry: bool) -> Optional[float]:
+def _build(spec: ExtensionSpec, name: str, directory: Path, retry: bool) -> float | None:
     with build.exclusive(directory, announce=_say):
         if build.is_built(directory, name):  # another process built it while we waited
             return None
@@ -200,20 +228,27 @@ def _build(spec: ExtensionSpec, name: str, directory: Path, retry: bool) -> Opti
             _raise_remembered_failure(spec)
         if build.remove_stale_torch_lock(directory):
             _say(f"removed a lock file left in {directory} by a build that was killed")
-        _say(f"building the {spec.kind} extension on first use, once per machine, torch "
-             f"version and kernel sources (about 1-5 minutes on 2 cores) in {directory}")
+        _say(
+            f"building the {spec.kind} extension on first use, once per machine, torch "
+            f"version and kernel sources (about 1-5 minutes on 2 cores) in {directory}"
+        )
         started = time.perf_counter()
         try:
             build.compile_in_worker(
-                name=name, sources=[str(path) for path in spec.source_paths],
-                build_directory=directory, cxx_flags=_cxx_flags(), cuda_flags=_cuda_flags(),
+                name=name,
+                sources=[str(path) for path in spec.source_paths],
+                build_directory=directory,
+                cxx_flags=_cxx_flags(),
+                cuda_flags=_cuda_flags(),
                 ld_flags=["-fopenmp"] if spec.kind == "cpu" else [],
-                with_cuda=spec.kind == "cuda")
+                with_cuda=spec.kind == "cuda",
+            )
         except build.BuildFailed as error:
             _remember_failure(spec, error)
             raise _BuildFailure(
                 f"the {spec.kind} extension failed to build with {_compiler_names(spec)}: "
-                f"{error}; `{RETRY_COMMAND}` retries") from error
+                f"{error}; `{RETRY_COMMAND}` retries"
+            ) from error
         _forget_failures(directory)
         seconds = time.perf_counter() - started
         _say(f"built the {spec.kind} extension in {seconds:.0f} s")
@@ -230,12 +265,16 @@ def _raise_remembered_failure(spec: ExtensionSpec) -> None:
     raise _BuildFailure(
         f"the {spec.kind} extension failed to build with {_compiler_names(spec)} in an earlier "
         f"run: {error}; not tried again until the compiler or the kernel sources change "
-        f"(remembered in {path}), or `{RETRY_COMMAND}` retries")
+        f"(remembered in {path}), or `{RETRY_COMMAND}` retries"
+    )
 
 
 def _remember_failure(spec: ExtensionSpec, error: build.BuildFailed) -> None:
-    record = {"compiler": _compiler_identity(spec), "error": str(error),
-              "failed_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+    record = {
+        "compiler": _compiler_identity(spec),
+        "error": str(error),
+        "failed_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
     data = (json.dumps(record, indent=2) + "\n").encode()
     # Not remembering costs the next process a retry, no more: never hide the build's error.
     with contextlib.suppress(OSError):
@@ -253,11 +292,10 @@ def _say(line: str) -> None:
     print(f"sparse_tickets: {line}", file=sys.stderr, flush=True)
 
 
-def _missing_prerequisite(spec: ExtensionSpec) -> Optional[str]:
+def _missing_prerequisite(spec: ExtensionSpec) -> str | None:
     for source, path in zip(spec.sources, spec.source_paths):
         if not path.is_file():
-            return (f"the {spec.kind} extension's source {source} is missing from "
-                    f"{spec.source_root}")
+            return f"the {spec.kind} extension's source {source} is missing from {spec.source_root}"
     if shutil.which(os.environ.get("CXX", "c++")) is None:
         return "no C++ compiler found (set CXX or install g++)"
     if shutil.which("ninja") is None:
@@ -269,6 +307,7 @@ def _missing_prerequisite(spec: ExtensionSpec) -> Optional[str]:
         if torch.version.cuda is None:
             return "this torch build has no CUDA"
         from torch.utils.cpp_extension import CUDA_HOME
+
         if CUDA_HOME is None:
             return "nvcc not found (set CUDA_HOME)"
     return None
@@ -279,6 +318,7 @@ def _compilers(spec: ExtensionSpec) -> list[str]:
     compilers = [os.environ.get("CXX", "c++")]
     if spec.kind == "cuda":
         from torch.utils.cpp_extension import CUDA_HOME
+
         compilers.append(str(Path(CUDA_HOME or "") / "bin" / "nvcc"))
     return compilers
 
@@ -323,7 +363,7 @@ def _build_name(spec: ExtensionSpec) -> str:
     return f"sparse_tickets_{spec.kind}_{_fingerprint(spec)}"
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _fingerprint(spec: ExtensionSpec) -> str:
     """A short hash of what the binary depends on: the sources, torch, the flags, the CPU."""
     digest = hashlib.sha256()
@@ -345,8 +385,11 @@ def _cpu_identity() -> str:
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith(("flags", "Features")):
-                features = sorted(flag for flag in line.split(":", 1)[1].split()
-                                  if flag.startswith(_ISA_FLAG_PREFIXES))
+                features = sorted(
+                    flag
+                    for flag in line.split(":", 1)[1].split()
+                    if flag.startswith(_ISA_FLAG_PREFIXES)
+                )
                 return f"{machine} {' '.join(features)}"
     except OSError:
         pass
@@ -355,4 +398,5 @@ def _cpu_identity() -> str:
 
 def _build_root() -> Path:
     from torch.utils.cpp_extension import get_default_build_root
+
     return Path(os.environ.get("TORCH_EXTENSIONS_DIR") or get_default_build_root())

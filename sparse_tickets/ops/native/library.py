@@ -61,31 +61,31 @@ NAMESPACE = "sparse_tickets"
 
 SCHEMAS = {
     "spmm": "spmm(Tensor x, Tensor row_ptr, Tensor col_idx, Tensor values, Tensor? value_index, "
-            "Tensor? bias) -> Tensor",
+    "Tensor? bias) -> Tensor",
     "sddmm": "sddmm(Tensor grad_out, Tensor x, Tensor row_ptr, Tensor col_idx) -> Tensor",
     "compact_linear": "compact_linear(Tensor x, Tensor row_ptr, Tensor col_idx, "
-                      "Tensor t_row_ptr, Tensor t_col_idx, Tensor t_value_index, "
-                      "Tensor values, Tensor? bias) -> Tensor",
+    "Tensor t_row_ptr, Tensor t_col_idx, Tensor t_value_index, "
+    "Tensor values, Tensor? bias) -> Tensor",
     "sparse_conv2d": "sparse_conv2d(Tensor x, Tensor row_ptr, Tensor col_idx, Tensor values, "
-                     "Tensor? bias, int[2] kernel_size, int[2] stride, int[2] padding, "
-                     "int[2] dilation, int groups, str variant) -> Tensor",
+    "Tensor? bias, int[2] kernel_size, int[2] stride, int[2] padding, "
+    "int[2] dilation, int groups, str variant) -> Tensor",
     "sparse_conv2d_backward": "sparse_conv2d_backward(Tensor grad_out, Tensor x, Tensor row_ptr, "
-                              "Tensor col_idx, Tensor t_row_ptr, Tensor t_col_idx, "
-                              "Tensor t_value_index, Tensor values, int[2] kernel_size, "
-                              "int[2] stride, int[2] padding, int[2] dilation, int groups, "
-                              "str variant, bool[2] output_mask) -> (Tensor, Tensor)",
+    "Tensor col_idx, Tensor t_row_ptr, Tensor t_col_idx, "
+    "Tensor t_value_index, Tensor values, int[2] kernel_size, "
+    "int[2] stride, int[2] padding, int[2] dilation, int groups, "
+    "str variant, bool[2] output_mask) -> (Tensor, Tensor)",
     "sgd_step_": "sgd_step_(Tensor(a!) param, Tensor grad, Tensor(b!) momentum_buffer, "
-                 "Tensor? mask, float lr, float weight_decay, float momentum, float dampening, "
-                 "bool nesterov, bool maximize, bool first_step) -> ()",
+    "Tensor? mask, float lr, float weight_decay, float momentum, float dampening, "
+    "bool nesterov, bool maximize, bool first_step) -> ()",
     "adam_step_": "adam_step_(Tensor(a!) param, Tensor grad, Tensor(b!) exp_avg, "
-                  "Tensor(c!) exp_avg_sq, Tensor(d!) max_exp_avg_sq, Tensor? mask, float lr, "
-                  "float beta1, float beta2, float eps, float weight_decay, float step, "
-                  "bool amsgrad, bool maximize, bool decoupled_weight_decay) -> ()",
+    "Tensor(c!) exp_avg_sq, Tensor(d!) max_exp_avg_sq, Tensor? mask, float lr, "
+    "float beta1, float beta2, float eps, float weight_decay, float step, "
+    "bool amsgrad, bool maximize, bool decoupled_weight_decay) -> ()",
     "adam_steps_": "adam_steps_(Tensor(a!)[] params, Tensor[] grads, Tensor(b!)[] exp_avgs, "
-                   "Tensor(c!)[] exp_avg_sqs, Tensor(d!)[] max_exp_avg_sqs, Tensor?[] masks, "
-                   "Tensor(e!)[] state_steps, float lr, float beta1, float beta2, float eps, "
-                   "float weight_decay, bool amsgrad, bool maximize, "
-                   "bool decoupled_weight_decay) -> ()",
+    "Tensor(c!)[] exp_avg_sqs, Tensor(d!)[] max_exp_avg_sqs, Tensor?[] masks, "
+    "Tensor(e!)[] state_steps, float lr, float beta1, float beta2, float eps, "
+    "float weight_decay, bool amsgrad, bool maximize, "
+    "bool decoupled_weight_decay) -> ()",
 }
 
 _library = torch.library.Library(NAMESPACE, "DEF")
@@ -109,28 +109,69 @@ def _sddmm_fake(grad_out, x, row_ptr, col_idx):
 
 
 @torch.library.register_fake(f"{NAMESPACE}::sparse_conv2d")
-def _sparse_conv2d_fake(x, row_ptr, col_idx, values, bias, kernel_size, stride, padding,
-                        dilation, groups, variant):
+def _sparse_conv2d_fake(
+    x, row_ptr, col_idx, values, bias, kernel_size, stride, padding, dilation, groups, variant
+):
     height, width = output_shape(x.shape[2:], kernel_size, stride, padding, dilation)
     return x.new_empty((x.shape[0], row_ptr.shape[0] - 1, height, width))
 
 
 @torch.library.register_fake(f"{NAMESPACE}::sparse_conv2d_backward")
-def _sparse_conv2d_backward_fake(grad_out, x, row_ptr, col_idx, t_row_ptr, t_col_idx,
-                                 t_value_index, values, kernel_size, stride, padding, dilation,
-                                 groups, variant, output_mask):
+def _sparse_conv2d_backward_fake(
+    grad_out,
+    x,
+    row_ptr,
+    col_idx,
+    t_row_ptr,
+    t_col_idx,
+    t_value_index,
+    values,
+    kernel_size,
+    stride,
+    padding,
+    dilation,
+    groups,
+    variant,
+    output_mask,
+):
     grad_x = x.new_empty(x.shape) if output_mask[0] else x.new_empty((0,))
     grad_values = values.new_empty(values.shape) if output_mask[1] else x.new_empty((0,))
     return grad_x, grad_values
 
 
 @torch.library.register_fake(f"{NAMESPACE}::sgd_step_")
-def _sgd_step_fake(param, grad, momentum_buffer, mask, lr, weight_decay, momentum, dampening,
-                   nesterov, maximize, first_step):
+def _sgd_step_fake(
+    param,
+    grad,
+    momentum_buffer,
+    mask,
+    lr,
+    weight_decay,
+    momentum,
+    dampening,
+    nesterov,
+    maximize,
+    first_step,
+):
     return None
 
 
 @torch.library.register_fake(f"{NAMESPACE}::adam_step_")
-def _adam_step_fake(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, mask, lr, beta1, beta2,
-                    eps, weight_decay, step, amsgrad, maximize, decoupled_weight_decay):
+def _adam_step_fake(
+    param,
+    grad,
+    exp_avg,
+    exp_avg_sq,
+    max_exp_avg_sq,
+    mask,
+    lr,
+    beta1,
+    beta2,
+    eps,
+    weight_decay,
+    step,
+    amsgrad,
+    maximize,
+    decoupled_weight_decay,
+):
     return None

@@ -2,22 +2,27 @@
 
 from __future__ import annotations
 
-from typing import Optional
-
 import torch
 import torch.nn.functional as F
 
 from .masking import apply_mask, masked_weight, zero_pruned_
 
 
-def masked_linear_forward(x: torch.Tensor, weight: torch.Tensor, mask: torch.Tensor,
-                          bias: Optional[torch.Tensor]) -> torch.Tensor:
+def masked_linear_forward(
+    x: torch.Tensor, weight: torch.Tensor, mask: torch.Tensor, bias: torch.Tensor | None
+) -> torch.Tensor:
     # y = x @ (W ⊙ M)^T + b, x of shape (N, in_features)
     return F.linear(x, apply_mask(weight, mask), bias)
 
 
-def masked_linear_backward(grad_y: torch.Tensor, x: torch.Tensor, weight: torch.Tensor,
-                           mask: torch.Tensor, has_bias: bool, needs_grad: tuple):
+def masked_linear_backward(
+    grad_y: torch.Tensor,
+    x: torch.Tensor,
+    weight: torch.Tensor,
+    mask: torch.Tensor,
+    has_bias: bool,
+    needs_grad: tuple,
+):
     # dx = dy @ (W ⊙ M);  dW = (dy^T @ x) ⊙ M;  db = sum_n dy
     needs_x, needs_weight, needs_bias = needs_grad
     grad_x = grad_y @ apply_mask(weight, mask) if needs_x else None
@@ -26,8 +31,9 @@ def masked_linear_backward(grad_y: torch.Tensor, x: torch.Tensor, weight: torch.
     return grad_x, grad_weight, grad_bias
 
 
-def masked_linear_autograd(x: torch.Tensor, weight: torch.Tensor, mask: torch.Tensor,
-                           bias: Optional[torch.Tensor]) -> torch.Tensor:
+def masked_linear_autograd(
+    x: torch.Tensor, weight: torch.Tensor, mask: torch.Tensor, bias: torch.Tensor | None
+) -> torch.Tensor:
     # The same numbers as the two functions above, composed of torch's own autograd: the masked
     # weight made once per call and kept by F.linear for dx, dW masked on its way back.
     return F.linear(x, masked_weight(weight, mask), bias)

@@ -13,7 +13,7 @@ change of the mask bumps its version and is seen at the next call.
 
 from __future__ import annotations
 
-from typing import NamedTuple, Optional
+from typing import NamedTuple
 
 import torch
 from torch.autograd.function import once_differentiable
@@ -21,8 +21,12 @@ from torch.autograd.function import once_differentiable
 from ...tensor_cache import TensorCache, versions_of
 
 # Each float dtype viewed as the integer of its width, for the bitwise AND.
-_SAME_WIDTH_INT = {torch.float64: torch.int64, torch.float32: torch.int32,
-                   torch.float16: torch.int16, torch.bfloat16: torch.int16}
+_SAME_WIDTH_INT = {
+    torch.float64: torch.int64,
+    torch.float32: torch.int32,
+    torch.float16: torch.int16,
+    torch.bfloat16: torch.int16,
+}
 
 
 class MaskFacts(NamedTuple):
@@ -37,7 +41,7 @@ class MaskFacts(NamedTuple):
 _FACTS = TensorCache()
 
 
-def mask_facts(mask: torch.Tensor) -> Optional[MaskFacts]:
+def mask_facts(mask: torch.Tensor) -> MaskFacts | None:
     """The cached facts of ``mask`` at its current version, or None where a mask has no
     version to key them on (inside a compiled graph, an inference tensor, the meta device)."""
     if torch.compiler.is_compiling() or mask.is_meta or versions_of((mask,)) is None:

@@ -14,18 +14,24 @@ step as +0.0. A ``None`` mask means an unmasked parameter, updated exactly as to
 
 from __future__ import annotations
 
-from typing import Optional
-
 import torch
 
 from .masking import zero_pruned_
 
 
-def masked_sgd_step(params: list[torch.Tensor], grads: list[torch.Tensor],
-                    masks: list[Optional[torch.Tensor]],
-                    momentum_buffer_list: list[Optional[torch.Tensor]], *, weight_decay: float,
-                    momentum: float, lr: float, dampening: float, nesterov: bool,
-                    maximize: bool) -> None:
+def masked_sgd_step(
+    params: list[torch.Tensor],
+    grads: list[torch.Tensor],
+    masks: list[torch.Tensor | None],
+    momentum_buffer_list: list[torch.Tensor | None],
+    *,
+    weight_decay: float,
+    momentum: float,
+    lr: float,
+    dampening: float,
+    nesterov: bool,
+    maximize: bool,
+) -> None:
     """One SGD step over every parameter in ``params``, in place.
 
     ``momentum_buffer_list[i]`` is None before a parameter's first step with momentum; the step
@@ -55,12 +61,24 @@ def masked_sgd_step(params: list[torch.Tensor], grads: list[torch.Tensor],
                 zero_pruned_(momentum_buffer_list[i], mask)
 
 
-def masked_adam_step(params: list[torch.Tensor], grads: list[torch.Tensor],
-                     masks: list[Optional[torch.Tensor]], exp_avgs: list[torch.Tensor],
-                     exp_avg_sqs: list[torch.Tensor], max_exp_avg_sqs: list[torch.Tensor],
-                     state_steps: list[torch.Tensor], *, amsgrad: bool, beta1: float,
-                     beta2: float, lr: float, weight_decay: float, eps: float, maximize: bool,
-                     decoupled_weight_decay: bool) -> None:
+def masked_adam_step(
+    params: list[torch.Tensor],
+    grads: list[torch.Tensor],
+    masks: list[torch.Tensor | None],
+    exp_avgs: list[torch.Tensor],
+    exp_avg_sqs: list[torch.Tensor],
+    max_exp_avg_sqs: list[torch.Tensor],
+    state_steps: list[torch.Tensor],
+    *,
+    amsgrad: bool,
+    beta1: float,
+    beta2: float,
+    lr: float,
+    weight_decay: float,
+    eps: float,
+    maximize: bool,
+    decoupled_weight_decay: bool,
+) -> None:
     """One Adam step (AdamW with ``decoupled_weight_decay``) over every parameter, in place.
 
     ``state_steps`` are the per-parameter step counters (scalar tensors), incremented here;
@@ -84,10 +102,10 @@ def masked_adam_step(params: list[torch.Tensor], grads: list[torch.Tensor],
         exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
 
         step = step_t.item()
-        bias_correction1 = 1 - beta1 ** step
-        bias_correction2 = 1 - beta2 ** step
+        bias_correction1 = 1 - beta1**step
+        bias_correction2 = 1 - beta2**step
         step_size = lr / bias_correction1
-        bias_correction2_sqrt = bias_correction2 ** 0.5
+        bias_correction2_sqrt = bias_correction2**0.5
 
         if amsgrad:
             torch.maximum(max_exp_avg_sqs[i], exp_avg_sq, out=max_exp_avg_sqs[i])
@@ -99,7 +117,5 @@ def masked_adam_step(params: list[torch.Tensor], grads: list[torch.Tensor],
 
         mask = masks[i]
         if mask is not None:
-            for tensor in (param, exp_avg, exp_avg_sq, *(
-                    (max_exp_avg_sqs[i],) if amsgrad else ())):
+            for tensor in (param, exp_avg, exp_avg_sq, *((max_exp_avg_sqs[i],) if amsgrad else ())):
                 zero_pruned_(tensor, mask)
-
