@@ -69,6 +69,9 @@ setup(
         "(platform_machine == 'x86_64' or platform_machine == 'aarch64')",
     ],
     extras_require={
-        "test": ["pytest>=7", "pytest-benchmark>=4", "transformers>=4.40"],
+        # ruff pinned: tests/test_lint.py checks the formatting, which changes between versions.
+        "test": ["pytest>=7", "pytest-benchmark>=4", "transformers>=4.40", "ruff==0.17.6"],
+        # The commit hooks (.pre-commit-config.yaml), which run the test extra's ruff.
+        "dev": ["pre-commit>=3"],
     },
 )
