@@ -142,13 +142,25 @@ def test_initial_weights_that_cannot_be_rebuilt_are_refused(short_run, tmp_path,
     assert not run.init.exists()
 
 
+ONE_LEVEL = ["imp", *SHORT, "--levels", "1", "--controls", "none", "--no-report"]
+
+
+@pytest.fixture(scope="module")
+def one_level_run(tmp_path_factory):
+    """One finished one-level run, never changed: tests that damage it work on a copy."""
+    runs = tmp_path_factory.mktemp("one_level")
+    assert main([*ONE_LEVEL, "--runs-dir", str(runs)]) == 0
+    (run_directory,) = runs.iterdir()
+    return run_directory
+
+
 @pytest.mark.parametrize("damaged_file", ["trained.safetensors", "start.safetensors",
                                           "metrics.csv", "masks.safetensors"])
-def test_a_corrupted_artifact_is_detected_and_redone(tmp_path, damaged_file, capsys):
-    arguments = ["imp", *SHORT, "--levels", "1", "--controls", "none", "--no-report",
-                 "--runs-dir", str(tmp_path)]
-    assert main(arguments) == 0
-    (run_directory,) = tmp_path.iterdir()
+def test_a_corrupted_artifact_is_detected_and_redone(one_level_run, tmp_path, damaged_file,
+                                                     capsys):
+    run_directory = tmp_path / one_level_run.name
+    shutil.copytree(one_level_run, run_directory)
+    arguments = [*ONE_LEVEL, "--runs-dir", str(tmp_path)]
     level = Run.open(run_directory).level("main", 1)
     metrics = json.loads(level.metrics.read_text())
     trained = level.trained.read_bytes()

@@ -36,8 +36,9 @@ def nvcc_command(nvcc: str, source: Path, output: Path) -> list[str]:
     """The compile-check command line for one source file."""
     gencode = [flag for arch in ARCHITECTURES
                for flag in ("-gencode", f"arch=compute_{arch},code=sm_{arch}")]
-    return [nvcc, *gencode, "-std=c++17", "-O3", *TORCH_NVCC_FLAGS, "-c", str(source),
-            "-o", str(output)]
+    # --threads 0: the architectures compile side by side, one per core.
+    return [nvcc, *gencode, "--threads", "0", "-std=c++17", "-O3", *TORCH_NVCC_FLAGS, "-c",
+            str(source), "-o", str(output)]
 
 
 def _nvcc_or_skip() -> str:
