@@ -30,8 +30,7 @@ def _import_the_installed_kernels_package() -> None:
     if "kernels" in sys.modules:
         return
     saved = list(sys.path)
-    sys.path[:] = [entry for entry in sys.path
-                   if Path(entry or os.getcwd()).resolve() != root]
+    sys.path[:] = [entry for entry in sys.path if Path(entry or os.getcwd()).resolve() != root]
     try:
         importlib.import_module("kernels")
     except ImportError:
@@ -76,8 +75,11 @@ def import_triton_or_skip():
     if TRITON_IS_REQUIRED:
         import triton  # noqa: F401  (missing here: the install is broken, the tests fail)
     else:
-        pytest.importorskip("triton", reason=f"triton has no wheel for {platform.system()} "
-                                             f"{platform.machine()} and is not installed")
+        pytest.importorskip(
+            "triton",
+            reason=f"triton has no wheel for {platform.system()} "
+            f"{platform.machine()} and is not installed",
+        )
 
 
 def pytest_terminal_summary(terminalreporter):
@@ -91,8 +93,9 @@ def pytest_terminal_summary(terminalreporter):
     terminalreporter.section("skipped tests by reason")
     for reason, files in sorted(by_reason.items(), key=lambda item: -sum(item[1].values())):
         terminalreporter.write_line(f"{sum(files.values()):5d}  {reason}")
-        terminalreporter.write_line("       " + ", ".join(
-            f"{name} ({count})" for name, count in sorted(files.items())))
+        terminalreporter.write_line(
+            "       " + ", ".join(f"{name} ({count})" for name, count in sorted(files.items()))
+        )
 
 
 def pytest_collection_modifyitems(config, items):
@@ -135,9 +138,17 @@ def lock_holder():
 
     def hold(directory):
         process = subprocess.Popen(
-            [sys.executable, "-c", _HOLDER, sparse_tickets.lottery.locking.__file__,
-             str(directory)],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+            [
+                sys.executable,
+                "-c",
+                _HOLDER,
+                sparse_tickets.lottery.locking.__file__,
+                str(directory),
+            ],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
         started.append(process)
         assert process.stdout.readline().strip() == "held"
         return process

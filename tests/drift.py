@@ -73,18 +73,24 @@ def assert_same_training(got: dict, expected: dict, path: str, steps: int) -> No
     if got_stop == expected_stop:
         assert_close(got_summary, expected_summary, path, steps=expected_stop or 0)
     else:  # a near tie: the other run's pick is within the drift of this one's minimum
-        assert math.isclose(rows[got_stop]["val_loss"], rows[expected_stop]["val_loss"],
-                            **tolerance("val_loss", steps)), (path, got_stop, expected_stop)
+        assert math.isclose(
+            rows[got_stop]["val_loss"],
+            rows[expected_stop]["val_loss"],
+            **tolerance("val_loss", steps),
+        ), (path, got_stop, expected_stop)
 
 
-def assert_weights_close(got: torch.Tensor, expected: torch.Tensor, where: str, *, lr: float,
-                         steps: int) -> None:
+def assert_weights_close(
+    got: torch.Tensor, expected: torch.Tensor, where: str, *, lr: float, steps: int
+) -> None:
     if not expected.is_floating_point():  # masks, counters: exact
         assert torch.equal(got, expected), where
         return
     difference = (got - expected).abs()
     loose = difference > WEIGHT_ATOL + WEIGHT_RTOL * expected.abs()
     assert loose.float().mean().item() <= ROUNDING_DOMINATED_FRACTION, (
-        where, f"{int(loose.sum())} of {loose.numel()} weights differ beyond rounding")
+        where,
+        f"{int(loose.sum())} of {loose.numel()} weights differ beyond rounding",
+    )
     # Both runs, every step, at most about lr each.
     assert difference.max().item() <= 2 * lr * steps, (where, difference.max().item())

@@ -11,8 +11,11 @@ from sparse_tickets import files
 
 
 def test_artifacts_round_trip_and_keep_tensor_order(tmp_path):
-    tensors = {"features.10.weight": torch.ones(2), "features.3.weight": torch.zeros(3, 1),
-               "mask": torch.tensor([True, False])}
+    tensors = {
+        "features.10.weight": torch.ones(2),
+        "features.3.weight": torch.zeros(3, 1),
+        "mask": torch.tensor([True, False]),
+    }
     files.write_tensors(tmp_path / "t.safetensors", tensors)
     loaded = files.read_tensors(tmp_path / "t.safetensors")
     assert list(loaded) == list(tensors)
@@ -56,13 +59,14 @@ def test_atomic_write_leaves_no_temporary_and_keeps_the_old_file_on_failure(tmp_
 def _full_disk(monkeypatch):
     """The kernel's answer on a full disk: fsync (where delayed allocation reports it) fails
     with ENOSPC."""
+
     def fsync(descriptor):
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
     monkeypatch.setattr(os, "fsync", fsync)
 
 
-def test_a_full_disk_is_one_line_naming_the_path_and_keeps_the_old_artifact(tmp_path,
-                                                                            monkeypatch):
+def test_a_full_disk_is_one_line_naming_the_path_and_keeps_the_old_artifact(tmp_path, monkeypatch):
     path = tmp_path / "level_1" / "metrics.json"
     files.write_json(path, {"level": 1})
     _full_disk(monkeypatch)
@@ -75,8 +79,7 @@ def test_a_full_disk_is_one_line_naming_the_path_and_keeps_the_old_artifact(tmp_
     assert refused.value.__suppress_context__ and refused.value.__cause__ is None
     monkeypatch.undo()
     assert files.read_json(path) == {"level": 1}
-    assert sorted(p.name for p in path.parent.iterdir()) == ["metrics.json",
-                                                            "metrics.json.sha256"]
+    assert sorted(p.name for p in path.parent.iterdir()) == ["metrics.json", "metrics.json.sha256"]
 
 
 def test_a_cleanup_that_fails_too_does_not_bury_the_cause(tmp_path, monkeypatch):
@@ -87,6 +90,7 @@ def test_a_cleanup_that_fails_too_does_not_bury_the_cause(tmp_path, monkeypatch)
 
     def unlink(self, missing_ok=False):
         raise OSError(errno.EROFS, os.strerror(errno.EROFS), str(self))
+
     monkeypatch.setattr(Path, "unlink", unlink)
     with pytest.raises(files.WriteError, match="No space left on device") as refused:
         files.write_atomically(tmp_path / "report.md", lambda handle: handle.write(b"x"))
@@ -98,9 +102,15 @@ def test_a_cleanup_that_fails_too_does_not_bury_the_cause(tmp_path, monkeypatch)
     assert not list(tmp_path.iterdir())
 
 
-@pytest.mark.parametrize("code, advice", [
-    (errno.EROFS, "remount it read-write"), (errno.EACCES, "make it writable for this user"),
-    (errno.EDQUOT, "within your quota"), (errno.ENOSPC, "free some space there")])
+@pytest.mark.parametrize(
+    "code, advice",
+    [
+        (errno.EROFS, "remount it read-write"),
+        (errno.EACCES, "make it writable for this user"),
+        (errno.EDQUOT, "within your quota"),
+        (errno.ENOSPC, "free some space there"),
+    ],
+)
 def test_each_refusal_says_what_to_do(tmp_path, code, advice):
     error = files.WriteError(tmp_path / "x", OSError(code, os.strerror(code)))
     assert str(error).startswith(f"cannot write {tmp_path / 'x'}: {os.strerror(code)}; ")
@@ -109,15 +119,18 @@ def test_each_refusal_says_what_to_do(tmp_path, code, advice):
 
 def _strict_json(text: str):
     """json.loads refusing the bare NaN / Infinity tokens that are not JSON."""
+
     def refuse(token):
         raise ValueError(f"bare {token} is not JSON")
+
     return json.loads(text, parse_constant=refuse)
 
 
 def test_non_finite_numbers_are_valid_json_and_read_back_as_floats(tmp_path):
     path = tmp_path / "metrics.json"
-    files.write_json(path, {"losses": [math.nan, math.inf, -math.inf, 1.5, None],
-                            "name": "level_1"})
+    files.write_json(
+        path, {"losses": [math.nan, math.inf, -math.inf, 1.5, None], "name": "level_1"}
+    )
     stored = _strict_json(path.read_text())
     assert stored["losses"] == ["NaN", "Infinity", "-Infinity", 1.5, None]
     loaded = files.read_json(path)
@@ -126,13 +139,22 @@ def test_non_finite_numbers_are_valid_json_and_read_back_as_floats(tmp_path):
     assert loaded["name"] == "level_1"
 
 
-@pytest.mark.parametrize("name, read, content, expected", [
-    ("metrics.json", files.read_json, b"{not json", "not JSON"),
-    ("masks.safetensors", files.read_tensors, b"\x08\x00\x00\x00\x00\x00\x00\x00{}garbage",
-     "not a safetensors file"),
-    ("checkpoint.pt", files.read_torch, b"\x80\x04garbage", "")])
-def test_bytes_that_match_their_digest_but_not_their_format_are_named(tmp_path, name, read,
-                                                                      content, expected):
+@pytest.mark.parametrize(
+    "name, read, content, expected",
+    [
+        ("metrics.json", files.read_json, b"{not json", "not JSON"),
+        (
+            "masks.safetensors",
+            files.read_tensors,
+            b"\x08\x00\x00\x00\x00\x00\x00\x00{}garbage",
+            "not a safetensors file",
+        ),
+        ("checkpoint.pt", files.read_torch, b"\x80\x04garbage", ""),
+    ],
+)
+def test_bytes_that_match_their_digest_but_not_their_format_are_named(
+    tmp_path, name, read, content, expected
+):
     path = tmp_path / name
     files.write_artifact(path, content)  # the digest is right: the content is not
     with pytest.raises(files.DamagedArtifact) as damaged:

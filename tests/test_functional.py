@@ -47,8 +47,9 @@ def _grads(y, grad_y, *inputs):
 @pytest.mark.parametrize("x_shape,out_features", LINEAR_SHAPES)
 @pytest.mark.parametrize("density", [0.0, 0.3, 1.0])
 @pytest.mark.parametrize("with_bias", [True, False])
-def test_masked_linear_matches_dense_on_masked_weight(device, dtype, x_shape, out_features,
-                                                      density, with_bias):
+def test_masked_linear_matches_dense_on_masked_weight(
+    device, dtype, x_shape, out_features, density, with_bias
+):
     in_features = x_shape[-1]
     x = torch.randn(x_shape, dtype=torch.float64, device=device)
     weight = torch.randn(out_features, in_features, dtype=torch.float64, device=device)
@@ -87,8 +88,9 @@ def test_masked_linear_ignores_values_at_pruned_positions():
     weight = torch.randn(3, 8)
     mask = _random_mask(weight.shape, 0.5)
     poisoned = weight.masked_fill(~mask, float("nan"))
-    torch.testing.assert_close(masked_linear(x, poisoned, mask),
-                               F.linear(x, weight.masked_fill(~mask, 0)), rtol=0, atol=0)
+    torch.testing.assert_close(
+        masked_linear(x, poisoned, mask), F.linear(x, weight.masked_fill(~mask, 0)), rtol=0, atol=0
+    )
 
 
 def test_masked_linear_gradcheck_float64():
@@ -98,8 +100,9 @@ def test_masked_linear_gradcheck_float64():
     mask = _random_mask(weight.shape, 0.6)
     # Finite differences see the unmasked function of W; compare through W ⊙ M so that pruned
     # entries (whose true gradient we define as 0) are outside the check.
-    assert torch.autograd.gradcheck(lambda x_, w_, b_: masked_linear(x_, w_ * mask, mask, b_),
-                                    (x, weight, bias))
+    assert torch.autograd.gradcheck(
+        lambda x_, w_, b_: masked_linear(x_, w_ * mask, mask, b_), (x, weight, bias)
+    )
     assert torch.autograd.gradcheck(lambda x_, b_: masked_linear(x_, weight, mask, b_), (x, bias))
 
 
@@ -140,6 +143,7 @@ def test_the_composed_reference_path_is_bitwise_the_reference_function(op):
     # Function over the reference's forward and backward: the same bits, NaN in pruned entries
     # included.
     from sparse_tickets import functional, ops
+
     reference = ops.get("reference")
     if op == "linear":
         x, weight = torch.randn(6, 9), torch.randn(4, 9)
@@ -181,8 +185,11 @@ CONV_CASES = [
 def _conv_args(case, device):
     x_shape, (c_out, kh, kw), stride, padding, dilation, groups = case
     weight_shape = (c_out, x_shape[1] // groups, kh, kw)
-    return x_shape, weight_shape, dict(stride=stride, padding=padding, dilation=dilation,
-                                       groups=groups)
+    return (
+        x_shape,
+        weight_shape,
+        dict(stride=stride, padding=padding, dilation=dilation, groups=groups),
+    )
 
 
 @pytest.mark.parametrize("device", DEVICES)
@@ -203,8 +210,9 @@ def test_masked_conv2d_matches_dense_on_masked_weight(device, dtype, case, with_
             y = masked_conv2d(leaves[0], leaves[1], mask, leaves[2], **geometry)
         else:
             y = F.conv2d(leaves[0], leaves[1] * mask, leaves[2], **geometry)
-        grad_y = torch.randn(y.shape, dtype=torch.float64,
-                             generator=torch.Generator().manual_seed(1)).to(device, precision)
+        grad_y = torch.randn(
+            y.shape, dtype=torch.float64, generator=torch.Generator().manual_seed(1)
+        ).to(device, precision)
         grads = _grads(y, grad_y, *leaves)
         if not masked_op:
             grads[1] = grads[1] * mask
@@ -231,44 +239,81 @@ def test_masked_conv2d_gradcheck_float64():
     bias = torch.randn(6, dtype=torch.float64, requires_grad=True)
     mask = _random_mask(weight.shape, 0.5)
     assert torch.autograd.gradcheck(
-        lambda x_, w_, b_: masked_conv2d(x_, w_ * mask, mask, b_, stride=(2, 1), padding=1,
-                                         dilation=(1, 2), groups=2),
-        (x, weight, bias))
+        lambda x_, w_, b_: masked_conv2d(
+            x_, w_ * mask, mask, b_, stride=(2, 1), padding=1, dilation=(1, 2), groups=2
+        ),
+        (x, weight, bias),
+    )
 
 
 def test_masked_conv2d_unbatched_input():
     x = torch.randn(3, 6, 6)
     weight = torch.randn(2, 3, 3, 3)
     mask = _random_mask(weight.shape, 0.5)
-    torch.testing.assert_close(masked_conv2d(x, weight, mask, padding=1),
-                               F.conv2d(x, weight * mask, padding=1))
+    torch.testing.assert_close(
+        masked_conv2d(x, weight, mask, padding=1), F.conv2d(x, weight * mask, padding=1)
+    )
 
 
 FULL = torch.ones(4, 3, dtype=torch.bool)
 
 
-@pytest.mark.parametrize("call,message", [
-    (lambda: masked_linear(torch.randn(2, 3), torch.randn(4, 3), FULL[:, :2]),
-     "mask has shape (4, 2); expected the weight's shape (4, 3)"),
-    (lambda: masked_linear(torch.randn(2, 3), torch.randn(4, 3), torch.ones(4, 3)),
-     "mask must be a bool tensor; got torch.float32"),
-    (lambda: masked_linear(torch.randn(2, 3), torch.randn(4, 3),
-                           torch.ones(4, 3, dtype=torch.bool, device="meta")),
-     "mask is on meta; expected the weight's device cpu"),
-    (lambda: masked_linear(torch.randn(2, 5), torch.randn(4, 3), FULL),
-     "input has shape (2, 5); expected (*, 3)"),
-    (lambda: masked_linear(torch.randn(2, 3), torch.randn(4, 3), FULL, torch.randn(3)),
-     "bias has shape (3,); expected (4,)"),
-    (lambda: masked_conv2d(torch.randn(1, 2, 5, 5), torch.randn(3, 3, 3, 3),
-                           torch.ones(3, 3, 3, 3, dtype=torch.bool)),
-     "input has shape (1, 2, 5, 5); expected (N, 3, H, W)"),
-    (lambda: masked_conv2d(torch.randn(1, 3, 5, 5), torch.randn(3, 3, 3, 3),
-                           torch.ones(3, 3, 3, 3, dtype=torch.bool), stride=2, padding="same"),
-     "padding='same' needs stride 1"),
-    (lambda: masked_conv2d(torch.randn(1, 4, 5, 5), torch.randn(3, 2, 3, 3),
-                           torch.ones(3, 2, 3, 3, dtype=torch.bool), groups=2),
-     "groups=2 must be a positive int dividing out_channels=3"),
-])
+@pytest.mark.parametrize(
+    "call,message",
+    [
+        (
+            lambda: masked_linear(torch.randn(2, 3), torch.randn(4, 3), FULL[:, :2]),
+            "mask has shape (4, 2); expected the weight's shape (4, 3)",
+        ),
+        (
+            lambda: masked_linear(torch.randn(2, 3), torch.randn(4, 3), torch.ones(4, 3)),
+            "mask must be a bool tensor; got torch.float32",
+        ),
+        (
+            lambda: masked_linear(
+                torch.randn(2, 3),
+                torch.randn(4, 3),
+                torch.ones(4, 3, dtype=torch.bool, device="meta"),
+            ),
+            "mask is on meta; expected the weight's device cpu",
+        ),
+        (
+            lambda: masked_linear(torch.randn(2, 5), torch.randn(4, 3), FULL),
+            "input has shape (2, 5); expected (*, 3)",
+        ),
+        (
+            lambda: masked_linear(torch.randn(2, 3), torch.randn(4, 3), FULL, torch.randn(3)),
+            "bias has shape (3,); expected (4,)",
+        ),
+        (
+            lambda: masked_conv2d(
+                torch.randn(1, 2, 5, 5),
+                torch.randn(3, 3, 3, 3),
+                torch.ones(3, 3, 3, 3, dtype=torch.bool),
+            ),
+            "input has shape (1, 2, 5, 5); expected (N, 3, H, W)",
+        ),
+        (
+            lambda: masked_conv2d(
+                torch.randn(1, 3, 5, 5),
+                torch.randn(3, 3, 3, 3),
+                torch.ones(3, 3, 3, 3, dtype=torch.bool),
+                stride=2,
+                padding="same",
+            ),
+            "padding='same' needs stride 1",
+        ),
+        (
+            lambda: masked_conv2d(
+                torch.randn(1, 4, 5, 5),
+                torch.randn(3, 2, 3, 3),
+                torch.ones(3, 2, 3, 3, dtype=torch.bool),
+                groups=2,
+            ),
+            "groups=2 must be a positive int dividing out_channels=3",
+        ),
+    ],
+)
 def test_bad_inputs_give_one_line_errors(call, message):
     with pytest.raises(ValueError) as error:
         call()

@@ -10,8 +10,10 @@ from sparse_tickets.compact import CompactIndex
 from sparse_tickets.functional import compact_conv2d, compact_linear
 from sparse_tickets.ops.native import extension
 
-DTYPES = {"reference": [torch.float64, torch.float32, torch.float16, torch.bfloat16],
-          "cpu": [torch.float64, torch.float32]}
+DTYPES = {
+    "reference": [torch.float64, torch.float32, torch.float16, torch.bfloat16],
+    "cpu": [torch.float64, torch.float32],
+}
 CASES = [(backend, dtype) for backend, dtypes in DTYPES.items() for dtype in dtypes]
 
 # (x shape, out_features): primes, one row, one feature, leading dims, a wide batch.
@@ -29,13 +31,14 @@ def backend_dtype(request, monkeypatch):
 
 
 def _tolerance(dtype):
-    return {torch.float64: 1e-10, torch.float32: 1e-4, torch.float16: 2e-2,
-            torch.bfloat16: 1e-1}[dtype]
+    return {torch.float64: 1e-10, torch.float32: 1e-4, torch.float16: 2e-2, torch.bfloat16: 1e-1}[
+        dtype
+    ]
 
 
 def _compact(shape, density, dtype):
     mask = torch.rand(shape) < density
-    weight = (torch.randn(shape, dtype=torch.float64) * mask)
+    weight = torch.randn(shape, dtype=torch.float64) * mask
     index = CompactIndex.from_mask(mask)
     return weight, index, index.gather(weight)
 
@@ -66,8 +69,11 @@ def test_compact_linear_matches_dense(backend_dtype, x_shape, out_features, dens
     ours = [_leaf(x, dtype), _leaf(values, dtype), None if bias is None else _leaf(bias, dtype)]
     y = compact_linear(ours[0], ours[1], index, ours[2])
     y.backward(grad_y.to(dtype))
-    truth = [_leaf(x, torch.float64), _leaf(weight, torch.float64),
-             None if bias is None else _leaf(bias, torch.float64)]
+    truth = [
+        _leaf(x, torch.float64),
+        _leaf(weight, torch.float64),
+        None if bias is None else _leaf(bias, torch.float64),
+    ]
     y_truth = F.linear(*truth)
     y_truth.backward(grad_y)
 
@@ -100,11 +106,15 @@ CONV_CASES = [
 ]
 
 
-@pytest.mark.parametrize("x_shape, out_channels, kernel, stride, padding, dilation", CONV_CASES,
-                         ids=[f"case{i}" for i in range(len(CONV_CASES))])
+@pytest.mark.parametrize(
+    "x_shape, out_channels, kernel, stride, padding, dilation",
+    CONV_CASES,
+    ids=[f"case{i}" for i in range(len(CONV_CASES))],
+)
 @pytest.mark.parametrize("density", [0.0, 0.3, 1.0])
-def test_compact_conv2d_matches_dense(backend_dtype, x_shape, out_channels, kernel, stride,
-                                      padding, dilation, density):
+def test_compact_conv2d_matches_dense(
+    backend_dtype, x_shape, out_channels, kernel, stride, padding, dilation, density
+):
     _, dtype = backend_dtype
     weight, index, values = _compact((out_channels, x_shape[1], *kernel), density, dtype)
     x = torch.randn(x_shape, dtype=torch.float64)
@@ -131,14 +141,20 @@ def test_compact_conv2d_takes_an_unbatched_input():
     assert torch.allclose(y, F.conv2d(x, weight, padding=1))
 
 
-@pytest.mark.parametrize("call, message", [
-    (lambda v, i: compact_linear(torch.randn(2, 5), v, i), r"input has shape \(2, 5\); expected"),
-    (lambda v, i: compact_linear(torch.randn(2, 4), v[:-1], i), r"values has shape"),
-    (lambda v, i: compact_linear(torch.randn(2, 4), v, "index"), "must be a sparse_tickets"),
-    (lambda v, i: compact_linear(torch.randn(2, 4), v, i, torch.zeros(2)), r"bias has shape"),
-    (lambda v, i: compact_linear(torch.randn(2, 4).double(), v, i), "share one dtype"),
-    (lambda v, i: compact_conv2d(torch.randn(1, 4, 3, 3), v, i), "expected 4 dimensions"),
-])
+@pytest.mark.parametrize(
+    "call, message",
+    [
+        (
+            lambda v, i: compact_linear(torch.randn(2, 5), v, i),
+            r"input has shape \(2, 5\); expected",
+        ),
+        (lambda v, i: compact_linear(torch.randn(2, 4), v[:-1], i), r"values has shape"),
+        (lambda v, i: compact_linear(torch.randn(2, 4), v, "index"), "must be a sparse_tickets"),
+        (lambda v, i: compact_linear(torch.randn(2, 4), v, i, torch.zeros(2)), r"bias has shape"),
+        (lambda v, i: compact_linear(torch.randn(2, 4).double(), v, i), "share one dtype"),
+        (lambda v, i: compact_conv2d(torch.randn(1, 4, 3, 3), v, i), "expected 4 dimensions"),
+    ],
+)
 def test_bad_calls_fail_in_one_line(call, message):
     index = CompactIndex.from_mask(torch.ones(3, 4, dtype=torch.bool))
     values = torch.randn(index.nnz)
@@ -169,13 +185,18 @@ def test_every_conv_variant_of_the_cpu_backend_matches_dense(monkeypatch, case, 
     extension.load(extension.CPU)  # raises, naming why, when it cannot be built here
     monkeypatch.setenv(ops.BACKEND_ENV_VAR, "cpu")
     x_shape, out_channels, kernel, stride, padding, dilation, groups = case
-    weight, index, values = _compact((out_channels, x_shape[1] // groups, *kernel), 0.4,
-                                     torch.float32)
+    weight, index, values = _compact(
+        (out_channels, x_shape[1] // groups, *kernel), 0.4, torch.float32
+    )
     x = torch.randn(x_shape, dtype=torch.float64)
     bias = torch.randn(out_channels, dtype=torch.float64)
     ours = [_leaf(x, torch.float32), _leaf(values, torch.float32), _leaf(bias, torch.float32)]
-    call = lambda: compact_conv2d(ours[0], ours[1], index, ours[2], stride, padding,  # noqa: E731
-                                  dilation, groups, variant)
+
+    def call():
+        return compact_conv2d(
+            ours[0], ours[1], index, ours[2], stride, padding, dilation, groups, variant
+        )
+
     if variant == "im2col" and groups > 1:
         with pytest.raises(ValueError, match="im2col compact conv2d serves groups=1 only"):
             call()
@@ -188,8 +209,9 @@ def test_every_conv_variant_of_the_cpu_backend_matches_dense(monkeypatch, case, 
     y_truth.backward(grad_y)
     _assert_close(y, y_truth, torch.float32)
     for got, want in zip(ours, truth):
-        _assert_close(got.grad, index.gather(want.grad) if want is truth[1] else want.grad,
-                      torch.float32)
+        _assert_close(
+            got.grad, index.gather(want.grad) if want is truth[1] else want.grad, torch.float32
+        )
 
 
 def test_compact_conv2d_takes_a_non_contiguous_input(backend_dtype):
@@ -206,7 +228,10 @@ def test_the_conv_plan_records_one_choice_per_input_shape():
     for batch in (64, 64, 1):
         compact_conv2d(torch.randn(batch, 3, 8, 8), values.float(), index, padding=1)
     assert sorted(index.conv_plan.choices.values()) in (
-        ["batch", "width"], ["batch", "batch"], ["width", "width"])
+        ["batch", "width"],
+        ["batch", "batch"],
+        ["width", "width"],
+    )
     assert len(index.conv_plan.choices) == 2
     with pytest.raises(ValueError, match="conv variant 'fast' is not one of batch, width, im2col"):
         compact_conv2d(torch.randn(1, 3, 8, 8), values.float(), index, variant="fast")

@@ -17,12 +17,36 @@ import sparse_tickets
 PACKAGE = "sparse_tickets"
 # The names at the package's root, by wing: the library a user imports, and the experiment
 # the command runs. A new name must join one of them.
-LIBRARY = {"__init__", "functional", "files", "progress", "settings", "conv_geometry",
-           "tensor_cache", "nn", "ops", "formats", "compact", "optim", "pruning", "models",
-           "data", "kernels"}
+LIBRARY = {
+    "__init__",
+    "functional",
+    "files",
+    "progress",
+    "settings",
+    "conv_geometry",
+    "tensor_cache",
+    "nn",
+    "ops",
+    "formats",
+    "compact",
+    "optim",
+    "pruning",
+    "models",
+    "data",
+    "kernels",
+}
 EXPERIMENT = {"__main__", "cli", "lottery"}
-ROOT_MODULES = {"__init__", "__main__", "cli", "functional", "files", "progress", "settings",
-                "conv_geometry", "tensor_cache"}
+ROOT_MODULES = {
+    "__init__",
+    "__main__",
+    "cli",
+    "functional",
+    "files",
+    "progress",
+    "settings",
+    "conv_geometry",
+    "tensor_cache",
+}
 # The one-way order of the names at the root (subpackages and modules), lowest first: each
 # imports only names of earlier levels, never one of its own level. The package's docstring
 # (sparse_tickets/__init__.py) says what each level holds; a new name must join a level.
@@ -51,8 +75,10 @@ def module_files() -> dict[str, Path]:
     for prefix, root in roots.items():
         for path in root.rglob("*.py"):
             parts = path.relative_to(root).with_suffix("").parts
-            if not all((root.joinpath(*parts[:depth]) / "__init__.py").is_file()
-                       for depth in range(1, len(parts))):
+            if not all(
+                (root.joinpath(*parts[:depth]) / "__init__.py").is_file()
+                for depth in range(1, len(parts))
+            ):
                 continue  # in a folder that is not a package: a script, not a module
             if parts[-1] == "__init__":
                 parts = parts[:-1]
@@ -75,7 +101,7 @@ def imports_of(name: str, path: Path, modules: set[str]) -> set[str]:
         else:
             source = node.module
             if node.level:  # relative: from the package, one level up per extra dot
-                base = ".".join(package.split(".")[:len(package.split(".")) - node.level + 1])
+                base = ".".join(package.split(".")[: len(package.split(".")) - node.level + 1])
                 source = f"{base}.{node.module}" if node.module else base
             # `from a import b` imports the module a.b when there is one, else a name of a.
             targets = [f"{source}.{alias.name}" for alias in node.names]
@@ -87,7 +113,7 @@ def imports_of(name: str, path: Path, modules: set[str]) -> set[str]:
     return found
 
 
-@functools.lru_cache(maxsize=None)  # the files do not change while the tests run
+@functools.cache  # the files do not change while the tests run
 def import_graph() -> dict[str, set[str]]:
     """module -> the modules of the package it imports (shared: read, never changed)."""
     files = module_files()
@@ -134,7 +160,8 @@ def package_graph(graph: dict[str, set[str]]) -> dict[str, set[str]]:
     packages: dict[str, set[str]] = {}
     for module, targets in graph.items():
         packages.setdefault(wing(module), set()).update(
-            wing(target) for target in targets if wing(target) != wing(module))
+            wing(target) for target in targets if wing(target) != wing(module)
+        )
     return packages
 
 
@@ -142,9 +169,12 @@ def imports_against_the_order(graph: dict[str, set[str]]) -> list[str]:
     """Each import of a module by one of another name at the root that is not of a lower
     level than its own, as "module imports module"."""
     level = {name: depth for depth, names in enumerate(LEVELS) for name in names}
-    return sorted(f"{module} imports {target}" for module, targets in graph.items()
-                  for target in targets if wing(target) != wing(module)
-                  and level[wing(target)] >= level[wing(module)])
+    return sorted(
+        f"{module} imports {target}"
+        for module, targets in graph.items()
+        for target in targets
+        if wing(target) != wing(module) and level[wing(target)] >= level[wing(module)]
+    )
 
 
 def test_no_modules_of_the_package_import_each_other_round_a_circle():
@@ -167,29 +197,42 @@ def test_every_name_at_the_root_has_one_level():
 
 def test_the_order_checks_catch_a_circle_between_packages():
     # nn importing the optimizers, which import nn: the circle and the upward import are named.
-    graph = {"sparse_tickets.nn.layers": {"sparse_tickets.optim.masked_adam"},
-             "sparse_tickets.optim.masked_adam": {"sparse_tickets.nn.layers"}}
+    graph = {
+        "sparse_tickets.nn.layers": {"sparse_tickets.optim.masked_adam"},
+        "sparse_tickets.optim.masked_adam": {"sparse_tickets.nn.layers"},
+    }
     assert circles(package_graph(graph)) == [["nn", "optim"]]
     assert imports_against_the_order(graph) == [
-        "sparse_tickets.nn.layers imports sparse_tickets.optim.masked_adam"]
+        "sparse_tickets.nn.layers imports sparse_tickets.optim.masked_adam"
+    ]
 
 
 def test_the_package_init_only_re_exports():
     # No wiring at import: imports, the docstring, __version__ and __all__, nothing that runs.
     tree = ast.parse((Path(sparse_tickets.__file__)).read_text(encoding="utf-8"))
-    others = [ast.unparse(node).splitlines()[0] for node in tree.body
-              if not isinstance(node, (ast.Import, ast.ImportFrom))
-              and not (isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant))
-              and not (isinstance(node, ast.Assign) and len(node.targets) == 1
-                       and isinstance(node.value, (ast.Constant, ast.List))
-                       and getattr(node.targets[0], "id", None) in ("__version__", "__all__"))]
+    others = [
+        ast.unparse(node).splitlines()[0]
+        for node in tree.body
+        if not isinstance(node, (ast.Import, ast.ImportFrom))
+        and not (isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant))
+        and not (
+            isinstance(node, ast.Assign)
+            and len(node.targets) == 1
+            and isinstance(node.value, (ast.Constant, ast.List))
+            and getattr(node.targets[0], "id", None) in ("__version__", "__all__")
+        )
+    ]
     assert others == []
 
 
 def test_the_library_never_imports_the_experiment():
-    crossings = sorted(f"{module} imports {target}"
-                       for module, targets in import_graph().items() if wing(module) in LIBRARY
-                       for target in targets if wing(target) in EXPERIMENT)
+    crossings = sorted(
+        f"{module} imports {target}"
+        for module, targets in import_graph().items()
+        if wing(module) in LIBRARY
+        for target in targets
+        if wing(target) in EXPERIMENT
+    )
     assert crossings == []
 
 

@@ -13,8 +13,11 @@ def _installed():
         return importlib.metadata.distribution("sparse_tickets")
     except importlib.metadata.PackageNotFoundError:
         # The README's test command installs it: a test of the install needs one.
-        pytest.fail("sparse_tickets is not installed (pip install -e \".[test]\", as the "
-                    "README's test command does)", pytrace=False)
+        pytest.fail(
+            'sparse_tickets is not installed (pip install -e ".[test]", as the '
+            "README's test command does)",
+            pytrace=False,
+        )
 
 
 def test_the_only_top_level_package_installed_is_sparse_tickets():
@@ -26,13 +29,21 @@ def test_the_kernels_import_from_inside_the_package_anywhere(tmp_path):
     _installed()
     # From another directory (not the repository's root, whose kernels/ folder would be found
     # as a top-level package), with nothing added to the path.
-    code = ("import importlib.util, pathlib, sparse_tickets.kernels as k; "
-            "ours = pathlib.Path(k.__file__).parent; "
-            "other = importlib.util.find_spec('kernels'); "
-            "print(ours.name, other is None or pathlib.Path(other.origin).parent != ours)")
+    code = (
+        "import importlib.util, pathlib, sparse_tickets.kernels as k; "
+        "ours = pathlib.Path(k.__file__).parent; "
+        "other = importlib.util.find_spec('kernels'); "
+        "print(ours.name, other is None or pathlib.Path(other.origin).parent != ours)"
+    )
     environment = {key: value for key, value in os.environ.items() if key != "PYTHONPATH"}
-    done = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=environment,
-                          capture_output=True, text=True, check=True)
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=tmp_path,
+        env=environment,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     assert done.stdout.split() == ["kernels", "True"]
 
 
@@ -47,6 +58,11 @@ def test_the_version_is_written_once_in_the_package_and_setup_reads_it():
 
     assert _installed().version == sparse_tickets.__version__
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    setup = subprocess.run([sys.executable, "setup.py", "--version"], cwd=root, check=True,
-                           capture_output=True, text=True)
+    setup = subprocess.run(
+        [sys.executable, "setup.py", "--version"],
+        cwd=root,
+        check=True,
+        capture_output=True,
+        text=True,
+    )
     assert setup.stdout.split()[-1] == sparse_tickets.__version__

@@ -10,9 +10,18 @@ import pytest
 import sparse_tickets
 from sparse_tickets import settings
 
-NAMES = (settings.BACKEND, settings.OPT_IN, settings.MODE, settings.COMPACT_BELOW,
-         settings.CALIBRATION, settings.CPU_EXTENSION, settings.CUDA_EXTENSION, settings.CACHE,
-         settings.DEBUG, settings.TRITON_INTERPRET)
+NAMES = (
+    settings.BACKEND,
+    settings.OPT_IN,
+    settings.MODE,
+    settings.COMPACT_BELOW,
+    settings.CALIBRATION,
+    settings.CPU_EXTENSION,
+    settings.CUDA_EXTENSION,
+    settings.CACHE,
+    settings.DEBUG,
+    settings.TRITON_INTERPRET,
+)
 
 
 @pytest.fixture
@@ -60,24 +69,54 @@ def test_each_value_is_read_when_asked_for_not_at_import(clean):
     assert settings.mode() == "auto"
 
 
-@pytest.mark.parametrize("name, value, read, expected", [
-    (settings.MODE, "sparse", settings.mode,
-     "SPARSE_TICKETS_MODE='sparse'; expected one of auto, dense, compact"),
-    (settings.COMPACT_BELOW, "2", settings.compact_below,
-     "SPARSE_TICKETS_COMPACT_BELOW='2'; expected a density in [0, 1]"),
-    (settings.COMPACT_BELOW, "half", settings.compact_below,
-     "SPARSE_TICKETS_COMPACT_BELOW='half'; expected a density in [0, 1]"),
-    (settings.COMPACT_BELOW, "nan", settings.compact_below,
-     "SPARSE_TICKETS_COMPACT_BELOW='nan'; expected a density in [0, 1]"),
-    (settings.CALIBRATION, "sometimes", settings.calibration,
-     "SPARSE_TICKETS_CALIBRATION='sometimes'; expected auto or off"),
-    (settings.CPU_EXTENSION, "always", lambda: settings.extension(settings.CPU_EXTENSION),
-     "SPARSE_TICKETS_CPU_EXTENSION='always'; expected one of auto, skip (0), force (1)"),
-    (settings.CUDA_EXTENSION, "2", lambda: settings.extension(settings.CUDA_EXTENSION),
-     "SPARSE_TICKETS_CUDA_EXTENSION='2'; expected one of auto, skip (0), force (1)"),
-])
-def test_a_bad_value_is_refused_in_one_line_naming_the_variable(clean, name, value, read,
-                                                                 expected):
+@pytest.mark.parametrize(
+    "name, value, read, expected",
+    [
+        (
+            settings.MODE,
+            "sparse",
+            settings.mode,
+            "SPARSE_TICKETS_MODE='sparse'; expected one of auto, dense, compact",
+        ),
+        (
+            settings.COMPACT_BELOW,
+            "2",
+            settings.compact_below,
+            "SPARSE_TICKETS_COMPACT_BELOW='2'; expected a density in [0, 1]",
+        ),
+        (
+            settings.COMPACT_BELOW,
+            "half",
+            settings.compact_below,
+            "SPARSE_TICKETS_COMPACT_BELOW='half'; expected a density in [0, 1]",
+        ),
+        (
+            settings.COMPACT_BELOW,
+            "nan",
+            settings.compact_below,
+            "SPARSE_TICKETS_COMPACT_BELOW='nan'; expected a density in [0, 1]",
+        ),
+        (
+            settings.CALIBRATION,
+            "sometimes",
+            settings.calibration,
+            "SPARSE_TICKETS_CALIBRATION='sometimes'; expected auto or off",
+        ),
+        (
+            settings.CPU_EXTENSION,
+            "always",
+            lambda: settings.extension(settings.CPU_EXTENSION),
+            "SPARSE_TICKETS_CPU_EXTENSION='always'; expected one of auto, skip (0), force (1)",
+        ),
+        (
+            settings.CUDA_EXTENSION,
+            "2",
+            lambda: settings.extension(settings.CUDA_EXTENSION),
+            "SPARSE_TICKETS_CUDA_EXTENSION='2'; expected one of auto, skip (0), force (1)",
+        ),
+    ],
+)
+def test_a_bad_value_is_refused_in_one_line_naming_the_variable(clean, name, value, read, expected):
     clean.setenv(name, value)
     with pytest.raises(ValueError) as error:
         read()
@@ -87,8 +126,9 @@ def test_a_bad_value_is_refused_in_one_line_naming_the_variable(clean, name, val
 def test_every_variable_is_documented_in_the_module():
     documented = settings.__doc__
     assert all(f"``{name}``" in documented for name in NAMES)
-    defined = {value for name, value in vars(settings).items()
-               if name.isupper() and isinstance(value, str)}
+    defined = {
+        value for name, value in vars(settings).items() if name.isupper() and isinstance(value, str)
+    }
     assert defined == set(NAMES)
 
 
@@ -105,7 +145,9 @@ def test_no_module_but_the_settings_names_a_variable_to_read_it():
     # module would be a second reader; mentions inside longer text (docs, messages) are fine.
     readers = sorted(
         f"{path.name}:{node.lineno} {node.value}"
-        for path in _package_files() if path != Path(settings.__file__)
+        for path in _package_files()
+        if path != Path(settings.__file__)
         for node in ast.walk(ast.parse(path.read_text(encoding="utf-8")))
-        if isinstance(node, ast.Constant) and node.value in NAMES)
+        if isinstance(node, ast.Constant) and node.value in NAMES
+    )
     assert readers == []

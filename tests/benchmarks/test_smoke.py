@@ -26,34 +26,41 @@ def test_quick_run_times_every_benchmark_and_writes_the_report(tmp_path):
     # Without TRITON_INTERPRET (tests/kernels sets it for this process): interpreted kernels
     # would make the triton backend available on the CPU, with meaningless and slow timings.
     environment = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
-    result = subprocess.run([sys.executable, "-m", "benchmarks.run", "--quick", "--output",
-                             str(tmp_path)], cwd=REPO_ROOT, capture_output=True, text=True,
-                            timeout=300, env=environment)
+    result = subprocess.run(
+        [sys.executable, "-m", "benchmarks.run", "--quick", "--output", str(tmp_path)],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=environment,
+    )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     # The 2:4 rows of the masked linear need an sm80+ GPU: skipped, saying why, not failed.
     assert "2:4 rows run on CUDA only" in result.stdout
 
     results = json.loads((tmp_path / "results.json").read_text())
-    timed = {(Path(row["fullname"].split("::")[0]).name, row["name"].split("[")[0])
-             for row in results["benchmarks"]}
+    timed = {
+        (Path(row["fullname"].split("::")[0]).name, row["name"].split("[")[0])
+        for row in results["benchmarks"]
+    }
     assert benchmark_functions() <= timed
     assert len(benchmark_functions()) >= 7
     # Machine fields of the conftest hook, and raw per-round timings stripped.
-    for field in ("device_name", "torch_threads", "torch_version", "triton_version",
-                  "git_commit"):
+    for field in ("device_name", "torch_threads", "torch_version", "triton_version", "git_commit"):
         assert field in results["machine_info"]
     assert all("data" not in row["stats"] for row in results["benchmarks"])
     # Every group has its dense row, so every row gets a ratio to dense.
     groups = {row["group"] for row in results["benchmarks"]}
-    dense_groups = {row["group"] for row in results["benchmarks"]
-                    if row["extra_info"]["provider"] == "dense"}
+    dense_groups = {
+        row["group"] for row in results["benchmarks"] if row["extra_info"]["provider"] == "dense"
+    }
     assert groups == dense_groups
 
     # Every suite times the compact mode, each row naming the backend it was given.
-    compact = [row for row in results["benchmarks"]
-               if row["extra_info"]["provider"] == "compact"]
-    assert {Path(row["fullname"].split("::")[0]).name for row in compact} == \
-        {module for module, _ in benchmark_functions()}
+    compact = [row for row in results["benchmarks"] if row["extra_info"]["provider"] == "compact"]
+    assert {Path(row["fullname"].split("::")[0]).name for row in compact} == {
+        module for module, _ in benchmark_functions()
+    }
     assert all(row["extra_info"]["backend"] for row in compact)
 
     table = (tmp_path / "results.md").read_text()

@@ -7,8 +7,10 @@ import torch
 
 from benchmarks import providers, shapes, sparseprop_peer
 
-pytestmark = pytest.mark.skipif(sparseprop_peer.unavailable_reason() is not None,
-                                reason=str(sparseprop_peer.unavailable_reason()))
+pytestmark = pytest.mark.skipif(
+    sparseprop_peer.unavailable_reason() is not None,
+    reason=str(sparseprop_peer.unavailable_reason()),
+)
 
 
 def _conv(batch, stride=1, sparsity=0.9):
@@ -33,8 +35,11 @@ def test_at_a_batch_multiple_of_8_both_variants_are_correct_and_the_fastest_is_t
 
 
 def test_a_case_no_variant_gets_right_is_skipped_with_the_errors():
-    with pytest.raises(pytest.skip.Exception, match=r"no SparseProp variant is correct here "
-                                                    r"\(relative error batch .*output_width"):
+    with pytest.raises(
+        pytest.skip.Exception,
+        match=r"no SparseProp variant is correct here "
+        r"\(relative error batch .*output_width",
+    ):
         providers.conv_row(providers.SPARSEPROP, _conv(3, stride=2), backward=True)
 
 
@@ -43,8 +48,13 @@ def test_the_timed_step_computes_what_the_dense_product_does():
     step, info = providers.conv_row(providers.SPARSEPROP, case, backward=True)
     module = sparseprop_peer.conv_module(case.weight, case.stride, case.padding, info["variant"])
     error = sparseprop_peer.variant_error(
-        module, case.x, case.weight, case.mask, case.grad_y,
-        lambda x, w: torch.nn.functional.conv2d(x, w, stride=case.stride, padding=case.padding))
+        module,
+        case.x,
+        case.weight,
+        case.mask,
+        case.grad_y,
+        lambda x, w: torch.nn.functional.conv2d(x, w, stride=case.stride, padding=case.padding),
+    )
     assert error <= sparseprop_peer.TOLERANCE
 
 
@@ -60,9 +70,17 @@ def test_the_linear_row_checks_its_kernel_and_trains_the_kept_values():
 def test_a_wrong_kernel_is_reported_as_wrong():
     case = providers.linear_case(8, 16, 4, 0.5, "cpu", torch.float32, True)
     module = sparseprop_peer.linear_module(case.weight)
-    assert sparseprop_peer.variant_error(
-        module, case.x, case.weight, case.mask, case.grad_y,
-        lambda x, w: torch.nn.functional.linear(x, 2 * w)) > 0.1
+    assert (
+        sparseprop_peer.variant_error(
+            module,
+            case.x,
+            case.weight,
+            case.mask,
+            case.grad_y,
+            lambda x, w: torch.nn.functional.linear(x, 2 * w),
+        )
+        > 0.1
+    )
 
 
 def test_rows_it_cannot_run_are_skipped_with_the_reason():

@@ -9,8 +9,7 @@ from benchmarks.step_setups import OURS, TORCH, TORCH_MASK_MULTIPLY
 
 def test_steps_quick_writes_every_configuration_with_its_ratios(tmp_path, monkeypatch):
     monkeypatch.setenv("SPARSE_TICKETS_CALIBRATION", "off")  # no measurement: a quick test
-    assert steps.main(["--quick", "--networks", "lenet", "--output",
-                       str(tmp_path)]) == 0
+    assert steps.main(["--quick", "--networks", "lenet", "--output", str(tmp_path)]) == 0
     results = json.loads((tmp_path / steps.JSON_NAME).read_text())
     assert set(results["networks"]) == {"lenet"}
     for network in results["networks"].values():
@@ -34,8 +33,12 @@ def test_steps_quick_writes_every_configuration_with_its_ratios(tmp_path, monkey
 def test_step_profile_quick_writes_a_table_per_configuration(tmp_path):
     assert step_profile.main(["--quick", "--output", str(tmp_path)]) == 0
     text = (tmp_path / step_profile.MARKDOWN_NAME).read_text()
-    for heading in ("## torch at 100%", "## ours compact at 100%",
-                    "## torch mask-multiply at 3.5%", "## ours dense at 3.5%"):
+    for heading in (
+        "## torch at 100%",
+        "## ours compact at 100%",
+        "## torch mask-multiply at 3.5%",
+        "## ours dense at 3.5%",
+    ):
         assert heading in text
     assert text.count("Self CPU") >= 6
 
@@ -53,13 +56,16 @@ def test_imp_vs_torch_quick_times_three_commands_that_do_the_same_work(tmp_path,
     for run in runs.values():
         assert run["wall_seconds"] > 0
         assert [(lv["branch"], lv["level"]) for lv in run["levels"]] == (
-            [("main", n) for n in range(levels + 1)] + [("reinit", n)
-                                                        for n in range(1, levels + 1)])
+            [("main", n) for n in range(levels + 1)] + [("reinit", n) for n in range(1, levels + 1)]
+        )
     # The plain IMP trains the same networks on the same batches: same densities, and
     # accuracies within float rounding's reach of ours.
-    for ours_level, plain_level in zip(runs[imp_vs_torch.OURS_DENSE]["levels"],
-                                       runs[imp_vs_torch.PLAIN]["levels"]):
+    for ours_level, plain_level in zip(
+        runs[imp_vs_torch.OURS_DENSE]["levels"], runs[imp_vs_torch.PLAIN]["levels"]
+    ):
         assert abs(ours_level["density"] - plain_level["density"]) < 1e-9
-        assert abs(ours_level["early_stop_test_accuracy"]
-                   - plain_level["early_stop_test_accuracy"]) <= 0.02
+        assert (
+            abs(ours_level["early_stop_test_accuracy"] - plain_level["early_stop_test_accuracy"])
+            <= 0.02
+        )
     assert "| sparse-tickets imp |" in (tmp_path / imp_vs_torch.MARKDOWN_NAME).read_text()

@@ -19,9 +19,23 @@ from sparse_tickets.cli import main
 from sparse_tickets.lottery.runs import Run
 from tests.cli.conftest import SHORT
 
-TINY = ["imp", "--iterations", "60", "--levels", "1", "--eval-every", "20",
-        "--checkpoint-every", "25", "--train-size", "600", "--controls", "none", "--quiet",
-        "--no-report"]
+TINY = [
+    "imp",
+    "--iterations",
+    "60",
+    "--levels",
+    "1",
+    "--eval-every",
+    "20",
+    "--checkpoint-every",
+    "25",
+    "--train-size",
+    "600",
+    "--controls",
+    "none",
+    "--quiet",
+    "--no-report",
+]
 SHORT_RUN = ["imp", *SHORT, "--controls", "reinit,random_pruning"]  # the short_run fixture's
 
 
@@ -35,8 +49,7 @@ def _results(runs: Path) -> dict:
     return results
 
 
-def test_a_disk_that_fills_mid_level_is_one_line_and_the_run_resumes(tmp_path, monkeypatch,
-                                                                     capsys):
+def test_a_disk_that_fills_mid_level_is_one_line_and_the_run_resumes(tmp_path, monkeypatch, capsys):
     runs = tmp_path / "runs"
     real_fsync = os.fsync
 
@@ -51,9 +64,11 @@ def test_a_disk_that_fills_mid_level_is_one_line_and_the_run_resumes(tmp_path, m
     error = capsys.readouterr().err.strip().splitlines()[-1]
     (run_directory,) = runs.iterdir()
     checkpoint = run_directory / "main" / "level_1" / "checkpoint.pt"
-    assert error == (f"sparse-tickets: error: cannot write {checkpoint}: No space left on "
-                     f"device; free some space there (or use another disk), then run the same "
-                     f"command again (what was written so far is kept)")
+    assert error == (
+        f"sparse-tickets: error: cannot write {checkpoint}: No space left on "
+        f"device; free some space there (or use another disk), then run the same "
+        f"command again (what was written so far is kept)"
+    )
     assert not list(run_directory.rglob("*.tmp"))  # nothing half-written left behind
     assert sorted(Run.open(run_directory).finished_levels("main")) == [0]
 
@@ -64,8 +79,9 @@ def test_a_disk_that_fills_mid_level_is_one_line_and_the_run_resumes(tmp_path, m
     assert sorted(got) == sorted(expected) == [0, 1]
     for level in expected:
         assert got[level][0] == expected[level][0]
-        assert all(torch.equal(got[level][1][name], tensor)
-                   for name, tensor in expected[level][1].items())
+        assert all(
+            torch.equal(got[level][1][name], tensor) for name, tensor in expected[level][1].items()
+        )
 
 
 # Running commands on a read-only directory. As root, permission bits do not stop writes, so a
@@ -90,13 +106,31 @@ def _run_on_read_only(mechanism: str, directory: Path, commands: list) -> list:
     if mechanism == "read-only mount":
         # No compiled kernels: nothing trains here, and a build in progress elsewhere on the
         # machine would only hold the commands up.
-        environment = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join(
-            filter(None, [str(Path(__file__).parents[2]), os.environ.get("PYTHONPATH")])),
-            "SPARSE_TICKETS_CPU_EXTENSION": "skip"}
-        done = subprocess.run(["unshare", "--mount", "--propagation", "private",
-                               sys.executable, "-c", _IN_READ_ONLY_MOUNT, str(directory),
-                               json.dumps(commands)], env=environment, capture_output=True,
-                              text=True, timeout=600)
+        environment = {
+            **os.environ,
+            "OMP_NUM_THREADS": "1",
+            "PYTHONPATH": os.pathsep.join(
+                filter(None, [str(Path(__file__).parents[2]), os.environ.get("PYTHONPATH")])
+            ),
+            "SPARSE_TICKETS_CPU_EXTENSION": "skip",
+        }
+        done = subprocess.run(
+            [
+                "unshare",
+                "--mount",
+                "--propagation",
+                "private",
+                sys.executable,
+                "-c",
+                _IN_READ_ONLY_MOUNT,
+                str(directory),
+                json.dumps(commands),
+            ],
+            env=environment,
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
         assert done.returncode == 0, done.stderr
         return [tuple(result) for result in json.loads(done.stdout.splitlines()[-1])]
     paths = [directory, *directory.rglob("*")]
@@ -128,27 +162,33 @@ def test_a_read_only_run_directory(short_run, tmp_path, mechanism):
     shutil.copytree(source, complete)
     shutil.copytree(source, redo)
     files.remove_artifact(redo / "reinit" / "level_2" / "metrics.json")  # to be redone
-    reason = {"chmod": "Permission denied; make it writable for this user",
-              "read-only mount": "Read-only file system; remount it read-write"}[mechanism]
-    results = _run_on_read_only(mechanism, read_only, [
-        [*SHORT_RUN, "--runs-dir", str(complete.parent), "--no-report"],
-        [*SHORT_RUN, "--runs-dir", str(redo.parent), "--no-report"],
-        [*SHORT_RUN, "--runs-dir", str(read_only / "fresh"), "--no-report"],
-        ["report", str(complete)],
-        ["export", str(complete), "--level", "1"],
-    ])
+    reason = {
+        "chmod": "Permission denied; make it writable for this user",
+        "read-only mount": "Read-only file system; remount it read-write",
+    }[mechanism]
+    results = _run_on_read_only(
+        mechanism,
+        read_only,
+        [
+            [*SHORT_RUN, "--runs-dir", str(complete.parent), "--no-report"],
+            [*SHORT_RUN, "--runs-dir", str(redo.parent), "--no-report"],
+            [*SHORT_RUN, "--runs-dir", str(read_only / "fresh"), "--no-report"],
+            ["report", str(complete)],
+            ["export", str(complete), "--level", "1"],
+        ],
+    )
     finished, needs_a_level, fresh, report, export = results
     assert finished[0] == 0 and "is already complete; nothing to do" in finished[1]
     for (status, stderr), path, action in (
-            (needs_a_level, redo / "reinit" / "level_2" / "start.safetensors", "write"),
-            (fresh, read_only / "fresh" / source.name, "make the directory"),
-            (report, complete / "report" / "accuracy.png", "write"),
-            (export, complete / "ticket_main_level_1.safetensors", "write")):
+        (needs_a_level, redo / "reinit" / "level_2" / "start.safetensors", "write"),
+        (fresh, read_only / "fresh" / source.name, "make the directory"),
+        (report, complete / "report" / "accuracy.png", "write"),
+        (export, complete / "ticket_main_level_1.safetensors", "write"),
+    ):
         last = stderr.strip().splitlines()[-1]
         assert status == 1, stderr
         assert last.startswith(f"sparse-tickets: error: cannot {action} {path}: {reason}")
-        assert last.endswith("then run the same command again (what was written so far is "
-                             "kept)")
+        assert last.endswith("then run the same command again (what was written so far is kept)")
         assert "Traceback" not in stderr
     # Writable again, the run that needed a level resumes and completes.
     assert main([*SHORT_RUN, "--runs-dir", str(redo.parent), "--no-report"]) == 0

@@ -11,9 +11,24 @@ from sparse_tickets.cli import main
 from sparse_tickets.lottery.runs import Run
 
 # SGD at a learning rate of a million: the loss is NaN within the first ten steps.
-DIVERGING = ["imp", "--optimizer", "sgd", "--lr", "1e6", "--iterations", "20",
-             "--eval-every", "10", "--levels", "1", "--controls", "none", "--train-size",
-             "300", "--quiet"]
+DIVERGING = [
+    "imp",
+    "--optimizer",
+    "sgd",
+    "--lr",
+    "1e6",
+    "--iterations",
+    "20",
+    "--eval-every",
+    "10",
+    "--levels",
+    "1",
+    "--controls",
+    "none",
+    "--train-size",
+    "300",
+    "--quiet",
+]
 PREFIX = "sparse-tickets: error: "
 
 
@@ -35,6 +50,7 @@ class _Capture:
     def __enter__(self):
         import contextlib
         import io
+
         self.buffer = io.StringIO()
         self._redirect = contextlib.redirect_stderr(self.buffer)
         self._redirect.__enter__()
@@ -45,22 +61,26 @@ class _Capture:
     def last_error(self) -> str:
         lines = self.buffer.getvalue().strip().splitlines()
         assert lines[-1].startswith(PREFIX) and not any(
-            line.startswith(PREFIX) for line in lines[:-1]), lines
-        return lines[-1][len(PREFIX):]
+            line.startswith(PREFIX) for line in lines[:-1]
+        ), lines
+        return lines[-1][len(PREFIX) :]
 
 
 def _strict_json(text: str):
     def refuse(token):
         raise AssertionError(f"bare {token} in metrics.json is not JSON")
+
     return json.loads(text, parse_constant=refuse)
 
 
 def test_the_run_stops_with_one_line_naming_the_level_and_a_remedy(diverged):
     _, directory, line = diverged
     metrics_path = directory / "main" / "level_0" / "metrics.json"
-    assert line == (f"level 0 diverged at iteration 10: the training loss became nan (recorded "
-                    f"in {metrics_path}); nothing can be pruned from it or rewound to it, so the "
-                    f"run stops here: lower --lr (it is 1e+06), or add --warmup, and run again")
+    assert line == (
+        f"level 0 diverged at iteration 10: the training loss became nan (recorded "
+        f"in {metrics_path}); nothing can be pruned from it or rewound to it, so the "
+        f"run stops here: lower --lr (it is 1e+06), or add --warmup, and run again"
+    )
     assert not (directory / "main" / "level_1").exists()  # never pruned from, nor rewound to
 
 
@@ -92,29 +112,50 @@ def test_export_refuses_a_diverged_level(diverged, capsys, tmp_path):
     assert main(["export", str(directory), "--level", "0", "--output", str(output)]) == 2
     assert capsys.readouterr().err.strip() == (
         f"{PREFIX}main level 0 of {directory} diverged at iteration 10 (the training loss "
-        f"became nan): it has no ticket to export; rerun with a lower --lr")
+        f"became nan): it has no ticket to export; rerun with a lower --lr"
+    )
     assert not output.exists()
 
 
-def test_report_of_a_run_with_nothing_but_a_diverged_level_says_so(diverged, capsys,
-                                                                    tmp_path):
+def test_report_of_a_run_with_nothing_but_a_diverged_level_says_so(diverged, capsys, tmp_path):
     _, directory, _ = diverged
     assert main(["report", str(directory), "--output", str(tmp_path / "report")]) == 2
     assert capsys.readouterr().err.strip() == (
         f"{PREFIX}every finished level diverged (e.g. main level 0 of {directory} at iteration "
-        f"10: the training loss became nan); nothing to report: rerun with a lower --lr")
+        f"10: the training loss became nan); nothing to report: rerun with a lower --lr"
+    )
 
 
 def test_an_exploding_finite_loss_is_warned_about(tmp_path, capsys):
     # Adam at a learning rate of a million: weights near 1e7, a huge loss that stays finite.
-    assert main(["train", "--lr", "1e6", "--iterations", "20", "--eval-every", "10",
-                 "--train-size", "300", "--runs-dir", str(tmp_path), "--quiet",
-                 "--no-report"]) == 0
-    warnings = [line for line in capsys.readouterr().err.splitlines()
-                if line.startswith("warning: ")]
+    assert (
+        main(
+            [
+                "train",
+                "--lr",
+                "1e6",
+                "--iterations",
+                "20",
+                "--eval-every",
+                "10",
+                "--train-size",
+                "300",
+                "--runs-dir",
+                str(tmp_path),
+                "--quiet",
+                "--no-report",
+            ]
+        )
+        == 0
+    )
+    warnings = [
+        line for line in capsys.readouterr().err.splitlines() if line.startswith("warning: ")
+    ]
     assert len(warnings) == 1
     assert warnings[0].startswith("warning: level 0: the validation loss ended at ")
-    assert warnings[0].endswith("times that of guessing (2.30): training is unstable; consider "
-                                "a lower --lr (it is 1e+06) or --warmup")
+    assert warnings[0].endswith(
+        "times that of guessing (2.30): training is unstable; consider "
+        "a lower --lr (it is 1e+06) or --warmup"
+    )
     (directory,) = tmp_path.iterdir()
     assert Run.open(directory).level("main", 0).read_metrics()["warning"] in warnings[0]

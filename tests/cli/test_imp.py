@@ -8,10 +8,10 @@ import pytest
 import torch
 
 from sparse_tickets import files
-from sparse_tickets.files import read_tensors
 from sparse_tickets.cli import main
-from sparse_tickets.pruning import Masks
+from sparse_tickets.files import read_tensors
 from sparse_tickets.lottery.runs import Run
+from sparse_tickets.pruning import Masks
 from tests import drift
 from tests.cli.conftest import SHORT
 
@@ -72,14 +72,17 @@ def test_report_holds_the_numbers_of_the_metrics(short_run):
     for name in ("accuracy.png", "early_stop.png", "report.md", "summary.csv"):
         assert (report / name).stat().st_size > 0
     assert (report / "accuracy.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    rows = {(row["branch"], int(row["level"])): row
-            for row in csv.DictReader((report / "summary.csv").open())}
+    rows = {
+        (row["branch"], int(row["level"])): row
+        for row in csv.DictReader((report / "summary.csv").open())
+    }
     for branch, levels in (("main", (0, 1, 2)), ("reinit", (1, 2)), ("random_pruning", (1, 2))):
         for level in levels:
             metrics = _level(run_directory, branch, level).read_metrics()
             row = rows[(branch, level)]
             assert float(row["early_stop_test_accuracy_mean"]) == pytest.approx(
-                metrics["early_stop_test_accuracy"])
+                metrics["early_stop_test_accuracy"]
+            )
             assert float(row["early_stop_iteration_mean"]) == metrics["early_stop_iteration"]
     markdown = (report / "report.md").read_text()
     level_2 = _level(run_directory, "main", 2).read_metrics()
@@ -90,8 +93,9 @@ def test_rerunning_a_finished_run_does_nothing_and_says_so(short_run, capsys):
     runs, run_directory = short_run
     trained = run_directory / "main" / "level_2" / "trained.safetensors"
     before = trained.stat().st_mtime_ns
-    assert main(["imp", *SHORT, "--controls", "reinit,random_pruning",
-                 "--runs-dir", str(runs)]) == 0
+    assert (
+        main(["imp", *SHORT, "--controls", "reinit,random_pruning", "--runs-dir", str(runs)]) == 0
+    )
     assert "is already complete; nothing to do" in capsys.readouterr().err
     assert trained.stat().st_mtime_ns == before
 
@@ -104,8 +108,9 @@ def _copy_of_short_run(short_run, tmp_path):
 
 
 @pytest.mark.parametrize("damage", ["deleted", "corrupted"])
-def test_a_finished_run_without_its_initial_weights_is_not_complete(short_run, tmp_path, damage,
-                                                                     capsys):
+def test_a_finished_run_without_its_initial_weights_is_not_complete(
+    short_run, tmp_path, damage, capsys
+):
     runs, run_directory = _copy_of_short_run(short_run, tmp_path)
     init = Run.open(run_directory).init
     original = init.read_bytes()
@@ -113,12 +118,20 @@ def test_a_finished_run_without_its_initial_weights_is_not_complete(short_run, t
         files.remove_artifact(init)
     else:
         init.write_bytes(original[:-1] + bytes([original[-1] ^ 1]))
-    arguments = ["imp", *SHORT, "--controls", "reinit,random_pruning", "--runs-dir", str(runs),
-                 "--no-report"]
+    arguments = [
+        "imp",
+        *SHORT,
+        "--controls",
+        "reinit,random_pruning",
+        "--runs-dir",
+        str(runs),
+        "--no-report",
+    ]
     assert main(arguments) == 0
     said = capsys.readouterr().err
-    assert (f"restored {init} (missing or corrupted), checked against level 0's start "
-            f"weights") in said
+    assert (
+        f"restored {init} (missing or corrupted), checked against level 0's start weights"
+    ) in said
     assert "already complete" not in said
     assert init.read_bytes() == original and files.artifact_exists(init)
     assert main(arguments) == 0
@@ -130,15 +143,34 @@ def test_initial_weights_that_cannot_be_rebuilt_are_refused(short_run, tmp_path,
     run = Run.open(run_directory)
     files.remove_artifact(run.init)
     start = run.level("main", 0).start
-    files.write_tensors(start, {name: tensor + 1 if tensor.is_floating_point() else tensor
-                                for name, tensor in read_tensors(start).items()})
-    assert main(["imp", *SHORT, "--controls", "reinit,random_pruning", "--runs-dir", str(runs),
-                 "--no-report"]) == 2
+    files.write_tensors(
+        start,
+        {
+            name: tensor + 1 if tensor.is_floating_point() else tensor
+            for name, tensor in read_tensors(start).items()
+        },
+    )
+    assert (
+        main(
+            [
+                "imp",
+                *SHORT,
+                "--controls",
+                "reinit,random_pruning",
+                "--runs-dir",
+                str(runs),
+                "--no-report",
+            ]
+        )
+        == 2
+    )
     error = capsys.readouterr().err.strip().splitlines()[-1]
-    assert error == (f"sparse-tickets: error: {run.init} is missing or corrupted, and the "
-                     f"weights model_seed 0 gives here differ from level 0's start weights "
-                     f"(another torch version?); expected the original file back, or start "
-                     f"the run again elsewhere")
+    assert error == (
+        f"sparse-tickets: error: {run.init} is missing or corrupted, and the "
+        f"weights model_seed 0 gives here differ from level 0's start weights "
+        f"(another torch version?); expected the original file back, or start "
+        f"the run again elsewhere"
+    )
     assert not run.init.exists()
 
 
@@ -154,10 +186,10 @@ def one_level_run(tmp_path_factory):
     return run_directory
 
 
-@pytest.mark.parametrize("damaged_file", ["trained.safetensors", "start.safetensors",
-                                          "metrics.csv", "masks.safetensors"])
-def test_a_corrupted_artifact_is_detected_and_redone(one_level_run, tmp_path, damaged_file,
-                                                     capsys):
+@pytest.mark.parametrize(
+    "damaged_file", ["trained.safetensors", "start.safetensors", "metrics.csv", "masks.safetensors"]
+)
+def test_a_corrupted_artifact_is_detected_and_redone(one_level_run, tmp_path, damaged_file, capsys):
     run_directory = tmp_path / one_level_run.name
     shutil.copytree(one_level_run, run_directory)
     arguments = [*ONE_LEVEL, "--runs-dir", str(tmp_path)]
@@ -179,8 +211,24 @@ def test_a_corrupted_artifact_is_detected_and_redone(one_level_run, tmp_path, da
 
 
 def test_rewinding_to_an_iteration_starts_later_levels_there(tmp_path):
-    assert main(["imp", *SHORT, "--levels", "1", "--controls", "none", "--no-report",
-                 "--rewind-iteration", "20", "--runs-dir", str(tmp_path)]) == 0
+    assert (
+        main(
+            [
+                "imp",
+                *SHORT,
+                "--levels",
+                "1",
+                "--controls",
+                "none",
+                "--no-report",
+                "--rewind-iteration",
+                "20",
+                "--runs-dir",
+                str(tmp_path),
+            ]
+        )
+        == 0
+    )
     (run_directory,) = tmp_path.iterdir()
     run = Run.open(run_directory)
     assert run.hparams.rewind == "iteration"
@@ -198,8 +246,25 @@ def test_rewinding_to_an_iteration_starts_later_levels_there(tmp_path):
 
 
 def test_learning_rate_rewinding_keeps_the_trained_weights(tmp_path):
-    assert main(["imp", *SHORT, "--levels", "1", "--controls", "random_pruning", "--no-report",
-                 "--lr-rewind", "--rewind-iteration", "20", "--runs-dir", str(tmp_path)]) == 0
+    assert (
+        main(
+            [
+                "imp",
+                *SHORT,
+                "--levels",
+                "1",
+                "--controls",
+                "random_pruning",
+                "--no-report",
+                "--lr-rewind",
+                "--rewind-iteration",
+                "20",
+                "--runs-dir",
+                str(tmp_path),
+            ]
+        )
+        == 0
+    )
     (run_directory,) = tmp_path.iterdir()
     run = Run.open(run_directory)
     trained_0 = files.read_tensors(run.level("main", 0).trained)
@@ -212,13 +277,28 @@ def test_learning_rate_rewinding_keeps_the_trained_weights(tmp_path):
     # The random-pruning control starts from the same dense trained weights, its own masks.
     control = run.level("random_pruning", 1)
     control_masks = files.read_tensors(control.masks)
-    assert torch.equal(files.read_tensors(control.start)[name],
-                       trained_0[name] * control_masks[name])
+    assert torch.equal(
+        files.read_tensors(control.start)[name], trained_0[name] * control_masks[name]
+    )
 
 
 def test_one_shot_prunes_straight_to_the_density(tmp_path):
-    assert main(["imp", *SHORT, "--one-shot-density", "0.3", "--controls", "none",
-                 "--no-report", "--runs-dir", str(tmp_path)]) == 0
+    assert (
+        main(
+            [
+                "imp",
+                *SHORT,
+                "--one-shot-density",
+                "0.3",
+                "--controls",
+                "none",
+                "--no-report",
+                "--runs-dir",
+                str(tmp_path),
+            ]
+        )
+        == 0
+    )
     (run_directory,) = tmp_path.iterdir()
     run = Run.open(run_directory)
     assert sorted(run.finished_levels("main")) == [0, 1]
@@ -226,9 +306,33 @@ def test_one_shot_prunes_straight_to_the_density(tmp_path):
 
 
 def test_imp_on_synthetic_cifar_shaped_data(tmp_path):
-    assert main(["imp", "--model", "conv2", "--dataset", "synthetic", "--train-size", "120",
-                 "--batch-size", "20", "--iterations", "12", "--eval-every", "6", "--levels",
-                 "2", "--controls", "reinit", "--quiet", "--runs-dir", str(tmp_path)]) == 0
+    assert (
+        main(
+            [
+                "imp",
+                "--model",
+                "conv2",
+                "--dataset",
+                "synthetic",
+                "--train-size",
+                "120",
+                "--batch-size",
+                "20",
+                "--iterations",
+                "12",
+                "--eval-every",
+                "6",
+                "--levels",
+                "2",
+                "--controls",
+                "reinit",
+                "--quiet",
+                "--runs-dir",
+                str(tmp_path),
+            ]
+        )
+        == 0
+    )
     (run_directory,) = tmp_path.iterdir()
     run = Run.open(run_directory)
     assert run.model_shape == {"input_shape": [3, 32, 32], "num_classes": 10}
@@ -244,6 +348,7 @@ def test_a_compact_imp_run_equals_the_dense_run(tmp_path, monkeypatch):
     """The whole short IMP in compact mode: the same masks at every level, the same weights and
     metrics within float tolerance, as the dense-masked run."""
     from sparse_tickets import functional
+
     calls = {"compact": 0}
     compact_linear = functional.compact_linear
 
@@ -269,8 +374,13 @@ def test_a_compact_imp_run_equals_the_dense_run(tmp_path, monkeypatch):
         # The compact kernels sum in another order than dense torch: see tests/drift.py.
         ours_trained, theirs_trained = read_tensors(ours.trained), read_tensors(theirs.trained)
         for name in ours_trained:
-            drift.assert_weights_close(ours_trained[name], theirs_trained[name],
-                                       f"level {level} {name}", lr=1.2e-3, steps=40)
+            drift.assert_weights_close(
+                ours_trained[name],
+                theirs_trained[name],
+                f"level {level} {name}",
+                lr=1.2e-3,
+                steps=40,
+            )
         ours_metrics = compact_run.finished_levels("main")[level]
         theirs_metrics = dense_run.finished_levels("main")[level]
         for metrics in (ours_metrics, theirs_metrics):

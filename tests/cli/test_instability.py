@@ -17,8 +17,18 @@ def _only_run(runs):
 
 def test_imp_runs_the_instability_branch_at_the_levels_asked(tmp_path, capsys):
     runs = tmp_path / "runs"
-    arguments = ["imp", *SMALL, "--instability-levels", "0,1", "--instability-iterations",
-                 "0", "--instability-points", "3", "--runs-dir", str(runs)]
+    arguments = [
+        "imp",
+        *SMALL,
+        "--instability-levels",
+        "0,1",
+        "--instability-iterations",
+        "0",
+        "--instability-points",
+        "3",
+        "--runs-dir",
+        str(runs),
+    ]
     assert main(arguments) == 0
     run = _only_run(runs)
     for level in (0, 1):
@@ -38,8 +48,23 @@ def test_the_instability_command_analyses_a_finished_run(tmp_path, capsys):
     run = _only_run(runs)
     moved = tmp_path / "elsewhere"
     run.directory.rename(moved)  # a run directory keeps working wherever it is moved
-    assert main(["instability", str(moved), "--level", "1", "--iterations", "0", "20",
-                 "--points", "3", "--quiet"]) == 0
+    assert (
+        main(
+            [
+                "instability",
+                str(moved),
+                "--level",
+                "1",
+                "--iterations",
+                "0",
+                "20",
+                "--points",
+                "3",
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     moved_run = Run.open(moved)
     for iteration in (0, 20):
         assert files.read_json(moved_run.instability("main", 1, iteration).path(3)) is not None
@@ -48,8 +73,24 @@ def test_the_instability_command_analyses_a_finished_run(tmp_path, capsys):
     assert (moved / "report" / "instability.png").is_file()
     assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
     capsys.readouterr()
-    assert main(["instability", str(moved), "--level", "1", "--iterations", "0", "20",
-                 "--points", "3", "--quiet", "--no-report"]) == 0
+    assert (
+        main(
+            [
+                "instability",
+                str(moved),
+                "--level",
+                "1",
+                "--iterations",
+                "0",
+                "20",
+                "--points",
+                "3",
+                "--quiet",
+                "--no-report",
+            ]
+        )
+        == 0
+    )
     assert "already done" in capsys.readouterr().err
 
 
@@ -60,13 +101,16 @@ def small_run(tmp_path_factory):
     return _only_run(runs).directory
 
 
-@pytest.mark.parametrize("arguments, message", [
-    (["--level", "3"], "main level 3 of"),
-    (["--level", "1", "--iterations", "60"], "before the end of training at 60"),
-    (["--level", "1", "--iterations", "soon"], "expected a count of iterations"),
-    (["--level", "1", "--points", "1"], "expected at least 2 points"),
-    (["--level", "1", "--branch", "reinit"], "reinit level 1 of"),
-])
+@pytest.mark.parametrize(
+    "arguments, message",
+    [
+        (["--level", "3"], "main level 3 of"),
+        (["--level", "1", "--iterations", "60"], "before the end of training at 60"),
+        (["--level", "1", "--iterations", "soon"], "expected a count of iterations"),
+        (["--level", "1", "--points", "1"], "expected at least 2 points"),
+        (["--level", "1", "--branch", "reinit"], "reinit level 1 of"),
+    ],
+)
 def test_instability_mistakes_exit_2_with_one_line(small_run, capsys, arguments, message):
     capsys.readouterr()
     assert main(["instability", str(small_run), *arguments, "--quiet"]) == 2
@@ -76,8 +120,21 @@ def test_instability_mistakes_exit_2_with_one_line(small_run, capsys, arguments,
 
 
 def test_imp_refuses_an_instability_iteration_outside_training(tmp_path, capsys):
-    assert main(["imp", *SMALL, "--instability-levels", "1", "--instability-iterations", "80",
-                 "--runs-dir", str(tmp_path)]) == 2
+    assert (
+        main(
+            [
+                "imp",
+                *SMALL,
+                "--instability-levels",
+                "1",
+                "--instability-iterations",
+                "80",
+                "--runs-dir",
+                str(tmp_path),
+            ]
+        )
+        == 2
+    )
     error = capsys.readouterr().err.strip()
     assert "instability_iterations has 80" in error and "\n" not in error
     assert not any(tmp_path.iterdir())  # nothing made before every check passed

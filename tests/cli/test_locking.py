@@ -21,27 +21,35 @@ def _interruptible() -> None:
 
 
 def _environment() -> dict:
-    path = os.pathsep.join(filter(None, [str(Path(__file__).parents[2]),
-                                         os.environ.get("PYTHONPATH")]))
+    path = os.pathsep.join(
+        filter(None, [str(Path(__file__).parents[2]), os.environ.get("PYTHONPATH")])
+    )
     # No compiled kernels: these commands test the lock and the terminal, and a build of the
     # extension in progress elsewhere on the machine would only hold them up.
-    return {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": path,
-            "SPARSE_TICKETS_CPU_EXTENSION": "skip"}
+    return {
+        **os.environ,
+        "OMP_NUM_THREADS": "1",
+        "PYTHONPATH": path,
+        "SPARSE_TICKETS_CPU_EXTENSION": "skip",
+    }
 
 
-def test_a_second_command_on_a_busy_run_names_the_holder_and_exits_2(short_run, lock_holder,
-                                                                      capsys):
+def test_a_second_command_on_a_busy_run_names_the_holder_and_exits_2(
+    short_run, lock_holder, capsys
+):
     runs, run_directory = short_run
     holder = lock_holder(run_directory)
     assert main([*SHORT_RUN, "--runs-dir", str(runs), "--no-report"]) == 2
     error = capsys.readouterr().err.strip()
-    assert error.startswith(f"sparse-tickets: run directory {run_directory} is in use by "
-                            f"process {holder.pid} (holder --of the lock, since ")
-    assert error.endswith("expected one command at a time per run: wait for it to end, or "
-                          "pass --wait")
+    assert error.startswith(
+        f"sparse-tickets: run directory {run_directory} is in use by "
+        f"process {holder.pid} (holder --of the lock, since "
+    )
+    assert error.endswith(
+        "expected one command at a time per run: wait for it to end, or pass --wait"
+    )
     assert "\n" not in error
-    assert main(["instability", str(run_directory), "--level", "1", "--quiet",
-                 "--no-report"]) == 2
+    assert main(["instability", str(run_directory), "--level", "1", "--quiet", "--no-report"]) == 2
     assert f"is in use by process {holder.pid}" in capsys.readouterr().err
     holder.stdin.close()  # lets go: the run is free again
     assert holder.wait() == 0
@@ -52,14 +60,29 @@ def test_a_second_command_on_a_busy_run_names_the_holder_and_exits_2(short_run, 
 def test_wait_waits_for_the_holder_then_goes_on(short_run, lock_holder):
     runs, run_directory = short_run
     holder = lock_holder(run_directory)
-    waiter = subprocess.Popen([sys.executable, "-m", "sparse_tickets", *SHORT_RUN, "--runs-dir",
-                               str(runs), "--no-report", "--wait"], env=_environment(),
-                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    waiter = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "sparse_tickets",
+            *SHORT_RUN,
+            "--runs-dir",
+            str(runs),
+            "--no-report",
+            "--wait",
+        ],
+        env=_environment(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         said = waiter.stderr.readline().strip()
-        assert said == (f"sparse-tickets: run directory {run_directory} is in use by process "
-                        f"{holder.pid} ({said.split(' (', 1)[1].split(')')[0]}); waiting for "
-                        f"it to end")
+        assert said == (
+            f"sparse-tickets: run directory {run_directory} is in use by process "
+            f"{holder.pid} ({said.split(' (', 1)[1].split(')')[0]}); waiting for "
+            f"it to end"
+        )
         assert "holder --of the lock" in said
         assert waiter.poll() is None  # blocked on the lock
         holder.stdin.close()
@@ -84,15 +107,34 @@ def test_a_killed_holder_leaves_the_run_free(short_run, lock_holder, capsys):
 
 def test_a_running_imp_holds_its_run_and_ctrl_c_ends_its_bar_first(tmp_path, capsys):
     # Long enough that it is still training when told to stop; it never runs to the end.
-    arguments = ["imp", "--iterations", "20000", "--levels", "0", "--controls", "none",
-                 "--eval-every", "1000", "--checkpoint-every", "10", "--train-size", "600",
-                 "--no-report", "--runs-dir", str(tmp_path / "runs")]
+    arguments = [
+        "imp",
+        "--iterations",
+        "20000",
+        "--levels",
+        "0",
+        "--controls",
+        "none",
+        "--eval-every",
+        "1000",
+        "--checkpoint-every",
+        "10",
+        "--train-size",
+        "600",
+        "--no-report",
+        "--runs-dir",
+        str(tmp_path / "runs"),
+    ]
     with open(tmp_path / "stderr", "w") as stderr:
         # Ctrl-C as at a terminal: a job started in the background (CI may run us so) inherits
         # SIGINT ignored, and Python keeps an ignored SIGINT ignored.
-        running = subprocess.Popen([sys.executable, "-m", "sparse_tickets", *arguments],
-                                   env=_environment(), stdout=subprocess.DEVNULL, stderr=stderr,
-                                   preexec_fn=_interruptible)
+        running = subprocess.Popen(
+            [sys.executable, "-m", "sparse_tickets", *arguments],
+            env=_environment(),
+            stdout=subprocess.DEVNULL,
+            stderr=stderr,
+            preexec_fn=_interruptible,
+        )
     try:
         deadline = time.monotonic() + 600
         while not list(tmp_path.glob("runs/*/main/level_0/checkpoint.pt.sha256")):
@@ -103,7 +145,8 @@ def test_a_running_imp_holds_its_run_and_ctrl_c_ends_its_bar_first(tmp_path, cap
         assert main([*arguments, "--quiet"]) == 2
         error = capsys.readouterr().err.strip()
         assert f"is in use by process {running.pid} (sparse-tickets imp --iterations 20000" in (
-            error)
+            error
+        )
         running.send_signal(signal.SIGINT)
         assert running.wait(timeout=120) == 130
     finally:

@@ -15,9 +15,23 @@ from sparse_tickets.lottery.runs import Run
 # One pruned level and its reinit control: a kill mid-way through a ticket level that follows a
 # finished one, and a kill mid-way through a control level; checkpoints every 10 iterations of
 # 40, so each kill lands mid-level.
-ARGUMENTS = ["imp", "--iterations", "40", "--levels", "1", "--eval-every", "20",
-             "--checkpoint-every", "10", "--train-size", "600", "--controls", "reinit",
-             "--quiet", "--no-report"]
+ARGUMENTS = [
+    "imp",
+    "--iterations",
+    "40",
+    "--levels",
+    "1",
+    "--eval-every",
+    "20",
+    "--checkpoint-every",
+    "10",
+    "--train-size",
+    "600",
+    "--controls",
+    "reinit",
+    "--quiet",
+    "--no-report",
+]
 
 
 def _command(runs: Path) -> list[str]:
@@ -30,8 +44,9 @@ def _environment() -> dict:
 
 
 def _kill_once_checkpointed(runs: Path, checkpoint_glob: str, timeout: float = 120) -> None:
-    process = subprocess.Popen(_command(runs), env=_environment(), stdout=subprocess.DEVNULL,
-                               stderr=subprocess.DEVNULL)
+    process = subprocess.Popen(
+        _command(runs), env=_environment(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     deadline = time.monotonic() + timeout
     try:
         while not list(runs.glob(checkpoint_glob)):
@@ -60,13 +75,15 @@ def test_sigkill_mid_level_then_rerun_equals_an_uninterrupted_run(tmp_path):
     interrupted = tmp_path / "interrupted"
     _kill_once_checkpointed(interrupted, "*/main/level_1/checkpoint.pt.sha256")
     _kill_once_checkpointed(interrupted, "*/reinit/level_1/checkpoint.pt.sha256")
-    resumed = subprocess.run(_command(interrupted), env=_environment(), capture_output=True,
-                             text=True)
+    resumed = subprocess.run(
+        _command(interrupted), env=_environment(), capture_output=True, text=True
+    )
     assert resumed.returncode == 0, resumed.stderr
 
     uninterrupted = tmp_path / "uninterrupted"
-    complete = subprocess.run(_command(uninterrupted), env=_environment(), capture_output=True,
-                              text=True)
+    complete = subprocess.run(
+        _command(uninterrupted), env=_environment(), capture_output=True, text=True
+    )
     assert complete.returncode == 0, complete.stderr
 
     got, expected = _results(interrupted), _results(uninterrupted)

@@ -13,8 +13,19 @@ from sparse_tickets.cli import main
 from sparse_tickets.lottery.hparams import Hparams
 from sparse_tickets.lottery.runs import Run
 
-TINY = ["--iterations", "12", "--levels", "1", "--eval-every", "6", "--train-size", "240",
-        "--controls", "none", "--quiet"]
+TINY = [
+    "--iterations",
+    "12",
+    "--levels",
+    "1",
+    "--eval-every",
+    "6",
+    "--train-size",
+    "240",
+    "--controls",
+    "none",
+    "--quiet",
+]
 ENVIRONMENT = {**os.environ, "SPARSE_TICKETS_CALIBRATION": "off"}
 
 
@@ -23,10 +34,13 @@ def _command(*argv) -> list:
 
 
 def _trial_directories(runs):
-    base = Hparams().replace(iterations="12", levels=1, eval_every=6, train_size=240,
-                             controls="none")
-    return [runs / base.replace(model_seed=s, data_seed=s, control_seed=1 + s).run_name()
-            for s in range(2)]
+    base = Hparams().replace(
+        iterations="12", levels=1, eval_every=6, train_size=240, controls="none"
+    )
+    return [
+        runs / base.replace(model_seed=s, data_seed=s, control_seed=1 + s).run_name()
+        for s in range(2)
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -34,8 +48,14 @@ def trials_run(tmp_path_factory):
     """Two trials, killed once mid-way and resumed: (runs dir, first output, second output)."""
     runs = tmp_path_factory.mktemp("trials")
     argv = _command("imp", "--trials", "2", *TINY, "--runs-dir", str(runs), "--name", "tiny")
-    first = subprocess.Popen(argv, env=ENVIRONMENT, stdout=subprocess.PIPE,
-                             stderr=subprocess.STDOUT, start_new_session=True, text=True)
+    first = subprocess.Popen(
+        argv,
+        env=ENVIRONMENT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+        text=True,
+    )
     level_0 = [d / "main" / "level_0" / "metrics.json" for d in _trial_directories(runs)]
     deadline = time.monotonic() + 240
     while not any(path.exists() for path in level_0) and first.poll() is None:
@@ -83,8 +103,16 @@ def test_a_control_added_to_a_finished_run_reuses_its_levels(trials_run):
     runs, _, _ = trials_run
     directory = _trial_directories(runs)[0]
     trained = (directory / "main" / "level_1" / "trained.safetensors").stat().st_mtime_ns
-    argv = ["imp", *TINY[:-3], "--controls", "reinit", "--quiet", "--no-report",
-            "--runs-dir", str(runs)]
+    argv = [
+        "imp",
+        *TINY[:-3],
+        "--controls",
+        "reinit",
+        "--quiet",
+        "--no-report",
+        "--runs-dir",
+        str(runs),
+    ]
     assert main(argv) == 0
     run = Run.open(directory)  # the same directory: controls are not in the run's hash
     assert sorted(run.finished_levels("reinit")) == [1]
@@ -96,8 +124,24 @@ def test_instability_of_each_trial(trials_run, capsys):
     runs, _, _ = trials_run
     first = _trial_directories(runs)[0]
     # Each trial's analysis is a process of its own; the command that starts them runs here.
-    assert main(["instability", str(first), "--level", "0", "--trials", "2", "--points", "3",
-                 "--iterations", "6", "--quiet"]) == 0, capsys.readouterr()
+    assert (
+        main(
+            [
+                "instability",
+                str(first),
+                "--level",
+                "0",
+                "--trials",
+                "2",
+                "--points",
+                "3",
+                "--iterations",
+                "6",
+                "--quiet",
+            ]
+        )
+        == 0
+    ), capsys.readouterr()
     assert "sparse-tickets: 2 trials, " in capsys.readouterr().out
     for directory in _trial_directories(runs):
         assert Run.open(directory).instability_results()
@@ -113,27 +157,46 @@ def test_instability_trials_need_the_trials_runs(trials_run, capsys):
 
 def test_trials_through_submitit_local_executor(tmp_path):
     # The SLURM submission, run by submitit's local executor: a real job array of two tasks.
-    done = subprocess.run(_command("imp", "--seeds", "3,4", *TINY, "--runs-dir", str(tmp_path),
-                                   "--executor", "submitit-local"),
-                          env=ENVIRONMENT, capture_output=True, text=True, timeout=600)
+    done = subprocess.run(
+        _command(
+            "imp",
+            "--seeds",
+            "3,4",
+            *TINY,
+            "--runs-dir",
+            str(tmp_path),
+            "--executor",
+            "submitit-local",
+        ),
+        env=ENVIRONMENT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert done.returncode == 0, done.stdout + done.stderr
     assert done.stdout.count(": job ") == 2
-    base = Hparams().replace(iterations="12", levels=1, eval_every=6, train_size=240,
-                             controls="none")
+    base = Hparams().replace(
+        iterations="12", levels=1, eval_every=6, train_size=240, controls="none"
+    )
     for seed in (3, 4):
-        directory = tmp_path / base.replace(model_seed=seed, data_seed=seed,
-                                            control_seed=1 + seed).run_name()
+        directory = (
+            tmp_path
+            / base.replace(model_seed=seed, data_seed=seed, control_seed=1 + seed).run_name()
+        )
         assert sorted(Run.open(directory).finished_levels("main")) == [0, 1]
     assert (tmp_path / "slurm").is_dir()
 
 
-@pytest.mark.parametrize("argv, message", [
-    (["--trials", "2", "--seeds", "0-1"], "expected one of them"),
-    (["--seeds", "3-1"], "expected first <= last"),
-    (["--seeds", "x"], "expected seed offsets like 0-4"),
-    (["--trials", "0"], "expected a positive integer"),
-    (["--trials", "2", "--parallel", "0"], "expected a positive integer"),
-])
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--trials", "2", "--seeds", "0-1"], "expected one of them"),
+        (["--seeds", "3-1"], "expected first <= last"),
+        (["--seeds", "x"], "expected seed offsets like 0-4"),
+        (["--trials", "0"], "expected a positive integer"),
+        (["--trials", "2", "--parallel", "0"], "expected a positive integer"),
+    ],
+)
 def test_bad_trial_options_are_refused_in_one_line(argv, message, tmp_path, capsys):
     assert main(["imp", *TINY, *argv, "--runs-dir", str(tmp_path)]) == 2
     error = capsys.readouterr().err

@@ -20,18 +20,21 @@ def _rows_of(result, kind):
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_the_calibration_measures_both_kinds_up_to_the_first_loss(dtype):
-    result = calibration.measure_thresholds(dtype=dtype, shapes=TINY, densities=(1.0, 0.25),
-                                            pairs=2)
+    result = calibration.measure_thresholds(
+        dtype=dtype, shapes=TINY, densities=(1.0, 0.25), pairs=2
+    )
     assert set(result["thresholds"]) == set(calibration.KINDS)
     assert result["seconds"] > 0
     for kind in calibration.KINDS:
         rows = _rows_of(result, kind)
         densities = sorted({row["density"] for row in rows})
-        assert [row["density"] for row in rows] == [d for d in densities
-                                                    for _ in TINY[kind]]  # lowest first
+        assert [row["density"] for row in rows] == [
+            d for d in densities for _ in TINY[kind]
+        ]  # lowest first
         assert [tuple(row["shape"]) for row in rows] == list(TINY[kind]) * len(densities)
-        assert all(row["dense_s"] > 0 and row["compact_s"] > 0 and row["speedup"] > 0
-                   for row in rows)
+        assert all(
+            row["dense_s"] > 0 and row["compact_s"] > 0 and row["speedup"] > 0 for row in rows
+        )
         for density in densities[:-1]:  # every density but the last measured was won
             assert all(calibration.compact_wins(row) for row in rows if row["density"] == density)
         assert result["thresholds"][kind] == calibration.threshold_from(rows)
@@ -39,19 +42,20 @@ def test_the_calibration_measures_both_kinds_up_to_the_first_loss(dtype):
 
 
 def test_a_kind_stops_at_its_first_losing_density():
-    result = calibration.measure_thresholds(shapes=TINY, densities=(0.25, 0.5, 1.0), pairs=1,
-                                            margin=float("inf"))
+    result = calibration.measure_thresholds(
+        shapes=TINY, densities=(0.25, 0.5, 1.0), pairs=1, margin=float("inf")
+    )
     assert result["thresholds"] == {"linear": 0.0, "conv2d": 0.0}
     assert [row["density"] for row in result["rows"]] == [0.25] * 3
 
 
 def test_a_kind_that_always_wins_is_measured_at_every_density_within_its_budget():
-    result = calibration.measure_thresholds(shapes=TINY, densities=(0.25, 1.0), pairs=1,
-                                            margin=0.0)
+    result = calibration.measure_thresholds(shapes=TINY, densities=(0.25, 1.0), pairs=1, margin=0.0)
     assert result["thresholds"] == {"linear": 1.0, "conv2d": 1.0}
     assert len(result["rows"]) == 2 * 3
-    spent = calibration.measure_thresholds(shapes=TINY, densities=(0.25, 0.5, 1.0), pairs=1,
-                                           margin=0.0, budget_s=0.0)
+    spent = calibration.measure_thresholds(
+        shapes=TINY, densities=(0.25, 0.5, 1.0), pairs=1, margin=0.0, budget_s=0.0
+    )
     # The budget counts from the end of the first density: one more, then the rest stays dense.
     assert spent["thresholds"] == {"linear": 0.5, "conv2d": 0.5}
     assert len(spent["rows"]) == 2 * 3
@@ -61,8 +65,16 @@ def test_the_threshold_is_the_highest_density_won_on_every_shape_with_the_margin
     def row(density, speedup):
         return {"density": density, "speedup": speedup}
 
-    rows = [row(0.02, 3.0), row(0.02, 1.2), row(0.05, 2.0), row(0.05, 1.1),
-            row(0.1, 1.5), row(0.1, 1.05), row(0.2, 1.5), row(0.2, 1.5)]
+    rows = [
+        row(0.02, 3.0),
+        row(0.02, 1.2),
+        row(0.05, 2.0),
+        row(0.05, 1.1),
+        row(0.1, 1.5),
+        row(0.1, 1.05),
+        row(0.2, 1.5),
+        row(0.2, 1.5),
+    ]
     assert calibration.threshold_from(rows) == 0.05  # 1.05x at 10% is within the margin
     assert calibration.threshold_from(rows, margin=1.0) == 0.2
     assert calibration.threshold_from([row(0.02, 0.9)]) == 0.0

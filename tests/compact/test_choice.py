@@ -34,7 +34,7 @@ def _layer_at(density, mode="auto", dtype=torch.float32):
     layer = MaskedLinear(40, 50, dtype=dtype)
     layer.set_mode(mode)
     mask = torch.zeros(50 * 40, dtype=torch.bool)
-    mask[torch.randperm(mask.numel())[:round(density * mask.numel())]] = True
+    mask[torch.randperm(mask.numel())[: round(density * mask.numel())]] = True
     layer.set_mask(mask.reshape(50, 40))
     return layer
 
@@ -115,8 +115,11 @@ def test_a_grouped_convolution_runs_compact_on_the_cpu():
 @pytest.mark.cuda
 def test_a_grouped_convolution_is_refused_compact_off_the_cpu():
     grouped = MaskedConv2d(4, 4, 3, groups=2, device="cuda")
-    with pytest.raises(ValueError, match=r"grouped convolution \(groups=2\) has a compact form "
-                                         r"on the CPU only"):
+    with pytest.raises(
+        ValueError,
+        match=r"grouped convolution \(groups=2\) has a compact form "
+        r"on the CPU only",
+    ):
         grouped.set_mode("compact")
     grouped.set_mode("auto")
     grouped.set_mask(torch.zeros_like(grouped.mask))

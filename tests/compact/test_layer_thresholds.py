@@ -56,11 +56,13 @@ def test_a_layer_seen_training_runs_by_its_own_threshold(calibrating, monkeypatc
     assert layer.mode == "dense"
     # Measured once, on the layer's class, geometry and 2-D training input.
     assert [spec.key for spec in measure.specs] == [
-        "linear(in_features=50, out_features=40, bias=True) input [21, 50]"]
+        "linear(in_features=50, out_features=40, bias=True) input [21, 50]"
+    ]
 
 
 def test_the_measurement_is_cached_beside_the_build_and_read_by_the_next_process(
-        calibrating, monkeypatch, capsys):
+    calibrating, monkeypatch, capsys
+):
     measure = LayerMeasurements(0.2)
     monkeypatch.setattr(calibration, "measure_layer_threshold", measure)
     spec = LayerSpec("conv2d", (("in_channels", 3), ("out_channels", 4)), (2, 3, 5, 5))
@@ -79,8 +81,9 @@ def test_the_measurement_is_cached_beside_the_build_and_read_by_the_next_process
     assert len(measure.specs) == 2
 
 
-def test_without_calibration_or_a_training_input_the_kind_wide_rule_applies(calibrating,
-                                                                              monkeypatch):
+def test_without_calibration_or_a_training_input_the_kind_wide_rule_applies(
+    calibrating, monkeypatch
+):
     measure = LayerMeasurements(1.0)
     monkeypatch.setattr(calibration, "measure_layer_threshold", measure)
     layer = st.MaskedLinear(20, 10)  # no forward seen yet
@@ -89,8 +92,10 @@ def test_without_calibration_or_a_training_input_the_kind_wide_rule_applies(cali
     assert measure.specs == []
     monkeypatch.setenv(thresholds.CALIBRATION_ENV_VAR, "off")
     _trained_once(layer, torch.randn(4, 20))
-    assert layer_thresholds.layer_threshold(layer.calibration_spec((4, 20)), "cpu",
-                                            torch.float32) is None
+    assert (
+        layer_thresholds.layer_threshold(layer.calibration_spec((4, 20)), "cpu", torch.float32)
+        is None
+    )
     assert measure.specs == []
 
 
@@ -102,19 +107,36 @@ def test_a_failed_measurement_falls_back_and_says_so(calibrating, monkeypatch, c
     spec = LayerSpec("linear", (("in_features", 3), ("out_features", 2)), (1, 3))
     assert layer_thresholds.layer_threshold(spec, "cpu", torch.float32) is None
     assert "failed (RuntimeError: out of luck); using the kind-wide threshold" in (
-        capsys.readouterr().err)
+        capsys.readouterr().err
+    )
 
 
-@pytest.mark.parametrize("spec", [
-    LayerSpec("linear", (("in_features", 13), ("out_features", 7), ("bias", True)), (5, 13)),
-    LayerSpec("conv2d", (("in_channels", 3), ("out_channels", 5), ("kernel_size", (3, 3)),
-                         ("stride", (2, 2)), ("padding", (1, 1)), ("dilation", (1, 1)),
-                         ("groups", 1), ("bias", False), ("padding_mode", "zeros")),
-              (3, 3, 9, 11)),
-], ids=["linear", "conv2d"])
+@pytest.mark.parametrize(
+    "spec",
+    [
+        LayerSpec("linear", (("in_features", 13), ("out_features", 7), ("bias", True)), (5, 13)),
+        LayerSpec(
+            "conv2d",
+            (
+                ("in_channels", 3),
+                ("out_channels", 5),
+                ("kernel_size", (3, 3)),
+                ("stride", (2, 2)),
+                ("padding", (1, 1)),
+                ("dilation", (1, 1)),
+                ("groups", 1),
+                ("bias", False),
+                ("padding_mode", "zeros"),
+            ),
+            (3, 3, 9, 11),
+        ),
+    ],
+    ids=["linear", "conv2d"],
+)
 def test_the_real_measurement_scans_the_layer_and_answers_a_scanned_density(spec, calibrating):
-    threshold = calibration.measure_layer_threshold(spec, "cpu", torch.float32, pairs=1,
-                                                    budget_s=0.5)
+    threshold = calibration.measure_layer_threshold(
+        spec, "cpu", torch.float32, pairs=1, budget_s=0.5
+    )
     assert 0.0 <= threshold <= 1.0
     scanned = (0.0, *calibration.LAYER_DENSITIES)
     # A scanned density, or one refined between two neighbours of the scan.
@@ -132,8 +154,9 @@ def test_the_scan_is_refined_between_the_last_win_and_the_first_loss(monkeypatch
         faster = 2.0 if density < 0.6 else 0.5
         return {"dense": [faster], "compact": [1.0]}
 
-    monkeypatch.setattr(calibration, "layer_training_step",
-                        lambda spec, density, mode, *args: density)
+    monkeypatch.setattr(
+        calibration, "layer_training_step", lambda spec, density, mode, *args: density
+    )
     monkeypatch.setattr(calibration, "interleaved_times", fake_times)
     spec = LayerSpec("linear", (("in_features", 3), ("out_features", 2)), (1, 3))
     assert calibration.measure_layer_threshold(spec, budget_s=60) == 0.55

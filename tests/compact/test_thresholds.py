@@ -14,9 +14,14 @@ TINY = {"linear": ((4, 12, 8),), "conv2d": ((2, 3, 4, 5),)}
 
 
 def _key(threads=2):
-    return {"build": "sparse_tickets_cpu_0123456789ab", "torch": torch.__version__,
-            "threads": threads, "device": "cpu", "dtype": "float32",
-            "method": thresholds.CALIBRATION_METHOD}
+    return {
+        "build": "sparse_tickets_cpu_0123456789ab",
+        "torch": torch.__version__,
+        "threads": threads,
+        "device": "cpu",
+        "dtype": "float32",
+        "method": thresholds.CALIBRATION_METHOD,
+    }
 
 
 class Measurements:
@@ -53,8 +58,10 @@ def test_the_first_call_measures_and_caches_and_the_next_ones_read(cache, capsys
 def test_the_real_measurement_is_cached_with_its_rows(cache, capsys):
     extension.load(extension.CPU)  # raises, naming why, when it cannot be built here
     measured = thresholds.cached_or_measured(
-        cache, _key(), lambda: calibration.measure_thresholds(shapes=TINY, densities=(0.5,),
-                                                              pairs=1))
+        cache,
+        _key(),
+        lambda: calibration.measure_thresholds(shapes=TINY, densities=(0.5,), pairs=1),
+    )
     content = files.read_json(cache)
     assert content["thresholds"] == measured
     assert {row["kind"] for row in content["rows"]} == {"linear", "conv2d"}
@@ -83,13 +90,18 @@ def test_a_corrupted_cache_is_measured_again_not_trusted(cache):
     assert thresholds.read_cache(cache, _key())["linear"] == 0.3  # rewritten intact
 
 
-@pytest.mark.parametrize("content", [
-    b"\x00 not json", b"[]", b'{"key": null}',
-    json.dumps({"key": "KEY", "thresholds": {"linear": 1.5, "conv2d": 0.0}}).encode(),
-    json.dumps({"key": "KEY", "thresholds": {"linear": True, "conv2d": 0.0}}).encode(),
-    json.dumps({"key": "KEY", "thresholds": {"linear": 0.5}}).encode(),
-    json.dumps({"key": "KEY", "thresholds": [0.5, 0.0]}).encode(),
-])
+@pytest.mark.parametrize(
+    "content",
+    [
+        b"\x00 not json",
+        b"[]",
+        b'{"key": null}',
+        json.dumps({"key": "KEY", "thresholds": {"linear": 1.5, "conv2d": 0.0}}).encode(),
+        json.dumps({"key": "KEY", "thresholds": {"linear": True, "conv2d": 0.0}}).encode(),
+        json.dumps({"key": "KEY", "thresholds": {"linear": 0.5}}).encode(),
+        json.dumps({"key": "KEY", "thresholds": [0.5, 0.0]}).encode(),
+    ],
+)
 def test_a_cache_with_a_valid_digest_but_unusable_content_is_measured_again(cache, content):
     files.write_artifact(cache, content.replace(b'"KEY"', json.dumps(_key()).encode()))
     assert thresholds.read_cache(cache, _key()) is None
@@ -114,8 +126,13 @@ def test_the_cache_is_named_and_keyed_by_what_determines_the_result(tmp_path):
     assert path.parent == directory
     assert path.name == f"compact-thresholds-cpu-float64-{threads}threads.json"
     assert thresholds.cache_key(directory, "cpu", torch.float64) == {
-        "build": directory.name, "torch": torch.__version__, "threads": threads,
-        "device": "cpu", "dtype": "float64", "method": thresholds.CALIBRATION_METHOD}
+        "build": directory.name,
+        "torch": torch.__version__,
+        "threads": threads,
+        "device": "cpu",
+        "dtype": "float64",
+        "method": thresholds.CALIBRATION_METHOD,
+    }
 
 
 def test_the_cache_lives_beside_the_compiled_extension():
@@ -154,11 +171,13 @@ def test_a_process_measures_once_and_a_new_thread_count_measures_again(this_proc
     thresholds.machine_thresholds("cpu")
     assert capsys.readouterr().err.count("measuring where compact mode") == 1
     assert thresholds.cache_path(this_process, "cpu", torch.float32).name.endswith(
-        f"-{threads + 1}threads.json")
+        f"-{threads + 1}threads.json"
+    )
 
 
-def test_a_failed_measurement_falls_back_to_the_instruction_set_rule(this_process, monkeypatch,
-                                                                     capsys):
+def test_a_failed_measurement_falls_back_to_the_instruction_set_rule(
+    this_process, monkeypatch, capsys
+):
     monkeypatch.setattr(calibration, "SHAPES", {"linear": ((4, 12),), "conv2d": ()})
     assert thresholds.machine_thresholds("cpu") == thresholds.derived("cpu")
     assert "measuring the compact-mode thresholds failed (ValueError" in capsys.readouterr().err
@@ -172,8 +191,9 @@ def test_without_calibration_nothing_is_measured_or_cached(this_process, monkeyp
     assert list(this_process.iterdir()) == []
 
 
-def test_a_process_measures_with_the_calibration_for_its_device_and_dtype(this_process,
-                                                                         monkeypatch):
+def test_a_process_measures_with_the_calibration_for_its_device_and_dtype(
+    this_process, monkeypatch
+):
     asked = []
 
     def measure(device_type, dtype):
@@ -181,8 +201,7 @@ def test_a_process_measures_with_the_calibration_for_its_device_and_dtype(this_p
         return {"thresholds": {"linear": 0.35, "conv2d": 0.05}, "rows": [], "seconds": 0.0}
 
     monkeypatch.setattr(calibration, "measure_thresholds", measure)
-    assert thresholds.machine_thresholds("cpu", torch.float64) == {"linear": 0.35,
-                                                                   "conv2d": 0.05}
+    assert thresholds.machine_thresholds("cpu", torch.float64) == {"linear": 0.35, "conv2d": 0.05}
     assert asked == [("cpu", torch.float64)]
 
 
@@ -196,6 +215,9 @@ def test_the_instruction_set_rule_leans_dense():
 
 def test_a_bad_calibration_setting_is_refused(monkeypatch):
     monkeypatch.setenv(thresholds.CALIBRATION_ENV_VAR, "sometimes")
-    with pytest.raises(ValueError, match=r"SPARSE_TICKETS_CALIBRATION='sometimes'; expected "
-                                         r"auto or off"):
+    with pytest.raises(
+        ValueError,
+        match=r"SPARSE_TICKETS_CALIBRATION='sometimes'; expected "
+        r"auto or off",
+    ):
         thresholds.machine_thresholds("cpu")

@@ -1,17 +1,20 @@
 import numpy as np
 
-from sparse_tickets.data.cache import cache_directory, load_arrays, save_arrays, \
-    source_fingerprint
+from sparse_tickets.data.cache import cache_directory, load_arrays, save_arrays, source_fingerprint
 
 
 def test_round_trip_leaves_only_the_entry(tmp_path):
-    arrays = {"images": np.arange(12, dtype=np.uint8).reshape(3, 4),
-              "labels": np.array([2, 0, 1], dtype=np.uint8)}
+    arrays = {
+        "images": np.arange(12, dtype=np.uint8).reshape(3, 4),
+        "labels": np.array([2, 0, 1], dtype=np.uint8),
+    }
     assert save_arrays(tmp_path / "cache", "entry", arrays)
     loaded = load_arrays(tmp_path / "cache", "entry")
     assert set(loaded) == {"images", "labels"}
-    assert all(np.array_equal(loaded[name], arrays[name]) and loaded[name].dtype == np.uint8
-               for name in arrays)
+    assert all(
+        np.array_equal(loaded[name], arrays[name]) and loaded[name].dtype == np.uint8
+        for name in arrays
+    )
     assert [path.name for path in (tmp_path / "cache").iterdir()] == ["entry.npz"]
 
 

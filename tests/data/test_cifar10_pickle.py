@@ -22,17 +22,19 @@ def write_cifar(write_cifar_batch, train_images, indexed_images):
         directory.mkdir(parents=True, exist_ok=True)
         for number, name in enumerate(TRAIN_FILES):
             rows = slice(number * ROWS_PER_BATCH, (number + 1) * ROWS_PER_BATCH)
-            write_cifar_batch(directory / name, train_images[rows],
-                              np.arange(rows.start, rows.stop) % 10)
-        write_cifar_batch(directory / "test_batch", indexed_images(TEST_ROWS, (3072,)),
-                          np.arange(TEST_ROWS) % 10)
+            write_cifar_batch(
+                directory / name, train_images[rows], np.arange(rows.start, rows.stop) % 10
+            )
+        write_cifar_batch(
+            directory / "test_batch", indexed_images(TEST_ROWS, (3072,)), np.arange(TEST_ROWS) % 10
+        )
         return directory
+
     return write
 
 
 @pytest.mark.parametrize("nested", [False, True])
-def test_reads_batches_and_holds_out_5000(tmp_path, write_cifar, train_images, source_rows,
-                                          nested):
+def test_reads_batches_and_holds_out_5000(tmp_path, write_cifar, train_images, source_rows, nested):
     write_cifar(tmp_path / "cifar-10-batches-py")
     splits = cifar10(tmp_path if nested else tmp_path / "cifar-10-batches-py")
     assert (len(splits.train), len(splits.val), len(splits.test)) == (500, 5_000, TEST_ROWS)
@@ -92,15 +94,18 @@ def _rewrite(path, changes):
         pickle.dump(batch, handle)
 
 
-@pytest.mark.parametrize("changes, words", [
-    ({b"data": None}, r"no b'data' key \(keys: b'batch_label', b'labels'\)"),
-    ({b"labels": None}, "no b'labels' key"),
-    ({b"data": np.zeros((TEST_ROWS, 3071), dtype=np.uint8)}, r"shape \(rows, 3072\)"),
-    ({b"data": np.zeros((TEST_ROWS, 3072), dtype=np.float32)}, "expected a uint8 array"),
-    ({b"labels": list(range(TEST_ROWS - 1))}, "49 labels for 50 images"),
-    ({b"labels": [10] * TEST_ROWS}, r"labels span 10..10; expected 0..9"),
-    ({b"labels": ["cat"] * TEST_ROWS}, "expected a list of ints"),
-])
+@pytest.mark.parametrize(
+    "changes, words",
+    [
+        ({b"data": None}, r"no b'data' key \(keys: b'batch_label', b'labels'\)"),
+        ({b"labels": None}, "no b'labels' key"),
+        ({b"data": np.zeros((TEST_ROWS, 3071), dtype=np.uint8)}, r"shape \(rows, 3072\)"),
+        ({b"data": np.zeros((TEST_ROWS, 3072), dtype=np.float32)}, "expected a uint8 array"),
+        ({b"labels": list(range(TEST_ROWS - 1))}, "49 labels for 50 images"),
+        ({b"labels": [10] * TEST_ROWS}, r"labels span 10..10; expected 0..9"),
+        ({b"labels": ["cat"] * TEST_ROWS}, "expected a list of ints"),
+    ],
+)
 def test_malformed_batch(tmp_path, write_cifar, changes, words):
     directory = write_cifar(tmp_path)
     _rewrite(directory / "test_batch", changes)
@@ -135,14 +140,16 @@ class _RunsCode:
 
 @pytest.mark.parametrize("where", ["the whole file", "the data entry", "inside the labels"])
 def test_a_crafted_pickle_that_would_run_code_is_refused_before_anything_runs(
-        tmp_path, write_cifar, where):
+    tmp_path, write_cifar, where
+):
     directory = write_cifar(tmp_path / "batches")
     marker = tmp_path / "marker"
     payload = _RunsCode(f"touch {marker}")
-    batch = {"the whole file": payload,
-             "the data entry": {b"data": payload, b"labels": [0]},
-             "inside the labels": {b"data": np.zeros((1, 3072), np.uint8),
-                                   b"labels": [0, payload]}}[where]
+    batch = {
+        "the whole file": payload,
+        "the data entry": {b"data": payload, b"labels": [0]},
+        "inside the labels": {b"data": np.zeros((1, 3072), np.uint8), b"labels": [0, payload]},
+    }[where]
     crafted = pickle.dumps(batch, protocol=2)
     with open(directory / "data_batch_3", "wb") as handle:
         handle.write(crafted)
@@ -166,8 +173,9 @@ def test_other_globals_and_codecs_are_refused(tmp_path, write_cifar):
         cifar10(directory)
     # _codecs.encode is let through for latin1 bytes only.
     (directory / "data_batch_1").write_bytes(b"c_codecs\nencode\n(Vx\nVrot13\ntR.")
-    with pytest.raises(DatasetError, match="refused: _codecs.encode with 'rot13'; expected "
-                                           "latin1 only"):
+    with pytest.raises(
+        DatasetError, match="refused: _codecs.encode with 'rot13'; expected latin1 only"
+    ):
         cifar10(directory)
 
 

@@ -9,9 +9,11 @@ import torch
 from sparse_tickets.data import DatasetError, mnist5k
 from sparse_tickets.data import mnist5k_csv as mnist5k_module
 
+
 def _forbid_parsing(monkeypatch):
     def parse(path):
         raise AssertionError(f"parsed {path} although a cache entry was expected")
+
     monkeypatch.setattr(mnist5k_module, "read_mnist5k_csv", parse)
 
 
@@ -22,6 +24,7 @@ def _count_parses(monkeypatch):
     def parse(path):
         calls.append(path)
         return real(path)
+
     monkeypatch.setattr(mnist5k_module, "read_mnist5k_csv", parse)
     return calls
 
@@ -125,12 +128,15 @@ def _row(pixel=0, label=0, columns=785):
     return [pixel] + [0] * (columns - 2) + [label]
 
 
-@pytest.mark.parametrize("row, count, words", [
-    (_row(), 4_999, r"table of shape \(4999, 785\); expected \(5000, 785\)"),
-    (_row(columns=784), 5_000, r"table of shape \(5000, 784\)"),
-    (_row(pixel=256), 5_000, "pixel values span 0..256; expected 0..255"),
-    (_row(label=10), 5_000, "labels span 10..10; expected 0..9"),
-])
+@pytest.mark.parametrize(
+    "row, count, words",
+    [
+        (_row(), 4_999, r"table of shape \(4999, 785\); expected \(5000, 785\)"),
+        (_row(columns=784), 5_000, r"table of shape \(5000, 784\)"),
+        (_row(pixel=256), 5_000, "pixel values span 0..256; expected 0..255"),
+        (_row(label=10), 5_000, "labels span 10..10; expected 0..9"),
+    ],
+)
 def test_malformed_csv(tmp_path, row, count, words):
     path = _write_csv(tmp_path / "mnist_5k.csv.gz", row, count)
     with pytest.raises(DatasetError, match=rf"mnist_5k\.csv\.gz: {words}"):

@@ -7,34 +7,47 @@ import torch
 from sparse_tickets.data import DatasetError, mnist
 
 TRAIN_COUNT, TEST_COUNT = 6_000, 100
-STANDARD = {"train_images": "train-images-idx3-ubyte", "train_labels": "train-labels-idx1-ubyte",
-            "test_images": "t10k-images-idx3-ubyte", "test_labels": "t10k-labels-idx1-ubyte"}
-DOTTED = {"train_images": "train-images.idx3-ubyte", "train_labels": "train-labels.idx1-ubyte",
-          "test_images": "t10k-images.idx3-ubyte", "test_labels": "t10k-labels.idx1-ubyte"}
+STANDARD = {
+    "train_images": "train-images-idx3-ubyte",
+    "train_labels": "train-labels-idx1-ubyte",
+    "test_images": "t10k-images-idx3-ubyte",
+    "test_labels": "t10k-labels-idx1-ubyte",
+}
+DOTTED = {
+    "train_images": "train-images.idx3-ubyte",
+    "train_labels": "train-labels.idx1-ubyte",
+    "test_images": "t10k-images.idx3-ubyte",
+    "test_labels": "t10k-labels.idx1-ubyte",
+}
 
 
 @pytest.fixture
 def arrays(indexed_images):
-    return {"train_images": indexed_images(TRAIN_COUNT, (28, 28)),
-            "train_labels": (np.arange(TRAIN_COUNT) % 10).astype(np.uint8),
-            "test_images": indexed_images(TEST_COUNT, (28, 28)),
-            "test_labels": (np.arange(TEST_COUNT) * 7 % 10).astype(np.uint8)}
+    return {
+        "train_images": indexed_images(TRAIN_COUNT, (28, 28)),
+        "train_labels": (np.arange(TRAIN_COUNT) % 10).astype(np.uint8),
+        "test_images": indexed_images(TEST_COUNT, (28, 28)),
+        "test_labels": (np.arange(TEST_COUNT) * 7 % 10).astype(np.uint8),
+    }
 
 
 @pytest.fixture
 def write_mnist(write_idx, arrays):
     """Write the four files into a directory; ``replace`` swaps in other content per role."""
+
     def write(directory, names=STANDARD, suffix=".gz", **replace):
         directory.mkdir(parents=True, exist_ok=True)
         for role, name in names.items():
             write_idx(directory / f"{name}{suffix}", replace.get(role, arrays[role]))
         return directory
+
     return write
 
 
 @pytest.mark.parametrize("names, suffix", [(STANDARD, ".gz"), (STANDARD, ""), (DOTTED, "")])
-def test_reads_the_four_files_and_holds_out_5000(tmp_path, write_mnist, arrays, source_rows,
-                                                 names, suffix):
+def test_reads_the_four_files_and_holds_out_5000(
+    tmp_path, write_mnist, arrays, source_rows, names, suffix
+):
     splits = mnist(write_mnist(tmp_path, names, suffix))
     assert (len(splits.train), len(splits.val), len(splits.test)) == (1_000, 5_000, TEST_COUNT)
     assert splits.input_shape == (1, 28, 28) and splits.num_classes == 10
@@ -87,8 +100,11 @@ def test_missing_file(tmp_path, write_mnist):
 
 def test_wrong_magic(tmp_path, write_mnist, arrays):
     directory = write_mnist(tmp_path, train_images=arrays["train_labels"])
-    with pytest.raises(DatasetError, match=r"train-images-idx3-ubyte\.gz: magic number "
-                                           r"0x00000801, expected 0x00000803"):
+    with pytest.raises(
+        DatasetError,
+        match=r"train-images-idx3-ubyte\.gz: magic number "
+        r"0x00000801, expected 0x00000803",
+    ):
         mnist(directory)
 
 
@@ -98,15 +114,21 @@ def test_truncated_images(tmp_path, write_mnist, write_idx):
     with gzip.open(path, "rb") as handle:
         whole = handle.read()
     write_idx(path, whole[:-100])
-    with pytest.raises(DatasetError, match=r"train-images-idx3-ubyte\.gz: data truncated: "
-                                           r"4703900 bytes after the header; expected 4704000"):
+    with pytest.raises(
+        DatasetError,
+        match=r"train-images-idx3-ubyte\.gz: data truncated: "
+        r"4703900 bytes after the header; expected 4704000",
+    ):
         mnist(directory)
 
 
 def test_count_mismatch(tmp_path, write_mnist, arrays):
     directory = write_mnist(tmp_path, test_labels=arrays["test_labels"][:-1])
-    with pytest.raises(DatasetError, match=r"t10k-labels-idx1-ubyte\.gz: 99 labels; expected "
-                                           r"one per image"):
+    with pytest.raises(
+        DatasetError,
+        match=r"t10k-labels-idx1-ubyte\.gz: 99 labels; expected "
+        r"one per image",
+    ):
         mnist(directory)
 
 

@@ -1,8 +1,7 @@
 import pytest
 import torch
 
-from sparse_tickets.data import ImageSplit, hold_out_validation, holdout_indices, \
-    stratified_indices
+from sparse_tickets.data import ImageSplit, hold_out_validation, holdout_indices, stratified_indices
 
 
 def test_holdout_follows_the_documented_rule():
@@ -44,8 +43,12 @@ def test_stratified_rejects_a_small_class():
 
 
 def test_hold_out_validation_partitions_the_split():
-    split = ImageSplit(torch.arange(20, dtype=torch.uint8).view(20, 1, 1, 1),
-                       torch.zeros(20, dtype=torch.int64), [0.0], [1.0])
+    split = ImageSplit(
+        torch.arange(20, dtype=torch.uint8).view(20, 1, 1, 1),
+        torch.zeros(20, dtype=torch.int64),
+        [0.0],
+        [1.0],
+    )
     train, val = hold_out_validation(split, 6)
     rows = train.images.flatten().tolist() + val.images.flatten().tolist()
     assert len(train) == 14 and len(val) == 6 and sorted(rows) == list(range(20))

@@ -10,8 +10,10 @@ def test_names():
 
 
 def test_unknown_name_lists_the_known_ones():
-    with pytest.raises(ValueError, match="unknown dataset 'imagenet'; expected one of cifar10, "
-                                         "mnist, mnist5k, synthetic"):
+    with pytest.raises(
+        ValueError,
+        match="unknown dataset 'imagenet'; expected one of cifar10, mnist, mnist5k, synthetic",
+    ):
         data.load("imagenet")
 
 
@@ -20,8 +22,9 @@ def test_name_must_be_a_string():
         data.load(None)
 
 
-@pytest.mark.parametrize("name, files", [("mnist", "t10k-labels-idx1-ubyte"),
-                                         ("cifar10", "test_batch")])
+@pytest.mark.parametrize(
+    "name, files", [("mnist", "t10k-labels-idx1-ubyte"), ("cifar10", "test_batch")]
+)
 def test_directory_datasets_require_root(name, files):
     with pytest.raises(ValueError, match=f"{name} needs a directory .*{files}"):
         data.load(name)
@@ -38,8 +41,7 @@ def test_unknown_option_lists_the_accepted_ones():
 
 
 def test_options_reach_the_loader():
-    splits = data.load("synthetic", input_shape=(1, 4, 4), train_size=12, val_size=3,
-                       test_size=2)
+    splits = data.load("synthetic", input_shape=(1, 4, 4), train_size=12, val_size=3, test_size=2)
     assert (len(splits.train), len(splits.val), len(splits.test)) == (12, 3, 2)
 
 
@@ -63,13 +65,21 @@ def test_a_dataset_reads_a_directory_exactly_when_its_loader_takes_one():
 def test_spec_by_name():
     assert data.spec("mnist").source == "files" and data.spec("mnist").reads_directory
     assert data.spec("mnist5k").source == "embedded"
-    assert data.spec("synthetic").options == ("input_shape", "num_classes", "train_size",
-                                              "val_size", "test_size", "seed", "noise")
+    assert data.spec("synthetic").options == (
+        "input_shape",
+        "num_classes",
+        "train_size",
+        "val_size",
+        "test_size",
+        "seed",
+        "noise",
+    )
     with pytest.raises(ValueError, match="unknown dataset 'imagenet'; expected one of"):
         data.spec("imagenet")
 
 
 def test_a_spec_of_an_unknown_source_is_refused():
-    with pytest.raises(ValueError, match="source 'web'; expected one of files, embedded, "
-                                         "generated"):
+    with pytest.raises(
+        ValueError, match="source 'web'; expected one of files, embedded, generated"
+    ):
         data.DatasetSpec("web", data.synthetic, "web", "downloaded")

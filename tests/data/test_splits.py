@@ -18,8 +18,9 @@ def _split(count=6, channels=3, dtype=torch.uint8):
 def test_uint8_items_are_normalised_per_channel():
     split = _split()
     image, label = split[2]
-    expected = (split.images[2].double() / 255 - torch.tensor([0.1, 0.2, 0.3]).double()
-                .view(3, 1, 1)) / torch.tensor([0.2, 0.4, 0.6]).double().view(3, 1, 1)
+    expected = (
+        split.images[2].double() / 255 - torch.tensor([0.1, 0.2, 0.3]).double().view(3, 1, 1)
+    ) / torch.tensor([0.2, 0.4, 0.6]).double().view(3, 1, 1)
     assert image.dtype == torch.float32 and image.shape == (3, 4, 5)
     torch.testing.assert_close(image.double(), expected, rtol=1e-6, atol=1e-6)
     assert label == 2 and isinstance(label, int)
@@ -41,8 +42,9 @@ def test_float_images_are_read_as_is_and_never_modified():
     image, _ = split[1]
     split.batch(torch.tensor([1, 2]))
     assert torch.equal(split.images, stored)
-    expected = (stored[1] - torch.tensor([0.1, 0.2, 0.3]).view(3, 1, 1)) \
-        / torch.tensor([0.2, 0.4, 0.6]).view(3, 1, 1)
+    expected = (stored[1] - torch.tensor([0.1, 0.2, 0.3]).view(3, 1, 1)) / torch.tensor(
+        [0.2, 0.4, 0.6]
+    ).view(3, 1, 1)
     torch.testing.assert_close(image, expected)
 
 
@@ -59,20 +61,59 @@ def test_class_counts():
     assert _split(count=7).class_counts(4).tolist() == [3, 2, 2, 0]
 
 
-@pytest.mark.parametrize("images, labels, mean, std, error, words", [
-    (torch.zeros(2, 4, 4, dtype=torch.uint8), torch.zeros(2, dtype=torch.int64), [0], [1],
-     TypeError, "4-D"),
-    (torch.zeros(2, 1, 4, 4, dtype=torch.int32), torch.zeros(2, dtype=torch.int64), [0], [1],
-     TypeError, "uint8 or float32"),
-    (torch.zeros(2, 1, 4, 4, dtype=torch.uint8), torch.zeros(2, dtype=torch.int32), [0], [1],
-     TypeError, "int64"),
-    (torch.zeros(2, 1, 4, 4, dtype=torch.uint8), torch.zeros(3, dtype=torch.int64), [0], [1],
-     ValueError, "one label per image"),
-    (torch.zeros(2, 3, 4, 4, dtype=torch.uint8), torch.zeros(2, dtype=torch.int64), [0], [1],
-     ValueError, "one per channel"),
-    (torch.zeros(2, 1, 4, 4, dtype=torch.uint8), torch.zeros(2, dtype=torch.int64), [0], [0],
-     ValueError, "positive"),
-])
+@pytest.mark.parametrize(
+    "images, labels, mean, std, error, words",
+    [
+        (
+            torch.zeros(2, 4, 4, dtype=torch.uint8),
+            torch.zeros(2, dtype=torch.int64),
+            [0],
+            [1],
+            TypeError,
+            "4-D",
+        ),
+        (
+            torch.zeros(2, 1, 4, 4, dtype=torch.int32),
+            torch.zeros(2, dtype=torch.int64),
+            [0],
+            [1],
+            TypeError,
+            "uint8 or float32",
+        ),
+        (
+            torch.zeros(2, 1, 4, 4, dtype=torch.uint8),
+            torch.zeros(2, dtype=torch.int32),
+            [0],
+            [1],
+            TypeError,
+            "int64",
+        ),
+        (
+            torch.zeros(2, 1, 4, 4, dtype=torch.uint8),
+            torch.zeros(3, dtype=torch.int64),
+            [0],
+            [1],
+            ValueError,
+            "one label per image",
+        ),
+        (
+            torch.zeros(2, 3, 4, 4, dtype=torch.uint8),
+            torch.zeros(2, dtype=torch.int64),
+            [0],
+            [1],
+            ValueError,
+            "one per channel",
+        ),
+        (
+            torch.zeros(2, 1, 4, 4, dtype=torch.uint8),
+            torch.zeros(2, dtype=torch.int64),
+            [0],
+            [0],
+            ValueError,
+            "positive",
+        ),
+    ],
+)
 def test_invalid_splits_are_rejected(images, labels, mean, std, error, words):
     with pytest.raises(error, match=words):
         ImageSplit(images, labels, mean, std)
@@ -96,10 +137,13 @@ def test_channel_statistics_uint8_matches_float64():
     images = torch.randint(0, 256, (50, 2, 3, 3), dtype=torch.uint8)
     mean, std = channel_statistics(images)
     as_float = images.double() / 255
-    torch.testing.assert_close(torch.tensor(mean, dtype=torch.float64),
-                               as_float.mean(dim=(0, 2, 3)))
-    torch.testing.assert_close(torch.tensor(std, dtype=torch.float64),
-                               as_float.transpose(0, 1).reshape(2, -1).std(dim=1, correction=0))
+    torch.testing.assert_close(
+        torch.tensor(mean, dtype=torch.float64), as_float.mean(dim=(0, 2, 3))
+    )
+    torch.testing.assert_close(
+        torch.tensor(std, dtype=torch.float64),
+        as_float.transpose(0, 1).reshape(2, -1).std(dim=1, correction=0),
+    )
     float_mean, float_std = channel_statistics(as_float.float())
     torch.testing.assert_close(float_mean, mean, rtol=1e-6, atol=1e-6)
     torch.testing.assert_close(float_std, std, rtol=1e-6, atol=1e-6)

@@ -5,8 +5,7 @@ from sparse_tickets.data import synthetic
 
 
 def test_shapes_sizes_and_dtypes():
-    splits = synthetic(input_shape=(3, 8, 6), num_classes=4, train_size=40, val_size=9,
-                       test_size=0)
+    splits = synthetic(input_shape=(3, 8, 6), num_classes=4, train_size=40, val_size=9, test_size=0)
     assert splits.name == "synthetic"
     assert splits.input_shape == (3, 8, 6) and splits.num_classes == 4
     assert (len(splits.train), len(splits.val), len(splits.test)) == (40, 9, 0)
@@ -65,22 +64,28 @@ def test_chunked_generation_covers_large_sets():
     assert bool((per_row_mean > 60).all()) and bool((per_row_mean < 195).all())
 
 
-@pytest.mark.parametrize("options, error, words", [
-    ({"input_shape": (28, 28)}, ValueError, "three positive ints"),
-    ({"input_shape": (1, 0, 28)}, ValueError, "three positive ints"),
-    ({"num_classes": 0}, ValueError, "num_classes must be at least 1"),
-    ({"train_size": 0}, ValueError, "train_size must be at least 1"),
-    ({"val_size": -1}, ValueError, "val_size must be at least 0"),
-    ({"seed": 1.5}, TypeError, "seed must be an int"),
-    ({"noise": -0.1}, ValueError, "noise must be a non-negative number"),
-])
+@pytest.mark.parametrize(
+    "options, error, words",
+    [
+        ({"input_shape": (28, 28)}, ValueError, "three positive ints"),
+        ({"input_shape": (1, 0, 28)}, ValueError, "three positive ints"),
+        ({"num_classes": 0}, ValueError, "num_classes must be at least 1"),
+        ({"train_size": 0}, ValueError, "train_size must be at least 1"),
+        ({"val_size": -1}, ValueError, "val_size must be at least 0"),
+        ({"seed": 1.5}, TypeError, "seed must be an int"),
+        ({"noise": -0.1}, ValueError, "noise must be a non-negative number"),
+    ],
+)
 def test_invalid_options(options, error, words):
     with pytest.raises(error, match=words):
         synthetic(**options)
 
 
 def test_a_dataset_larger_than_memory_is_refused_before_allocating():
-    with pytest.raises(ValueError, match=r"synthetic data of 100000000000000000000 \+ 10 \+ 10 "
-                                         r"examples of shape \(3, 32, 32\) needs .* GiB; this "
-                                         r"machine has .* GiB of memory; expected fewer"):
-        synthetic(input_shape=(3, 32, 32), train_size=10 ** 20, val_size=10, test_size=10)
+    with pytest.raises(
+        ValueError,
+        match=r"synthetic data of 100000000000000000000 \+ 10 \+ 10 "
+        r"examples of shape \(3, 32, 32\) needs .* GiB; this "
+        r"machine has .* GiB of memory; expected fewer",
+    ):
+        synthetic(input_shape=(3, 32, 32), train_size=10**20, val_size=10, test_size=10)

@@ -36,7 +36,7 @@ def test_index_describes_the_mask_and_its_transpose(shape, density):
     assert index.row_ptr[0] == 0 and index.row_ptr[-1] == index.nnz
     # Within a row the columns are sorted (row-major order of the kept entries).
     for r in range(index.rows):
-        cols = index.col_idx[index.row_ptr[r]:index.row_ptr[r + 1]]
+        cols = index.col_idx[index.row_ptr[r] : index.row_ptr[r + 1]]
         assert torch.equal(cols, cols.sort().values)
 
 
@@ -59,11 +59,14 @@ def test_to_dense_is_differentiable_in_the_values():
     assert torch.equal(values.grad, torch.arange(24.0).reshape(6, 4)[mask])
 
 
-@pytest.mark.parametrize("mask, message", [
-    (torch.ones(3, 3), "bool mask"),
-    (torch.tensor(True), "at least one dimension"),
-    ([[True]], "bool mask"),
-])
+@pytest.mark.parametrize(
+    "mask, message",
+    [
+        (torch.ones(3, 3), "bool mask"),
+        (torch.tensor(True), "at least one dimension"),
+        ([[True]], "bool mask"),
+    ],
+)
 def test_bad_masks_are_refused_in_one_line(mask, message):
     with pytest.raises(ValueError, match=message):
         CompactIndex.from_mask(mask)

@@ -13,8 +13,9 @@ import pytest
 import torch
 
 CUDA = torch.cuda.is_available()
-_IMPORTED_TOO_EARLY = (not CUDA and "triton" in sys.modules
-                       and os.environ.get("TRITON_INTERPRET") != "1")
+_IMPORTED_TOO_EARLY = (
+    not CUDA and "triton" in sys.modules and os.environ.get("TRITON_INTERPRET") != "1"
+)
 if not CUDA:
     os.environ["TRITON_INTERPRET"] = "1"
 
@@ -28,6 +29,9 @@ def kernel_device():
 @pytest.fixture(autouse=True)
 def _interpreter_in_effect():
     if _IMPORTED_TOO_EARLY:
-        pytest.fail("triton was imported before tests/kernels/conftest.py could set "
-                    "TRITON_INTERPRET=1 (a module collected earlier imports it): the kernels "
-                    "cannot run here; run tests/kernels on their own", pytrace=False)
+        pytest.fail(
+            "triton was imported before tests/kernels/conftest.py could set "
+            "TRITON_INTERPRET=1 (a module collected earlier imports it): the kernels "
+            "cannot run here; run tests/kernels on their own",
+            pytrace=False,
+        )

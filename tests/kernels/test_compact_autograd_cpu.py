@@ -16,10 +16,20 @@ ops = torch.ops.sparse_tickets
 
 # (batch, rows, columns, density): one of everything, primes, rows and columns not a multiple of
 # a SIMD width, a batch past one vector pass, an empty mask and a full one.
-SHAPES = [(1, 1, 1, 1.0), (3, 7, 5, 0.5), (1, 13, 31, 0.3), (17, 31, 37, 0.2),
-          (65, 19, 23, 0.05), (60, 100, 300, 0.035), (2, 13, 17, 0.0), (16, 16, 16, 1.0)]
-TOLERANCES = {torch.float32: dict(rtol=1e-5, atol=1e-5), torch.float64: dict(rtol=1e-12,
-                                                                           atol=1e-12)}
+SHAPES = [
+    (1, 1, 1, 1.0),
+    (3, 7, 5, 0.5),
+    (1, 13, 31, 0.3),
+    (17, 31, 37, 0.2),
+    (65, 19, 23, 0.05),
+    (60, 100, 300, 0.035),
+    (2, 13, 17, 0.0),
+    (16, 16, 16, 1.0),
+]
+TOLERANCES = {
+    torch.float32: dict(rtol=1e-5, atol=1e-5),
+    torch.float64: dict(rtol=1e-12, atol=1e-12),
+}
 
 
 @pytest.fixture(autouse=True)
@@ -39,8 +49,16 @@ def _case(shape, dtype, with_bias, seed=0):
 
 
 def _op(x, index, values, bias):
-    return ops.compact_linear(x, index.row_ptr, index.col_idx, index.t_row_ptr, index.t_col_idx,
-                              index.t_value_index, values, bias)
+    return ops.compact_linear(
+        x,
+        index.row_ptr,
+        index.col_idx,
+        index.t_row_ptr,
+        index.t_col_idx,
+        index.t_value_index,
+        values,
+        bias,
+    )
 
 
 def _dense(x, index, values, bias):
@@ -66,13 +84,14 @@ def test_output_and_every_gradient_match_the_dense_formula(shape, dtype, with_bi
         torch.testing.assert_close(got.grad, want.grad.to(dtype), **TOLERANCES[dtype])
 
 
-@pytest.mark.parametrize("needs", [(True, False, False), (False, True, False),
-                                   (False, False, True), (True, True, False)],
-                         ids=["x-only", "values-only", "bias-only", "x-and-values"])
+@pytest.mark.parametrize(
+    "needs",
+    [(True, False, False), (False, True, False), (False, False, True), (True, True, False)],
+    ids=["x-only", "values-only", "bias-only", "x-and-values"],
+)
 def test_only_the_gradients_asked_for_are_computed(needs):
     index, values, x, bias = _case((5, 11, 13, 0.4), torch.float64, True)
-    x, values, bias = (t.clone().requires_grad_(need) for t, need in zip((x, values, bias),
-                                                                          needs))
+    x, values, bias = (t.clone().requires_grad_(need) for t, need in zip((x, values, bias), needs))
     y = _op(x, index, values, bias)
     y.sum().backward()
     exact = [t.detach().clone().requires_grad_() for t in (x, values, bias)]
@@ -84,8 +103,9 @@ def test_only_the_gradients_asked_for_are_computed(needs):
             assert tensor.grad is None
 
 
-@pytest.mark.parametrize("context", [torch.no_grad, torch.inference_mode],
-                         ids=["no_grad", "inference_mode"])
+@pytest.mark.parametrize(
+    "context", [torch.no_grad, torch.inference_mode], ids=["no_grad", "inference_mode"]
+)
 def test_forward_without_autograd_is_the_same_product(context):
     index, values, x, bias = _case((7, 9, 10, 0.5), torch.float64, True)
     with context():
@@ -96,6 +116,16 @@ def test_forward_without_autograd_is_the_same_product(context):
 
 def test_opcheck():
     index, values, x, bias = _case((3, 9, 7, 0.5), torch.float32, True)
-    torch.library.opcheck(ops.compact_linear.default,
-                          (x, index.row_ptr, index.col_idx, index.t_row_ptr, index.t_col_idx,
-                           index.t_value_index, values.requires_grad_(), bias))
+    torch.library.opcheck(
+        ops.compact_linear.default,
+        (
+            x,
+            index.row_ptr,
+            index.col_idx,
+            index.t_row_ptr,
+            index.t_col_idx,
+            index.t_value_index,
+            values.requires_grad_(),
+            bias,
+        ),
+    )

@@ -21,9 +21,19 @@ ops = torch.ops.sparse_tickets
 DTYPES = [torch.float32, torch.float64]
 # (batch, rows, columns, density): one of everything, primes, a batch past one and two SIMD
 # widths (16 fp32 / 8 fp64 lanes, 64-lane chunks), no nonzero at all, and a full matrix.
-SHAPES = [(1, 1, 1, 1.0), (1, 7, 5, 0.5), (3, 1, 13, 0.6), (5, 11, 1, 0.5), (17, 31, 37, 0.2),
-          (64, 64, 64, 0.1), (65, 19, 23, 0.3), (130, 41, 29, 0.15), (2, 13, 17, 0.0),
-          (16, 16, 16, 1.0), (33, 97, 61, 0.05)]
+SHAPES = [
+    (1, 1, 1, 1.0),
+    (1, 7, 5, 0.5),
+    (3, 1, 13, 0.6),
+    (5, 11, 1, 0.5),
+    (17, 31, 37, 0.2),
+    (64, 64, 64, 0.1),
+    (65, 19, 23, 0.3),
+    (130, 41, 29, 0.15),
+    (2, 13, 17, 0.0),
+    (16, 16, 16, 1.0),
+    (33, 97, 61, 0.05),
+]
 
 
 @pytest.fixture(autouse=True)
@@ -61,7 +71,8 @@ def _assert_within_sum_bound(got, exact, magnitude, terms):
     error = (got.double() - exact).abs()
     worst = (error - bound).argmax() if error.numel() else None
     assert bool((error <= bound).all()), (
-        f"error {error.flatten()[worst]:.3g} > bound {bound.flatten()[worst]:.3g} at {worst}")
+        f"error {error.flatten()[worst]:.3g} > bound {bound.flatten()[worst]:.3g} at {worst}"
+    )
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=["fp32", "fp64"])
@@ -82,22 +93,31 @@ def test_spmm_forward_transposed_and_sddmm_match_dense_formulas(shape, empty_lin
         y = ops.spmm(x, row_ptr, col_idx, values, None, b)
         assert y.shape == (batch, rows) and y.dtype == dtype and y.is_contiguous()
         bias64 = torch.zeros(rows, dtype=torch.float64) if b is None else b.double()
-        _assert_within_sum_bound(y, x.double() @ exact_weight.T + bias64,
-                                 x.double().abs() @ exact_weight.abs().T + bias64.abs(), columns)
+        _assert_within_sum_bound(
+            y,
+            x.double() @ exact_weight.T + bias64,
+            x.double().abs() @ exact_weight.abs().T + bias64.abs(),
+            columns,
+        )
 
     # dx = dy W, through the transposed index and its value_index.
     grad_out = torch.randn(batch, rows, dtype=dtype)
     t_row_ptr, t_col_idx, value_index = _transposed_index(mask)
     dx = ops.spmm(grad_out, t_row_ptr, t_col_idx, values, value_index, None)
     assert dx.shape == (batch, columns)
-    _assert_within_sum_bound(dx, grad_out.double() @ exact_weight,
-                             grad_out.double().abs() @ exact_weight.abs(), rows)
+    _assert_within_sum_bound(
+        dx, grad_out.double() @ exact_weight, grad_out.double().abs() @ exact_weight.abs(), rows
+    )
 
     # dW at the nonzeros = (dy^T x)[mask], in values' order.
     dw = ops.sddmm(grad_out, x, row_ptr, col_idx)
     assert dw.shape == values.shape and dw.dtype == dtype
-    _assert_within_sum_bound(dw, (grad_out.double().T @ x.double())[mask],
-                             (grad_out.double().abs().T @ x.double().abs())[mask], batch)
+    _assert_within_sum_bound(
+        dw,
+        (grad_out.double().T @ x.double())[mask],
+        (grad_out.double().abs().T @ x.double().abs())[mask],
+        batch,
+    )
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=["fp32", "fp64"])
@@ -106,9 +126,9 @@ def test_strided_inputs_give_the_contiguous_result(dtype):
     row_ptr, col_idx = _csr(mask)
     values = torch.randn(int(mask.sum()), dtype=dtype)
     batch = 21
-    column_major = torch.randn(45, batch, dtype=dtype).T           # stride (1, batch)
-    padded_rows = torch.randn(batch, 60, dtype=dtype)[:, 3:48]      # stride (60, 1)
-    every_other = torch.randn(batch, 90, dtype=dtype)[:, ::2]       # stride (90, 2)
+    column_major = torch.randn(45, batch, dtype=dtype).T  # stride (1, batch)
+    padded_rows = torch.randn(batch, 60, dtype=dtype)[:, 3:48]  # stride (60, 1)
+    every_other = torch.randn(batch, 90, dtype=dtype)[:, ::2]  # stride (90, 2)
     grad_out = torch.randn(37, batch, dtype=dtype).T
     for x in (column_major, padded_rows, every_other):
         assert not x.is_contiguous()
@@ -125,7 +145,7 @@ def test_value_index_permutation_reads_values_through_it():
     values = torch.randn(nnz)
     permutation = torch.randperm(nnz)
     stored = torch.empty_like(values)
-    stored[permutation] = values                  # stored[permutation[j]] == values[j]
+    stored[permutation] = values  # stored[permutation[j]] == values[j]
     x = torch.randn(9, 31)
     direct = ops.spmm(x, row_ptr, col_idx, values, None, None)
     through = ops.spmm(x, row_ptr, col_idx, stored, permutation.to(torch.int32), None)
@@ -136,8 +156,9 @@ def test_columns_need_not_be_sorted_within_a_row():
     mask = _mask(23, 41, 0.5, False)
     row_ptr, col_idx = _csr(mask)
     values = torch.randn(col_idx.numel(), dtype=torch.float64)
-    shuffled = torch.cat([torch.randperm(int(row_ptr[r + 1] - row_ptr[r])) + int(row_ptr[r])
-                          for r in range(23)])
+    shuffled = torch.cat(
+        [torch.randperm(int(row_ptr[r + 1] - row_ptr[r])) + int(row_ptr[r]) for r in range(23)]
+    )
     x, grad_out = torch.randn(5, 41, dtype=torch.float64), torch.randn(5, 23, dtype=torch.float64)
     sorted_y = ops.spmm(x, row_ptr, col_idx, values, None, None)
     shuffled_y = ops.spmm(x, row_ptr, col_idx[shuffled], values[shuffled], None, None)
@@ -155,12 +176,14 @@ def test_large_layer_splits_rows_between_threads_correctly():
     x = torch.randn(150, 300, dtype=torch.float64)
     grad_out = torch.randn(150, 700, dtype=torch.float64)
     bias = torch.randn(700, dtype=torch.float64)
-    torch.testing.assert_close(ops.spmm(x, row_ptr, col_idx, values, None, bias),
-                               x @ weight.T + bias)
+    torch.testing.assert_close(
+        ops.spmm(x, row_ptr, col_idx, values, None, bias), x @ weight.T + bias
+    )
     torch.testing.assert_close(ops.sddmm(grad_out, x, row_ptr, col_idx), (grad_out.T @ x)[mask])
     t_row_ptr, t_col_idx, value_index = _transposed_index(mask)
-    torch.testing.assert_close(ops.spmm(grad_out, t_row_ptr, t_col_idx, values, value_index, None),
-                               grad_out @ weight)
+    torch.testing.assert_close(
+        ops.spmm(grad_out, t_row_ptr, t_col_idx, values, value_index, None), grad_out @ weight
+    )
 
 
 def test_empty_batch_and_empty_matrix():
@@ -168,13 +191,15 @@ def test_empty_batch_and_empty_matrix():
     values = torch.empty(0)
     assert ops.spmm(torch.randn(0, 3), row_ptr, col_idx, values, None, None).shape == (0, 4)
     bias = torch.randn(4)
-    assert torch.equal(ops.spmm(torch.randn(2, 3), row_ptr, col_idx, values, None, bias),
-                       bias.expand(2, 4))
+    assert torch.equal(
+        ops.spmm(torch.randn(2, 3), row_ptr, col_idx, values, None, bias), bias.expand(2, 4)
+    )
     assert ops.sddmm(torch.randn(2, 4), torch.randn(2, 3), row_ptr, col_idx).shape == (0,)
     mask = torch.ones(4, 3, dtype=torch.bool)
     row_ptr, col_idx = _csr(mask)
-    assert torch.equal(ops.sddmm(torch.randn(0, 4), torch.randn(0, 3), row_ptr, col_idx),
-                       torch.zeros(12))
+    assert torch.equal(
+        ops.sddmm(torch.randn(0, 4), torch.randn(0, 3), row_ptr, col_idx), torch.zeros(12)
+    )
 
 
 # ------------------------------------------------------------------------------------------
@@ -215,7 +240,8 @@ def _assert_bitwise(got, expected, masks, what):
         assert ours.dtype == theirs.dtype and ours.shape == theirs.shape
         assert torch.equal(ours, theirs), (
             f"{what}[{i}]: {int((ours != theirs).sum())} entries differ, worst "
-            f"{float((ours - theirs).abs().max()):.3g}")
+            f"{float((ours - theirs).abs().max()):.3g}"
+        )
         if mask is not None:
             pruned = ours[~mask]
             assert torch.equal(pruned, torch.zeros_like(pruned)) and not pruned.signbit().any()
@@ -229,10 +255,13 @@ def _assert_close_and_pruned_zero(got, expected, masks, what, rtol, atol):
             assert torch.equal(pruned, torch.zeros_like(pruned)) and not pruned.signbit().any()
 
 
-SGD_CONFIGS = [dict(momentum=m, dampening=d, weight_decay=w, nesterov=n, maximize=x)
-               for m, d, w, n, x in itertools.product((0.0, 0.9), (0.0, 0.3), (0.0, 1e-2),
-                                                      (False, True), (False, True))
-               if not (n and (m == 0 or d != 0))]   # torch's own constraint on nesterov
+SGD_CONFIGS = [
+    dict(momentum=m, dampening=d, weight_decay=w, nesterov=n, maximize=x)
+    for m, d, w, n, x in itertools.product(
+        (0.0, 0.9), (0.0, 0.3), (0.0, 1e-2), (False, True), (False, True)
+    )
+    if not (n and (m == 0 or d != 0))
+]  # torch's own constraint on nesterov
 
 
 def _id(config):
@@ -260,20 +289,39 @@ def test_sgd_step_is_bitwise_the_reference(config, dtype, masked, garbage):
     for step in range(STEPS):
         grads = _grads(ours, masks, ours_generator, garbage)
         for param, grad, buffer, mask in zip(ours, grads, our_buffers, masks):
-            ops.sgd_step_(param, grad, buffer if momentum else torch.empty(0, dtype=dtype), mask,
-                          0.05, config["weight_decay"], momentum, config["dampening"],
-                          config["nesterov"], config["maximize"], step == 0)
-        reference.masked_sgd_step(theirs, _grads(theirs, masks, theirs_generator, garbage), masks,
-                                  their_buffers, lr=0.05, **config)
+            ops.sgd_step_(
+                param,
+                grad,
+                buffer if momentum else torch.empty(0, dtype=dtype),
+                mask,
+                0.05,
+                config["weight_decay"],
+                momentum,
+                config["dampening"],
+                config["nesterov"],
+                config["maximize"],
+                step == 0,
+            )
+        reference.masked_sgd_step(
+            theirs,
+            _grads(theirs, masks, theirs_generator, garbage),
+            masks,
+            their_buffers,
+            lr=0.05,
+            **config,
+        )
     _assert_bitwise(ours, theirs, masks, "param")
     if momentum:
         _assert_bitwise(our_buffers, their_buffers, masks, "momentum_buffer")
 
 
-ADAM_CONFIGS = [dict(amsgrad=a, maximize=x, weight_decay=w, decoupled_weight_decay=d, beta1=b)
-                for a, x, w, d, b in itertools.product((False, True), (False, True), (0.0, 0.1),
-                                                       (False, True), (0.9, 0.3))
-                if not (d and w == 0)]   # beta1=0.3: lerp's other branch (1 - beta1 >= 0.5)
+ADAM_CONFIGS = [
+    dict(amsgrad=a, maximize=x, weight_decay=w, decoupled_weight_decay=d, beta1=b)
+    for a, x, w, d, b in itertools.product(
+        (False, True), (False, True), (0.0, 0.1), (False, True), (0.9, 0.3)
+    )
+    if not (d and w == 0)
+]  # beta1=0.3: lerp's other branch (1 - beta1 >= 0.5)
 
 
 @pytest.mark.parametrize("sqrt", ["torch", "fast"])
@@ -306,15 +354,36 @@ def test_adam_step_matches_the_reference(config, dtype, masked, garbage, sqrt, m
         grads = _grads(ours, masks, ours_generator, garbage)
         for i, (param, grad, mask) in enumerate(zip(ours, grads, masks)):
             max_exp_avg_sq = our_state[2][i] if amsgrad else torch.empty(0, dtype=dtype)
-            ops.adam_step_(param, grad, our_state[0][i], our_state[1][i], max_exp_avg_sq, mask,
-                           hyper["lr"], hyper["beta1"], hyper["beta2"], hyper["eps"],
-                           hyper["weight_decay"], float(step), amsgrad, hyper["maximize"],
-                           hyper["decoupled_weight_decay"])
-        reference.masked_adam_step(theirs, _grads(theirs, masks, theirs_generator, garbage), masks,
-                                   *their_state, steps, **hyper)
-    compared = [("param", ours, theirs, hyper["lr"]),
-                ("exp_avg", our_state[0], their_state[0], 1.0),
-                ("exp_avg_sq", our_state[1], their_state[1], 1.0)]
+            ops.adam_step_(
+                param,
+                grad,
+                our_state[0][i],
+                our_state[1][i],
+                max_exp_avg_sq,
+                mask,
+                hyper["lr"],
+                hyper["beta1"],
+                hyper["beta2"],
+                hyper["eps"],
+                hyper["weight_decay"],
+                float(step),
+                amsgrad,
+                hyper["maximize"],
+                hyper["decoupled_weight_decay"],
+            )
+        reference.masked_adam_step(
+            theirs,
+            _grads(theirs, masks, theirs_generator, garbage),
+            masks,
+            *their_state,
+            steps,
+            **hyper,
+        )
+    compared = [
+        ("param", ours, theirs, hyper["lr"]),
+        ("exp_avg", our_state[0], their_state[0], 1.0),
+        ("exp_avg_sq", our_state[1], their_state[1], 1.0),
+    ]
     if amsgrad:
         compared.append(("max_exp_avg_sq", our_state[2], their_state[2], 1.0))
     eps = torch.finfo(dtype).eps
@@ -322,16 +391,32 @@ def test_adam_step_matches_the_reference(config, dtype, masked, garbage, sqrt, m
         if sqrt == "torch":
             _assert_bitwise(got, expected, masks, what)
         else:
-            _assert_close_and_pruned_zero(got, expected, masks, what, rtol=16 * eps,
-                                          atol=16 * eps * scale)
+            _assert_close_and_pruned_zero(
+                got, expected, masks, what, rtol=16 * eps, atol=16 * eps * scale
+            )
 
 
 def test_adam_sqrt_choice_is_checked(monkeypatch):
     monkeypatch.setenv("SPARSE_TICKETS_CPU_ADAM_SQRT", "exact")
     param = torch.zeros(3)
     with pytest.raises(RuntimeError, match="SPARSE_TICKETS_CPU_ADAM_SQRT=exact; expected torch"):
-        ops.adam_step_(param, param.clone(), param.clone(), param.clone(), torch.empty(0), None,
-                       1e-3, 0.9, 0.999, 1e-8, 0.0, 1.0, False, False, False)
+        ops.adam_step_(
+            param,
+            param.clone(),
+            param.clone(),
+            param.clone(),
+            torch.empty(0),
+            None,
+            1e-3,
+            0.9,
+            0.999,
+            1e-8,
+            0.0,
+            1.0,
+            False,
+            False,
+            False,
+        )
 
 
 def test_adam_step_uses_the_given_step_count(monkeypatch):
@@ -341,23 +426,57 @@ def test_adam_step_uses_the_given_step_count(monkeypatch):
     state = [torch.rand(33) for _ in range(2)]
     ours, theirs = param.clone(), param.clone()
     our_state = [t.clone() for t in state]
-    ops.adam_step_(ours, grad, *our_state, torch.empty(0), None, 1e-3, 0.9, 0.999, 1e-8, 0.0,
-                   1234.0, False, False, False)
-    reference.masked_adam_step([theirs], [grad], [None], [state[0]], [state[1]], [],
-                               [torch.tensor(1233.0)], amsgrad=False, beta1=0.9, beta2=0.999,
-                               lr=1e-3, weight_decay=0.0, eps=1e-8, maximize=False,
-                               decoupled_weight_decay=False)
+    ops.adam_step_(
+        ours,
+        grad,
+        *our_state,
+        torch.empty(0),
+        None,
+        1e-3,
+        0.9,
+        0.999,
+        1e-8,
+        0.0,
+        1234.0,
+        False,
+        False,
+        False,
+    )
+    reference.masked_adam_step(
+        [theirs],
+        [grad],
+        [None],
+        [state[0]],
+        [state[1]],
+        [],
+        [torch.tensor(1233.0)],
+        amsgrad=False,
+        beta1=0.9,
+        beta2=0.999,
+        lr=1e-3,
+        weight_decay=0.0,
+        eps=1e-8,
+        maximize=False,
+        decoupled_weight_decay=False,
+    )
     assert torch.equal(ours, theirs) and torch.equal(our_state[0], state[0])
 
 
 # ------------------------------------------------------------------------------------------
 # Bad inputs and registration.
 
+
 def _spmm_args(**override):
     mask = torch.ones(3, 4, dtype=torch.bool)
     row_ptr, col_idx = _csr(mask)
-    args = dict(x=torch.randn(2, 4), row_ptr=row_ptr, col_idx=col_idx, values=torch.randn(12),
-                value_index=None, bias=None)
+    args = dict(
+        x=torch.randn(2, 4),
+        row_ptr=row_ptr,
+        col_idx=col_idx,
+        values=torch.randn(12),
+        value_index=None,
+        bias=None,
+    )
     args.update(override)
     return args
 
@@ -370,11 +489,13 @@ SPMM_ERRORS = {
     "x must be 2-D": dict(x=torch.randn(4)),
     "values must have one entry per nonzero (12), got 11": dict(values=torch.randn(11)),
     "row_ptr[-1] must equal col_idx's length 12, got 10": dict(
-        row_ptr=torch.tensor([0, 4, 8, 10], dtype=torch.int32)),
+        row_ptr=torch.tensor([0, 4, 8, 10], dtype=torch.int32)
+    ),
     "row_ptr[0] must be 0, got 1": dict(row_ptr=torch.tensor([1, 4, 8, 12], dtype=torch.int32)),
     "row_ptr must be nondecreasing": dict(row_ptr=torch.tensor([0, 8, 4, 12], dtype=torch.int32)),
     "value_index must have col_idx's length 12, got 5": dict(
-        value_index=torch.arange(5, dtype=torch.int32)),
+        value_index=torch.arange(5, dtype=torch.int32)
+    ),
     "bias must have shape (3,)": dict(bias=torch.randn(4)),
     "bias must have x's dtype Float, got Double": dict(bias=torch.randn(3).double()),
 }
@@ -382,8 +503,13 @@ SPMM_ERRORS = {
 
 @pytest.mark.parametrize("message", SPMM_ERRORS, ids=range(len(SPMM_ERRORS)))
 def test_spmm_rejects_bad_inputs_naming_the_problem(message):
-    with pytest.raises(RuntimeError, match=message.replace("(", r"\(").replace(")", r"\)")
-                       .replace("[", r"\[").replace("]", r"\]")):
+    with pytest.raises(
+        RuntimeError,
+        match=message.replace("(", r"\(")
+        .replace(")", r"\)")
+        .replace("[", r"\[")
+        .replace("]", r"\]"),
+    ):
         ops.spmm(**_spmm_args(**SPMM_ERRORS[message]))
 
 
@@ -400,8 +526,15 @@ def test_sddmm_rejects_bad_inputs_naming_the_problem():
 def test_optimizer_steps_reject_bad_inputs_naming_the_problem():
     param = torch.zeros(4, 5)
     empty = torch.empty(0)
-    sgd = dict(lr=0.1, weight_decay=0.0, momentum=0.9, dampening=0.0, nesterov=False,
-               maximize=False, first_step=True)
+    sgd = dict(
+        lr=0.1,
+        weight_decay=0.0,
+        momentum=0.9,
+        dampening=0.0,
+        nesterov=False,
+        maximize=False,
+        first_step=True,
+    )
     with pytest.raises(RuntimeError, match="sgd_step_: param must be contiguous"):
         ops.sgd_step_(torch.zeros(5, 4).T, param.T.clone(), param.T.clone(), None, **sgd)
     with pytest.raises(RuntimeError, match=r"momentum_buffer must have param's shape \[4, 5\]"):
@@ -410,17 +543,42 @@ def test_optimizer_steps_reject_bad_inputs_naming_the_problem():
         ops.sgd_step_(param, param.clone(), param.clone(), torch.ones(4, 5), **sgd)
     with pytest.raises(RuntimeError, match="grad must have param's dtype Float, got Double"):
         ops.sgd_step_(param, param.double(), param.clone(), None, **sgd)
-    adam = dict(lr=1e-3, beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=0.0, step=1.0,
-                maximize=False, decoupled_weight_decay=False)
+    adam = dict(
+        lr=1e-3,
+        beta1=0.9,
+        beta2=0.999,
+        eps=1e-8,
+        weight_decay=0.0,
+        step=1.0,
+        maximize=False,
+        decoupled_weight_decay=False,
+    )
     with pytest.raises(RuntimeError, match="adam_step_: max_exp_avg_sq must have param's shape"):
-        ops.adam_step_(param, param.clone(), param.clone(), param.clone(), empty, None,
-                       amsgrad=True, **adam)
+        ops.adam_step_(
+            param, param.clone(), param.clone(), param.clone(), empty, None, amsgrad=True, **adam
+        )
     with pytest.raises(RuntimeError, match="exp_avg_sq must have param's shape"):
-        ops.adam_step_(param, param.clone(), param.clone(), torch.zeros(5, 4), empty, None,
-                       amsgrad=False, **adam)
+        ops.adam_step_(
+            param,
+            param.clone(),
+            param.clone(),
+            torch.zeros(5, 4),
+            empty,
+            None,
+            amsgrad=False,
+            **adam,
+        )
     with pytest.raises(RuntimeError, match="mask must have param's shape"):
-        ops.adam_step_(param, param.clone(), param.clone(), param.clone(), empty,
-                       torch.ones(20, dtype=torch.bool), amsgrad=False, **adam)
+        ops.adam_step_(
+            param,
+            param.clone(),
+            param.clone(),
+            param.clone(),
+            empty,
+            torch.ones(20, dtype=torch.bool),
+            amsgrad=False,
+            **adam,
+        )
 
 
 def test_opcheck_every_op():
@@ -430,13 +588,32 @@ def test_opcheck_every_op():
     values = torch.randn(col_idx.numel())
     x, grad_out = torch.randn(3, 7), torch.randn(3, 9)
     torch.library.opcheck(ops.spmm.default, (x, row_ptr, col_idx, values, None, torch.randn(9)))
-    torch.library.opcheck(ops.spmm.default, (grad_out, t_row_ptr, t_col_idx, values, value_index,
-                                             None))
+    torch.library.opcheck(
+        ops.spmm.default, (grad_out, t_row_ptr, t_col_idx, values, value_index, None)
+    )
     torch.library.opcheck(ops.sddmm.default, (grad_out, x, row_ptr, col_idx))
     param, grad = torch.randn(9, 7) * mask, torch.randn(9, 7)
-    torch.library.opcheck(ops.sgd_step_.default, (param, grad, torch.zeros(9, 7), mask, 0.1,
-                                                  1e-2, 0.9, 0.0, True, False, False))
-    torch.library.opcheck(ops.adam_step_.default, (param, grad, torch.zeros(9, 7),
-                                                   torch.zeros(9, 7), torch.zeros(9, 7), mask,
-                                                   1e-3, 0.9, 0.999, 1e-8, 0.0, 2.0, True, False,
-                                                   False))
+    torch.library.opcheck(
+        ops.sgd_step_.default,
+        (param, grad, torch.zeros(9, 7), mask, 0.1, 1e-2, 0.9, 0.0, True, False, False),
+    )
+    torch.library.opcheck(
+        ops.adam_step_.default,
+        (
+            param,
+            grad,
+            torch.zeros(9, 7),
+            torch.zeros(9, 7),
+            torch.zeros(9, 7),
+            mask,
+            1e-3,
+            0.9,
+            0.999,
+            1e-8,
+            0.0,
+            2.0,
+            True,
+            False,
+            False,
+        ),
+    )

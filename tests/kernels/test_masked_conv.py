@@ -55,8 +55,7 @@ def test_grouped_convolution_is_left_to_the_reference(monkeypatch, kernel_device
     weight = torch.randn(2, 2, 3, 3, device=kernel_device)
     mask = torch.ones(weight.shape, dtype=torch.bool, device=kernel_device)
     reasons = ops.get("triton").not_supported_reasons("masked_conv2d", [x, weight, mask])
-    assert reasons == ["grouped convolution (groups > 1) is not served; im2col covers "
-                       "groups == 1"]
+    assert reasons == ["grouped convolution (groups > 1) is not served; im2col covers groups == 1"]
     monkeypatch.setenv(ops.BACKEND_ENV_VAR, "triton")
     with pytest.raises(ops.BackendError, match="grouped convolution"):
         masked_conv2d(x, weight, mask, groups=2)

@@ -60,8 +60,9 @@ def _assert_matches_reference(monkeypatch, x, weight, mask, bias, atol, rtol):
 @pytest.mark.parametrize("dtype,atol,rtol", TOLERANCES, ids=["fp32", "fp16"])
 @pytest.mark.parametrize("density", DENSITIES)
 @pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "x".join(map(str, s)))
-def test_forward_and_gradients_match_reference(shape, density, dtype, atol, rtol, monkeypatch,
-                                               kernel_device):
+def test_forward_and_gradients_match_reference(
+    shape, density, dtype, atol, rtol, monkeypatch, kernel_device
+):
     inputs = _inputs(*shape, density, dtype, kernel_device, bias=True)
     _assert_matches_reference(monkeypatch, *inputs, atol, rtol)
 
@@ -110,11 +111,15 @@ def test_block_skip_gives_exact_zeros_and_matches_reference(monkeypatch, kernel_
 def test_weight_grad_kernel_skips_the_tiles_the_table_marks_empty(monkeypatch, kernel_device):
     # A full mask with a table claiming every tile empty: only a skipped reduction gives zeros.
     x, weight, mask, _ = _inputs(5, 20, 18, 1.0, torch.float32, kernel_device)
-    monkeypatch.setattr(mm, "cached_block_occupancy",
-                        lambda m, r, c: torch.zeros_like(occupancy.block_occupancy(m, r, c)))
+    monkeypatch.setattr(
+        mm,
+        "cached_block_occupancy",
+        lambda m, r, c: torch.zeros_like(occupancy.block_occupancy(m, r, c)),
+    )
     grad_y = torch.randn(5, 20, device=kernel_device)
-    assert torch.equal(mm.masked_linear_weight_grad(grad_y, x, mask), torch.zeros(20, 18,
-                                                                                  device=kernel_device))
+    assert torch.equal(
+        mm.masked_linear_weight_grad(grad_y, x, mask), torch.zeros(20, 18, device=kernel_device)
+    )
 
 
 def test_occupancy_table_matches_brute_force_at_ragged_edges():
@@ -126,8 +131,9 @@ def test_occupancy_table_matches_brute_force_at_ragged_edges():
     assert table.dtype == torch.int8 and torch.equal(table, expected)
 
 
-def test_occupancy_cache_is_reused_then_rebuilt_after_an_in_place_change(monkeypatch,
-                                                                          kernel_device):
+def test_occupancy_cache_is_reused_then_rebuilt_after_an_in_place_change(
+    monkeypatch, kernel_device
+):
     occupancy.clear_occupancy_cache()
     block_n, block_k = mm.weight_grad_block()
     mask = torch.ones(2 * block_n, 2 * block_k, dtype=torch.bool, device=kernel_device)
@@ -169,15 +175,20 @@ def test_launchers_reject_bad_operands_in_one_line(kernel_device):
 
 def test_uint8_masks_are_read_like_bool(kernel_device):
     x, weight, mask, bias = _inputs(6, 9, 10, 0.4, torch.float32, kernel_device)
-    torch.testing.assert_close(mm.masked_linear_forward(x, weight, mask.to(torch.uint8), bias),
-                               mm.masked_linear_forward(x, weight, mask, bias), atol=0, rtol=0)
+    torch.testing.assert_close(
+        mm.masked_linear_forward(x, weight, mask.to(torch.uint8), bias),
+        mm.masked_linear_forward(x, weight, mask, bias),
+        atol=0,
+        rtol=0,
+    )
 
 
 @pytest.mark.cuda
-@pytest.mark.parametrize("dtype,atol,rtol", [(torch.float32, 1e-4, 1e-4),
-                                             (torch.float16, 2e-2, 2e-2),
-                                             (torch.bfloat16, 1e-1, 5e-2)],
-                         ids=["fp32", "fp16", "bf16"])
+@pytest.mark.parametrize(
+    "dtype,atol,rtol",
+    [(torch.float32, 1e-4, 1e-4), (torch.float16, 2e-2, 2e-2), (torch.bfloat16, 1e-1, 5e-2)],
+    ids=["fp32", "fp16", "bf16"],
+)
 def test_large_shapes_on_cuda(dtype, atol, rtol, monkeypatch):
     inputs = _inputs(509, 1000, 784, 0.2, dtype, "cuda")
     _assert_matches_reference(monkeypatch, *inputs, atol, rtol)
@@ -199,16 +210,16 @@ class _FarViews:
     memory (a few MiB on the CPU); on a GPU the whole storage is allocated."""
 
     def __init__(self, dtype, device):
-        self.storage = torch.empty(_FAR_BASE + 2 * _FAR_STRIDE + 8 * _SLOT, dtype=dtype,
-                                   device=device)
+        self.storage = torch.empty(
+            _FAR_BASE + 2 * _FAR_STRIDE + 8 * _SLOT, dtype=dtype, device=device
+        )
         self.slots = 0
 
     def place(self, values: torch.Tensor, far_dim: int) -> torch.Tensor:
         assert values.shape[far_dim] == 3 and values.numel() <= 3 * _SLOT and self.slots < 8
         strides = [1] * values.dim()
         strides[far_dim] = _FAR_STRIDE
-        view = self.storage.as_strided(values.shape, strides,
-                                       _FAR_BASE + self.slots * _SLOT)
+        view = self.storage.as_strided(values.shape, strides, _FAR_BASE + self.slots * _SLOT)
         self.slots += 1
         return view.copy_(values)
 
@@ -240,15 +251,18 @@ def test_offsets_past_2_31_elements_do_not_wrap(far_dim, kernel_device):
     assert x_far.stride(far_dim) * 2 >= 2**31  # the premise: index 2 lies past 2^31
 
     masked_weight = torch.where(mask, weight.float(), 0.0)
-    expected = {"y": x.float() @ masked_weight.t() + bias.float(),
-                "grad_x": grad_y.float() @ masked_weight,
-                "grad_weight": torch.where(mask, grad_y.float().t() @ x.float(), 0.0)}
-    got = {"y": mm.masked_linear_forward(x_far, weight_far, mask_far, bias_far),
-           "grad_x": mm.masked_linear_input_grad(grad_y_far, weight_far, mask_far),
-           "grad_weight": mm.masked_linear_weight_grad(grad_y_far, x_far, mask_far)}
+    expected = {
+        "y": x.float() @ masked_weight.t() + bias.float(),
+        "grad_x": grad_y.float() @ masked_weight,
+        "grad_weight": torch.where(mask, grad_y.float().t() @ x.float(), 0.0),
+    }
+    got = {
+        "y": mm.masked_linear_forward(x_far, weight_far, mask_far, bias_far),
+        "grad_x": mm.masked_linear_input_grad(grad_y_far, weight_far, mask_far),
+        "grad_weight": mm.masked_linear_weight_grad(grad_y_far, x_far, mask_far),
+    }
     for name, tensor in got.items():
-        torch.testing.assert_close(tensor.float(), expected[name], atol=1e-2, rtol=1e-2,
-                                   msg=name)
+        torch.testing.assert_close(tensor.float(), expected[name], atol=1e-2, rtol=1e-2, msg=name)
 
 
 def test_a_strided_bias_is_read_through_its_stride(kernel_device):
@@ -290,8 +304,13 @@ def test_compiled_kernels_address_every_tile_with_int64_offsets():
     # What the interpreter cannot show: the code a GPU runs, stores included. Compiled in a
     # process of its own, since the kernels here were made for the interpreter.
     environment = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
-    result = subprocess.run([sys.executable, "-c", _LIST_INT32_TILE_OFFSETS], env=environment,
-                            capture_output=True, text=True, timeout=600)
+    result = subprocess.run(
+        [sys.executable, "-c", _LIST_INT32_TILE_OFFSETS],
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout == "compiled\n", f"tile addresses with int32 offsets:\n{result.stdout}"
 
@@ -324,9 +343,11 @@ def test_outputs_past_2_31_elements_on_cuda():
     mask = keep_a ^ keep_b.t()
     grad_weight = mm.masked_linear_weight_grad(a.t(), b.t(), mask)  # (rows, cols)
     outer = lambda r, c: a[r].float() @ b[c].float().t()  # noqa: E731
-    _assert_edges_close(grad_weight,
-                        torch.where(mask[-2:], outer(slice(-2, None), slice(None)), 0.0),
-                        torch.where(mask[:, -2:], outer(slice(None), slice(-2, None)), 0.0))
+    _assert_edges_close(
+        grad_weight,
+        torch.where(mask[-2:], outer(slice(-2, None), slice(None)), 0.0),
+        torch.where(mask[:, -2:], outer(slice(None), slice(-2, None)), 0.0),
+    )
 
 
 @pytest.mark.cuda
@@ -339,7 +360,5 @@ def test_more_feature_tiles_than_a_cuda_grid_y_axis_holds():
     keep = torch.rand(features, 1, device="cuda") < 0.5
     masked = torch.where(keep, weight, 0.0)
     torch.testing.assert_close(mm.masked_linear_forward(one, weight, keep), masked.t())
-    torch.testing.assert_close(mm.masked_linear_input_grad(one, weight.t(), keep.t()),
-                               masked.t())
-    torch.testing.assert_close(mm.masked_linear_weight_grad(one, weight.t(), keep.t()),
-                               masked.t())
+    torch.testing.assert_close(mm.masked_linear_input_grad(one, weight.t(), keep.t()), masked.t())
+    torch.testing.assert_close(mm.masked_linear_weight_grad(one, weight.t(), keep.t()), masked.t())

@@ -30,8 +30,7 @@ SGD_CONFIGS = {
     "momentum": dict(momentum=0.9, dampening=0.0, weight_decay=0.0, nesterov=False),
     "dampening+decay": dict(momentum=0.9, dampening=0.3, weight_decay=1e-2, nesterov=False),
     "nesterov+decay": dict(momentum=0.8, dampening=0.0, weight_decay=1e-2, nesterov=True),
-    "maximize": dict(momentum=0.5, dampening=0.0, weight_decay=1e-2, nesterov=False,
-                     maximize=True),
+    "maximize": dict(momentum=0.5, dampening=0.0, weight_decay=1e-2, nesterov=False, maximize=True),
 }
 ADAM_CONFIGS = {
     "plain": dict(),
@@ -77,17 +76,28 @@ def _sgd_run(step, params, masks, steps, config, garbage=False):
 
 
 def _adam_state(params):
-    return ([torch.zeros_like(p) for p in params], [torch.zeros_like(p) for p in params],
-            [torch.zeros_like(p) for p in params],
-            [torch.tensor(0.0, dtype=torch.float32) for _ in params])
+    return (
+        [torch.zeros_like(p) for p in params],
+        [torch.zeros_like(p) for p in params],
+        [torch.zeros_like(p) for p in params],
+        [torch.tensor(0.0, dtype=torch.float32) for _ in params],
+    )
 
 
 def _adam_run(step, params, masks, steps, config, eps, state=None, garbage=False):
     params = [p.clone() for p in params]
     state = _adam_state(params) if state is None else [[t.clone() for t in s] for s in state]
     generator = torch.Generator().manual_seed(7)
-    hyper = dict(amsgrad=False, beta1=0.9, beta2=0.99, lr=1e-2, weight_decay=0.0, eps=eps,
-                 maximize=False, decoupled_weight_decay=False)
+    hyper = dict(
+        amsgrad=False,
+        beta1=0.9,
+        beta2=0.99,
+        lr=1e-2,
+        weight_decay=0.0,
+        eps=eps,
+        maximize=False,
+        decoupled_weight_decay=False,
+    )
     hyper.update(config)
     for _ in range(steps):
         step(params, _grads(params, masks, generator, garbage), masks, *state, **hyper)
@@ -135,8 +145,9 @@ def test_adam_matches_reference(config, dtype, steps, atol, rtol, kernel_device)
     ours = _adam_run(fused.masked_adam_step, params, masks, steps, config, eps)
     theirs = _adam_run(reference.masked_adam_step, params, masks, steps, config, eps)
     amsgrad = config.get("amsgrad", False)
-    for name, got, expected in zip(("params", "exp_avgs", "exp_avg_sqs", "max_exp_avg_sqs"),
-                                   ours, theirs):
+    for name, got, expected in zip(
+        ("params", "exp_avgs", "exp_avg_sqs", "max_exp_avg_sqs"), ours, theirs
+    ):
         if name == "max_exp_avg_sqs" and not amsgrad:
             assert all(t.count_nonzero() == 0 for t in got), "max_exp_avg_sqs touched"
             continue
@@ -182,10 +193,9 @@ def test_adam_garbage_at_pruned_entries_ends_as_plus_zero(kernel_device):
             if mask is not None:
                 tensor.masked_fill_(~mask, float("nan"))
                 tensor.view(-1)[:1].masked_fill_(~mask.view(-1)[:1], -0.0)
-    for name, config in ADAM_CONFIGS.items():
+    for _name, config in ADAM_CONFIGS.items():
         ours = _adam_run(fused.masked_adam_step, params, masks, 2, config, 1e-8, state, True)
-        theirs = _adam_run(reference.masked_adam_step, params, masks, 2, config, 1e-8, state,
-                           True)
+        theirs = _adam_run(reference.masked_adam_step, params, masks, 2, config, 1e-8, state, True)
         # Without amsgrad, max_exp_avg_sqs is neither read nor written (the garbage stays).
         kept_lists = 4 if config.get("amsgrad") else 3
         for got, expected in zip(ours[:kept_lists], theirs[:kept_lists]):
@@ -204,8 +214,9 @@ def test_one_launch_per_parameter_dtype(monkeypatch, kernel_device):
             launches.append(grid)
             return self.kernel[grid]
 
-    monkeypatch.setattr(fused, "_masked_sgd_step_kernel",
-                        CountingKernel(fused._masked_sgd_step_kernel))
+    monkeypatch.setattr(
+        fused, "_masked_sgd_step_kernel", CountingKernel(fused._masked_sgd_step_kernel)
+    )
     params, masks = _entries(torch.float32, kernel_device)
     half_params, half_masks = _entries(torch.float16, kernel_device)
     _sgd_run(fused.masked_sgd_step, params, masks, 1, SGD_CONFIGS["momentum"])
@@ -213,8 +224,9 @@ def test_one_launch_per_parameter_dtype(monkeypatch, kernel_device):
     # Every chunk of every entry is one program.
     chunk = fused.chunk_size()
     assert launches[0] == (sum(-(-p.numel() // chunk) for p in params),)
-    _sgd_run(fused.masked_sgd_step, params + half_params, masks + half_masks, 1,
-             SGD_CONFIGS["momentum"])
+    _sgd_run(
+        fused.masked_sgd_step, params + half_params, masks + half_masks, 1, SGD_CONFIGS["momentum"]
+    )
     assert len(launches) == 3
 
 
@@ -229,8 +241,20 @@ def test_grads_and_masks_of_another_layout_are_read_correctly(kernel_device):
     for step in (fused.masked_adam_step, reference.masked_adam_step):
         p = param.clone()
         state = _adam_state([p])
-        step([p], [grad], [mask], *state, amsgrad=True, beta1=0.9, beta2=0.99, lr=1e-2,
-             weight_decay=1e-2, eps=1e-8, maximize=False, decoupled_weight_decay=False)
+        step(
+            [p],
+            [grad],
+            [mask],
+            *state,
+            amsgrad=True,
+            beta1=0.9,
+            beta2=0.99,
+            lr=1e-2,
+            weight_decay=1e-2,
+            eps=1e-8,
+            maximize=False,
+            decoupled_weight_decay=False,
+        )
         results.append([p, *(tensors[0] for tensors in state[:3])])
     _assert_close_lists(results[0], results[1], 1e-6, 1e-5)
 
@@ -238,26 +262,24 @@ def test_grads_and_masks_of_another_layout_are_read_correctly(kernel_device):
 def test_bad_input_fails_in_one_line(kernel_device):
     params, masks = _entries(torch.float32, kernel_device)
     grads = [torch.zeros_like(p) for p in params]
-    hyper = dict(weight_decay=0.0, momentum=0.9, lr=0.1, dampening=0.0, nesterov=False,
-                 maximize=False)
+    hyper = dict(
+        weight_decay=0.0, momentum=0.9, lr=0.1, dampening=0.0, nesterov=False, maximize=False
+    )
     with pytest.raises(ValueError, match="grads must be a list of 7 entries"):
         fused.masked_sgd_step(params, grads[:-1], masks, [None] * 7, **hyper)
     with pytest.raises(TypeError, match=r"params\[0\] must be a float32"):
-        fused.masked_sgd_step([params[0].double()], [grads[0].double()], [None], [None],
-                              **hyper)
+        fused.masked_sgd_step([params[0].double()], [grads[0].double()], [None], [None], **hyper)
     with pytest.raises(ValueError, match=r"grads\[1\] is torch.float16"):
-        fused.masked_sgd_step(params[:2], [grads[0], grads[1].half()], masks[:2], [None] * 2,
-                              **hyper)
+        fused.masked_sgd_step(
+            params[:2], [grads[0], grads[1].half()], masks[:2], [None] * 2, **hyper
+        )
     with pytest.raises(TypeError, match=r"masks\[1\] must be a bool or uint8"):
-        fused.masked_sgd_step(params[:2], grads[:2], [None, masks[1].float()], [None] * 2,
-                              **hyper)
+        fused.masked_sgd_step(params[:2], grads[:2], [None, masks[1].float()], [None] * 2, **hyper)
     weight = torch.randn(4, 6, device=kernel_device)
     column_major = torch.zeros(6, 4, device=kernel_device).t()
     with pytest.raises(ValueError, match=r"momentum_buffer_list\[0\] has strides \(1, 4\)"):
-        fused.masked_sgd_step([weight], [torch.zeros_like(weight)], [None], [column_major],
-                              **hyper)
+        fused.masked_sgd_step([weight], [torch.zeros_like(weight)], [None], [column_major], **hyper)
     assert torch.equal(column_major, torch.zeros_like(column_major))  # nothing was written
-
 
 
 # A parameter of 2^31 + a chunk and a bit elements, and the chunks around its element 2^31.
@@ -270,12 +292,11 @@ def _past_2_31_views(count, dtype, device, length):
     2^31 elements in: an offset wrapped by 2^32 would still land inside it (wrong numbers, not
     a crash). Only the pages written are backed by memory on the CPU."""
     storage = torch.empty(_PAST_2_31 + count * _SLOT + length, dtype=dtype, device=device)
-    return [storage[_PAST_2_31 + i * _SLOT:][:length] for i in range(count)]
+    return [storage[_PAST_2_31 + i * _SLOT :][:length] for i in range(count)]
 
 
 @pytest.mark.parametrize("optimizer", ["sgd", "adam"])
-def test_elements_past_2_31_are_addressed_without_wrapping(optimizer, monkeypatch,
-                                                           kernel_device):
+def test_elements_past_2_31_are_addressed_without_wrapping(optimizer, monkeypatch, kernel_device):
     if kernel_device == "cuda" and torch.cuda.mem_get_info()[0] < 13 * 2**30:
         pytest.skip("needs 13 GiB of free GPU memory")
     block = fused.chunk_size()
@@ -283,31 +304,50 @@ def test_elements_past_2_31_are_addressed_without_wrapping(optimizer, monkeypatc
     # Run only the chunks around element 2^31 (all of them would take hours interpreted): the
     # kernel, the addresses and the sizes in its tables are the real ones.
     starts = torch.tensor([_PAST_2_31 - block, _PAST_2_31, _PAST_2_31 + block])
-    monkeypatch.setattr(fused, "_chunk_table",
-                        lambda numels, chunk: (torch.zeros(3, dtype=torch.int64), starts))
+    monkeypatch.setattr(
+        fused, "_chunk_table", lambda numels, chunk: (torch.zeros(3, dtype=torch.int64), starts)
+    )
     window = slice(_PAST_2_31 - block, length)
     dtype, atol, rtol = torch.float16, 2e-3, 1e-2
-    param, grad, *state = _past_2_31_views(5 if optimizer == "adam" else 3, dtype,
-                                           kernel_device, length)
+    param, grad, *state = _past_2_31_views(
+        5 if optimizer == "adam" else 3, dtype, kernel_device, length
+    )
     (mask,) = _past_2_31_views(1, torch.bool, kernel_device, length)
     for tensor in (param, grad, *state):
         tensor[window] = torch.randn(length - window.start, device=kernel_device).abs()
     mask[window] = torch.rand(length - window.start, device=kernel_device) < 0.6
     small = [t[window].clone() for t in (param, grad, mask, *state)]
     if optimizer == "sgd":
-        hyper = dict(weight_decay=1e-2, momentum=0.9, lr=0.05, dampening=0.0, nesterov=False,
-                     maximize=False)
+        hyper = dict(
+            weight_decay=1e-2, momentum=0.9, lr=0.05, dampening=0.0, nesterov=False, maximize=False
+        )
         fused.masked_sgd_step([param], [grad], [mask], [state[0]], **hyper)
         reference.masked_sgd_step([small[0]], [small[1]], [small[2]], [small[3]], **hyper)
     else:
-        hyper = dict(amsgrad=True, beta1=0.9, beta2=0.99, lr=1e-2, weight_decay=1e-2,
-                     eps=1e-3, maximize=False, decoupled_weight_decay=False)
-        fused.masked_adam_step([param], [grad], [mask], *([t] for t in state),
-                               [torch.tensor(0.0)], **hyper)
-        reference.masked_adam_step([small[0]], [small[1]], [small[2]], *([t] for t in small[3:]),
-                                   [torch.tensor(0.0)], **hyper)
+        hyper = dict(
+            amsgrad=True,
+            beta1=0.9,
+            beta2=0.99,
+            lr=1e-2,
+            weight_decay=1e-2,
+            eps=1e-3,
+            maximize=False,
+            decoupled_weight_decay=False,
+        )
+        fused.masked_adam_step(
+            [param], [grad], [mask], *([t] for t in state), [torch.tensor(0.0)], **hyper
+        )
+        reference.masked_adam_step(
+            [small[0]],
+            [small[1]],
+            [small[2]],
+            *([t] for t in small[3:]),
+            [torch.tensor(0.0)],
+            **hyper,
+        )
     expected = [small[0], *small[3:]]
     _assert_close_lists([t[window] for t in (param, *state)], expected, atol, rtol)
+
 
 def _model(device):
     model = torch.nn.Sequential(MaskedLinear(13, 9), torch.nn.Tanh(), MaskedLinear(9, 3))
@@ -334,15 +374,21 @@ def _train(optimizer_class, hyper, backend, monkeypatch, device, steps=20):
     return model, optimizer
 
 
-@pytest.mark.parametrize("optimizer_class,hyper", [
-    (MaskedSGD, dict(lr=0.1, momentum=0.9, nesterov=True, weight_decay=1e-3)),
-    (MaskedAdam, dict(lr=1e-2, amsgrad=True, weight_decay=1e-3)),
-], ids=["sgd", "adam"])
-def test_public_optimizers_on_the_triton_backend(optimizer_class, hyper, monkeypatch,
-                                                 kernel_device):
+@pytest.mark.parametrize(
+    "optimizer_class,hyper",
+    [
+        (MaskedSGD, dict(lr=0.1, momentum=0.9, nesterov=True, weight_decay=1e-3)),
+        (MaskedAdam, dict(lr=1e-2, amsgrad=True, weight_decay=1e-3)),
+    ],
+    ids=["sgd", "adam"],
+)
+def test_public_optimizers_on_the_triton_backend(
+    optimizer_class, hyper, monkeypatch, kernel_device
+):
     ours, ours_optimizer = _train(optimizer_class, hyper, "triton", monkeypatch, kernel_device)
-    theirs, theirs_optimizer = _train(optimizer_class, hyper, "reference", monkeypatch,
-                                      kernel_device)
+    theirs, theirs_optimizer = _train(
+        optimizer_class, hyper, "reference", monkeypatch, kernel_device
+    )
     for (name, got), expected in zip(ours.named_parameters(), theirs.parameters()):
         torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-4, msg=name)
     for _, layer in masked_layers(ours):

@@ -23,8 +23,13 @@ def _group(dtype, amsgrad, seed=0):
     generator = torch.Generator().manual_seed(seed)
     shapes = [(1,), (7, 5), (300,), (13, 3, 3, 3), (0,)]
     params = [torch.randn(s, generator=generator, dtype=dtype) for s in shapes]
-    masks = [None, torch.rand(7, 5, generator=generator) < 0.5, None,
-             torch.rand(13, 3, 3, 3, generator=generator) < 0.1, None]
+    masks = [
+        None,
+        torch.rand(7, 5, generator=generator) < 0.5,
+        None,
+        torch.rand(13, 3, 3, 3, generator=generator) < 0.1,
+        None,
+    ]
     for param, mask in zip(params, masks):
         if mask is not None:
             param.mul_(mask)
@@ -33,8 +38,9 @@ def _group(dtype, amsgrad, seed=0):
         "grads": [torch.randn(s, generator=generator, dtype=dtype) for s in shapes],
         "exp_avgs": [torch.rand(s, generator=generator, dtype=dtype) for s in shapes],
         "exp_avg_sqs": [torch.rand(s, generator=generator, dtype=dtype) for s in shapes],
-        "max_exp_avg_sqs": ([torch.rand(s, generator=generator, dtype=dtype) for s in shapes]
-                            if amsgrad else []),
+        "max_exp_avg_sqs": (
+            [torch.rand(s, generator=generator, dtype=dtype) for s in shapes] if amsgrad else []
+        ),
         "masks": masks,
         "state_steps": [torch.tensor(float(k), dtype=torch.float32) for k in (0, 1, 5, 99, 2)],
     }
@@ -46,17 +52,32 @@ def _group(dtype, amsgrad, seed=0):
 def test_one_call_equals_one_call_per_tensor_bitwise(dtype, amsgrad, decoupled):
     together, apart = _group(dtype, amsgrad), _group(dtype, amsgrad)
     for _ in range(3):
-        ops.adam_steps_(together["params"], together["grads"], together["exp_avgs"],
-                        together["exp_avg_sqs"], together["max_exp_avg_sqs"], together["masks"],
-                        together["state_steps"], amsgrad=amsgrad,
-                        decoupled_weight_decay=decoupled, **HYPER)
+        ops.adam_steps_(
+            together["params"],
+            together["grads"],
+            together["exp_avgs"],
+            together["exp_avg_sqs"],
+            together["max_exp_avg_sqs"],
+            together["masks"],
+            together["state_steps"],
+            amsgrad=amsgrad,
+            decoupled_weight_decay=decoupled,
+            **HYPER,
+        )
         for i, param in enumerate(apart["params"]):
             apart["state_steps"][i] += 1
-            ops.adam_step_(param, apart["grads"][i], apart["exp_avgs"][i],
-                           apart["exp_avg_sqs"][i],
-                           apart["max_exp_avg_sqs"][i] if amsgrad else param.new_empty(0),
-                           apart["masks"][i], step=apart["state_steps"][i].item(),
-                           amsgrad=amsgrad, decoupled_weight_decay=decoupled, **HYPER)
+            ops.adam_step_(
+                param,
+                apart["grads"][i],
+                apart["exp_avgs"][i],
+                apart["exp_avg_sqs"][i],
+                apart["max_exp_avg_sqs"][i] if amsgrad else param.new_empty(0),
+                apart["masks"][i],
+                step=apart["state_steps"][i].item(),
+                amsgrad=amsgrad,
+                decoupled_weight_decay=decoupled,
+                **HYPER,
+            )
     for key in ("params", "exp_avgs", "exp_avg_sqs", "max_exp_avg_sqs", "state_steps"):
         for got, want in zip(together[key], apart[key]):
             assert torch.equal(got, want), key
@@ -65,19 +86,53 @@ def test_one_call_equals_one_call_per_tensor_bitwise(dtype, amsgrad, decoupled):
 def test_lists_of_different_lengths_and_bad_counters_are_refused():
     group = _group(torch.float32, amsgrad=False)
     with pytest.raises(RuntimeError, match="one entry per param"):
-        ops.adam_steps_(group["params"], group["grads"][:-1], group["exp_avgs"],
-                        group["exp_avg_sqs"], [], group["masks"], group["state_steps"],
-                        amsgrad=False, decoupled_weight_decay=False, **HYPER)
+        ops.adam_steps_(
+            group["params"],
+            group["grads"][:-1],
+            group["exp_avgs"],
+            group["exp_avg_sqs"],
+            [],
+            group["masks"],
+            group["state_steps"],
+            amsgrad=False,
+            decoupled_weight_decay=False,
+            **HYPER,
+        )
     group["state_steps"][0] = torch.tensor(0.0, dtype=torch.float64)
     with pytest.raises(RuntimeError, match=r"state_steps\[0\] must be a float32 scalar"):
-        ops.adam_steps_(group["params"], group["grads"], group["exp_avgs"],
-                        group["exp_avg_sqs"], [], group["masks"], group["state_steps"],
-                        amsgrad=False, decoupled_weight_decay=False, **HYPER)
+        ops.adam_steps_(
+            group["params"],
+            group["grads"],
+            group["exp_avgs"],
+            group["exp_avg_sqs"],
+            [],
+            group["masks"],
+            group["state_steps"],
+            amsgrad=False,
+            decoupled_weight_decay=False,
+            **HYPER,
+        )
 
 
 def test_opcheck():
     group = _group(torch.float32, amsgrad=True)
-    torch.library.opcheck(ops.adam_steps_.default, (
-        group["params"], group["grads"], group["exp_avgs"], group["exp_avg_sqs"],
-        group["max_exp_avg_sqs"], group["masks"], group["state_steps"], 1e-3, 0.9, 0.999, 1e-8,
-        0.0, True, False, False))
+    torch.library.opcheck(
+        ops.adam_steps_.default,
+        (
+            group["params"],
+            group["grads"],
+            group["exp_avgs"],
+            group["exp_avg_sqs"],
+            group["max_exp_avg_sqs"],
+            group["masks"],
+            group["state_steps"],
+            1e-3,
+            0.9,
+            0.999,
+            1e-8,
+            0.0,
+            True,
+            False,
+            False,
+        ),
+    )

@@ -50,7 +50,8 @@ def _extension():
 
 def _case_id(case):
     n, c, o, h, w, k, s, p, d, g, density = case
-    return f"n{n}-c{c}-o{o}-{h}x{w}-k{k[0]}x{k[1]}-s{s[0]}{s[1]}-p{p[0]}{p[1]}-d{d[0]}{d[1]}-g{g}-{density}"
+    geometry = f"k{k[0]}x{k[1]}-s{s[0]}{s[1]}-p{p[0]}{p[1]}-d{d[0]}{d[1]}-g{g}"
+    return f"n{n}-c{c}-o{o}-{h}x{w}-{geometry}-{density}"
 
 
 def _assert_within_sum_bound(got, exact, magnitude, terms):
@@ -61,7 +62,8 @@ def _assert_within_sum_bound(got, exact, magnitude, terms):
     if error.numel():
         worst = (error - bound).argmax()
         assert bool((error <= bound).all()), (
-            f"error {error.flatten()[worst]:.3g} > bound {bound.flatten()[worst]:.3g}")
+            f"error {error.flatten()[worst]:.3g} > bound {bound.flatten()[worst]:.3g}"
+        )
 
 
 def _problem(case, dtype):
@@ -78,8 +80,18 @@ def _problem(case, dtype):
 def _grads(x, weight, grad_y, stride, padding, dilation, groups):
     """(dx, dW) of conv2d in float64."""
     grad_x, grad_w, _ = torch.ops.aten.convolution_backward(
-        grad_y, x, weight, None, stride, padding, dilation, False, [0, 0], groups,
-        [True, True, False])
+        grad_y,
+        x,
+        weight,
+        None,
+        stride,
+        padding,
+        dilation,
+        False,
+        [0, 0],
+        groups,
+        [True, True, False],
+    )
     return grad_x, grad_w
 
 
@@ -103,16 +115,29 @@ def test_forward_and_gradients_match_conv2d(case, variant, dtype):
 
     grad_y = torch.randn(y.shape, dtype=torch.float64).to(dtype)
     grad_x, grad_values = ops.sparse_conv2d_backward(
-        grad_y, x, index.row_ptr, index.col_idx, index.t_row_ptr, index.t_col_idx,
-        index.t_value_index, values, *geometry, variant, [True, True])
-    exact_x, exact_w = _grads(x.double(), weight, grad_y.double(), stride, padding, dilation,
-                              groups)
-    size_x, size_w = _grads(x.double().abs(), weight.abs(), grad_y.double().abs(), stride,
-                            padding, dilation, groups)
+        grad_y,
+        x,
+        index.row_ptr,
+        index.col_idx,
+        index.t_row_ptr,
+        index.t_col_idx,
+        index.t_value_index,
+        values,
+        *geometry,
+        variant,
+        [True, True],
+    )
+    exact_x, exact_w = _grads(
+        x.double(), weight, grad_y.double(), stride, padding, dilation, groups
+    )
+    size_x, size_w = _grads(
+        x.double().abs(), weight.abs(), grad_y.double().abs(), stride, padding, dilation, groups
+    )
     assert grad_x.dtype == dtype and grad_values.shape == values.shape
     _assert_within_sum_bound(grad_x, exact_x, size_x, weight.shape[0] // groups * taps)
-    _assert_within_sum_bound(grad_values, exact_w[mask], size_w[mask],
-                             y.shape[0] * y.shape[2] * y.shape[3])
+    _assert_within_sum_bound(
+        grad_values, exact_w[mask], size_w[mask], y.shape[0] * y.shape[2] * y.shape[3]
+    )
 
 
 # The kernels split the work between threads by images (batch variant: by blocks of one vector
@@ -150,12 +175,23 @@ def test_one_gradient_alone_and_non_contiguous_operands(variant):
     strided = wide[..., ::2]  # neither the width nor anything else contiguous
     channels_last = x.contiguous(memory_format=torch.channels_last)
     for inputs in (strided, channels_last):
-        y = ops.sparse_conv2d(inputs, index.row_ptr, index.col_idx, values, None, *geometry,
-                              variant)
+        y = ops.sparse_conv2d(
+            inputs, index.row_ptr, index.col_idx, values, None, *geometry, variant
+        )
         assert torch.allclose(y, F.conv2d(inputs, weight, padding=1))
     grad_y = torch.randn(y.shape, dtype=torch.float64).transpose(2, 3).contiguous().transpose(2, 3)
-    args = (grad_y, x, index.row_ptr, index.col_idx, index.t_row_ptr, index.t_col_idx,
-            index.t_value_index, values, *geometry, variant)
+    args = (
+        grad_y,
+        x,
+        index.row_ptr,
+        index.col_idx,
+        index.t_row_ptr,
+        index.t_col_idx,
+        index.t_value_index,
+        values,
+        *geometry,
+        variant,
+    )
     exact_x, exact_w = _grads(x, weight, grad_y, [1, 1], [1, 1], [1, 1], 1)
     grad_x, nothing = ops.sparse_conv2d_backward(*args, [True, False])
     assert torch.allclose(grad_x, exact_x) and nothing.numel() == 0
@@ -173,16 +209,42 @@ def test_bad_calls_fail_in_one_line():
     with pytest.raises(RuntimeError, match="values must be 1-D with one entry per kept weight"):
         call(x, index.row_ptr, index.col_idx, values[:-1], bias, *geometry, "batch")
     with pytest.raises(RuntimeError, match="the output would be empty"):
-        call(x[:, :, :1, :1], index.row_ptr, index.col_idx, values, bias, geometry[0],
-             geometry[1], [0, 0], geometry[3], 1, "width")
+        call(
+            x[:, :, :1, :1],
+            index.row_ptr,
+            index.col_idx,
+            values,
+            bias,
+            geometry[0],
+            geometry[1],
+            [0, 0],
+            geometry[3],
+            1,
+            "width",
+        )
 
 
 def test_opcheck_every_op():
     for variant in VARIANTS:
         mask, _, index, values, x, bias, geometry = _problem(CASES[4], torch.float32)
-        torch.library.opcheck(ops.sparse_conv2d.default, (
-            x, index.row_ptr, index.col_idx, values, bias, *geometry, variant))
+        torch.library.opcheck(
+            ops.sparse_conv2d.default,
+            (x, index.row_ptr, index.col_idx, values, bias, *geometry, variant),
+        )
         y = ops.sparse_conv2d(x, index.row_ptr, index.col_idx, values, bias, *geometry, variant)
-        torch.library.opcheck(ops.sparse_conv2d_backward.default, (
-            torch.randn_like(y), x, index.row_ptr, index.col_idx, index.t_row_ptr,
-            index.t_col_idx, index.t_value_index, values, *geometry, variant, [True, True]))
+        torch.library.opcheck(
+            ops.sparse_conv2d_backward.default,
+            (
+                torch.randn_like(y),
+                x,
+                index.row_ptr,
+                index.col_idx,
+                index.t_row_ptr,
+                index.t_col_idx,
+                index.t_value_index,
+                values,
+                *geometry,
+                variant,
+                [True, True],
+            ),
+        )

@@ -13,9 +13,10 @@ from tests.conftest import TRITON_IS_REQUIRED
 
 HAS_TRITON = importlib.util.find_spec("triton") is not None
 # Required where it has wheels: missing there, these tests fail rather than skip.
-needs_triton = pytest.mark.skipif(not HAS_TRITON and not TRITON_IS_REQUIRED,
-                                  reason="triton has no wheel for this platform and is not "
-                                         "installed")
+needs_triton = pytest.mark.skipif(
+    not HAS_TRITON and not TRITON_IS_REQUIRED,
+    reason="triton has no wheel for this platform and is not installed",
+)
 
 
 def test_importing_the_package_does_not_import_triton():
@@ -68,11 +69,12 @@ def test_without_gpu_or_interpreter_the_backend_says_why(monkeypatch):
 
 def test_without_triton_the_backend_says_why():
     # A process in which triton cannot be imported, as where it is not installed.
-    code = ("import sys; sys.modules['triton'] = None\n"
-            "from sparse_tickets.ops.triton_backend import TritonBackend\n"
-            "print(TritonBackend().unavailable_reason())")
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          check=True)
+    code = (
+        "import sys; sys.modules['triton'] = None\n"
+        "from sparse_tickets.ops.triton_backend import TritonBackend\n"
+        "print(TritonBackend().unavailable_reason())"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout.startswith("triton is not installed (pip install triton")
 
 
@@ -82,17 +84,39 @@ def _shape_only(*shape, dtype=torch.float16):
 
 
 @needs_triton
-@pytest.mark.parametrize("op,tensors", [
-    # An input past 2^31 elements.
-    ("masked_linear", [_shape_only(65536, 32769), _shape_only(8, 32769),
-                       _shape_only(8, 32769, dtype=torch.bool)]),
-    # Inputs under 2^31, the output of 65,536 x 50,304 past it.
-    ("masked_linear", [_shape_only(65536, 64), _shape_only(50304, 64),
-                       _shape_only(50304, 64, dtype=torch.bool)]),
-    # An input of 2^28 elements, its im2col buffer (64 x 254 x 254 rows x 576) past 2^31.
-    ("masked_conv2d", [_shape_only(64, 64, 256, 256), _shape_only(64, 64, 3, 3),
-                       _shape_only(64, 64, 3, 3, dtype=torch.bool)]),
-], ids=["input", "output", "im2col"])
+@pytest.mark.parametrize(
+    "op,tensors",
+    [
+        # An input past 2^31 elements.
+        (
+            "masked_linear",
+            [
+                _shape_only(65536, 32769),
+                _shape_only(8, 32769),
+                _shape_only(8, 32769, dtype=torch.bool),
+            ],
+        ),
+        # Inputs under 2^31, the output of 65,536 x 50,304 past it.
+        (
+            "masked_linear",
+            [
+                _shape_only(65536, 64),
+                _shape_only(50304, 64),
+                _shape_only(50304, 64, dtype=torch.bool),
+            ],
+        ),
+        # An input of 2^28 elements, its im2col buffer (64 x 254 x 254 rows x 576) past 2^31.
+        (
+            "masked_conv2d",
+            [
+                _shape_only(64, 64, 256, 256),
+                _shape_only(64, 64, 3, 3),
+                _shape_only(64, 64, 3, 3, dtype=torch.bool),
+            ],
+        ),
+    ],
+    ids=["input", "output", "im2col"],
+)
 def test_tensors_past_2_31_elements_are_served(op, tensors, monkeypatch):
     # The kernels' offsets are 64-bit (tests/kernels/test_masked_matmul.py runs them past
     # 2^31): no size is a reason to refuse.

@@ -8,8 +8,12 @@ import torch
 from sparse_tickets import data, files
 from sparse_tickets.lottery.hparams import Hparams
 from sparse_tickets.lottery.imp import LotteryRun
-from sparse_tickets.lottery.instability import (InstabilityAnalysis, alphas, error_barrier,
-                                                interpolate)
+from sparse_tickets.lottery.instability import (
+    InstabilityAnalysis,
+    alphas,
+    error_barrier,
+    interpolate,
+)
 from sparse_tickets.lottery.runs import RunError
 from sparse_tickets.progress import LogLines
 
@@ -52,18 +56,37 @@ def test_interpolate_refuses_different_masks_or_networks():
 
 # A short run with a rewind point at K = 20: level 0 stores its weights at 20, which the
 # analysis of level 0 from 20 must reproduce exactly by training to 20 itself.
-HP = Hparams(iterations="60", levels=1, eval_every=20, train_size=600, controls="none",
-             rewind="iteration", rewind_iteration="20")
+HP = Hparams(
+    iterations="60",
+    levels=1,
+    eval_every=20,
+    train_size=600,
+    controls="none",
+    rewind="iteration",
+    rewind_iteration="20",
+)
 
 
 @pytest.fixture(scope="module")
 def lottery(tmp_path_factory):
     splits = data.load("mnist5k")
     subset = torch.randperm(len(splits.train), generator=torch.Generator().manual_seed(0))
-    splits = data.DatasetSplits(splits.name, splits.train.subset(subset[:600]), splits.val,
-                                splits.test, splits.input_shape, splits.num_classes)
-    lottery = LotteryRun(HP, tmp_path_factory.mktemp("runs"), splits, torch.device("cpu"),
-                         checkpoint_every=25, progress=LogLines(io.StringIO()))
+    splits = data.DatasetSplits(
+        splits.name,
+        splits.train.subset(subset[:600]),
+        splits.val,
+        splits.test,
+        splits.input_shape,
+        splits.num_classes,
+    )
+    lottery = LotteryRun(
+        HP,
+        tmp_path_factory.mktemp("runs"),
+        splits,
+        torch.device("cpu"),
+        checkpoint_every=25,
+        progress=LogLines(io.StringIO()),
+    )
     lottery.execute()
     return lottery
 
@@ -117,8 +140,11 @@ def test_a_done_analysis_is_skipped_and_other_points_only_evaluate(lottery, anal
     assert {index: analysed.copy(index).trained.stat().st_mtime_ns for index in (0, 1)} == before
     three = files.read_json(analysed.path(3))
     five = files.read_json(analysed.path(5))
-    assert three["test_error"] == [five["test_error"][0], five["test_error"][2],
-                                   five["test_error"][4]]
+    assert three["test_error"] == [
+        five["test_error"][0],
+        five["test_error"][2],
+        five["test_error"][4],
+    ]
 
 
 def test_a_copy_that_was_interrupted_is_retrained_alone(lottery, analysed):
@@ -141,8 +167,9 @@ def test_a_pruned_level_from_its_start_trains_no_spawn(lottery):
     copy_start = files.read_tensors(where.copy(0).start)
     assert all(torch.equal(copy_start[name], start[name]) for name in start)
     result = files.read_json(where.path(2))
-    assert result["percent_remaining"] == pytest.approx(100 * lottery.run.level(
-        "main", 1).read_metrics()["density"])
+    assert result["percent_remaining"] == pytest.approx(
+        100 * lottery.run.level("main", 1).read_metrics()["density"]
+    )
 
 
 def test_bad_requests_are_one_line_errors(lottery):

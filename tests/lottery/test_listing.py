@@ -56,7 +56,8 @@ def test_a_damaged_run_is_listed_with_the_reason(tmp_path):
     metrics.parent.mkdir(parents=True)
     metrics.write_text("{not json")
     (metrics.parent / (metrics.name + ".sha256")).write_text(
-        __import__("hashlib").sha256(b"{not json").hexdigest())
+        __import__("hashlib").sha256(b"{not json").hexdigest()
+    )
     assert listing.read_state(run.directory).state.startswith("unreadable: ")
 
 
@@ -65,7 +66,6 @@ def test_the_table_shows_only_the_settings_that_differ(tmp_path):
     states = [listing.read_state(run.directory) for run in runs]
     assert listing.differing_fields(states) == ["lr"]
     lines = listing.table(states, tmp_path).splitlines()
-    assert lines[0].split() == ["run", "name", "model/dataset", "seeds", "lr", "state",
-                                "progress"]
+    assert lines[0].split() == ["run", "name", "model/dataset", "seeds", "lr", "state", "progress"]
     assert len(lines) == 4 and any(" 3/0/1 " in line for line in lines)
     assert listing.find_runs(tmp_path) == sorted(run.directory for run in runs)

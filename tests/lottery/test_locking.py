@@ -22,7 +22,8 @@ def test_a_second_holder_is_refused_and_told_who_holds_it(tmp_path, lock_holder)
     holder.wait()
     with locking.held(tmp_path):
         assert locking.describe_holder(tmp_path / locking.LOCK_FILE).startswith(
-            f"process {os.getpid()} (")
+            f"process {os.getpid()} ("
+        )
 
 
 def test_wait_blocks_until_the_holder_lets_go(tmp_path, lock_holder):

@@ -25,13 +25,16 @@ def test_naming_a_rewind_iteration_rewinds_to_it():
     assert resolve({"rewind_iteration": "100", "rewind": "lr"}).rewind == "lr"
 
 
-@pytest.mark.parametrize("given, preset, message", [
-    ({}, "lenet/mnist", "unknown preset 'lenet/mnist'; expected one of"),
-    ({"model": "lenet"}, None, "unknown model 'lenet'; expected one of lenet_300_100"),
-    ({"dataset": "imagenet"}, None, "unknown dataset 'imagenet'; expected one of cifar10"),
-    ({"momentum": 0.9}, None, "--momentum 0.9 given, but optimizer adam takes no momentum"),
-    ({"lr": -1.0}, None, "lr is -1.0; expected a positive learning rate"),
-])
+@pytest.mark.parametrize(
+    "given, preset, message",
+    [
+        ({}, "lenet/mnist", "unknown preset 'lenet/mnist'; expected one of"),
+        ({"model": "lenet"}, None, "unknown model 'lenet'; expected one of lenet_300_100"),
+        ({"dataset": "imagenet"}, None, "unknown dataset 'imagenet'; expected one of cifar10"),
+        ({"momentum": 0.9}, None, "--momentum 0.9 given, but optimizer adam takes no momentum"),
+        ({"lr": -1.0}, None, "lr is -1.0; expected a positive learning rate"),
+    ],
+)
 def test_values_that_cannot_be_used_are_refused_in_one_line(given, preset, message):
     with pytest.raises(HparamsError, match=message) as refused:
         resolve(given, preset)

@@ -14,23 +14,29 @@ from sparse_tickets.progress import LogLines, ProgressBars
 
 
 def _fits(hp: Hparams, given: dict) -> None:
-    model = models.create(hp.model, input_shape=(1, 28, 28) if hp.model.startswith("lenet")
-                          else (3, 32, 32))
+    model = models.create(
+        hp.model, input_shape=(1, 28, 28) if hp.model.startswith("lenet") else (3, 32, 32)
+    )
     session.check_fits(hp, Schedule.resolve(hp, 600), model, given)
 
 
 def test_a_rate_given_for_a_kind_of_layer_the_model_lacks_is_refused():
     hp = Hparams(conv_fraction=0.2)  # LeNet: fc layers only
-    with pytest.raises(HparamsError, match="--conv-fraction 0.2 given, but lenet_300_100 has "
-                                           "no conv layer to prune"):
+    with pytest.raises(
+        HparamsError,
+        match="--conv-fraction 0.2 given, but lenet_300_100 has no conv layer to prune",
+    ):
         _fits(hp, {"conv_fraction": 0.2})
     _fits(hp, {})  # the same rate from a preset is not the user's mistake
     _fits(hp.replace(conv_fraction=0.0), {"conv_fraction": 0.0})  # a rate of 0 asks nothing
 
 
 def test_an_nm_group_longer_than_every_row_is_refused():
-    with pytest.raises(HparamsError, match="nm 2:1024 groups 1024 weights, more than the "
-                                           "longest row of lenet_300_100 \\(784 weights\\)"):
+    with pytest.raises(
+        HparamsError,
+        match="nm 2:1024 groups 1024 weights, more than the "
+        "longest row of lenet_300_100 \\(784 weights\\)",
+    ):
         _fits(Hparams(nm="2:1024"), {"nm": "2:1024"})
 
 
@@ -45,8 +51,9 @@ def test_progress_is_bars_or_log_lines():
 
 
 def test_working_in_a_directory_holds_its_lock_and_shows_progress(tmp_path):
-    with session.working_in(tmp_path, torch.device("cpu"), quiet=True,
-                            command="sparse-tickets imp") as progress:
+    with session.working_in(
+        tmp_path, torch.device("cpu"), quiet=True, command="sparse-tickets imp"
+    ) as progress:
         assert type(progress) is LogLines
         holder = locking.describe_holder(tmp_path / locking.LOCK_FILE)
         assert holder.startswith(f"process {os.getpid()} (")

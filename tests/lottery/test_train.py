@@ -28,9 +28,10 @@ def test_data_order_is_a_function_of_the_iteration():
 
 
 def test_summary_takes_the_first_minimum_of_validation_loss():
-    rows = [dict(iteration=i, val_loss=v, val_accuracy=a, test_accuracy=a, test_loss=v,
-                 train_loss=None)
-            for i, v, a in ((0, 2.0, 0.1), (10, 0.5, 0.8), (20, 0.5, 0.9), (30, 0.7, 0.85))]
+    rows = [
+        dict(iteration=i, val_loss=v, val_accuracy=a, test_accuracy=a, test_loss=v, train_loss=None)
+        for i, v, a in ((0, 2.0, 0.1), (10, 0.5, 0.8), (20, 0.5, 0.9), (30, 0.7, 0.85))
+    ]
     summary = summarize(rows)
     assert summary["early_stop_iteration"] == 10
     assert summary["early_stop_test_accuracy"] == 0.8
@@ -38,13 +39,23 @@ def test_summary_takes_the_first_minimum_of_validation_loss():
 
 
 def _row(iteration, val_loss, accuracy=0.5):
-    return dict(iteration=iteration, val_loss=val_loss, val_accuracy=accuracy,
-                test_accuracy=accuracy, test_loss=val_loss, train_loss=None)
+    return dict(
+        iteration=iteration,
+        val_loss=val_loss,
+        val_accuracy=accuracy,
+        test_accuracy=accuracy,
+        test_loss=val_loss,
+        train_loss=None,
+    )
 
 
 def test_a_non_finite_validation_loss_is_never_the_early_stop_point():
-    rows = [_row(0, 2.3, 0.1), _row(10, 0.9, 0.6), _row(20, math.nan, 0.1),
-            _row(30, -math.inf, 0.1)]
+    rows = [
+        _row(0, 2.3, 0.1),
+        _row(10, 0.9, 0.6),
+        _row(20, math.nan, 0.1),
+        _row(30, -math.inf, 0.1),
+    ]
     summary = summarize(rows)
     assert summary["early_stop_iteration"] == 10 and summary["early_stop_val_loss"] == 0.9
     nothing_finite = summarize([_row(0, math.nan)])
@@ -56,19 +67,23 @@ def test_divergence_is_a_non_finite_loss_or_weight():
     model = models.create("lenet_300_100")
     assert divergence(model, _row(10, 0.5), running_loss=12.0) is None
     assert divergence(model, None, running_loss=math.inf) == {
-        "cause": "the training loss became inf"}
+        "cause": "the training loss became inf"
+    }
     assert divergence(model, _row(10, math.nan), None) == {
-        "cause": "the validation loss became nan"}
+        "cause": "the validation loss became nan"
+    }
     with torch.no_grad():
         model.output.bias[3] = math.nan
     assert divergence(model, _row(10, 0.5), 1.0) == {
-        "cause": "the weights became non-finite (output.bias)"}
+        "cause": "the weights became non-finite (output.bias)"
+    }
 
 
 def test_an_exploding_but_finite_loss_is_described_and_a_merely_poor_one_is_not():
     metrics = {"diverged": False, "evaluations": [_row(0, 2.3), _row(10, 590630.0)]}
     assert explosion(metrics, num_classes=10) == (
-        "the validation loss ended at 5.91e+05, 256507 times that of guessing (2.30)")
+        "the validation loss ended at 5.91e+05, 256507 times that of guessing (2.30)"
+    )
     poor = {"diverged": False, "evaluations": [_row(0, 2.3), _row(10, 40.0)]}
     assert explosion(poor, num_classes=10) is None  # overfitting, not an explosion
     assert explosion({**metrics, "diverged": True}, num_classes=10) is None

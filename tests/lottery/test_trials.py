@@ -6,17 +6,31 @@ from sparse_tickets.lottery import trials
 from sparse_tickets.lottery.trials import Trial, TrialsError
 
 
-@pytest.mark.parametrize("text, expected", [
-    ("0-4", [0, 1, 2, 3, 4]), ("3", [3]), ("0,3,7", [0, 3, 7]), (" 1 - 2 , 5", [1, 2, 5]),
-    ("2-2", [2])])
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("0-4", [0, 1, 2, 3, 4]),
+        ("3", [3]),
+        ("0,3,7", [0, 3, 7]),
+        (" 1 - 2 , 5", [1, 2, 5]),
+        ("2-2", [2]),
+    ],
+)
 def test_seeds_parse_ranges_and_lists(text, expected):
     assert trials.parse_seeds(text) == expected
 
 
-@pytest.mark.parametrize("text, message", [
-    ("", "expected seed offsets like 0-4"), ("a-b", "expected seed offsets like 0-4"),
-    ("-1", "expected seed offsets like 0-4"), ("4-0", "expected first <= last"),
-    ("0-2,1", "names a seed twice"), ("0-5000", "expected at most 1000")])
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("", "expected seed offsets like 0-4"),
+        ("a-b", "expected seed offsets like 0-4"),
+        ("-1", "expected seed offsets like 0-4"),
+        ("4-0", "expected first <= last"),
+        ("0-2,1", "names a seed twice"),
+        ("0-5000", "expected at most 1000"),
+    ],
+)
 def test_bad_seeds_are_refused_in_one_line(text, message):
     with pytest.raises(TrialsError, match=message) as error:
         trials.parse_seeds(text)
@@ -33,13 +47,17 @@ def test_trials_are_offsets_from_zero_and_exclude_seeds():
         trials.seed_offsets(0, None)
 
 
-@pytest.mark.parametrize("count, parallel, cores, expected", [
-    (3, None, 2, (2, 1)),   # one process per core, the third waits
-    (1, None, 8, (1, 8)),   # one trial takes every core
-    (4, None, 16, (4, 4)),
-    (5, 2, 2, (2, 1)),
-    (2, 1, 4, (1, 4)),
-    (3, 8, 2, (3, 1))])     # asked for more processes than cores: one thread each
+@pytest.mark.parametrize(
+    "count, parallel, cores, expected",
+    [
+        (3, None, 2, (2, 1)),  # one process per core, the third waits
+        (1, None, 8, (1, 8)),  # one trial takes every core
+        (4, None, 16, (4, 4)),
+        (5, 2, 2, (2, 1)),
+        (2, 1, 4, (1, 4)),
+        (3, 8, 2, (3, 1)),
+    ],
+)  # asked for more processes than cores: one thread each
 def test_cores_are_split_between_the_processes(count, parallel, cores, expected):
     assert trials.split_cores(count, parallel, cores) == expected
 
@@ -59,8 +77,7 @@ def test_children_run_at_most_parallel_at_once_with_their_threads_and_logs(tmp_p
         started.append(trial)
         at_once.append(len(started) - len(ended))
 
-    outcomes = trials.run_local(made, parallel=2, threads=3, on_start=start,
-                                on_end=ended.append)
+    outcomes = trials.run_local(made, parallel=2, threads=3, on_start=start, on_end=ended.append)
     assert max(at_once) == 2
     assert [outcome.returncode for outcome in outcomes] == [0, 0, 0]
     assert [outcome.trial for outcome in outcomes] == made

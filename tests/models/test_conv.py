@@ -56,12 +56,18 @@ def test_dropout_is_absent_unless_asked_for():
 def test_dropout_follows_each_hidden_relu_and_nothing_else():
     model = conv2(dropout=0.5)
     kinds = [type(layer) for layer in model.hidden]
-    assert kinds == [nn.Flatten, MaskedLinear, nn.ReLU, nn.Dropout,
-                     MaskedLinear, nn.ReLU, nn.Dropout]
+    assert kinds == [
+        nn.Flatten,
+        MaskedLinear,
+        nn.ReLU,
+        nn.Dropout,
+        MaskedLinear,
+        nn.ReLU,
+        nn.Dropout,
+    ]
     dropouts = [module for module in model.modules() if isinstance(module, nn.Dropout)]
     assert [dropout.p for dropout in dropouts] == [0.5, 0.5]
-    assert all(isinstance(layer, (MaskedConv2d, nn.ReLU, nn.MaxPool2d))
-               for layer in model.features)
+    assert all(isinstance(layer, (MaskedConv2d, nn.ReLU, nn.MaxPool2d)) for layer in model.features)
 
 
 def test_dropout_acts_in_training_only():
@@ -79,9 +85,10 @@ def test_mnist_images_fit_conv6_and_the_flatten_follows_the_shape():
     assert model(torch.randn(2, 1, 28, 28)).shape == (2, 10)
 
 
-@pytest.mark.parametrize("name, shape, needs", [("conv2", (3, 1, 8), 2),
-                                                ("conv4", (3, 8, 3), 4),
-                                                ("conv6", (3, 7, 7), 8)])
+@pytest.mark.parametrize(
+    "name, shape, needs",
+    [("conv2", (3, 1, 8), 2), ("conv4", (3, 8, 3), 4), ("conv6", (3, 7, 7), 8)],
+)
 def test_inputs_the_pools_would_empty_are_refused_at_construction(name, shape, needs):
     with pytest.raises(ValueError, match=rf"^{name} cannot take input_shape .*at least {needs}$"):
         ConvNet(name, input_shape=shape)

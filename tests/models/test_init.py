@@ -9,14 +9,22 @@ from sparse_tickets.models import glorot_normal_, kaiming_normal_
 
 
 def small_model():
-    return nn.Sequential(MaskedConv2d(3, 64, 3), nn.BatchNorm2d(64), nn.Flatten(),
-                         MaskedLinear(400, 300), nn.Linear(300, 10))
+    return nn.Sequential(
+        MaskedConv2d(3, 64, 3),
+        nn.BatchNorm2d(64),
+        nn.Flatten(),
+        MaskedLinear(400, 300),
+        nn.Linear(300, 10),
+    )
 
 
-@pytest.mark.parametrize("initialise, expected_std", [
-    (glorot_normal_, lambda fan_in, fan_out: math.sqrt(2.0 / (fan_in + fan_out))),
-    (kaiming_normal_, lambda fan_in, fan_out: math.sqrt(2.0 / fan_in)),
-])
+@pytest.mark.parametrize(
+    "initialise, expected_std",
+    [
+        (glorot_normal_, lambda fan_in, fan_out: math.sqrt(2.0 / (fan_in + fan_out))),
+        (kaiming_normal_, lambda fan_in, fan_out: math.sqrt(2.0 / fan_in)),
+    ],
+)
 def test_weight_spread_matches_the_scheme_and_biases_are_zero(initialise, expected_std):
     model = small_model()
     with torch.no_grad():

@@ -21,8 +21,10 @@ def test_names_are_the_papers_models_in_figure_order():
 
 def test_specs_give_the_default_input_shapes():
     shapes = {name: models.spec(name).default_input_shape for name in models.names()}
-    assert shapes == {"lenet_300_100": (1, 28, 28), **{name: (3, 32, 32)
-                                                       for name in PAPER_MODELS[1:]}}
+    assert shapes == {
+        "lenet_300_100": (1, 28, 28),
+        **{name: (3, 32, 32) for name in PAPER_MODELS[1:]},
+    }
 
 
 @pytest.mark.parametrize("name", PAPER_MODELS)
@@ -36,8 +38,9 @@ def test_forward_on_the_default_shape_gives_one_row_per_example(built, name):
 
 @pytest.mark.parametrize("name", PAPER_MODELS)
 def test_every_linear_and_conv_is_masked_from_construction(built, name):
-    layers = [module for module in built[name].modules()
-              if isinstance(module, (nn.Linear, nn.Conv2d))]
+    layers = [
+        module for module in built[name].modules() if isinstance(module, (nn.Linear, nn.Conv2d))
+    ]
     assert layers and all(isinstance(layer, MaskedLayer) for layer in layers)
     assert all(bool(layer.mask.all()) for layer in layers)
 
@@ -93,22 +96,28 @@ def test_a_name_that_is_not_a_string_is_a_type_error():
 
 
 def test_unknown_option_names_the_model_and_its_options():
-    with pytest.raises(TypeError, match=r"^model 'lenet_300_100' has no option 'dropout'; its "
-                                        r"options: none$"):
+    with pytest.raises(
+        TypeError,
+        match=r"^model 'lenet_300_100' has no option 'dropout'; its "
+        r"options: none$",
+    ):
         models.create("lenet_300_100", dropout=0.5)
     with pytest.raises(TypeError, match=r"no option 'droput'; its options: dropout$"):
         models.create("conv2", droput=0.5)
 
 
-@pytest.mark.parametrize("name, shape", [
-    ("lenet_300_100", (784,)),
-    ("lenet_300_100", (1, 28, 0)),
-    ("conv2", (3, 32.0, 32)),
-    ("conv4", (3, 32, True)),
-    ("resnet20", "3x32x32"),
-    ("conv6", (3, 4, 4)),
-    ("vgg19", (3, 16, 16)),
-])
+@pytest.mark.parametrize(
+    "name, shape",
+    [
+        ("lenet_300_100", (784,)),
+        ("lenet_300_100", (1, 28, 0)),
+        ("conv2", (3, 32.0, 32)),
+        ("conv4", (3, 32, True)),
+        ("resnet20", "3x32x32"),
+        ("conv6", (3, 4, 4)),
+        ("vgg19", (3, 16, 16)),
+    ],
+)
 def test_a_shape_the_model_cannot_take_fails_at_construction(name, shape):
     with pytest.raises(ValueError) as error:
         models.create(name, input_shape=shape)

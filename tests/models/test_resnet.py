@@ -20,8 +20,11 @@ def test_weight_count_follows_the_architecture_not_the_papers_274k():
     model = resnet20()
     count = sum(layer.weight.numel() for _, layer in masked_layers(model))
     assert count == 270_896
-    stored = sum(value.numel() for key, value in model.state_dict().items()
-                 if not key.endswith(("mask", "num_batches_tracked")))
+    stored = sum(
+        value.numel()
+        for key, value in model.state_dict().items()
+        if not key.endswith(("mask", "num_batches_tracked"))
+    )
     assert stored == 274_042
 
 
@@ -30,10 +33,10 @@ def test_stages_are_three_blocks_of_16_32_64_with_projections_where_shape_change
     blocks = [block for stage in model.stages for block in stage]
     assert all(isinstance(block, BasicBlock) for block in blocks)
     assert [block.conv2.out_channels for block in blocks] == [16] * 3 + [32] * 3 + [64] * 3
-    assert [block.conv1.stride for block in blocks] == \
-        [(1, 1)] * 3 + [(2, 2), (1, 1), (1, 1)] * 2
-    projections = [i for i, block in enumerate(blocks) if not isinstance(block.shortcut,
-                                                                         nn.Identity)]
+    assert [block.conv1.stride for block in blocks] == [(1, 1)] * 3 + [(2, 2), (1, 1), (1, 1)] * 2
+    projections = [
+        i for i, block in enumerate(blocks) if not isinstance(block.shortcut, nn.Identity)
+    ]
     assert projections == [3, 6]
     for i in projections:
         conv, norm = blocks[i].shortcut

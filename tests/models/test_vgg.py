@@ -52,6 +52,9 @@ def test_forward_gives_logits_per_example(model):
 
 
 def test_inputs_smaller_than_32_are_refused():
-    with pytest.raises(ValueError, match=r"^vgg19 cannot take input_shape \(3, 31, 32\).*at "
-                                         r"least 32$"):
+    with pytest.raises(
+        ValueError,
+        match=r"^vgg19 cannot take input_shape \(3, 31, 32\).*at "
+        r"least 32$",
+    ):
         VGG19(input_shape=(3, 31, 32))

@@ -114,10 +114,16 @@ def test_a_compact_layer_trains_like_a_dense_one():
     assert torch.allclose(compact.bias.grad, dense.bias.grad, atol=1e-6)
 
 
-@pytest.mark.parametrize("kwargs", [dict(padding=1), dict(padding="same", padding_mode="reflect"),
-                                    dict(stride=2, dilation=2, padding=(2, 1)),
-                                    dict(padding=1, padding_mode="circular", bias=False)],
-                         ids=["padded", "same-reflect", "strided-dilated", "circular"])
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        dict(padding=1),
+        dict(padding="same", padding_mode="reflect"),
+        dict(stride=2, dilation=2, padding=(2, 1)),
+        dict(padding=1, padding_mode="circular", bias=False),
+    ],
+    ids=["padded", "same-reflect", "strided-dilated", "circular"],
+)
 def test_compact_conv_matches_dense(kwargs):
     layer = _conv(**kwargs)
     x = torch.randn(2, 3, 9, 8)
@@ -127,9 +133,15 @@ def test_compact_conv_matches_dense(kwargs):
 
 
 @pytest.mark.parametrize("variant", [None, "batch", "width", "im2col"])
-@pytest.mark.parametrize("kwargs", [dict(padding=1), dict(padding="same", padding_mode="reflect"),
-                                    dict(stride=2, padding=1, groups=3)],
-                         ids=["padded", "same-reflect", "strided-depthwise"])
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        dict(padding=1),
+        dict(padding="same", padding_mode="reflect"),
+        dict(stride=2, padding=1, groups=3),
+    ],
+    ids=["padded", "same-reflect", "strided-depthwise"],
+)
 def test_every_conv_variant_trains_like_the_dense_layer(variant, kwargs):
     torch.manual_seed(2)
     dense = MaskedConv2d(3, 6, 3, **kwargs)
@@ -156,7 +168,8 @@ def test_module_conversions_carry_the_compact_form():
     layer = _linear()
     layer.set_mode("compact")
     double = copy.deepcopy(layer).double()
-    assert double.values.dtype == torch.float64 and double.compact_index.row_ptr.dtype == torch.int32
+    assert double.values.dtype == torch.float64
+    assert double.compact_index.row_ptr.dtype == torch.int32
     assert torch.equal(double.weight, layer.weight.double())
     exported = layer.to_dense()
     assert type(exported) is torch.nn.Linear and torch.equal(exported.weight, layer.weight)
@@ -175,7 +188,7 @@ def test_reset_parameters_in_compact_mode_respects_the_mask():
 
 def test_dense_index_is_unavailable_in_dense_mode():
     with pytest.raises(RuntimeError, match="is in dense mode; it has no compact index"):
-        _linear().compact_index
+        _ = _linear().compact_index
 
 
 class _LinearThenConv(torch.nn.Module):

@@ -4,15 +4,25 @@ import pytest
 import torch
 from torch import nn
 
-from sparse_tickets import (MaskedConv2d, MaskedLinear, masked, masked_layers, masking_report,
-                            unmasked)
+from sparse_tickets import (
+    MaskedConv2d,
+    MaskedLinear,
+    masked,
+    masked_layers,
+    masking_report,
+    unmasked,
+)
 
 
 class UserModel(nn.Module):
     def __init__(self):
         super().__init__()
-        self.features = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(),
-                                      nn.Conv2d(4, 4, 3, groups=2, bias=False))
+        self.features = nn.Sequential(
+            nn.Conv2d(3, 4, 3, padding=1),
+            nn.BatchNorm2d(4),
+            nn.ReLU(),
+            nn.Conv2d(4, 4, 3, groups=2, bias=False),
+        )
         self.heads = nn.ModuleList([nn.Linear(4 * 6 * 6, 8), nn.Linear(8, 3)])
         self.attention = nn.MultiheadAttention(8, 2)
 
@@ -35,8 +45,12 @@ def test_masked_converts_every_linear_and_conv_keeping_values():
     # MultiheadAttention's out_proj is a Linear subclass with its own use: left alone.
     assert type(model.attention.out_proj) is nn.modules.linear.NonDynamicallyQuantizableLinear
     torch.testing.assert_close(model(x), before, rtol=0, atol=0)
-    assert [name for name, _ in masked_layers(model)] == ["features.0", "features.3",
-                                                           "heads.0", "heads.1"]
+    assert [name for name, _ in masked_layers(model)] == [
+        "features.0",
+        "features.3",
+        "heads.0",
+        "heads.1",
+    ]
     assert "features.0.mask" in model.state_dict()
 
 
@@ -85,8 +99,10 @@ def test_excluding_a_module_excludes_everything_inside_it():
 
 
 def _types_and_buffers(model):
-    return ({name: type(module) for name, module in model.named_modules()},
-            sorted(name for name, _ in model.named_buffers()))
+    return (
+        {name: type(module) for name, module in model.named_modules()},
+        sorted(name for name, _ in model.named_buffers()),
+    )
 
 
 def test_a_refusal_leaves_the_model_as_it_was():
@@ -96,8 +112,11 @@ def test_a_refusal_leaves_the_model_as_it_was():
     model[2].weight_mask = torch.zeros(5, 4)
     before = _types_and_buffers(model)
     weights = [layer.weight.detach().clone() for layer in model[:2]]
-    with pytest.raises(ValueError, match=r"^2\.weight: Embedding already has an attribute "
-                                         r"'weight_mask'") as error:
+    with pytest.raises(
+        ValueError,
+        match=r"^2\.weight: Embedding already has an attribute "
+        r"'weight_mask'",
+    ) as error:
         masked(model)
     assert "\n" not in str(error.value)
     assert _types_and_buffers(model) == before
@@ -110,13 +129,16 @@ def test_parameters_over_one_memory_are_refused_unless_they_do_not_overlap():
     twice[0].weight, twice[1].weight = nn.Parameter(shared), nn.Parameter(shared)
     base = torch.randn(12, 4)
     overlapping = nn.Sequential(nn.Linear(4, 4), nn.Embedding(4, 4))
-    overlapping[0].weight, overlapping[1].weight = (nn.Parameter(base[:4]),
-                                                    nn.Parameter(base[2:6]))
-    for model, names in ((twice, "'0.weight' and '1.weight'"),
-                         (overlapping, "'0.weight' and '1.weight'")):
+    overlapping[0].weight, overlapping[1].weight = (nn.Parameter(base[:4]), nn.Parameter(base[2:6]))
+    for model, names in (
+        (twice, "'0.weight' and '1.weight'"),
+        (overlapping, "'0.weight' and '1.weight'"),
+    ):
         before = _types_and_buffers(model)
-        with pytest.raises(ValueError, match=f"masked weights {names} are different "
-                                             f"Parameters over the same memory") as error:
+        with pytest.raises(
+            ValueError,
+            match=f"masked weights {names} are different Parameters over the same memory",
+        ) as error:
             masked(model)
         assert "\n" not in str(error.value) and _types_and_buffers(model) == before
     # Views of separate rows of one tensor share no entry: each keeps its own mask.

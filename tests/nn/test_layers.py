@@ -4,9 +4,9 @@ import copy
 import io
 
 import pytest
-import torch.nn.utils.prune  # noqa: F401  (torch.nn.utils.prune as an attribute)
 import torch
 import torch.nn.functional as F
+import torch.nn.utils.prune  # noqa: F401  (torch.nn.utils.prune as an attribute)
 from torch import nn
 
 from sparse_tickets import MaskedConv2d, MaskedLinear
@@ -57,15 +57,22 @@ def test_set_mask_accepts_0_1_values_and_updates_the_buffer_in_place():
     assert layer.mask.tolist() == [[False, True], [True, True]]
 
 
-@pytest.mark.parametrize("mask,message", [
-    (torch.ones(3, 2, dtype=torch.bool),
-     "mask has shape (3, 2); expected the weight's shape (2, 3)"),
-    (torch.tensor([[1, 2, 0], [0, 1, 1]]), "mask holds the value 2; expected only 0 and 1"),
-    (torch.full((2, 3), 0.5), "mask holds the value 0.5; expected only 0 and 1"),
-    (torch.ones(2, 3, dtype=torch.bool, device="meta"),
-     "mask is on meta; expected the weight's device cpu"),
-    ("all", "mask must be a tensor of 0/1 or bool values; got str"),
-])
+@pytest.mark.parametrize(
+    "mask,message",
+    [
+        (
+            torch.ones(3, 2, dtype=torch.bool),
+            "mask has shape (3, 2); expected the weight's shape (2, 3)",
+        ),
+        (torch.tensor([[1, 2, 0], [0, 1, 1]]), "mask holds the value 2; expected only 0 and 1"),
+        (torch.full((2, 3), 0.5), "mask holds the value 0.5; expected only 0 and 1"),
+        (
+            torch.ones(2, 3, dtype=torch.bool, device="meta"),
+            "mask is on meta; expected the weight's device cpu",
+        ),
+        ("all", "mask must be a tensor of 0/1 or bool values; got str"),
+    ],
+)
 def test_set_mask_rejects_bad_masks_in_one_line(mask, message):
     layer = MaskedLinear(3, 2)
     before = layer.weight.detach().clone()
@@ -159,8 +166,10 @@ def test_gradients_through_the_layer_are_masked():
     assert (layer.weight.grad[~mask] == 0).all()
 
 
-@pytest.mark.parametrize("make_layer,x_shape", [(lambda: MaskedLinear(6, 4), (3, 6)),
-                                                (lambda: MaskedConv2d(2, 3, 3), (1, 2, 6, 6))])
+@pytest.mark.parametrize(
+    "make_layer,x_shape",
+    [(lambda: MaskedLinear(6, 4), (3, 6)), (lambda: MaskedConv2d(2, 3, 3), (1, 2, 6, 6))],
+)
 def test_autocast_runs_in_the_low_dtype_and_masks_full_precision_grads(make_layer, x_shape):
     layer = make_layer()
     mask = _half_mask(layer.weight)
@@ -209,8 +218,11 @@ def test_from_dense_refuses_a_layer_pruned_by_torch_prune():
 
 def test_mixed_input_and_weight_dtypes_are_refused():
     layer = MaskedLinear(3, 2)
-    with pytest.raises(ValueError, match="input, weight and bias must share one dtype; got "
-                                         "input torch.float64, weight torch.float32"):
+    with pytest.raises(
+        ValueError,
+        match="input, weight and bias must share one dtype; got "
+        "input torch.float64, weight torch.float32",
+    ):
         layer(torch.randn(1, 3, dtype=torch.float64))
 
 
@@ -232,7 +244,7 @@ def test_meta_layers_propagate_shapes_forward_and_backward(autocast):
 def test_to_empty_gives_a_meta_layer_a_full_mask_not_uninitialised_memory():
     layer = MaskedLinear(5, 3, device="meta")
     with pytest.raises(ValueError, match="on the meta device, which holds no values") as error:
-        layer.density
+        _ = layer.density
     assert "\n" not in str(error.value)
     layer.to_empty(device="cpu")
     assert layer.mask.dtype == torch.bool and bool(layer.mask.all())
@@ -249,6 +261,7 @@ def test_a_mask_left_on_meta_beside_a_loaded_weight_becomes_full():
     torch.testing.assert_close(layer(x), F.linear(x, layer.weight, layer.bias))
     assert layer.mask.device.type == "cpu" and bool(layer.mask.all())
     loaded = MaskedLinear(5, 3, device="meta")
-    loaded.load_state_dict({"weight": torch.randn(3, 5), "bias": torch.randn(3)}, strict=False,
-                           assign=True)
+    loaded.load_state_dict(
+        {"weight": torch.randn(3, 5), "bias": torch.randn(3)}, strict=False, assign=True
+    )
     assert loaded.mask.device.type == "cpu" and bool(loaded.mask.all())

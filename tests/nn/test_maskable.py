@@ -34,7 +34,7 @@ class Zoo(nn.Module):
         self.gated = Gated()
 
     def forward(self, ids, volume):
-        x = self.embed(ids)                                    # (N, L, 4)
+        x = self.embed(ids)  # (N, L, 4)
         x = self.conv1(x.transpose(1, 2)).transpose(1, 2)
         x = self.attention(x, x, x, need_weights=False)[0]
         return self.gated(x).sum() + self.conv3(volume).sum()
@@ -51,8 +51,14 @@ def test_every_registered_weight_gets_a_mask_in_place():
     st.masked(model)
     assert {name: type(module) for name, module in model.named_modules()} == types
     assert list(masked_weights(model)) == [
-        "embed.weight", "conv1.weight", "conv3.weight", "attention.in_proj_weight",
-        "attention.out_proj.weight", "gated.weight", "gated.gate"]
+        "embed.weight",
+        "conv1.weight",
+        "conv3.weight",
+        "attention.in_proj_weight",
+        "attention.out_proj.weight",
+        "gated.weight",
+        "gated.gate",
+    ]
     assert "attention.in_proj_weight_mask" in model.state_dict()
     assert st.masking_report(model).coverage == 1.0
 
@@ -60,8 +66,12 @@ def test_every_registered_weight_gets_a_mask_in_place():
 def test_pruned_weights_are_zero_their_gradients_too_and_outputs_follow():
     register_maskable(Gated, weights=("weight", "gate"))
     model = st.masked(Zoo())
-    masks = Masks({name: torch.rand(source.mask.shape) < 0.5
-                   for name, source in masked_weights(model).items()})
+    masks = Masks(
+        {
+            name: torch.rand(source.mask.shape) < 0.5
+            for name, source in masked_weights(model).items()
+        }
+    )
     masks.apply_to(model)
     plain = Zoo()
     plain.load_state_dict(st.plain_state_dict(model))
@@ -78,7 +88,7 @@ def test_masks_survive_loading_copying_and_unmasking():
     source = masked_weights(model)["0.weight"]
     source.set_mask(torch.eye(7, 3, dtype=torch.bool))
     with torch.no_grad():
-        source.weight.fill_(1.0)          # an outside write, undone by the next load
+        source.weight.fill_(1.0)  # an outside write, undone by the next load
     model.load_state_dict(model.state_dict())
     assert torch.equal(source.weight, torch.eye(7, 3))
     copied = copy.deepcopy(model)
@@ -101,8 +111,11 @@ def test_register_maskable_and_the_report_of_what_was_left():
     report = st.masking_report(model)
     assert [row.key for row in report.masked] == ["0.weight"]
     assert [(row.name, row.reason) for row in report.left] == [
-        ("1.table", "unregistered layer type Unknown: register_maskable(Unknown, "
-                    "weights=('table',))")]
+        (
+            "1.table",
+            "unregistered layer type Unknown: register_maskable(Unknown, weights=('table',))",
+        )
+    ]
     assert report.small_params == 2 and report.coverage == pytest.approx(0.5)
     with pytest.raises(TypeError, match="register_maskable expects a class"):
         register_maskable(Unknown, weights=("not a name",))
@@ -115,9 +128,14 @@ def test_a_module_pruned_by_torch_is_refused_with_the_way_out():
     with pytest.warns(UserWarning, match=r"Embedding \(weight_orig\)"):
         st.masked(model)
     assert not masked_weights(model)
-    assert st.masking_report(model).left[0].reason.startswith(
-        "pruned with torch.nn.utils.prune: import it with Masks.from_torch_prune(model, "
-        "remove=True)")
+    assert (
+        st.masking_report(model)
+        .left[0]
+        .reason.startswith(
+            "pruned with torch.nn.utils.prune: import it with Masks.from_torch_prune(model, "
+            "remove=True)"
+        )
+    )
 
 
 @pytest.mark.parametrize("copy_with", ["deepcopy", "pickle"])
@@ -126,11 +144,14 @@ def test_a_copy_masks_its_gradients_before_any_forward(copy_with):
     # hooks late, but not from inside a compiled graph): the copy must be masked already.
     register_maskable(Gated, weights=("weight", "gate"))
     model = st.masked(nn.Sequential(nn.Embedding(7, 3), Gated()))
-    masks = Masks({name: torch.rand(source.mask.shape) < 0.5
-                   for name, source in masked_weights(model).items()})
+    masks = Masks(
+        {
+            name: torch.rand(source.mask.shape) < 0.5
+            for name, source in masked_weights(model).items()
+        }
+    )
     masks.apply_to(model)
-    copied = (copy.deepcopy(model) if copy_with == "deepcopy"
-              else pickle.loads(pickle.dumps(model)))
+    copied = copy.deepcopy(model) if copy_with == "deepcopy" else pickle.loads(pickle.dumps(model))
     weights = {name: source.weight for name, source in masked_weights(copied).items()}
     sum((weight * 3.0).sum() for weight in weights.values()).backward()
     for name, weight in weights.items():

@@ -12,9 +12,9 @@ from torch import nn
 
 import sparse_tickets as st
 from sparse_tickets.compact.choice import default_mode_set_to
+from sparse_tickets.nn.state import mask_keys
 from sparse_tickets.optim import MaskedAdamW
 from sparse_tickets.pruning import Masks, prune_to_density, weights_of
-from sparse_tickets.nn.state import mask_keys
 from tests.nn.real_models import BUILDERS, gpt2, llama, needs_transformers
 
 DENSITY = 0.1
@@ -26,8 +26,7 @@ def pruned(build):
     case = build()
     plain = copy.deepcopy(case.model)
     model = st.masked(case.model)
-    masks = prune_to_density(weights_of(model), Masks.from_model(model), DENSITY,
-                             scope="global")
+    masks = prune_to_density(weights_of(model), Masks.from_model(model), DENSITY, scope="global")
     masks.apply_to(model)
     return case, model, masks, plain
 
@@ -85,7 +84,7 @@ def test_converts_prunes_matches_a_plain_copy_and_runs_compact(build):
     with default_mode_set_to("compact"):
         masks.apply_to(model)
     modes = {name: layer.mode for name, layer in st.masked_layers(model)}
-    for name, layer in st.masked_layers(model):
+    for _name, layer in st.masked_layers(model):
         if layer.weight_shared_with:
             assert layer.mode == "dense"
             with pytest.raises(ValueError, match="tied weights"):
@@ -127,8 +126,7 @@ def test_a_plain_adamw_keeps_training_across_a_mode_switch(build):
     optimizer.zero_grad()
     with default_mode_set_to("compact"):
         masks.apply_to(model)
-    trained = {name: source.trainable_weight
-               for name, source in st.masked_weights(model).items()}
+    trained = {name: source.trainable_weight for name, source in st.masked_weights(model).items()}
     before = {name: param.detach().clone() for name, param in trained.items()}
     case.loss(model, case.inputs).backward()
     optimizer.step()

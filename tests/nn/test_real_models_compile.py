@@ -28,8 +28,11 @@ def loss_and_grads(case, model, run=None):
     # once, a graph break of its own.
     loss = case.output(model if run is None else run, case.inputs).square().mean()
     loss.backward()
-    grads = {name: param.grad.clone() for name, param in model.named_parameters()
-             if param.grad is not None}
+    grads = {
+        name: param.grad.clone()
+        for name, param in model.named_parameters()
+        if param.grad is not None
+    }
     return loss.detach(), grads
 
 
@@ -40,8 +43,9 @@ def compiled_loss_and_grads(case, model):
     counters.clear()
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        result = loss_and_grads(case, model, torch.compile(model, backend="aot_eager",
-                                                           fullgraph=True))
+        result = loss_and_grads(
+            case, model, torch.compile(model, backend="aot_eager", fullgraph=True)
+        )
     ours = [str(w.message) for w in caught if "sparse_tickets" in f"{w.filename} {w.message}"]
     assert not ours, ours
     assert not counters["graph_break"], dict(counters["graph_break"])
@@ -81,9 +85,11 @@ COPIES = {"deepcopy": copy.deepcopy, "pickle": lambda model: pickle.loads(pickle
 
 
 @needs_transformers
-@pytest.mark.parametrize("build,copy_with", [(gpt2, "pickle"), (bert, "deepcopy"),
-                                             (llama, "deepcopy")],
-                         ids=["gpt2-pickle", "bert-deepcopy", "llama-deepcopy"])
+@pytest.mark.parametrize(
+    "build,copy_with",
+    [(gpt2, "pickle"), (bert, "deepcopy"), (llama, "deepcopy")],
+    ids=["gpt2-pickle", "bert-deepcopy", "llama-deepcopy"],
+)
 def test_a_copy_compiled_first_masks_every_gradient(build, copy_with):
     # Compact where a layer can be; Embedding, Conv1D and tied weights are masked by hooks,
     # which the copy must have before its first forward, a compiled one.

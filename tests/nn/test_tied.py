@@ -36,12 +36,15 @@ def test_a_tied_weight_has_one_mask_and_stays_dense_in_every_mode():
     with default_mode_set_to("compact"):
         masks.apply_to(model)
     assert (model.hidden.mode, model.head.mode) == ("compact", "dense")
-    with pytest.raises(ValueError, match=r"^MaskedLinear cannot run in compact mode: its weight "
-                                         r"is shared with embed.weight \(tied weights\)"):
+    with pytest.raises(
+        ValueError,
+        match=r"^MaskedLinear cannot run in compact mode: its weight "
+        r"is shared with embed.weight \(tied weights\)",
+    ):
         model.head.set_mode("compact")
     assert model.embed.weight is model.head.weight
-    assert model.state_dict()["embed.weight"].shape == (13, 6)   # never emptied
-    model(torch.arange(13)).sum().backward()                     # the embedding still works
+    assert model.state_dict()["embed.weight"].shape == (13, 6)  # never emptied
+    model(torch.arange(13)).sum().backward()  # the embedding still works
 
 
 def test_pruned_entries_get_no_gradient_through_the_embedding_and_never_revive():
@@ -71,11 +74,11 @@ def test_apply_to_changes_nothing_when_one_mask_is_wrong():
 
 def test_apply_to_refuses_a_layer_whose_own_mode_cannot_be_kept_before_any_change():
     model, masks = pruned_model()
-    with default_mode_set_to("compact"):   # the model-wide default: compact where possible
+    with default_mode_set_to("compact"):  # the model-wide default: compact where possible
         masks.apply_to(model)
     assert (model.hidden.mode, model.head.mode) == ("compact", "dense")
     model.hidden.set_mode("dense")
-    model.head.requested_mode = "compact"     # a request the tied head cannot keep
+    model.head.requested_mode = "compact"  # a request the tied head cannot keep
     with pytest.raises(ValueError, match=r"shared with embed.weight \(tied weights\)"):
         Masks.ones_like(model).apply_to(model)
     assert torch.equal(model.hidden.mask, masks["hidden.weight"])

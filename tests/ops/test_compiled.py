@@ -10,17 +10,17 @@ from sparse_tickets.ops import compiled
 
 def compact_weight(shape, dtype, density=0.4):
     mask = torch.rand(shape) < density
-    mask.view(shape[0], -1)[:, 0] = True   # no empty row, no surprise
+    mask.view(shape[0], -1)[:, 0] = True  # no empty row, no surprise
     index = CompactIndex.from_mask(mask)
     values = torch.randn(index.nnz, dtype=dtype, requires_grad=True)
     return index, values
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-@pytest.mark.parametrize("rows,cols,batch,bias", [(7, 13, 5, True), (1, 3, 1, False),
-                                                  (17, 31, 2, True)])
-def test_linear_op_equals_the_eager_function_forward_and_backward(rows, cols, batch, bias,
-                                                                  dtype):
+@pytest.mark.parametrize(
+    "rows,cols,batch,bias", [(7, 13, 5, True), (1, 3, 1, False), (17, 31, 2, True)]
+)
+def test_linear_op_equals_the_eager_function_forward_and_backward(rows, cols, batch, bias, dtype):
     index, values = compact_weight((rows, cols), dtype)
     x = torch.randn(batch, 3, cols, dtype=dtype, requires_grad=True)
     b = torch.randn(rows, dtype=dtype, requires_grad=True) if bias else None
@@ -39,8 +39,9 @@ def test_linear_op_passes_torch_library_opcheck():
     index, values = compact_weight((5, 7), torch.float64)
     x = torch.randn(3, 7, dtype=torch.float64, requires_grad=True)
     bias = torch.randn(5, dtype=torch.float64, requires_grad=True)
-    torch.library.opcheck(compiled._compact_linear,
-                          (x, values, bias, *index.tensors().values(), list(index.shape)))
+    torch.library.opcheck(
+        compiled._compact_linear, (x, values, bias, *index.tensors().values(), list(index.shape))
+    )
 
 
 @pytest.mark.parametrize("variant", [None, "batch", "width", "im2col"])
@@ -68,6 +69,18 @@ def test_conv_op_passes_torch_library_opcheck():
     index, values = compact_weight((4, 3, 3, 3), torch.float64)
     x = torch.randn(2, 3, 6, 5, dtype=torch.float64, requires_grad=True)
     bias = torch.randn(4, dtype=torch.float64, requires_grad=True)
-    torch.library.opcheck(compiled._compact_conv2d,
-                          (x, values, bias, *index.tensors().values(), list(index.shape),
-                           [1, 1], [1, 1], [1, 1], 1, "auto"))
+    torch.library.opcheck(
+        compiled._compact_conv2d,
+        (
+            x,
+            values,
+            bias,
+            *index.tensors().values(),
+            list(index.shape),
+            [1, 1],
+            [1, 1],
+            [1, 1],
+            1,
+            "auto",
+        ),
+    )

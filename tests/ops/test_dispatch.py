@@ -76,17 +76,23 @@ def test_environment_forces_a_backend(two_backends, monkeypatch):
 def test_forced_backend_that_cannot_serve_lists_its_reasons(two_backends, monkeypatch):
     monkeypatch.setenv(ops.BACKEND_ENV_VAR, "float64only")
     x, weight, mask = _linear_inputs(torch.float32)
-    with pytest.raises(ops.BackendError, match=r"backend 'float64only' \(forced by "
-                       r"SPARSE_TICKETS_BACKEND\) cannot run masked_linear on float32 tensors "
-                       r"on cpu: dtype float32 not supported \(supports float64\)"):
+    with pytest.raises(
+        ops.BackendError,
+        match=r"backend 'float64only' \(forced by "
+        r"SPARSE_TICKETS_BACKEND\) cannot run masked_linear on float32 tensors "
+        r"on cpu: dtype float32 not supported \(supports float64\)",
+    ):
         masked_linear(x, weight, mask)
 
 
 def test_forcing_an_unknown_backend_names_the_known_ones(monkeypatch):
     monkeypatch.setenv(ops.BACKEND_ENV_VAR, "cutlass")
-    with pytest.raises(ops.BackendError, match="unknown backend 'cutlass'; expected one of "
-                                               "cpu, cuda, reference, "
-                                               "semi_structured, triton"):
+    with pytest.raises(
+        ops.BackendError,
+        match="unknown backend 'cutlass'; expected one of "
+        "cpu, cuda, reference, "
+        "semi_structured, triton",
+    ):
         ops.select("masked_linear", [torch.ones(1)])
 
 
@@ -96,19 +102,23 @@ def test_no_backend_lists_every_rejection(monkeypatch):
         ops.select("masked_linear", [torch.ones(2, dtype=torch.int32)])
     assert "no backend can run masked_linear on int32 tensors on cpu" in str(error.value)
     assert "reference: dtype int32 not supported" in str(error.value)
-    assert ("triton: serves only when forced with SPARSE_TICKETS_BACKEND=triton or opted in "
-            "with SPARSE_TICKETS_OPT_IN=triton") in str(error.value)
+    assert (
+        "triton: serves only when forced with SPARSE_TICKETS_BACKEND=triton or opted in "
+        "with SPARSE_TICKETS_OPT_IN=triton"
+    ) in str(error.value)
 
 
 def test_tensors_on_several_devices_are_a_reason():
     reasons = ops.get("reference").not_supported_reasons(
-        "masked_linear", [torch.ones(1), torch.ones(1, device="meta")])
+        "masked_linear", [torch.ones(1), torch.ones(1, device="meta")]
+    )
     assert reasons == ["tensors are on several devices (cpu, meta)"]
 
 
 def test_unavailable_backend_is_reported_and_never_selected(two_backends, monkeypatch):
-    monkeypatch.setattr(Float64OnlyBackend, "unavailable_reason",
-                        lambda self: "compiled extension not built")
+    monkeypatch.setattr(
+        Float64OnlyBackend, "unavailable_reason", lambda self: "compiled extension not built"
+    )
     assert ops.select("masked_linear", [torch.ones(1, dtype=torch.float64)]).name == "reference"
     rows = {row.name: row for row in sparse_tickets.backends()}
     assert rows["float64only"].available is False
@@ -163,11 +173,11 @@ def test_without_opt_in_such_backends_are_never_auto_selected(opt_in_backends):
     assert not rows["optinonly"].opted_in
     assert str(rows["optinonly"]).startswith(
         "optinonly       available (only when forced with SPARSE_TICKETS_BACKEND=optinonly or "
-        "opted in with SPARSE_TICKETS_OPT_IN=optinonly); ")
+        "opted in with SPARSE_TICKETS_OPT_IN=optinonly); "
+    )
 
 
-def test_opting_in_makes_a_backend_selectable_and_others_fall_through(opt_in_backends,
-                                                                      monkeypatch):
+def test_opting_in_makes_a_backend_selectable_and_others_fall_through(opt_in_backends, monkeypatch):
     first, _ = opt_in_backends
     monkeypatch.setenv(ops.OPT_IN_ENV_VAR, "optinonly")
     assert ops.select("masked_linear", FLOAT64) is first
@@ -202,10 +212,14 @@ def test_opting_in_an_unknown_backend_names_the_known_ones(opt_in_backends, monk
         ops.select("masked_linear", FLOAT64)
     assert str(error.value) == (
         "SPARSE_TICKETS_OPT_IN names unknown backend 'cutlass'; expected a comma-separated "
-        "list of backend names (those that serve only when opted in: lateroptin, optinonly)")
+        "list of backend names (those that serve only when opted in: lateroptin, optinonly)"
+    )
     # The report of the backends does not fail on it.
-    assert [row.name for row in sparse_tickets.backends()] == ["optinonly", "lateroptin",
-                                                               "reference"]
+    assert [row.name for row in sparse_tickets.backends()] == [
+        "optinonly",
+        "lateroptin",
+        "reference",
+    ]
 
 
 def test_an_empty_opt_in_changes_nothing(opt_in_backends, monkeypatch):
@@ -228,8 +242,9 @@ def test_a_compiled_call_reads_the_opt_in_without_a_warning(monkeypatch):
 
     monkeypatch.setenv(ops.OPT_IN_ENV_VAR, "triton")
     torch._dynamo.reset()
-    compiled = torch.compile(lambda x: x * len(dispatch.opted_in_names()), backend="eager",
-                             fullgraph=True)
+    compiled = torch.compile(
+        lambda x: x * len(dispatch.opted_in_names()), backend="eager", fullgraph=True
+    )
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         assert torch.equal(compiled(torch.ones(2)), torch.ones(2))

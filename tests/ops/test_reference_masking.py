@@ -4,16 +4,22 @@ import pytest
 import torch
 
 from sparse_tickets.ops.reference import masking
-from sparse_tickets.ops.reference.masking import (_keep_bits, apply_mask, is_full, mask_facts,
-                                                  zero_pruned_)
+from sparse_tickets.ops.reference.masking import (
+    _keep_bits,
+    apply_mask,
+    is_full,
+    mask_facts,
+    zero_pruned_,
+)
 
 DTYPES = [torch.float64, torch.float32, torch.float16, torch.bfloat16]
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_pruned_entries_become_positive_zero_whatever_they_held(dtype):
-    values = torch.tensor([float("nan"), float("inf"), -float("inf"), -1.5, -0.0, 2.0, 3.0],
-                          dtype=dtype)
+    values = torch.tensor(
+        [float("nan"), float("inf"), -float("inf"), -1.5, -0.0, 2.0, 3.0], dtype=dtype
+    )
     mask = torch.tensor([False, False, False, False, False, True, False])
     expected = torch.tensor([0.0, 0.0, 0.0, 0.0, 0.0, 2.0, 0.0], dtype=dtype)
     for result in (apply_mask(values, mask), zero_pruned_(values.clone(), mask)):

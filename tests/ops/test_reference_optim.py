@@ -44,34 +44,50 @@ def assert_kept_equal(ours, theirs, masks):
 
 def gradients(dtype, masks):
     # inf and NaN at the pruned entries: they must not reach a kept entry nor survive the step.
-    return [noisy_at_pruned(torch.randn(shape, dtype=dtype), mask, float("nan") if i % 2
-                            else float("inf"))
-            for i, (shape, mask) in enumerate(zip(SHAPES, masks))]
+    return [
+        noisy_at_pruned(
+            torch.randn(shape, dtype=dtype), mask, float("nan") if i % 2 else float("inf")
+        )
+        for i, (shape, mask) in enumerate(zip(SHAPES, masks))
+    ]
 
 
 def masked_gradients(grads, masks):
-    return [grad if mask is None else torch.where(mask, grad, 0.0)
-            for grad, mask in zip(grads, masks)]
+    return [
+        grad if mask is None else torch.where(mask, grad, 0.0) for grad, mask in zip(grads, masks)
+    ]
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
-@pytest.mark.parametrize("hyperparameters", [
-    dict(momentum=0.0, dampening=0.0, nesterov=False, weight_decay=0.0, maximize=False),
-    dict(momentum=0.9, dampening=0.1, nesterov=False, weight_decay=0.1, maximize=False),
-    dict(momentum=0.9, dampening=0.0, nesterov=True, weight_decay=0.1, maximize=True),
-], ids=["plain", "momentum", "nesterov+maximize"])
+@pytest.mark.parametrize(
+    "hyperparameters",
+    [
+        dict(momentum=0.0, dampening=0.0, nesterov=False, weight_decay=0.0, maximize=False),
+        dict(momentum=0.9, dampening=0.1, nesterov=False, weight_decay=0.1, maximize=False),
+        dict(momentum=0.9, dampening=0.0, nesterov=True, weight_decay=0.1, maximize=True),
+    ],
+    ids=["plain", "momentum", "nesterov+maximize"],
+)
 def test_masked_sgd_step_matches_torch_on_kept_entries(dtype, hyperparameters):
     masks = make_masks()
-    params = [noisy_at_pruned(torch.randn(shape, dtype=dtype), mask, 3.0)
-              for shape, mask in zip(SHAPES, masks)]
+    params = [
+        noisy_at_pruned(torch.randn(shape, dtype=dtype), mask, 3.0)
+        for shape, mask in zip(SHAPES, masks)
+    ]
     theirs = [param.clone() for param in params]
     buffers = [None] * len(params)
     their_buffers = [None] * len(params)
     for _ in range(STEPS):
         grads = gradients(dtype, masks)
         masked_sgd_step(params, grads, masks, buffers, lr=0.05, **hyperparameters)
-        sgd(theirs, masked_gradients(grads, masks), their_buffers, foreach=False, lr=0.05,
-            **hyperparameters)
+        sgd(
+            theirs,
+            masked_gradients(grads, masks),
+            their_buffers,
+            foreach=False,
+            lr=0.05,
+            **hyperparameters,
+        )
         assert_kept_equal(params, theirs, masks)
         assert_pruned_are_positive_zero(params, masks)
         if hyperparameters["momentum"]:
@@ -83,18 +99,29 @@ def test_masked_sgd_step_matches_torch_on_kept_entries(dtype, hyperparameters):
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
-@pytest.mark.parametrize("hyperparameters", [
-    dict(amsgrad=False, weight_decay=0.0, decoupled_weight_decay=False, maximize=False),
-    dict(amsgrad=True, weight_decay=0.1, decoupled_weight_decay=False, maximize=False),
-    dict(amsgrad=True, weight_decay=0.1, decoupled_weight_decay=True, maximize=True),
-], ids=["plain", "amsgrad+weight_decay", "decoupled+maximize"])
+@pytest.mark.parametrize(
+    "hyperparameters",
+    [
+        dict(amsgrad=False, weight_decay=0.0, decoupled_weight_decay=False, maximize=False),
+        dict(amsgrad=True, weight_decay=0.1, decoupled_weight_decay=False, maximize=False),
+        dict(amsgrad=True, weight_decay=0.1, decoupled_weight_decay=True, maximize=True),
+    ],
+    ids=["plain", "amsgrad+weight_decay", "decoupled+maximize"],
+)
 def test_masked_adam_step_matches_torch_on_kept_entries(dtype, hyperparameters):
     masks = make_masks()
-    params = [noisy_at_pruned(torch.randn(shape, dtype=dtype), mask, 3.0)
-              for shape, mask in zip(SHAPES, masks)]
+    params = [
+        noisy_at_pruned(torch.randn(shape, dtype=dtype), mask, 3.0)
+        for shape, mask in zip(SHAPES, masks)
+    ]
     # Moments left over at the pruned entries, as after a mask shrank: the step zeroes them.
-    moments = [[noisy_at_pruned(torch.rand(shape, dtype=dtype), mask, 0.5)
-                for shape, mask in zip(SHAPES, masks)] for _ in range(3)]
+    moments = [
+        [
+            noisy_at_pruned(torch.rand(shape, dtype=dtype), mask, 0.5)
+            for shape, mask in zip(SHAPES, masks)
+        ]
+        for _ in range(3)
+    ]
     steps = [torch.tensor(0.0) for _ in SHAPES]
     theirs = [[tensor.clone() for tensor in tensors] for tensors in (params, *moments)]
     their_steps = [torch.tensor(0.0) for _ in SHAPES]
@@ -104,8 +131,14 @@ def test_masked_adam_step_matches_torch_on_kept_entries(dtype, hyperparameters):
     for _ in range(STEPS):
         grads = gradients(dtype, masks)
         masked_adam_step(params, grads, masks, *moments, steps, **common)
-        adam(*theirs[:1], masked_gradients(grads, masks), *theirs[1:], their_steps,
-             foreach=False, **common)
+        adam(
+            *theirs[:1],
+            masked_gradients(grads, masks),
+            *theirs[1:],
+            their_steps,
+            foreach=False,
+            **common,
+        )
         for ours, expected in zip((params, *moments), theirs):
             assert_kept_equal(ours, expected, masks)
             assert_pruned_are_positive_zero(ours, masks)
@@ -117,11 +150,34 @@ def test_the_callers_gradients_are_not_written():
     grads = gradients(torch.float32, masks)
     before = [grad.clone() for grad in grads]
     params = [torch.zeros(shape) for shape in SHAPES]
-    masked_sgd_step(params, grads, masks, [None] * len(SHAPES), lr=0.1, momentum=0.9,
-                    dampening=0.0, nesterov=False, weight_decay=0.1, maximize=True)
-    masked_adam_step(params, grads, masks, [torch.zeros(s) for s in SHAPES],
-                     [torch.zeros(s) for s in SHAPES], [], [torch.tensor(0.0) for _ in SHAPES],
-                     amsgrad=False, beta1=0.9, beta2=0.999, lr=0.1, weight_decay=0.1,
-                     eps=1e-8, maximize=True, decoupled_weight_decay=False)
+    masked_sgd_step(
+        params,
+        grads,
+        masks,
+        [None] * len(SHAPES),
+        lr=0.1,
+        momentum=0.9,
+        dampening=0.0,
+        nesterov=False,
+        weight_decay=0.1,
+        maximize=True,
+    )
+    masked_adam_step(
+        params,
+        grads,
+        masks,
+        [torch.zeros(s) for s in SHAPES],
+        [torch.zeros(s) for s in SHAPES],
+        [],
+        [torch.tensor(0.0) for _ in SHAPES],
+        amsgrad=False,
+        beta1=0.9,
+        beta2=0.999,
+        lr=0.1,
+        weight_decay=0.1,
+        eps=1e-8,
+        maximize=True,
+        decoupled_weight_decay=False,
+    )
     for grad, original in zip(grads, before):
         assert torch.equal(grad.nan_to_num(), original.nan_to_num())

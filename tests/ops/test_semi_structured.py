@@ -12,14 +12,18 @@ import sparse_tickets
 from sparse_tickets import ops
 from sparse_tickets.functional import masked_linear
 from sparse_tickets.ops import semi_structured
-from sparse_tickets.ops.semi_structured import (SemiStructuredBackend, is_two_four,
-                                                weight_shape_reasons)
+from sparse_tickets.ops.semi_structured import (
+    SemiStructuredBackend,
+    is_two_four,
+    weight_shape_reasons,
+)
 
 CUTLASS = torch.sparse.SparseSemiStructuredTensorCUTLASS
 CUSPARSELT = torch.sparse.SparseSemiStructuredTensorCUSPARSELT
 SM80 = torch.cuda.is_available() and torch.cuda.get_device_capability() >= (8, 0)
 needs_sparse_tensor_cores = pytest.mark.skipif(
-    not SM80, reason="needs a CUDA GPU with sparse tensor cores (compute capability 8.0+)")
+    not SM80, reason="needs a CUDA GPU with sparse tensor cores (compute capability 8.0+)"
+)
 HALF_TYPES = [torch.float16, torch.bfloat16]
 
 
@@ -28,14 +32,17 @@ def two_four_mask(weight: torch.Tensor) -> torch.Tensor:
     rows, cols = weight.shape
     groups = weight.detach().float().abs().reshape(rows, cols // 4, 4)
     keep = groups.topk(2, dim=-1).indices
-    return torch.zeros(groups.shape, dtype=torch.bool, device=weight.device).scatter_(
-        -1, keep, True).reshape(rows, cols)
+    return (
+        torch.zeros(groups.shape, dtype=torch.bool, device=weight.device)
+        .scatter_(-1, keep, True)
+        .reshape(rows, cols)
+    )
 
 
 def kept_per_group(mask: torch.Tensor) -> list:
     """Independent count, in plain Python: kept entries of each group of 4 of each row."""
     rows = mask.tolist()
-    return [sum(row[i:i + 4]) for row in rows for i in range(0, len(row), 4)]
+    return [sum(row[i : i + 4]) for row in rows for i in range(0, len(row), 4)]
 
 
 @pytest.fixture(autouse=True)
@@ -46,6 +53,7 @@ def _fresh_caches():
 
 
 # --- the 2:4 check, on CPU tensors ----------------------------------------------------------
+
 
 @pytest.mark.parametrize("shape", [(1, 4), (1, 64), (3, 8), (7, 12), (32, 64)])
 def test_two_four_check_counts_every_group(shape):
@@ -85,6 +93,7 @@ def test_two_four_check_of_empty_strided_and_bad_masks():
 
 # --- torch's shape constraints --------------------------------------------------------------
 
+
 @pytest.mark.parametrize("layout", [CUTLASS, CUSPARSELT], ids=["cutlass", "cusparselt"])
 @pytest.mark.parametrize("dtype", HALF_TYPES)
 def test_weight_shapes_must_be_multiples_of_the_layout_block(layout, dtype):
@@ -109,6 +118,7 @@ def test_paper_layers_against_the_constraints(layout):
 
 # --- what the backend says on this machine --------------------------------------------------
 
+
 def test_registered_first_and_only_when_asked():
     assert ops.registered_names()[0] == "semi_structured"
     backend = ops.get("semi_structured")
@@ -121,8 +131,9 @@ def test_registered_first_and_only_when_asked():
 def test_unavailable_without_a_gpu_and_listed_with_its_reason():
     backend = ops.get("semi_structured")
     x, weight = torch.randn(3, 64, dtype=torch.half), torch.randn(32, 64, dtype=torch.half)
-    assert backend.not_supported_reasons("masked_linear", [x, weight, two_four_mask(weight)]) \
-        == ["no CUDA GPU"]
+    assert backend.not_supported_reasons("masked_linear", [x, weight, two_four_mask(weight)]) == [
+        "no CUDA GPU"
+    ]
     (row,) = [r for r in sparse_tickets.backends() if r.name == "semi_structured"]
     assert not row.available and row.reason == "no CUDA GPU"
     assert row.ops == ("masked_linear",) and row.device_types == ("cuda",)
@@ -136,12 +147,15 @@ def test_forcing_it_on_cpu_tensors_fails_in_one_line(monkeypatch):
         masked_linear(torch.randn(3, 64, dtype=torch.half), weight, two_four_mask(weight))
     message = str(error.value)
     assert "\n" not in message
-    assert message.startswith("backend 'semi_structured' (forced by SPARSE_TICKETS_BACKEND) "
-                              "cannot run masked_linear on float16 tensors on cpu: ")
+    assert message.startswith(
+        "backend 'semi_structured' (forced by SPARSE_TICKETS_BACKEND) "
+        "cannot run masked_linear on float16 tensors on cpu: "
+    )
     assert "no CUDA GPU" in message or "device type cpu not supported" in message
 
 
 # --- its reasons and caches, exercised on CPU tensors ---------------------------------------
+
 
 @pytest.fixture
 def on_cpu(monkeypatch):
@@ -164,9 +178,12 @@ def test_a_two_four_half_layer_is_served(on_cpu):
     for dtype in HALF_TYPES:
         assert on_cpu.not_supported_reasons("masked_linear", list(_call(dtype))) == []
     # A probe of device and dtype alone (as the benchmarks list providers) is answered too.
-    assert on_cpu.not_supported_reasons(
-        "masked_linear", [torch.empty(0, dtype=torch.half), torch.empty(0, dtype=torch.bool)]) \
+    assert (
+        on_cpu.not_supported_reasons(
+            "masked_linear", [torch.empty(0, dtype=torch.half), torch.empty(0, dtype=torch.bool)]
+        )
         == []
+    )
 
 
 def test_each_reason_it_gives(on_cpu, monkeypatch):
@@ -175,29 +192,34 @@ def test_each_reason_it_gives(on_cpu, monkeypatch):
 
     x, weight, mask = _call()
     assert reasons(x, weight, torch.rand(32, 64) < 0.5) == [
-        "mask is not 2:4 (at most 2 kept in each group of 4 consecutive inputs of every row)"]
+        "mask is not 2:4 (at most 2 kept in each group of 4 consecutive inputs of every row)"
+    ]
     assert reasons(*_call(dtype=torch.float32)) == [
-        "dtype float32 not supported (supports bfloat16, float16)"]
+        "dtype float32 not supported (supports bfloat16, float16)"
+    ]
     assert reasons(*_call(out_features=30)) == [
         "weight 30x64 does not fit torch's 2:4 cutlass kernels in float16 (out_features a "
-        "positive multiple of 32, in_features of 64)"]
+        "positive multiple of 32, in_features of 64)"
+    ]
     # in_features 66: the shape says it all; no 2:4 scan of a row that cannot be 2:4.
     (reason,) = reasons(*_call(in_features=66, mask=torch.zeros(32, 66, dtype=torch.bool)))
     assert reason.startswith("weight 32x66 does not fit")
     assert reasons(x[:0], weight, mask) == [
-        "the input has no rows (torch's 2:4 matmul needs at least one)"]
+        "the input has no rows (torch's 2:4 matmul needs at least one)"
+    ]
     assert on_cpu.not_supported_reasons("masked_conv2d", [x, weight, mask]) == [
-        "does not implement masked_conv2d"]
+        "does not implement masked_conv2d"
+    ]
     monkeypatch.setattr(semi_structured, "device_capability", lambda device: (7, 5))
     assert reasons(x, weight, mask) == [
-        "needs sparse tensor cores (compute capability 8.0+), found 7.5"]
+        "needs sparse tensor cores (compute capability 8.0+), found 7.5"
+    ]
 
 
 def test_the_mask_is_scanned_once_per_version(on_cpu, monkeypatch):
     scans = []
     real = semi_structured.is_two_four
-    monkeypatch.setattr(semi_structured, "is_two_four",
-                        lambda mask: scans.append(1) or real(mask))
+    monkeypatch.setattr(semi_structured, "is_two_four", lambda mask: scans.append(1) or real(mask))
     x, weight, mask = _call()
     for _ in range(3):
         assert on_cpu.not_supported_reasons("masked_linear", [x, weight, mask]) == []
@@ -280,7 +302,8 @@ def test_backward_is_the_reference_dense_maths(on_cpu):
     bias = torch.randn(32, dtype=torch.float64, requires_grad=True)
     grad_y = torch.randn(5, 32, dtype=torch.float64)
     grad_x, grad_weight, grad_bias = on_cpu.masked_linear_backward(
-        grad_y, x, weight, mask, True, (True, True, True))
+        grad_y, x, weight, mask, True, (True, True, True)
+    )
     leaf_x, leaf_w = x.clone().requires_grad_(), weight.clone().requires_grad_()
     F.linear(leaf_x, leaf_w * mask, bias).backward(grad_y)
     torch.testing.assert_close(grad_x, leaf_x.grad)
@@ -290,6 +313,7 @@ def test_backward_is_the_reference_dense_maths(on_cpu):
 
 
 # --- on an sm80+ GPU --------------------------------------------------------------------------
+
 
 def _cuda_layer(dtype, out_features=64, in_features=128, bias=True):
     weight = torch.randn(out_features, in_features, device="cuda", dtype=dtype)
@@ -338,16 +362,20 @@ def test_matches_the_reference_on_the_gpu(monkeypatch, dtype, leading, bias):
 def test_gpu_cache_recompresses_after_a_weight_or_mask_change(monkeypatch):
     compressions = []
     real = semi_structured._compress
-    monkeypatch.setattr(semi_structured, "_compress",
-                        lambda weight, mask: compressions.append(1) or real(weight, mask))
+    monkeypatch.setattr(
+        semi_structured,
+        "_compress",
+        lambda weight, mask: compressions.append(1) or real(weight, mask),
+    )
     monkeypatch.setenv(ops.BACKEND_ENV_VAR, "semi_structured")
     weight, mask, bias = _cuda_layer(torch.float16)
     x = torch.randn(9, weight.shape[1], device="cuda", dtype=torch.float16)
 
     def check():
         expected = F.linear(x.float(), (weight * mask).float(), bias.float())
-        torch.testing.assert_close(masked_linear(x, weight, mask, bias).float(), expected,
-                                   atol=2e-2, rtol=1e-2)
+        torch.testing.assert_close(
+            masked_linear(x, weight, mask, bias).float(), expected, atol=2e-2, rtol=1e-2
+        )
 
     check()
     check()
@@ -385,8 +413,7 @@ def test_forcing_a_layer_it_cannot_serve_names_why(monkeypatch):
 def test_opted_in_model_uses_it_for_two_four_layers_only(monkeypatch):
     monkeypatch.delenv(ops.BACKEND_ENV_VAR, raising=False)
     # tanh, not ReLU: the two runs' outputs differ by rounding, which must not flip a unit.
-    model = sparse_tickets.masked(nn.Sequential(nn.Linear(128, 64), nn.Tanh(),
-                                                nn.Linear(64, 32)))
+    model = sparse_tickets.masked(nn.Sequential(nn.Linear(128, 64), nn.Tanh(), nn.Linear(64, 32)))
     model = model.to("cuda", torch.float16)
     first, second = model[0], model[2]
     for layer in (first, second):

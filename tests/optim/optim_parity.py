@@ -15,8 +15,12 @@ LOW_PRECISION = (torch.float16, torch.bfloat16)
 def masked_model(dtype=torch.float32, device="cpu", density=0.5) -> nn.Sequential:
     """Conv -> linear -> linear, every weight masked at about ``density``."""
     model = nn.Sequential(
-        MaskedConv2d(2, 4, 3, padding=1), nn.ReLU(), nn.Flatten(),
-        MaskedLinear(4 * 5 * 5, 8), nn.ReLU(), MaskedLinear(8, 3),
+        MaskedConv2d(2, 4, 3, padding=1),
+        nn.ReLU(),
+        nn.Flatten(),
+        MaskedLinear(4 * 5 * 5, 8),
+        nn.ReLU(),
+        MaskedLinear(8, 3),
     ).to(device=device, dtype=dtype)
     for _, layer in masked_layers(model):
         layer.set_mask(torch.rand(layer.weight.shape, device=device) < density)
@@ -26,9 +30,13 @@ def masked_model(dtype=torch.float32, device="cpu", density=0.5) -> nn.Sequentia
 def batches(count: int, dtype=torch.float32, device="cpu") -> list:
     """``count`` (input, target) pairs for :func:`masked_model`, the same on every call."""
     generator = torch.Generator().manual_seed(1234)
-    return [(torch.randn(6, 2, 5, 5, generator=generator).to(device=device, dtype=dtype),
-             torch.randn(6, 3, generator=generator).to(device=device, dtype=dtype))
-            for _ in range(count)]
+    return [
+        (
+            torch.randn(6, 2, 5, 5, generator=generator).to(device=device, dtype=dtype),
+            torch.randn(6, 3, generator=generator).to(device=device, dtype=dtype),
+        )
+        for _ in range(count)
+    ]
 
 
 def loss_of(model: nn.Module, batch) -> torch.Tensor:
@@ -66,8 +74,7 @@ def train(model, optimizer, data, scheduler=None, objective=loss_of) -> None:
             scheduler.step()
 
 
-def train_baseline(model, optimizer, masks: dict, data, scheduler=None,
-                   objective=loss_of) -> None:
+def train_baseline(model, optimizer, masks: dict, data, scheduler=None, objective=loss_of) -> None:
     """A torch.optim optimizer made to respect ``masks`` from outside: gradients masked before
     the step and weights after it (masked_fill, so a pruned weight is +0.0 as ours is)."""
     for batch in data:
@@ -110,9 +117,13 @@ def assert_pruned_entries_are_zero(model, optimizer) -> None:
     for name, layer in masked_layers(model):
         pruned = ~layer.mask
         tensors = {f"{name}.weight": layer.weight}
-        tensors.update({f"{name}.weight state {key!r}": value
-                        for key, value in optimizer.state.get(layer.weight, {}).items()
-                        if value.shape == layer.weight.shape})
+        tensors.update(
+            {
+                f"{name}.weight state {key!r}": value
+                for key, value in optimizer.state.get(layer.weight, {}).items()
+                if value.shape == layer.weight.shape
+            }
+        )
         for label, tensor in tensors.items():
             values = tensor.detach()[pruned]
             assert bool((values == 0).all()), f"{label} is nonzero where pruned"

@@ -7,8 +7,16 @@ from sparse_tickets import masked_layers
 from sparse_tickets.optim import MaskedAdam, MaskedAdamW
 from tests.conftest import DEVICES
 from tests.optim.optim_parity import (
-    LOW_PRECISION, assert_pruned_entries_are_zero, assert_same_parameters, assert_same_state,
-    batches, layer_masks, masked_model, objective_for, train, train_baseline,
+    LOW_PRECISION,
+    assert_pruned_entries_are_zero,
+    assert_same_parameters,
+    assert_same_state,
+    batches,
+    layer_masks,
+    masked_model,
+    objective_for,
+    train,
+    train_baseline,
     weights_and_others,
 )
 
@@ -18,8 +26,9 @@ CONFIGS = {
     "weight_decay": dict(weight_decay=0.1),
     "decoupled_weight_decay": dict(weight_decay=0.1, decoupled_weight_decay=True),
     "amsgrad+weight_decay": dict(amsgrad=True, weight_decay=0.05),
-    "maximize+amsgrad+decoupled": dict(maximize=True, amsgrad=True, weight_decay=0.1,
-                                       decoupled_weight_decay=True),
+    "maximize+amsgrad+decoupled": dict(
+        maximize=True, amsgrad=True, weight_decay=0.1, decoupled_weight_decay=True
+    ),
 }
 
 
@@ -29,8 +38,9 @@ def run_pair(config, steps=50, dtype=torch.float32, device="cpu"):
     baseline = copy.deepcopy(model)
     data = batches(steps, dtype, device)
     optimizer = MaskedAdam(weights_and_others(model, 1e-2, 3e-3), masks=model, **config)
-    baseline_optimizer = torch.optim.Adam(weights_and_others(baseline, 1e-2, 3e-3),
-                                          foreach=False, **config)
+    baseline_optimizer = torch.optim.Adam(
+        weights_and_others(baseline, 1e-2, 3e-3), foreach=False, **config
+    )
     objective = objective_for(config)
     train(model, optimizer, data, objective=objective)
     train_baseline(baseline, baseline_optimizer, layer_masks(baseline), data, objective=objective)
@@ -61,8 +71,9 @@ def test_matches_torch_adam_in_every_dtype(dtype):
 
 @pytest.mark.parametrize("device", DEVICES)
 def test_matches_torch_adam_on_each_device(device):
-    model, optimizer, baseline, baseline_optimizer = run_pair(CONFIGS["amsgrad+weight_decay"],
-                                                              steps=20, device=device)
+    model, optimizer, baseline, baseline_optimizer = run_pair(
+        CONFIGS["amsgrad+weight_decay"], steps=20, device=device
+    )
     assert_same_parameters(model, baseline)
     assert_same_state(optimizer, baseline_optimizer)
 
@@ -108,15 +119,15 @@ def test_shrinking_mask_zeroes_new_pruned_moments_and_keeps_parity():
     data = batches(40)
     config = CONFIGS["amsgrad+weight_decay"]
     optimizer = MaskedAdam(weights_and_others(model, 1e-2, 3e-3), masks=model, **config)
-    baseline_optimizer = torch.optim.Adam(weights_and_others(baseline, 1e-2, 3e-3),
-                                          foreach=False, **config)
+    baseline_optimizer = torch.optim.Adam(
+        weights_and_others(baseline, 1e-2, 3e-3), foreach=False, **config
+    )
     train(model, optimizer, data[:20])
     train_baseline(baseline, baseline_optimizer, layer_masks(baseline), data[:20])
 
     for (_, layer), (_, baseline_layer) in zip(masked_layers(model), masked_layers(baseline)):
         smaller = layer.mask & (torch.rand(layer.mask.shape) < 0.5)
-        assert bool(optimizer.state[layer.weight]["exp_avg_sq"][layer.mask & ~smaller].ne(0)
-                    .any())
+        assert bool(optimizer.state[layer.weight]["exp_avg_sq"][layer.mask & ~smaller].ne(0).any())
         layer.set_mask(smaller)
         baseline_layer.set_mask(smaller)
 
@@ -132,8 +143,14 @@ def test_shrinking_mask_zeroes_new_pruned_moments_and_keeps_parity():
 @pytest.mark.parametrize("decoupled", [False, True])
 def test_weight_decay_never_revives_pruned_weights(decoupled):
     model = masked_model()
-    optimizer = MaskedAdam(model.parameters(), lr=0.1, weight_decay=0.5, amsgrad=True,
-                           decoupled_weight_decay=decoupled, masks=model)
+    optimizer = MaskedAdam(
+        model.parameters(),
+        lr=0.1,
+        weight_decay=0.5,
+        amsgrad=True,
+        decoupled_weight_decay=decoupled,
+        masks=model,
+    )
     data = batches(1)
     for _ in range(30):
         with torch.no_grad():
@@ -154,16 +171,19 @@ def test_amsgrad_switched_on_mid_run_starts_its_maximum_at_zero():
     assert torch.equal(state["max_exp_avg_sq"], state["exp_avg_sq"])
 
 
-@pytest.mark.parametrize("argument, value, error, message", [
-    ("lr", -1.0, ValueError, r"^lr must be >= 0; got -1.0$"),
-    ("eps", -1e-8, ValueError, r"^eps must be >= 0; got -1e-08$"),
-    ("weight_decay", -0.1, ValueError, r"^weight_decay must be >= 0; got -0.1$"),
-    ("betas", (1.0, 0.999), ValueError, r"^betas\[0\] must be in \[0, 1\); got 1.0$"),
-    ("betas", (0.9, -0.1), ValueError, r"^betas\[1\] must be in \[0, 1\); got -0.1$"),
-    ("betas", 0.9, TypeError, r"^betas must be a pair \(beta1, beta2\); got 0.9$"),
-    ("amsgrad", "no", TypeError, r"^amsgrad must be True or False; got str 'no'$"),
-    ("decoupled_weight_decay", 1, TypeError, r"^decoupled_weight_decay must be True or False"),
-])
+@pytest.mark.parametrize(
+    "argument, value, error, message",
+    [
+        ("lr", -1.0, ValueError, r"^lr must be >= 0; got -1.0$"),
+        ("eps", -1e-8, ValueError, r"^eps must be >= 0; got -1e-08$"),
+        ("weight_decay", -0.1, ValueError, r"^weight_decay must be >= 0; got -0.1$"),
+        ("betas", (1.0, 0.999), ValueError, r"^betas\[0\] must be in \[0, 1\); got 1.0$"),
+        ("betas", (0.9, -0.1), ValueError, r"^betas\[1\] must be in \[0, 1\); got -0.1$"),
+        ("betas", 0.9, TypeError, r"^betas must be a pair \(beta1, beta2\); got 0.9$"),
+        ("amsgrad", "no", TypeError, r"^amsgrad must be True or False; got str 'no'$"),
+        ("decoupled_weight_decay", 1, TypeError, r"^decoupled_weight_decay must be True or False"),
+    ],
+)
 def test_invalid_hyperparameters_fail_in_one_line(argument, value, error, message):
     model = masked_model()
     with pytest.raises(error, match=message):

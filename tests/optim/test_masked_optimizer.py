@@ -12,37 +12,58 @@ from sparse_tickets.ops import BACKEND_ENV_VAR, BackendError, dispatch
 from sparse_tickets.ops.reference import ReferenceBackend
 from sparse_tickets.optim import MaskedAdam, MaskedSGD
 from tests.optim.optim_parity import (
-    assert_pruned_entries_are_zero, assert_same_parameters, assert_same_state, batches,
-    layer_masks, loss_of, masked_model, train, train_baseline, weights_and_others,
+    assert_pruned_entries_are_zero,
+    assert_same_parameters,
+    assert_same_state,
+    batches,
+    layer_masks,
+    loss_of,
+    masked_model,
+    train,
+    train_baseline,
+    weights_and_others,
 )
 
 # name -> (masked optimizer, its torch.optim twin, hyperparameters for both)
 OPTIMIZERS = {
-    "sgd": (MaskedSGD, torch.optim.SGD, dict(lr=0.05, momentum=0.9, nesterov=True,
-                                             weight_decay=1e-2)),
+    "sgd": (
+        MaskedSGD,
+        torch.optim.SGD,
+        dict(lr=0.05, momentum=0.9, nesterov=True, weight_decay=1e-2),
+    ),
     "adam": (MaskedAdam, torch.optim.Adam, dict(lr=1e-2, amsgrad=True, weight_decay=1e-2)),
 }
 
 SCHEDULERS = {
-    "StepLR": (lambda optimizer: lr_scheduler.StepLR(optimizer, step_size=5, gamma=0.5),
-               lambda base, epoch: base * 0.5 ** (epoch // 5)),
-    "MultiStepLR": (lambda optimizer: lr_scheduler.MultiStepLR(optimizer, [4, 11], gamma=0.3),
-                    lambda base, epoch: base * 0.3 ** ((epoch >= 4) + (epoch >= 11))),
-    "LambdaLR": (lambda optimizer: lr_scheduler.LambdaLR(optimizer, lambda e: 1 / (1 + e)),
-                 lambda base, epoch: base / (1 + epoch)),
+    "StepLR": (
+        lambda optimizer: lr_scheduler.StepLR(optimizer, step_size=5, gamma=0.5),
+        lambda base, epoch: base * 0.5 ** (epoch // 5),
+    ),
+    "MultiStepLR": (
+        lambda optimizer: lr_scheduler.MultiStepLR(optimizer, [4, 11], gamma=0.3),
+        lambda base, epoch: base * 0.3 ** ((epoch >= 4) + (epoch >= 11)),
+    ),
+    "LambdaLR": (
+        lambda optimizer: lr_scheduler.LambdaLR(optimizer, lambda e: 1 / (1 + e)),
+        lambda base, epoch: base / (1 + epoch),
+    ),
 }
 
 
 def group_settings(optimizer) -> list[dict]:
     """Each param group's hyperparameters (everything but the parameters)."""
-    return [{key: value for key, value in group.items() if key != "params"}
-            for group in optimizer.param_groups]
+    return [
+        {key: value for key, value in group.items() if key != "params"}
+        for group in optimizer.param_groups
+    ]
 
 
 def pair(name, model, baseline):
     masked_class, torch_class, hyperparameters = OPTIMIZERS[name]
-    return (masked_class(model.parameters(), masks=model, **hyperparameters),
-            torch_class(baseline.parameters(), foreach=False, **hyperparameters))
+    return (
+        masked_class(model.parameters(), masks=model, **hyperparameters),
+        torch_class(baseline.parameters(), foreach=False, **hyperparameters),
+    )
 
 
 @pytest.mark.parametrize("scheduler", SCHEDULERS)
@@ -58,8 +79,9 @@ def test_lr_schedulers_drive_the_masked_optimizers_as_torchs(name, scheduler):
         # e.g. "lr_scheduler.step() before optimizer.step()": the step must look like torch's.
         warnings.simplefilter("error")
         train(model, optimizer, batches(15), schedule)
-    train_baseline(baseline, baseline_optimizer, layer_masks(baseline), batches(15),
-                   baseline_schedule)
+    train_baseline(
+        baseline, baseline_optimizer, layer_masks(baseline), batches(15), baseline_schedule
+    )
     assert optimizer.param_groups[0]["lr"] == pytest.approx(expected_lr(base_lr, 15))
     assert optimizer.param_groups[0]["lr"] < base_lr
     assert_same_parameters(model, baseline)
@@ -72,11 +94,13 @@ def test_closure_is_evaluated_and_its_loss_returned(name):
     optimizer, baseline_optimizer = pair(name, model, baseline)
     data = batches(5)
     for batch in data:
-        def closure():
+
+        def closure(batch=batch):
             optimizer.zero_grad()
             loss = loss_of(model, batch)
             loss.backward()
             return loss
+
         with torch.no_grad():  # the step must turn gradients back on for the closure
             loss = optimizer.step(closure)
         assert loss.requires_grad and torch.equal(loss, loss_of(baseline, batch))
@@ -90,14 +114,17 @@ def test_state_dict_round_trip_resumes_exactly(name, tmp_path):
     data = batches(20)
     uninterrupted = masked_model()
     interrupted = copy.deepcopy(uninterrupted)
-    uninterrupted_optimizer = masked_class(uninterrupted.parameters(), masks=uninterrupted,
-                                           **hyperparameters)
+    uninterrupted_optimizer = masked_class(
+        uninterrupted.parameters(), masks=uninterrupted, **hyperparameters
+    )
     train(uninterrupted, uninterrupted_optimizer, data)
 
     optimizer = masked_class(interrupted.parameters(), masks=interrupted, **hyperparameters)
     train(interrupted, optimizer, data[:8])
-    torch.save({"model": interrupted.state_dict(), "optimizer": optimizer.state_dict()},
-               tmp_path / "checkpoint.pt")
+    torch.save(
+        {"model": interrupted.state_dict(), "optimizer": optimizer.state_dict()},
+        tmp_path / "checkpoint.pt",
+    )
 
     resumed = masked_model()  # other initial weights and masks, all replaced by the load
     checkpoint = torch.load(tmp_path / "checkpoint.pt")
@@ -116,8 +143,10 @@ def test_deepcopy_and_pickle_keep_the_masks():
     model = masked_model()
     optimizer = MaskedAdam(model.parameters(), lr=0.1, weight_decay=0.5, masks=model)
     train(model, optimizer, batches(1))
-    for copied_model, copied_optimizer in (copy.deepcopy((model, optimizer)),
-                                           pickle.loads(pickle.dumps((model, optimizer)))):
+    for copied_model, copied_optimizer in (
+        copy.deepcopy((model, optimizer)),
+        pickle.loads(pickle.dumps((model, optimizer))),
+    ):
         with torch.no_grad():
             for param in copied_model.parameters():
                 param.add_(1.0)  # pruned weights too: the copied step must zero them
@@ -145,8 +174,9 @@ def test_parameters_added_later_follow_their_layers_masks(name):
     masked_class, _, hyperparameters = OPTIMIZERS[name]
     model = masked_model()
     optimizer = masked_class([model[0].weight], masks=model, **hyperparameters)
-    optimizer.add_param_group({"params": [p for p in model.parameters()
-                                          if p is not model[0].weight]})
+    optimizer.add_param_group(
+        {"params": [p for p in model.parameters() if p is not model[0].weight]}
+    )
     with torch.no_grad():
         for param in model.parameters():
             param.add_(1.0)
@@ -189,8 +219,11 @@ def test_sparse_gradients_are_refused_naming_the_parameter(name):
     model = masked_model()
     optimizer = masked_class(model.parameters(), masks=model)
     model[3].bias.grad = torch.zeros(8).to_sparse()
-    with pytest.raises(ValueError, match=rf"^3.bias has a sparse gradient; {masked_class.__name__}"
-                                         rf" needs dense gradients$"):
+    with pytest.raises(
+        ValueError,
+        match=rf"^3.bias has a sparse gradient; {masked_class.__name__}"
+        rf" needs dense gradients$",
+    ):
         optimizer.step()
 
 
@@ -203,21 +236,71 @@ class Float64StepBackend(ReferenceBackend):
     def __init__(self):
         self.calls = []
 
-    def masked_sgd_step(self, params, grads, masks, momentum_buffer_list, *, weight_decay,
-                        momentum, lr, dampening, nesterov, maximize):
+    def masked_sgd_step(
+        self,
+        params,
+        grads,
+        masks,
+        momentum_buffer_list,
+        *,
+        weight_decay,
+        momentum,
+        lr,
+        dampening,
+        nesterov,
+        maximize,
+    ):
         self.calls.append(len(params))
-        super().masked_sgd_step(params, grads, masks, momentum_buffer_list,
-                                weight_decay=weight_decay, momentum=momentum, lr=lr,
-                                dampening=dampening, nesterov=nesterov, maximize=maximize)
+        super().masked_sgd_step(
+            params,
+            grads,
+            masks,
+            momentum_buffer_list,
+            weight_decay=weight_decay,
+            momentum=momentum,
+            lr=lr,
+            dampening=dampening,
+            nesterov=nesterov,
+            maximize=maximize,
+        )
 
-    def masked_adam_step(self, params, grads, masks, exp_avgs, exp_avg_sqs, max_exp_avg_sqs,
-                         state_steps, *, amsgrad, beta1, beta2, lr, weight_decay, eps, maximize,
-                         decoupled_weight_decay):
+    def masked_adam_step(
+        self,
+        params,
+        grads,
+        masks,
+        exp_avgs,
+        exp_avg_sqs,
+        max_exp_avg_sqs,
+        state_steps,
+        *,
+        amsgrad,
+        beta1,
+        beta2,
+        lr,
+        weight_decay,
+        eps,
+        maximize,
+        decoupled_weight_decay,
+    ):
         self.calls.append(len(params))
-        super().masked_adam_step(params, grads, masks, exp_avgs, exp_avg_sqs, max_exp_avg_sqs,
-                                 state_steps, amsgrad=amsgrad, beta1=beta1, beta2=beta2, lr=lr,
-                                 weight_decay=weight_decay, eps=eps, maximize=maximize,
-                                 decoupled_weight_decay=decoupled_weight_decay)
+        super().masked_adam_step(
+            params,
+            grads,
+            masks,
+            exp_avgs,
+            exp_avg_sqs,
+            max_exp_avg_sqs,
+            state_steps,
+            amsgrad=amsgrad,
+            beta1=beta1,
+            beta2=beta2,
+            lr=lr,
+            weight_decay=weight_decay,
+            eps=eps,
+            maximize=maximize,
+            decoupled_weight_decay=decoupled_weight_decay,
+        )
 
 
 @pytest.mark.parametrize("name", OPTIMIZERS)
@@ -232,10 +315,12 @@ def test_each_group_is_one_call_to_the_backend_dispatch_chose(name, monkeypatch)
         backend.calls.clear()
         model = masked_model(dtype)
         baseline = copy.deepcopy(model)
-        optimizer = masked_class(weights_and_others(model, 0.01, 0.02), masks=model,
-                                 **hyperparameters)
-        baseline_optimizer = torch_class(weights_and_others(baseline, 0.01, 0.02),
-                                         foreach=False, **hyperparameters)
+        optimizer = masked_class(
+            weights_and_others(model, 0.01, 0.02), masks=model, **hyperparameters
+        )
+        baseline_optimizer = torch_class(
+            weights_and_others(baseline, 0.01, 0.02), foreach=False, **hyperparameters
+        )
         train(model, optimizer, batches(2, dtype))
         train_baseline(baseline, baseline_optimizer, layer_masks(baseline), batches(2, dtype))
         assert backend.calls == calls

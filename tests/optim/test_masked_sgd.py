@@ -3,13 +3,22 @@ import copy
 import pytest
 import torch
 
-from tests.conftest import DEVICES
-from tests.optim.optim_parity import (
-    LOW_PRECISION, assert_pruned_entries_are_zero, assert_same_parameters, assert_same_state,
-    batches, layer_masks, masked_model, objective_for, train, train_baseline, weights_and_others,
-)
 from sparse_tickets import masked_layers
 from sparse_tickets.optim import MaskedSGD
+from tests.conftest import DEVICES
+from tests.optim.optim_parity import (
+    LOW_PRECISION,
+    assert_pruned_entries_are_zero,
+    assert_same_parameters,
+    assert_same_state,
+    batches,
+    layer_masks,
+    masked_model,
+    objective_for,
+    train,
+    train_baseline,
+    weights_and_others,
+)
 
 CONFIGS = {
     "plain": dict(),
@@ -26,8 +35,9 @@ def run_pair(config, steps=50, dtype=torch.float32, device="cpu"):
     baseline = copy.deepcopy(model)
     data = batches(steps, dtype, device)
     optimizer = MaskedSGD(weights_and_others(model, 0.05, 0.02), masks=model, **config)
-    baseline_optimizer = torch.optim.SGD(weights_and_others(baseline, 0.05, 0.02),
-                                         foreach=False, **config)
+    baseline_optimizer = torch.optim.SGD(
+        weights_and_others(baseline, 0.05, 0.02), foreach=False, **config
+    )
     objective = objective_for(config)
     train(model, optimizer, data, objective=objective)
     train_baseline(baseline, baseline_optimizer, layer_masks(baseline), data, objective=objective)
@@ -46,8 +56,9 @@ def test_matches_torch_sgd_bitwise(config):
 
 @pytest.mark.parametrize("dtype", [torch.float64, *LOW_PRECISION], ids=str)
 def test_matches_torch_sgd_in_every_dtype(dtype):
-    model, optimizer, baseline, baseline_optimizer = run_pair(CONFIGS["nesterov+weight_decay"],
-                                                              steps=20, dtype=dtype)
+    model, optimizer, baseline, baseline_optimizer = run_pair(
+        CONFIGS["nesterov+weight_decay"], steps=20, dtype=dtype
+    )
     assert model[0].weight.dtype == dtype
     assert optimizer.state[model[0].weight]["momentum_buffer"].dtype == dtype
     assert_same_parameters(model, baseline)
@@ -57,7 +68,8 @@ def test_matches_torch_sgd_in_every_dtype(dtype):
 @pytest.mark.parametrize("device", DEVICES)
 def test_matches_torch_sgd_on_each_device(device):
     model, optimizer, baseline, baseline_optimizer = run_pair(
-        CONFIGS["dampening+weight_decay"], steps=20, device=device)
+        CONFIGS["dampening+weight_decay"], steps=20, device=device
+    )
     assert_same_parameters(model, baseline)
     assert_same_state(optimizer, baseline_optimizer)
 
@@ -73,15 +85,17 @@ def test_shrinking_mask_zeroes_new_pruned_momentum_and_keeps_parity():
     data = batches(40)
     config = CONFIGS["nesterov+weight_decay"]
     optimizer = MaskedSGD(weights_and_others(model, 0.05, 0.02), masks=model, **config)
-    baseline_optimizer = torch.optim.SGD(weights_and_others(baseline, 0.05, 0.02),
-                                         foreach=False, **config)
+    baseline_optimizer = torch.optim.SGD(
+        weights_and_others(baseline, 0.05, 0.02), foreach=False, **config
+    )
     train(model, optimizer, data[:20])
     train_baseline(baseline, baseline_optimizer, layer_masks(baseline), data[:20])
 
     for (_, layer), (_, baseline_layer) in zip(masked_layers(model), masked_layers(baseline)):
         smaller = layer.mask & (torch.rand(layer.mask.shape) < 0.5)
-        assert bool(optimizer.state[layer.weight]["momentum_buffer"][layer.mask
-                                                                    & ~smaller].ne(0).any())
+        assert bool(
+            optimizer.state[layer.weight]["momentum_buffer"][layer.mask & ~smaller].ne(0).any()
+        )
         layer.set_mask(smaller)
         baseline_layer.set_mask(smaller)
 
@@ -97,8 +111,7 @@ def test_shrinking_mask_zeroes_new_pruned_momentum_and_keeps_parity():
 
 def test_weight_decay_never_revives_pruned_weights():
     model = masked_model()
-    optimizer = MaskedSGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=0.5,
-                          masks=model)
+    optimizer = MaskedSGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=0.5, masks=model)
     data = batches(1)
     for _ in range(30):
         with torch.no_grad():
@@ -111,23 +124,29 @@ def test_weight_decay_never_revives_pruned_weights():
 
 def test_nesterov_needs_momentum_and_no_dampening():
     model = masked_model()
-    with pytest.raises(ValueError, match=r"nesterov=True needs momentum > 0 and dampening == 0; "
-                                         r"got momentum=0, dampening=0"):
+    with pytest.raises(
+        ValueError,
+        match=r"nesterov=True needs momentum > 0 and dampening == 0; "
+        r"got momentum=0, dampening=0",
+    ):
         MaskedSGD(model.parameters(), nesterov=True, masks=model)
     with pytest.raises(ValueError, match="dampening=0.1"):
         MaskedSGD(model.parameters(), momentum=0.9, dampening=0.1, nesterov=True, masks=model)
 
 
-@pytest.mark.parametrize("argument, value, error, message", [
-    ("lr", -1.0, ValueError, r"^lr must be >= 0; got -1.0$"),
-    ("lr", float("nan"), ValueError, r"^lr must be >= 0; got nan$"),
-    ("lr", torch.tensor(0.1), TypeError, r"^lr must be a real number; got Tensor"),
-    ("momentum", -0.5, ValueError, r"^momentum must be >= 0; got -0.5$"),
-    ("weight_decay", -1e-4, ValueError, r"^weight_decay must be >= 0; got -0.0001$"),
-    ("dampening", "0.1", TypeError, r"^dampening must be a real number; got str '0.1'$"),
-    ("nesterov", 1, TypeError, r"^nesterov must be True or False; got int 1$"),
-    ("maximize", None, TypeError, r"^maximize must be True or False; got NoneType None$"),
-])
+@pytest.mark.parametrize(
+    "argument, value, error, message",
+    [
+        ("lr", -1.0, ValueError, r"^lr must be >= 0; got -1.0$"),
+        ("lr", float("nan"), ValueError, r"^lr must be >= 0; got nan$"),
+        ("lr", torch.tensor(0.1), TypeError, r"^lr must be a real number; got Tensor"),
+        ("momentum", -0.5, ValueError, r"^momentum must be >= 0; got -0.5$"),
+        ("weight_decay", -1e-4, ValueError, r"^weight_decay must be >= 0; got -0.0001$"),
+        ("dampening", "0.1", TypeError, r"^dampening must be a real number; got str '0.1'$"),
+        ("nesterov", 1, TypeError, r"^nesterov must be True or False; got int 1$"),
+        ("maximize", None, TypeError, r"^maximize must be True or False; got NoneType None$"),
+    ],
+)
 def test_invalid_hyperparameters_fail_in_one_line(argument, value, error, message):
     model = masked_model()
     with pytest.raises(error, match=message):

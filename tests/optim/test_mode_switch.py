@@ -12,10 +12,12 @@ from sparse_tickets.optim import MaskedAdam, MaskedSGD
 from .optim_parity import batches, loss_of, masked_model
 
 OPTIMIZERS = {
-    "sgd": lambda params, model: MaskedSGD(params, lr=0.05, momentum=0.9, weight_decay=1e-3,
-                                           masks=model),
-    "nesterov": lambda params, model: MaskedSGD(params, lr=0.05, momentum=0.9, nesterov=True,
-                                                masks=model),
+    "sgd": lambda params, model: MaskedSGD(
+        params, lr=0.05, momentum=0.9, weight_decay=1e-3, masks=model
+    ),
+    "nesterov": lambda params, model: MaskedSGD(
+        params, lr=0.05, momentum=0.9, nesterov=True, masks=model
+    ),
     "adam": lambda params, model: MaskedAdam(params, lr=1e-2, weight_decay=1e-3, masks=model),
     "amsgrad": lambda params, model: MaskedAdam(params, lr=1e-2, amsgrad=True, masks=model),
 }
@@ -71,11 +73,16 @@ def test_the_optimizer_follows_mode_switches_mid_training(name):
     data = batches(7)
     _train(still, OPTIMIZERS[name](still.parameters(), still), data)
     optimizer = OPTIMIZERS[name](switching.parameters(), switching)
-    _train(switching, optimizer, data, switches={
-        2: lambda model: _set_mode(model, "compact"),
-        4: lambda model: _set_mode(model, "dense"),
-        5: lambda model: _set_mode(model, "compact"),
-    })
+    _train(
+        switching,
+        optimizer,
+        data,
+        switches={
+            2: lambda model: _set_mode(model, "compact"),
+            4: lambda model: _set_mode(model, "dense"),
+            5: lambda model: _set_mode(model, "compact"),
+        },
+    )
     _assert_close(_weights(switching), _weights(still))
     # The optimizer now holds the compact values, with state of their shape.
     for _, layer in masked_layers(switching):

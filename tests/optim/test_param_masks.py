@@ -7,8 +7,13 @@ from torch import nn
 from sparse_tickets import MaskedLinear, masked_layers
 from sparse_tickets.optim import MaskedAdam, MaskedSGD
 from tests.optim.optim_parity import (
-    assert_pruned_entries_are_zero, assert_same_parameters, assert_same_state, batches,
-    masked_model, train, train_baseline,
+    assert_pruned_entries_are_zero,
+    assert_same_parameters,
+    assert_same_state,
+    batches,
+    masked_model,
+    train,
+    train_baseline,
 )
 
 # name -> (masked optimizer, its torch.optim twin, hyperparameters for both)
@@ -25,13 +30,22 @@ def masked_optimizer(name, params, masks):
 
 def plain_model() -> nn.Sequential:
     """The masked model's twin in plain torch layers: its weight gradients are dense."""
-    return nn.Sequential(nn.Conv2d(2, 4, 3, padding=1), nn.ReLU(), nn.Flatten(),
-                         nn.Linear(4 * 5 * 5, 8), nn.ReLU(), nn.Linear(8, 3))
+    return nn.Sequential(
+        nn.Conv2d(2, 4, 3, padding=1),
+        nn.ReLU(),
+        nn.Flatten(),
+        nn.Linear(4 * 5 * 5, 8),
+        nn.ReLU(),
+        nn.Linear(8, 3),
+    )
 
 
 def random_masks(model: nn.Module) -> dict:
-    return {module.weight: torch.rand(module.weight.shape) < 0.5
-            for module in model if isinstance(module, (nn.Linear, nn.Conv2d))}
+    return {
+        module.weight: torch.rand(module.weight.shape) < 0.5
+        for module in model
+        if isinstance(module, (nn.Linear, nn.Conv2d))
+    }
 
 
 def test_mapping_masks_ignore_dense_gradients_and_match_torch():
@@ -44,8 +58,9 @@ def test_mapping_masks_ignore_dense_gradients_and_match_torch():
     baseline_masks = dict(zip([p for p in baseline.parameters() if p.dim() > 1], masks.values()))
     data = batches(50)
     optimizer = MaskedAdam(model.parameters(), lr=1e-2, weight_decay=0.1, masks=masks)
-    baseline_optimizer = torch.optim.Adam(baseline.parameters(), lr=1e-2, weight_decay=0.1,
-                                          foreach=False)
+    baseline_optimizer = torch.optim.Adam(
+        baseline.parameters(), lr=1e-2, weight_decay=0.1, foreach=False
+    )
 
     train(model, optimizer, data[:1])
     # Plain layers give gradients at the pruned entries too; the step must have ignored them.
@@ -133,8 +148,9 @@ def test_an_empty_mapping_masks_nothing():
     baseline = copy.deepcopy(model)
     data = batches(5)
     train(model, MaskedSGD(model.parameters(), lr=0.05, momentum=0.9, masks={}), data)
-    train(baseline, torch.optim.SGD(baseline.parameters(), lr=0.05, momentum=0.9,
-                                    foreach=False), data)
+    train(
+        baseline, torch.optim.SGD(baseline.parameters(), lr=0.05, momentum=0.9, foreach=False), data
+    )
     assert_same_parameters(model, baseline)
 
 
@@ -144,34 +160,56 @@ def test_masks_default_to_the_parameters_own_and_must_otherwise_be_a_model_or_a_
     for _, layer in masked_layers(model):
         assert optimizer._mask_of(layer.weight) is layer.mask
         assert optimizer._mask_of(layer.bias) is None
-    with pytest.raises(TypeError, match=r"^masks must be None \(the parameters' own masks\), "
-                                        r"the model \(an nn.Module .*\) or a mapping "
-                                        r"\{Parameter: bool mask\}; got str$"):
+    with pytest.raises(
+        TypeError,
+        match=r"^masks must be None \(the parameters' own masks\), "
+        r"the model \(an nn.Module .*\) or a mapping "
+        r"\{Parameter: bool mask\}; got str$",
+    ):
         MaskedSGD(model.parameters(), masks="model")
 
 
 def test_mapping_keys_must_be_the_optimizers_parameters():
     model = plain_model()
-    with pytest.raises(TypeError, match=r"^masks keys must be the optimizer's Parameters; got "
-                                        r"str '3.weight' \(to mask by layer, pass the model"):
+    with pytest.raises(
+        TypeError,
+        match=r"^masks keys must be the optimizer's Parameters; got "
+        r"str '3.weight' \(to mask by layer, pass the model",
+    ):
         MaskedSGD(model.parameters(), masks={"3.weight": torch.ones(8, 100, dtype=torch.bool)})
     stranger = nn.Parameter(torch.zeros(8, 100))
-    with pytest.raises(ValueError, match=r"^masks has an entry for a tensor of shape \(8, 100\) "
-                                         r"that is not among the optimizer's parameters$"):
+    with pytest.raises(
+        ValueError,
+        match=r"^masks has an entry for a tensor of shape \(8, 100\) "
+        r"that is not among the optimizer's parameters$",
+    ):
         MaskedSGD(model.parameters(), masks={stranger: torch.ones(8, 100, dtype=torch.bool)})
 
 
-@pytest.mark.parametrize("mask, error, message", [
-    (torch.ones(8, 100), TypeError, r"^mask of param_groups\[0\]\['params'\]\[2\] must be a "
-                                    r"bool tensor; got torch.float32$"),
-    ([[True] * 100] * 8, TypeError, r"must be a bool tensor; got list$"),
-    (torch.ones(100, 8, dtype=torch.bool), ValueError,
-     r"^mask of param_groups\[0\]\['params'\]\[2\] has shape \(100, 8\); expected the "
-     r"parameter's shape \(8, 100\)$"),
-    (torch.ones(8, 100, dtype=torch.bool, device="meta"), ValueError,
-     r"^mask of param_groups\[0\]\['params'\]\[2\] is on meta; expected the parameter's "
-     r"device cpu$"),
-])
+@pytest.mark.parametrize(
+    "mask, error, message",
+    [
+        (
+            torch.ones(8, 100),
+            TypeError,
+            r"^mask of param_groups\[0\]\['params'\]\[2\] must be a "
+            r"bool tensor; got torch.float32$",
+        ),
+        ([[True] * 100] * 8, TypeError, r"must be a bool tensor; got list$"),
+        (
+            torch.ones(100, 8, dtype=torch.bool),
+            ValueError,
+            r"^mask of param_groups\[0\]\['params'\]\[2\] has shape \(100, 8\); expected the "
+            r"parameter's shape \(8, 100\)$",
+        ),
+        (
+            torch.ones(8, 100, dtype=torch.bool, device="meta"),
+            ValueError,
+            r"^mask of param_groups\[0\]\['params'\]\[2\] is on meta; expected the parameter's "
+            r"device cpu$",
+        ),
+    ],
+)
 def test_bad_mapping_masks_fail_in_one_line_naming_the_parameter(mask, error, message):
     model = nn.Sequential(nn.Conv2d(2, 4, 3), nn.Linear(100, 8))
     with pytest.raises(error, match=message):
@@ -184,23 +222,32 @@ def test_a_mask_gone_bad_fails_at_the_step_naming_the_layer():
     model[3].mask = torch.ones(100, 8, dtype=torch.bool)
     for param in model.parameters():
         param.grad = torch.zeros_like(param)
-    with pytest.raises(ValueError, match=r"^mask of 3.weight has shape \(100, 8\); expected "
-                                         r"the parameter's shape \(8, 100\)$"):
+    with pytest.raises(
+        ValueError,
+        match=r"^mask of 3.weight has shape \(100, 8\); expected "
+        r"the parameter's shape \(8, 100\)$",
+    ):
         optimizer.step()
 
 
 def test_a_model_without_masked_layers_is_refused():
     model = plain_model()
-    with pytest.raises(ValueError, match=r"^masks: the model has no masked layers; convert it "
-                                         r"with sparse_tickets.masked\(model\) first"):
+    with pytest.raises(
+        ValueError,
+        match=r"^masks: the model has no masked layers; convert it "
+        r"with sparse_tickets.masked\(model\) first",
+    ):
         MaskedAdam(model.parameters(), masks=model)
 
 
 def test_masks_of_another_model_are_refused():
     model = masked_model()
     copy_of_model = copy.deepcopy(model)
-    with pytest.raises(ValueError, match=r"^masks: none of the model's 3 masked-layer weights "
-                                         r"is among the optimizer's parameters"):
+    with pytest.raises(
+        ValueError,
+        match=r"^masks: none of the model's 3 masked-layer weights "
+        r"is among the optimizer's parameters",
+    ):
         MaskedSGD(copy_of_model.parameters(), masks=model)
 
 
@@ -210,6 +257,9 @@ def test_one_weight_in_two_masked_layers_needs_one_mask():
     model = nn.Sequential(first, second)
     assert MaskedSGD(first.parameters(), masks=model)._mask_of(first.weight) is first.mask
     second.set_mask(torch.eye(4, dtype=torch.bool))
-    with pytest.raises(ValueError, match=r"^masks: 0.weight is one Parameter in several masked "
-                                         r"layers with different masks; expected one mask"):
+    with pytest.raises(
+        ValueError,
+        match=r"^masks: 0.weight is one Parameter in several masked "
+        r"layers with different masks; expected one mask",
+    ):
         MaskedSGD(first.parameters(), masks=model)

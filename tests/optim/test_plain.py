@@ -10,8 +10,9 @@ from sparse_tickets.pruning import Masks
 
 def pruned_mlp():
     model = st.masked(nn.Sequential(nn.Linear(5, 7), nn.Tanh(), nn.Linear(7, 3)))
-    Masks({name: torch.rand(mask.shape) < 0.5
-           for name, mask in Masks.from_model(model).items()}).apply_to(model)
+    Masks(
+        {name: torch.rand(mask.shape) < 0.5 for name, mask in Masks.from_model(model).items()}
+    ).apply_to(model)
     return model
 
 
@@ -21,9 +22,11 @@ def step(model, optimizer, x):
     optimizer.zero_grad()
 
 
-@pytest.mark.parametrize("make", [lambda p: torch.optim.AdamW(p, lr=0.01),
-                                  lambda p: torch.optim.SGD(p, lr=0.01, momentum=0.9)],
-                         ids=["adamw", "sgd-momentum"])
+@pytest.mark.parametrize(
+    "make",
+    [lambda p: torch.optim.AdamW(p, lr=0.01), lambda p: torch.optim.SGD(p, lr=0.01, momentum=0.9)],
+    ids=["adamw", "sgd-momentum"],
+)
 def test_follows_switches_both_ways_and_steps_like_a_fresh_copy(make):
     model, x = pruned_mlp(), torch.randn(4, 5)
     optimizer = make(model.parameters())
@@ -63,8 +66,11 @@ def test_an_update_that_revives_pruned_weights_is_undone_with_a_warning():
 
     model = pruned_mlp()
     optimizer = Noisy(model.parameters())
-    with pytest.warns(RuntimeWarning, match=r"^Noisy moved \d+ pruned weights off zero; they "
-                                            r"were zeroed again"):
+    with pytest.warns(
+        RuntimeWarning,
+        match=r"^Noisy moved \d+ pruned weights off zero; they "
+        r"were zeroed again",
+    ):
         optimizer.step()
     assert not model[0].weight[~model[0].mask].any()
 
@@ -81,6 +87,9 @@ def test_state_that_cannot_follow_a_switch_raises_at_the_next_step():
 
     optimizer.step(closure)
     model[0].set_mode("compact")
-    with pytest.raises(RuntimeError, match=r"^LBFGS holds a compact-mode switched MaskedLinear "
-                                           r"weight .* its state cannot follow"):
+    with pytest.raises(
+        RuntimeError,
+        match=r"^LBFGS holds a compact-mode switched MaskedLinear "
+        r"weight .* its state cannot follow",
+    ):
         optimizer.step(closure)

@@ -12,12 +12,16 @@ from sparse_tickets import masked
 
 def small_model() -> nn.Module:
     """A conv layer and two linear layers with odd sizes: 27, 336 and 35 weights."""
-    return masked(nn.Sequential(OrderedDict(
-        features=nn.Sequential(nn.Conv2d(1, 3, 3), nn.ReLU()),
-        flatten=nn.Flatten(),
-        fc1=nn.Linear(3 * 4 * 4, 7),
-        fc2=nn.Linear(7, 5),
-    )))
+    return masked(
+        nn.Sequential(
+            OrderedDict(
+                features=nn.Sequential(nn.Conv2d(1, 3, 3), nn.ReLU()),
+                flatten=nn.Flatten(),
+                fc1=nn.Linear(3 * 4 * 4, 7),
+                fc2=nn.Linear(7, 5),
+            )
+        )
+    )
 
 
 def half_up(value: str, count: int) -> int:

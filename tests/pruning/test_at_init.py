@@ -7,20 +7,27 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call
 
-from tests.conftest import DEVICES
-from tests.pruning.helpers import half_up, kept, one_line, small_model
 from sparse_tickets import masked
 from sparse_tickets.pruning import Masks, prune_to_density, weights_of
-from sparse_tickets.pruning.at_init import (AT_INIT_METHODS, grasp_scores, prune_at_init,
-                                            snip_scores, synflow_scores)
+from sparse_tickets.pruning.at_init import (
+    AT_INIT_METHODS,
+    grasp_scores,
+    prune_at_init,
+    snip_scores,
+    synflow_scores,
+)
+from tests.conftest import DEVICES
+from tests.pruning.helpers import half_up, kept, one_line, small_model
 
 INPUT_SHAPE = (1, 6, 6)  # small_model's input: 3 x 4 x 4 features after its 3x3 conv
 CLASSES = 5
 
 
 def batches(count=2, size=8, shape=INPUT_SHAPE, classes=CLASSES, dtype=torch.float32):
-    return [(torch.randn(size, *shape, dtype=dtype), torch.randint(classes, (size,)))
-            for _ in range(count)]
+    return [
+        (torch.randn(size, *shape, dtype=dtype), torch.randint(classes, (size,)))
+        for _ in range(count)
+    ]
 
 
 def random_masks(model, density=0.6):
@@ -36,18 +43,23 @@ def scores_of(method, model, masks, data):
 
 
 def plain_small_model():
-    return nn.Sequential(OrderedDict(
-        features=nn.Sequential(nn.Conv2d(1, 3, 3), nn.ReLU()),
-        flatten=nn.Flatten(),
-        fc1=nn.Linear(3 * 4 * 4, 7),
-        fc2=nn.Linear(7, 5),
-    ))
+    return nn.Sequential(
+        OrderedDict(
+            features=nn.Sequential(nn.Conv2d(1, 3, 3), nn.ReLU()),
+            flatten=nn.Flatten(),
+            fc1=nn.Linear(3 * 4 * 4, 7),
+            fc2=nn.Linear(7, 5),
+        )
+    )
 
 
 def plain_weights(plain):
     """The plain twin's layer weights under the mask keys."""
-    return {f"{name}.weight": module.weight for name, module in plain.named_modules()
-            if isinstance(module, (nn.Linear, nn.Conv2d))}
+    return {
+        f"{name}.weight": module.weight
+        for name, module in plain.named_modules()
+        if isinstance(module, (nn.Linear, nn.Conv2d))
+    }
 
 
 def zeroed(plain, masks):
@@ -68,11 +80,11 @@ def expected_snip(plain, data):
 def assert_close_all(actual, expected, **tolerance):
     assert list(actual) == list(expected)
     for name in expected:
-        torch.testing.assert_close(actual[name], expected[name].to(actual[name].dtype),
-                                   **tolerance)
+        torch.testing.assert_close(actual[name], expected[name].to(actual[name].dtype), **tolerance)
 
 
 # ---------------------------------------------------------------- SNIP
+
 
 @pytest.mark.parametrize("with_mask", [False, True])
 def test_snip_is_the_magnitude_of_weight_times_gradient(with_mask):
@@ -96,6 +108,7 @@ def test_snip_scores_what_the_masks_say_not_what_the_model_holds():
 
 # ---------------------------------------------------------------- GraSP
 
+
 def tiny_mlp():
     return nn.Sequential(nn.Linear(4, 6), nn.Tanh(), nn.Linear(6, 3)).double()
 
@@ -114,17 +127,22 @@ def test_grasp_is_weight_times_hessian_gradient_product(temperature, with_mask):
     sizes = [shape.numel() for shape in shapes]
 
     def loss(flat):
-        weights = {name: part.view(shape) for name, part, shape
-                   in zip(names, flat.split(sizes), shapes)}
-        return sum(F.cross_entropy(functional_call(plain, {**params, **weights}, (x,))
-                                   / temperature, y) for x, y in data)
+        weights = {
+            name: part.view(shape) for name, part, shape in zip(names, flat.split(sizes), shapes)
+        }
+        return sum(
+            F.cross_entropy(functional_call(plain, {**params, **weights}, (x,)) / temperature, y)
+            for x, y in data
+        )
 
     theta = torch.cat([params[name].detach().reshape(-1) for name in names])
     flat_mask = torch.cat([masks[name].reshape(-1) for name in names]).double()
     gradient = torch.func.grad(loss)(theta)
     _, hg = torch.autograd.functional.hvp(loss, theta, gradient * flat_mask)
-    expected = {name: part.view(shape) for name, part, shape
-                in zip(names, (theta * hg).split(sizes), shapes)}
+    expected = {
+        name: part.view(shape)
+        for name, part, shape in zip(names, (theta * hg).split(sizes), shapes)
+    }
 
     actual = grasp_scores(model, masks, data, temperature=temperature)
     assert_close_all(actual, expected, rtol=1e-9, atol=1e-18)
@@ -133,6 +151,7 @@ def test_grasp_is_weight_times_hessian_gradient_product(temperature, with_mask):
 
 
 # ---------------------------------------------------------------- SynFlow
+
 
 def linear_chain(bias):
     return masked(nn.Sequential(nn.Linear(3, 4, bias=bias), nn.Linear(4, 2, bias=bias)))
@@ -147,8 +166,7 @@ def test_synflow_closed_form_on_a_linear_chain(with_mask, bias):
     w2 = (model[1].weight.detach() * masks["1.weight"]).abs().double()
     b1 = model[0].bias.detach().abs().double() if bias else torch.zeros(4, dtype=torch.float64)
     # R = 1ᵀ (|W2| (|W1| 1 + |b1|) + |b2|) for an input of ones.
-    expected = {"0.weight": w1 * w2.sum(0)[:, None],
-                "1.weight": w2 * (w1.sum(1) + b1)[None, :]}
+    expected = {"0.weight": w1 * w2.sum(0)[:, None], "1.weight": w2 * (w1.sum(1) + b1)[None, :]}
     actual = synflow_scores(model, masks, 3)
     assert all(score.dtype == torch.float64 for score in actual.values())
     assert_close_all(actual, expected, rtol=1e-12, atol=0)
@@ -163,8 +181,9 @@ def test_synflow_ranks_scores_beyond_the_float32_range():
     scores = synflow_scores(model, masks, 4)
     assert pooled_scores(scores, masks).max() > torch.finfo(torch.float32).max
     assert bool(torch.isfinite(pooled_scores(scores, masks)).all())
-    new = prune_at_init(model, masks, 0.3, method="synflow", input_shape=4, iterations=1,
-                        allow_empty=True)
+    new = prune_at_init(
+        model, masks, 0.3, method="synflow", input_shape=4, iterations=1, allow_empty=True
+    )
     removed = {name: masks[name] & ~new[name] for name in masks}
     assert pooled_scores(scores, removed).max() <= pooled_scores(scores, new).min()
 
@@ -172,10 +191,12 @@ def test_synflow_ranks_scores_beyond_the_float32_range():
 def test_iterative_synflow_hits_the_exact_count_returns_subsets_and_is_deterministic():
     model = small_model()
     masks = random_masks(model, 0.8)
-    first = prune_at_init(model, masks, 0.1, method="synflow", input_shape=INPUT_SHAPE,
-                          iterations=7)
-    second = prune_at_init(model, masks, 0.1, method="synflow", input_shape=INPUT_SHAPE,
-                           iterations=7)
+    first = prune_at_init(
+        model, masks, 0.1, method="synflow", input_shape=INPUT_SHAPE, iterations=7
+    )
+    second = prune_at_init(
+        model, masks, 0.1, method="synflow", input_shape=INPUT_SHAPE, iterations=7
+    )
     assert first.num_unpruned == half_up("0.1", masks.numel)
     assert first.is_subset_of(masks)
     assert first == second
@@ -187,21 +208,36 @@ def test_iterative_synflow_rescores_under_the_previous_rounds_masks():
     model = small_model()
     masks = random_masks(model, 0.9)
     density = 0.2
-    first = prune_to_density(weights_of(model), masks, density ** 0.5, scope="global",
-                             scores=synflow_scores(model, masks, INPUT_SHAPE))
-    expected = prune_to_density(weights_of(model), first, density, scope="global",
-                                scores=synflow_scores(model, first, INPUT_SHAPE))
-    actual = prune_at_init(model, masks, density, method="synflow", input_shape=INPUT_SHAPE,
-                           iterations=2)
+    first = prune_to_density(
+        weights_of(model),
+        masks,
+        density**0.5,
+        scope="global",
+        scores=synflow_scores(model, masks, INPUT_SHAPE),
+    )
+    expected = prune_to_density(
+        weights_of(model),
+        first,
+        density,
+        scope="global",
+        scores=synflow_scores(model, first, INPUT_SHAPE),
+    )
+    actual = prune_at_init(
+        model, masks, density, method="synflow", input_shape=INPUT_SHAPE, iterations=2
+    )
     assert actual == expected
 
 
 # ---------------------------------------------------------------- the model stays as it was
 
+
 def snapshot(model):
-    return ({key: value.clone() for key, value in model.state_dict().items()},
-            Masks.from_model(model), [m.training for m in model.modules()],
-            [getattr(m, "mode", None) for m in model.modules()])
+    return (
+        {key: value.clone() for key, value in model.state_dict().items()},
+        Masks.from_model(model),
+        [m.training for m in model.modules()],
+        [getattr(m, "mode", None) for m in model.modules()],
+    )
 
 
 def assert_untouched(model, before):
@@ -223,8 +259,9 @@ def test_the_model_is_untouched(method, train):
     before = snapshot(model)
     masks = random_masks(model, 0.5)
     scores_of(method, model, masks, batches())
-    prune_at_init(model, masks, 0.1, method=method, batches=batches(), input_shape=INPUT_SHAPE,
-                  iterations=3)
+    prune_at_init(
+        model, masks, 0.1, method=method, batches=batches(), input_shape=INPUT_SHAPE, iterations=3
+    )
     assert_untouched(model, before)
 
 
@@ -258,8 +295,13 @@ def test_scores_are_keyed_like_masks_detached_and_on_the_weights_device(method, 
 
 
 def bn_model():
-    return nn.Sequential(nn.Conv2d(1, 3, 3), nn.BatchNorm2d(3), nn.ReLU(), nn.Flatten(),
-                         nn.Linear(3 * 4 * 4, CLASSES))
+    return nn.Sequential(
+        nn.Conv2d(1, 3, 3),
+        nn.BatchNorm2d(3),
+        nn.ReLU(),
+        nn.Flatten(),
+        nn.Linear(3 * 4 * 4, CLASSES),
+    )
 
 
 def test_snip_on_batchnorm_uses_batch_statistics():
@@ -278,8 +320,15 @@ def test_snip_on_batchnorm_uses_batch_statistics():
 def test_batchnorm_models_score_and_prune(method):
     model = masked(bn_model())
     before = snapshot(model)
-    new = prune_at_init(model, Masks.ones_like(model), 0.1, method=method, batches=batches(),
-                        input_shape=INPUT_SHAPE, iterations=3)
+    new = prune_at_init(
+        model,
+        Masks.ones_like(model),
+        0.1,
+        method=method,
+        batches=batches(),
+        input_shape=INPUT_SHAPE,
+        iterations=3,
+    )
     assert new.num_unpruned == half_up("0.1", new.numel)
     assert_untouched(model, before)
 
@@ -289,19 +338,25 @@ def test_synflow_runs_in_eval_mode_whatever_the_models_mode():
     with torch.no_grad():
         model[1].running_mean.fill_(0.5)
     masks = Masks.ones_like(model)
-    assert_close_all(synflow_scores(model.train(), masks, INPUT_SHAPE),
-                     synflow_scores(model.eval(), masks, INPUT_SHAPE))
+    assert_close_all(
+        synflow_scores(model.train(), masks, INPUT_SHAPE),
+        synflow_scores(model.eval(), masks, INPUT_SHAPE),
+    )
 
 
 @pytest.mark.parametrize("method", ["snip", "grasp"])
 def test_dropout_has_no_effect_on_the_scores(method):
     plain = plain_small_model()
     model = masked(copy.deepcopy(plain))
-    with_dropout = masked(nn.Sequential(plain.features, nn.Dropout(0.5), plain.flatten,
-                                        plain.fc1, nn.Dropout(0.9), plain.fc2))
+    with_dropout = masked(
+        nn.Sequential(
+            plain.features, nn.Dropout(0.5), plain.flatten, plain.fc1, nn.Dropout(0.9), plain.fc2
+        )
+    )
     masks = Masks.ones_like(model)
-    masks_with_dropout = Masks({f"{index}.weight": masks[name] for index, name
-                                in zip(["0.0", "3", "5"], masks)})
+    masks_with_dropout = Masks(
+        {f"{index}.weight": masks[name] for index, name in zip(["0.0", "3", "5"], masks)}
+    )
     data = batches()
     expected = scores_of(method, model, masks, data)
     actual = scores_of(method, with_dropout, masks_with_dropout, data)
@@ -309,6 +364,7 @@ def test_dropout_has_no_effect_on_the_scores(method):
 
 
 # ---------------------------------------------------------------- prune_at_init
+
 
 def pooled_scores(scores, masks):
     return torch.cat([scores[name][masks[name]].double() for name in masks])
@@ -319,8 +375,16 @@ def test_global_prune_keeps_the_pooled_count_of_the_highest_scores(method):
     model = small_model()
     masks = random_masks(model, 0.9)
     data = batches()
-    new = prune_at_init(model, masks, 0.1, method=method, batches=data,
-                        input_shape=INPUT_SHAPE, iterations=1, allow_empty=True)
+    new = prune_at_init(
+        model,
+        masks,
+        0.1,
+        method=method,
+        batches=data,
+        input_shape=INPUT_SHAPE,
+        iterations=1,
+        allow_empty=True,
+    )
     assert new.num_unpruned == half_up("0.1", masks.numel)
     assert new.is_subset_of(masks)
     scores = scores_of(method, model, masks, data)
@@ -332,8 +396,16 @@ def test_global_prune_keeps_the_pooled_count_of_the_highest_scores(method):
 def test_layerwise_prune_keeps_each_layers_count(method):
     model = small_model()
     masks = Masks.ones_like(model)
-    new = prune_at_init(model, masks, 0.1, method=method, batches=batches(),
-                        input_shape=INPUT_SHAPE, scope="layerwise", iterations=4)
+    new = prune_at_init(
+        model,
+        masks,
+        0.1,
+        method=method,
+        batches=batches(),
+        input_shape=INPUT_SHAPE,
+        scope="layerwise",
+        iterations=4,
+    )
     for name in masks:
         assert kept(new[name]) == half_up("0.1", masks[name].numel())
 
@@ -343,9 +415,17 @@ def test_exclude_and_layer_densities(method):
     model = small_model()
     masks = random_masks(model, 0.9)
     names = list(masks)
-    new = prune_at_init(model, masks, 0.1, method=method, batches=batches(),
-                        input_shape=INPUT_SHAPE, exclude=[names[0]],
-                        layer_densities={names[2]: 0.5}, iterations=4)
+    new = prune_at_init(
+        model,
+        masks,
+        0.1,
+        method=method,
+        batches=batches(),
+        input_shape=INPUT_SHAPE,
+        exclude=[names[0]],
+        layer_densities={names[2]: 0.5},
+        iterations=4,
+    )
     assert torch.equal(new[names[0]], masks[names[0]])
     assert kept(new[names[1]]) == half_up("0.1", masks[names[1]].numel())
     assert kept(new[names[2]]) == half_up("0.5", masks[names[2]].numel())
@@ -361,26 +441,38 @@ def groups_of_four_keep_at_most_two(mask):
 @pytest.mark.parametrize("method", AT_INIT_METHODS)
 def test_nm_pattern_is_passed_through(method):
     model = small_model()
-    new = prune_at_init(model, Masks.ones_like(model), 0.4, method=method, batches=batches(),
-                        input_shape=INPUT_SHAPE, nm=(2, 4), iterations=3)
+    new = prune_at_init(
+        model,
+        Masks.ones_like(model),
+        0.4,
+        method=method,
+        batches=batches(),
+        input_shape=INPUT_SHAPE,
+        nm=(2, 4),
+        iterations=3,
+    )
     assert all(groups_of_four_keep_at_most_two(mask) for mask in new.values())
     assert new.num_unpruned <= half_up("0.4", new.numel)
 
 
 # ---------------------------------------------------------------- errors
 
-@pytest.mark.parametrize("arguments, error, names", [
-    (dict(method="magnitude"), ValueError, "'magnitude'"),
-    (dict(method="synflow", iterations=0), ValueError, "0"),
-    (dict(method="synflow", input_shape=None), ValueError, "None"),
-    (dict(method="synflow", input_shape=(1, 0, 6)), ValueError, "(1, 0, 6)"),
-    (dict(method="snip", batches=()), ValueError, "snip"),
-    (dict(method="grasp", batches=[]), ValueError, "grasp"),
-    (dict(method="snip", batches=[torch.zeros(2)]), TypeError, "Tensor"),
-    (dict(method="snip", scope="pooled"), ValueError, "'pooled'"),
-    (dict(method="snip", layer_densities={"fc1": 0.5}), ValueError, "'fc1'"),
-    (dict(method="snip", layer_densities={"fc1.weight": 1.5}), ValueError, "1.5"),
-])
+
+@pytest.mark.parametrize(
+    "arguments, error, names",
+    [
+        (dict(method="magnitude"), ValueError, "'magnitude'"),
+        (dict(method="synflow", iterations=0), ValueError, "0"),
+        (dict(method="synflow", input_shape=None), ValueError, "None"),
+        (dict(method="synflow", input_shape=(1, 0, 6)), ValueError, "(1, 0, 6)"),
+        (dict(method="snip", batches=()), ValueError, "snip"),
+        (dict(method="grasp", batches=[]), ValueError, "grasp"),
+        (dict(method="snip", batches=[torch.zeros(2)]), TypeError, "Tensor"),
+        (dict(method="snip", scope="pooled"), ValueError, "'pooled'"),
+        (dict(method="snip", layer_densities={"fc1": 0.5}), ValueError, "'fc1'"),
+        (dict(method="snip", layer_densities={"fc1.weight": 1.5}), ValueError, "1.5"),
+    ],
+)
 def test_bad_arguments_raise_one_line_errors_naming_the_value(arguments, error, names):
     model = small_model()
     arguments = {"batches": batches(), "input_shape": INPUT_SHAPE, **arguments}

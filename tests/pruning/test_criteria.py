@@ -2,8 +2,15 @@
 
 import pytest
 
-from sparse_tickets.pruning import (AT_INIT_METHODS, CRITERIA, STRATEGIES, Criterion,
-                                    get_criterion, register_criterion, unregister_criterion)
+from sparse_tickets.pruning import (
+    AT_INIT_METHODS,
+    CRITERIA,
+    STRATEGIES,
+    Criterion,
+    get_criterion,
+    register_criterion,
+    unregister_criterion,
+)
 from sparse_tickets.pruning.strategies import BUILT_IN
 
 

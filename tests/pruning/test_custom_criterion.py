@@ -12,9 +12,18 @@ from sparse_tickets import data, files
 from sparse_tickets.lottery.hparams import Hparams, validate
 from sparse_tickets.lottery.imp import LotteryRun, build_model
 from sparse_tickets.progress import LogLines
-from sparse_tickets.pruning import (AT_INIT_METHODS, STRATEGIES, Criterion, Masks, ScoringContext,
-                                    prune, prune_at_init, register_criterion,
-                                    unregister_criterion, weights_of)
+from sparse_tickets.pruning import (
+    AT_INIT_METHODS,
+    STRATEGIES,
+    Criterion,
+    Masks,
+    ScoringContext,
+    prune,
+    prune_at_init,
+    register_criterion,
+    unregister_criterion,
+    weights_of,
+)
 from tests.pruning.helpers import half_up, small_model
 
 
@@ -25,8 +34,10 @@ class LayerScaledMagnitude(Criterion):
     factors = {"hidden.3.weight": 1e6, "fc2.weight": 1e6}  # these layers are pruned last
 
     def scores(self, context: ScoringContext) -> dict:
-        return {name: weight.abs() * self.factors.get(name, 1.0)
-                for name, weight in context.weights.items()}
+        return {
+            name: weight.abs() * self.factors.get(name, 1.0)
+            for name, weight in context.weights.items()
+        }
 
 
 class GradientMagnitude(Criterion):
@@ -66,8 +77,9 @@ def test_registration_files_each_criterion_under_its_kind():
 
 def test_prune_ranks_by_the_criterions_scores():
     model = small_model()
-    masks = prune(weights_of(model), Masks.ones_like(model), 0.5, strategy="toy_scaled",
-                  scope="global")
+    masks = prune(
+        weights_of(model), Masks.ones_like(model), 0.5, strategy="toy_scaled", scope="global"
+    )
     assert bool(masks["fc2.weight"].all())  # its scores are a million times the others'
     pooled = ["features.0.weight", "fc1.weight"]
     removed = sum(int((~masks[name]).sum()) for name in pooled)
@@ -80,15 +92,18 @@ def test_prune_ranks_by_the_criterions_scores():
 
 def synthetic_batches(count=2):
     generator = torch.Generator().manual_seed(0)
-    return [(torch.randn(8, 1, 6, 6, generator=generator),
-             torch.randint(5, (8,), generator=generator)) for _ in range(count)]
+    return [
+        (torch.randn(8, 1, 6, 6, generator=generator), torch.randint(5, (8,), generator=generator))
+        for _ in range(count)
+    ]
 
 
 def test_prune_at_init_hands_the_criterion_the_model_and_batches():
     model = small_model()
     batches = synthetic_batches()
-    masks = prune_at_init(model, Masks.ones_like(model), 0.3, method="toy_gradient",
-                          batches=batches)
+    masks = prune_at_init(
+        model, Masks.ones_like(model), 0.3, method="toy_gradient", batches=batches
+    )
     assert [len(seen) for seen in GradientMagnitude.seen] == [2]
     # The same scores in plain torch: the highest 30% of them, pooled, are kept.
     loss = sum(F.cross_entropy(model(inputs), targets) for inputs, targets in batches)
@@ -101,15 +116,29 @@ def test_prune_at_init_hands_the_criterion_the_model_and_batches():
     assert gone.max() <= kept.min()
 
 
-SPLITS = data.synthetic(input_shape=(1, 28, 28), num_classes=10, train_size=120, val_size=40,
-                        test_size=40)
+SPLITS = data.synthetic(
+    input_shape=(1, 28, 28), num_classes=10, train_size=120, val_size=40, test_size=40
+)
 
 
 def lottery_run(tmp_path, **hparams) -> LotteryRun:
-    hp = Hparams(dataset="synthetic", train_size=120, iterations="3", eval_every=3,
-                 batch_size=20, controls="none", **hparams)
-    run = LotteryRun(hp, tmp_path, SPLITS, torch.device("cpu"), checkpoint_every=100,
-                     progress=LogLines(io.StringIO()))
+    hp = Hparams(
+        dataset="synthetic",
+        train_size=120,
+        iterations="3",
+        eval_every=3,
+        batch_size=20,
+        controls="none",
+        **hparams,
+    )
+    run = LotteryRun(
+        hp,
+        tmp_path,
+        SPLITS,
+        torch.device("cpu"),
+        checkpoint_every=100,
+        progress=LogLines(io.StringIO()),
+    )
     assert run.execute()
     return run
 
@@ -134,14 +163,19 @@ def test_an_imp_run_prunes_each_level_by_a_criterion_of_the_weights(tmp_path):
 
 
 def test_an_imp_run_prunes_at_initialisation_by_a_criterion_of_the_data(tmp_path):
-    run = lottery_run(tmp_path, strategy="toy_gradient", one_shot_density=0.25,
-                      score_batches=2)
+    run = lottery_run(tmp_path, strategy="toy_gradient", one_shot_density=0.25, score_batches=2)
     (batches,) = GradientMagnitude.seen
     assert [tuple(inputs.shape) for inputs, _ in batches] == [(20, 1, 28, 28)] * 2
     # Level 1 starts from the initialisation (rewind init): the masks are those of the
     # criterion scored there, on the batches the run handed it.
     model = build_model(run.hp, SPLITS, run.hp.model_seed, torch.device("cpu"))
-    expected = prune_at_init(model, Masks.ones_like(model), 0.25, method="toy_gradient",
-                             batches=batches, scope="layerwise",
-                             exclude=[])
+    expected = prune_at_init(
+        model,
+        Masks.ones_like(model),
+        0.25,
+        method="toy_gradient",
+        batches=batches,
+        scope="layerwise",
+        exclude=[],
+    )
     assert level_masks(run, 1) == expected

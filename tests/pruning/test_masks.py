@@ -2,10 +2,10 @@ import pytest
 import torch
 from torch import nn
 
-from tests.conftest import DEVICES
-from tests.pruning.helpers import one_line, small_model
 from sparse_tickets import MaskedLinear, masked
 from sparse_tickets.pruning import Masks, weights_of
+from tests.conftest import DEVICES
+from tests.pruning.helpers import one_line, small_model
 
 NAMES = ["features.0.weight", "fc1.weight", "fc2.weight"]
 
@@ -16,17 +16,25 @@ def pruned_masks(model, density=0.5):
 
 # ---------------------------------------------------------------- construction
 
+
 def test_zero_one_values_become_bool():
     masks = Masks({"w": torch.tensor([[0, 1], [1, 0]]), "v": torch.tensor([1.0, 0.0])})
     assert masks["w"].dtype == torch.bool and masks["w"].tolist() == [[False, True], [True, False]]
     assert masks["v"].tolist() == [True, False]
 
 
-@pytest.mark.parametrize("value, error_type, message", [
-    (torch.tensor([0, 2]), ValueError, r"masks\['fc1.weight'\] holds the value 2; expected only"),
-    (torch.tensor([0.5]), ValueError, r"masks\['fc1.weight'\] holds the value 0.5"),
-    ([1, 0], TypeError, r"masks\['fc1.weight'\] is a list; expected a bool tensor"),
-])
+@pytest.mark.parametrize(
+    "value, error_type, message",
+    [
+        (
+            torch.tensor([0, 2]),
+            ValueError,
+            r"masks\['fc1.weight'\] holds the value 2; expected only",
+        ),
+        (torch.tensor([0.5]), ValueError, r"masks\['fc1.weight'\] holds the value 0.5"),
+        ([1, 0], TypeError, r"masks\['fc1.weight'\] is a list; expected a bool tensor"),
+    ],
+)
 def test_non_binary_values_name_the_key(value, error_type, message):
     with pytest.raises(error_type, match=message) as error:
         Masks({"fc1.weight": value})
@@ -50,6 +58,7 @@ def test_masks_is_an_ordered_read_only_mapping():
 
 # ---------------------------------------------------------------- from a model
 
+
 def test_from_model_names_the_weights_as_in_the_state_dict_in_module_order():
     model = small_model()
     masks = Masks.from_model(model)
@@ -72,8 +81,11 @@ def test_a_model_that_is_itself_a_layer_has_the_key_weight():
 
 
 def test_a_model_without_masked_layers_is_refused():
-    with pytest.raises(ValueError, match="Sequential has no masked layers; expected a model "
-                                         "converted with sparse_tickets.masked"):
+    with pytest.raises(
+        ValueError,
+        match="Sequential has no masked layers; expected a model "
+        "converted with sparse_tickets.masked",
+    ):
         Masks.from_model(nn.Sequential(nn.Linear(2, 2)))
     with pytest.raises(TypeError, match="expected a torch.nn.Module; got dict"):
         Masks.ones_like({})
@@ -96,6 +108,7 @@ def test_weights_of_gives_detached_weights_under_the_mask_names():
 
 # ---------------------------------------------------------------- applying
 
+
 def test_apply_to_sets_the_masks_and_zeroes_the_pruned_weights():
     model = small_model()
     masks = pruned_masks(model)
@@ -109,8 +122,13 @@ def test_apply_to_sets_the_masks_and_zeroes_the_pruned_weights():
 def test_apply_to_lists_missing_and_unexpected_names_and_changes_nothing():
     model = small_model()
     masks = pruned_masks(model)
-    wrong = Masks({"fc1.weight": masks["fc1.weight"], "fc3.weight": masks["fc2.weight"],
-                   "features.0.weight": masks["features.0.weight"]})
+    wrong = Masks(
+        {
+            "fc1.weight": masks["fc1.weight"],
+            "fc3.weight": masks["fc2.weight"],
+            "features.0.weight": masks["features.0.weight"],
+        }
+    )
     with pytest.raises(ValueError, match="missing 'fc2.weight'; unexpected 'fc3.weight'$") as error:
         wrong.apply_to(model)
     assert one_line(error)
@@ -120,8 +138,11 @@ def test_apply_to_lists_missing_and_unexpected_names_and_changes_nothing():
 def test_apply_to_names_the_layer_and_both_shapes_on_a_shape_mismatch():
     model = small_model()
     masks = Masks({**pruned_masks(model), "fc2.weight": torch.ones(7, 5, dtype=torch.bool)})
-    with pytest.raises(ValueError, match=r"masks\['fc2.weight'\] has shape \(7, 5\); expected "
-                                         r"the layer's weight shape \(5, 7\)"):
+    with pytest.raises(
+        ValueError,
+        match=r"masks\['fc2.weight'\] has shape \(7, 5\); expected "
+        r"the layer's weight shape \(5, 7\)",
+    ):
         masks.apply_to(model)
     assert Masks.from_model(model).density == 1.0
 
@@ -146,9 +167,14 @@ def test_cpu_masks_apply_to_a_model_on_any_device(device):
 
 # ---------------------------------------------------------------- figures and comparisons
 
+
 def test_density_figures_add_up_over_layers():
-    masks = Masks({"a": torch.tensor([True, False, False, False]),
-                   "b": torch.tensor([[True, True], [True, False]])})
+    masks = Masks(
+        {
+            "a": torch.tensor([True, False, False, False]),
+            "b": torch.tensor([[True, True], [True, False]]),
+        }
+    )
     assert masks.numel == 8 and masks.num_unpruned == 4
     assert masks.density == 0.5 and masks.sparsity == 0.5
     rows = masks.density_rows()
@@ -190,6 +216,7 @@ def test_to_moves_every_mask(device):
 
 # ---------------------------------------------------------------- the meta device
 
+
 def test_masks_of_a_meta_model_move_and_apply_but_refuse_to_read_values(tmp_path):
     with torch.device("meta"):
         model = masked(nn.Sequential(nn.Linear(4, 3), nn.Embedding(5, 2)))
@@ -199,19 +226,29 @@ def test_masks_of_a_meta_model_move_and_apply_but_refuse_to_read_values(tmp_path
     assert Masks.ones_like(model).to("meta")["0.weight"].is_meta
     Masks({"0.weight": torch.ones(3, 4), "1.weight": torch.ones(5, 2)}).apply_to(model)
     assert Masks({"w": torch.ones(2, 2, device="meta")})["w"].dtype == torch.bool
-    real = Masks({"0.weight": torch.ones(3, 4, dtype=torch.bool),
-                  "1.weight": torch.ones(5, 2, dtype=torch.bool)})
-    refusals = [("counting the kept weights", lambda: masks.density),
-                ("a density table", masks.density_report),
-                ("comparing masks", lambda: masks == real),
-                ("comparing masks", lambda: real.is_subset_of(masks)),
-                ("copying masks to cpu", lambda: masks.to("cpu")),
-                ("saving masks", lambda: masks.save(tmp_path / "masks.pt")),
-                ("pruning Sequential with torch",
-                 lambda: masks.to_torch_prune(nn.Sequential(nn.Linear(4, 3), nn.Embedding(5, 2))))]
+    real = Masks(
+        {
+            "0.weight": torch.ones(3, 4, dtype=torch.bool),
+            "1.weight": torch.ones(5, 2, dtype=torch.bool),
+        }
+    )
+    refusals = [
+        ("counting the kept weights", lambda: masks.density),
+        ("a density table", masks.density_report),
+        ("comparing masks", lambda: masks == real),
+        ("comparing masks", lambda: real.is_subset_of(masks)),
+        ("copying masks to cpu", lambda: masks.to("cpu")),
+        ("saving masks", lambda: masks.save(tmp_path / "masks.pt")),
+        (
+            "pruning Sequential with torch",
+            lambda: masks.to_torch_prune(nn.Sequential(nn.Linear(4, 3), nn.Embedding(5, 2))),
+        ),
+    ]
     for what, call in refusals:
-        with pytest.raises(ValueError, match=f"^{what} needs the masks' values, and masks .* "
-                                             f"are on the meta device") as error:
+        with pytest.raises(
+            ValueError,
+            match=f"^{what} needs the masks' values, and masks .* are on the meta device",
+        ) as error:
             call()
         assert one_line(error)
     model.to_empty(device="cpu")

@@ -17,7 +17,10 @@ def test_format_names_shows_a_few_and_counts_the_rest():
 def test_check_known_lists_unknown_names_and_hints_at_the_weight_name():
     known = {"fc1.weight": None, "fc2.weight": None}
     check_known("exclude", ["fc1.weight"], known)
-    with pytest.raises(ValueError, match=r"^exclude names layers not in the masks: 'fc1', 'x' "
-                                         r"\(did you mean 'fc1.weight'\?\); expected names such "
-                                         r"as 'fc1.weight', 'fc2.weight'$"):
+    with pytest.raises(
+        ValueError,
+        match=r"^exclude names layers not in the masks: 'fc1', 'x' "
+        r"\(did you mean 'fc1.weight'\?\); expected names such "
+        r"as 'fc1.weight', 'fc2.weight'$",
+    ):
         check_known("exclude", ["fc1", "x"], known)

@@ -4,11 +4,17 @@ from fractions import Fraction
 import pytest
 import torch
 
+from sparse_tickets.pruning import Masks, prune, prune_to_density, random_like, weights_of
+from sparse_tickets.pruning.nm import (
+    NMPattern,
+    forced_removals,
+    group_counts,
+    parse_nm,
+    relaxed_n,
+    satisfies,
+)
 from tests.conftest import DEVICES
 from tests.pruning.helpers import half_up, kept, one_line, small_model
-from sparse_tickets.pruning import Masks, prune, prune_to_density, random_like, weights_of
-from sparse_tickets.pruning.nm import (NMPattern, forced_removals, group_counts, parse_nm,
-                                       relaxed_n, satisfies)
 
 # Odd shapes on purpose: rows of 7 (a partial group of 3 with m=4), a conv weight whose rows are
 # C*kh*kw = 18 long, a single row, rows shorter than m, and rows that are multiples of m.
@@ -17,10 +23,11 @@ SHAPES = [(5, 7), (4, 2, 3, 3), (1, 10), (3, 2), (6, 16), (2, 8, 1, 1)]
 
 # ---------------------------------------------------------------- plain-Python references
 
+
 def reference_counts(mask, m):
     """Kept weights per group of m along each row of mask.reshape(rows, -1), by loops."""
     rows = mask.reshape(mask.shape[0], -1).tolist()
-    return [[sum(row[start:start + m]) for start in range(0, len(row), m)] for row in rows]
+    return [[sum(row[start : start + m]) for start in range(0, len(row), m)] for row in rows]
 
 
 def reference_forced(scores, mask, n_keep, m):
@@ -32,7 +39,7 @@ def reference_forced(scores, mask, n_keep, m):
     for r, row in enumerate(rows):
         for start in range(0, len(row), m):
             group = [(values[r][j], j) for j in range(start, min(start + m, len(row))) if row[j]]
-            for _, j in sorted(group)[:max(0, len(group) - n_keep)]:
+            for _, j in sorted(group)[: max(0, len(group) - n_keep)]:
                 forced[r][j] = True
     return torch.tensor(forced, dtype=torch.bool).reshape(mask.shape)
 
@@ -63,6 +70,7 @@ def layers():
 
 # ---------------------------------------------------------------- the pattern
 
+
 def test_parse_reads_n_and_m_and_str_writes_them_back():
     assert parse_nm("2:4") == NMPattern(2, 4)
     assert parse_nm(" 1:8 ") == NMPattern(1, 8)
@@ -70,12 +78,20 @@ def test_parse_reads_n_and_m_and_str_writes_them_back():
     assert str(NMPattern(3, 8)) == "3:8"
 
 
-@pytest.mark.parametrize("text, message", [
-    ("", "is not of the form 'n:m'"), ("2", "is not of the form 'n:m'"),
-    ("2:3:4", "is not of the form 'n:m'"), ("a:b", "is not of the form 'n:m'"),
-    ("-1:4", "is not of the form 'n:m'"), ("2.0:4", "is not of the form 'n:m'"),
-    ("0:4", r"0:4 is invalid; expected 1 <= n <= m"), ("5:4", r"5:4 is invalid"),
-    ("0:0", r"0:0 is invalid")])
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("", "is not of the form 'n:m'"),
+        ("2", "is not of the form 'n:m'"),
+        ("2:3:4", "is not of the form 'n:m'"),
+        ("a:b", "is not of the form 'n:m'"),
+        ("-1:4", "is not of the form 'n:m'"),
+        ("2.0:4", "is not of the form 'n:m'"),
+        ("0:4", r"0:4 is invalid; expected 1 <= n <= m"),
+        ("5:4", r"5:4 is invalid"),
+        ("0:0", r"0:0 is invalid"),
+    ],
+)
 def test_parse_refuses_malformed_text_in_one_line(text, message):
     with pytest.raises(ValueError, match=message) as error:
         parse_nm(text)
@@ -88,6 +104,7 @@ def test_parse_refuses_non_strings():
 
 
 # ---------------------------------------------------------------- counting
+
 
 @pytest.mark.parametrize("shape", SHAPES + [(9,)])
 @pytest.mark.parametrize("n, m", [(2, 4), (1, 4), (3, 8), (1, 1), (2, 3)])
@@ -121,12 +138,31 @@ def test_counts_accept_0_1_masks():
 
 # ---------------------------------------------------------------- relaxed_n
 
-@pytest.mark.parametrize("pattern, density, expected", [
-    ((2, 4), 1.0, 4), ((2, 4), 0.8, 4), ((2, 4), 0.75, 3), ((2, 4), 0.64, 3),
-    ((2, 4), 0.512, 3), ((2, 4), 0.5, 2), ((2, 4), 0.4096, 2), ((2, 4), 0.1, 2),
-    ((2, 4), 0.0, 2), ((1, 4), 0.8, 4), ((1, 4), 0.5, 2), ((1, 4), 0.25, 1),
-    ((1, 4), 0.2, 1), ((3, 8), 0.8, 7), ((3, 8), 0.625, 5), ((3, 8), 0.4, 4),
-    ((3, 8), 0.375, 3), ((3, 8), 0.01, 3), ((4, 4), 0.1, 4)])
+
+@pytest.mark.parametrize(
+    "pattern, density, expected",
+    [
+        ((2, 4), 1.0, 4),
+        ((2, 4), 0.8, 4),
+        ((2, 4), 0.75, 3),
+        ((2, 4), 0.64, 3),
+        ((2, 4), 0.512, 3),
+        ((2, 4), 0.5, 2),
+        ((2, 4), 0.4096, 2),
+        ((2, 4), 0.1, 2),
+        ((2, 4), 0.0, 2),
+        ((1, 4), 0.8, 4),
+        ((1, 4), 0.5, 2),
+        ((1, 4), 0.25, 1),
+        ((1, 4), 0.2, 1),
+        ((3, 8), 0.8, 7),
+        ((3, 8), 0.625, 5),
+        ((3, 8), 0.4, 4),
+        ((3, 8), 0.375, 3),
+        ((3, 8), 0.01, 3),
+        ((4, 4), 0.1, 4),
+    ],
+)
 def test_relaxed_n_is_max_of_n_and_the_ceiling_of_density_times_m(pattern, density, expected):
     assert relaxed_n(pattern, density) == expected
     assert relaxed_n(NMPattern(*pattern), density) == expected
@@ -140,9 +176,16 @@ def test_relaxed_n_is_exact_at_the_boundaries():
     assert relaxed_n((2, 4), Fraction(301, 400)) == 4
 
 
-@pytest.mark.parametrize("density, error_type", [
-    (1.5, ValueError), (-0.1, ValueError), (math.nan, ValueError), ("0.5", TypeError),
-    (True, TypeError)])
+@pytest.mark.parametrize(
+    "density, error_type",
+    [
+        (1.5, ValueError),
+        (-0.1, ValueError),
+        (math.nan, ValueError),
+        ("0.5", TypeError),
+        (True, TypeError),
+    ],
+)
 def test_relaxed_n_refuses_densities_outside_0_1(density, error_type):
     with pytest.raises(error_type, match="density must be") as error:
         relaxed_n((2, 4), density)
@@ -150,6 +193,7 @@ def test_relaxed_n_refuses_densities_outside_0_1(density, error_type):
 
 
 # ---------------------------------------------------------------- forced removals
+
 
 @pytest.mark.parametrize("shape", SHAPES)
 @pytest.mark.parametrize("n_keep, m", [(2, 4), (1, 4), (3, 8), (0, 3), (4, 4)])
@@ -175,15 +219,24 @@ def test_forced_removals_skip_pruned_weights():
     assert forced_removals(scores, mask, 2, 4).tolist() == [[False, True, False, False]]
 
 
-@pytest.mark.parametrize("call, error_type, message", [
-    (lambda s, k: forced_removals(s, k, -1, 4), ValueError, "n_keep must be at least 0"),
-    (lambda s, k: forced_removals(s, k, 2, 0), ValueError, "m must be at least 1"),
-    (lambda s, k: forced_removals(s, k, 2.0, 4), TypeError, "n_keep must be an int"),
-    (lambda s, k: forced_removals(s[:, :3], k, 2, 4), ValueError,
-     r"scores must be a tensor of the mask's shape \(2, 4\); got \(2, 3\)"),
-    (lambda s, k: forced_removals(s.masked_fill(k, math.nan), k, 2, 4), ValueError,
-     "scores hold NaN at kept weights"),
-])
+@pytest.mark.parametrize(
+    "call, error_type, message",
+    [
+        (lambda s, k: forced_removals(s, k, -1, 4), ValueError, "n_keep must be at least 0"),
+        (lambda s, k: forced_removals(s, k, 2, 0), ValueError, "m must be at least 1"),
+        (lambda s, k: forced_removals(s, k, 2.0, 4), TypeError, "n_keep must be an int"),
+        (
+            lambda s, k: forced_removals(s[:, :3], k, 2, 4),
+            ValueError,
+            r"scores must be a tensor of the mask's shape \(2, 4\); got \(2, 3\)",
+        ),
+        (
+            lambda s, k: forced_removals(s.masked_fill(k, math.nan), k, 2, 4),
+            ValueError,
+            "scores hold NaN at kept weights",
+        ),
+    ],
+)
 def test_forced_removals_refuse_bad_arguments_in_one_line(call, error_type, message):
     with pytest.raises(error_type, match=message) as error:
         call(torch.rand(2, 4), torch.ones(2, 4, dtype=torch.bool))
@@ -191,6 +244,7 @@ def test_forced_removals_refuse_bad_arguments_in_one_line(call, error_type, mess
 
 
 # ---------------------------------------------------------------- pruning with nm
+
 
 @pytest.mark.parametrize("shape", SHAPES)
 @pytest.mark.parametrize("fraction", ["0.2", "0.5", "0.7"])
@@ -217,7 +271,7 @@ def test_ten_levels_of_imp_tighten_the_pattern_as_density_falls(scope):
     weights = imp_layers()
     masks = full(weights)
     reached_n = False
-    for level in range(1, 11):
+    for _level in range(1, 11):
         # Training moves the weights between levels; the masks must still only shrink.
         weights = {name: w + 0.01 * torch.randn_like(w) for name, w in weights.items()}
         # Ten global levels empty the layers of smallest initial scale, with or without nm.
@@ -263,7 +317,7 @@ def test_imp_passes_through_3_of_4_before_2_of_4():
 def test_one_shot_to_n_over_m_keeps_exactly_n_of_every_group(scope, n, m):
     weights = {"fc.weight": torch.randn(6, 16), "conv.weight": torch.randn(4, 2, 2, 4)}
     new = prune_to_density(weights, full(weights), n / m, scope=scope, nm=(n, m))
-    for name, mask in new.items():
+    for mask in new.values():
         assert (group_counts(mask, (n, m)) == n).all()
     # Within each group the n largest magnitudes survive.
     for name, w in weights.items():
@@ -280,10 +334,10 @@ def test_m_of_m_is_the_unconstrained_result(scope, strategy):
     masks = Masks({name: torch.rand(w.shape) < 0.7 for name, w in weights.items()})
     for call, value in ((prune, 0.3), (prune_to_density, 0.2)):
         plain = call(weights, masks, value, scope=scope, strategy=strategy, seed=1)
-        assert call(weights, masks, value, scope=scope, strategy=strategy, seed=1,
-                    nm=(4, 4)) == plain
-        assert call(weights, masks, value, scope=scope, strategy=strategy, seed=1,
-                    nm=None) == plain
+        assert (
+            call(weights, masks, value, scope=scope, strategy=strategy, seed=1, nm=(4, 4)) == plain
+        )
+        assert call(weights, masks, value, scope=scope, strategy=strategy, seed=1, nm=None) == plain
 
 
 def test_forced_removals_beyond_the_count_remove_more_than_asked():
@@ -312,7 +366,7 @@ def test_excluded_layers_keep_their_masks_with_nm(scope):
     new = prune_to_density(weights, masks, 0.5, scope=scope, nm=(2, 4), exclude=["fc2.weight"])
     assert torch.equal(new["fc2.weight"], masks["fc2.weight"])
     included = [name for name in masks if name != "fc2.weight"]
-    for names in ([[name] for name in included] if scope == "layerwise" else [included]):
+    for names in [[name] for name in included] if scope == "layerwise" else [included]:
         total = sum(masks[name].numel() for name in names)
         n_keep = relaxed_n((2, 4), Fraction(half_up("0.5", total), total))
         assert all(satisfies(new[name], (n_keep, 4)) for name in names)
@@ -321,8 +375,12 @@ def test_excluded_layers_keep_their_masks_with_nm(scope):
 
 def test_allow_empty_applies_to_the_final_mask():
     weights = {"tiny": torch.randn(1, 4), "big": torch.randn(4, 16)}
-    masks = Masks({"tiny": torch.tensor([[True, False, False, False]]),
-                   "big": torch.ones(4, 16, dtype=torch.bool)})
+    masks = Masks(
+        {
+            "tiny": torch.tensor([[True, False, False, False]]),
+            "big": torch.ones(4, 16, dtype=torch.bool),
+        }
+    )
     with pytest.raises(ValueError, match="'tiny' with no weights"):
         prune(weights, masks, 0.5, nm=(2, 4))
     new = prune(weights, masks, 0.5, nm=(2, 4), allow_empty=True)
@@ -334,15 +392,18 @@ def test_random_strategy_with_nm_keeps_the_counts_and_the_pattern(scope):
     weights = imp_layers()
     masks = full(weights)
     by_magnitude = prune_to_density(weights, masks, 0.4, scope=scope, nm=(2, 4))
-    at_random = prune_to_density(weights, masks, 0.4, scope=scope, nm=(2, 4),
-                                 strategy="random", seed=3)
+    at_random = prune_to_density(
+        weights, masks, 0.4, scope=scope, nm=(2, 4), strategy="random", seed=3
+    )
     assert at_random.num_unpruned == by_magnitude.num_unpruned
     if scope == "layerwise":
         assert [kept(m) for m in at_random.values()] == [kept(m) for m in by_magnitude.values()]
     assert all(satisfies(mask, (2, 4)) for mask in at_random.values())
     assert at_random != by_magnitude
-    assert prune_to_density(weights, masks, 0.4, scope=scope, nm=(2, 4), strategy="random",
-                            seed=3) == at_random
+    assert (
+        prune_to_density(weights, masks, 0.4, scope=scope, nm=(2, 4), strategy="random", seed=3)
+        == at_random
+    )
 
 
 def test_given_scores_rank_the_forced_removals_too():
@@ -358,31 +419,46 @@ def test_pruning_with_nm_on_a_device_matches_the_cpu(device):
     weights = imp_layers()
     masks = full(weights)
     on_cpu = prune(weights, masks, 0.6, scope="global", nm=(2, 4))
-    there = prune({k: w.to(device) for k, w in weights.items()}, masks.to(device), 0.6,
-                  scope="global", nm=(2, 4))
+    there = prune(
+        {k: w.to(device) for k, w in weights.items()},
+        masks.to(device),
+        0.6,
+        scope="global",
+        nm=(2, 4),
+    )
     assert all(mask.device.type == device for mask in there.values())
     assert there.to("cpu") == on_cpu
 
 
-@pytest.mark.parametrize("nm, error_type, message", [
-    ("2:4", TypeError, r"nm must be an NMPattern or an \(n, m\) tuple such as \(2, 4\); got str"),
-    ([2, 4], TypeError, "nm must be an NMPattern or an"),
-    ((2, 4, 8), TypeError, "nm must be an NMPattern or an"),
-    ((0, 4), ValueError, r"nm: N:M pattern 0:4 is invalid; expected 1 <= n <= m"),
-    ((5, 4), ValueError, "nm: N:M pattern 5:4 is invalid"),
-    ((2.0, 4), TypeError, "nm: N:M pattern n must be an int; got float"),
-])
+@pytest.mark.parametrize(
+    "nm, error_type, message",
+    [
+        (
+            "2:4",
+            TypeError,
+            r"nm must be an NMPattern or an \(n, m\) tuple such as \(2, 4\); got str",
+        ),
+        ([2, 4], TypeError, "nm must be an NMPattern or an"),
+        ((2, 4, 8), TypeError, "nm must be an NMPattern or an"),
+        ((0, 4), ValueError, r"nm: N:M pattern 0:4 is invalid; expected 1 <= n <= m"),
+        ((5, 4), ValueError, "nm: N:M pattern 5:4 is invalid"),
+        ((2.0, 4), TypeError, "nm: N:M pattern n must be an int; got float"),
+    ],
+)
 def test_bad_nm_raises_one_line_errors(nm, error_type, message):
     weights = {"w": torch.randn(2, 8)}
-    for call in (lambda: prune(weights, full(weights), 0.2, nm=nm),
-                 lambda: prune_to_density(weights, full(weights), 0.5, nm=nm),
-                 lambda: random_like(full(weights), seed=0, nm=nm)):
+    for call in (
+        lambda: prune(weights, full(weights), 0.2, nm=nm),
+        lambda: prune_to_density(weights, full(weights), 0.5, nm=nm),
+        lambda: random_like(full(weights), seed=0, nm=nm),
+    ):
         with pytest.raises(error_type, match=message) as error:
             call()
         assert one_line(error)
 
 
 # ---------------------------------------------------------------- random_like
+
 
 def ticket():
     weights = imp_layers()
@@ -391,9 +467,15 @@ def ticket():
 
 @pytest.mark.parametrize("n, m", [(2, 4), (1, 4), (3, 8)])
 def test_random_like_with_nm_keeps_counts_and_the_relaxed_pattern(n, m):
-    masks = Masks({"a": torch.rand(6, 16) < 0.3, "b": torch.rand(5, 7) < 0.6,
-                   "c": torch.rand(4, 2, 3, 3) < 0.9, "d": torch.rand(1, 10) < 0.5,
-                   "e": torch.zeros(3, 4, dtype=torch.bool)})
+    masks = Masks(
+        {
+            "a": torch.rand(6, 16) < 0.3,
+            "b": torch.rand(5, 7) < 0.6,
+            "c": torch.rand(4, 2, 3, 3) < 0.9,
+            "d": torch.rand(1, 10) < 0.5,
+            "e": torch.zeros(3, 4, dtype=torch.bool),
+        }
+    )
     shuffled = random_like(masks, seed=0, nm=(n, m))
     assert list(shuffled) == list(masks)
     for name, mask in masks.items():
@@ -412,10 +494,16 @@ def test_random_like_with_nm_is_reproducible_per_seed():
 
 
 def test_random_like_with_nm_spreads_over_all_positions_of_a_group():
-    masks = Masks({"w": prune_to_density({"w": torch.randn(64, 16)},
-                                         full({"w": torch.zeros(64, 16)}), 0.5, nm=(2, 4))["w"]})
-    counts = sum(random_like(masks, seed=seed, nm=(2, 4))["w"].reshape(-1, 4).sum(0)
-                 for seed in range(20))
+    masks = Masks(
+        {
+            "w": prune_to_density(
+                {"w": torch.randn(64, 16)}, full({"w": torch.zeros(64, 16)}), 0.5, nm=(2, 4)
+            )["w"]
+        }
+    )
+    counts = sum(
+        random_like(masks, seed=seed, nm=(2, 4))["w"].reshape(-1, 4).sum(0) for seed in range(20)
+    )
     # 20 draws * 256 groups * 2 kept / 4 positions = 2560 per position on average.
     assert ((counts > 2300) & (counts < 2800)).all()
 
@@ -425,7 +513,7 @@ def test_random_like_without_nm_is_unchanged():
     assert random_like(masks, seed=4, nm=None) == random_like(masks, seed=4)
     generator = torch.Generator().manual_seed(4)
     for name, mask in masks.items():
-        chosen = torch.randperm(mask.numel(), generator=generator)[:kept(mask)]
+        chosen = torch.randperm(mask.numel(), generator=generator)[: kept(mask)]
         expected = torch.zeros(mask.numel(), dtype=torch.bool)
         expected[chosen] = True
         assert torch.equal(random_like(masks, seed=4)[name], expected.view(mask.shape))

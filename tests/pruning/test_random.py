@@ -1,16 +1,20 @@
 import pytest
 import torch
 
-from tests.conftest import DEVICES
-from tests.pruning.helpers import kept
 from sparse_tickets.pruning import Masks, random_like, random_scores
 from sparse_tickets.pruning.random import seeded_generator
+from tests.conftest import DEVICES
+from tests.pruning.helpers import kept
 
 
 def ticket(device="cpu"):
-    return Masks({"conv.weight": torch.rand(8, 3, 3, 3, device=device) < 0.3,
-                  "fc.weight": torch.rand(40, 25, device=device) < 0.1,
-                  "empty.weight": torch.zeros(4, device=device, dtype=torch.bool)})
+    return Masks(
+        {
+            "conv.weight": torch.rand(8, 3, 3, 3, device=device) < 0.3,
+            "fc.weight": torch.rand(40, 25, device=device) < 0.1,
+            "empty.weight": torch.zeros(4, device=device, dtype=torch.bool),
+        }
+    )
 
 
 @pytest.mark.parametrize("device", DEVICES)

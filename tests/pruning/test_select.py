@@ -1,12 +1,15 @@
 import pytest
 import torch
 
-from tests.pruning.helpers import half_up
 from sparse_tickets.pruning import kept_count, pruned_count
 from sparse_tickets.pruning.select import remove_lowest
+from tests.pruning.helpers import half_up
 
-CASES = [(fraction, n) for fraction in ("0", "0.1", "0.2", "0.25", "0.3", "0.5", "0.7", "0.9")
-         for n in (0, 1, 2, 3, 5, 7, 15, 30, 101)]
+CASES = [
+    (fraction, n)
+    for fraction in ("0", "0.1", "0.2", "0.25", "0.3", "0.5", "0.7", "0.9")
+    for n in (0, 1, 2, 3, 5, 7, 15, 30, 101)
+]
 
 
 @pytest.mark.parametrize("fraction, n", CASES)
@@ -14,8 +17,9 @@ def test_pruned_count_rounds_to_nearest_with_halves_up(fraction, n):
     assert pruned_count(float(fraction), n) == half_up(fraction, n)
 
 
-@pytest.mark.parametrize("density, n", [(d, n) for d in ("0.1", "0.25", "0.5", "0.7", "1")
-                                        for n in (1, 2, 3, 7, 15, 30)])
+@pytest.mark.parametrize(
+    "density, n", [(d, n) for d in ("0.1", "0.25", "0.5", "0.7", "1") for n in (1, 2, 3, 7, 15, 30)]
+)
 def test_kept_count_rounds_to_nearest_with_halves_up(density, n):
     assert kept_count(float(density), n) == half_up(density, n)
 

@@ -4,19 +4,23 @@ import pytest
 import safetensors.torch
 import torch
 
-from tests.conftest import DEVICES
-from tests.pruning.helpers import one_line
 from sparse_tickets.pruning import Masks
 from sparse_tickets.pruning.storage import load_tensors, save_tensors
+from tests.conftest import DEVICES
+from tests.pruning.helpers import one_line
 
 SUFFIXES = [".safetensors", ".pt", ".pth"]
 
 
 def masks():
     # Names that sort differently as text than in layer order, and an empty layer.
-    return Masks({"features.3.weight": torch.rand(4, 2, 3, 3) < 0.5,
-                  "features.10.weight": torch.rand(5, 7) < 0.5,
-                  "classifier.weight": torch.zeros(3, 0, dtype=torch.bool)})
+    return Masks(
+        {
+            "features.3.weight": torch.rand(4, 2, 3, 3) < 0.5,
+            "features.10.weight": torch.rand(5, 7) < 0.5,
+            "classifier.weight": torch.zeros(3, 0, dtype=torch.bool),
+        }
+    )
 
 
 @pytest.mark.parametrize("suffix", SUFFIXES)
@@ -26,8 +30,7 @@ def test_round_trip_keeps_values_dtype_and_layer_order(tmp_path, suffix):
     original.save(path)
     loaded = Masks.load(path)
     assert loaded == original and list(loaded) == list(original)
-    assert all(mask.dtype == torch.bool and mask.device.type == "cpu"
-               for mask in loaded.values())
+    assert all(mask.dtype == torch.bool and mask.device.type == "cpu" for mask in loaded.values())
     assert os.listdir(tmp_path) == [path.name]
 
 
@@ -43,14 +46,16 @@ def test_masks_from_a_device_save_and_load_onto_a_named_device(tmp_path, device)
 
 def test_safetensors_files_written_elsewhere_load_in_their_own_order(tmp_path):
     path = tmp_path / "other.safetensors"
-    safetensors.torch.save_file({"b": torch.ones(2, dtype=torch.bool),
-                                 "a": torch.zeros(3, dtype=torch.bool)}, str(path))
+    safetensors.torch.save_file(
+        {"b": torch.ones(2, dtype=torch.bool), "a": torch.zeros(3, dtype=torch.bool)}, str(path)
+    )
     assert sorted(Masks.load(path)) == ["a", "b"]
 
 
 @pytest.mark.parametrize("suffix, writer", [(".safetensors", "safetensors"), (".pt", "torch")])
 def test_a_failing_write_leaves_the_existing_file_intact_and_no_temp_file(
-        tmp_path, monkeypatch, suffix, writer):
+    tmp_path, monkeypatch, suffix, writer
+):
     path = tmp_path / f"masks{suffix}"
     original = masks()
     original.save(path)
@@ -95,9 +100,13 @@ def test_loading_a_missing_file_names_it(tmp_path):
     assert one_line(error)
 
 
-@pytest.mark.parametrize("suffix, expected", [
-    (".safetensors", "expected a safetensors file"),
-    (".pt", "expected a torch.save'd dict of name -> tensor")])
+@pytest.mark.parametrize(
+    "suffix, expected",
+    [
+        (".safetensors", "expected a safetensors file"),
+        (".pt", "expected a torch.save'd dict of name -> tensor"),
+    ],
+)
 def test_loading_garbage_names_the_file_and_the_expected_format(tmp_path, suffix, expected):
     path = tmp_path / f"garbage{suffix}"
     path.write_bytes(b"\x00\xffnot a tensor file at all" * 3)
@@ -113,8 +122,11 @@ def test_loading_a_file_that_holds_something_else_is_refused(tmp_path):
         load_tensors(listed)
     not_binary = tmp_path / "float.pt"
     torch.save({"fc1.weight": torch.full((2,), 0.5)}, not_binary)
-    with pytest.raises(ValueError, match=r"float.pt' does not hold masks: masks\['fc1.weight'\] "
-                                         r"holds the value 0.5") as error:
+    with pytest.raises(
+        ValueError,
+        match=r"float.pt' does not hold masks: masks\['fc1.weight'\] "
+        r"holds the value 0.5",
+    ) as error:
         Masks.load(not_binary)
     assert one_line(error)
 

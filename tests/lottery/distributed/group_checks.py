@@ -12,13 +12,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from sparse_tickets.lottery import distributed
 from sparse_tickets.compact import choice
 from sparse_tickets.data import ImageSplit
+from sparse_tickets.lottery import distributed
+from sparse_tickets.lottery.train import EVAL_BATCH, evaluate
 from sparse_tickets.nn import MaskedLinear
 from sparse_tickets.optim import MaskedAdam, MaskedSGD
 from sparse_tickets.pruning import Masks
-from sparse_tickets.lottery.train import EVAL_BATCH, evaluate
 
 WORLD = 2
 
@@ -26,8 +26,13 @@ WORLD = 2
 def run(rank: int, port: int, output: str) -> None:
     """The spawn target: join a gloo group the way torchrun's environment does, run every
     check, write ``{check: "ok" | error text}`` to ``output/rank_<rank>.json``."""
-    os.environ.update(RANK=str(rank), WORLD_SIZE=str(WORLD), LOCAL_RANK=str(rank),
-                      MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    os.environ.update(
+        RANK=str(rank),
+        WORLD_SIZE=str(WORLD),
+        LOCAL_RANK=str(rank),
+        MASTER_ADDR="127.0.0.1",
+        MASTER_PORT=str(port),
+    )
     torch.set_num_threads(1)
     results = {}
     with distributed.process_group(torch.device("cpu")):
@@ -43,14 +48,17 @@ def run(rank: int, port: int, output: str) -> None:
 
 def _masks(seed: int) -> dict:
     generator = torch.Generator().manual_seed(seed)
-    return {"fc1.weight": torch.rand(7, 5, generator=generator) < 0.6,
-            "fc2.weight": torch.rand(3, 7, generator=generator) < 0.6}
+    return {
+        "fc1.weight": torch.rand(7, 5, generator=generator) < 0.6,
+        "fc2.weight": torch.rand(3, 7, generator=generator) < 0.6,
+    }
 
 
 def share_masks_broadcasts_rank_0s_masks():
     def compute():
         assert distributed.is_main(), "masks computed on a rank other than 0"
         return _masks(seed=1)
+
     masks = distributed.share_masks(compute)
     assert list(masks) == ["fc1.weight", "fc2.weight"]
     assert all(torch.equal(masks[n], _masks(seed=1)[n]) for n in masks)
@@ -68,6 +76,7 @@ def verify_identical_refuses_different_masks():
 def from_main_reports_a_failure_of_rank_0():
     def compute():
         raise ValueError("no such file")
+
     try:
         distributed.from_main(compute)
     except distributed.MainRankFailed as error:
@@ -100,8 +109,9 @@ def _train_steps(mode: str, optimizer_name: str, distributed_run: bool) -> tuple
     if optimizer_name == "adam":
         optimizer = MaskedAdam(model.parameters(), lr=0.01, weight_decay=0.1, masks=model)
     else:
-        optimizer = MaskedSGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=0.1,
-                              masks=model)
+        optimizer = MaskedSGD(
+            model.parameters(), lr=0.1, momentum=0.9, weight_decay=0.1, masks=model
+        )
     network = distributed.wrap(model, torch.device("cpu")) if distributed_run else model
     x, y = _batch()
     if distributed_run:
@@ -127,8 +137,7 @@ def _ddp_case(mode: str, optimizer_name: str):
         assert torch.all(grad[~mask] == 0), "a pruned weight has a nonzero gradient"
     for weight, (_, mask) in zip(weights, gradients):
         assert torch.all(weight[~mask] == 0), "a pruned weight was revived"
-    single_gradients, single_weights = _train_steps(mode, optimizer_name,
-                                                    distributed_run=False)
+    single_gradients, single_weights = _train_steps(mode, optimizer_name, distributed_run=False)
     for (grad, _), (single, _) in zip(gradients, single_gradients):
         torch.testing.assert_close(grad, single, rtol=1e-5, atol=1e-6)
     for weight, single in zip(weights, single_weights):
@@ -154,8 +163,12 @@ def ddp_compact_sgd_matches_one_process():
 
 def evaluation_is_shared_and_equals_one_process():
     generator = torch.Generator().manual_seed(4)
-    split = ImageSplit(torch.rand(2500, 1, 2, 2, generator=generator),
-                       torch.randint(0, 3, (2500,), generator=generator), (0.5,), (0.25,))
+    split = ImageSplit(
+        torch.rand(2500, 1, 2, 2, generator=generator),
+        torch.randint(0, 3, (2500,), generator=generator),
+        (0.5,),
+        (0.25,),
+    )
     model = nn.Sequential(nn.Flatten(), nn.Linear(4, 3))
     for parameter in model.parameters():  # rank 0's weights everywhere
         torch.distributed.broadcast(parameter.data, src=0)
@@ -179,8 +192,14 @@ def sync_buffers_copies_rank_0s_batch_norm_statistics():
     distributed.verify_identical(dict(norm.named_buffers()), "buffers")
 
 
-CHECKS = [share_masks_broadcasts_rank_0s_masks, verify_identical_refuses_different_masks,
-          from_main_reports_a_failure_of_rank_0, ddp_dense_adam_matches_one_process,
-          ddp_dense_sgd_matches_one_process, ddp_compact_adam_matches_one_process,
-          ddp_compact_sgd_matches_one_process, evaluation_is_shared_and_equals_one_process,
-          sync_buffers_copies_rank_0s_batch_norm_statistics]
+CHECKS = [
+    share_masks_broadcasts_rank_0s_masks,
+    verify_identical_refuses_different_masks,
+    from_main_reports_a_failure_of_rank_0,
+    ddp_dense_adam_matches_one_process,
+    ddp_dense_sgd_matches_one_process,
+    ddp_compact_adam_matches_one_process,
+    ddp_compact_sgd_matches_one_process,
+    evaluation_is_shared_and_equals_one_process,
+    sync_buffers_copies_rank_0s_batch_norm_statistics,
+]

@@ -25,8 +25,13 @@ def _free_port() -> int:
 def outcomes(tmp_path_factory):
     """{check name: [rank 0's outcome, rank 1's]} from one spawn of the 2 processes."""
     output = tmp_path_factory.mktemp("group_checks")
-    context = mp.start_processes(group_checks.run, args=(_free_port(), str(output)),
-                                 nprocs=group_checks.WORLD, join=False, start_method="spawn")
+    context = mp.start_processes(
+        group_checks.run,
+        args=(_free_port(), str(output)),
+        nprocs=group_checks.WORLD,
+        join=False,
+        start_method="spawn",
+    )
     deadline = time.monotonic() + TIMEOUT
     try:
         while not context.join(timeout=1):
@@ -35,8 +40,9 @@ def outcomes(tmp_path_factory):
         for process in context.processes:
             if process.is_alive():
                 process.kill()
-    per_rank = [json.loads((output / f"rank_{r}.json").read_text())
-                for r in range(group_checks.WORLD)]
+    per_rank = [
+        json.loads((output / f"rank_{r}.json").read_text()) for r in range(group_checks.WORLD)
+    ]
     return {name: [ranks[name] for ranks in per_rank] for name in per_rank[0]}
 
 
@@ -66,7 +72,8 @@ def test_a_failure_on_rank_0_stops_the_other_ranks(outcomes):
 @pytest.mark.parametrize("mode", ["dense", "compact"])
 @pytest.mark.parametrize("optimizer", ["adam", "sgd"])
 def test_ddp_over_masked_layers_matches_one_process_and_keeps_pruned_gradients_zero(
-        outcomes, mode, optimizer):
+    outcomes, mode, optimizer
+):
     # Each rank: pruned weights' gradients exactly 0 and pruned weights 0 after the masked
     # optimizer's steps; gradients and weights equal one process's on the global batch.
     _passed(outcomes, f"ddp_{mode}_{optimizer}_matches_one_process")

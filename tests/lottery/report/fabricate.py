@@ -35,30 +35,54 @@ def metrics(branch: str, level: int, seed: int) -> dict:
     density = DENSITIES[level]
     accuracy = early_stop_test_accuracy(branch, level, seed)
     evaluations = [
-        {"iteration": 0, "train_loss": None, "val_loss": 2.3, "val_accuracy": 0.1,
-         "test_loss": 2.3, "test_accuracy": 0.1},
-        {"iteration": early_stop_iteration(branch, level, seed), "train_loss": 0.3,
-         "val_loss": 0.2, "val_accuracy": accuracy, "test_loss": 0.2, "test_accuracy": accuracy},
+        {
+            "iteration": 0,
+            "train_loss": None,
+            "val_loss": 2.3,
+            "val_accuracy": 0.1,
+            "test_loss": 2.3,
+            "test_accuracy": 0.1,
+        },
+        {
+            "iteration": early_stop_iteration(branch, level, seed),
+            "train_loss": 0.3,
+            "val_loss": 0.2,
+            "val_accuracy": accuracy,
+            "test_loss": 0.2,
+            "test_accuracy": accuracy,
+        },
     ]
     return {
-        "branch": branch, "level": level, "density": density,
+        "branch": branch,
+        "level": level,
+        "density": density,
         "percent_remaining": 100 * density,
         "early_stop_iteration": early_stop_iteration(branch, level, seed),
-        "early_stop_val_loss": 0.2, "early_stop_val_accuracy": accuracy,
+        "early_stop_val_loss": 0.2,
+        "early_stop_val_accuracy": accuracy,
         "early_stop_test_accuracy": accuracy,
         "final_val_accuracy": final_test_accuracy(branch, level, seed),
         "final_test_accuracy": final_test_accuracy(branch, level, seed),
         "wall_time_seconds": wall_time_seconds(branch, level, seed),
-        "start_iteration": 0, "iterations": 2000,
-        "layers": [{"name": "fc.weight", "shape": [10, 10], "kept": round(100 * density),
-                    "total": 100, "density": density}],
+        "start_iteration": 0,
+        "iterations": 2000,
+        "layers": [
+            {
+                "name": "fc.weight",
+                "shape": [10, 10],
+                "kept": round(100 * density),
+                "total": 100,
+                "density": density,
+            }
+        ],
         "seeds": {"model": seed, "data": seed, "control": 1},
         "evaluations": evaluations,
     }
 
 
-def make_run(root: Path, seed: int = 0, main_levels=MAIN_LEVELS, control_levels=CONTROL_LEVELS,
-             **changes) -> Path:
+def make_run(
+    root: Path, seed: int = 0, main_levels=MAIN_LEVELS, control_levels=CONTROL_LEVELS, **changes
+) -> Path:
     """A run directory under ``root`` for ``Hparams(**changes)`` with model and data seed
     ``seed``, its main branch finished at ``main_levels`` and reinit at ``control_levels``."""
     hp = Hparams(**changes).replace(model_seed=seed, data_seed=seed)
@@ -79,20 +103,30 @@ def instability_result(level: int, iteration: int, seed: int, points: int = 3) -
     middle = [0.1 + 0.01 * seed + 0.11] * (points - 2)
     test_error = [0.1, *middle, 0.12]
     train_error = [0.0, *[0.05 + 0.005 * seed + 0.01] * (points - 2), 0.02]
-    return {"branch": "main", "level": level, "iteration": iteration, "points": points,
-            "density": DENSITIES[level], "percent_remaining": 100 * DENSITIES[level],
-            "alphas": [index / (points - 1) for index in range(points)],
-            "test_error": test_error, "train_error": train_error,
-            "test_loss": [1.0] * points, "train_loss": [1.0] * points,
-            "test_barrier": max(test_error) - (test_error[0] + test_error[-1]) / 2,
-            "train_barrier": max(train_error) - (train_error[0] + train_error[-1]) / 2,
-            "data_seeds": [11, 12]}
+    return {
+        "branch": "main",
+        "level": level,
+        "iteration": iteration,
+        "points": points,
+        "density": DENSITIES[level],
+        "percent_remaining": 100 * DENSITIES[level],
+        "alphas": [index / (points - 1) for index in range(points)],
+        "test_error": test_error,
+        "train_error": train_error,
+        "test_loss": [1.0] * points,
+        "train_loss": [1.0] * points,
+        "test_barrier": max(test_error) - (test_error[0] + test_error[-1]) / 2,
+        "train_barrier": max(train_error) - (train_error[0] + train_error[-1]) / 2,
+        "data_seeds": [11, 12],
+    }
 
 
-def add_instability(directory: Path, level: int, iteration: int, seed: int,
-                    points: int = 3) -> None:
+def add_instability(
+    directory: Path, level: int, iteration: int, seed: int, points: int = 3
+) -> None:
     """An instability analysis of ``level`` from ``iteration`` in a fabricated run."""
     where = Path(directory) / "instability" / "main" / f"level_{level}" / f"iteration_{iteration}"
     where.mkdir(parents=True)
-    files.write_json(where / f"path_{points}.json",
-                     instability_result(level, iteration, seed, points))
+    files.write_json(
+        where / f"path_{points}.json", instability_result(level, iteration, seed, points)
+    )

@@ -4,9 +4,14 @@ import csv
 
 import pytest
 
-from sparse_tickets.lottery.report import (INSTABILITY_FILES, ONE_SHOT_FILES, REPORT_FILES,
-                                           load_configurations, one_shot_comparisons,
-                                           write_report)
+from sparse_tickets.lottery.report import (
+    INSTABILITY_FILES,
+    ONE_SHOT_FILES,
+    REPORT_FILES,
+    load_configurations,
+    one_shot_comparisons,
+    write_report,
+)
 from sparse_tickets.lottery.runs import RunError
 from tests.lottery.report.fabricate import add_instability, make_run
 
@@ -21,8 +26,11 @@ def test_instability_is_averaged_over_seeds_and_tabled(tmp_path):
     add_instability(runs[0], level=3, iteration=0, seed=0)
     (configuration,) = load_configurations(runs)
     summaries = configuration.instability
-    assert [(s.level, s.iteration, s.n_seeds) for s in summaries] == [(2, 0, 2), (2, 100, 2),
-                                                                     (3, 0, 1)]
+    assert [(s.level, s.iteration, s.n_seeds) for s in summaries] == [
+        (2, 0, 2),
+        (2, 100, 2),
+        (3, 0, 1),
+    ]
     # Barriers 0.21 - 0.11 = 0.10 and 0.22 - 0.11 = 0.11: mean 0.105.
     assert summaries[0].test_barrier.mean == pytest.approx(0.105)
     assert summaries[0].test_error == pytest.approx((0.1, 0.215, 0.12))
@@ -53,6 +61,7 @@ def test_a_malformed_instability_result_is_a_one_line_error(tmp_path):
     add_instability(run, level=1, iteration=0, seed=0)
     path = run / "instability" / "main" / "level_1" / "iteration_0" / "path_3.json"
     from sparse_tickets import files
+
     result = files.read_json(path)
     del result["test_barrier"]
     files.write_json(path, result)
@@ -63,16 +72,27 @@ def test_a_malformed_instability_result_is_a_one_line_error(tmp_path):
 
 def test_one_shot_runs_meet_the_imp_level_nearest_in_density(tmp_path):
     imp = make_run(tmp_path / "runs")  # main levels at 100, 80, 64, 51.2 %
-    snip = make_run(tmp_path / "runs", main_levels=(0, 1), control_levels=(),
-                    strategy="snip", one_shot_density=0.64)
-    synflow = make_run(tmp_path / "runs", main_levels=(0, 1), control_levels=(),
-                       strategy="synflow", one_shot_density=0.64)
+    snip = make_run(
+        tmp_path / "runs",
+        main_levels=(0, 1),
+        control_levels=(),
+        strategy="snip",
+        one_shot_density=0.64,
+    )
+    synflow = make_run(
+        tmp_path / "runs",
+        main_levels=(0, 1),
+        control_levels=(),
+        strategy="synflow",
+        one_shot_density=0.64,
+    )
     configurations = load_configurations([imp, snip, synflow])
     rows = one_shot_comparisons(configurations)
     assert [row.method for row in rows] == ["snip", "synflow"]
     # The fabricated level 1 sits at 80%, so the nearest IMP level is level 1.
-    assert all(row.imp.label == configurations[0].label and row.imp_level.level == 1
-               for row in rows)
+    assert all(
+        row.imp.label == configurations[0].label and row.imp_level.level == 1 for row in rows
+    )
     output = tmp_path / "report"
     written = write_report([imp, snip, synflow], output)
     assert [path.name for path in written] == [*REPORT_FILES, *ONE_SHOT_FILES]
@@ -86,10 +106,21 @@ def test_the_nearest_level_is_sought_across_imp_runs_of_the_same_structure(tmp_p
     short = make_run(tmp_path / "runs", main_levels=(0, 1))  # 100 and 80 %
     long = make_run(tmp_path / "runs", levels=3)  # down to 51.2 %
     structured = make_run(tmp_path / "runs", nm="2:4")
-    snip = make_run(tmp_path / "runs", main_levels=(0, 1), control_levels=(),
-                    strategy="snip", one_shot_density=0.5, nm="2:4")
-    plain = make_run(tmp_path / "runs", main_levels=(0, 1), control_levels=(),
-                     strategy="snip", one_shot_density=0.5)
+    snip = make_run(
+        tmp_path / "runs",
+        main_levels=(0, 1),
+        control_levels=(),
+        strategy="snip",
+        one_shot_density=0.5,
+        nm="2:4",
+    )
+    plain = make_run(
+        tmp_path / "runs",
+        main_levels=(0, 1),
+        control_levels=(),
+        strategy="snip",
+        one_shot_density=0.5,
+    )
     # Fabricated pruned levels sit at 80 %: equally near in both unstructured IMP runs, so
     # the first run's level 1 wins; the 2:4 one-shot run meets the 2:4 IMP run only.
     rows = one_shot_comparisons(load_configurations([short, long, structured, snip, plain]))
@@ -99,10 +130,17 @@ def test_the_nearest_level_is_sought_across_imp_runs_of_the_same_structure(tmp_p
 
 
 def test_a_one_shot_run_alone_says_there_is_no_imp_to_compare(tmp_path):
-    grasp = make_run(tmp_path / "runs", main_levels=(0, 1), control_levels=(),
-                     strategy="grasp", one_shot_density=0.1)
+    grasp = make_run(
+        tmp_path / "runs",
+        main_levels=(0, 1),
+        control_levels=(),
+        strategy="grasp",
+        one_shot_density=0.1,
+    )
     (row,) = one_shot_comparisons(load_configurations([grasp]))
     assert row.imp is None and row.imp_level is None
     write_report([grasp], tmp_path / "report")
-    assert "(no IMP run of this model, dataset and N:M pattern)" in (tmp_path / "report" /
-                                                        "report.md").read_text()
+    assert (
+        "(no IMP run of this model, dataset and N:M pattern)"
+        in (tmp_path / "report" / "report.md").read_text()
+    )

@@ -5,11 +5,14 @@ import pytest
 from sparse_tickets import files
 from sparse_tickets.lottery.hparams import Hparams
 from sparse_tickets.lottery.presets import PRESETS
-from sparse_tickets.lottery.report.results import (Spread, configuration_labels,
-                                                   load_configurations, load_runs)
+from sparse_tickets.lottery.report.results import (
+    Spread,
+    configuration_labels,
+    load_configurations,
+    load_runs,
+)
 from sparse_tickets.lottery.runs import RunError
-from tests.lottery.report.fabricate import (early_stop_test_accuracy, make_run,
-                                            wall_time_seconds)
+from tests.lottery.report.fabricate import early_stop_test_accuracy, make_run, wall_time_seconds
 
 
 def test_runs_that_differ_only_in_seeds_form_one_configuration(tmp_path):
@@ -20,13 +23,17 @@ def test_runs_that_differ_only_in_seeds_form_one_configuration(tmp_path):
     assert [run.directory for run in configurations[0].runs] == seeded
     assert [c.label for c in configurations] == [
         "lenet_300_100/mnist5k, rewind init, rewind iteration 0",
-        "lenet_300_100/mnist5k, rewind iteration, rewind iteration 100"]
+        "lenet_300_100/mnist5k, rewind iteration, rewind iteration 100",
+    ]
     assert "model_seed" not in configurations[0].hparams
 
 
 def test_statistics_are_over_the_seeds_that_finished_a_level(tmp_path):
-    runs = [make_run(tmp_path, seed=0), make_run(tmp_path, seed=1),
-            make_run(tmp_path, seed=2, main_levels=(0, 1), control_levels=(1,))]
+    runs = [
+        make_run(tmp_path, seed=0),
+        make_run(tmp_path, seed=1),
+        make_run(tmp_path, seed=2, main_levels=(0, 1), control_levels=(1,)),
+    ]
     (configuration,) = load_configurations(runs)
     assert list(configuration.summaries) == ["main", "reinit"]
     assert configuration.levels == [0, 1, 2, 3]
@@ -39,11 +46,14 @@ def test_statistics_are_over_the_seeds_that_finished_a_level(tmp_path):
     assert level_1.mean == pytest.approx(0.912)
     assert level_1.std == pytest.approx(0.002)
     assert (level_1.minimum, level_1.maximum) == (
-        early_stop_test_accuracy("main", 1, 0), early_stop_test_accuracy("main", 1, 2))
+        early_stop_test_accuracy("main", 1, 0),
+        early_stop_test_accuracy("main", 1, 2),
+    )
     # Level 2 of main, seeds 0 and 1 only: 0.920 and 0.922 -> std 0.002 / sqrt(2).
     assert main[2].early_stop_test_accuracy.std == pytest.approx(0.002 / math.sqrt(2))
     assert main[2].wall_time_seconds.mean == pytest.approx(
-        (wall_time_seconds("main", 2, 0) + wall_time_seconds("main", 2, 1)) / 2)
+        (wall_time_seconds("main", 2, 0) + wall_time_seconds("main", 2, 1)) / 2
+    )
     assert main[3].percent_remaining == pytest.approx(51.2)
 
 
@@ -57,7 +67,10 @@ def test_labels_name_only_what_differs_within_a_model_and_dataset():
     rewound = Hparams(rewind="lr").as_dict()
     conv = PRESETS["conv2/cifar10"].as_dict()
     assert configuration_labels([lenet, conv, rewound]) == [
-        "lenet_300_100/mnist5k, rewind init", "conv2/cifar10", "lenet_300_100/mnist5k, rewind lr"]
+        "lenet_300_100/mnist5k, rewind init",
+        "conv2/cifar10",
+        "lenet_300_100/mnist5k, rewind lr",
+    ]
 
 
 def test_a_directory_named_twice_counts_once(tmp_path):
@@ -110,6 +123,9 @@ def test_metrics_without_a_reported_number_are_an_error(tmp_path):
     del metrics["wall_time_seconds"]
     metrics["early_stop_test_accuracy"] = None
     files.write_json(path, metrics)
-    with pytest.raises(RunError, match=r"lacks the number\(s\) early_stop_test_accuracy, "
-                                       r"wall_time_seconds"):
+    with pytest.raises(
+        RunError,
+        match=r"lacks the number\(s\) early_stop_test_accuracy, "
+        r"wall_time_seconds",
+    ):
         load_runs([run])

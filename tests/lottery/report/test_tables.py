@@ -6,10 +6,19 @@ import pytest
 
 from sparse_tickets.lottery.hparams import Hparams
 from sparse_tickets.lottery.report.results import load_configurations
-from sparse_tickets.lottery.report.tables import (CSV_COLUMNS, key_hyperparameters,
-                                                  markdown_report, summary_csv)
-from tests.lottery.report.fabricate import (early_stop_iteration, early_stop_test_accuracy,
-                                            final_test_accuracy, make_run, wall_time_seconds)
+from sparse_tickets.lottery.report.tables import (
+    CSV_COLUMNS,
+    key_hyperparameters,
+    markdown_report,
+    summary_csv,
+)
+from tests.lottery.report.fabricate import (
+    early_stop_iteration,
+    early_stop_test_accuracy,
+    final_test_accuracy,
+    make_run,
+    wall_time_seconds,
+)
 
 SEEDS = (0, 1, 2)
 
@@ -27,23 +36,32 @@ def test_summary_csv_holds_the_statistics_of_the_fabricated_metrics(three_seeds)
     rows = csv_rows(load_configurations(three_seeds))
     assert tuple(rows[0]) == CSV_COLUMNS
     assert [(row["branch"], row["level"]) for row in rows] == [
-        ("main", "0"), ("main", "1"), ("main", "2"), ("main", "3"),
-        ("reinit", "1"), ("reinit", "2"), ("reinit", "3")]
+        ("main", "0"),
+        ("main", "1"),
+        ("main", "2"),
+        ("main", "3"),
+        ("reinit", "1"),
+        ("reinit", "2"),
+        ("reinit", "3"),
+    ]
     for row in rows:
         branch, level = row["branch"], int(row["level"])
         accuracies = [early_stop_test_accuracy(branch, level, seed) for seed in SEEDS]
         assert row["n_seeds"] == "3"
-        assert float(row["percent_remaining"]) == pytest.approx(100 * 0.8 ** level)
-        assert float(row["early_stop_test_accuracy_mean"]) == pytest.approx(
-            sum(accuracies) / 3)
+        assert float(row["percent_remaining"]) == pytest.approx(100 * 0.8**level)
+        assert float(row["early_stop_test_accuracy_mean"]) == pytest.approx(sum(accuracies) / 3)
         assert float(row["early_stop_test_accuracy_std"]) == pytest.approx(
-            statistics.stdev(accuracies))
+            statistics.stdev(accuracies)
+        )
         assert float(row["early_stop_iteration_mean"]) == pytest.approx(
-            sum(early_stop_iteration(branch, level, seed) for seed in SEEDS) / 3)
+            sum(early_stop_iteration(branch, level, seed) for seed in SEEDS) / 3
+        )
         assert float(row["final_test_accuracy_mean"]) == pytest.approx(
-            sum(final_test_accuracy(branch, level, seed) for seed in SEEDS) / 3)
+            sum(final_test_accuracy(branch, level, seed) for seed in SEEDS) / 3
+        )
         assert float(row["wall_time_seconds_mean"]) == pytest.approx(
-            sum(wall_time_seconds(branch, level, seed) for seed in SEEDS) / 3)
+            sum(wall_time_seconds(branch, level, seed) for seed in SEEDS) / 3
+        )
     # By hand, for one row: reinit level 2 has 0.840, 0.843, 0.846.
     reinit_2 = rows[5]
     assert float(reinit_2["early_stop_test_accuracy_mean"]) == pytest.approx(0.843)
@@ -81,8 +99,10 @@ def test_two_configurations_get_two_tables(tmp_path, three_seeds):
     other = make_run(tmp_path, rewind="iteration", rewind_iteration="100")
     text = markdown_report(load_configurations([*three_seeds, other]))
     headings = [line for line in text.splitlines() if line.startswith("## ")]
-    assert headings == ["## lenet_300_100/mnist5k, rewind init, rewind iteration 0",
-                        "## lenet_300_100/mnist5k, rewind iteration, rewind iteration 100"]
+    assert headings == [
+        "## lenet_300_100/mnist5k, rewind init, rewind iteration 0",
+        "## lenet_300_100/mnist5k, rewind iteration, rewind iteration 100",
+    ]
     assert sum(line.startswith("| level |") for line in text.splitlines()) == 2
 
 

@@ -20,7 +20,7 @@ pytestmark = pytest.mark.skipif(build.fcntl is None, reason="no flock on this pl
 
 TINY_SOURCE = 'extern "C" int sparse_tickets_probe() { return 42; }\n'
 # Slow on purpose (torch's whole extension header), so that a build can be killed mid-compile.
-SLOW_SOURCE = '#include <torch/extension.h>\nint sparse_tickets_slow_probe() { return 1; }\n'
+SLOW_SOURCE = "#include <torch/extension.h>\nint sparse_tickets_slow_probe() { return 1; }\n"
 
 LOAD = textwrap.dedent("""
     import json, sys
@@ -49,14 +49,19 @@ def _environment(tmp_path, **extra):
 
 def _load(root, environment, timeout=600):
     import json
-    done = subprocess.run([sys.executable, "-c", LOAD, str(root)], env=environment,
-                          capture_output=True, text=True, timeout=timeout)
+
+    done = subprocess.run(
+        [sys.executable, "-c", LOAD, str(root)],
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
     assert done.returncode == 0, done.stderr
     return json.loads(done.stdout.strip().splitlines()[-1]), done.stderr
 
 
-def test_a_lock_left_by_a_killed_build_is_taken_over_and_the_cache_outlives_another_ninja(
-        tmp_path):
+def test_a_lock_left_by_a_killed_build_is_taken_over_and_the_cache_outlives_another_ninja(tmp_path):
     root = _sources(tmp_path, TINY_SOURCE)
     environment = _environment(tmp_path)
     # Where this spec builds, then torch's lock file as a build killed under it leaves it.
@@ -88,14 +93,17 @@ def test_the_build_is_keyed_on_the_sources_not_on_where_they_are(tmp_path):
     from sparse_tickets.ops.native import extension
 
     def name(root):
-        return extension._build_name(extension.ExtensionSpec(
-            "cpu", "SPARSE_TICKETS_TEST_EXTENSION", ("cpu/probe.cpp",), root))
+        return extension._build_name(
+            extension.ExtensionSpec(
+                "cpu", "SPARSE_TICKETS_TEST_EXTENSION", ("cpu/probe.cpp",), root
+            )
+        )
 
     first = name(_sources(tmp_path, TINY_SOURCE, "a"))
-    assert name(_sources(tmp_path, TINY_SOURCE, "b")) == first   # another place, same build
+    assert name(_sources(tmp_path, TINY_SOURCE, "b")) == first  # another place, same build
     with_header = _sources(tmp_path, TINY_SOURCE, "c")
     (with_header / "cpu" / "probe.h").write_text("// a header the source may include\n")
-    assert name(with_header) != first                            # headers count
+    assert name(with_header) != first  # headers count
     assert name(_sources(tmp_path, TINY_SOURCE + "// changed\n", "d")) != first
 
 
@@ -119,15 +127,23 @@ def test_a_live_builder_is_named_and_waited_for_and_a_dead_one_blocks_nothing(tm
     holder = _hold_lock(directory)
     announced = []
     waiter = subprocess.Popen(
-        [sys.executable, "-c", textwrap.dedent(f"""
+        [
+            sys.executable,
+            "-c",
+            textwrap.dedent(f"""
             from pathlib import Path
             from sparse_tickets.ops.native import build
             with build.exclusive(Path({str(directory)!r}), announce=print):
                 print("acquired", flush=True)
-        """)], stdout=subprocess.PIPE, text=True)
+        """),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     announced.append(waiter.stdout.readline().strip())
-    assert announced[0].startswith(f"waiting for process {holder.pid}, which is building in "
-                                   f"{directory}")
+    assert announced[0].startswith(
+        f"waiting for process {holder.pid}, which is building in {directory}"
+    )
     holder.kill()  # SIGKILL: the kernel releases its lock
     holder.wait()
     assert waiter.stdout.readline().strip() == "acquired"
@@ -155,12 +171,15 @@ def _compilers_of(path_fragment):
 
 
 @pytest.mark.skipif(not Path("/proc").is_dir(), reason="needs /proc to find the compiler")
-def test_killing_the_process_that_builds_kills_its_compiler_and_the_next_build_succeeds(
-        tmp_path):
+def test_killing_the_process_that_builds_kills_its_compiler_and_the_next_build_succeeds(tmp_path):
     root = _sources(tmp_path, SLOW_SOURCE)
     environment = _environment(tmp_path)
-    builder = subprocess.Popen([sys.executable, "-c", LOAD, str(root)], env=environment,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    builder = subprocess.Popen(
+        [sys.executable, "-c", LOAD, str(root)],
+        env=environment,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     deadline = time.monotonic() + 300
     while not _compilers_of(str(root)):
         assert builder.poll() is None, "the build ended before its compiler could be seen"

@@ -42,8 +42,7 @@ def _spec(tmp_path, text=TINY_SOURCE, name="sources"):
     root = tmp_path / name
     (root / "cpu").mkdir(parents=True, exist_ok=True)
     (root / "cpu" / "probe.cpp").write_text(text)
-    return extension.ExtensionSpec("cpu", "SPARSE_TICKETS_TEST_EXTENSION", ("cpu/probe.cpp",),
-                                   root)
+    return extension.ExtensionSpec("cpu", "SPARSE_TICKETS_TEST_EXTENSION", ("cpu/probe.cpp",), root)
 
 
 def _broken_compiler(tmp_path, name="broken_cxx"):
@@ -58,7 +57,8 @@ def _failure_lines(stderr):
 
 
 def test_a_failed_build_is_tried_once_per_process_and_remembered_per_compiler(
-        tmp_path, monkeypatch, capfd, fresh_process):
+    tmp_path, monkeypatch, capfd, fresh_process
+):
     spec = _spec(tmp_path)
     broken = _broken_compiler(tmp_path)
     monkeypatch.setenv("CXX", str(broken))
@@ -68,11 +68,14 @@ def test_a_failed_build_is_tried_once_per_process_and_remembered_per_compiler(
     assert stderr.count(BUILDING) == 1
     (reason,) = reasons
     log = extension.build_directory(spec) / "build.log"
-    assert reason == (f"the cpu extension failed to build with {broken}: broken_cxx: error: "
-                      f"this compiler compiles nothing (full log: {log}); `sparse-tickets "
-                      f"build` retries")
-    assert _failure_lines(stderr) == [f"sparse_tickets: {reason}; meanwhile the slower "
-                                      f"reference backend serves"]
+    assert reason == (
+        f"the cpu extension failed to build with {broken}: broken_cxx: error: "
+        f"this compiler compiles nothing (full log: {log}); `sparse-tickets "
+        f"build` retries"
+    )
+    assert _failure_lines(stderr) == [
+        f"sparse_tickets: {reason}; meanwhile the slower reference backend serves"
+    ]
     record = extension.failure_record_path(spec)
     assert record.parent == extension.build_directory(spec)
     assert "compiles nothing" in json.loads(record.read_text())["error"]
@@ -102,7 +105,8 @@ def test_a_failed_build_is_tried_once_per_process_and_remembered_per_compiler(
 
 
 def test_changed_sources_are_tried_again_with_the_compiler_that_failed(
-        tmp_path, monkeypatch, capfd, fresh_process):
+    tmp_path, monkeypatch, capfd, fresh_process
+):
     monkeypatch.setenv("CXX", str(_broken_compiler(tmp_path)))
     first = _spec(tmp_path)
     assert extension.unavailable_reason(first) is not None
@@ -116,7 +120,8 @@ def test_changed_sources_are_tried_again_with_the_compiler_that_failed(
 
 
 def test_forced_a_remembered_failure_raises_at_once_and_a_retry_builds_again(
-        tmp_path, monkeypatch, capfd, fresh_process):
+    tmp_path, monkeypatch, capfd, fresh_process
+):
     spec = _spec(tmp_path)
     monkeypatch.setenv("CXX", str(_broken_compiler(tmp_path)))
     assert extension.unavailable_reason(spec) is not None
@@ -149,19 +154,42 @@ def test_an_unreadable_record_counts_as_none(tmp_path, monkeypatch, capfd, fresh
 
 
 # The CLI with a broken compiler, as a user would meet it: an IMP run of two short levels.
-IMP = ["imp", "--iterations", "20", "--eval-every", "10", "--levels", "1", "--controls", "none",
-       "--train-size", "600", "--quiet", "--no-report"]
+IMP = [
+    "imp",
+    "--iterations",
+    "20",
+    "--eval-every",
+    "10",
+    "--levels",
+    "1",
+    "--controls",
+    "none",
+    "--train-size",
+    "600",
+    "--quiet",
+    "--no-report",
+]
 
 
 def _cli(arguments, environment):
-    return subprocess.run([sys.executable, "-m", "sparse_tickets", *arguments], env=environment,
-                          capture_output=True, text=True, timeout=600)
+    return subprocess.run(
+        [sys.executable, "-m", "sparse_tickets", *arguments],
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
 
 
 def test_the_cli_with_a_broken_compiler_tries_once_and_build_retries(tmp_path):
     cache = tmp_path / "cache"
-    environment = {**os.environ, "CXX": "/bin/false", "TORCH_EXTENSIONS_DIR": str(cache),
-                   "SPARSE_TICKETS_CPU_EXTENSION": "auto", "OMP_NUM_THREADS": "1"}
+    environment = {
+        **os.environ,
+        "CXX": "/bin/false",
+        "TORCH_EXTENSIONS_DIR": str(cache),
+        "SPARSE_TICKETS_CPU_EXTENSION": "auto",
+        "OMP_NUM_THREADS": "1",
+    }
 
     first = _cli([*IMP, "--runs-dir", str(tmp_path / "first")], environment)
     assert first.returncode == 0, first.stderr
@@ -192,8 +220,9 @@ def test_every_unit_of_the_kernel_sources_is_built(spec):
     # A unit left out of the list compiles nowhere, and its ops fail only when first called.
     suffix = ".cpp" if spec.kind == "cpu" else (".cu", ".cpp")
     directory = spec.source_root / spec.kind
-    units = {f"{spec.kind}/{path.name}" for path in directory.iterdir()
-             if path.name.endswith(suffix)}
+    units = {
+        f"{spec.kind}/{path.name}" for path in directory.iterdir() if path.name.endswith(suffix)
+    }
     assert set(spec.sources) == units
 
 
