@@ -38,12 +38,12 @@ from __future__ import annotations
 import functools
 import math
 import warnings
-import weakref
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
 
+from ..tensor_cache import TensorCache
 from .base import Backend
 from .reference import linear as reference_linear
 from .reference.masking import apply_mask
@@ -204,68 +204,8 @@ def _compress(weight: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         return torch.sparse.to_sparse_semi_structured(dense)
 
 
-class _TensorCache:
-    """Values derived from tensors, kept while those tensors live and are unchanged.
-
-    Keyed by the identity of the first tensor and checked against weak references to all of
-    them (an id alone can be reused by a new tensor), to their storages (``p.data = other``
-    swaps the storage of the same Parameter without moving its version counter: ``.to()``, a
-    masked layer leaving compact mode) and their version counters (any in-place write moves
-    one). A write through ``.data`` moves none of these: after one, call ``clear_compressed``.
-    At most one value per first tensor: a changed tensor replaces its entry, and a freed one
-    removes it. Inference tensors keep no version counter: never cached.
-    """
-
-    def __init__(self) -> None:
-        self._entries: dict = {}
-
-    def __len__(self) -> int:
-        return len(self._entries)
-
-    def get(self, tensors: tuple, compute: Callable[[], object]):
-        versions = _versions(tensors)
-        if versions is None:
-            return compute()
-        key = id(tensors[0])
-        entry = self._entries.get(key)
-        if (
-            entry is not None
-            and entry[2] == versions
-            and all(
-                ref() is tensor and storage() is tensor.untyped_storage()
-                for ref, storage, tensor in zip(entry[0], entry[1], tensors)
-            )
-        ):
-            return entry[3]
-        value = compute()
-        drop = functools.partial(self._drop, key)
-        self._entries[key] = (
-            tuple(weakref.ref(t, drop) for t in tensors),
-            tuple(weakref.ref(t.untyped_storage()) for t in tensors),
-            versions,
-            value,
-        )
-        return value
-
-    def clear(self) -> None:
-        self._entries.clear()
-
-    def _drop(self, key: int, dead: weakref.ref) -> None:
-        # Only the entry that holds this reference: the id may already key a newer entry.
-        entry = self._entries.get(key)
-        if entry is not None and any(ref is dead for ref in entry[0]):
-            del self._entries[key]
-
-
-def _versions(tensors: tuple) -> tuple | None:
-    try:
-        return tuple(t._version for t in tensors)
-    except RuntimeError:  # an inference tensor
-        return None
-
-
-_COMPRESSED = _TensorCache()  # (weight, mask) -> the compressed W ⊙ M
-_TWO_FOUR = _TensorCache()  # (mask,) -> is_two_four(mask)
+_COMPRESSED = TensorCache()  # (weight, mask) -> the compressed W ⊙ M
+_TWO_FOUR = TensorCache()  # (mask,) -> is_two_four(mask)
 
 
 @functools.cache
