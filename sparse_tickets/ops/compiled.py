@@ -75,6 +75,16 @@ def _compact_linear_backward(
     return tuple(grad_y.new_empty(0) if grad is None else grad for grad in grads)
 
 
+def _gradients_like(grad_y, x, values, needs_x, needs_values, needs_bias):
+    """The shapes a compact backward returns: each gradient asked for, an empty tensor for one
+    not asked for (the linear's and the conv's alike)."""
+    return (
+        x.new_empty(x.shape if needs_x else (0,)),
+        values.new_empty(values.shape if needs_values else (0,)),
+        grad_y.new_empty((grad_y.shape[1],) if needs_bias else (0,)),
+    )
+
+
 @_compact_linear_backward.register_fake
 def _compact_linear_backward_fake(
     grad_y,
@@ -90,11 +100,7 @@ def _compact_linear_backward_fake(
     needs_values,
     needs_bias,
 ):
-    return (
-        x.new_empty(x.shape if needs_x else (0,)),
-        values.new_empty(values.shape if needs_values else (0,)),
-        grad_y.new_empty((grad_y.shape[1],) if needs_bias else (0,)),
-    )
+    return _gradients_like(grad_y, x, values, needs_x, needs_values, needs_bias)
 
 
 def _setup_context(ctx, inputs, output) -> None:
@@ -245,11 +251,7 @@ def _compact_conv2d_backward_fake(
     needs_values,
     needs_bias,
 ):
-    return (
-        x.new_empty(x.shape if needs_x else (0,)),
-        values.new_empty(values.shape if needs_values else (0,)),
-        grad_y.new_empty((grad_y.shape[1],) if needs_bias else (0,)),
-    )
+    return _gradients_like(grad_y, x, values, needs_x, needs_values, needs_bias)
 
 
 def _conv_setup_context(ctx, inputs, output) -> None:
