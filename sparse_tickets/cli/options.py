@@ -139,6 +139,9 @@ def add_run_options(parser: argparse.ArgumentParser, runs_dir: bool = True) -> N
     )
 
 
+EXECUTORS = ("local", "stacked", "slurm", "submitit-local")
+
+
 def add_trial_options(parser: argparse.ArgumentParser, named: bool = True) -> None:
     group = parser.add_argument_group(
         "trials (replicates that differ in their seeds, each an ordinary run directory)"
@@ -163,11 +166,13 @@ def add_trial_options(parser: argparse.ArgumentParser, named: bool = True) -> No
     )
     group.add_argument(
         "--executor",
-        choices=("local", "slurm", "submitit-local"),
+        choices=EXECUTORS,
         default="local",
         help="local: processes on this machine sharing its cores (default); "
-        "slurm: a SLURM job array through submitit, requeued after time "
-        "limits; submitit-local: that submission run on this machine, "
+        "stacked (imp, train): this process trains the trials' levels as one stacked "
+        "network wherever that is measured to be faster than processes, the other "
+        "levels as processes; slurm: a SLURM job array through submitit, requeued "
+        "after time limits; submitit-local: that submission run on this machine, "
         "to check it without a cluster",
     )
     group.add_argument(

@@ -51,6 +51,13 @@ def _add_imp(commands) -> None:
     )
     options.add_hparam_flags(command)
     options.add_run_options(command)
+    command.add_argument(
+        "--until-level",
+        type=options.integer_at_least(0, "a level >= 0"),
+        metavar="N",
+        help="stop after main level N (the controls and analyses wait for every level); "
+        "the same command without it goes on from there",
+    )
     options.add_trial_options(command)
     command.set_defaults(handler=training.run_imp)
 

@@ -77,7 +77,8 @@ def _execute(args, hp: Hparams, initial_masks=None) -> int:
             initial_masks.apply_to(model)  # names and shapes must be the model's
         offsets = trials.seed_offsets(args)
         if offsets is not None:
-            return trials.run_new(args, hp, offsets)
+            start = trials.StackedStart(splits, device, initial_masks)
+            return trials.run_new(args, hp, offsets, start)
         directory = None
         if distributed.launched_rank() == 0:  # the job's one writer
             directory = Run.make_directory(Path(args.runs_dir), hp).directory
@@ -93,5 +94,6 @@ def _execute(args, hp: Hparams, initial_masks=None) -> int:
                 progress,
                 args.report,
                 initial_masks=initial_masks,
+                until_level=getattr(args, "until_level", None),
             )
         return 0

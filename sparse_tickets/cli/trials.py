@@ -4,10 +4,13 @@ processes or submitted to SLURM; then, for local trials, one report over them al
 
 from __future__ import annotations
 
+import contextlib
 import sys
+import time
+from dataclasses import dataclass
 from pathlib import Path
 
-from ..lottery import distributed, trials
+from ..lottery import distributed, locking, trials
 from ..lottery.hparams import SEED_FIELDS, Hparams
 from ..lottery.runs import Run, RunError
 from .common import FAILURE, PROG, UsageError, note, usage_errors
@@ -26,18 +29,86 @@ def seed_offsets(args) -> list | None:
     return offsets
 
 
-def run_new(args, hp: Hparams, offsets: list) -> int:
-    """The trials of ``imp`` or ``train``: their run directories made under --runs-dir."""
+def run_new(args, hp: Hparams, offsets: list, start: StackedStart) -> int:
+    """The trials of ``imp`` or ``train``: their run directories made under --runs-dir.
+    ``start`` is what a stacked executor needs to build the trials' runs in this process."""
     with usage_errors(trials.TrialsError):
         made = trials.make_trials(
             Path(args.runs_dir), hp, offsets, lambda trial_hp: _trial_argv(args, trial_hp)
         )
+
+    def stacked(parallel: int, threads: int) -> list:
+        return _stacked(args, hp, made, parallel, threads, start)
+
     return _run(
         args,
         made,
         Path(args.runs_dir),
         report_name=trials.report_name(hp, getattr(args, "name", None)),
+        execute=stacked if args.executor == "stacked" else None,
     )
+
+
+@dataclass(frozen=True)
+class StackedStart:
+    """What the trials' runs are built from in this process: their data, device, the masks of
+    `train --masks`."""
+
+    splits: object
+    device: object
+    initial_masks: object = None
+
+
+def _stacked(
+    args, hp: Hparams, made: list, parallel: int, threads: int, start: StackedStart
+) -> list:
+    """The trials' outcomes under ``--executor stacked``."""
+    from ..lottery.imp import LotteryRun  # the training loop: not loaded for other commands
+    from ..lottery.session import progress_output
+    from ..lottery.stacked_trials import StackedTrials, TrialLines
+    from ..lottery.train import make_optimizer
+
+    with contextlib.ExitStack() as locks:  # each trial's one writer while its run is made
+        for trial in made:
+            locks.enter_context(locking.held(trial.directory, command=args.command_line))
+        runs = [
+            LotteryRun(
+                trials.offset_seeds(hp, trial.offset),
+                Path(args.runs_dir),
+                start.splits,
+                start.device,
+                args.checkpoint_every,
+                TrialLines(trial.offset),
+                initial_masks=start.initial_masks,
+                until_level=getattr(args, "until_level", None),
+            )
+            for trial in made
+        ]
+        for run in runs:
+            if getattr(args, "name", None):
+                run.run.record_name(args.name)
+            run.ensure_initial_state()
+    # A trial process's start-up is what this one has spent so far (imports, data, checks),
+    # with the optimizers' first construction (it imports torch._dynamo).
+    make_optimizer(runs[0].model, runs[0].hp)
+    startup = time.process_time()
+    with contextlib.closing(progress_output(args.quiet)) as progress:
+        driver = StackedTrials(
+            made,
+            runs,
+            progress,
+            parallel=parallel,
+            threads=threads,
+            startup_seconds=startup,
+            until_level_argv=(
+                (lambda trial, level: [*trial.argv, "--until-level", str(level)])
+                if args.command == "imp"
+                else None
+            ),
+            run_processes=lambda chosen: _run_processes(chosen, parallel, threads),
+            command=args.command_line,
+        )
+        return driver.execute()
 
 
 def run_existing(args, run: Run, offsets: list) -> int:
@@ -59,6 +130,11 @@ def run_existing(args, run: Run, offsets: list) -> int:
             argv += ["--iterations", *args.iterations]
         return argv + _run_options_argv(args)
 
+    if args.executor == "stacked":
+        raise UsageError(
+            f"{PROG} instability: --executor stacked trains the levels of imp and train; "
+            f"expected --executor local, slurm or submitit-local"
+        )
     with usage_errors(trials.TrialsError):
         found = trials.existing_trials(run, offsets, argv_of)
     return _run(args, found, run.directory.parent, report_name=trials.instability_report_name(run))
@@ -76,6 +152,8 @@ def _trial_argv(args, hp: Hparams) -> list:
             argv += [f"--{name.replace('_', '-')}", str(value)]
     if args.lr_rewind:
         argv.append("--lr-rewind")
+    if getattr(args, "until_level", None) is not None:
+        argv += ["--until-level", str(args.until_level)]
     argv += [
         item
         for name in SEED_FIELDS
@@ -104,17 +182,37 @@ def _run_options_argv(args) -> list:
     ]
 
 
-def _run(args, made: list, runs_dir: Path, report_name: str) -> int:
-    """Run the trials with the chosen executor; then, for local ones, their report under
-    ``runs_dir``."""
-    if args.executor != "local":
+def _run(args, made: list, runs_dir: Path, report_name: str, execute=None) -> int:
+    """Run the trials with the chosen executor (``execute(parallel, threads)`` when given, else
+    processes); then, for those run here, their report under ``runs_dir``."""
+    if args.executor in ("slurm", "submitit-local"):
         return _submit(args, made, runs_dir)
     parallel, threads = trials.split_cores(len(made), args.parallel, trials.cores())
+    how = "stacked where that is faster, else as processes" if execute else "as processes"
     print(
-        f"{PROG}: {len(made)} trials, {parallel} at a time, {threads} thread(s) each; "
+        f"{PROG}: {len(made)} trials, {how}: {parallel} at a time, {threads} thread(s) each; "
         f"each trial's output in its run directory's {trials.LOG_NAME}",
         flush=True,
     )
+    if execute is None:
+        outcomes = _run_processes(made, parallel, threads)
+    else:
+        outcomes = execute(parallel, threads)
+    failed = [outcome for outcome in outcomes if outcome.returncode]
+    if args.report:
+        _report([trial.directory for trial in made], runs_dir / report_name)
+    if failed:
+        print(
+            f"{PROG}: {len(failed)} of {len(made)} trials failed; the same command resumes "
+            f"them (see each run directory's {trials.LOG_NAME})",
+            file=sys.stderr,
+        )
+        return FAILURE
+    return 0
+
+
+def _run_processes(made: list, parallel: int, threads: int) -> list:
+    """The trials' commands as processes here, each start and end said."""
 
     def started(trial) -> None:
         print(f"{PROG}: trial +{trial.offset} started: {trial.directory}", flush=True)
@@ -130,18 +228,7 @@ def _run(args, made: list, runs_dir: Path, report_name: str) -> int:
             flush=True,
         )
 
-    outcomes = trials.run_local(made, parallel, threads, on_start=started, on_end=ended)
-    failed = [outcome for outcome in outcomes if outcome.returncode]
-    if args.report:
-        _report([trial.directory for trial in made], runs_dir / report_name)
-    if failed:
-        print(
-            f"{PROG}: {len(failed)} of {len(made)} trials failed; the same command resumes "
-            f"them (see each run directory's {trials.LOG_NAME})",
-            file=sys.stderr,
-        )
-        return FAILURE
-    return 0
+    return trials.run_local(made, parallel, threads, on_start=started, on_end=ended)
 
 
 def _report(directories: list, output: Path) -> None:

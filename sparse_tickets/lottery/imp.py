@@ -160,6 +160,20 @@ def instability_iterations(hp: Hparams, schedule: Schedule) -> list[int]:
     )
 
 
+@dataclass(frozen=True)
+class PendingLevel:
+    """A level still to train: its files, masks, start weights and what names it."""
+
+    files: Level
+    masks: Masks
+    start_state: dict
+    start_iteration: int
+    seed_parts: tuple
+    label: str
+    about: dict
+    record_rewind_point: bool
+
+
 @dataclass
 class LotteryRun(LevelTrainer):
     """Runs the levels and controls of ``hp`` in its run directory under ``runs_directory``,
@@ -175,6 +189,8 @@ class LotteryRun(LevelTrainer):
     run_directory: Path | None = None
     # The masks level 0 trains with (`train --masks`); None: every weight.
     initial_masks: Masks | None = None
+    # Stop after this main level (`imp --until-level`); None: run everything.
+    until_level: int | None = None
 
     def __post_init__(self):
         self.schedule, self.model = check(self.hp, self.splits, self.device)
@@ -199,6 +215,8 @@ class LotteryRun(LevelTrainer):
         """Run whatever is not done yet; False when everything was done already."""
         did_work = distributed.from_main(self.ensure_initial_state)
         for level in range(self.last_level + 1):
+            if self.stops_before(level):
+                return did_work  # the controls and analyses need every level: later
             did_work |= self.main_level(level)
         for control in self.hp.control_names():
             for level in self.hp.control_level_numbers():
@@ -213,6 +231,10 @@ class LotteryRun(LevelTrainer):
                     self.hp.instability_points,
                 )
         return did_work
+
+    def stops_before(self, level: int) -> bool:
+        """Whether main level ``level`` is past ``until_level``."""
+        return self.until_level is not None and level > self.until_level
 
     # The main branch.
 
@@ -230,6 +252,22 @@ class LotteryRun(LevelTrainer):
             record_rewind_point=level == 0 and self.rewinds_to_iteration,
         )
         return True
+
+    def pending_main_level(self, level: int) -> PendingLevel | None:
+        """What main level ``level`` trains, its masks computed and stored; None when it is
+        finished. For a process of its own (not under torchrun): the stacked trials'."""
+        if self._main_level_done(level):
+            return None
+        return PendingLevel(
+            files=self.run.level(MAIN, level),
+            masks=self.main_masks(level),
+            start_state=self.main_start_state(level),
+            start_iteration=self._start_iteration(level),
+            seed_parts=(0, level),
+            label=f"level {level}",
+            about={"branch": MAIN, "level": level},
+            record_rewind_point=level == 0 and self.rewinds_to_iteration,
+        )
 
     def _main_level_done(self, level: int) -> bool:
         files_of = self.run.level(MAIN, level)
@@ -420,14 +458,40 @@ class LotteryRun(LevelTrainer):
     # The controls.
 
     def control_level(self, control: str, level: int) -> bool:
-        if distributed.from_main(
-            lambda: self.finished(
-                self.run.level(control, level),
-                f"{control} level {level}",
-                self._control_masks_check(control, level),
-            )
-        ):
+        if distributed.from_main(lambda: self._control_level_done(control, level)):
             return False
+        masks, start_state = self._control_start(control, level)
+        self._train(
+            control, level, Masks(masks), start_state, seed_parts=(1 + CONTROL_IDS[control], level)
+        )
+        return True
+
+    def pending_control_level(self, control: str, level: int) -> PendingLevel | None:
+        """What level ``level`` of control ``control`` trains; None when it is finished (as
+        :meth:`pending_main_level`)."""
+        if self._control_level_done(control, level):
+            return None
+        masks, start_state = self._control_start(control, level)
+        return PendingLevel(
+            files=self.run.level(control, level),
+            masks=Masks(masks),
+            start_state=start_state,
+            start_iteration=self._start_iteration(level),
+            seed_parts=(1 + CONTROL_IDS[control], level),
+            label=f"{control} level {level}",
+            about={"branch": control, "level": level},
+            record_rewind_point=False,
+        )
+
+    def _control_level_done(self, control: str, level: int) -> bool:
+        return self.finished(
+            self.run.level(control, level),
+            f"{control} level {level}",
+            self._control_masks_check(control, level),
+        )
+
+    def _control_start(self, control: str, level: int) -> tuple:
+        """(masks, start weights) of level ``level`` of control ``control``."""
         seed = derived_seed(self.hp.control_seed, level)
         if control == "reinit":
             masks = distributed.share_masks(lambda: self.main_masks(level))
@@ -448,10 +512,7 @@ class LotteryRun(LevelTrainer):
                     else self.main_start_state(level)
                 )
             )
-        self._train(
-            control, level, Masks(masks), start_state, seed_parts=(1 + CONTROL_IDS[control], level)
-        )
-        return True
+        return masks, start_state
 
     def _control_masks_check(self, control: str, level: int) -> MasksCheck:
         """What a control's masks must be: the main level's (reinit), or as many weights per

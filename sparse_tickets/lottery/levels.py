@@ -188,19 +188,7 @@ class LevelTrainer:
             if end_iteration is None
             else dataclasses.replace(self.schedule, iterations=end_iteration)
         )
-        main = distributed.is_main()
-        if main:
-            files.remove_temporaries(files_of.directory)  # left by a writer that was killed
-        self.model.load_state_dict(start_state)
-        masks.apply_to(self.model)
-        if main:
-            self._write_masks(files_of, masks)
-            files.write_tensors(files_of.start, self.model.state_dict())
-        # Dropout draws from torch's global generator: seed it per level and branch, so a
-        # level's numbers do not depend on what ran before it in this process; and per rank,
-        # so the ranks of a torchrun job draw independent dropout masks (rank 0 as one process).
-        rank = (distributed.rank(),) if distributed.rank() else ()
-        torch.manual_seed(derived_seed(hp.data_seed, *seed_parts, *rank))
+        self.begin_level(files_of, masks, start_state, hp=hp, seed_parts=seed_parts)
         snapshot = self.schedule.rewind_iteration if record_rewind_point else None
         metrics = train(
             self.model,
@@ -216,6 +204,33 @@ class LevelTrainer:
             label=f"{label} ({100 * masks.density:.1f}%)",
             reference=self.reference,
         )
+        return self.finish_level(files_of, masks, metrics, hp=hp, label=label, about=about)
+
+    def begin_level(
+        self, files_of: Level, masks: Masks, start_state: dict, *, hp: Hparams, seed_parts: tuple
+    ) -> None:
+        """Before a level trains: the model at ``start_state`` with ``masks``, both stored, and
+        torch's generator seeded for the level."""
+        main = distributed.is_main()
+        if main:
+            files.remove_temporaries(files_of.directory)  # left by a writer that was killed
+        self.model.load_state_dict(start_state)
+        masks.apply_to(self.model)
+        if main:
+            self._write_masks(files_of, masks)
+            files.write_tensors(files_of.start, self.model.state_dict())
+        # Dropout draws from torch's global generator: seed it per level and branch, so a
+        # level's numbers do not depend on what ran before it in this process; and per rank,
+        # so the ranks of a torchrun job draw independent dropout masks (rank 0 as one process).
+        rank = (distributed.rank(),) if distributed.rank() else ()
+        torch.manual_seed(derived_seed(hp.data_seed, *seed_parts, *rank))
+
+    def finish_level(
+        self, files_of: Level, masks: Masks, metrics: dict, *, hp: Hparams, label: str, about: dict
+    ) -> dict:
+        """After a level trained (``self.model`` holds its weights): its metrics completed and
+        written with its trained weights, its checkpoint removed; :class:`~.runs.Diverged` when
+        it diverged."""
         metrics.update(
             **about,
             density=masks.density,
@@ -228,7 +243,7 @@ class LevelTrainer:
             },
             warning=explosion(metrics, self.splits.num_classes),
         )
-        if main:
+        if distributed.is_main():
             if metrics["diverged"]:
                 # Diverged weights are never read: none are kept, so none can be used.
                 files.remove_artifact(files_of.trained)

@@ -129,11 +129,20 @@ def find_tickets(
     progress: LogLines,
     report: bool,
     initial_masks: Masks | None = None,
+    until_level: int | None = None,
 ) -> None:
-    """Run (or resume) the levels and controls of ``hp``; then, with ``report``, its report
-    when the run did work or the report is not whole."""
+    """Run (or resume) the levels and controls of ``hp`` (the main levels up to
+    ``until_level`` when given); then, with ``report``, its report when the run did work or the
+    report is not whole."""
     lottery = LotteryRun(
-        hp, runs_directory, splits, device, checkpoint_every, progress, initial_masks=initial_masks
+        hp,
+        runs_directory,
+        splits,
+        device,
+        checkpoint_every,
+        progress,
+        initial_masks=initial_masks,
+        until_level=until_level,
     )
     run = lottery.run
     if distributed.active():
