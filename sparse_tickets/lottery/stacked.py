@@ -146,6 +146,7 @@ class _Group:
 
     def __init__(self, members: list[Member], progress: LogLines):
         self.members = members
+        self.size = len(members)  # the trials stacked at the start
         self.progress = progress
         first = members[0]
         self.hp = first.hp
@@ -198,6 +199,8 @@ class _Group:
             if member.iteration == start and not member.evaluations:
                 self._evaluate(member)
             member.diverged = divergence(member.model, member.evaluations[-1], None)
+            if member.diverged is not None:
+                member.diverged["iteration"] = member.iteration
         self._drop_diverged()
         if self.members:
             self._restack()
@@ -322,7 +325,7 @@ class _Group:
         metrics["wall_time_seconds"] = member.elapsed + time.perf_counter() - self.started
         metrics["diverged"] = member.diverged is not None
         metrics["divergence"] = member.diverged
-        metrics["stacked_with"] = len(self.members) + 1 + len(self.outcomes)
+        metrics["stacked_with"] = self.size
         lottery, level = member.lottery, member.level
         lottery.progress.start_level(
             f"{level.label} ({100 * level.masks.density:.1f}%)",

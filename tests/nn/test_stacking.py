@@ -188,9 +188,10 @@ class Reshaping(nn.Module):
         (lambda: nn.Sequential(nn.Linear(4, 4)), (4,), "state of its own"),
         (lambda: nn.Sequential(MaskedConv2d(2, 4, 3, groups=2)), (2, 5, 5), "groups=2"),
         (Reshaping, (4,), "mixes the replicates"),
-        (lambda: models.create("lenet_300_100", dropout=0.0), (1, 28, 28), None),
+        (lambda: models.create("lenet_300_100"), (1, 28, 28), None),
+        (lambda: models.create("conv2", dropout=0.5), (3, 32, 32), "dropout"),
     ],
-    ids=["dropout", "plain-linear", "grouped-conv", "reshaping-forward", "lenet"],
+    ids=["dropout", "plain-linear", "grouped-conv", "reshaping-forward", "lenet", "conv2-dropout"],
 )
 def test_what_does_not_stack_is_refused_with_the_reason(make, input_shape, reason):
     nets = [make(), make()]

@@ -1,0 +1,250 @@
+"""Trials trained stacked in one process: the same runs as separate ones (within the drift of
+summing in another order), resumable stacked or alone, a diverging trial stopped alone, and
+process levels mixed in through ``--until-level``."""
+
+import dataclasses
+from pathlib import Path
+
+import pytest
+import torch
+
+from sparse_tickets import files, models
+from sparse_tickets.compact.choice import default_mode_set_to
+from sparse_tickets.lottery import stacked
+from sparse_tickets.lottery.datasets import load_splits
+from sparse_tickets.lottery.hparams import Hparams
+from sparse_tickets.lottery.imp import LotteryRun
+from sparse_tickets.lottery.runs import MAIN, Run
+from sparse_tickets.lottery.stacked_trials import StackedTrials, TrialLines
+from sparse_tickets.lottery.trials import Trial, offset_seeds, run_local
+from sparse_tickets.progress import LogLines
+from tests.drift import assert_same_training, assert_weights_close
+
+HP = Hparams().replace(iterations="24", levels=2, eval_every=8, train_size=240, controls="reinit")
+OFFSETS = (0, 1, 2)
+CHECKPOINT_EVERY = 8
+HORIZON = 24  # iterations per level: the most steps behind any number of these runs
+BRANCH_LEVELS = {("main", 0), ("main", 1), ("main", 2), ("reinit", 1), ("reinit", 2)}
+
+
+@pytest.fixture(scope="module")
+def splits():
+    return load_splits(HP, None)
+
+
+@pytest.fixture(autouse=True)
+def compact_layers():
+    # The stacked layers run compact: separate runs in compact mode sum in the closest order.
+    with default_mode_set_to("compact"):
+        yield
+
+
+def lottery_runs(runs: Path, splits, **options) -> list:
+    return [
+        LotteryRun(
+            offset_seeds(HP, offset),
+            runs,
+            splits,
+            torch.device("cpu"),
+            CHECKPOINT_EVERY,
+            TrialLines(offset),
+            **options,
+        )
+        for offset in OFFSETS
+    ]
+
+
+def trial_argv(offset: int, runs: Path) -> list:
+    hp = offset_seeds(HP, offset)
+    return [
+        "imp",
+        *("--iterations", "24", "--levels", "2", "--eval-every", "8", "--train-size", "240"),
+        *("--controls", "reinit", "--model-seed", str(hp.model_seed)),
+        *("--data-seed", str(hp.data_seed), "--control-seed", str(hp.control_seed)),
+        *("--runs-dir", str(runs), "--checkpoint-every", str(CHECKPOINT_EVERY)),
+        *("--mode", "compact", "--quiet", "--no-report"),
+    ]
+
+
+def driver(runs: Path, splits, chooser, **options) -> StackedTrials:
+    made = lottery_runs(runs, splits)
+    trials = [
+        Trial(offset, run.run.directory, tuple(trial_argv(offset, runs)))
+        for offset, run in zip(OFFSETS, made)
+    ]
+    return StackedTrials(
+        trials,
+        made,
+        LogLines(),
+        parallel=2,
+        threads=1,
+        startup_seconds=0.0,
+        until_level_argv=lambda trial, level: [*trial.argv, "--until-level", str(level)],
+        chooser=chooser,
+        **options,
+    )
+
+
+def results(runs: Path) -> dict:
+    """(offset, branch, level) -> (metrics without wall time, masks, trained weights)."""
+    found = {}
+    for offset in OFFSETS:
+        run = Run(runs / offset_seeds(HP, offset).run_name())
+        for branch in ("main", "reinit"):
+            for level, metrics in run.finished_levels(branch).items():
+                metrics.pop("wall_time_seconds")
+                metrics.pop("stacked_with", None)
+                level_files = run.level(branch, level)
+                found[(offset, branch, level)] = (
+                    metrics,
+                    files.read_tensors(level_files.masks),
+                    files.read_tensors(level_files.trained),
+                )
+    return found
+
+
+def assert_same_runs(got_runs: Path, expected_runs: Path) -> None:
+    got, expected = results(got_runs), results(expected_runs)
+    assert got.keys() == expected.keys()
+    assert {key[1:] for key in expected} == BRANCH_LEVELS
+    for key in expected:
+        got_metrics, got_masks, got_weights = got[key]
+        want_metrics, want_masks, want_weights = expected[key]
+        assert all(torch.equal(got_masks[n], want_masks[n]) for n in want_masks), key
+        assert_same_training(got_metrics, want_metrics, str(key), HORIZON)
+        for name in want_weights:
+            assert_weights_close(
+                got_weights[name], want_weights[name], f"{key} {name}", lr=HP.lr, steps=HORIZON
+            )
+
+
+@pytest.fixture(scope="module")
+def separate(tmp_path_factory, splits) -> Path:
+    """The three trials, each run alone in this process."""
+    runs = tmp_path_factory.mktemp("separate")
+    with default_mode_set_to("compact"):
+        for run in lottery_runs(runs, splits):
+            assert run.execute()
+    return runs
+
+
+@pytest.fixture(scope="module")
+def stacked_runs(tmp_path_factory, splits) -> Path:
+    runs = tmp_path_factory.mktemp("stacked")
+    with default_mode_set_to("compact"):
+        outcomes = driver(runs, splits, chooser=lambda pending: True).execute()
+    assert [outcome.returncode for outcome in outcomes] == [0, 0, 0]
+    return runs
+
+
+def test_stacked_trials_are_the_separate_runs(stacked_runs, separate):
+    assert_same_runs(stacked_runs, separate)
+    metrics = Run(stacked_runs / HP.run_name()).level(MAIN, 2).read_metrics()
+    assert metrics["stacked_with"] == 3
+
+
+def test_a_finished_stacked_run_is_complete_for_the_ordinary_command(stacked_runs, splits):
+    for run in lottery_runs(stacked_runs, splits):
+        assert not run.execute()  # nothing left to do
+
+
+class StopAt(LogLines):
+    """Progress that interrupts training at an iteration, as Ctrl-C would."""
+
+    def __init__(self, iteration: int):
+        super().__init__()
+        self.iteration = iteration
+
+    def update(self, iteration, evaluation):
+        if iteration == self.iteration:
+            raise KeyboardInterrupt
+
+
+def test_an_interrupted_stacked_level_resumes_stacked_or_alone(tmp_path, splits, separate):
+    runs = tmp_path / "runs"
+    interrupted = driver(runs, splits, chooser=lambda pending: True)
+    interrupted.progress = StopAt(20)  # level 0, after the checkpoint at 16
+    with pytest.raises(KeyboardInterrupt):
+        interrupted.execute()
+    checkpoints = [
+        Run(runs / offset_seeds(HP, o).run_name()).level(MAIN, 0).directory / "checkpoint.pt"
+        for o in OFFSETS
+    ]
+    assert all(path.is_file() for path in checkpoints)
+    assert files.read_torch(checkpoints[1])["iteration"] == 16
+    # Trial +2 loses its checkpoint (a kill between the writes): it starts the level again,
+    # stacked apart from trial +1, which resumes at 16. Trial +0 resumes alone.
+    files.remove_artifact(checkpoints[2])
+    first = lottery_runs(runs, splits)[0]
+    assert first.execute()
+    assert driver(runs, splits, chooser=lambda pending: True).execute()[1].returncode == 0
+    assert_same_runs(runs, separate)
+
+
+def test_a_diverging_trial_stops_alone(tmp_path, splits, separate):
+    runs = tmp_path / "runs"
+    made = lottery_runs(runs, splits)
+    pending = [run.pending_main_level(0) for run in made]
+    # Trial +1 starts from weights so large that its loss is not finite.
+    blown = {
+        name: tensor * 1e30 if name.endswith("weight") else tensor
+        for name, tensor in pending[1].start_state.items()
+    }
+    pending[1] = dataclasses.replace(pending[1], start_state=blown)
+    outcomes = stacked.train_level(list(zip(made, pending)), LogLines())
+    assert outcomes[1].diverged is not None and outcomes[1].metrics is None
+    assert "diverged at iteration 0" in str(outcomes[1].diverged)
+    for offset in (0, 2):
+        assert outcomes[offset].diverged is None
+        got = dict(outcomes[offset].metrics)
+        want = Run(separate / offset_seeds(HP, offset).run_name()).level(MAIN, 0).read_metrics()
+        for metrics in (got, want):
+            metrics.pop("wall_time_seconds")
+            metrics.pop("stacked_with", None)
+        assert_same_training(got, want, f"trial {offset}", HORIZON)
+
+
+def test_until_level_stops_the_main_branch_there(tmp_path, splits, separate):
+    (run, *_) = lottery_runs(tmp_path, splits, until_level=0)
+    assert run.execute()
+    assert set(run.run.finished_levels(MAIN)) == {0}
+    assert not run.run.finished_levels("reinit")
+    (rest, *_) = lottery_runs(tmp_path, splits)
+    assert rest.execute()
+    assert set(rest.run.finished_levels(MAIN)) == {0, 1, 2}
+
+
+def test_levels_chosen_as_processes_run_until_that_level(tmp_path, splits, separate):
+    """Level 0 as the trials' own processes (stopped after it), the rest stacked."""
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    chosen = []
+
+    def chooser(pending) -> bool:
+        chosen.append(pending[0][1].label)
+        return pending[0][1].label != "level 0"
+
+    started = []
+
+    def processes(trials):
+        started.append([trial.argv[-2:] for trial in trials])
+        return run_local(trials, parallel=2, threads=1)
+
+    outcomes = driver(runs, splits, chooser, run_processes=processes).execute()
+    assert [outcome.returncode for outcome in outcomes] == [0, 0, 0], [
+        outcome.last_line() for outcome in outcomes
+    ]
+    assert chosen == ["level 0", "level 1", "level 2", "reinit level 1", "reinit level 2"]
+    assert started == [[("--until-level", "0")] * 3]
+    assert_same_runs(runs, separate)
+
+
+def test_measure_times_both_forms_and_leaves_the_threads():
+    threads = torch.get_num_threads()
+    nets = []
+    for seed in (0, 1):
+        torch.manual_seed(seed)
+        nets.append(models.create("lenet_300_100"))
+    stacked_step, single_step = stacked.measure(nets, (1, 28, 28), 60, 10, HP, 1, steps=2)
+    assert 0 < stacked_step < 10 and 0 < single_step < 10
+    assert torch.get_num_threads() == threads
