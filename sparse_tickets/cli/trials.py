@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import contextlib
 import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -65,8 +64,7 @@ def _stacked(
     """The trials' outcomes under ``--executor stacked``."""
     from ..lottery.imp import LotteryRun  # the training loop: not loaded for other commands
     from ..lottery.session import progress_output
-    from ..lottery.stacked_trials import StackedTrials, TrialLines
-    from ..lottery.train import make_optimizer
+    from ..lottery.stacked_trials import StackedTrials, TrialLines, own_startup_seconds
 
     with contextlib.ExitStack() as locks:  # each trial's one writer while its run is made
         for trial in made:
@@ -88,10 +86,11 @@ def _stacked(
             if getattr(args, "name", None):
                 run.run.record_name(args.name)
             run.ensure_initial_state()
-    # A trial process's start-up is what this one has spent so far (imports, data, checks),
-    # with the optimizers' first construction (it imports torch._dynamo).
-    make_optimizer(runs[0].model, runs[0].hp)
-    startup = time.process_time()
+    # What a trial process does before its first step is done here now (the optimizers'
+    # first construction imports torch._dynamo): its length is a trial process's start-up.
+    import torch._dynamo  # noqa: F401
+
+    startup = own_startup_seconds()
     with contextlib.closing(progress_output(args.quiet)) as progress:
         driver = StackedTrials(
             made,

@@ -6,15 +6,16 @@ step still to do are found, their masks made. Stacking is chosen for a step by m
 this machine, a stacked training step of those trials against one trial's step on the threads a
 process of its own would get (:func:`~.stacked.measure`), and comparing the whole step's
 estimates: stacked, its iterations at the stacked step time; as processes, in waves of
-``parallel`` at a time, each wave a process start-up (this process's own start-up, as measured
-when it began) and the iterations at the single step time. No threshold is written down: a
-dense level usually runs faster as processes (they use the cores side by side); a sparse one,
-whose step is mostly fixed cost, stacked. Once stacking wins at a density it is used for every
-later step at that density or below without measuring again.
+``parallel`` at a time, each wave a process start-up (this process's own, measured before its first
+step) and the iterations at the single step time. No
+threshold is written down: a dense level usually runs faster as processes (they use the cores
+side by side); a sparse one, whose step is mostly fixed cost, stacked. Once stacking wins at
+a density it is used for every later step at that density or below without measuring again.
 
 A step not stacked runs as the trials' ordinary processes, stopped after that level
-(``--until-level``). Whatever the steps leave (the instability analyses, the report's inputs)
-the trials' ordinary commands finish at the end, resuming what is done. Each trial stays an
+(``--until-level``). Whatever the steps leave (the instability analyses, the steps after one
+that ran as processes) the trials' ordinary commands finish at the end, resuming what is
+done. Each trial stays an
 ordinary run directory: any mix of stacked and process levels resumes either way. A network
 that does not stack (see :mod:`sparse_tickets.nn.stacking`) runs as processes throughout, and
 the reason is said.
@@ -25,8 +26,11 @@ from __future__ import annotations
 import contextlib
 import copy
 import math
+import os
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 from ..nn.stacking import NotStackable, stack
 from ..progress import LogLines
@@ -56,6 +60,7 @@ class StackedTrials:
     progress: LogLines
     parallel: int
     threads: int
+    # A trial process's start-up (imports, data, checks): see own_startup_seconds.
     startup_seconds: float
     # The trial's command line stopped after a main level; None when the command has no such
     # option (`train` has only level 0).
@@ -108,8 +113,10 @@ class StackedTrials:
         ]
         if run.stops_before(run.last_level):
             return steps  # the controls need every level
+        # The controls' levels sparsest first: once one is left to processes, so are the
+        # rest, and the denser ones are those processes win.
         for control in run.hp.control_names():
-            steps += [(control, level) for level in run.hp.control_level_numbers()]
+            steps += [(control, level) for level in sorted(run.hp.control_level_numbers())[::-1]]
         return steps
 
     def _stacked_step(self, step: tuple[str, int]) -> bool:
@@ -187,8 +194,8 @@ class StackedTrials:
             f"{pending[0][1].label} ({100 * density:.1f}%): {len(pending)} trials stacked "
             f"{as_stacked:.1f} s ({1000 * stacked_step:.2f} ms a step) against "
             f"{as_processes:.1f} s as processes ({waves} wave(s) of "
-            f"{self.startup_seconds:.1f} s start-up and {1000 * single_step:.2f} ms a step, "
-            f"{self.threads} thread(s) each), measured: "
+            f"{self.startup_seconds:.1f} s start-up and "
+            f"{1000 * single_step:.2f} ms a step, {self.threads} thread(s) each), measured: "
             f"{'stacked' if pays else 'as processes'}"
         )
         if pays:
@@ -206,6 +213,18 @@ class StackedTrials:
     def _stop(self, index: int, why: str) -> None:
         self.stopped[self.trials[index].offset] = why
         self.runs[index].progress.message(why)
+
+
+def own_startup_seconds() -> float:
+    """Seconds since this process started: called once it has done what a trial process does
+    before its first step (imports, data, checks), that start-up's length. From ``/proc``
+    where there is one, else this process's CPU time (the start-up is mostly computation)."""
+    try:
+        fields = Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()
+        started = int(fields[19]) / os.sysconf("SC_CLK_TCK")  # field 22: start, in ticks
+        return max(0.0, float(Path("/proc/uptime").read_text().split()[0]) - started)
+    except (OSError, ValueError, IndexError):
+        return time.process_time()
 
 
 def _until(trial: Trial, argv: Sequence[str]) -> Trial:

@@ -171,7 +171,8 @@ def split_cores(count: int, parallel: int | None, available: int) -> tuple[int, 
     return at_once, max(1, available // at_once)
 
 
-def _environment(threads: int) -> dict:
+def thread_environment(threads: int) -> dict:
+    """This process's environment with the thread pools of a process on ``threads`` threads."""
     environment = dict(os.environ)
     for name in _THREAD_VARIABLES:
         environment[name] = str(threads)
@@ -208,7 +209,7 @@ def run_local(
     interrupt is raised here once they have ended.
     """
     waiting, running, outcomes = list(trials), {}, {}
-    environment = _environment(threads)
+    environment = thread_environment(threads)
     try:
         while waiting or running:
             while waiting and len(running) < parallel:
@@ -252,7 +253,7 @@ class TrialTask:
     def __call__(self, argv: Sequence[str]) -> int:
         command = [sys.executable, "-m", "sparse_tickets", *argv]
         status = subprocess.run(
-            command, stdin=subprocess.DEVNULL, env=_environment(cores())
+            command, stdin=subprocess.DEVNULL, env=thread_environment(cores())
         ).returncode
         if status:
             raise RuntimeError(f"sparse-tickets {' '.join(argv)} exited with status {status}")

@@ -202,3 +202,28 @@ def test_bad_trial_options_are_refused_in_one_line(argv, message, tmp_path, caps
     error = capsys.readouterr().err
     assert message in error and len(error.strip().splitlines()) == 1
     assert not any(tmp_path.iterdir())
+
+
+def test_stacked_executor_trains_the_trials_here(tmp_path, capsys):
+    argv = ["imp", "--trials", "2", *TINY, "--runs-dir", str(tmp_path), "--executor", "stacked"]
+    assert main([*argv, "--name", "stacked"]) == 0
+    output = capsys.readouterr()
+    assert "2 trials, stacked where that is faster" in output.out
+    assert "level 0 (100.0%): 2 trials stacked" in output.err and "measured: " in output.err
+    for directory in _trial_directories(tmp_path):
+        run = Run.open(directory)
+        assert sorted(run.finished_levels("main")) == [0, 1] and run.name == "stacked"
+    assert (tmp_path / "report-stacked" / "report.md").is_file()
+    # Run again: nothing is left, and the ordinary executor agrees.
+    assert main(argv) == 0
+    assert "trials stacked" not in capsys.readouterr().err
+
+
+def test_instability_has_no_stacked_executor(trials_run, capsys):
+    runs, _, _ = trials_run
+    first = _trial_directories(runs)[0]
+    argv = ["instability", str(first), "--level", "0", "--trials", "2", "--executor", "stacked"]
+    assert main(argv) == 2
+    error = capsys.readouterr().err
+    assert "--executor stacked trains the levels of imp and train" in error
+    assert len(error.strip().splitlines()) == 1

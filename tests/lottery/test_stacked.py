@@ -234,7 +234,7 @@ def test_levels_chosen_as_processes_run_until_that_level(tmp_path, splits, separ
     assert [outcome.returncode for outcome in outcomes] == [0, 0, 0], [
         outcome.last_line() for outcome in outcomes
     ]
-    assert chosen == ["level 0", "level 1", "level 2", "reinit level 1", "reinit level 2"]
+    assert chosen == ["level 0", "level 1", "level 2", "reinit level 2", "reinit level 1"]
     assert started == [[("--until-level", "0")] * 3]
     assert_same_runs(runs, separate)
 

@@ -128,9 +128,7 @@ def test_stacked_steps_equal_separate_compact_networks(optimizer):
         assert theirs.keys() == mine.keys()
         for name in mine:
             for key in mine[name]:
-                torch.testing.assert_close(
-                    theirs[name][key], mine[name][key], rtol=1e-4, atol=1e-5
-                )
+                torch.testing.assert_close(theirs[name][key], mine[name][key], rtol=1e-4, atol=1e-5)
 
 
 def test_a_replicate_gone_non_finite_does_not_reach_the_others():
