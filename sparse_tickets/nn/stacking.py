@@ -203,13 +203,17 @@ def _widened(name: str, module: nn.Module, count: int) -> nn.Module:
             device=module.weight.device,
         )
     if isinstance(module, _BATCH_NORMS):
+        # Built where and as its own tensors are (one with none keeps torch's defaults).
+        floating = [t for t in module.state_dict().values() if t.is_floating_point()]
+        statistic = floating[0] if floating else torch.empty(0)
         return type(module)(
             count * module.num_features,
             eps=module.eps,
             momentum=module.momentum,
             affine=module.affine,
             track_running_stats=module.track_running_stats,
-            device=next(iter(module.state_dict().values())).device,
+            device=statistic.device,
+            dtype=statistic.dtype,
         )
     if isinstance(module, nn.Dropout) and module.p > 0:
         raise NotStackable(
@@ -296,8 +300,11 @@ def _check_forward(stacked: nn.Module, models: Sequence[nn.Module], input_shape)
     """The stacked network's outputs must be the replicates' own (in evaluation mode, on
     copies, so no running statistic moves)."""
     generator = torch.Generator().manual_seed(0)
-    device = next(models[0].parameters()).device
-    inputs = [torch.randn(2, *input_shape, generator=generator).to(device) for _ in models]
+    parameter = next(models[0].parameters())
+    inputs = [
+        torch.randn(2, *input_shape, generator=generator).to(parameter.device, parameter.dtype)
+        for _ in models
+    ]
     expected = []
     for model, x in zip(models, inputs):
         copy_ = copy.deepcopy(model).eval()

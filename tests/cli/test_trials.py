@@ -77,7 +77,7 @@ def test_trials_are_ordinary_runs_with_offset_seeds_resumed_after_a_kill(trials_
         assert run.name == "tiny"
         log = (directory / "trial.log").read_text()
         assert f"--model-seed {offset} --data-seed {offset}" in log
-    assert "2 trials, 2 at a time" in output and "trial +1 done" in output
+    assert "2 trials, as processes: 2 at a time" in output and "trial +1 done" in output
 
 
 def test_the_trials_report_has_both_seeds(trials_run):

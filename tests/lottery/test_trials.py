@@ -95,5 +95,5 @@ def test_a_failing_child_is_reported_by_its_status(tmp_path):
 
 
 def test_the_threads_reach_the_child_environment():
-    environment = trials._environment(3)
+    environment = trials.thread_environment(3)
     assert environment["OMP_NUM_THREADS"] == "3" and environment["MKL_NUM_THREADS"] == "3"
