@@ -44,6 +44,7 @@ from .imp import LotteryRun, PendingLevel
 from .runs import Diverged
 from .train import (
     CHECKPOINT,
+    EVAL_BATCH,
     DataOrder,
     _read_checkpoint,
     _rng_state,
@@ -195,9 +196,10 @@ class _Group:
             f"{len(self.members)} trials stacked"
         )
         self.progress.start_level(label, start, self.end, self.iteration)
+        # At the start each member alone: one that starts diverged is never stacked.
         for member in self.members:
             if member.iteration == start and not member.evaluations:
-                self._evaluate(member)
+                member.evaluations.append(_evaluation(member, member.model, self.device))
             member.diverged = divergence(member.model, member.evaluations[-1], None)
             if member.diverged is not None:
                 member.diverged["iteration"] = member.iteration
@@ -242,18 +244,28 @@ class _Group:
             member.iteration = self.iteration + 1
 
     def _check(self, evaluated: bool, checkpointing: bool) -> None:
-        """An evaluation or checkpoint: every member's model brought up to date, evaluated,
-        checked for divergence (which drops it), checkpointed."""
-        self._unstack()
-        for member in self.members:
-            running_loss = member.loss_sum
-            if evaluated:
-                self._evaluate(member)
+        """An evaluation or checkpoint: every member evaluated (on the stacked network),
+        checked for divergence (which drops it), checkpointed. The members' own models are
+        brought up to date only for a checkpoint, a non-finite weight or a divergence:
+        unstacking copies every dense weight and moment, which at every evaluation would cost
+        more than the evaluation."""
+        running_losses = [member.loss_sum for member in self.members]
+        if evaluated:
+            self._evaluate()
+        weights_finite = _all_finite(self.network)
+        unstacked = checkpointing or not weights_finite
+        if unstacked:
+            self._unstack()
+        for member, running_loss in zip(self.members, running_losses):
             member.diverged = divergence(
-                member.model, member.evaluations[-1] if evaluated else None, running_loss
+                member.model if not weights_finite else None,
+                member.evaluations[-1] if evaluated else None,
+                running_loss,
             )
             if member.diverged is not None:
                 member.diverged["iteration"] = self.iteration
+        if not unstacked and any(m.diverged is not None for m in self.members):
+            self._unstack()  # the others are stacked again from their own models
         self.progress.update(self.iteration, None)
         if self._drop_diverged() and self.members:
             self._restack()
@@ -261,20 +273,19 @@ class _Group:
             for member in self.members:
                 self._write_checkpoint(member)
 
-    def _evaluate(self, member: Member) -> None:
-        row = {
-            "iteration": member.iteration,
-            "train_loss": (member.loss_sum / member.loss_count) if member.loss_count else None,
+    def _evaluate(self) -> None:
+        """An evaluation row for every member, from one pass of the stacked network over the
+        validation and test splits."""
+        splits = self.members[0].lottery.splits
+        results = {
+            name: evaluate_stacked(self.network, split, len(self.members), self.device)
+            for name, split in (("val", splits.val), ("test", splits.test))
         }
-        for name, split in (
-            ("val", member.lottery.splits.val),
-            ("test", member.lottery.splits.test),
-        ):
-            row[f"{name}_loss"], row[f"{name}_accuracy"] = evaluate(
-                member.model, split, self.device
-            )
-        member.evaluations.append(row)
-        member.loss_sum, member.loss_count = 0.0, 0
+        for r, member in enumerate(self.members):
+            row = _training_loss_row(member)
+            for name, per_replicate in results.items():
+                row[f"{name}_loss"], row[f"{name}_accuracy"] = per_replicate[r]
+            member.evaluations.append(row)
 
     def _drop_diverged(self) -> bool:
         """Finish the members that diverged; True when there were any."""
@@ -348,36 +359,128 @@ class _Group:
         self.outcomes.append(Outcome(lottery, metrics))
 
 
+def _training_loss_row(member: Member) -> dict:
+    """An evaluation row begun: the mean training loss since the last one, which it resets."""
+    row = {
+        "iteration": member.iteration,
+        "train_loss": (member.loss_sum / member.loss_count) if member.loss_count else None,
+    }
+    member.loss_sum, member.loss_count = 0.0, 0
+    return row
+
+
+def _evaluation(member: Member, model: torch.nn.Module, device: torch.device) -> dict:
+    """The member's evaluation row from a model of its own."""
+    row = _training_loss_row(member)
+    for name, split in (("val", member.lottery.splits.val), ("test", member.lottery.splits.test)):
+        row[f"{name}_loss"], row[f"{name}_accuracy"] = evaluate(model, split, device)
+    return row
+
+
+@torch.no_grad()
+def evaluate_stacked(
+    network: torch.nn.Module, split, count: int, device: torch.device
+) -> list[tuple[float, float]]:
+    """(mean cross-entropy, accuracy) of each of the ``count`` replicates of a stacked
+    ``network`` on ``split``: what :func:`~.train.evaluate` gives each replicate alone, in the
+    same chunks summed in the same order (up to the order of the stacked kernels' sums)."""
+    was_training = network.training
+    network.eval()
+    loss_sums = torch.zeros(count, dtype=torch.float64)
+    correct = torch.zeros(count, dtype=torch.float64)
+    for start in range(0, len(split), EVAL_BATCH):
+        x, y = split.batch(torch.arange(start, min(start + EVAL_BATCH, len(split))))
+        x, y = x.to(device), y.to(device)
+        logits = network(torch.cat([x] * count, dim=1)).view(x.shape[0], count, -1)
+        targets = y.unsqueeze(1).expand(-1, count)
+        losses = F.cross_entropy(logits.permute(0, 2, 1), targets, reduction="none")
+        loss_sums += losses.sum(0).double().cpu()
+        correct += (logits.argmax(2) == targets).sum(0).double().cpu()
+    network.train(was_training)
+    return [
+        (loss / len(split), int(hits) / len(split))
+        for loss, hits in zip(loss_sums.tolist(), correct.tolist())
+    ]
+
+
+def _all_finite(network: torch.nn.Module) -> bool:
+    """Whether every parameter and buffer is finite (a compact layer's kept values: the
+    dense weight need not be built)."""
+    tensors = [*network.parameters(), *network.buffers()]
+    return all(bool(torch.isfinite(t).all()) for t in tensors if t.is_floating_point())
+
+
+@dataclass(frozen=True)
+class StepTimes:
+    """Seconds, measured: a stacked training step of the replicates and one replicate's step on
+    a trial process's threads; and the evaluation of each (validation and test splits)."""
+
+    stacked_step: float
+    single_step: float
+    stacked_evaluation: float
+    single_evaluation: float
+
+
 def measure(
     models: Sequence[torch.nn.Module],
-    input_shape: Sequence[int],
+    splits,
     batch_size: int,
-    num_classes: int,
     hp,
     threads_each: int,
     steps: int = 10,
     rounds: int = 3,
-) -> tuple[float, float]:
-    """(seconds of a stacked step of ``models``, seconds of one model's step on
-    ``threads_each`` threads): the fastest of ``rounds`` timings of ``steps`` steps each, on
-    copies and random batches (the models and torch's generator are left as they were)."""
+) -> StepTimes:
+    """The :class:`StepTimes` of ``models`` (replicates, masks applied) on ``splits``: for the
+    steps the fastest of ``rounds`` timings of ``steps`` steps each, on copies and random
+    batches; for the evaluations one chunk timed and scaled to the splits' sizes. The models
+    and torch's generator and threads are left as they were."""
     threads = torch.get_num_threads()
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
         count = len(models)
-        x = torch.randn(batch_size, *input_shape)
-        y = torch.randint(0, num_classes, (batch_size, count))
-        stacked = stack([copy.deepcopy(m) for m in models], input_shape)
-        stacked_time = _step_time(
+        x = torch.randn(batch_size, *splits.input_shape)
+        y = torch.randint(0, splits.num_classes, (batch_size, count))
+        stacked = stack([copy.deepcopy(m) for m in models], splits.input_shape)
+        stacked_step = _step_time(
             stacked, hp, torch.cat([x] * count, dim=1), y, count, steps, rounds
+        )
+        stacked_evaluation = _evaluation_time(
+            lambda chunk: evaluate_stacked(stacked, chunk, count, torch.device("cpu")), splits
         )
         torch.set_num_threads(threads_each)
         try:
             single = copy.deepcopy(models[0])
-            single_time = _step_time(single, hp, x, y[:, :1], 1, steps, rounds)
+            single_step = _step_time(single, hp, x, y[:, :1], 1, steps, rounds)
+            single_evaluation = _evaluation_time(
+                lambda chunk: evaluate(single, chunk, torch.device("cpu")), splits
+            )
         finally:
             torch.set_num_threads(threads)
-    return stacked_time, single_time
+    return StepTimes(stacked_step, single_step, stacked_evaluation, single_evaluation)
+
+
+def _evaluation_time(evaluate_on, splits) -> float:
+    """Seconds to evaluate on the validation and test splits, from one chunk of the
+    validation split timed (after one untimed call) and scaled by the number of examples."""
+    chunk = _First(splits.val, min(EVAL_BATCH, len(splits.val)))
+    evaluate_on(chunk)
+    started = time.perf_counter()
+    evaluate_on(chunk)
+    seconds = time.perf_counter() - started
+    return seconds * (len(splits.val) + len(splits.test)) / len(chunk)
+
+
+class _First:
+    """The first ``size`` examples of a split, to time an evaluation on fewer of them."""
+
+    def __init__(self, split, size: int):
+        self.split, self.size = split, size
+
+    def __len__(self) -> int:
+        return self.size
+
+    def batch(self, indices):
+        return self.split.batch(indices)
 
 
 def _step_time(model, hp, x, y, count: int, steps: int, rounds: int) -> float:

@@ -300,7 +300,7 @@ def train(
 
 
 def divergence(
-    model: nn.Module, evaluation: dict | None, running_loss: float | None
+    model: nn.Module | None, evaluation: dict | None, running_loss: float | None
 ) -> dict | None:
     """``{"cause": ...}`` when training has diverged, else None.
 
@@ -313,6 +313,8 @@ def divergence(
         return {"cause": f"the training loss became {running_loss}"}
     if evaluation is not None and not math.isfinite(evaluation["val_loss"]):
         return {"cause": f"the validation loss became {evaluation['val_loss']}"}
+    if model is None:  # its weights were checked otherwise
+        return None
     for name, tensor in model.state_dict().items():
         if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
             return {"cause": f"the weights became non-finite ({name})"}

@@ -9,14 +9,16 @@ import pytest
 import torch
 
 from sparse_tickets import files, models
+from sparse_tickets.cli import main
 from sparse_tickets.compact.choice import default_mode_set_to
 from sparse_tickets.lottery import stacked
 from sparse_tickets.lottery.datasets import load_splits
 from sparse_tickets.lottery.hparams import Hparams
 from sparse_tickets.lottery.imp import LotteryRun
 from sparse_tickets.lottery.runs import MAIN, Run
-from sparse_tickets.lottery.stacked_trials import StackedTrials, TrialLines
-from sparse_tickets.lottery.trials import Trial, offset_seeds, run_local
+from sparse_tickets.lottery.stacked_trials import Costs, StackedTrials, TrialLines
+from sparse_tickets.lottery.trials import Outcome, Trial, offset_seeds, run_local
+from sparse_tickets.nn import masked_layers
 from sparse_tickets.progress import LogLines
 from tests.drift import assert_same_training, assert_weights_close
 
@@ -66,7 +68,11 @@ def trial_argv(offset: int, runs: Path) -> list:
     ]
 
 
-def driver(runs: Path, splits, chooser, **options) -> StackedTrials:
+def always_stacked(label: str, density: float) -> Costs:
+    return Costs(density, stacked=0.0, processes=1.0)
+
+
+def driver(runs: Path, splits, costs, **options) -> StackedTrials:
     made = lottery_runs(runs, splits)
     trials = [
         Trial(offset, run.run.directory, tuple(trial_argv(offset, runs)))
@@ -80,7 +86,7 @@ def driver(runs: Path, splits, chooser, **options) -> StackedTrials:
         threads=1,
         startup_seconds=0.0,
         until_level_argv=lambda trial, level: [*trial.argv, "--until-level", str(level)],
-        chooser=chooser,
+        costs=costs,
         **options,
     )
 
@@ -132,7 +138,7 @@ def separate(tmp_path_factory, splits) -> Path:
 def stacked_runs(tmp_path_factory, splits) -> Path:
     runs = tmp_path_factory.mktemp("stacked")
     with default_mode_set_to("compact"):
-        outcomes = driver(runs, splits, chooser=lambda pending: True).execute()
+        outcomes = driver(runs, splits, always_stacked).execute()
     assert [outcome.returncode for outcome in outcomes] == [0, 0, 0]
     return runs
 
@@ -162,7 +168,7 @@ class StopAt(LogLines):
 
 def test_an_interrupted_stacked_level_resumes_stacked_or_alone(tmp_path, splits, separate):
     runs = tmp_path / "runs"
-    interrupted = driver(runs, splits, chooser=lambda pending: True)
+    interrupted = driver(runs, splits, always_stacked)
     interrupted.progress = StopAt(20)  # level 0, after the checkpoint at 16
     with pytest.raises(KeyboardInterrupt):
         interrupted.execute()
@@ -177,7 +183,7 @@ def test_an_interrupted_stacked_level_resumes_stacked_or_alone(tmp_path, splits,
     files.remove_artifact(checkpoints[2])
     first = lottery_runs(runs, splits)[0]
     assert first.execute()
-    assert driver(runs, splits, chooser=lambda pending: True).execute()[1].returncode == 0
+    assert driver(runs, splits, always_stacked).execute()[1].returncode == 0
     assert_same_runs(runs, separate)
 
 
@@ -204,6 +210,35 @@ def test_a_diverging_trial_stops_alone(tmp_path, splits, separate):
         assert_same_training(got, want, f"trial {offset}", HORIZON)
 
 
+def test_a_trial_diverging_mid_level_stops_alone(tmp_path, splits, separate, monkeypatch):
+    """Trial +1's weights made NaN after step 10: found at the check of iteration 16 (the
+    others' weights stay finite: the stacked blocks do not mix), it stops there and the
+    others, stacked again without it, end as their separate runs."""
+    made = lottery_runs(tmp_path / "runs", splits)
+    for run in made:  # no checkpoint to bring the trials' own models up to date meanwhile
+        run.checkpoint_every = 1000
+    pending = [run.pending_main_level(0) for run in made]
+    step = stacked._Group._step
+
+    def poisoned_step(group):
+        step(group)
+        if group.iteration == 10:
+            _, layer = next(iter(masked_layers(group.network)))
+            rows = layer.out_features // len(group.members)
+            layer.bias.data[rows : 2 * rows] = float("nan")
+
+    monkeypatch.setattr(stacked._Group, "_step", poisoned_step)
+    outcomes = stacked.train_level(list(zip(made, pending)), LogLines())
+    assert outcomes[1].metrics is None and "diverged at iteration 16" in str(outcomes[1].diverged)
+    for offset in (0, 2):
+        got = dict(outcomes[offset].metrics)
+        want = Run(separate / offset_seeds(HP, offset).run_name()).level(MAIN, 0).read_metrics()
+        for metrics in (got, want):
+            metrics.pop("wall_time_seconds")
+            metrics.pop("stacked_with", None)
+        assert_same_training(got, want, f"trial {offset}", HORIZON)
+
+
 def test_until_level_stops_the_main_branch_there(tmp_path, splits, separate):
     (run, *_) = lottery_runs(tmp_path, splits, until_level=0)
     assert run.execute()
@@ -215,14 +250,15 @@ def test_until_level_stops_the_main_branch_there(tmp_path, splits, separate):
 
 
 def test_levels_chosen_as_processes_run_until_that_level(tmp_path, splits, separate):
-    """Level 0 as the trials' own processes (stopped after it), the rest stacked."""
+    """Stacking pays from level 1 on: level 0 as the trials' own processes (stopped after
+    it), found by measuring the last level and then the middle one; the rest stacked."""
     runs = tmp_path / "runs"
     runs.mkdir()
-    chosen = []
+    asked = []
 
-    def chooser(pending) -> bool:
-        chosen.append(pending[0][1].label)
-        return pending[0][1].label != "level 0"
+    def costs(label: str, density: float) -> Costs:
+        asked.append(label)
+        return Costs(density, stacked=2.0 if label == "level 0" else 0.5, processes=1.0)
 
     started = []
 
@@ -230,21 +266,79 @@ def test_levels_chosen_as_processes_run_until_that_level(tmp_path, splits, separ
         started.append([trial.argv[-2:] for trial in trials])
         return run_local(trials, parallel=2, threads=1)
 
-    outcomes = driver(runs, splits, chooser, run_processes=processes).execute()
+    outcomes = driver(runs, splits, costs, run_processes=processes).execute()
     assert [outcome.returncode for outcome in outcomes] == [0, 0, 0], [
         outcome.last_line() for outcome in outcomes
     ]
-    assert chosen == ["level 0", "level 1", "level 2", "reinit level 2", "reinit level 1"]
+    assert asked == ["level 0", "level 2", "level 1"]  # the controls' levels are sparser
     assert started == [[("--until-level", "0")] * 3]
     assert_same_runs(runs, separate)
 
 
-def test_measure_times_both_forms_and_leaves_the_threads():
+def test_a_start_up_dearer_than_stacking_the_dense_levels_stacks_them_too(tmp_path, splits):
+    """Level 0 loses 0.5 s an iteration stacked, 12 s over its 24 iterations: less than the
+    trials' processes would take to start (2 waves of 10 s), so it is stacked too."""
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    costs = lambda label, density: Costs(  # noqa: E731
+        density, stacked=1.5 if density == 1.0 else 0.5, processes=1.0
+    )
+    trials = driver(runs, splits, costs, run_processes=None)
+    trials.startup_seconds = 10.0
+    trials.run_processes = lambda chosen: pytest.fail(f"processes started: {chosen}")
+    assert [outcome.returncode for outcome in trials.execute()] == [0, 0, 0]
+
+
+def test_stacking_that_never_pays_runs_the_trials_as_processes(tmp_path, splits):
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    started = []
+
+    def processes(trials):
+        started.append([trial.offset for trial in trials])
+        return [Outcome(trial, 0, 0.0) for trial in trials]
+
+    never = lambda label, density: Costs(density, stacked=2.0, processes=1.0)  # noqa: E731
+    driver(runs, splits, never, run_processes=processes).execute()
+    assert started == [list(OFFSETS)]  # once, every trial, nothing trained here
+    assert not any(
+        Run(runs / offset_seeds(HP, o).run_name()).finished_levels(MAIN) for o in OFFSETS
+    )
+
+
+def test_dense_control_levels_go_to_processes_when_their_start_up_pays(tmp_path, splits):
+    """Stacking pays below 70% density: level 2 (64%) and its control stacked; the main
+    levels 0 and 1 (80%) as processes, then the reinit control of level 1 too, since stacking
+    it would cost more than their start-up."""
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    started = []
+
+    def processes(trials):  # the trials' commands, here: their processes are tested above
+        started.append([trial.argv[-2:] for trial in trials])
+        return [Outcome(trial, main(list(trial.argv)), 0.0) for trial in trials]
+
+    def costs(label: str, density: float) -> Costs:
+        return Costs(density, stacked=0.0 if density < 0.7 else 3.0, processes=1.0)
+
+    trials = driver(runs, splits, costs, run_processes=processes)
+    trials.startup_seconds = 1.0
+    assert [outcome.returncode for outcome in trials.execute()] == [0, 0, 0]
+    assert started == [[("--until-level", "1")] * 3, [("--quiet", "--no-report")] * 3]
+    stacked_levels = {("main", 2), ("reinit", 2)}
+    for offset in OFFSETS:
+        run = Run(runs / offset_seeds(HP, offset).run_name())
+        for branch, level in BRANCH_LEVELS:
+            metrics = run.level(branch, level).read_metrics()
+            assert ("stacked_with" in metrics) == ((branch, level) in stacked_levels)
+
+
+def test_measure_times_both_forms_and_leaves_the_threads(splits):
     threads = torch.get_num_threads()
     nets = []
     for seed in (0, 1):
         torch.manual_seed(seed)
         nets.append(models.create("lenet_300_100"))
-    stacked_step, single_step = stacked.measure(nets, (1, 28, 28), 60, 10, HP, 1, steps=2)
-    assert 0 < stacked_step < 10 and 0 < single_step < 10
+    times = stacked.measure(nets, splits, 60, HP, 1, steps=2, rounds=1)
+    assert all(0 < seconds < 10 for seconds in dataclasses.astuple(times))
     assert torch.get_num_threads() == threads
