@@ -190,12 +190,12 @@ class StackedTrials:
         startup = self._waves(len(pending)) * self.startup_seconds
         if extra < startup:
             self.progress.message(
-                f"every level stacked: stacking {_levels(before)} too costs {extra:.1f} s more "
+                f"plan: every level stacked: stacking {_levels(before)} too costs {extra:.1f} s more "
                 f"than processes, less than their start-up ({startup:.1f} s)"
             )
             return level
         self.progress.message(
-            f"{_levels(before)} as processes"
+            f"plan: {_levels(before)} as processes"
             + ("" if first is None else f", then stacked from level {levels[first]}")
             + f" (stacking them would cost {extra:.1f} s more, start-up {startup:.1f} s)"
         )
@@ -261,7 +261,7 @@ class StackedTrials:
         startup = self._waves(len(pending)) * self.startup_seconds
         stack_them = extra < startup
         self.progress.message(
-            f"the controls from {level.label} on "
+            f"plan: the controls from {level.label} on "
             + ("stacked" if stack_them else "as processes")
             + f": stacking them costs {extra:.1f} s more than processes, start-up {startup:.1f} s"
         )
