@@ -190,8 +190,8 @@ class StackedTrials:
         startup = self._waves(len(pending)) * self.startup_seconds
         if extra < startup:
             self.progress.message(
-                f"plan: every level stacked: stacking {_levels(before)} too costs {extra:.1f} s more "
-                f"than processes, less than their start-up ({startup:.1f} s)"
+                f"plan: every level stacked: stacking {_levels(before)} too costs "
+                f"{extra:.1f} s more than processes, less than their start-up ({startup:.1f} s)"
             )
             return level
         self.progress.message(
