@@ -79,9 +79,6 @@ class Member:
     def hp(self):
         return self.lottery.hp
 
-    def batch(self, iteration: int):
-        return self.lottery.splits.train.batch(self.order.indices(iteration))
-
 
 @dataclass
 class Outcome:
@@ -229,9 +226,12 @@ class _Group:
         lr = self.schedule.learning_rate(self.hp.lr, self.hp.gamma, self.iteration)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
-        batches = [member.batch(self.iteration) for member in self.members]
-        x = torch.cat([x for x, _ in batches], dim=1).to(self.device, non_blocking=True)
-        y = torch.stack([y for _, y in batches], dim=1).to(self.device, non_blocking=True)
+        x, y = stacked_batch(
+            [m.lottery.splits.train for m in self.members],
+            [m.order.indices(self.iteration) for m in self.members],
+        )
+        x = x.to(self.device, non_blocking=True)
+        y = y.to(self.device, non_blocking=True)
         self.optimizer.zero_grad(set_to_none=True)
         logits = self.network(x).view(x.shape[0], len(self.members), -1)
         # Each trial's mean loss on its own batch; their sum gives block r trial r's gradient.
@@ -359,6 +359,22 @@ class _Group:
         self.outcomes.append(Outcome(lottery, metrics))
 
 
+def stacked_batch(splits: Sequence, indices: Sequence[torch.Tensor]):
+    """The stacked network's batch: replicate r's examples ``indices[r]`` of ``splits[r]`` as
+    slice r of dimension 1 (B, K * C, ...), and their labels (B, K). One gather when the
+    replicates share their split (the trials of one command do), else one per replicate."""
+    count = len(indices)
+    if all(split is splits[0] for split in splits):
+        images, labels = splits[0].batch(torch.cat(list(indices)))
+        per = images.shape[0] // count
+        x = images.view(count, per, *images.shape[1:]).transpose(0, 1)
+        return x.reshape(per, count * images.shape[1], *images.shape[2:]), labels.view(
+            count, per
+        ).t()
+    batches = [split.batch(i) for split, i in zip(splits, indices)]
+    return torch.cat([x for x, _ in batches], dim=1), torch.stack([y for _, y in batches], dim=1)
+
+
 def _training_loss_row(member: Member) -> dict:
     """An evaluation row begun: the mean training loss since the last one, which it resets."""
     row = {
@@ -438,11 +454,15 @@ def measure(
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
         count = len(models)
-        x = torch.randn(batch_size, *splits.input_shape)
-        y = torch.randint(0, splits.num_classes, (batch_size, count))
+        orders = [DataOrder(len(splits.train), batch_size, seed) for seed in range(count)]
         stacked = stack([copy.deepcopy(m) for m in models], splits.input_shape)
         stacked_step = _step_time(
-            stacked, hp, torch.cat([x] * count, dim=1), y, count, steps, rounds
+            stacked,
+            hp,
+            lambda i: stacked_batch([splits.train] * count, [o.indices(i) for o in orders]),
+            count,
+            steps,
+            rounds,
         )
         stacked_evaluation = _evaluation_time(
             lambda chunk: evaluate_stacked(stacked, chunk, count, torch.device("cpu")), splits
@@ -450,7 +470,14 @@ def measure(
         torch.set_num_threads(threads_each)
         try:
             single = copy.deepcopy(models[0])
-            single_step = _step_time(single, hp, x, y[:, :1], 1, steps, rounds)
+            single_step = _step_time(
+                single,
+                hp,
+                lambda i: _one_batch(splits.train, orders[0].indices(i)),
+                1,
+                steps,
+                rounds,
+            )
             single_evaluation = _evaluation_time(
                 lambda chunk: evaluate(single, chunk, torch.device("cpu")), splits
             )
@@ -483,15 +510,28 @@ class _First:
         return self.split.batch(indices)
 
 
-def _step_time(model, hp, x, y, count: int, steps: int, rounds: int) -> float:
+def _one_batch(split, indices):
+    x, y = split.batch(indices)
+    return x, y.unsqueeze(1)
+
+
+def _step_time(model, hp, batch, count: int, steps: int, rounds: int) -> float:
+    """Seconds of a training step of ``model`` (of ``count`` replicates) on ``batch(i)``, its
+    batch drawn as training draws it: the fastest of ``rounds`` means over ``steps`` steps."""
     optimizer = make_optimizer(model, hp)
     model.train()
+    iteration = 0
 
     def step() -> None:
+        nonlocal iteration
+        x, y = batch(iteration)
+        iteration += 1
         optimizer.zero_grad(set_to_none=True)
         logits = model(x).view(x.shape[0], count, -1)
-        F.cross_entropy(logits.permute(0, 2, 1), y, reduction="none").mean(0).sum().backward()
+        losses = F.cross_entropy(logits.permute(0, 2, 1), y, reduction="none").mean(0)
+        losses.sum().backward()
         optimizer.step()
+        losses.detach().double().tolist()  # what a training step reads back
 
     for _ in range(3):  # warm-up: first calls build caches, choose kernels
         step()

@@ -17,7 +17,7 @@ from sparse_tickets.lottery.hparams import Hparams
 from sparse_tickets.lottery.imp import LotteryRun
 from sparse_tickets.lottery.runs import MAIN, Run
 from sparse_tickets.lottery.stacked_trials import Costs, StackedTrials, TrialLines
-from sparse_tickets.lottery.trials import Outcome, Trial, offset_seeds, run_local
+from sparse_tickets.lottery.trials import Outcome, Trial, offset_seeds
 from sparse_tickets.nn import masked_layers
 from sparse_tickets.progress import LogLines
 from tests.drift import assert_same_training, assert_weights_close
@@ -89,6 +89,12 @@ def driver(runs: Path, splits, costs, **options) -> StackedTrials:
         costs=costs,
         **options,
     )
+
+
+def in_process(trials) -> list:
+    """The trials' commands run in this process, one after the other: what their processes
+    would do (the processes themselves are tested in tests/lottery/test_trials.py)."""
+    return [Outcome(trial, main(list(trial.argv)), 0.0) for trial in trials]
 
 
 def results(runs: Path) -> dict:
@@ -264,7 +270,7 @@ def test_levels_chosen_as_processes_run_until_that_level(tmp_path, splits, separ
 
     def processes(trials):
         started.append([trial.argv[-2:] for trial in trials])
-        return run_local(trials, parallel=2, threads=1)
+        return in_process(trials)
 
     outcomes = driver(runs, splits, costs, run_processes=processes).execute()
     assert [outcome.returncode for outcome in outcomes] == [0, 0, 0], [
@@ -314,9 +320,9 @@ def test_dense_control_levels_go_to_processes_when_their_start_up_pays(tmp_path,
     runs.mkdir()
     started = []
 
-    def processes(trials):  # the trials' commands, here: their processes are tested above
+    def processes(trials):
         started.append([trial.argv[-2:] for trial in trials])
-        return [Outcome(trial, main(list(trial.argv)), 0.0) for trial in trials]
+        return in_process(trials)
 
     def costs(label: str, density: float) -> Costs:
         return Costs(density, stacked=0.0 if density < 0.7 else 3.0, processes=1.0)
@@ -331,6 +337,19 @@ def test_dense_control_levels_go_to_processes_when_their_start_up_pays(tmp_path,
         for branch, level in BRANCH_LEVELS:
             metrics = run.level(branch, level).read_metrics()
             assert ("stacked_with" in metrics) == ((branch, level) in stacked_levels)
+
+
+def test_a_stacked_batch_is_the_replicates_batches_side_by_side(splits):
+    indices = [torch.tensor([5, 0, 7]), torch.tensor([1, 2, 3]), torch.tensor([9, 9, 4])]
+    x, y = stacked.stacked_batch([splits.train] * 3, indices)
+    assert x.shape == (3, 3, 28, 28) and y.shape == (3, 3)
+    for r, chosen in enumerate(indices):
+        want_x, want_y = splits.train.batch(chosen)
+        assert torch.equal(x[:, r : r + 1], want_x) and torch.equal(y[:, r], want_y)
+    # Replicates with splits of their own: one gather each, the same layout.
+    x, y = stacked.stacked_batch([splits.train, splits.train.subset(torch.arange(10))], indices[:2])
+    assert torch.equal(x[:, 1:2], splits.train.batch(indices[1])[0])
+    assert torch.equal(y[:, 0], splits.train.batch(indices[0])[1])
 
 
 def test_measure_times_both_forms_and_leaves_the_threads(splits):
