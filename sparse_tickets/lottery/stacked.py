@@ -454,18 +454,21 @@ def measure(
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
         count = len(models)
+        device = next(models[0].parameters()).device
         orders = [DataOrder(len(splits.train), batch_size, seed) for seed in range(count)]
         stacked = stack([copy.deepcopy(m) for m in models], splits.input_shape)
         stacked_step = _step_time(
             stacked,
             hp,
-            lambda i: stacked_batch([splits.train] * count, [o.indices(i) for o in orders]),
+            lambda i: _on(
+                device, stacked_batch([splits.train] * count, [o.indices(i) for o in orders])
+            ),
             count,
             steps,
             rounds,
         )
         stacked_evaluation = _evaluation_time(
-            lambda chunk: evaluate_stacked(stacked, chunk, count, torch.device("cpu")), splits
+            lambda chunk: evaluate_stacked(stacked, chunk, count, device), splits
         )
         torch.set_num_threads(threads_each)
         try:
@@ -473,13 +476,13 @@ def measure(
             single_step = _step_time(
                 single,
                 hp,
-                lambda i: _one_batch(splits.train, orders[0].indices(i)),
+                lambda i: _on(device, _one_batch(splits.train, orders[0].indices(i))),
                 1,
                 steps,
                 rounds,
             )
             single_evaluation = _evaluation_time(
-                lambda chunk: evaluate(single, chunk, torch.device("cpu")), splits
+                lambda chunk: evaluate(single, chunk, device), splits
             )
         finally:
             torch.set_num_threads(threads)
@@ -508,6 +511,10 @@ class _First:
 
     def batch(self, indices):
         return self.split.batch(indices)
+
+
+def _on(device: torch.device, batch: tuple) -> tuple:
+    return tuple(tensor.to(device, non_blocking=True) for tensor in batch)
 
 
 def _one_batch(split, indices):
