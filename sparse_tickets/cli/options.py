@@ -169,9 +169,9 @@ def add_trial_options(parser: argparse.ArgumentParser, named: bool = True) -> No
         choices=EXECUTORS,
         default="local",
         help="local: processes on this machine sharing its cores (default); "
-        "stacked (imp, train): this process trains the trials' levels as one stacked "
-        "network wherever that is measured to be faster than processes, the other "
-        "levels as processes; slurm: a SLURM job array through submitit, requeued "
+        "stacked (imp, train): this process trains the trials as one stacked network "
+        "from the level on where that is measured to be faster than processes, the levels "
+        "before as processes; slurm: a SLURM job array through submitit, requeued "
         "after time limits; submitit-local: that submission run on this machine, "
         "to check it without a cluster",
     )

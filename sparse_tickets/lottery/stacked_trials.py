@@ -6,7 +6,7 @@ What is compared is the cost of a training iteration of the pending trials at a 
 density, evaluations included (:class:`Costs`): stacked, one stacked step; as processes, one
 step of a trial on the threads a process of its own gets, times the waves of ``parallel``
 processes the trials need. Both are measured on this machine (:func:`~.stacked.measure`); no
-threshold is written down. A dense level usually runs faster as processes (they use the cores
+threshold is written down, and stacking must win by a margin (:data:`STACKING_MARGIN`). A dense level usually runs faster as processes (they use the cores
 side by side); a sparse one, whose step is mostly fixed cost, stacked.
 
 The plan, made once, at the first main level still to train: if stacking pays there, every
@@ -50,6 +50,13 @@ from .trials import Outcome, Trial, run_local
 # Masks projected for a level not yet reached: random positions, from this seed.
 _PROJECTION_SEED = 0
 
+# Stacking is chosen only when its estimate is this much below the processes' (a fraction of
+# theirs): the two are timed in one process over a few dozen steps, while the real processes
+# run side by side for minutes, and a stacked level pays a little more per level (stacking,
+# unstacking at checkpoints) than its steps show. A doubt leaves the trials as processes, as
+# --executor local would run them. A margin on a ratio, not a time: it moves with the machine.
+STACKING_MARGIN = 0.10
+
 
 @dataclass(frozen=True)
 class Costs:
@@ -61,8 +68,14 @@ class Costs:
     processes: float
 
     @property
+    def extra(self) -> float:
+        """Seconds per iteration that stacking costs more than processes, margin included
+        (below 0: stacking pays)."""
+        return self.stacked - (1 - STACKING_MARGIN) * self.processes
+
+    @property
     def stacking_pays(self) -> bool:
-        return self.stacked < self.processes
+        return self.extra < 0
 
 
 class TrialLines(LogLines):
@@ -310,10 +323,9 @@ class StackedTrials:
         )
 
     def _extra(self, density: float) -> float:
-        """Seconds per iteration that stacking costs more than processes at ``density`` (below
-        0: less), interpolated in log density between the measured densities (outside them,
+        """:attr:`Costs.extra` at ``density``, interpolated in log density between the measured densities (outside them,
         the nearest one's)."""
-        points = [(math.log(d), c.stacked - c.processes) for d, c in sorted(self.measured.items())]
+        points = [(math.log(d), c.extra) for d, c in sorted(self.measured.items())]
         x = math.log(density)
         if x <= points[0][0]:
             return points[0][1]

@@ -339,6 +339,12 @@ def test_dense_control_levels_go_to_processes_when_their_start_up_pays(tmp_path,
             assert ("stacked_with" in metrics) == ((branch, level) in stacked_levels)
 
 
+def test_stacking_must_win_by_the_margin():
+    assert not Costs(0.5, stacked=0.95, processes=1.0).stacking_pays  # within the doubt
+    assert Costs(0.5, stacked=0.8, processes=1.0).stacking_pays
+    assert Costs(0.5, stacked=0.8, processes=1.0).extra == pytest.approx(0.8 - 0.9)
+
+
 def test_a_stacked_batch_is_the_replicates_batches_side_by_side(splits):
     indices = [torch.tensor([5, 0, 7]), torch.tensor([1, 2, 3]), torch.tensor([9, 9, 4])]
     x, y = stacked.stacked_batch([splits.train] * 3, indices)
