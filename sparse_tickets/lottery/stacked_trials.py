@@ -6,8 +6,9 @@ What is compared is the cost of a training iteration of the pending trials at a 
 density, evaluations included (:class:`Costs`): stacked, one stacked step; as processes, one
 step of a trial on the threads a process of its own gets, times the waves of ``parallel``
 processes the trials need. Both are measured on this machine (:func:`~.stacked.measure`); no
-threshold is written down, and stacking must win by a margin (:data:`STACKING_MARGIN`). A dense level usually runs faster as processes (they use the cores
-side by side); a sparse one, whose step is mostly fixed cost, stacked.
+threshold is written down, and stacking must win by a margin (:data:`STACKING_MARGIN`). A
+dense level usually runs faster as processes (they use the cores side by side); a sparse one,
+whose step is mostly fixed cost, stacked.
 
 The plan, made once, at the first main level still to train: if stacking pays there, every
 level is stacked. If not, the later levels are measured on masks projected from that level's
@@ -323,8 +324,8 @@ class StackedTrials:
         )
 
     def _extra(self, density: float) -> float:
-        """:attr:`Costs.extra` at ``density``, interpolated in log density between the measured densities (outside them,
-        the nearest one's)."""
+        """:attr:`Costs.extra` at ``density``, interpolated in log density between the measured
+        densities (outside them, the nearest one's)."""
         points = [(math.log(d), c.extra) for d, c in sorted(self.measured.items())]
         x = math.log(density)
         if x <= points[0][0]:
