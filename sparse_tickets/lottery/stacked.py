@@ -492,25 +492,12 @@ def measure(
 def _evaluation_time(evaluate_on, splits) -> float:
     """Seconds to evaluate on the validation and test splits, from one chunk of the
     validation split timed (after one untimed call) and scaled by the number of examples."""
-    chunk = _First(splits.val, min(EVAL_BATCH, len(splits.val)))
+    chunk = splits.val.subset(torch.arange(min(EVAL_BATCH, len(splits.val))))
     evaluate_on(chunk)
     started = time.perf_counter()
     evaluate_on(chunk)
     seconds = time.perf_counter() - started
     return seconds * (len(splits.val) + len(splits.test)) / len(chunk)
-
-
-class _First:
-    """The first ``size`` examples of a split, to time an evaluation on fewer of them."""
-
-    def __init__(self, split, size: int):
-        self.split, self.size = split, size
-
-    def __len__(self) -> int:
-        return self.size
-
-    def batch(self, indices):
-        return self.split.batch(indices)
 
 
 def _on(device: torch.device, batch: tuple) -> tuple:

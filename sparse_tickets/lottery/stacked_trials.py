@@ -176,18 +176,18 @@ class StackedTrials:
         level, current = levels[0], pending[0][1]
         if self._costs_of(current.label, current.masks, pending).stacking_pays:
             return level
-        projected = self._projector(pending[0], levels)
+        run = self.runs[pending[0][0]]
+        projected = _projected_masks(run, current, len(levels))
         # Binary search for the first level that pays, cost taken to grow with density.
-        if not self._costs_of(
-            f"level {levels[-1]}", projected(len(levels) - 1), pending
-        ).stacking_pays:
+        if not self._costs_of(f"level {levels[-1]}", projected[-1], pending).stacking_pays:
             first = None
         else:
             low, high = 0, len(levels) - 1  # low does not pay, high does
             while high - low > 1:
                 middle = (low + high) // 2
-                masks = projected(middle)
-                if self._costs_of(f"level {levels[middle]}", masks, pending).stacking_pays:
+                if self._costs_of(
+                    f"level {levels[middle]}", projected[middle], pending
+                ).stacking_pays:
                     high = middle
                 else:
                     low = middle
@@ -195,11 +195,9 @@ class StackedTrials:
         # Stacking the levels before it too saves the processes' start-up: worth it when
         # that costs less extra than the start-up would.
         before = levels if first is None else levels[:first]
-        iterations = self.runs[pending[0][0]].schedule.iterations
         extra = sum(
-            (iterations - self.runs[pending[0][0]]._start_iteration(lvl))
-            * self._extra(projected.density(i))
-            for i, lvl in enumerate(before)
+            (run.schedule.iterations - run._start_iteration(at)) * self._extra(masks.density)
+            for at, masks in zip(before, projected)
         )
         startup = self._waves(len(pending)) * self.startup_seconds
         if extra < startup:
@@ -338,10 +336,6 @@ class StackedTrials:
     def _waves(self, count: int) -> int:
         return math.ceil(count / min(count, self.parallel))
 
-    def _projector(self, first: tuple[int, PendingLevel], levels: list[int]) -> _Projection:
-        run = self.runs[first[0]]
-        return _Projection(run, first[1], len(levels))
-
     # Shared by the branches.
 
     @contextlib.contextmanager
@@ -383,46 +377,40 @@ class StackedTrials:
         self.runs[index].progress.message(why)
 
 
-class _Projection:
-    """Masks for the levels after a pending one, before they exist: each layer pruned at the
-    run's rates level after level, at random positions (as many weights per layer as the run
-    keeps there, under layerwise scope; global scope's split between layers is approximated)."""
-
-    def __init__(self, run: LotteryRun, level: PendingLevel, count: int):
-        model = copy.deepcopy(run.model)
-        model.load_state_dict(level.start_state)
-        weights, plan, masks = weights_of(model), pruning_plan(model, run.hp), level.masks
-        fraction = plan.pop("fraction")
-        self.masks = [masks]
-        for _ in range(1, count):
-            if run.hp.one_shot_density is not None:
-                masks = prune_to_density(
-                    weights,
-                    masks,
-                    run.hp.one_shot_density,
-                    strategy="random",
-                    scope=run.hp.scope,
-                    exclude=plan["exclude"],
-                    seed=_PROJECTION_SEED,
-                    nm=run.nm,
-                )
-            else:
-                masks = prune(
-                    weights,
-                    masks,
-                    fraction,
-                    strategy="random",
-                    seed=_PROJECTION_SEED,
-                    nm=run.nm,
-                    **plan,
-                )
-            self.masks.append(masks)
-
-    def __call__(self, index: int) -> Masks:
-        return self.masks[index]
-
-    def density(self, index: int) -> float:
-        return self.masks[index].density
+def _projected_masks(run: LotteryRun, level: PendingLevel, count: int) -> list[Masks]:
+    """Masks for ``level`` and the ``count - 1`` levels after it, before those exist: each
+    layer pruned at the run's rates level after level, at random positions (as many weights
+    per layer as the run keeps there, under layerwise scope; global scope's split between
+    layers is approximated)."""
+    model = copy.deepcopy(run.model)
+    model.load_state_dict(level.start_state)
+    weights, plan, masks = weights_of(model), pruning_plan(model, run.hp), level.masks
+    fraction = plan.pop("fraction")
+    projected = [masks]
+    for _ in range(1, count):
+        if run.hp.one_shot_density is not None:
+            masks = prune_to_density(
+                weights,
+                masks,
+                run.hp.one_shot_density,
+                strategy="random",
+                scope=run.hp.scope,
+                exclude=plan["exclude"],
+                seed=_PROJECTION_SEED,
+                nm=run.nm,
+            )
+        else:
+            masks = prune(
+                weights,
+                masks,
+                fraction,
+                strategy="random",
+                seed=_PROJECTION_SEED,
+                nm=run.nm,
+                **plan,
+            )
+        projected.append(masks)
+    return projected
 
 
 def _levels(levels: list[int]) -> str:

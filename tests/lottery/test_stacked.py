@@ -193,6 +193,16 @@ def test_an_interrupted_stacked_level_resumes_stacked_or_alone(tmp_path, splits,
     assert_same_runs(runs, separate)
 
 
+def assert_level_0_as_alone(metrics: dict, separate: Path, offset: int) -> None:
+    """Trial ``offset``'s level 0 ``metrics`` are those of its separate run, within the drift."""
+    got = dict(metrics)
+    want = Run(separate / offset_seeds(HP, offset).run_name()).level(MAIN, 0).read_metrics()
+    for found in (got, want):
+        found.pop("wall_time_seconds")
+        found.pop("stacked_with", None)
+    assert_same_training(got, want, f"trial {offset}", HORIZON)
+
+
 def test_a_diverging_trial_stops_alone(tmp_path, splits, separate):
     runs = tmp_path / "runs"
     made = lottery_runs(runs, splits)
@@ -208,12 +218,7 @@ def test_a_diverging_trial_stops_alone(tmp_path, splits, separate):
     assert "diverged at iteration 0" in str(outcomes[1].diverged)
     for offset in (0, 2):
         assert outcomes[offset].diverged is None
-        got = dict(outcomes[offset].metrics)
-        want = Run(separate / offset_seeds(HP, offset).run_name()).level(MAIN, 0).read_metrics()
-        for metrics in (got, want):
-            metrics.pop("wall_time_seconds")
-            metrics.pop("stacked_with", None)
-        assert_same_training(got, want, f"trial {offset}", HORIZON)
+        assert_level_0_as_alone(outcomes[offset].metrics, separate, offset)
 
 
 def test_a_trial_diverging_mid_level_stops_alone(tmp_path, splits, separate, monkeypatch):
@@ -237,12 +242,7 @@ def test_a_trial_diverging_mid_level_stops_alone(tmp_path, splits, separate, mon
     outcomes = stacked.train_level(list(zip(made, pending)), LogLines())
     assert outcomes[1].metrics is None and "diverged at iteration 16" in str(outcomes[1].diverged)
     for offset in (0, 2):
-        got = dict(outcomes[offset].metrics)
-        want = Run(separate / offset_seeds(HP, offset).run_name()).level(MAIN, 0).read_metrics()
-        for metrics in (got, want):
-            metrics.pop("wall_time_seconds")
-            metrics.pop("stacked_with", None)
-        assert_same_training(got, want, f"trial {offset}", HORIZON)
+        assert_level_0_as_alone(outcomes[offset].metrics, separate, offset)
 
 
 def test_until_level_stops_the_main_branch_there(tmp_path, splits, separate):
